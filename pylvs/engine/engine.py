@@ -1,0 +1,429 @@
+"""The sans-I/O director: frames and time in, frames out.
+
+`Engine.process(buf, ifindex, now)` takes one received frame (virtio_net_hdr + Ethernet, see
+pylvs.packet.layout), rewrites it in place when it belongs to a virtual service, and returns the
+frames to send as `(ifindex, buffer)` pairs. It never calls the OS and never reads a clock; the
+I/O layer owns sockets, the kernel's routes and neighbours, and time.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pylvs.engine import tcpstate
+from pylvs.engine.conntrack import DIR_IN, F_INACTIVE, F_NOOUTPUT, Conn, ConnTable
+from pylvs.engine.forward.base import Buffer, Forwarder, Output
+from pylvs.engine.forward.nat import Nat
+from pylvs.engine.hops import Hop, Routes
+from pylvs.engine.services import Method, RealServer, VirtualService
+from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
+from pylvs.engine.table import ServiceTable
+from pylvs.packet import arp, checksum, icmp
+from pylvs.packet.layout import (
+    ETH,
+    ETH_TYPE,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    IP,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+)
+from pylvs.packet.vnet import EMPTY as EMPTY_VNET
+from pylvs.packet.vnet import F_NEEDS_CSUM
+from pylvs.sched.base import Flow
+
+NOTHING: Output = []
+_KEY12 = struct.Struct("12s")  # saddr, daddr, sport, dport: contiguous when the IP header has no options
+_KEY8 = struct.Struct("8s")
+_KEY4 = struct.Struct("4s")
+PARK_LIMIT = 16          # frames held per destination while its neighbour is resolved
+PARK_SECONDS = 3.0
+
+
+@dataclass
+class Settings:
+    """Daemon-wide behaviour, with the kernel's defaults (ipvs.md §3.4, §3.7, §7)."""
+
+    tcp_timeouts: list[int] = field(default_factory=lambda: list(tcpstate.DEFAULT_TIMEOUTS))
+    udp_timeout: int = 300
+    expire_nodest_conn: bool = False
+    expire_quiescent_template: bool = False
+    conn_reuse_mode: int = 1
+    sloppy_tcp: bool = False
+
+
+@dataclass
+class Interface:
+    ifindex: int
+    name: str
+    mac: bytes
+    addrs: set[bytes] = field(default_factory=set)
+    mtu: int = 1500
+
+
+class Engine:
+    NO_HOP = Hop(0, b"\0" * 6, b"\0" * 6)
+
+    def __init__(self, routes: Routes, settings: Settings | None = None) -> None:
+        self.routes = routes
+        self.settings = settings or Settings()
+        self.interfaces: dict[int, Interface] = {}
+        self.table = ServiceTable(on_change=self._services_changed)
+        self.conns = ConnTable()
+        self.forwarders: dict[Method, Forwarder] = {Method.MASQ: Nat()}
+        self.drops: Counter[str] = Counter()
+        self.total = Stats()
+        self.owned: set[bytes] = set()
+        self.listeners: list = []  # called after every service table change (steering rules)
+        self._svc_index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
+        self._next_estimate: float | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def add_interface(self, iface: Interface) -> None:
+        self.interfaces[iface.ifindex] = iface
+
+    def _services_changed(self) -> None:
+        index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        for svc in self.table:
+            if not svc.fwmark:
+                index[svc.protocol][svc.addr + svc.port.to_bytes(2, "big")] = svc
+        self._svc_index = index
+        self.owned = {svc.addr for svc in self.table if not svc.fwmark}
+        for listener in self.listeners:
+            listener(self)
+
+    def announce(self) -> Output:
+        """Gratuitous ARP for every owned address on every interface (on start and on change)."""
+        return [
+            (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr)))
+            for iface in self.interfaces.values()
+            for addr in sorted(self.owned)
+        ]
+
+    # -- packet path ------------------------------------------------------------------------
+
+    def process(self, buf: Buffer, ifindex: int, now: float) -> Output:
+        n = len(buf)
+        if n < IP:
+            self.drops["runt"] += 1
+            return NOTHING
+        etype = buf[ETH_TYPE] << 8 | buf[ETH_TYPE + 1]
+        if etype != ETHERTYPE_IPV4:
+            return self._arp(buf, ifindex) if etype == ETHERTYPE_ARP else NOTHING
+        iface = self.interfaces.get(ifindex)
+        if iface is None or buf[ETH:ETH + 6] != iface.mac:
+            return NOTHING  # not addressed to us at layer 2 (another host's frame, multicast)
+        if n < IP + 20:
+            self.drops["malformed"] += 1
+            return NOTHING
+        vihl = buf[IP]
+        ihl = (vihl & 0x0F) << 2
+        totlen = buf[IP + 2] << 8 | buf[IP + 3]
+        if vihl >> 4 != 4 or ihl < 20 or totlen < ihl or IP + totlen > n:
+            self.drops["malformed"] += 1
+            return NOTHING
+        proto = buf[IP + 9]
+        if proto in (PROTO_TCP, PROTO_UDP):
+            l4 = IP + ihl
+            if totlen < ihl + (20 if proto == PROTO_TCP else 8):
+                self.drops["malformed"] += 1
+                return NOTHING
+            key = (_KEY12.unpack_from(buf, IP + 12)[0] if ihl == 20
+                   else _KEY8.unpack_from(buf, IP + 12)[0] + _KEY4.unpack_from(buf, l4)[0])
+            hit = self.conns.by_proto[proto].get(key)
+            ours = hit is not None or key[4:8] in self.owned
+            if not ours:
+                return NOTHING
+            if checksum.ones_sum(buf[IP:IP + ihl]) != 0xFFFF:
+                self.drops["bad_ip_checksum"] += 1
+                return NOTHING
+            if buf[IP + 6] & 0x3F or buf[IP + 7]:
+                self.drops["fragment"] += 1  # MF set or offset != 0: we do not reassemble
+                return NOTHING
+            partial = bool(buf[0] & F_NEEDS_CSUM)
+            if hit is None:
+                return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+            conn, direction = hit
+            if direction == DIR_IN:
+                return self._in(conn, buf, key, proto, l4, totlen, partial, now)
+            return self._out(conn, buf, proto, l4, totlen, partial, now)
+        if proto == PROTO_ICMP:
+            return self._icmp(buf, ihl, totlen, now)
+        if bytes(buf[IP + 16:IP + 20]) in self.owned:
+            self.drops["unknown_protocol"] += 1
+        return NOTHING
+
+    def _in(self, conn: Conn, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int,
+            partial: bool, now: float) -> Output:
+        dest = conn.dest
+        if proto == PROTO_TCP:
+            flags = buf[l4 + 13]
+            if flags & TCP_SYN and not flags & (TCP_ACK | TCP_RST) and self._reuse(conn):
+                self._expire(conn)
+                return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+            if not dest.available:
+                return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
+            self._tcp_state(conn, tcpstate.INPUT, flags, now)
+        else:
+            if not dest.available:
+                return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
+            conn.expires = now + conn.timeout
+        conn.in_pkts += 1
+        st = dest.stats
+        st.inpkts += 1
+        st.inbytes += totlen
+        st = conn.svc.stats
+        st.inpkts += 1
+        st.inbytes += totlen
+        return conn.forwarder.inbound(self, conn, buf, l4, partial)
+
+    def _out(self, conn: Conn, buf: Buffer, proto: int, l4: int, totlen: int, partial: bool,
+             now: float) -> Output:
+        if proto == PROTO_TCP:
+            self._tcp_state(conn, tcpstate.OUTPUT, buf[l4 + 13], now)
+        else:
+            conn.expires = now + conn.timeout
+        st = conn.dest.stats
+        st.outpkts += 1
+        st.outbytes += totlen
+        st = conn.svc.stats
+        st.outpkts += 1
+        st.outbytes += totlen
+        return conn.forwarder.outbound(self, conn, buf, l4, partial)
+
+    def _reuse(self, conn: Conn) -> bool:
+        """conn_reuse_mode: a new SYN on a finished connection starts a new one (ipvs.md §3.7)."""
+        mode = self.settings.conn_reuse_mode
+        if not mode or conn.control is not None:
+            return False
+        if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
+            return True
+        return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & F_NOOUTPUT)
+
+    def _nodest(self, conn: Conn, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int,
+                partial: bool, now: float) -> Output:
+        """A packet of a connection whose real server was removed (expire_nodest_conn)."""
+        if not self.settings.expire_nodest_conn:
+            self.drops["dest_unavailable"] += 1
+            return NOTHING
+        self._expire(conn)
+        return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+
+    def _tcp_state(self, conn: Conn, offset: int, flags: int, now: float) -> None:
+        if conn.flags & F_NOOUTPUT:
+            if offset == tcpstate.OUTPUT:
+                conn.flags &= ~F_NOOUTPUT
+            else:
+                offset = tcpstate.INPUT_ONLY
+        new = tcpstate.next_state(conn.state, offset, flags)
+        if new != conn.state:
+            dest = conn.dest
+            if new in tcpstate.ACTIVE:
+                if conn.flags & F_INACTIVE:
+                    conn.flags &= ~F_INACTIVE
+                    dest.inactconns -= 1
+                    dest.activeconns += 1
+            elif not conn.flags & F_INACTIVE:
+                conn.flags |= F_INACTIVE
+                dest.activeconns -= 1
+                dest.inactconns += 1
+            conn.state = new
+        conn.timeout = self.settings.tcp_timeouts[new]
+        self.conns.refresh(conn, now)
+
+    def _new_conn(self, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int, partial: bool,
+                  now: float) -> Output:
+        svc = self._svc_index[proto].get(key[4:8] + key[10:12])
+        if svc is None:
+            self.drops["no_service"] += 1
+            return NOTHING
+        if proto == PROTO_TCP:
+            flags = buf[l4 + 13]
+            if flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp):
+                self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
+                return NOTHING
+        caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
+        dest = svc.sched.schedule(svc, Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr,
+                                            svc.port, now))
+        if dest is None:
+            self.drops["no_dest"] += 1
+            # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9)
+            return self._send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
+                                            icmp.CODE_PORT_UNREACH), now)
+        conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
+        return self._in(conn, buf, key, proto, l4, totlen, partial, now)
+
+    def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
+                vaddr: bytes, vport: bytes, now: float) -> Conn:
+        forwarder = self.forwarders.get(dest.method)
+        if forwarder is None:
+            raise NotImplementedError(f"forwarding method {dest.method.name}")
+        dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \
+            else dest.port.to_bytes(2, "big")
+        conn = Conn(proto, caddr, cport, vaddr, vport, dest.addr, dport)
+        conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
+        if not forwarder.sees_replies:
+            conn.flags |= F_NOOUTPUT
+        if proto == PROTO_UDP:
+            conn.timeout = self.settings.udp_timeout
+        dest.inactconns += 1  # every connection starts inactive (ip_vs_conn_new)
+        dest.conn_bound()
+        dest.stats.conns += 1
+        svc.stats.conns += 1
+        self.total.conns += 1
+        forwarder.bind(self, conn)
+        conn.in_hop = self.routes.hop(conn.daddr)
+        self.conns.add(conn, now)
+        return conn
+
+    def _expire(self, conn: Conn) -> None:
+        dest = conn.dest
+        if conn.flags & F_INACTIVE:
+            dest.inactconns -= 1
+        else:
+            dest.activeconns -= 1
+        dest.conn_unbound()
+        conn.forwarder.release(self, conn)
+        self.conns.unlink(conn)
+
+    # -- helpers for forwarders -------------------------------------------------------------
+
+    def hop_for(self, conn: Conn, addr: bytes, inbound: bool) -> Hop | None:
+        hop = self.routes.hop(addr)
+        if hop is not None:
+            if inbound:
+                conn.in_hop = hop
+            else:
+                conn.out_hop = hop
+        return hop
+
+    def park(self, addr: bytes, buf: Buffer, now: float = 0.0) -> Output:
+        """Hold a finished frame until the neighbour for `addr` is known (see flush_parked)."""
+        q = self._parked.setdefault(addr, [])
+        if len(q) >= PARK_LIMIT:
+            self.drops["neighbour_queue_full"] += 1
+        else:
+            q.append((now, bytearray(buf)))
+        return NOTHING
+
+    def flush_parked(self, now: float) -> Output:
+        out: Output = []
+        for addr, q in list(self._parked.items()):
+            hop = self.routes.hop(addr)
+            if hop is None:
+                # Frames parked with now=0.0 (no clock at hand) are aged from their first flush.
+                keep = []
+                for t, b in q:
+                    t = t or now
+                    if now - t < PARK_SECONDS:
+                        keep.append((t, b))
+                    else:
+                        self.drops["no_neighbour"] += 1
+                if keep:
+                    self._parked[addr] = keep
+                else:
+                    del self._parked[addr]
+                continue
+            del self._parked[addr]
+            for _, b in q:
+                b[ETH:ETH + 12] = hop.eth
+                out.append((hop.ifindex, b))
+        return out
+
+    def ttl_exceeded(self, buf: Buffer) -> Output:
+        self.drops["ttl_exceeded"] += 1
+        return NOTHING
+
+    def _send_ip(self, packet: bytes, now: float) -> Output:
+        """Send an IPv4 packet the director originates, routed like any other."""
+        dst = packet[16:20]
+        frame = bytearray(EMPTY_VNET + bytes(12) + ETHERTYPE_IPV4.to_bytes(2, "big") + packet)
+        hop = self.routes.hop(dst)
+        if hop is None:
+            return self.park(dst, frame, now)
+        frame[ETH:ETH + 12] = hop.eth
+        return [(hop.ifindex, frame)]
+
+    # -- ARP and ICMP -----------------------------------------------------------------------
+
+    def _arp(self, buf: Buffer, ifindex: int) -> Output:
+        parsed = arp.parse(buf[IP:])
+        iface = self.interfaces.get(ifindex)
+        if parsed is None or iface is None:
+            return NOTHING
+        op, sha, spa, _tha, tpa = parsed
+        if op != arp.OP_REQUEST or tpa not in self.owned or spa == tpa:
+            return NOTHING
+        return [(ifindex, bytearray(EMPTY_VNET + arp.reply(iface.mac, tpa, sha, spa)))]
+
+    def _icmp(self, buf: Buffer, ihl: int, totlen: int, now: float) -> Output:
+        body = IP + ihl
+        dst = bytes(buf[IP + 16:IP + 20])
+        ours = dst in self.owned
+        if totlen < ihl + 8:
+            if ours:
+                self.drops["malformed"] += 1
+            return NOTHING
+        itype = buf[body]
+        if ours and itype == icmp.ECHO_REQUEST:
+            reply = icmp.echo_reply(buf[IP:IP + totlen], ihl, totlen)
+            if reply is None:
+                self.drops["malformed"] += 1
+                return NOTHING
+            return self._send_ip(reply, now)
+        if itype not in icmp.ERROR_TYPES:
+            if ours:
+                self.drops["icmp_unrelated"] += 1
+            return NOTHING
+        # The quoted packet: its IP header, then at least the 8 bytes holding the ports.
+        emb = body + 8
+        if totlen < ihl + 8 + 20:
+            if ours:
+                self.drops["malformed"] += 1
+            return NOTHING
+        eihl = (buf[emb] & 0x0F) << 2
+        eproto = buf[emb + 9]
+        if eihl < 20 or totlen < ihl + 8 + eihl + 4 or eproto not in (PROTO_TCP, PROTO_UDP):
+            if ours:
+                self.drops["icmp_unrelated"] += 1
+            return NOTHING
+        el4 = emb + eihl
+        # The quote travels the other way: its destination is the sender of our packet.
+        key = (bytes(buf[emb + 16:emb + 20]) + bytes(buf[emb + 12:emb + 16])
+               + bytes(buf[el4 + 2:el4 + 4]) + bytes(buf[el4:el4 + 2]))
+        hit = self.conns.by_proto[eproto].get(key)
+        if hit is None:
+            if ours:
+                self.drops["icmp_no_conn"] += 1
+            return NOTHING
+        conn, direction = hit
+        handler = getattr(conn.forwarder, "icmp", None)
+        if handler is None:
+            self.drops["icmp_unsupported"] += 1
+            return NOTHING
+        return handler(self, conn, buf, ihl, totlen, emb, el4, direction)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Output:
+        """Expire connections and run the rate estimator; call about once a second."""
+        for conn in self.conns.due(now):
+            self._expire(conn)
+        if self._next_estimate is None:
+            self._next_estimate = now + ESTIMATOR_PERIOD
+        while now >= self._next_estimate:
+            self._next_estimate += ESTIMATOR_PERIOD
+            self.total.estimate()
+            for svc in self.table:
+                svc.stats.estimate()
+                for dest in svc.dests:
+                    dest.stats.estimate()
+        return self.flush_parked(now) if self._parked else NOTHING

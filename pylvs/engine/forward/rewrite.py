@@ -1,0 +1,66 @@
+"""The per-packet tail every rewriting method shares: TTL, checksums, MACs.
+
+The callers have already written the new addresses and ports; the deltas they pass were computed
+once per connection binding (pylvs.packet.checksum), so this is a few integer operations.
+"""
+
+from __future__ import annotations
+
+from pylvs.engine.forward.base import Buffer
+from pylvs.engine.hops import Hop
+from pylvs.packet import checksum
+from pylvs.packet.layout import ETH, IP, IP_CSUM, IP_TTL
+
+TTL_DELTA = 0xFEFF  # one's-complement of 0x0100: the TTL is the high byte of its 16-bit word
+
+
+class Deltas:
+    """Checksum deltas for one direction of one binding (addresses and ports old -> new)."""
+
+    __slots__ = ("ip", "l4", "l4_partial")
+
+    def __init__(self, old_addrs: bytes, new_addrs: bytes, old_ports: bytes, new_ports: bytes,
+                 ttl: bool = True) -> None:
+        addr = checksum.delta(old_addrs, new_addrs)
+        self.ip = checksum.combine(addr, TTL_DELTA) if ttl else addr
+        self.l4 = checksum.combine(addr, checksum.delta(old_ports, new_ports))
+        # A partial checksum holds only the pseudo-header sum: ports are summed later.
+        self.l4_partial = addr
+
+
+def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool, hop: Hop) -> bool:
+    """Decrement TTL, patch both checksums, set MACs. False if the TTL ran out (nothing written)."""
+    ttl = buf[IP + IP_TTL]
+    if ttl <= 1:
+        return False
+    buf[IP + IP_TTL] = ttl - 1
+    o = IP + IP_CSUM
+    c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + d.ip
+    c = (c & 0xFFFF) + (c >> 16)
+    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+    buf[o] = c >> 8
+    buf[o + 1] = c & 0xFF
+    o = l4 + csum_off
+    c = buf[o] << 8 | buf[o + 1]
+    if partial:
+        c += d.l4_partial
+        c = (c & 0xFFFF) + (c >> 16)
+        c = (c & 0xFFFF) + (c >> 16)
+    elif c or not udp:  # a zero UDP checksum means "none" and stays so
+        c = (c ^ 0xFFFF) + d.l4
+        c = (c & 0xFFFF) + (c >> 16)
+        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+        if udp and not c:
+            c = 0xFFFF
+    buf[o] = c >> 8
+    buf[o + 1] = c & 0xFF
+    buf[ETH:ETH + 12] = hop.eth
+    return True
+
+
+def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:
+    """Recompute a checksum from scratch over buf[start:end] (for rare packets such as ICMP)."""
+    buf[field] = buf[field + 1] = 0
+    c = checksum.checksum(buf[start:end])
+    buf[field] = c >> 8
+    buf[field + 1] = c & 0xFF

@@ -1,0 +1,138 @@
+"""Virtual services and real servers: the desired state the engine forwards by.
+
+Addresses are kept as 4-byte packed IPv4 (`bytes`) because that is what the packet path
+compares against; `ip()` turns them back into text for people.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass, field
+
+from pylvs.engine.stats import Stats
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP"}
+
+# IP_VS_SVC_F_* (ipvs.md §1.5)
+SVC_F_PERSISTENT = 0x0001
+SVC_F_ONEPACKET = 0x0004
+SVC_F_SCHED1 = 0x0008
+SVC_F_SCHED2 = 0x0010
+SVC_F_SCHED3 = 0x0020
+
+DEFAULT_SCHEDULER = "wlc"
+DEFAULT_PERSISTENT_TIMEOUT = 360
+
+
+class Method(enum.IntEnum):
+    """Forwarding method, with the kernel's IP_VS_CONN_F_FWD_MASK values (FULLNAT as DPVS)."""
+
+    MASQ = 0
+    LOCAL = 1
+    TUNNEL = 2
+    ROUTE = 3
+    FULLNAT = 5
+
+    @property
+    def label(self) -> str:
+        """The name ipvsadm prints in the Forward column."""
+        return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route", 5: "FullNat"}[self.value]
+
+
+class ConfigError(Exception):
+    """A rejected change; `errno_name` says which ipvsadm message applies (ipvs.md §1.4)."""
+
+    def __init__(self, errno_name: str, message: str):
+        super().__init__(message)
+        self.errno_name = errno_name
+
+
+def pack_ip(text: str) -> bytes:
+    return socket.inet_aton(text) if text.count(".") == 3 else socket.inet_pton(socket.AF_INET, text)
+
+
+def ip(addr: bytes) -> str:
+    return socket.inet_ntoa(addr)
+
+
+@dataclass(eq=False)
+class RealServer:
+    """A destination (IPVS `ip_vs_dest`): configuration plus the counters schedulers read."""
+
+    addr: bytes
+    port: int
+    weight: int = 1
+    method: Method = Method.ROUTE
+    u_threshold: int = 0
+    l_threshold: int = 0
+    tun_type: str = "ipip"
+    tun_port: int = 0
+    tun_flags: str = "nocsum"
+    # runtime state
+    activeconns: int = 0
+    inactconns: int = 0
+    persistconns: int = 0
+    overloaded: bool = False
+    available: bool = True
+    last_weight: int = 0
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self.last_weight = self.weight
+
+    @property
+    def totalconns(self) -> int:
+        return self.activeconns + self.inactconns
+
+    def conn_bound(self) -> None:
+        """Overload is set when a connection is bound and the upper threshold is reached."""
+        if self.u_threshold and self.totalconns >= self.u_threshold:
+            self.overloaded = True
+
+    def conn_unbound(self) -> None:
+        """Overload clears below the lower threshold, or 3/4 of the upper when none is set."""
+        self.update_overload()
+
+    def update_overload(self) -> None:
+        if not self.u_threshold:
+            self.overloaded = False
+            return
+        low = self.l_threshold or self.u_threshold - self.u_threshold // 4
+        if self.totalconns < low:
+            self.overloaded = False
+        elif self.totalconns >= self.u_threshold:
+            self.overloaded = True
+
+
+@dataclass(eq=False)
+class VirtualService:
+    """A virtual service keyed by (protocol, VIP, port); `dests` is in kernel order, newest first."""
+
+    protocol: int
+    addr: bytes
+    port: int
+    scheduler: str = DEFAULT_SCHEDULER
+    flags: int = 0
+    timeout: int = 0  # persistence timeout in seconds, meaningful with SVC_F_PERSISTENT
+    netmask: bytes = b"\xff\xff\xff\xff"
+    fwmark: int = 0
+    dests: list[RealServer] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+    sched: object = None  # the bound Scheduler instance
+
+    @property
+    def key(self) -> tuple[int, bytes, int]:
+        return (self.protocol, self.addr, self.port)
+
+    @property
+    def persistent(self) -> bool:
+        return bool(self.flags & SVC_F_PERSISTENT)
+
+    def find_dest(self, addr: bytes, port: int) -> RealServer | None:
+        for dest in self.dests:
+            if dest.addr == addr and dest.port == port:
+                return dest
+        return None

@@ -1,0 +1,150 @@
+"""The service table: add, edit and delete virtual services and real servers with IPVS's rules.
+
+Errors carry the errno ipvsadm would have received from the kernel (ipvs.md §1.4), so the
+control side can print the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from pylvs.engine.services import (
+    SVC_F_PERSISTENT,
+    ConfigError,
+    RealServer,
+    VirtualService,
+)
+from pylvs.sched import UnknownScheduler, scheduler_class
+
+MAX_WEIGHT = 2**31 - 1
+EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
+
+
+class ServiceTable:
+    """Services by (protocol, VIP, port); fwmark services by mark. Creation order is kept."""
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self.services: dict[tuple[int, bytes, int], VirtualService] = {}
+        self.by_fwmark: dict[int, VirtualService] = {}
+        self.on_change = on_change or (lambda: None)
+
+    def __iter__(self) -> Iterator[VirtualService]:
+        return iter(list(self.services.values()) + list(self.by_fwmark.values()))
+
+    def __len__(self) -> int:
+        return len(self.services) + len(self.by_fwmark)
+
+    def find(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService | None:
+        if fwmark:
+            return self.by_fwmark.get(fwmark)
+        return self.services.get((protocol, addr, port))
+
+    def get(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService:
+        svc = self.find(protocol, addr, port, fwmark)
+        if svc is None:
+            raise ConfigError("ESRCH", "No such service")
+        return svc
+
+    # -- services ---------------------------------------------------------------------------
+
+    def add_service(self, svc: VirtualService) -> VirtualService:
+        if self.find(svc.protocol, svc.addr, svc.port, svc.fwmark) is not None:
+            raise ConfigError("EEXIST", "Service already exists")
+        self._check_service(svc)
+        svc.sched = self._new_scheduler(svc, svc.scheduler)
+        if svc.fwmark:
+            self.by_fwmark[svc.fwmark] = svc
+        else:
+            self.services[svc.key] = svc
+        self.on_change()
+        return svc
+
+    def edit_service(self, new: VirtualService) -> VirtualService:
+        svc = self.get(new.protocol, new.addr, new.port, new.fwmark)
+        self._check_service(new)
+        if new.scheduler != svc.scheduler:
+            svc.sched = self._new_scheduler(svc, new.scheduler)
+            svc.scheduler = new.scheduler
+        svc.flags, svc.timeout, svc.netmask = new.flags, new.timeout, new.netmask
+        svc.sched.update(svc)
+        self.on_change()
+        return svc
+
+    def del_service(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService:
+        svc = self.get(protocol, addr, port, fwmark)
+        if fwmark:
+            del self.by_fwmark[fwmark]
+        else:
+            del self.services[svc.key]
+        for dest in svc.dests:
+            dest.available = False  # existing connections see a dest that is gone (ipvs.md §3.7)
+        self.on_change()
+        return svc
+
+    def flush(self) -> None:
+        for svc in list(self):
+            self.del_service(svc.protocol, svc.addr, svc.port, svc.fwmark)
+
+    # -- real servers -----------------------------------------------------------------------
+
+    def add_dest(self, svc: VirtualService, dest: RealServer) -> RealServer:
+        if svc.find_dest(dest.addr, dest.port) is not None:
+            raise ConfigError("EEXIST", "Destination already exists")
+        self._check_dest(dest)
+        svc.dests.insert(0, dest)  # the kernel adds at the head: newest first
+        svc.sched.update(svc)
+        self.on_change()
+        return dest
+
+    def edit_dest(self, svc: VirtualService, new: RealServer) -> RealServer:
+        dest = svc.find_dest(new.addr, new.port)
+        if dest is None:
+            raise ConfigError("ENOENT", "No such destination")
+        self._check_dest(new)
+        dest.weight, dest.method = new.weight, new.method
+        if new.weight:
+            dest.last_weight = new.weight
+        dest.u_threshold, dest.l_threshold = new.u_threshold, new.l_threshold
+        dest.tun_type, dest.tun_port, dest.tun_flags = new.tun_type, new.tun_port, new.tun_flags
+        dest.update_overload()
+        svc.sched.update(svc)
+        self.on_change()
+        return dest
+
+    def del_dest(self, svc: VirtualService, addr: bytes, port: int) -> RealServer:
+        dest = svc.find_dest(addr, port)
+        if dest is None:
+            raise ConfigError("ENOENT", "No such destination")
+        svc.dests.remove(dest)
+        dest.available = False
+        svc.sched.update(svc)
+        self.on_change()
+        return dest
+
+    # -- checks -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_scheduler(svc: VirtualService, name: str):
+        try:
+            return scheduler_class(name)(svc)
+        except UnknownScheduler:
+            raise ConfigError("ENOENT", "Scheduler or persistence engine not found") from None
+
+    @staticmethod
+    def _check_service(svc: VirtualService) -> None:
+        if svc.protocol not in (6, 17):
+            raise ConfigError("ENOPROTOOPT", "Protocol not available")
+        if svc.flags & SVC_F_PERSISTENT and svc.timeout <= 0:
+            raise ConfigError("EINVAL", EINVAL_TEXT)
+
+    @staticmethod
+    def _check_dest(dest: RealServer) -> None:
+        if dest.weight < 0 or dest.weight > MAX_WEIGHT:
+            raise ConfigError("ERANGE", "Numerical result out of range")
+        if dest.l_threshold > dest.u_threshold and dest.u_threshold:
+            raise ConfigError("ERANGE", "Numerical result out of range")
+        first = dest.addr[0]
+        if first == 0 or first == 127 or first >= 224:
+            raise ConfigError("EINVAL", EINVAL_TEXT)
+        if dest.tun_type == "gue" and not dest.tun_port:
+            raise ConfigError("EINVAL", EINVAL_TEXT)
