@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import DIR_IN, F_INACTIVE, F_NOOUTPUT, Conn, ConnTable
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
+from pylvs.engine.forward.dr import DirectRouting
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.hops import Hop, Routes
 from pylvs.engine.services import Method, RealServer, VirtualService
@@ -74,9 +75,9 @@ class Engine:
         self.routes = routes
         self.settings = settings or Settings()
         self.interfaces: dict[int, Interface] = {}
-        self.table = ServiceTable(on_change=self._services_changed)
+        self.forwarders: dict[Method, Forwarder] = {Method.MASQ: Nat(), Method.ROUTE: DirectRouting()}
+        self.table = ServiceTable(on_change=self._services_changed, methods=set(self.forwarders))
         self.conns = ConnTable()
-        self.forwarders: dict[Method, Forwarder] = {Method.MASQ: Nat()}
         self.drops: Counter[str] = Counter()
         self.total = Stats()
         self.owned: set[bytes] = set()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pylvs.engine.services import (
     SVC_F_PERSISTENT,
     ConfigError,
+    Method,
     RealServer,
     VirtualService,
 )
@@ -23,7 +24,9 @@ EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not un
 class ServiceTable:
     """Services by (protocol, VIP, port); fwmark services by mark. Creation order is kept."""
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None,
+                 methods: set[Method] | None = None) -> None:
+        self.methods = methods  # forwarding methods the engine implements (None: any)
         self.services: dict[tuple[int, bytes, int], VirtualService] = {}
         self.by_fwmark: dict[int, VirtualService] = {}
         self.on_change = on_change or (lambda: None)
@@ -137,8 +140,9 @@ class ServiceTable:
         if svc.flags & SVC_F_PERSISTENT and svc.timeout <= 0:
             raise ConfigError("EINVAL", EINVAL_TEXT)
 
-    @staticmethod
-    def _check_dest(dest: RealServer) -> None:
+    def _check_dest(self, dest: RealServer) -> None:
+        if self.methods is not None and dest.method not in self.methods:
+            raise ConfigError("EOPNOTSUPP", f"Forwarding method {dest.method.label} is not supported yet")
         if dest.weight < 0 or dest.weight > MAX_WEIGHT:
             raise ConfigError("ERANGE", "Numerical result out of range")
         if dest.l_threshold > dest.u_threshold and dest.u_threshold:

@@ -1,0 +1,57 @@
+"""lvsd: the pylvs director daemon (runs in the foreground, in the current network namespace)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pylvs import __version__
+from pylvs.control.server import DEFAULT_PATH
+from pylvs.engine.engine import Settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lvsd", description="pylvs director: IPVS-compatible layer-4 load balancer")
+    p.add_argument("-i", "--interface", action="append", required=True, metavar="IF",
+                   help="interface the director sends and receives on (repeat for each)")
+    p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH", help=f"control socket (default {DEFAULT_PATH})")
+    p.add_argument("--no-steering", action="store_true",
+                   help="do not install the nftables rules that keep the kernel off the director's traffic")
+    p.add_argument("--retire-ms", type=int, default=1, help="TPACKET_V3 block retire timeout (ms)")
+    p.add_argument("--expire-nodest-conn", action="store_true", help="as the IPVS sysctl (default 0)")
+    p.add_argument("--expire-quiescent-template", action="store_true", help="as the IPVS sysctl (default 0)")
+    p.add_argument("--conn-reuse-mode", type=int, default=1, help="as the IPVS sysctl (default 1)")
+    p.add_argument("--sloppy-tcp", action="store_true", help="as the IPVS sysctl (default 0)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"lvsd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="lvsd: %(levelname)s %(message)s")
+    settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
+                        expire_quiescent_template=args.expire_quiescent_template,
+                        conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp)
+    from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
+
+    try:
+        director = Director(args.interface, args.control, steer=not args.no_steering,
+                            settings=settings, retire_ms=args.retire_ms)
+    except PermissionError as exc:
+        print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return 1
+    try:
+        director.run()
+    finally:
+        director.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Direct routing (`-g`): only the Ethernet addresses change (ipvs.md §4.3).
+
+The real server holds the VIP on a non-ARPing interface and answers the client directly, so the
+director sees requests only. As IPVS does, the TTL is decremented (the director routes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pylvs.engine.forward.base import Buffer, Forwarder, Output
+from pylvs.engine.forward.rewrite import TTL_DELTA
+from pylvs.packet.layout import ETH, IP, IP_CSUM, IP_TTL
+
+if TYPE_CHECKING:
+    from pylvs.engine.conntrack import Conn
+    from pylvs.engine.engine import Engine
+
+
+class DirectRouting(Forwarder):
+    sees_replies = False
+
+    def bind(self, engine: Engine, conn: Conn) -> None:
+        conn.recipe = None
+
+    def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
+        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
+        ttl = buf[IP + IP_TTL]
+        if ttl <= 1:
+            return engine.ttl_exceeded(buf)
+        buf[IP + IP_TTL] = ttl - 1
+        o = IP + IP_CSUM
+        c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + TTL_DELTA
+        c = (c & 0xFFFF) + (c >> 16)
+        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+        buf[o] = c >> 8
+        buf[o + 1] = c & 0xFF
+        if hop is None:
+            return engine.park(conn.daddr, buf)
+        buf[ETH:ETH + 12] = hop.eth
+        return [(hop.ifindex, buf)]
+
+    def icmp(self, engine: Engine, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int,
+             direction: int) -> Output:
+        """ICMP errors from the client side about a DR connection go to its real server as they are."""
+        return self.inbound(engine, conn, buf, IP + ihl, False)

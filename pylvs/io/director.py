@@ -1,0 +1,181 @@
+"""The director process: packet rings, kernel routes, steering and the control socket in one loop.
+
+Single-threaded on purpose: control requests are applied between packet batches, which makes
+every change atomic for the packet path without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import socket
+import time
+
+from pyroute2 import IPRoute
+
+from pylvs.control import api
+from pylvs.control.server import ControlServer
+from pylvs.engine.engine import Engine, Interface, Settings
+from pylvs.engine.forward.base import Output
+from pylvs.io import steering
+from pylvs.io.afpacket import RingSocket
+from pylvs.io.kernel import KernelRoutes
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0          # connection expiry and estimator cadence
+PARKED_TICK = 0.05  # while frames wait for a neighbour
+
+
+def read_interface(ipr: IPRoute, name: str) -> Interface:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise SystemExit(f"lvsd: no such interface: {name}")
+    link = ipr.get_links(found[0])[0]
+    if not link["flags"] & 1:  # IFF_UP
+        ipr.link("set", index=found[0], state="up")
+    addrs = {socket.inet_aton(a.get("IFA_ADDRESS")) for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
+    mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
+    return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500)
+
+
+class Director:
+    def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
+                 settings: Settings | None = None, retire_ms: int = 1) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.rings: dict[int, RingSocket] = {}
+        self.tx: dict[int, object] = {}
+        self.errors = 0
+        self.tx_errors = 0
+        self.stopping = False
+        self.steer = steer
+        self.control: ControlServer | None = None
+        self.routes: KernelRoutes | None = None
+        try:
+            self._setup(ifnames, control_path, settings, retire_ms)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, ifnames: list[str], control_path: str, settings: Settings | None, retire_ms: int) -> None:
+        with IPRoute() as ipr:
+            interfaces = [read_interface(ipr, name) for name in ifnames]
+        self.engine = engine = Engine(routes=None, settings=settings)  # type: ignore[arg-type]
+        for iface in interfaces:
+            engine.add_interface(iface)
+        self.routes = KernelRoutes(engine.interfaces)
+        engine.routes = self.routes
+        self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
+        for iface in interfaces:
+            ring = RingSocket(iface.name, retire_ms=retire_ms)
+            self.rings[ring.ifindex] = ring
+            self.tx[ring.ifindex] = ring.send
+            self.selector.register(ring.fileno(), selectors.EVENT_READ, self._receiver(ring))
+        if self.steer:
+            steering.install()
+        engine.listeners.append(self._services_changed)
+        self.control = ControlServer(control_path, self._request, self.selector)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def _request(self, request: dict) -> dict:
+        return api.handle(self.engine, request, time.monotonic())
+
+    def _services_changed(self, engine: Engine) -> None:
+        if self.steer:
+            try:
+                steering.update(engine)
+            except steering.SteeringError as exc:
+                log.error("%s", exc)
+        self.send(engine.announce())
+
+    def _receiver(self, ring: RingSocket):
+        process = self.engine.process
+        tx = self.tx
+        ifindex = ring.ifindex
+
+        def receive(fd: int, events: int) -> None:
+            now = time.monotonic()
+            for block in ring.blocks():
+                for frame in ring.frames(block):
+                    try:
+                        out = process(frame, ifindex, now)
+                    except Exception:  # noqa: BLE001 - one bad frame must not stop the director
+                        self.errors += 1
+                        if self.errors <= 10:
+                            log.exception("engine error on a frame from ifindex %d", ifindex)
+                        continue
+                    for out_if, buf in out:
+                        try:
+                            tx[out_if](buf)
+                        except OSError:
+                            self.tx_errors += 1
+                del frame
+                ring.release(block)
+        return receive
+
+    def _netlink(self, fd: int, events: int) -> None:
+        if self.routes is not None and self.routes.poll_events():
+            self.send(self.engine.flush_parked(time.monotonic()))
+
+    def _woken(self, fd: int, events: int) -> None:
+        try:
+            self._wake_r.recv(64)
+        except BlockingIOError:
+            pass
+
+    def send(self, out: Output) -> None:
+        for ifindex, buf in out:
+            try:
+                self.tx[ifindex](buf)
+            except (OSError, KeyError):
+                self.tx_errors += 1
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def stop(self, *_args: object) -> None:
+        self.stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        self.send(self.engine.announce())
+        next_tick = time.monotonic()
+        log.info("lvsd running on %s, control socket %s", ", ".join(r.ifname for r in self.rings.values()),
+                 self.control.path if self.control else "-")
+        while not self.stopping:
+            timeout = max(0.0, next_tick - time.monotonic())
+            for key, events in self.selector.select(timeout):
+                key.data(key.fd, events)
+            now = time.monotonic()
+            if now >= next_tick:
+                self.send(self.engine.tick(now))
+                next_tick = now + (PARKED_TICK if self.engine._parked else TICK)
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        for ring in self.rings.values():
+            try:
+                ring.close()
+            except (BufferError, OSError):
+                pass
+        self.rings.clear()
+        if self.routes is not None:
+            self.routes.close()
+            self.routes = None
+        if self.steer:
+            steering.remove()
+        self.selector.close()
+
+

@@ -1,0 +1,158 @@
+"""Lab topologies faithful to the LVS pictures, built in network namespaces.
+
+NAT (the seed's picture)::
+
+    client 203.0.113.10 --- vip0 [director] dip0 --- br0 (lan) --- rs1 192.0.2.11
+                                 203.0.113.1      192.0.2.1     +-- rs2 192.0.2.12
+                                 VIP 203.0.113.100 (engine)     +-- rs3 192.0.2.13
+                                                                  (default gw = DIP)
+
+Addresses come from the documentation ranges and live only inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from pylvs.lab import servers
+from pylvs.lab.netns import LabError, Netns, run, wait_for
+
+CLIENT = "203.0.113.10"
+DIRECTOR_OUTSIDE = "203.0.113.1"
+VIP = "203.0.113.100"
+DIP = "192.0.2.1"
+
+
+def rip(i: int) -> str:
+    return f"192.0.2.{10 + i}"
+
+
+class NatLab:
+    """Client, director (two arms), a LAN switch and N real servers with nginx (and a UDP responder)."""
+
+    def __init__(self, n_rs: int = 3, rport: int = 8080, udp_port: int = 5353, prefix: str | None = None,
+                 director_forwarding: bool = False) -> None:
+        self.n_rs = n_rs
+        self.rport = rport
+        self.udp_port = udp_port
+        self.director_forwarding = director_forwarding
+        self.net = Netns(prefix)
+        self.control = os.path.join(self.net.tmp, "lvsd.sock")
+        self.lvsd: subprocess.Popen | None = None
+        self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
+        self.rips = [rip(i) for i in range(1, n_rs + 1)]
+
+    # -- building ---------------------------------------------------------------------------
+
+    def up(self, http: bool = True, udp: bool = True) -> NatLab:
+        try:
+            self._build(http, udp)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self, http: bool, udp: bool) -> None:
+        net = self.net
+        for role in ("client", "director", "lan", *self.rs_names):
+            net.add(role)
+        net.bridge("lan", "br0")
+        net.veth("client", "eth0", "director", "vip0")
+        net.veth("director", "dip0", "lan", "p0")
+        net.ip("lan", "link", "set", "p0", "master", "br0")
+        net.addr("client", "eth0", f"{CLIENT}/24")
+        net.addr("director", "vip0", f"{DIRECTOR_OUTSIDE}/24")
+        net.addr("director", "dip0", f"{DIP}/24")
+        net.sysctl("director", "net.ipv4.ip_forward", 1 if self.director_forwarding else 0)
+        for i, (name, addr) in enumerate(zip(self.rs_names, self.rips, strict=True), start=1):
+            net.veth(name, "eth0", "lan", f"p{i}")
+            net.ip("lan", "link", "set", f"p{i}", "master", "br0")
+            net.addr(name, "eth0", f"{addr}/24")
+            net.ip(name, "route", "add", "default", "via", DIP)
+        if http:
+            servers.make_big_file(net, 64 << 20)
+            for name, addr in zip(self.rs_names, self.rips, strict=True):
+                servers.start_nginx(net, name, addr, self.rport, name)
+        if udp:
+            for name, addr in zip(self.rs_names, self.rips, strict=True):
+                servers.start_udp(net, name, addr, self.udp_port, name)
+        for name, addr in zip(self.rs_names, self.rips, strict=True):
+            if http:
+                wait_for(lambda n=name, a=addr: self._listening(n, a, self.rport), what=f"nginx on {name}")
+
+    def _listening(self, role: str, addr: str, port: int) -> bool:
+        out = self.net.exec(role, "ss", "-Htln", f"src {addr}:{port}", check=False).stdout
+        return bool(out.strip())
+
+    # -- the director -----------------------------------------------------------------------
+
+    def start_lvsd(self, *extra: str) -> subprocess.Popen:
+        if os.path.exists(self.control):
+            os.unlink(self.control)
+        self.lvsd = self.net.popen("director", sys.executable, "-m", "pylvs.cli.lvsd", "-i", "vip0", "-i", "dip0",
+                                   "--control", self.control, *extra, log="lvsd.log")
+        try:
+            wait_for(lambda: os.path.exists(self.control) or self.lvsd.poll() is not None, what="lvsd")
+        except LabError:
+            raise LabError(f"lvsd did not start: {self.lvsd_log()}") from None
+        if self.lvsd.poll() is not None:
+            raise LabError(f"lvsd exited: {self.lvsd_log()}")
+        return self.lvsd
+
+    def stop_lvsd(self, sig: int = 15) -> int | None:
+        if self.lvsd is None:
+            return None
+        code = self.net.kill(self.lvsd, sig)
+        self.lvsd = None
+        return code
+
+    def lvsd_log(self) -> str:
+        try:
+            with open(os.path.join(self.net.tmp, "lvsd.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def lvsadm(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        cmd = ["ip", "netns", "exec", self.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsadm",
+               "--control", self.control, *args]
+        result = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
+        if check and result.returncode:
+            raise LabError(f"lvsadm {' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}")
+        return result
+
+    def nat_service(self, vport: int = 80, scheduler: str = "rr", udp: bool = False) -> None:
+        """One NAT virtual service over every real server, with ipvsadm syntax."""
+        flag, port = ("-u", self.udp_port) if udp else ("-t", self.rport)
+        self.lvsadm("-A", flag, f"{VIP}:{vport}", "-s", scheduler)
+        for addr in self.rips:
+            self.lvsadm("-a", flag, f"{VIP}:{vport}", "-r", f"{addr}:{port}", "-m", "-w", "1")
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def curl(self, url: str, *extra: str, timeout: float = 10) -> subprocess.CompletedProcess:
+        return self.net.exec("client", "curl", "-sS", "--max-time", str(timeout), *extra, url, check=False,
+                             timeout=timeout + 5)
+
+    def access_log(self, name: str) -> list[str]:
+        return servers.access_log(self.net, name)
+
+    def down(self) -> None:
+        self.lvsd = None
+        self.net.teardown()
+
+    def __enter__(self) -> NatLab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def settle(seconds: float = 0.2) -> None:
+    time.sleep(seconds)
+
+
+__all__ = ["NatLab", "CLIENT", "VIP", "DIP", "DIRECTOR_OUTSIDE", "rip", "run", "settle"]
