@@ -113,8 +113,10 @@ class Director:
                     for out_if, buf in out:
                         try:
                             tx[out_if](buf)
-                        except OSError:
+                        except OSError as exc:
                             self.tx_errors += 1
+                            if self.tx_errors <= 10:
+                                log.warning("send on ifindex %d failed: %s", out_if, exc)
                 del frame
                 ring.release(block)
         return receive

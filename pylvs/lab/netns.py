@@ -35,6 +35,7 @@ class Netns:
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.tmp = tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        os.chmod(self.tmp, 0o755)  # servers that drop privileges (nginx workers) read files here
         self._links = 0
 
     def name(self, role: str) -> str:
@@ -125,3 +126,39 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
             return
         time.sleep(interval)
     raise LabError(f"timed out waiting for {what}")
+
+
+class Capture:
+    """tcpdump in a namespace for the duration of a `with` block; `packets()` reads it with scapy."""
+
+    def __init__(self, net: Netns, role: str, iface: str, bpf: str = "", name: str = "capture") -> None:
+        self.net, self.role, self.iface, self.bpf = net, role, iface, bpf
+        self.path = os.path.join(net.tmp, f"{name}-{role}-{iface}.pcap")
+        self.log = f"{name}-{role}-{iface}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Capture:
+        tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
+        cmd = [tcpdump, "-i", self.iface, "-U", "-n", "--immediate-mode", "-s", "256", "-w", self.path]
+        self.proc = self.net.popen(self.role, *cmd, *(self.bpf.split() if self.bpf else []), log=self.log)
+        logfile = os.path.join(self.net.tmp, self.log)
+
+        def listening() -> bool:
+            try:
+                with open(logfile) as f:
+                    return "listening on" in f.read()
+            except FileNotFoundError:
+                return False
+
+        wait_for(listening, what=f"tcpdump on {self.role}/{self.iface}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # let the last packets reach the file
+        if self.proc is not None:
+            self.net.kill(self.proc, signal.SIGINT)
+
+    def packets(self) -> list:
+        from scapy.utils import rdpcap  # scapy is a test/lab dependency, not a runtime one
+
+        return list(rdpcap(self.path)) if os.path.exists(self.path) else []

@@ -1,0 +1,76 @@
+"""lvsd start/stop: nothing stray is left (rules, sockets, processes), and the kernel stays out."""
+
+from __future__ import annotations
+
+import signal
+
+from scapy.layers.inet import IP, TCP
+
+from pylvs.lab.netns import Capture, run
+from pylvs.lab.topology import CLIENT, VIP, NatLab
+
+
+def nft_tables(lab) -> str:
+    return lab.net.exec("director", "nft", "list", "tables").stdout
+
+
+def lvsd_pids(lab) -> list[str]:
+    """lvsd processes still running in the lab's director namespace."""
+    pids = run(["ip", "netns", "pids", lab.net.name("director")], check=False).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pylvs.cli.lvsd" in f.read():
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_kill_and_restart_leaves_nothing_stray():
+    lab = NatLab(n_rs=2).up(udp=False)
+    try:
+        lab.start_lvsd()
+        lab.nat_service()
+        assert lab.curl(f"http://{VIP}/").stdout.strip() in ("rs1", "rs2")
+        assert "table ip pylvs" in nft_tables(lab)
+        pid = lab.lvsd.pid
+        assert lab.stop_lvsd(signal.SIGTERM) == 0
+        assert "pylvs" not in nft_tables(lab)
+        assert lab.net.exec("director", "test", "-e", lab.control, check=False).returncode != 0
+        assert run(["ps", "-p", str(pid)], check=False).returncode != 0
+        # a daemon killed hard leaves its rules; the next start replaces them
+        lab.start_lvsd()
+        lab.stop_lvsd(signal.SIGKILL)
+        assert "pylvs" in nft_tables(lab)
+        lab.start_lvsd()
+        lab.nat_service()
+        assert lab.curl(f"http://{VIP}/").stdout.strip() in ("rs1", "rs2")
+        assert lab.net.exec("director", "nft", "list", "tables").stdout.count("pylvs") == 1
+        lab.stop_lvsd()
+        assert lvsd_pids(lab) == []
+    finally:
+        lab.down()
+    assert lab.net.leftovers() == []
+
+
+def test_director_kernel_neither_answers_nor_forwards_with_ip_forward_on():
+    lab = NatLab(n_rs=2, director_forwarding=True).up(udp=False)
+    try:
+        lab.start_lvsd()
+        lab.nat_service()
+        with Capture(lab.net, "client", "eth0", "tcp") as client_cap, \
+                Capture(lab.net, "lan", "br0", "tcp", name="lan") as lan_cap:
+            for _ in range(4):
+                assert lab.curl(f"http://{VIP}/").returncode == 0
+        client = [p for p in client_cap.packets() if TCP in p]
+        assert not [p for p in client if p[TCP].flags.R], "director kernel sent a RST"
+        assert all(p[IP].src in (CLIENT, VIP) and p[IP].dst in (CLIENT, VIP) for p in client)
+        syns_to_rs = [p for p in lan_cap.packets() if TCP in p and p[TCP].flags == "S"]
+        assert len(syns_to_rs) == 4, "duplicate or missing SYNs on the real-server LAN"
+        replies_on_lan = [p for p in lan_cap.packets() if TCP in p and p[IP].src == VIP]
+        assert not replies_on_lan, "the director kernel forwarded a reply back onto the LAN"
+        assert sum(len(lab.access_log(n)) for n in lab.rs_names) == 4
+    finally:
+        lab.down()
