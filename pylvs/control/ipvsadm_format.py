@@ -246,7 +246,8 @@ def _tun_info(dest: Obj) -> str:
 def _dest_rule(svc_rule_name: str, dname: str, dest: Obj) -> str:
     """One `-a` line of -S; tunnels also save their encapsulation (print_tunnel_rule)."""
     method = str(dest.get("method", "route"))
-    out = f"-a {svc_rule_name} -r {dname} {_FWD_SWITCHES.get(method, '(null)')} -w {int(dest.get('weight', 0))}"
+    switch = _FWD_SWITCHES.get(method, "(null)")
+    out = f"-a {svc_rule_name} -r {dname} {switch} -w {int(dest.get('weight', 0))}"
     if method == "tunnel":
         tun_type = dest.get("tun_type", "ipip")
         flag_opt = _TUN_FLAG_OPTIONS.get(str(dest.get("tun_flags", "nocsum")), "--tun-nocsum")
@@ -272,11 +273,13 @@ def dest_line(dest: Obj, proto: int, fmt: Fmt, svc_rule_name: str = "") -> str:
     active = int(dest.get("activeconns", 0))
     inact = int(dest.get("inactconns", 0))
     if fmt & Fmt.STATS:
-        return f"  -> {dname:<28}" + "".join(largenum(v, fmt) for v in _counters(dest, "stats", _STAT_KEYS)) + "\n"
+        numbers = "".join(largenum(v, fmt) for v in _counters(dest, "stats", _STAT_KEYS))
+        return f"  -> {dname:<28}{numbers}\n"
     if fmt & Fmt.RATE:
         cps, inpps, outpps, inbps, outbps = _counters(dest, "rates", _RATE_KEYS)
         # the per-dest CPS/PPS columns are plain %8llu in ipvsadm, never abbreviated
-        return f"  -> {dname:<28} {cps:8d} {inpps:8d} {outpps:8d}{largenum(inbps, fmt)}{largenum(outbps, fmt)}\n"
+        big = largenum(inbps, fmt) + largenum(outbps, fmt)
+        return f"  -> {dname:<28} {cps:8d} {inpps:8d} {outpps:8d}{big}\n"
     if fmt & Fmt.THRESHOLDS:
         u_thr = int(dest.get("u_threshold", 0))
         l_thr = int(dest.get("l_threshold", 0))
@@ -374,19 +377,21 @@ def format_header(info: Obj) -> str:
     return f"IP Virtual Server version {version} (size={int(info.get('size', 0))})\n"
 
 
+_PROT = f"{'Prot LocalAddress:Port':<33}"
+_REMOTE = "\n  -> RemoteAddress:Port\n"
+
+
 def format_title(fmt: Fmt) -> str:
     if fmt & Fmt.STATS:
         cols = ("Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
-        return f"{'Prot LocalAddress:Port':<33}" + "".join(f" {c:>8}" for c in cols) + "\n  -> RemoteAddress:Port\n"
+        return _PROT + "".join(f" {c:>8}" for c in cols) + _REMOTE
     if fmt & Fmt.RATE:
-        cols = ("CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
-        return f"{'Prot LocalAddress:Port':<33}" + "".join(f" {c:>8}" for c in cols) + "\n  -> RemoteAddress:Port\n"
+        return _PROT + "".join(f" {c:>8}" for c in ("CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")) + _REMOTE
     if fmt & Fmt.THRESHOLDS:
         cols = ("Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
-        return f"{'Prot LocalAddress:Port':<33}" + "".join(f" {c:<10}" for c in cols) + "\n  -> RemoteAddress:Port\n"
+        return _PROT + "".join(f" {c:<10}" for c in cols) + _REMOTE
     if fmt & Fmt.PERSISTENTCONN:
-        return (f"{'Prot LocalAddress:Port':<33} {'Weight':<9} {'PersistConn':<11} {'ActiveConn':<10} "
-                f"{'InActConn':<10}\n  -> RemoteAddress:Port\n")
+        return _PROT + f" {'Weight':<9} {'PersistConn':<11} {'ActiveConn':<10} {'InActConn':<10}" + _REMOTE
     if fmt & Fmt.TUN_INFO:
         return ("Prot LocalAddress:Port Scheduler Flags\n"
                 "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n")

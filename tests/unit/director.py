@@ -22,7 +22,7 @@ RIPS = ["10.1.0.11", "10.1.0.12", "10.1.0.13"]
 
 
 def rs_mac(rip: str) -> str:
-    return "02:00:00:00:02:%02x" % int(rip.rsplit(".", 1)[1])
+    return f"02:00:00:00:02:{int(rip.rsplit('.', 1)[1]):02x}"
 
 
 def mac(text: str) -> bytes:

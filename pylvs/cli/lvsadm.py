@@ -1,0 +1,352 @@
+"""lvsadm: an ipvsadm 1.31 drop-in that talks to lvsd instead of the kernel.
+
+Parsing and printing are ipvsadm's (pylvs.control.ipvsadm_args / ipvsadm_format); this module
+only glues them to the control socket. Deliberate differences from ipvsadm:
+  * the daemon is contacted only when needed, so -h, -v and command-line errors work without it;
+  * -R sends all lines as one `batch`: they apply all or none, and errors name the input line;
+  * `--control PATH` (or $PYLVS_CONTROL) selects the socket;
+  * `-v` prints `lvsadm v<version> (ipvsadm v1.31 compatible)`.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, Protocol, TextIO
+
+from pylvs import __version__
+from pylvs.control import client as control_client
+from pylvs.control import ipvsadm_format as fmt
+from pylvs.control.ipvsadm_args import Command, ParseError, parse_command
+
+VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
+SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos"
+
+# ipvs_strerror(): per-operation messages first, then the generic ones [ipvs.md §1.4]
+_OP_ERRORS = {
+    ("add-service", "EEXIST"): "Service already exists",
+    ("add-service", "ENOENT"): "Scheduler or persistence engine not found",
+    ("edit-service", "ESRCH"): "No such service",
+    ("edit-service", "ENOENT"): "Scheduler or persistence engine not found",
+    ("del-service", "ESRCH"): "No such service",
+    ("zero", "ESRCH"): "No such service",
+    ("add-dest", "ESRCH"): "Service not defined",
+    ("add-dest", "EEXIST"): "Destination already exists",
+    ("edit-dest", "ESRCH"): "Service not defined",
+    ("edit-dest", "ENOENT"): "No such destination",
+    ("del-dest", "ESRCH"): "Service not defined",
+    ("del-dest", "ENOENT"): "No such destination",
+    ("start-daemon", "EEXIST"): "Daemon has already run",
+    ("stop-daemon", "ESRCH"): "No daemon is running",
+    ("list", "ESRCH"): "No such service",
+}
+_GENERIC_ERRORS = {
+    "EPERM": "Permission denied (you must be root)",
+    "EINVAL": "Invalid operation.  Possibly wrong module version, address not unicast, ...",
+    "ENOPROTOOPT": "Protocol not available",
+    "ENOMEM": "Memory allocation problem",
+    "EOPNOTSUPP": "Operation not supported with IPv6",
+    "EAFNOSUPPORT": "Operation not supported with specified address family",
+    "EMSGSIZE": "Module is wrong version",
+}
+_NOT_IN_RESTORE = {"help", "version", "list", "save", "get-laddr"}
+
+
+class Transport(Protocol):
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_text(op: str, answer: dict[str, Any]) -> str:
+    """The line ipvsadm prints for a failed operation."""
+    if answer.get("error"):
+        return str(answer["error"])
+    name = str(answer.get("errno", ""))
+    if (op, name) in _OP_ERRORS:
+        return _OP_ERRORS[(op, name)]
+    if name in _GENERIC_ERRORS:
+        return _GENERIC_ERRORS[name]
+    code = getattr(errno_mod, name, None)
+    return os.strerror(code) if isinstance(code, int) else (name or "Unknown error")
+
+
+class _Session:
+    """Connects to lvsd on first use; turns transport failures into exits."""
+
+    def __init__(self, control: str | None, transport: Transport | None):
+        self._control = control
+        self._transport = transport
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self._transport is None:
+            try:
+                self._transport = control_client.Client(self._control)
+            except control_client.ConnectFailed as err:
+                message = f"Can't initialize ipvs: {err.reason}\nAre you sure that lvsd is running?"
+                raise _Exit(2, message) from None
+        try:
+            return self._transport.request(obj)
+        except control_client.ControlError as err:
+            raise _Exit(1, str(err)) from None
+
+    def result(self, obj: dict[str, Any], code: int) -> Any:
+        """The answer's result, or exit with `code` and ipvsadm's message."""
+        answer = self.request(obj)
+        if not answer.get("ok"):
+            raise _Exit(code, error_text(str(obj.get("op")), answer))
+        return answer.get("result")
+
+    def close(self) -> None:
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            close()
+
+
+def usage(prog: str) -> str:
+    p = prog
+    return f"""{VERSION_LINE}
+Usage:
+  {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe persistence_engine] \
+[-b sched-flags]
+  {p} -D virtual-service
+  {p} -C
+  {p} -R
+  {p} -S [-n]
+  {p} -a|e virtual-service -r server-address [options]
+  {p} -d virtual-service -r server-address
+  {p} -L|l [virtual-service] [options]
+  {p} -Z [virtual-service]
+  {p} --set tcp tcpfin udp
+  {p} --start-daemon {{master|backup}} [daemon-options]
+  {p} --stop-daemon {{master|backup}}
+  {p} -P|Q virtual-service -z local-address [-F ifname]
+  {p} -G [virtual-service]
+  {p} -h
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin (all lines or none)
+  --save            -S        save rules to stdout
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --zero            -Z        zero counters in a service or all services
+  --set tcp tcpfin udp        set connection timeout values
+  --start-daemon              start connection sync daemon
+  --stop-daemon               stop connection sync daemon
+  --add-laddr       -P        add a FULLNAT local address to a service
+  --del-laddr       -Q        delete a FULLNAT local address from a service
+  --get-laddr       -G        list FULLNAT local addresses
+  --help            -h        display this help message
+
+virtual-service:
+  --tcp-service|-t  service-address   service-address is host[:port]
+  --udp-service|-u  service-address   service-address is host[:port]
+  --sctp-service    service-address   service-address is host[:port]
+  --fwmark-service|-f fwmark          fwmark is an integer greater than zero
+
+Options:
+  --ipv6         -6                   fwmark entry uses IPv6
+  --scheduler    -s scheduler         one of {SCHEDULERS},
+                                      the default scheduler is wlc.
+  --pe            engine              alternate persistence engine may be sip,
+                                      not set by default.
+  --persistent   -p [timeout]         persistent service
+  --netmask      -M netmask           persistent granularity mask
+  --real-server  -r server-address    server-address is host (and port)
+  --gatewaying   -g                   gatewaying (direct routing) (default)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+  --fullnat                           full NAT (source and destination NAT)
+  --tun-type      type                one of ipip|gue|gre,
+                                      the default tunnel type is ipip.
+  --tun-port      port                tunnel destination port
+  --tun-nocsum                        tunnel encapsulation without checksum
+  --tun-csum                          tunnel encapsulation with checksum
+  --tun-remcsum                       tunnel encapsulation with remote checksum
+  --weight       -w weight            capacity of real server
+  --u-threshold  -x uthreshold        upper threshold of connections
+  --l-threshold  -y lthreshold        lower threshold of connections
+  --connection   -c                   output of current IPVS connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --daemon                            output of daemon information
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact                             expand numbers (display exact values)
+  --thresholds                        output of thresholds information
+  --persistent-conn                   output of persistent connection info
+  --tun-info                          output of tunnel information
+  --nosort                            disable sorting output of service/server entries
+  --sort                              does nothing, for backwards compatibility
+  --ops          -o                   one-packet scheduling
+  --numeric      -n                   numeric output of addresses and ports
+  --sched-flags  -b flags             scheduler flags (comma-separated)
+  --laddr        -z local-address     FULLNAT local address (with -P/-Q)
+  --ifname       -F ifname            interface of the local address (with -P/-Q)
+  --control         path              lvsd control socket (default ${control_client.ENV_VAR}
+                                      or {control_client.DEFAULT_PATH})
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=0)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync
+  --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
+"""
+
+
+def split_control(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """Take lvsadm's own `--control PATH` out of an ipvsadm command line."""
+    rest: list[str] = []
+    control: str | None = None
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest.extend(argv[i:])
+            break
+        if token == "--control":
+            if i + 1 >= len(argv):
+                raise _Exit(255, "--control: missing argument")
+            control = argv[i + 1]
+            i += 2
+            continue
+        if token.startswith("--control="):
+            control = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    return rest, control
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def _listing(cmd: Command, session: _Session) -> str:
+    kind, f = cmd.listing, cmd.fmt
+    if kind == "all":
+        info = session.result({"op": "get-info"}, 1) or {}
+        services = (session.result({"op": "list"}, 1) or {}).get("services", [])
+        return fmt.format_services(services, f, info)
+    if kind == "save":
+        services = (session.result({"op": "list"}, 1) or {}).get("services", [])
+        return fmt.format_services(services, f)
+    if kind == "service":
+        services = (session.result({"op": "list", "svc": cmd.svc}, 1) or {}).get("services", [])
+        if not services:
+            raise _Exit(1, _OP_ERRORS[("list", "ESRCH")])
+        return fmt.format_single_service(services[0], f)
+    if kind == "conns":
+        return fmt.format_conns((session.result({"op": "list-conns"}, 1) or {}).get("conns", []), f)
+    if kind == "timeout":
+        return fmt.format_timeout(session.result({"op": "get-timeout"}, 1) or {})
+    if kind == "daemon":
+        return fmt.format_daemons((session.result({"op": "get-daemon"}, 1) or {}).get("daemons", []))
+    request: dict[str, Any] = {"op": "get-laddr"}
+    if cmd.svc is not None:
+        request["svc"] = cmd.svc
+    return fmt.format_laddrs((session.result(request, 1) or {}).get("services", []))
+
+
+_TOKEN_SEP = re.compile(r"[ \t\r\n]+")
+
+
+def _restore(session: _Session, stdin: TextIO, prog: str) -> None:
+    """-R: every line is parsed first; then one batch, so the rules apply all together or not at all."""
+    ops: list[dict[str, Any]] = []
+    op_lines: list[int] = []
+    for lineno, raw in enumerate(stdin, 1):
+        tokens = [t for t in _TOKEN_SEP.split(raw) if t and t not in ("ipvsadm", "lvsadm")]
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        try:
+            cmd = parse_command(tokens, prog, reading_stdin=True)
+        except ParseError as err:
+            raise _Exit(err.code, f"line {lineno}: {err.message}") from None
+        if cmd.name in _NOT_IN_RESTORE:
+            raise _Exit(2, f"line {lineno}: the '{cmd.name}' command cannot be used with --restore")
+        ops.extend(cmd.requests)
+        op_lines.extend([lineno] * len(cmd.requests))
+    answer = session.request({"op": "batch", "ops": ops})
+    if answer.get("ok"):
+        return
+    index = answer.get("line")
+    failed = ops[index] if isinstance(index, int) and 0 <= index < len(ops) else {}
+    where = f"line {op_lines[index]}: " if failed else ""
+    raise _Exit(255, where + error_text(str(failed.get("op", "batch")), answer))
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    prog: str = "lvsadm",
+    transport: Transport | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run one lvsadm invocation; `transport` replaces the control socket (tests)."""
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    session: _Session | None = None
+    try:
+        args, control = split_control(argv)
+        try:
+            # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))
+            cmd = parse_command(args or ["-L"], prog)
+        except ParseError as err:
+            raise _Exit(err.code, err.message) from None
+        if cmd.name == "help":
+            stdout.write(usage(prog))
+            return 0
+        if cmd.name == "version":
+            stdout.write(VERSION_LINE + "\n")
+            return 0
+        session = _Session(control, transport)
+        if cmd.name == "restore":
+            _restore(session, stdin, prog)
+        elif cmd.listing is not None:
+            stdout.write(_listing(cmd, session))
+        else:
+            for request in cmd.requests:
+                session.result(request, 255)
+        return 0
+    except _Exit as done:
+        if done.message:
+            stderr.write(done.message + "\n")
+        return done.code
+    finally:
+        if session is not None:
+            session.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        prog, args = sys.argv[0], sys.argv[1:]
+    else:
+        prog, args = "lvsadm", list(argv)
+    try:
+        return run(args, prog=prog)
+    except BrokenPipeError:  # `lvsadm -Ln | head`
+        sys.stderr.close()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Client side of the lvsd control socket: one JSON object per line each way (docs/control-protocol.md)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from typing import Any
+
+DEFAULT_PATH = "/run/pylvs/lvsd.sock"
+ENV_VAR = "PYLVS_CONTROL"
+DEFAULT_TIMEOUT = 30.0  # seconds; a wedged daemon must not hang scripts forever
+
+
+class ControlError(Exception):
+    """The conversation with lvsd failed (not an error answer: those come back as dicts)."""
+
+
+class ConnectFailed(ControlError):
+    """lvsd could not be reached; `reason` is worded like ipvsadm's ipvs_strerror()."""
+
+    def __init__(self, path: str, err: OSError):
+        super().__init__(f"{path}: {err.strerror or err}")
+        self.path = path
+        self.errno = err.errno
+        if err.errno in (errno.EACCES, errno.EPERM):
+            self.reason = "Permission denied (you must be root)"
+        elif err.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR):
+            self.reason = "Protocol not available"  # what ipvsadm says when IPVS is missing
+        else:
+            self.reason = err.strerror or str(err)
+
+
+def socket_path(explicit: str | None = None) -> str:
+    """--control PATH, else $PYLVS_CONTROL, else the default path."""
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+class Client:
+    """A connection to lvsd; `request` may be called several times."""
+
+    def __init__(self, path: str | None = None, timeout: float | None = DEFAULT_TIMEOUT):
+        self.path = socket_path(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(self.path)
+        except OSError as err:
+            self._sock.close()
+            raise ConnectFailed(self.path, err) from None
+        self._reader = self._sock.makefile("rb")
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        try:
+            self._sock.sendall(line.encode())
+            reply = self._reader.readline()
+        except OSError as err:
+            raise ControlError(f"lvsd control connection failed: {err}") from None
+        if not reply:
+            raise ControlError("lvsd closed the control connection")
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise ControlError("lvsd sent an unreadable answer") from None
+        if not isinstance(answer, dict):
+            raise ControlError("lvsd sent an unreadable answer")
+        return answer
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def request(obj: dict[str, Any], path: str | None = None) -> dict[str, Any]:
+    """One request on a fresh connection."""
+    with Client(path) as client:
+        return client.request(obj)
