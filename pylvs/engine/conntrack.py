@@ -29,6 +29,7 @@ DIR_OUT = 1  # real server -> director (replies, NAT and FULLNAT)
 F_NOOUTPUT = 0x80
 F_INACTIVE = 0x100
 F_TEMPLATE = 0x1000
+F_ASSURED = 0x10000  # a template whose controlled connection got established (kept after it ends)
 
 UDP_TIMEOUT = 300
 CONTROLLED_RETRY = 60  # a connection that still controls others retries expiry after 60 s
@@ -73,7 +74,9 @@ class Conn:
         return bool(self.flags & F_TEMPLATE)
 
     def state_name(self) -> str:
-        if self.proto == PROTO_UDP and not self.template:
+        if self.flags & F_TEMPLATE:
+            return "ASSURED" if self.flags & F_ASSURED else "NONE"
+        if self.proto == PROTO_UDP:
             return "UDP"
         return tcpstate.NAMES[self.state]
 
@@ -83,6 +86,8 @@ class ConnTable:
 
     def __init__(self) -> None:
         self.by_proto: dict[int, dict[bytes, tuple[Conn, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        # Persistence templates by (protocol, client network, VIP, vport or 0, fwmark).
+        self.templates: dict[tuple[int, bytes, bytes, bytes, int], Conn] = {}
         self.count = 0
         self._heap: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
@@ -93,6 +98,13 @@ class ConnTable:
     def lookup(self, proto: int, key: bytes) -> tuple[Conn, int] | None:
         tab = self.by_proto.get(proto)
         return tab.get(key) if tab is not None else None
+
+    def add_template(self, key: tuple[int, bytes, bytes, bytes, int], tmpl: Conn, now: float) -> None:
+        tmpl.in_key = key  # type: ignore[assignment] - a template is found under this tuple
+        self.templates[key] = tmpl
+        tmpl.expires = now + tmpl.timeout
+        self._queue(tmpl)
+        self.count += 1
 
     def add(self, conn: Conn, now: float) -> None:
         tab = self.by_proto.setdefault(conn.proto, {})
@@ -118,12 +130,16 @@ class ConnTable:
         if conn.dead:
             return
         conn.dead = True
+        self.count -= 1
+        if conn.flags & F_TEMPLATE:
+            if self.templates.get(conn.in_key) is conn:  # type: ignore[call-overload]
+                del self.templates[conn.in_key]  # type: ignore[arg-type]
+            return
         tab = self.by_proto[conn.proto]
         if tab.get(conn.in_key, (None,))[0] is conn:
             del tab[conn.in_key]
         if conn.out_key and tab.get(conn.out_key, (None,))[0] is conn:
             del tab[conn.out_key]
-        self.count -= 1
 
     def due(self, now: float) -> list[Conn]:
         """Pop the connections whose time has come; re-queue those refreshed meanwhile."""
@@ -146,7 +162,7 @@ class ConnTable:
         return self._heap[0][0] if self._heap else None
 
     def conns(self) -> list[Conn]:
-        seen: dict[int, Conn] = {}
+        seen: dict[int, Conn] = {id(t): t for t in self.templates.values()}
         for tab in self.by_proto.values():
             for conn, _ in tab.values():
                 seen[id(conn)] = conn

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pylvs.engine import tcpstate
-from pylvs.engine.conntrack import DIR_IN, F_INACTIVE, F_NOOUTPUT, Conn, ConnTable
+from pylvs.engine.conntrack import DIR_IN, F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, Conn, ConnTable
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
 from pylvs.engine.forward.dr import DirectRouting
 from pylvs.engine.forward.nat import Nat
@@ -192,6 +192,8 @@ class Engine:
             self._tcp_state(conn, tcpstate.OUTPUT, buf[l4 + 13], now)
         else:
             conn.expires = now + conn.timeout
+            if conn.control is not None:
+                conn.control.flags |= F_ASSURED  # a UDP reply assures the template
         st = conn.dest.stats
         st.outpkts += 1
         st.outbytes += totlen
@@ -203,8 +205,10 @@ class Engine:
     def _reuse(self, conn: Conn) -> bool:
         """conn_reuse_mode: a new SYN on a finished connection starts a new one (ipvs.md §3.7)."""
         mode = self.settings.conn_reuse_mode
-        if not mode or conn.control is not None:
+        if not mode:
             return False
+        if self.settings.expire_nodest_conn and conn.dest.weight == 0:
+            return True
         if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
             return True
         return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & F_NOOUTPUT)
@@ -237,12 +241,15 @@ class Engine:
                 dest.activeconns -= 1
                 dest.inactconns += 1
             conn.state = new
+            if new == tcpstate.ESTABLISHED and conn.control is not None:
+                conn.control.flags |= F_ASSURED
         conn.timeout = self.settings.tcp_timeouts[new]
         self.conns.refresh(conn, now)
 
     def _new_conn(self, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int, partial: bool,
                   now: float) -> Output:
-        svc = self._svc_index[proto].get(key[4:8] + key[10:12])
+        index = self._svc_index[proto]
+        svc = index.get(key[4:8] + key[10:12]) or index.get(key[4:8] + b"\0\0")
         if svc is None:
             self.drops["no_service"] += 1
             return NOTHING
@@ -252,15 +259,48 @@ class Engine:
                 self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
                 return NOTHING
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
-        dest = svc.sched.schedule(svc, Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr,
-                                            svc.port, now))
+        flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
+        template = None
+        if svc.persistent:
+            dest, template = self._persist(svc, flow, vport, now)
+        else:
+            dest = svc.sched.schedule(svc, flow)
         if dest is None:
             self.drops["no_dest"] += 1
             # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9)
             return self._send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
                                             icmp.CODE_PORT_UNREACH), now)
         conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
+        if template is not None:
+            conn.control = template
+            template.n_control += 1
         return self._in(conn, buf, key, proto, l4, totlen, partial, now)
+
+    def _persist(self, svc: VirtualService, flow: Flow, vport: bytes,
+                 now: float) -> tuple[RealServer | None, Conn | None]:
+        """Persistence: reuse the client network's template, or schedule and make one (ipvs.md §3.5)."""
+        snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(4, "big")
+        # Port-zero and FTP services keep one template for all ports; others one per virtual port.
+        tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
+        key = (flow.protocol, snet, flow.daddr, tport, svc.fwmark)
+        tmpl = self.conns.templates.get(key)
+        if tmpl is not None and not tmpl.dead:
+            dest = tmpl.dest
+            if dest.available and not (self.settings.expire_quiescent_template and dest.weight == 0):
+                tmpl.timeout = svc.timeout
+                tmpl.expires = now + svc.timeout  # refreshed on each use
+                return dest, tmpl
+            del self.conns.templates[key]  # invalidated: no longer found, left to expire
+        dest = svc.sched.schedule(svc, flow)
+        if dest is None:
+            return None, None
+        dport = tport if svc.port in (0, 21) or svc.fwmark else dest.port.to_bytes(2, "big")
+        tmpl = Conn(flow.protocol, snet, b"\0\0", flow.daddr, tport, dest.addr, dport)
+        tmpl.flags = F_TEMPLATE
+        tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
+        dest.persistconns += 1
+        self.conns.add_template(key, tmpl, now)
+        return dest, tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float) -> Conn:
@@ -286,7 +326,13 @@ class Engine:
         return conn
 
     def _expire(self, conn: Conn) -> None:
+        if conn.dead:
+            return
         dest = conn.dest
+        if conn.flags & F_TEMPLATE:
+            dest.persistconns -= 1
+            self.conns.unlink(conn)
+            return
         if conn.flags & F_INACTIVE:
             dest.inactconns -= 1
         else:
@@ -294,6 +340,13 @@ class Engine:
         dest.conn_unbound()
         conn.forwarder.release(self, conn)
         self.conns.unlink(conn)
+        ctl = conn.control
+        if ctl is not None:
+            conn.control = None
+            ctl.n_control -= 1
+            # A template that never saw an established connection goes with its last one.
+            if not ctl.n_control and not ctl.flags & F_ASSURED:
+                self._expire(ctl)
 
     # -- helpers for forwarders -------------------------------------------------------------
 

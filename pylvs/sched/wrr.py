@@ -17,7 +17,7 @@ class WeightedRoundRobin(Scheduler):
     name = "wrr"
 
     def __init__(self, service: VirtualService) -> None:
-        self.cl: RealServer | None = None  # the last choice; None = the list head
+        self.pos = -1  # cursor: index of the last choice; -1 = the list head
         self.cw = 0  # current weight threshold
         self.mw = 0  # max weight - (di - 1), so that the last pass is at cw = 1
         self.di = 1  # gcd of the positive weights
@@ -27,7 +27,7 @@ class WeightedRoundRobin(Scheduler):
         weights = [d.weight for d in service.dests]
         self.di = gcd(*(w for w in weights if w > 0)) or 1
         self.mw = max(weights, default=0) - (self.di - 1)
-        self.cl = None  # the kernel restarts from the head after any change
+        self.pos = -1  # the kernel restarts from the head after any change
         # The kernel's ip_vs_wrr_dest_changed; with cw == 0 this is also the initial cw = mw.
         if self.cw > self.mw or not self.cw:
             self.cw = self.mw
@@ -38,18 +38,18 @@ class WeightedRoundRobin(Scheduler):
         if self.mw == 0:
             return None
         dests = service.dests
-        last = self.cl if self.cl in dests else None
-        i = 0 if last is None else dests.index(last) + 1
-        stop: RealServer | None = None
+        last = self.pos  # update() runs after every list change, so the index stays valid
+        i = last + 1
+        stop = -2  # index at which to give up, once every dest was checked at cw = 1
         last_pass = restarted = False
         while True:
             while i < len(dests):
                 dest = dests[i]
                 if dest.weight >= self.cw and usable(dest):
-                    self.cl = dest
+                    self.pos = i
                     return dest
-                if dest is stop:  # every dest was checked at cw = 1
-                    self.cl = dest
+                if i == stop:
+                    self.pos = i
                     return None
                 i += 1
             i = 0
@@ -57,11 +57,11 @@ class WeightedRoundRobin(Scheduler):
             if self.cw <= 0:
                 self.cw = self.mw
                 # The pass at cw <= di (weights >= 1) already covered the whole list.
-                if last_pass or last is None:
-                    self.cl = None
+                if last_pass or last < 0:
+                    self.pos = -1
                     return None
                 restarted = True
             last_pass = self.cw <= self.di
-            if last_pass and restarted and last is not None:
+            if last_pass and restarted and last >= 0:
                 # The first weight >= 1 pass only covered the dests after `last`; finish at it.
                 stop = last

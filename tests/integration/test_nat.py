@@ -8,7 +8,7 @@ import sys
 
 from scapy.layers.inet import ICMP, IP, TCP
 
-from pylvs.lab.netns import Capture
+from pylvs.lab.netns import Capture, wait_for
 from pylvs.lab.topology import CLIENT, VIP
 
 
@@ -149,3 +149,30 @@ def test_big_download_is_intact(lab):
         import hashlib
         expected = hashlib.sha256(f.read()).hexdigest()
     assert r.stdout.split()[0] == expected
+
+
+def test_persistence_keeps_a_client_on_one_real_server(lab):
+    lab.lvsadm("-A", "-t", f"{VIP}:80", "-s", "rr", "-p", "30")
+    for addr in lab.rips:
+        lab.lvsadm("-a", "-t", f"{VIP}:80", "-r", f"{addr}:8080", "-m")
+    answers = http_get_all(lab, 5)
+    assert len(set(answers)) == 1
+    assert "persistent 30" in lab.lvsadm("-L", "-n").stdout
+    conns = lab.lvsadm("-L", "-n", "-c").stdout
+    assert re.search(rf"TCP \d\d:\d\d  ASSURED +{CLIENT}:0 +{VIP}:80 +192\.0\.2\.1\d:8080", conns), conns
+
+
+def test_persistence_ends_with_the_template_timeout(lab):
+    lab.lvsadm("--set", "0", "0", "1")  # UDP connections expire after 1 s ...
+    try:
+        lab.lvsadm("-A", "-u", f"{VIP}:53", "-s", "rr", "-p", "2")  # ... their template 2 s after last use
+        for addr in lab.rips:
+            lab.lvsadm("-a", "-u", f"{VIP}:53", "-r", f"{addr}:{lab.udp_port}", "-m")
+        first = {line.split()[2] for line in udp_exchange(lab, 53, ["a", "b", "c"])}
+        assert len(first) == 1
+        wait_for(lambda: not re.search(r"UDP .* ASSURED", lab.lvsadm("-L", "-n", "-c").stdout), timeout=10,
+                 what="template expiry")
+        after = {line.split()[2] for line in udp_exchange(lab, 53, ["d"])}
+        assert after != first  # rr moved on once the template was gone
+    finally:
+        lab.lvsadm("--set", "0", "0", "300")
