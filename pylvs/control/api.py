@@ -118,8 +118,13 @@ def encode_service(svc: VirtualService) -> dict[str, Any]:
         "scheduler": svc.scheduler, "flags": svc.flags, "timeout": svc.timeout,
         "netmask": ip(svc.netmask), "pe": "",
         **_stats(svc.stats), "dests": [encode_dest(d) for d in svc.dests],
+        "laddrs": [encode_laddr(la) for la in svc.laddrs],
     })
     return out
+
+
+def encode_laddr(laddr) -> dict[str, Any]:
+    return {"addr": ip(laddr.addr), "conns": laddr.conns, "conflicts": laddr.conflicts}
 
 
 def encode_conn(conn, now: float) -> dict[str, Any]:
@@ -154,6 +159,16 @@ def _apply(engine: Engine, table: ServiceTable, req: dict, now: float, dry_run: 
             table.edit_dest(svc, dest)
         else:
             table.del_dest(svc, dest.addr, dest.port)
+    elif op in ("add-laddr", "del-laddr"):
+        svc = table.get(*service_id(req.get("svc")))
+        if op == "add-laddr":
+            table.add_laddr(svc, _addr(req.get("laddr")))
+        else:
+            table.del_laddr(svc, _addr(req.get("laddr")))
+    elif op == "get-laddr":
+        services = [table.get(*service_id(req["svc"]))] if req.get("svc") else list(table)
+        return {"services": [
+            {**encode_service(s), "laddrs": [encode_laddr(la) for la in s.laddrs]} for s in services]}
     elif op == "zero":
         targets = [table.get(*service_id(req["svc"]))] if req.get("svc") else list(table)
         if not dry_run:
@@ -204,6 +219,8 @@ def shadow_copy(table: ServiceTable) -> ServiceTable:
         clone = VirtualService(svc.protocol, svc.addr, svc.port, svc.scheduler, svc.flags, svc.timeout,
                                svc.netmask, svc.fwmark)
         copy.add_service(clone)
+        for laddr in svc.laddrs:
+            copy.add_laddr(clone, laddr.addr)
         for dest in reversed(svc.dests):
             copy.add_dest(clone, RealServer(dest.addr, dest.port, dest.weight, dest.method,
                                             dest.u_threshold, dest.l_threshold, dest.tun_type,

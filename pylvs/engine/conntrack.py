@@ -42,7 +42,7 @@ class Conn:
         "proto", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "laddr", "lport",
         "svc", "dest", "forwarder", "recipe", "state", "timeout", "expires", "flags",
         "in_key", "out_key", "in_hop", "out_hop", "control", "n_control", "dead", "in_pkts",
-        "heap_at", "heap_seq",
+        "heap_at", "heap_seq", "local",
     )
 
     def __init__(self, proto: int, caddr: bytes, cport: bytes, vaddr: bytes, vport: bytes,
@@ -68,6 +68,7 @@ class Conn:
         self.in_pkts = 0
         self.heap_at = 0.0  # the time of this connection's live heap entry
         self.heap_seq = -1
+        self.local = None  # FULLNAT: the LocalAddress the connection took its port from
 
     @property
     def template(self) -> bool:

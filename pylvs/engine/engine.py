@@ -16,6 +16,7 @@ from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import DIR_IN, F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, Conn, ConnTable
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
 from pylvs.engine.forward.dr import DirectRouting
+from pylvs.engine.forward.fullnat import FullNat
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.hops import Hop, Routes
 from pylvs.engine.services import Method, RealServer, VirtualService
@@ -75,7 +76,8 @@ class Engine:
         self.routes = routes
         self.settings = settings or Settings()
         self.interfaces: dict[int, Interface] = {}
-        self.forwarders: dict[Method, Forwarder] = {Method.MASQ: Nat(), Method.ROUTE: DirectRouting()}
+        self.forwarders: dict[Method, Forwarder] = {
+            Method.MASQ: Nat(), Method.ROUTE: DirectRouting(), Method.FULLNAT: FullNat()}
         self.table = ServiceTable(on_change=self._services_changed, methods=set(self.forwarders))
         self.conns = ConnTable()
         self.drops: Counter[str] = Counter()
@@ -98,6 +100,7 @@ class Engine:
                 index[svc.protocol][svc.addr + svc.port.to_bytes(2, "big")] = svc
         self._svc_index = index
         self.owned = {svc.addr for svc in self.table if not svc.fwmark}
+        self.owned.update(la.addr for svc in self.table for la in svc.laddrs)
         for listener in self.listeners:
             listener(self)
 
@@ -271,6 +274,8 @@ class Engine:
             return self._send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
                                             icmp.CODE_PORT_UNREACH), now)
         conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
+        if conn is None:
+            return NOTHING
         if template is not None:
             conn.control = template
             template.n_control += 1
@@ -303,7 +308,7 @@ class Engine:
         return dest, tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
-                vaddr: bytes, vport: bytes, now: float) -> Conn:
+                vaddr: bytes, vport: bytes, now: float) -> Conn | None:
         forwarder = self.forwarders.get(dest.method)
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
@@ -311,6 +316,8 @@ class Engine:
             else dest.port.to_bytes(2, "big")
         conn = Conn(proto, caddr, cport, vaddr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
+        if not forwarder.bind(self, conn):
+            return None
         if not forwarder.sees_replies:
             conn.flags |= F_NOOUTPUT
         if proto == PROTO_UDP:
@@ -320,7 +327,6 @@ class Engine:
         dest.stats.conns += 1
         svc.stats.conns += 1
         self.total.conns += 1
-        forwarder.bind(self, conn)
         conn.in_hop = self.routes.hop(conn.daddr)
         self.conns.add(conn, now)
         return conn

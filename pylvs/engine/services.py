@@ -108,6 +108,16 @@ class RealServer:
 
 
 @dataclass(eq=False)
+class LocalAddress:
+    """A FULLNAT local address (LIP) of a service, with its port cursor and counters."""
+
+    addr: bytes
+    next_port: int = 0
+    conns: int = 0
+    conflicts: int = 0
+
+
+@dataclass(eq=False)
 class VirtualService:
     """A virtual service keyed by (protocol, VIP, port); `dests` is in kernel order, newest first."""
 
@@ -122,6 +132,8 @@ class VirtualService:
     dests: list[RealServer] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     sched: object = None  # the bound Scheduler instance
+    laddrs: list[LocalAddress] = field(default_factory=list)  # FULLNAT local addresses
+    laddr_cursor: int = 0
 
     @property
     def key(self) -> tuple[int, bytes, int]:

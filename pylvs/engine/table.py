@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pylvs.engine.services import (
     SVC_F_PERSISTENT,
     ConfigError,
+    LocalAddress,
     Method,
     RealServer,
     VirtualService,
@@ -123,6 +124,27 @@ class ServiceTable:
         svc.sched.update(svc)
         self.on_change()
         return dest
+
+    # -- FULLNAT local addresses ------------------------------------------------------------
+
+    def add_laddr(self, svc: VirtualService, addr: bytes) -> LocalAddress:
+        if any(la.addr == addr for la in svc.laddrs):
+            raise ConfigError("EEXIST", "Local address already exists")
+        first = addr[0]
+        if first in (0, 127) or first >= 224:
+            raise ConfigError("EINVAL", EINVAL_TEXT)
+        laddr = LocalAddress(addr)
+        svc.laddrs.append(laddr)
+        self.on_change()
+        return laddr
+
+    def del_laddr(self, svc: VirtualService, addr: bytes) -> LocalAddress:
+        for laddr in svc.laddrs:
+            if laddr.addr == addr:
+                svc.laddrs.remove(laddr)
+                self.on_change()
+                return laddr
+        raise ConfigError("ENOENT", "No such local address")
 
     # -- checks -----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 AF_PACKET taps see every frame before netfilter does, so dropping the engine's traffic in a
 prerouting chain at a priority before conntrack leaves the engine its copy while the kernel neither
 answers it (no RST, no ICMP) nor forwards it (no duplicates), whatever ip_forward says.
-Dropped: packets to a VIP, and NAT replies from a real server's address and port.
+Dropped: packets to a VIP or a FULLNAT local address, and NAT replies from a real server's address
+and port.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ table ip {TABLE} {{
 
 def update(engine: Engine) -> None:
     """Make the sets match the service table (called on every change)."""
-    vips = sorted({ip(svc.addr) for svc in engine.table if not svc.fwmark})
+    vips = sorted({ip(addr) for addr in engine.owned})  # VIPs and FULLNAT local addresses
     rs = sorted({
         f"{ip(d.addr)} . {_PROTO[svc.protocol]} . {d.port or svc.port}"
         for svc in engine.table for d in svc.dests if d.method in (Method.MASQ, Method.FULLNAT)

@@ -24,7 +24,8 @@ class Forwarder:
     # Whether replies come back through the director (NAT, FULLNAT) or go straight to the client.
     sees_replies = False
 
-    def bind(self, engine: Engine, conn: Conn) -> None:
+    def bind(self, engine: Engine, conn: Conn) -> bool:
+        """Prepare a new connection; False if it cannot be forwarded (counted by the method)."""
         raise NotImplementedError
 
     def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:

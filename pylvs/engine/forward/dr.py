@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 class DirectRouting(Forwarder):
     sees_replies = False
 
-    def bind(self, engine: Engine, conn: Conn) -> None:
+    def bind(self, engine: Engine, conn: Conn) -> bool:
         conn.recipe = None
+        return True
 
     def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
         hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)

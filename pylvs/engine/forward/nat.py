@@ -44,7 +44,7 @@ class Nat(Forwarder):
     def __init__(self) -> None:
         self._recipes: dict[tuple[bytes, bytes, bytes, bytes], NatRecipe] = {}
 
-    def bind(self, engine: Engine, conn: Conn) -> None:
+    def bind(self, engine: Engine, conn: Conn) -> bool:
         key = (conn.vaddr, conn.vport, conn.daddr, conn.dport)
         recipe = self._recipes.get(key)
         if recipe is None:
@@ -52,6 +52,7 @@ class Nat(Forwarder):
         conn.recipe = recipe
         # Replies: RIP:rport -> CIP:cport, in the packet's own byte order.
         conn.out_key = conn.daddr + conn.caddr + conn.dport + conn.cport
+        return True
 
     def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
         hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
