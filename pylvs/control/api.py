@@ -68,10 +68,13 @@ def service_id(obj: Any) -> tuple[int, bytes, int, int]:
 def decode_service(obj: Any) -> VirtualService:
     proto, addr, port, fwmark = service_id(obj)
     scheduler = str(obj.get("scheduler") or DEFAULT_SCHEDULER)
+    proxy = str(obj.get("proxy_protocol") or "")
+    if proxy not in ("", "v1", "v2"):
+        raise BadRequest(f"bad proxy_protocol {proxy!r}")
     return VirtualService(
         protocol=proto, addr=addr, port=port, fwmark=fwmark, scheduler=scheduler,
         flags=_int(obj, "flags", 0), timeout=_int(obj, "timeout", 0),
-        netmask=_addr(obj.get("netmask", "255.255.255.255")),
+        netmask=_addr(obj.get("netmask", "255.255.255.255")), proxy_protocol=proxy,
     )
 
 
@@ -116,7 +119,7 @@ def encode_service(svc: VirtualService) -> dict[str, Any]:
         "protocol": PROTO_NAMES[svc.protocol].lower(), "addr": ip(svc.addr), "port": svc.port}
     out.update({
         "scheduler": svc.scheduler, "flags": svc.flags, "timeout": svc.timeout,
-        "netmask": ip(svc.netmask), "pe": "",
+        "netmask": ip(svc.netmask), "pe": "", "proxy_protocol": svc.proxy_protocol,
         **_stats(svc.stats), "dests": [encode_dest(d) for d in svc.dests],
         "laddrs": [encode_laddr(la) for la in svc.laddrs],
     })
@@ -151,7 +154,9 @@ def _apply(engine: Engine, table: ServiceTable, req: dict, now: float, dry_run: 
     elif op == "flush":
         table.flush()
     elif op in ("add-dest", "edit-dest", "del-dest"):
-        svc = table.get(*service_id(req.get("svc")))
+        svc = table.find(*service_id(req.get("svc")))
+        if svc is None:
+            raise ConfigError("ESRCH", "Service not defined")  # ipvs_strerror's text for dest ops
         dest = decode_dest(req.get("dest"))
         if op == "add-dest":
             table.add_dest(svc, dest)
@@ -217,7 +222,7 @@ def shadow_copy(table: ServiceTable) -> ServiceTable:
     copy = ServiceTable(methods=table.methods)
     for svc in table:
         clone = VirtualService(svc.protocol, svc.addr, svc.port, svc.scheduler, svc.flags, svc.timeout,
-                               svc.netmask, svc.fwmark)
+                               svc.netmask, svc.fwmark, proxy_protocol=svc.proxy_protocol)
         copy.add_service(clone)
         for laddr in svc.laddrs:
             copy.add_laddr(clone, laddr.addr)

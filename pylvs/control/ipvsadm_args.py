@@ -52,29 +52,30 @@ OPTNAMES = (
     "nosort", "syncid", "exact", "ops", "pe", "sched-flags",
     "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen", "tun-info", "tun-type",
     "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "ifname",
+    "proxy-protocol",
 )
 _OPT_INDEX = {name: i for i, name in enumerate(OPTNAMES)}
 
 # '+' required, 'x' illegal, '1' at most one of the '1's, '.' optional; columns as OPTNAMES,
 # written in groups of six.
 _MATRIX_ROWS = {
-    "add-service":    "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx",
-    "edit-service":   "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx",
-    "delete-service": "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "flush":          "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "list":           ".11xxx xxxxxx 11.... ...xxx xxxx.x xxxxxx",
-    "add-server":     "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx",
-    "delete-server":  "xx+xxx +xxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "edit-server":    "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx",
-    "set":            "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "start-daemon":   "xxxxxx xxxxx. xxxxxx x.xxxx ....xx xxxxxx",
-    "stop-daemon":    "xxxxxx xxxxxx xxxxxx x.xxxx xxxxxx xxxxxx",
-    "restore":        "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "save":           ".xxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "zero":           "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
-    "add-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+.",
-    "del-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+.",
-    "get-laddr":      "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx",
+    "add-service":    "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx .",
+    "edit-service":   "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx .",
+    "delete-service": "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "flush":          "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "list":           ".11xxx xxxxxx 11.... ...xxx xxxx.x xxxxxx x",
+    "add-server":     "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx x",
+    "delete-server":  "xx+xxx +xxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "edit-server":    "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx x",
+    "set":            "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "start-daemon":   "xxxxxx xxxxx. xxxxxx x.xxxx ....xx xxxxxx x",
+    "stop-daemon":    "xxxxxx xxxxxx xxxxxx x.xxxx xxxxxx xxxxxx x",
+    "restore":        "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "save":           ".xxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "zero":           "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "add-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. x",
+    "del-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. x",
+    "get-laddr":      "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
 }
 MATRIX = {cmd: row.replace(" ", "") for cmd, row in _MATRIX_ROWS.items()}
 
@@ -132,6 +133,7 @@ _SPECS = (
     _OptSpec("nosort", "nosort", None, "none"), _OptSpec("sort", "sort", None, "none"),
     _OptSpec("X", "exact", "X", "none"), _OptSpec("6", "ipv6", "6", "none"),
     _OptSpec("o", "ops", "o", "none"), _OptSpec("pe", "pe", None, "required"),
+    _OptSpec("proxy-protocol", "proxy-protocol", None, "required"),
     _OptSpec("b", "sched-flags", "b", "required"),
     _OptSpec("mcast-group", "mcast-group", None, "required"),
     _OptSpec("mcast-port", "mcast-port", None, "required"),
@@ -436,6 +438,7 @@ class _Entry:
     timeout: int = 0
     netmask: str | int = "255.255.255.255"
     pe: str = ""
+    proxy_protocol: str = ""  # FULLNAT client address header (DPVS --proxy-protocol)
     sched_flags_arg: str = ""
     # destination (defaults as process_options sets them: weight 1, DR, ipip)
     dest: _Addr = field(default_factory=_Addr)
@@ -598,6 +601,11 @@ def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
     elif key == "pe":
         entry.set_option("pe")
         entry.pe = arg[:15]
+    elif key == "proxy-protocol":
+        entry.set_option("proxy-protocol")
+        if arg not in ("disable", "v1", "v2"):
+            raise _fail(f"invalid proxy protocol `{arg}' (disable, v1 or v2)")
+        entry.proxy_protocol = "" if arg == "disable" else arg
     elif key == "b":
         entry.set_option("sched-flags")
         entry.sched_flags_arg = arg[:127]
@@ -757,10 +765,13 @@ def _svc_identity(entry: _Entry) -> dict[str, Any]:
 
 
 def _service(entry: _Entry) -> dict[str, Any]:
-    return _svc_identity(entry) | {
+    service = _svc_identity(entry) | {
         "scheduler": entry.sched, "flags": entry.flags, "timeout": entry.timeout,
         "netmask": entry.netmask, "pe": entry.pe,
     }
+    if entry.proxy_protocol:
+        service["proxy_protocol"] = entry.proxy_protocol
+    return service
 
 
 def _dest(entry: _Entry) -> dict[str, Any]:

@@ -203,6 +203,10 @@ def service_line(svc: Obj, fmt: Fmt) -> str:
             out += " -o"
         if flags & SVC_F_SCHED_MASK:
             out += " -b " + sched_flag_names(sched, flags)
+        if svc.get("proxy_protocol"):
+            out += f" --proxy-protocol {svc['proxy_protocol']}"
+        for la in svc.get("laddrs") or []:  # FULLNAT local addresses, as DPVS ipvsadm -P lines
+            out += f"\n-P {name} -z {la.get('addr', '')}"
     elif fmt & (Fmt.STATS | Fmt.RATE):
         key, names = ("stats", _STAT_KEYS) if fmt & Fmt.STATS else ("rates", _RATE_KEYS)
         out = f"{name:<33}" + "".join(largenum(v, fmt) for v in _counters(svc, key, names))

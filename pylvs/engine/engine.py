@@ -18,6 +18,7 @@ from pylvs.engine.forward.base import Buffer, Forwarder, Output
 from pylvs.engine.forward.dr import DirectRouting
 from pylvs.engine.forward.fullnat import FullNat
 from pylvs.engine.forward.nat import Nat
+from pylvs.engine.forward.tun import Tunnel
 from pylvs.engine.hops import Hop, Routes
 from pylvs.engine.services import Method, RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
@@ -77,7 +78,8 @@ class Engine:
         self.settings = settings or Settings()
         self.interfaces: dict[int, Interface] = {}
         self.forwarders: dict[Method, Forwarder] = {
-            Method.MASQ: Nat(), Method.ROUTE: DirectRouting(), Method.FULLNAT: FullNat()}
+            Method.MASQ: Nat(), Method.ROUTE: DirectRouting(), Method.FULLNAT: FullNat(),
+            Method.TUNNEL: Tunnel()}
         self.table = ServiceTable(on_change=self._services_changed, methods=set(self.forwarders))
         self.conns = ConnTable()
         self.drops: Counter[str] = Counter()

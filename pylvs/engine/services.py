@@ -133,6 +133,7 @@ class VirtualService:
     stats: Stats = field(default_factory=Stats)
     sched: object = None  # the bound Scheduler instance
     laddrs: list[LocalAddress] = field(default_factory=list)  # FULLNAT local addresses
+    proxy_protocol: str = ""  # FULLNAT client address: "" = TOA option, "v1"/"v2" = PROXY protocol header
     laddr_cursor: int = 0
 
     @property

@@ -15,7 +15,8 @@ pid {tmp}/{name}-nginx.pid;
 error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {tmp}/{name}-access.log;
+    log_format peer "{log_peer} $request";
+    access_log {tmp}/{name}-access.log peer;
     client_body_temp_path {tmp}/{name}-body;
     proxy_temp_path {tmp}/{name}-proxy;
     fastcgi_temp_path {tmp}/{name}-fcgi;
@@ -23,7 +24,7 @@ http {{
     scgi_temp_path {tmp}/{name}-scgi;
     keepalive_requests 1000000;
     server {{
-        listen {addr}:{port} reuseport;
+        listen {addr}:{port} reuseport{listen_opts};
         location = /big {{ alias {tmp}/big.bin; }}
         location / {{ default_type text/plain; return 200 "{name}\\n"; }}
     }}
@@ -38,10 +39,14 @@ def nginx_binary() -> str:
     return path
 
 
-def start_nginx(net: Netns, role: str, addr: str, port: int, name: str):
+def start_nginx(net: Netns, role: str, addr: str, port: int, name: str, proxy_protocol: bool = False):
+    """nginx answering its `name`; the access log's first field is the peer (or, behind the PROXY
+    protocol, the client address the header carried)."""
     conf = os.path.join(net.tmp, f"{name}-nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(tmp=net.tmp, name=name, addr=addr, port=port))
+        f.write(NGINX_CONF.format(tmp=net.tmp, name=name, addr=addr, port=port,
+                                  listen_opts=" proxy_protocol" if proxy_protocol else "",
+                                  log_peer="$proxy_protocol_addr" if proxy_protocol else "$remote_addr"))
     return net.popen(role, nginx_binary(), "-c", conf, "-e", os.path.join(net.tmp, f"{name}-error.log"),
                      log=f"{name}-nginx.out")
 

@@ -112,3 +112,64 @@ def test_arp_for_a_local_address_is_answered_on_the_real_server_side():
     out = e.process(frame(req), 2, 0)
     rep = parse(out[0][1])
     assert out[0][0] == 2 and rep[ARP].op == 2 and rep[ARP].psrc == LIPS[1] and rep[ARP].hwsrc == DIP_MAC
+
+
+def handshake(e, isn=1000, mss=1460):
+    """SYN, SYN-ACK (with MSS), ACK; returns (local port, the SYN-ACK the client got, the ACK the server got)."""
+    _, buf = e.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=isn))), 1, 0)[0]
+    lport = parse(buf)[TCP].sport
+    synack = from_rs(RIPS[2], TCP(sport=8080, dport=lport, flags="SA", seq=5000, ack=isn + 1,
+                                  options=[("MSS", mss)]), dst=LIPS[0])
+    got_synack = parse(e.process(frame(synack), 2, 0)[0][1])
+    ack = from_client(TCP(sport=40000, dport=80, flags="A", seq=isn + 1, ack=5001))
+    got_ack = parse(e.process(frame(ack), 1, 0)[0][1])
+    return lport, got_synack, got_ack
+
+
+def test_toa_option_carries_the_client_address_in_the_first_ack():
+    e = fullnat_engine()
+    _, synack, ack = handshake(e)
+    assert dict(synack[TCP].options)["MSS"] == 1460  # untouched without the PROXY protocol
+    toa = [o for o in ack[TCP].options if o[0] == 254]
+    assert len(toa) == 1 and toa[0][1] == (40000).to_bytes(2, "big") + bytes(map(int, CLIENT.split(".")))
+    assert ack[IP].len == 40 + 8 and ack[TCP].dataofs == 7 and ack[IP].src == LIPS[0]
+    assert checksums_valid(ack)
+    data = from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / b"GET /")
+    got = parse(e.process(frame(data), 1, 0)[0][1])
+    assert not [o for o in got[TCP].options if o[0] == 254] and got[TCP].seq == 1001
+
+
+def test_proxy_protocol_v2_goes_in_front_of_the_first_data_and_shifts_sequence_numbers():
+    e = fullnat_engine()
+    next(iter(e.table)).proxy_protocol = "v2"
+    lport, synack, ack = handshake(e)
+    assert dict(synack[TCP].options)["MSS"] == 1460 - 28 and checksums_valid(synack)
+    assert ack[IP].len == 40 and ack[TCP].seq == 1001  # the handshake ACK passes as it is
+    data = from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / b"GET / HTTP/1.0\r\n\r\n")
+    got = parse(e.process(frame(data), 1, 0)[0][1])
+    payload = bytes(got[TCP].payload)
+    assert payload[:12] == b"\r\n\r\n\x00\r\nQUIT\n" and payload[12:16] == b"\x21\x11\x00\x0c"
+    assert payload[16:28] == bytes(map(int, CLIENT.split("."))) + bytes(map(int, VIP.split("."))) + \
+        (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    assert payload[28:] == b"GET / HTTP/1.0\r\n\r\n" and got[TCP].seq == 1001 and checksums_valid(got)
+    # the server acknowledges header + request; the client must see only its own bytes acknowledged
+    srv_ack = from_rs(RIPS[2], TCP(sport=8080, dport=lport, flags="A", seq=5001, ack=1001 + 28 + 18,
+                                   options=[("SAck", (1001 + 28 + 50, 1001 + 28 + 60))]), dst=LIPS[0])
+    got = parse(e.process(frame(srv_ack), 2, 0)[0][1])
+    assert got[TCP].ack == 1001 + 18 and dict(got[TCP].options)["SAck"] == (1001 + 50, 1001 + 60)
+    assert checksums_valid(got)
+    more = from_client(TCP(sport=40000, dport=80, flags="A", seq=1019, ack=5001) / b"x")
+    got = parse(e.process(frame(more), 1, 0)[0][1])
+    assert got[TCP].seq == 1019 + 28 and bytes(got[TCP].payload) == b"x" and checksums_valid(got)
+    again = parse(e.process(frame(data), 1, 0)[0][1])  # a retransmitted first segment gets the header again
+    assert bytes(again[TCP].payload)[:12] == b"\r\n\r\n\x00\r\nQUIT\n" and again[TCP].seq == 1001
+
+
+def test_proxy_protocol_v1_is_a_text_line():
+    e = fullnat_engine()
+    next(iter(e.table)).proxy_protocol = "v1"
+    handshake(e)
+    data = from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / b"hi")
+    got = parse(e.process(frame(data), 1, 0)[0][1])
+    assert bytes(got[TCP].payload) == f"PROXY TCP4 {CLIENT} {VIP} 40000 80\r\n".encode() + b"hi"
+    assert checksums_valid(got)

@@ -64,3 +64,42 @@ def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:
     c = checksum.checksum(buf[start:end])
     buf[field] = c >> 8
     buf[field + 1] = c & 0xFF
+
+
+def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: bool, hop: Hop) -> bool:
+    """As `finish`, for a packet whose length changed: both checksums are computed afresh."""
+    ttl = buf[IP + IP_TTL]
+    if ttl <= 1:
+        return False
+    buf[IP + IP_TTL] = ttl - 1
+    ihl = (buf[IP] & 0x0F) << 2
+    end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
+    set_checksum(buf, IP, IP + ihl, IP + IP_CSUM)
+    pseudo = checksum.pseudo_header_sum(bytes(buf[IP + 12:IP + 16]), bytes(buf[IP + 16:IP + 20]), proto, end - l4)
+    o = l4 + csum_off
+    if partial:
+        buf[o:o + 2] = pseudo.to_bytes(2, "big")  # the kernel completes the rest
+    else:
+        buf[o] = buf[o + 1] = 0
+        buf[o:o + 2] = checksum.checksum(buf[l4:end], pseudo).to_bytes(2, "big")
+    buf[ETH:ETH + 12] = hop.eth
+    return True
+
+
+def patch32(buf: Buffer, off: int, value: int, csum: int, partial: bool) -> None:
+    """Overwrite a 32-bit header word, keeping a complete checksum at `csum` right (RFC 1624)."""
+    old = bytes(buf[off:off + 4])
+    new = value.to_bytes(4, "big")
+    buf[off:off + 4] = new
+    if not partial:
+        c = checksum.apply(buf[csum] << 8 | buf[csum + 1], checksum.delta(old, new))
+        buf[csum:csum + 2] = c.to_bytes(2, "big")
+
+
+def patch16(buf: Buffer, off: int, value: int, csum: int, partial: bool) -> None:
+    old = bytes(buf[off:off + 2])
+    new = value.to_bytes(2, "big")
+    buf[off:off + 2] = new
+    if not partial:
+        c = checksum.apply(buf[csum] << 8 | buf[csum + 1], checksum.delta(old, new))
+        buf[csum:csum + 2] = c.to_bytes(2, "big")

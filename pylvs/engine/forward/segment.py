@@ -1,0 +1,155 @@
+"""Software offloads for frames that must leave without them: checksum completion, GSO, fragments.
+
+An encapsulated frame cannot be handed back to AF_PACKET as a tunnel GSO super-frame, and nothing
+completes a partial checksum after the director adds an outer header, so the tunnel method does
+here what a NIC would: finish checksums, cut TCP/UDP super-frames into segments (with the kernel's
+tcp_gso_segment rules) and fragment outer packets that do not fit.
+
+Sums use the fact that 2**16 == 1 (mod 0xFFFF): the one's-complement sum of an even-length byte
+string is its big-endian integer value mod 0xFFFF, computed in C by int.from_bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pylvs.engine.forward.base import Buffer
+from pylvs.packet.layout import IP, IP_CSUM, IP_MF, PROTO_UDP, TCP_FIN
+from pylvs.packet.vnet import VNET_HDR_LEN
+
+TCP_PSH = 0x08
+TCP_CWR = 0x80
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+_I = struct.Struct("!I")
+_FROM = int.from_bytes
+
+
+def csum_of(value: int) -> int:
+    """The checksum field for a sum given as an integer mod 0xFFFF (nonzero data assumed)."""
+    return -value % 0xFFFF
+
+
+def words(data: Buffer | bytes) -> int:
+    """The one's-complement sum of `data` as an integer mod 0xFFFF (odd length padded)."""
+    n = _FROM(data, "big")
+    return (n << 8 if len(data) & 1 else n) % 0xFFFF
+
+
+def complete_partial(buf: Buffer, end: int) -> bool:
+    """Finish a CHECKSUM_PARTIAL frame's L4 checksum in place (vnet csum_start/csum_offset).
+
+    The field holds the pseudo-header sum; summing from csum_start to the end of the IP packet,
+    field included, gives the value whose complement belongs there. False if the offsets are bad.
+    """
+    start = VNET_HDR_LEN + (buf[6] | buf[7] << 8)
+    field = start + (buf[8] | buf[9] << 8)
+    if start < IP + 20 or field + 2 > end:
+        return False
+    c = csum_of(words(buf[start:end]))
+    if not c and buf[IP + 9] == PROTO_UDP:
+        c = 0xFFFF  # zero means "no checksum" in UDP
+    buf[field] = c >> 8
+    buf[field + 1] = c & 0xFF
+    return True
+
+
+def ip_checksum(hdr: bytearray) -> None:
+    """Set the header checksum of an IPv4 header held alone in `hdr`."""
+    hdr[IP_CSUM] = hdr[IP_CSUM + 1] = 0
+    _H.pack_into(hdr, IP_CSUM, csum_of(_FROM(hdr, "big") % 0xFFFF))
+
+
+def tcp_segments(pkt: Buffer, ihl: int, mss: int) -> list[bytearray]:
+    """Cut a TCP/IPv4 super-frame (IP header on) into packets of at most `mss` payload bytes.
+
+    As tcp_gso_segment: seq advances by the payload, FIN and PSH stay on the last segment only,
+    CWR on the first only; IP ids count up from the super-frame's. Checksums are complete.
+    """
+    thl = (pkt[ihl + 12] >> 4) << 2
+    hl = ihl + thl
+    end = _H.unpack_from(pkt, 2)[0]
+    iph = bytearray(pkt[:ihl])
+    tcph = bytearray(pkt[ihl:hl])
+    ip_id = _H.unpack_from(iph, 4)[0]
+    seq = _I.unpack_from(tcph, 4)[0]
+    flags = tcph[13]
+    tcph[16] = tcph[17] = 0
+    # Pseudo header without the length, and the TCP header without seq and flags: fixed for all.
+    base = (_FROM(iph[12:20], "big") + 6) % 0xFFFF
+    tcph[4:8] = b"\0\0\0\0"
+    tcph[13] = 0
+    hsum = _FROM(tcph, "big") % 0xFFFF
+    if mss <= 0:
+        mss = end - hl
+    out: list[bytearray] = []
+    first = True
+    for off in range(hl, end, mss):
+        stop = min(off + mss, end)
+        chunk = pkt[off:stop]
+        size = stop - off
+        f = flags if stop == end else flags & ~(TCP_FIN | TCP_PSH)
+        if not first:
+            f &= ~TCP_CWR
+        s = (seq + off - hl) & 0xFFFFFFFF
+        iph[2:6] = _HH.pack(hl + size, ip_id & 0xFFFF)
+        ip_checksum(iph)
+        tcph[4:8] = _I.pack(s)
+        tcph[13] = f
+        total = base + thl + size + hsum + (s >> 16) + (s & 0xFFFF) + f + words(chunk)
+        seg = iph + tcph
+        _H.pack_into(seg, ihl + 16, csum_of(total % 0xFFFF))
+        seg += chunk
+        out.append(seg)
+        ip_id += 1
+        first = False
+    return out
+
+
+def udp_segments(pkt: Buffer, ihl: int, size: int) -> list[bytearray]:
+    """Cut a UDP/IPv4 GSO frame (UDP_SEGMENT) into datagrams of `size` payload bytes each."""
+    end = _H.unpack_from(pkt, 2)[0]
+    hl = ihl + 8
+    iph = bytearray(pkt[:ihl])
+    udph = bytearray(pkt[ihl:hl])
+    udph[6] = udph[7] = 0
+    ip_id = _H.unpack_from(iph, 4)[0]
+    base = (_FROM(iph[12:20], "big") + PROTO_UDP) % 0xFFFF
+    ports = _FROM(udph[0:4], "big") % 0xFFFF
+    if size <= 0:
+        size = end - hl
+    out: list[bytearray] = []
+    for off in range(hl, end, size):
+        stop = min(off + size, end)
+        chunk = pkt[off:stop]
+        ulen = 8 + stop - off
+        iph[2:6] = _HH.pack(ihl + ulen, ip_id & 0xFFFF)
+        ip_checksum(iph)
+        udph[4:6] = _H.pack(ulen)
+        c = csum_of((base + ulen + ports + ulen + words(chunk)) % 0xFFFF) or 0xFFFF
+        seg = iph + udph
+        _H.pack_into(seg, ihl + 6, c)
+        seg += chunk
+        out.append(seg)
+        ip_id += 1
+    return out
+
+
+def fragments(header: bytes, payload: Buffer, mtu: int) -> list[tuple[bytearray, int]]:
+    """Split an IPv4 packet (20-byte `header`, no options) into fragments that fit `mtu`.
+
+    Returns (IP header, payload offset) pairs; the caller appends payload[offset:offset+len].
+    Each header carries its length, offset, MF and checksum.
+    """
+    step = (mtu - 20) & ~7
+    n = len(payload)
+    out: list[tuple[bytearray, int]] = []
+    for off in range(0, n, step):
+        size = min(step, n - off)
+        h = bytearray(header)
+        frag = (off >> 3) | (IP_MF if off + size < n else 0)
+        h[2:4] = _H.pack(20 + size)
+        h[6:8] = _H.pack(frag)  # DF is off: we fragment only what may be
+        ip_checksum(h)
+        out.append((h, off))
+    return out

@@ -1,0 +1,238 @@
+"""IP tunneling (`-i`): the request inside a new IPv4 header DIP -> RIP (ipvs.md §4.4).
+
+The inner packet keeps everything but its TTL (decremented, header checksum refreshed, as
+ip_vs_tunnel_xmit does before encapsulating). The outer header copies TTL, DF and the DS field
+(ECN as INET_ECN_encapsulate) and carries protocol 4 (ipip), 17 (UDP + GUE) or 47 (GRE).
+
+Frames grow here, so each one is rebuilt as a new bytearray. Offloads end at the director: a GSO
+super-frame is cut into MTU-sized segments and partial checksums are completed (segment.py),
+because AF_PACKET cannot send tunnel GSO and no device would finish an inner checksum.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+from pylvs.engine.forward.base import Buffer, Forwarder, Output
+from pylvs.engine.forward.rewrite import TTL_DELTA
+from pylvs.engine.forward.segment import complete_partial, csum_of, fragments, tcp_segments, udp_segments, words
+from pylvs.engine.hops import Hop
+from pylvs.packet import icmp
+from pylvs.packet.layout import ETHERTYPE_IPV4, IP, IP_CSUM, IP_TTL, PROTO_GRE, PROTO_IPIP, PROTO_TCP, PROTO_UDP
+from pylvs.packet.vnet import EMPTY as EMPTY_VNET
+from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4
+
+if TYPE_CHECKING:
+    from pylvs.engine.conntrack import Conn
+    from pylvs.engine.engine import Engine, Interface
+    from pylvs.engine.services import RealServer
+
+NOTHING: Output = []
+GUE_HEADER = b"\x00\x04\x00\x00"  # version 0, hlen 0, proto_ctype 4 (IPIP), flags 0
+GRE_HEADER = b"\x00\x00\x08\x00"  # no C/K/S bits, version 0, protocol 0x0800
+GRE_CSUM_FLAG = 0x8000
+LOCAL_PORT_RANGE = (32768, 60999)  # ip_local_port_range: where udp_flow_src_port picks from
+MIN_MTU = 68
+_ETH_TAIL = ETHERTYPE_IPV4.to_bytes(2, "big")
+_NO_MACS = bytes(12)
+_OUTER = struct.Struct("!BBHHHBB2s4s4s")
+_UDP = struct.Struct("!HHHH")
+_H = struct.Struct("!H")
+_ZERO2 = b"\0\0"
+
+
+class TunRecipe:
+    """The tunnel a connection uses: its real server's settings and the flow's UDP source port."""
+
+    __slots__ = ("rip", "kind", "proto", "encap_len", "overhead", "port", "csum", "sport")
+
+    def __init__(self, dest: RealServer, sport: int) -> None:
+        self.rip = dest.addr
+        self.kind = dest.tun_type
+        # --tun-remcsum asks for the UDP checksum too; its GUE option only applies to partial
+        # checksums, which never leave the director (completed before encapsulation).
+        self.csum = dest.tun_flags in ("csum", "remcsum")
+        self.port = dest.tun_port
+        self.sport = sport
+        if self.kind == "gue":
+            self.proto, self.encap_len = PROTO_UDP, 8 + len(GUE_HEADER)
+        elif self.kind == "gre":
+            self.proto, self.encap_len = PROTO_GRE, 8 if self.csum else 4
+        else:
+            self.proto, self.encap_len = PROTO_IPIP, 0
+        self.overhead = 20 + self.encap_len
+
+
+def flow_port(key: bytes, seed: int) -> int:
+    """A UDP source port from a flow hash, scaled into the local port range (udp_flow_src_port)."""
+    h = zlib.crc32(key, seed)
+    h = (h ^ (h << 16)) & 0xFFFFFFFF  # only the upper 16 bits feed the scaling
+    lo, hi = LOCAL_PORT_RANGE
+    return ((h * (hi - lo)) >> 32) + lo
+
+
+def ecn_encapsulate(tos: int) -> int:
+    """INET_ECN_encapsulate(inner, inner): DSCP and ECT copied; CE becomes ECT(0) outside."""
+    return ((tos & ~3) | 2) if (tos & 3) == 3 else tos
+
+
+class Tunnel(Forwarder):
+    sees_replies = False
+
+    def __init__(self) -> None:
+        self._seed = secrets.randbits(32)
+        self._ident = secrets.randbits(16)
+        self._sources: dict[int, bytes | None] = {}
+
+    def bind(self, engine: Engine, conn: Conn) -> bool:
+        recipe = TunRecipe(conn.dest, flow_port(conn.in_key + bytes((conn.proto,)), self._seed))
+        if recipe.kind == "gue" and not recipe.port:
+            engine.drops["tunnel_no_port"] += 1  # ipvsadm insists on --tun-port for gue
+            return False
+        conn.recipe = recipe
+        return True
+
+    def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
+        return self._tunnel(engine, conn, buf, partial, False)
+
+    def icmp(self, engine: Engine, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int,
+             direction: int) -> Output:
+        """ICMP errors from the client side go through the tunnel like the connection's packets."""
+        return self._tunnel(engine, conn, buf, bool(buf[0] & F_NEEDS_CSUM), True)
+
+    # -- the packet path --------------------------------------------------------------------
+
+    def _tunnel(self, engine: Engine, conn: Conn, buf: Buffer, partial: bool, is_icmp: bool) -> Output:
+        ttl = buf[IP + IP_TTL]
+        if ttl <= 1:
+            return engine.ttl_exceeded(buf)
+        r: TunRecipe = conn.recipe
+        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
+        iface = self._egress(engine, hop)
+        src = self._source(engine, iface)
+        if src is None:
+            engine.drops["tunnel_no_source"] += 1
+            return NOTHING
+        link_mtu = hop.mtu if hop is not None else iface.mtu
+        mtu = link_mtu - r.overhead
+        if mtu < MIN_MTU:
+            engine.drops["tunnel_mtu"] += 1
+            return NOTHING
+        # The inner TTL goes down first (so an ICMP error quotes it so, as in the kernel).
+        ttl -= 1
+        buf[IP + IP_TTL] = ttl
+        o = IP + IP_CSUM
+        c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + TTL_DELTA
+        c = (c & 0xFFFF) + (c >> 16)
+        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+        buf[o] = c >> 8
+        buf[o + 1] = c & 0xFF
+        totlen = buf[IP + 2] << 8 | buf[IP + 3]
+        end = IP + totlen
+        tos = ecn_encapsulate(buf[IP + 1])
+        df = buf[IP + 6] & 0x40
+        gso = buf[1] & ~GSO_ECN
+        if gso == GSO_NONE:
+            if totlen > mtu and df and not is_icmp:
+                engine.drops["frag_needed"] += 1
+                err = icmp.error(conn.vaddr, buf[IP:end], icmp.DEST_UNREACH, icmp.CODE_FRAG_NEEDED, mtu)
+                return engine._send_ip(err, 0.0)
+            if partial and not complete_partial(buf, end):
+                engine.drops["bad_partial_checksum"] += 1
+                return NOTHING
+            packets: list[Buffer] = [buf[IP:end]]
+        else:
+            packets = self._segment(engine, buf, gso, end, mtu)
+        eth = hop.eth if hop is not None else _NO_MACS
+        out: Output = []
+        for pkt in packets:
+            for frame in self._encapsulate(r, src, eth, pkt, tos, ttl, df, link_mtu):
+                out.append((hop.ifindex, frame) if hop is not None else (0, frame))
+        if hop is None:
+            for _, frame in out:
+                engine.park(conn.daddr, frame)
+            return NOTHING
+        return out
+
+    @staticmethod
+    def _segment(engine: Engine, buf: Buffer, gso: int, end: int, mtu: int) -> list[Buffer]:
+        """The segments of a GSO super-frame, each a complete IPv4 packet fitting `mtu`."""
+        ihl = (buf[IP] & 0x0F) << 2
+        proto = buf[IP + 9]
+        size = buf[4] | buf[5] << 8  # gso_size
+        if gso == GSO_TCPV4 and proto == PROTO_TCP:
+            hl = ihl + ((buf[IP + ihl + 12] >> 4) << 2)
+            return tcp_segments(buf[IP:end], ihl, min(size, mtu - hl) if size else mtu - hl)
+        if gso == GSO_UDP_L4 and proto == PROTO_UDP:
+            return udp_segments(buf[IP:end], ihl, size)  # datagram sizes are the sender's to keep
+        engine.drops["gso_unsupported"] += 1
+        return []
+
+    def _encapsulate(self, r: TunRecipe, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
+                     link_mtu: int) -> list[bytearray]:
+        n = len(pkt)
+        if r.proto == PROTO_UDP:
+            ulen = 8 + len(GUE_HEADER) + n
+            check = 0
+            if r.csum:
+                s = (words(src) + words(r.rip) + PROTO_UDP + ulen + r.sport + r.port + ulen
+                     + words(GUE_HEADER) + words(pkt))
+                check = csum_of(s % 0xFFFF) or 0xFFFF
+            encap = _UDP.pack(r.sport, r.port, ulen, check) + GUE_HEADER
+        elif r.proto == PROTO_GRE:
+            if r.csum:
+                s = GRE_CSUM_FLAG + words(GRE_HEADER) + words(pkt)
+                encap = _H.pack(GRE_CSUM_FLAG) + GRE_HEADER[2:] + _H.pack(csum_of(s % 0xFFFF)) + _ZERO2
+            else:
+                encap = GRE_HEADER
+        else:
+            encap = b""
+        total = 20 + len(encap) + n
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        hdr = bytearray(_OUTER.pack(0x45, tos, total, ident, df << 8, ttl, r.proto, _ZERO2, src, r.rip))
+        _H.pack_into(hdr, IP_CSUM, csum_of(int.from_bytes(hdr, "big") % 0xFFFF))
+        if total <= link_mtu:
+            frame = bytearray(EMPTY_VNET)
+            frame += eth
+            frame += _ETH_TAIL
+            frame += hdr
+            frame += encap
+            frame += pkt
+            return [frame]
+        # Too big and allowed to fragment (no DF, or an ICMP error): the outer packet is cut.
+        payload = encap + bytes(pkt)
+        out = []
+        for h, off in fragments(hdr, payload, link_mtu):
+            frame = bytearray(EMPTY_VNET)
+            frame += eth
+            frame += _ETH_TAIL
+            frame += h
+            frame += payload[off:off + (h[2] << 8 | h[3]) - 20]
+            out.append(frame)
+        return out
+
+    # -- where the tunnel starts ------------------------------------------------------------
+
+    @staticmethod
+    def _egress(engine: Engine, hop: Hop | None) -> Interface | None:
+        if hop is not None:
+            return engine.interfaces.get(hop.ifindex)
+        # Frames parked for an unresolved neighbour: the first interface with an address.
+        for ifindex in sorted(engine.interfaces):
+            iface = engine.interfaces[ifindex]
+            if iface.addrs:
+                return iface
+        return None
+
+    def _source(self, engine: Engine, iface: Interface | None) -> bytes | None:
+        """The outer source: an address of the egress interface (the lowest that is not a VIP)."""
+        if iface is None:
+            return None
+        src = self._sources.get(iface.ifindex)
+        if src is None:
+            mine = sorted(a for a in iface.addrs if a not in engine.owned) or sorted(iface.addrs)
+            src = self._sources[iface.ifindex] = mine[0] if mine else None
+        return src

@@ -1,0 +1,366 @@
+"""keepalived.conf lexical layer: files, includes, comments, quotes, parameters, braces -> a tree.
+
+The rules follow keepalived's reader (reference §0):
+
+* `#` and `!` start a comment anywhere outside double quotes; `\\#` and `\\!` are literal.
+* One statement per line. A `{` or `}` outside quotes splits the line, so `url { path /x }` is the
+  three lines `url`, `{`, `path /x` and `}`; two keywords on one line are one keyword with extra
+  words, exactly as keepalived reads them.
+* Words split on white space; a double-quoted string is one word, quotes removed, no escapes.
+  (Scripts are split again with shell-like quoting by `split_command`.)
+* `include FILE` (and includer/includem/includew/includeb/includea) with globs and csh braces;
+  relative names are relative to the directory of the file that includes them.
+* `$NAME=value` definitions (a trailing `\\` continues a definition on the next line: the only
+  line continuation keepalived has), `$NAME` / `${NAME}` substitution, and `@id` / `@^id`
+  conditional lines matched against the config id.
+
+Unbalanced braces are fatal here (keepalived only logs them and then misreads the blocks).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pylvs.keepalived.errors import ConfigError, Diagnostics
+
+INCLUDES = ("include", "includer", "includem", "includew", "includeb", "includea")
+MAX_INCLUDE_DEPTH = 32
+_DEF_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass
+class Line:
+    """One logical statement: its words and where it starts."""
+
+    words: list[str]
+    file: str
+    line: int
+
+
+@dataclass
+class Node:
+    """A statement and, when a `{ ... }` follows it, the statements inside."""
+
+    keyword: str
+    args: list[str]
+    file: str
+    line: int
+    children: list[Node] | None = None
+
+    @property
+    def words(self) -> list[str]:
+        return [self.keyword, *self.args]
+
+
+@dataclass
+class _Definition:
+    lines: list[str]
+
+
+@dataclass
+class _State:
+    diags: Diagnostics
+    config_id: str | None
+    defs: dict[str, _Definition] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+# -- character level --------------------------------------------------------------------------
+
+def decomment(text: str) -> tuple[str, bool]:
+    """Strip a comment and surrounding blanks; returns (text, ended_with_backslash)."""
+    out: list[str] = []
+    quote = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            quote = not quote
+        elif c == "\\":
+            if i + 1 == len(text):
+                return "".join(out).strip(" \t"), True
+            nxt = text[i + 1]
+            if not quote and nxt in "#!":
+                out.append(nxt)  # an escaped comment character is literal
+            else:
+                out.append(c + nxt)
+            i += 2
+            continue
+        elif not quote and c in "#!":
+            break
+        out.append(c)
+        i += 1
+    return "".join(out).strip(" \t\r\n\v\f"), False
+
+
+def split_braces(text: str) -> list[str]:
+    """Cut a line before and after every `{`/`}` outside double quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quote = False
+    for c in text:
+        if c == '"':
+            quote = not quote
+        if not quote and c in "{}":
+            parts.append("".join(current))
+            parts.append(c)
+            current = []
+        else:
+            current.append(c)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def split_words(text: str, file: str, line: int) -> list[str]:
+    """keepalived's word splitter: blanks separate words, a "quoted string" is one word."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] == '"':
+            end = text.find('"', i + 1)
+            if end < 0:
+                raise ConfigError(f"Unmatched quote: '{text}'", file, line)
+            words.append(text[i + 1:end])
+            i = end + 1
+            continue
+        start = i
+        while i < n and not text[i].isspace() and text[i] != '"':
+            i += 1
+        words.append(text[start:i])
+    return words
+
+
+_ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def split_command(text: str) -> list[str]:
+    """Split a script command line with shell-like quotes ('..' and "..") and backslash escapes."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        word: list[str] = []
+        quote = ""
+        while i < n and (quote or not text[i].isspace()):
+            c = text[i]
+            if c == "\\" and i + 1 < n:
+                i, ch = _escape(text, i + 1)
+                word.append(ch)
+                continue
+            if quote and c == quote:
+                quote = ""
+            elif not quote and c in "\"'":
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        if quote:
+            raise ValueError(f"String '{text}': missing terminating {quote}")
+        words.append("".join(word))
+    return words
+
+
+def _escape(text: str, i: int) -> tuple[int, str]:
+    c = text[i]
+    if c == "x" and i + 1 < len(text) and text[i + 1] in "0123456789abcdefABCDEF":
+        j = i + 1
+        while j < len(text) and j < i + 3 and text[j] in "0123456789abcdefABCDEF":
+            j += 1
+        return j, chr(int(text[i + 1:j], 16))
+    if c in "01234567":
+        j = i
+        while j < len(text) and j < i + 3 and text[j] in "01234567":
+            j += 1
+        return j, chr(int(text[i:j], 8))
+    return i + 1, _ESCAPES.get(c, c)
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """csh brace expansion, as glob(3) with GLOB_BRACE: a{b,c}d -> abd acd."""
+    depth, start = 0, -1
+    for i, c in enumerate(pattern):
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                options, level, cur = [], 0, []
+                for ch in pattern[start + 1:i]:
+                    if ch == "," and level == 0:
+                        options.append("".join(cur))
+                        cur = []
+                        continue
+                    level += ch == "{"
+                    level -= ch == "}"
+                    cur.append(ch)
+                options.append("".join(cur))
+                head, tail = pattern[:start], pattern[i + 1:]
+                return [x for opt in options for x in expand_braces(head + opt + tail)]
+    return [pattern]
+
+
+# -- file level -------------------------------------------------------------------------------
+
+def _substitute(text: str, state: _State) -> list[str]:
+    """Replace $NAME and ${NAME}; a multi-line definition ending the line adds lines after it."""
+    if "$" not in text or not state.defs:
+        return [text]
+    extra: list[str] = []
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        d = state.defs.get(name)
+        if d is None:
+            return m.group(0)
+        if len(d.lines) > 1 and m.end() == len(text):
+            extra.extend(d.lines[1:])
+        return d.lines[0] if d.lines else ""
+
+    return [_REF_RE.sub(repl, text), *extra]
+
+
+def _logical_lines(path: str, state: _State) -> Iterator[tuple[str, int]]:
+    """Decommented, substituted, condition-filtered text lines of one file (no includes yet)."""
+    pending: _Definition | None = None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            text, cont = decomment(raw.rstrip("\r\n"))
+            if pending is not None:
+                if text:
+                    pending.lines.append(text)
+                if not cont:
+                    pending = None
+                continue
+            if not text:
+                continue
+            if text.startswith("@"):
+                text = _conditional(text, state.config_id)
+                if not text:
+                    continue
+            m = _DEF_RE.match(text)
+            if m:
+                value = m.group(2).strip()
+                d = _Definition([value] if value else [])
+                state.defs[m.group(1)] = d
+                pending = d if cont else None
+                continue
+            if cont:
+                state.diags.warn(f"Missing escape char at end: '{text}\\'")
+            if text.startswith("~SEQ"):
+                state.diags.warn(f"~SEQ is not supported - ignoring '{text}'")
+                continue
+            for sub in _substitute(text, state):
+                yield sub, lineno
+
+
+def _conditional(text: str, config_id: str | None) -> str:
+    """`@id line` is kept only on that config id, `@^id line` everywhere else."""
+    negate = text.startswith("@^")
+    body = text[2:] if negate else text[1:]
+    parts = body.split(None, 1)
+    if len(parts) < 2:
+        return ""
+    matches = config_id is not None and parts[0] == config_id
+    return parts[1] if matches != negate else ""
+
+
+def _include(words: list[str], base: str, file: str, line: int, state: _State, depth: int) -> Iterator[Line]:
+    kind, pattern = words
+    if not os.path.isabs(pattern):
+        pattern = os.path.join(base, pattern)
+    matches = sorted({m for p in expand_braces(pattern) for m in glob.glob(p)})
+    files = [m for m in matches if not os.path.isdir(m)]
+    if not files:
+        level = "warning" if kind in ("include", "includer") else "error"
+        state.diags.add(f"No config files matched '{words[1]}'.", file, line, level)
+        return
+    for match in files:
+        if kind in ("includer", "includea") and not os.access(match, os.R_OK):
+            state.diags.add(f"Unable to read configuration file {match}", file, line, "error")
+            continue
+        yield from _read(match, state, depth + 1)
+
+
+def _read(path: str, state: _State, depth: int) -> Iterator[Line]:
+    if depth > MAX_INCLUDE_DEPTH:
+        raise ConfigError(f"include depth exceeds {MAX_INCLUDE_DEPTH} (include loop?) at '{path}'")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if depth == 0:
+            raise ConfigError(f"Unable to find configuration file {path} ({exc.strerror})") from None
+        state.diags.warn(f"Configuration file '{path}' open problem ({exc.strerror}) - skipping")
+        return
+    if mode & 0o111 or not os.path.isfile(path):
+        if depth == 0:
+            raise ConfigError(f"Configuration file '{path}' is not a regular non-executable file")
+        state.diags.warn(f"Configuration file '{path}' is not a regular non-executable file - skipping")
+        return
+    state.files.append(path)
+    base = os.path.dirname(path)
+    for text, lineno in _logical_lines(path, state):
+        for piece in split_braces(text):
+            words = split_words(piece, path, lineno)
+            if not words:
+                continue
+            if len(words) == 2 and words[0] in INCLUDES:
+                yield from _include(words, base, path, lineno, state, depth)
+                continue
+            yield Line(words, path, lineno)
+
+
+def read_lines(path: str, diags: Diagnostics, config_id: str | None = None,
+               files: list[str] | None = None) -> list[Line]:
+    """All statements of a configuration, includes expanded, in reading order."""
+    state = _State(diags, config_id)
+    lines = list(_read(path, state, 0))
+    if files is not None:
+        files.extend(state.files)
+    return lines
+
+
+def build_tree(lines: list[Line]) -> list[Node]:
+    """Nest statements by braces; a `{` belongs to the statement just before it."""
+    root: list[Node] = []
+    stack: list[tuple[Node, list[Node]]] = []
+    level = root
+    last: Node | None = None  # the statement a following `{` would open
+    for ln in lines:
+        if ln.words == ["{"]:
+            if last is None or last.children is not None:
+                raise ConfigError("Unexpected '{' - no keyword before it", ln.file, ln.line)
+            last.children = []
+            stack.append((last, level))
+            level = last.children
+            last = None
+        elif ln.words == ["}"]:
+            if not stack:
+                raise ConfigError("Extra '}' found", ln.file, ln.line)
+            _, level = stack.pop()
+            last = None
+        else:
+            last = Node(ln.words[0], ln.words[1:], ln.file, ln.line)
+            level.append(last)
+    if stack:
+        node = stack[-1][0]
+        raise ConfigError(f"There are {len(stack)} missing '}}'s or extra '{{'s (block '{node.keyword}' "
+                          f"opened here is not closed)", node.file, node.line)
+    return root
+
+
+def read_tree(path: str, diags: Diagnostics, config_id: str | None = None,
+              files: list[str] | None = None) -> list[Node]:
+    return build_tree(read_lines(path, diags, config_id, files))

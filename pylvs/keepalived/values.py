@@ -1,0 +1,128 @@
+"""Readers for keepalived parameter types, with keepalived's wording when a value is bad.
+
+A bad value raises `BadValue`; the parser logs it and ignores the keyword, as keepalived does.
+A missing parameter is fatal (keepalived exits), so `need` raises `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+
+from pylvs.keepalived.errors import ConfigError
+from pylvs.keepalived.lexer import Node, split_command
+from pylvs.keepalived.model import Script
+
+TIMER_MAX = 1e9  # keepalived caps timers far beyond any real use
+
+
+class BadValue(ValueError):
+    pass
+
+
+def need(node: Node, count: int) -> None:
+    """Fail like keepalived's null_strvec when fewer than `count` parameters follow the keyword."""
+    if len(node.args) < count:
+        pos = len(node.args) + 2
+        raise ConfigError(f"Configuration line starting `{node.keyword}` is missing a parameter after keyword "
+                          f"`{node.words[-1]}` at word position {pos}", node.file, node.line)
+
+
+def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise BadValue(f"invalid number '{text}'") from None
+    if not lo <= value <= hi:
+        raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
+    return value
+
+
+def read_unsigned(text: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
+    if text.strip().startswith("-"):
+        raise BadValue(f"negative number '{text}'")
+    return read_int(text, lo, hi)
+
+
+def read_timer(text: str, lo: float = 0.0, hi: float = TIMER_MAX) -> float:
+    """Seconds with fractions, microsecond resolution."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadValue(f"invalid number '{text}'") from None
+    if math.isinf(value):
+        raise BadValue(f"infinite number '{text}'")
+    if math.isnan(value):
+        raise BadValue(f"not a number '{text}'")
+    if not lo <= value <= hi:
+        raise BadValue(f"number '{text}' outside range [{lo:g}, {hi:g}]")
+    return round(value * 1_000_000) / 1_000_000
+
+
+_TRUE = ("true", "on", "yes")
+_FALSE = ("false", "off", "no")
+
+
+def read_bool(node: Node, what: str | None = None) -> bool:
+    """`keyword [<BOOL>]`: no parameter means true."""
+    if not node.args:
+        return True
+    word = node.args[0]
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise BadValue(f"Invalid {what or node.keyword} parameter {word}")
+
+
+def read_ip(text: str, what: str = "address") -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise BadValue(f"Invalid {what} '{text}'") from None
+
+
+def read_port(text: str, what: str = "port") -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise BadValue(f"Invalid {what} '{text}'") from None
+    if not 0 <= value <= 65535:
+        raise BadValue(f"Invalid {what} '{text}'")
+    return value
+
+
+def read_netmask(text: str) -> str:
+    """An IPv4 netmask that is solid (contiguous ones), or an IPv6 prefix length 1..128."""
+    if "." not in text:
+        length = read_int(text, 1, 128)
+        return str(length)
+    try:
+        mask = int(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise BadValue(f"Invalid IPv4 persistence_granularity specified - {text}") from None
+    inverted = (~mask) & 0xFFFFFFFF
+    if inverted & (inverted + 1):
+        raise BadValue(f"IPv4 persistence_granularity netmask is not solid - {text}")
+    return text
+
+
+def read_script(node: Node) -> Script:
+    """`<SCRIPT> [user [group]]`; the script word may be a quoted command with arguments."""
+    need(node, 1)
+    try:
+        command = split_command(node.args[0])
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
+    if not command:
+        raise BadValue(f"{node.keyword} script is empty")
+    user = node.args[1] if len(node.args) > 1 else None
+    group = node.args[2] if len(node.args) > 2 else None
+    return Script(command, user, group)
+
+
+def read_hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise BadValue(f"Invalid hex string '{text}'") from None
