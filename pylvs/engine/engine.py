@@ -23,7 +23,7 @@ from pylvs.engine.hops import Hop, Routes
 from pylvs.engine.services import Method, RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.table import ServiceTable
-from pylvs.packet import arp, checksum, icmp
+from pylvs.packet import arp, icmp
 from pylvs.packet.layout import (
     ETH,
     ETH_TYPE,
@@ -148,7 +148,8 @@ class Engine:
             ours = hit is not None or key[4:8] in self.owned
             if not ours:
                 return NOTHING
-            if checksum.ones_sum(buf[IP:IP + ihl]) != 0xFFFF:
+            # A valid header sums to 0xFFFF, i.e. 0 modulo 0xFFFF (see checksum.ones_sum).
+            if int.from_bytes(buf[IP:IP + ihl], "big") % 0xFFFF:
                 self.drops["bad_ip_checksum"] += 1
                 return NOTHING
             if buf[IP + 6] & 0x3F or buf[IP + 7]:
@@ -177,7 +178,10 @@ class Engine:
                 return self._new_conn(buf, key, proto, l4, totlen, partial, now)
             if not dest.available:
                 return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
-            self._tcp_state(conn, tcpstate.INPUT, flags, now)
+            if conn.state == tcpstate.ESTABLISHED and not flags & 0x07:
+                conn.expires = now + conn.timeout  # the common case: no transition (sES + ack = sES)
+            else:
+                self._tcp_state(conn, tcpstate.INPUT, flags, now)
         else:
             if not dest.available:
                 return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
@@ -194,7 +198,11 @@ class Engine:
     def _out(self, conn: Conn, buf: Buffer, proto: int, l4: int, totlen: int, partial: bool,
              now: float) -> Output:
         if proto == PROTO_TCP:
-            self._tcp_state(conn, tcpstate.OUTPUT, buf[l4 + 13], now)
+            flags = buf[l4 + 13]
+            if conn.state == tcpstate.ESTABLISHED and not flags & 0x07 and not conn.flags & F_NOOUTPUT:
+                conn.expires = now + conn.timeout
+            else:
+                self._tcp_state(conn, tcpstate.OUTPUT, flags, now)
         else:
             conn.expires = now + conn.timeout
             if conn.control is not None:
