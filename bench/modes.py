@@ -1,0 +1,270 @@
+"""The four ways the director namespace carries the client's traffic, and how each proves it did.
+
+Every mode turns a freshly built BenchLab into one kind of director and exposes counters that must
+grow when the load really went its way: nftables rule counters, HAProxy frontend sessions, lvsd
+service stats. The runner also checks, for every mode, the real servers' access logs (which server,
+which peer address) and the director's interface byte counters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+
+from benchlab import IPERF_PORT, VIP, BenchLab
+
+from pylvs.lab.netns import LabError, run, wait_for
+from pylvs.lab.topology import CLIENT, DIP
+
+
+class Mode:
+    """A way through the director. Defaults are a load balancer's: the client talks to the VIP."""
+
+    name = ""
+    forwarding = False  # net.ipv4.ip_forward in the director namespace
+    peer = CLIENT       # the address real servers see as the client
+
+    def __init__(self) -> None:
+        self.pid: int | None = None  # the load balancer process, if there is one
+
+    def setup(self, lab: BenchLab) -> None:
+        raise NotImplementedError
+
+    def http_url(self, lab: BenchLab) -> str:
+        return f"http://{VIP}/"
+
+    def iperf_target(self, lab: BenchLab) -> tuple[str, int]:
+        return VIP, IPERF_PORT
+
+    def servers(self, lab: BenchLab) -> list[str]:
+        """Real servers that must see the HTTP load."""
+        return list(lab.rs_names)
+
+    def counters(self, lab: BenchLab) -> dict[str, int]:
+        """Mode-specific counters: {http,iperf}_{conns,pkts,bytes}, those the mode can count."""
+        return {}
+
+    def static_checks(self, lab: BenchLab) -> list[str]:
+        return []
+
+    def stop(self, lab: BenchLab) -> None:
+        """Stop what setup started (the lab teardown would too; this keeps modes from overlapping)."""
+
+
+class DirectMode(Mode):
+    """No load balancer: a plain kernel router, the client talks straight to rs1."""
+
+    name = "direct"
+    forwarding = True
+
+    def setup(self, lab: BenchLab) -> None:
+        lab.route_client_to_lan()
+
+    def http_url(self, lab: BenchLab) -> str:
+        return f"http://{lab.rips[0]}:{lab.rport}/"
+
+    def iperf_target(self, lab: BenchLab) -> tuple[str, int]:
+        return lab.rips[0], IPERF_PORT
+
+    def servers(self, lab: BenchLab) -> list[str]:
+        return lab.rs_names[:1]
+
+    def static_checks(self, lab: BenchLab) -> list[str]:
+        return [
+            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "1", "director ip_forward=1"),
+            check(not nft_ruleset(lab).strip(), "no nftables rules on the director"),
+            check(not lab.kernel_has_vip(), "VIP not on the director kernel"),
+        ]
+
+
+class NftablesMode(Mode):
+    """Kernel DNAT in prerouting, round-robin over the three real servers with numgen."""
+
+    name = "nftables"
+    forwarding = True
+
+    def setup(self, lab: BenchLab) -> None:
+        lab.add_vip_to_kernel()
+        targets = ", ".join(f"{i} : {addr}" for i, addr in enumerate(lab.rips))
+        script = f"""
+table ip bench {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr {VIP} tcp dport 80 counter dnat to numgen inc mod {len(lab.rips)} map {{ {targets} }} : {lab.rport} \
+comment "http"
+        ip daddr {VIP} tcp dport {IPERF_PORT} counter dnat to {lab.rips[0]}:{IPERF_PORT} comment "iperf"
+    }}
+}}
+"""
+        _nft(lab, script)
+
+    def counters(self, lab: BenchLab) -> dict[str, int]:
+        """The nat chain sees only a connection's first packet, so its packet counters count connections."""
+        data = json.loads(lab.net.exec("director", "nft", "-j", "list", "table", "ip", "bench").stdout)
+        found: dict[str, int] = {}
+        for item in data.get("nftables", []):
+            rule = item.get("rule")
+            if not rule:
+                continue
+            for expr in rule.get("expr", []):
+                if "counter" in expr:
+                    found[f"{rule.get('comment')}_conns"] = expr["counter"]["packets"]
+        return found
+
+    def static_checks(self, lab: BenchLab) -> list[str]:
+        return [
+            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "1", "director ip_forward=1"),
+            check("numgen inc mod 3" in nft_ruleset(lab), "DNAT rule with numgen round-robin installed"),
+            check(lab.kernel_has_vip(), "VIP on the director kernel"),
+        ]
+
+
+HAPROXY_CONF = """\
+global
+    maxconn 8000
+    stats socket {sock} mode 600 level operator
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend http
+    bind {vip}:80
+    default_backend web
+
+backend web
+    balance roundrobin
+{servers}
+
+frontend iperf
+    bind {vip}:{iperf}
+    default_backend iperf
+
+backend iperf
+    server rs1 {rs1}:{iperf}
+"""
+
+
+class HaproxyMode(Mode):
+    """HAProxy in TCP mode on the director, listening on the VIP, round-robin to the real servers."""
+
+    name = "haproxy"
+    forwarding = False
+    peer = DIP  # a proxy: real servers see the director's inside address
+
+    def setup(self, lab: BenchLab) -> None:
+        lab.add_vip_to_kernel()
+        self.sock = os.path.join(lab.net.tmp, "haproxy.sock")
+        conf = os.path.join(lab.net.tmp, "haproxy.cfg")
+        servers = "\n".join(f"    server {name} {addr}:{lab.rport}"
+                            for name, addr in zip(lab.rs_names, lab.rips, strict=True))
+        with open(conf, "w") as f:
+            f.write(HAPROXY_CONF.format(sock=self.sock, vip=VIP, servers=servers, iperf=IPERF_PORT, rs1=lab.rips[0]))
+        lab.net.exec("director", "haproxy", "-c", "-q", "-f", conf)
+        self.proc = lab.net.popen("director", "haproxy", "-db", "-f", conf, log="haproxy.log")
+        self.pid = self.proc.pid
+        try:
+            for port in (80, IPERF_PORT):
+                wait_for(lambda p=port: self.proc.poll() is not None or lab.listening("director", VIP, p),
+                         what=f"haproxy on {VIP}:{port}")
+            wait_for(lambda: self.proc.poll() is not None or os.path.exists(self.sock), what="haproxy stats socket")
+        finally:
+            if self.proc.poll() is not None:
+                raise LabError(f"haproxy exited: {read_tail(lab, 'haproxy.log')}")
+
+    def counters(self, lab: BenchLab) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in haproxy_stats(self.sock):
+            if row["svname"] == "FRONTEND":
+                found[f"{row['pxname']}_conns"] = int(row["stot"] or 0)
+                found[f"{row['pxname']}_bytes"] = int(row["bin"] or 0) + int(row["bout"] or 0)
+        return found
+
+    def static_checks(self, lab: BenchLab) -> list[str]:
+        return [
+            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0 (proxy only)"),
+            check(lab.kernel_has_vip(), "VIP on the director kernel"),
+            check(self.proc.poll() is None, "haproxy running"),
+        ]
+
+    def stop(self, lab: BenchLab) -> None:
+        lab.net.kill(self.proc)
+
+
+class PylvsMode(Mode):
+    """lvsd on both director interfaces, NAT (masquerading) with rr; the kernel neither owns the VIP nor routes."""
+
+    name = "pylvs"
+    forwarding = False
+
+    def setup(self, lab: BenchLab) -> None:
+        self.pid = lab.start_lvsd().pid
+        self.configure(lab)
+
+    def configure(self, lab: BenchLab) -> None:
+        lab.nat_service(80, "rr")
+        lab.add_iperf_service()
+
+    def counters(self, lab: BenchLab) -> dict[str, int]:
+        stats = lab.lvsd_stats()
+        found: dict[str, int] = {}
+        for key, name in ((f"{VIP}:80", "http"), (f"{VIP}:{IPERF_PORT}", "iperf")):
+            if key in stats:
+                conns, inpkts, outpkts, inbytes, outbytes = stats[key]
+                found[f"{name}_conns"] = conns
+                found[f"{name}_pkts"] = inpkts + outpkts
+                found[f"{name}_bytes"] = inbytes + outbytes
+        return found
+
+    def static_checks(self, lab: BenchLab) -> list[str]:
+        return [
+            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0"),
+            check(not lab.kernel_has_vip(), "VIP not on the director kernel (lvsd answers for it)"),
+            check(lab.lvsd is not None and lab.lvsd.poll() is None, "lvsd running"),
+        ]
+
+    def stop(self, lab: BenchLab) -> None:
+        lab.stop_lvsd()
+
+
+MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def check(ok: bool, text: str) -> str:
+    return f"{'ok' if ok else 'FAIL'}: {text}"
+
+
+def _nft(lab: BenchLab, script: str) -> None:
+    run(["ip", "netns", "exec", lab.net.name("director"), "nft", "-f", "-"], input=script, timeout=30)
+
+
+def read_tail(lab: BenchLab, log: str, size: int = 2000) -> str:
+    try:
+        with open(os.path.join(lab.net.tmp, log)) as f:
+            return f.read()[-size:]
+    except FileNotFoundError:
+        return ""
+
+
+def nft_ruleset(lab: BenchLab) -> str:
+    return lab.net.exec("director", "nft", "list", "ruleset").stdout
+
+
+def haproxy_stats(path: str) -> list[dict[str, str]]:
+    """`show stat` from the stats socket, as CSV rows."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"show stat\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode().lstrip("# ")
+    return list(csv.DictReader(io.StringIO(text)))

@@ -1,0 +1,175 @@
+"""The side-by-side table: one row per metric, one column per mode, plus pylvs/nftables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loads import IperfResult, WrkResult
+
+COLUMNS = ["direct", "nftables", "haproxy", "pylvs"]
+RATIO = "pylvs/nftables"
+
+
+@dataclass
+class ModeRun:
+    """Everything one mode produced; `error` is set when the mode could not finish."""
+
+    name: str
+    iperf_up: IperfResult | None = None
+    iperf_down: IperfResult | None = None
+    wrk_keepalive: WrkResult | None = None
+    wrk_close: WrkResult | None = None
+    checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def all_checks(self) -> list[str]:
+        runs = (self.iperf_up, self.iperf_down, self.wrk_keepalive, self.wrk_close)
+        return self.checks + [c for run in runs if run is not None for c in run.checks]
+
+    def as_dict(self) -> dict[str, Any]:
+        runs = {"iperf_up": self.iperf_up, "iperf_down": self.iperf_down,
+                "wrk_keepalive": self.wrk_keepalive, "wrk_close": self.wrk_close}
+        return {"error": self.error, "checks": self.checks,
+                **{key: run.as_dict() if run else None for key, run in runs.items()}}
+
+
+Getter = Callable[[ModeRun], float | None]
+
+
+def _lb_cpu(attr: str) -> Getter:
+    def get(run: ModeRun) -> float | None:
+        result = getattr(run, attr)
+        return result.cpu.lb_core_pct if result is not None and result.cpu is not None else None
+    return get
+
+
+def _field(attr: str, name: str) -> Getter:
+    def get(run: ModeRun) -> float | None:
+        result = getattr(run, attr)
+        return getattr(result, name) if result is not None else None
+    return get
+
+
+def _host(attr: str, name: str) -> Getter:
+    def get(run: ModeRun) -> float | None:
+        result = getattr(run, attr)
+        return getattr(result.cpu, name) if result is not None and result.cpu is not None else None
+    return get
+
+
+def _errors(run: ModeRun) -> float | None:
+    results = [r for r in (run.wrk_keepalive, run.wrk_close) if r is not None]
+    return float(sum(r.error_total for r in results)) if results else None
+
+
+METRICS: list[tuple[str, Getter]] = [
+    ("iperf3 upload client->server (Gbit/s)", _field("iperf_up", "gbps")),
+    ("iperf3 download server->client -R (Gbit/s)", _field("iperf_down", "gbps")),
+    ("HTTP keep-alive (req/s)", _field("wrk_keepalive", "rps")),
+    ("  keep-alive latency p50 (ms)", _field("wrk_keepalive", "p50_ms")),
+    ("  keep-alive latency p99 (ms)", _field("wrk_keepalive", "p99_ms")),
+    ("HTTP new connections, Connection: close (conn/s)", _field("wrk_close", "rps")),
+    ("  new-connection latency p50 (ms)", _field("wrk_close", "p50_ms")),
+    ("  new-connection latency p99 (ms)", _field("wrk_close", "p99_ms")),
+    ("wrk socket errors (keep-alive + close)", _errors),
+    ("LB process CPU, iperf3 upload (% of 1 core)", _lb_cpu("iperf_up")),
+    ("LB process CPU, keep-alive (% of 1 core)", _lb_cpu("wrk_keepalive")),
+    ("LB process CPU, new connections (% of 1 core)", _lb_cpu("wrk_close")),
+    ("host CPU busy, keep-alive (% of all cores)", _host("wrk_keepalive", "host_busy_pct")),
+    ("host softirq, keep-alive (% of all cores)", _host("wrk_keepalive", "host_softirq_pct")),
+    ("host steal, keep-alive (% of all cores)", _host("wrk_keepalive", "host_steal_pct")),
+]
+
+
+def metrics_table(runs: dict[str, ModeRun]) -> dict[str, dict[str, float | None]]:
+    table: dict[str, dict[str, float | None]] = {}
+    for label, get in METRICS:
+        row = {name: (get(runs[name]) if name in runs else None) for name in COLUMNS}
+        row[RATIO] = ratio(row.get("pylvs"), row.get("nftables"))
+        table[label] = row
+    return table
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
+        return None
+    return round(a / b, 3)
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value else "0"
+
+
+def render(table: dict[str, dict[str, float | None]], errors: dict[str, str]) -> str:
+    heads = COLUMNS + [RATIO]
+    width = max(len(label) for label in table) + 2
+    lines = [f"{'metric':<{width}}" + "".join(f"{h:>16}" for h in heads)]
+    lines.append("-" * len(lines[0]))
+    for label, row in table.items():
+        cells = [("error" if row[name] is None and name in errors else fmt(row[name])) for name in COLUMNS]
+        cells.append(fmt(row[RATIO]))
+        lines.append(f"{label:<{width}}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
+# -- where the load balancer's CPU goes -----------------------------------------------------------
+
+RUN_NAMES = {"iperf_up": "iperf3 upload", "iperf_down": "iperf3 download", "wrk_keepalive": "keep-alive",
+             "wrk_close": "new connections"}
+
+
+def lb_detail(run: IperfResult | WrkResult) -> dict[str, float | None]:
+    """CPU split of the load balancer process and, where it counts frames, the cost per frame."""
+    cpu = run.cpu
+    detail: dict[str, float | None] = {
+        "lb_core_pct": cpu.lb_core_pct if cpu else None,
+        "lb_user_pct": cpu.lb_user_pct if cpu else None,
+        "lb_sys_pct": cpu.lb_sys_pct if cpu else None,
+    }
+    if run.lb_packets and run.seconds:
+        detail["frames_per_s"] = round(run.lb_packets / run.seconds)
+        if cpu and cpu.lb_core_pct is not None:
+            detail["cpu_us_per_frame"] = round(cpu.lb_core_pct / 100 * run.seconds / run.lb_packets * 1e6, 2)
+        if isinstance(run, IperfResult):
+            detail["payload_bytes_per_frame"] = round(run.bytes / run.lb_packets)
+        elif run.requests:
+            detail["frames_per_request"] = round(run.lb_packets / run.requests, 2)
+    return detail
+
+
+def lb_details(runs: dict[str, ModeRun]) -> dict[str, dict[str, dict[str, float | None]]]:
+    found: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, mode_run in runs.items():
+        for attr in RUN_NAMES:
+            result = getattr(mode_run, attr)
+            if result is not None and result.cpu is not None and result.cpu.lb_core_pct is not None:
+                found.setdefault(name, {})[attr] = lb_detail(result)
+    return found
+
+
+def render_details(details: dict[str, dict[str, dict[str, float | None]]]) -> str:
+    lines = ["load balancer process CPU (user + system, % of one core):"]
+    for name, per_run in details.items():
+        for attr, d in per_run.items():
+            text = f"  {name:<8} {RUN_NAMES[attr]:<16} {d['lb_core_pct']:>5}% (user {d['lb_user_pct']}, " \
+                   f"sys {d['lb_sys_pct']})"
+            if "frames_per_s" in d:
+                text += f"; {d['frames_per_s']:,} frames/s"
+            if "cpu_us_per_frame" in d:
+                text += f", {d['cpu_us_per_frame']} us CPU/frame"
+            if "payload_bytes_per_frame" in d:
+                text += f", {d['payload_bytes_per_frame']:,} payload bytes/frame"
+            if "frames_per_request" in d:
+                text += f", {d['frames_per_request']} frames/request"
+            lines.append(text)
+    return "\n".join(lines)

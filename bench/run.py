@@ -1,0 +1,231 @@
+"""Side-by-side benchmark: direct path, nftables DNAT, HAProxy and pylvs NAT in the same lab topology.
+
+Run as root from anywhere:  python3 bench/run.py [--quick] [--profile] [--modes direct,pylvs]
+Every mode gets a freshly built NatLab (namespaces, nginx, iperf3), is measured with iperf3 and wrk
+from the client namespace, is checked to have carried the traffic the intended way, and is torn
+down again, also on errors and Ctrl-C. Results: a table on stdout and bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO)] if str(REPO) not in sys.path else []
+# lvsd and lvsadm run as `python -m pylvs...` inside the namespaces and must find the package too
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+from benchlab import BenchLab, http_check  # noqa: E402
+from loads import WRK_CONNECTIONS, run_iperf, run_wrk  # noqa: E402
+from modes import MODES, Mode, PylvsMode  # noqa: E402
+from profile_report import summarize  # noqa: E402
+from report import ModeRun, lb_details, metrics_table, render, render_details  # noqa: E402
+from verify import Snapshot, verify_iperf, verify_wrk  # noqa: E402
+
+from pylvs.lab.netns import LabError  # noqa: E402
+
+RESULTS = BENCH / "results"
+TOOLS = ("ip", "nft", "nginx", "haproxy", "wrk", "iperf3", "curl", "ss")
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# -- one mode -------------------------------------------------------------------------------------
+
+def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict | None:
+    """Build the lab, turn the director into `mode`, run every load into `run`, tear everything down."""
+    profiled = None
+    lab = BenchLab(mode.forwarding)
+    try:
+        lab.build()
+        mode.setup(lab)
+        run.checks = mode.static_checks(lab)
+        answer = http_check(lab, mode.http_url(lab))
+        log(f"{mode.name}: ready, GET {mode.http_url(lab)} -> {answer!r}")
+        measure_loads(lab, mode, run, seconds)
+        run.checks += mode.static_checks(lab)  # still the same director after the load
+        if profile and isinstance(mode, PylvsMode):
+            profiled = profile_keepalive(lab, mode, seconds)
+        mode.stop(lab)
+    except Exception as exc:  # one mode's failure must not cost the other modes' results
+        run.error = f"{type(exc).__name__}: {exc}"
+        log(f"{mode.name}: FAILED: {exc}")
+        if isinstance(mode, PylvsMode):
+            log(f"lvsd log:\n{lab.lvsd_log()[-2000:]}")
+    except KeyboardInterrupt:
+        run.error = "interrupted"
+        raise
+    finally:
+        quiet_teardown(lab)
+    return profiled
+
+
+def measure_loads(lab: BenchLab, mode: Mode, run: ModeRun, seconds: int) -> None:
+    host, port = mode.iperf_target(lab)
+    for reverse in (False, True):
+        before = Snapshot.take(lab, mode)
+        result = run_iperf(lab.net, host, port, seconds, reverse, lb_pid=mode.pid)
+        result.checks = verify_iperf(lab, mode, before, result)
+        log(f"{mode.name}: iperf3 {'download' if reverse else 'upload'} {result.gbps} Gbit/s")
+        if reverse:
+            run.iperf_down = result
+        else:
+            run.iperf_up = result
+    for keepalive in (True, False):
+        before = Snapshot.take(lab, mode)
+        result = run_wrk(lab.net, mode.http_url(lab), seconds, keepalive, lb_pid=mode.pid)
+        result.checks = verify_wrk(lab, mode, before, result, WRK_CONNECTIONS)
+        log(f"{mode.name}: wrk {'keep-alive' if keepalive else 'close'} {result.rps} req/s, "
+            f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.error_total}")
+        if keepalive:
+            run.wrk_keepalive = result
+        else:
+            run.wrk_close = result
+
+
+def quiet_teardown(lab: BenchLab) -> None:
+    """Tear down with Ctrl-C ignored, so a second Ctrl-C cannot leave namespaces behind."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        lab.down()
+        left = lab.net.leftovers()
+        if left:
+            log(f"WARNING: namespaces left behind: {left}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- profiling ------------------------------------------------------------------------------------
+
+def profile_keepalive(lab: BenchLab, mode: PylvsMode, seconds: int) -> dict:
+    """Restart lvsd under cProfile, repeat the keep-alive run, stop lvsd (SIGTERM) and read the profile."""
+    lab.stop_lvsd()
+    outfile = os.path.join(lab.net.tmp, "lvsd.prof")
+    proc = lab.start_lvsd_profiled(outfile)
+    mode.configure(lab)
+    http_check(lab, mode.http_url(lab))
+    result = run_wrk(lab.net, mode.http_url(lab), seconds, True, lb_pid=proc.pid)
+    log(f"pylvs under cProfile: keep-alive {result.rps} req/s")
+    code = lab.stop_lvsd()
+    if not os.path.exists(outfile):
+        raise LabError(f"cProfile wrote no profile (lvsd exit {code}): {lab.lvsd_log()[-1000:]}")
+    RESULTS.mkdir(exist_ok=True)
+    saved = RESULTS / "lvsd-keepalive.prof"
+    shutil.copyfile(outfile, saved)
+    return summarize(str(saved), result.rps, top=25)
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+def revision() -> str:
+    """The pylvs code measured: commit, plus "+dirty" when pylvs/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "pylvs") else "")
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+            "pylvs_revision": revision(),
+            "note": "one VM; client, director and real servers are namespaces sharing the same cores"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 s per load run instead of 10 s")
+    p.add_argument("--duration", type=int, help="seconds per load run (overrides --quick)")
+    p.add_argument("--profile", action="store_true",
+                   help="also run the pylvs keep-alive load with lvsd under cProfile and print the top 25 (tottime)")
+    p.add_argument("--modes", default=",".join(m.name for m in MODES),
+                   help="comma-separated subset of: " + ", ".join(m.name for m in MODES))
+    args = p.parse_args(argv)
+    args.seconds = args.duration or (3 if args.quick else 10)
+    wanted = args.modes.split(",")
+    known = {m.name: m for m in MODES}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        p.error(f"unknown mode(s): {', '.join(unknown)}")
+    args.mode_classes = [known[name] for name in wanted]
+    return args
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench/run.py needs root (network namespaces, AF_PACKET, nftables)")
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}")]
+    if missing:
+        sys.exit(f"missing tools: {', '.join(missing)} (apt-get install -y ...)")
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # same clean path as Ctrl-C: every finally runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    info = machine()
+    log(f"{info['cpus']} CPUs, load average {' '.join(info['loadavg_at_start'])}, {args.seconds} s per load run, "
+        f"pylvs {info['pylvs_revision']}")
+    runs: dict[str, ModeRun] = {}
+    profiled = None
+    try:
+        for cls in args.mode_classes:
+            runs[cls.name] = ModeRun(cls.name)
+            profiled = measure_mode(cls(), runs[cls.name], args.seconds, args.profile) or profiled
+    except KeyboardInterrupt:
+        log("interrupted; labs torn down, partial results follow")
+    return finish(runs, profiled, info, args)
+
+
+def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: argparse.Namespace) -> int:
+    table = metrics_table(runs)
+    errors = {name: run.error for name, run in runs.items() if run.error}
+    print(render(table, errors))
+    details = lb_details(runs)
+    if details:
+        print("\n" + render_details(details))
+    failed = [f"{name}: {c}" for name, run in runs.items() for c in run.all_checks() if not c.startswith("ok")]
+    for name, error in errors.items():
+        print(f"\n{name} failed: {error}")
+    print(f"\nchecks: {sum(len(r.all_checks()) for r in runs.values()) - len(failed)} ok, {len(failed)} failed")
+    for line in failed:
+        print(f"  {line}")
+    if profiled:
+        print(f"\nlvsd under cProfile, keep-alive: {profiled['rps']} req/s; top {len(profiled['top'])} by tottime "
+              f"(total {profiled['total_s']} s):")
+        print(profiled["text"])
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "machine": info, "seconds_per_run": args.seconds, "wrk": "-t2 -c50 --latency --timeout 5s",
+        "metrics": table, "lb_cpu": details, "modes": {name: run.as_dict() for name, run in runs.items()},
+        "failed_checks": failed, "profile": profiled,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    log(f"wrote {out}")
+    return 1 if failed or errors or len(runs) < len(args.mode_classes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

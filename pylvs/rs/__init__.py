@@ -1,0 +1,1 @@
+"""lvs-rs: what a real server needs for direct routing and tunneling (VIP, ARP and rp_filter, decapsulation)."""
