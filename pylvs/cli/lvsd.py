@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH", help=f"control socket (default {DEFAULT_PATH})")
     p.add_argument("--no-steering", action="store_true",
                    help="do not install the nftables rules that keep the kernel off the director's traffic")
+    p.add_argument("--ring", type=int, choices=(2, 3), default=2,
+                   help="receive ring layout: TPACKET_V2 (default, no added latency) or TPACKET_V3 (block batching)")
     p.add_argument("--retire-ms", type=int, default=1, help="TPACKET_V3 block retire timeout (ms)")
     p.add_argument("--expire-nodest-conn", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--expire-quiescent-template", action="store_true", help="as the IPVS sysctl (default 0)")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         director = Director(args.interface, args.control, steer=not args.no_steering,
-                            settings=settings, retire_ms=args.retire_ms)
+                            settings=settings, retire_ms=args.retire_ms, ring=args.ring)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

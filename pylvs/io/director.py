@@ -42,7 +42,7 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
 
 class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
-                 settings: Settings | None = None, retire_ms: int = 1) -> None:
+                 settings: Settings | None = None, retire_ms: int = 1, ring: int = 2) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -53,12 +53,13 @@ class Director:
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
         try:
-            self._setup(ifnames, control_path, settings, retire_ms)
+            self._setup(ifnames, control_path, settings, retire_ms, ring)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, ifnames: list[str], control_path: str, settings: Settings | None, retire_ms: int) -> None:
+    def _setup(self, ifnames: list[str], control_path: str, settings: Settings | None, retire_ms: int,
+               ring_version: int) -> None:
         with IPRoute() as ipr:
             interfaces = [read_interface(ipr, name) for name in ifnames]
         self.engine = engine = Engine(routes=None, settings=settings)  # type: ignore[arg-type]
@@ -68,7 +69,7 @@ class Director:
         engine.routes = self.routes
         self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
         for iface in interfaces:
-            ring = RingSocket(iface.name, retire_ms=retire_ms)
+            ring = RingSocket(iface.name, version=ring_version, retire_ms=retire_ms)
             self.rings[ring.ifindex] = ring
             self.tx[ring.ifindex] = ring.send
             self.selector.register(ring.fileno(), selectors.EVENT_READ, self._receiver(ring))
