@@ -42,8 +42,10 @@ from pylvs.packet.vnet import F_NEEDS_CSUM
 from pylvs.sched.base import Flow
 
 NOTHING: Output = []
-_KEY12 = struct.Struct("12s")  # saddr, daddr, sport, dport: contiguous when the IP header has no options
-_KEY8 = struct.Struct("8s")
+# From the Ethernet header on: destination MAC, ethertype, then the IPv4 fields the fast path reads
+# (version/IHL, total length, fragment word, protocol) and the 12 bytes saddr, daddr, sport, dport,
+# which are contiguous when the IP header has no options: the connection key, in one call.
+_HEADERS = struct.Struct("!6s6xHB1xH2xH1xB2x12s")
 _KEY4 = struct.Struct("4s")
 PARK_LIMIT = 16          # frames held per destination while its neighbour is resolved
 PARK_SECONDS = 3.0
@@ -87,6 +89,8 @@ class Engine:
         self.owned: set[bytes] = set()
         self.listeners: list = []  # called after every service table change (steering rules)
         self._svc_index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        self._macs: dict[int, bytes] = {}
+        self._tables = self.conns.by_proto
         self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
         self._next_estimate: float | None = None
 
@@ -94,6 +98,7 @@ class Engine:
 
     def add_interface(self, iface: Interface) -> None:
         self.interfaces[iface.ifindex] = iface
+        self._macs[iface.ifindex] = iface.mac
 
     def _services_changed(self) -> None:
         index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
@@ -117,45 +122,36 @@ class Engine:
     # -- packet path ------------------------------------------------------------------------
 
     def process(self, buf: Buffer, ifindex: int, now: float) -> Output:
-        n = len(buf)
-        if n < IP:
-            self.drops["runt"] += 1
-            return NOTHING
-        etype = buf[ETH_TYPE] << 8 | buf[ETH_TYPE + 1]
+        try:
+            dmac, etype, vihl, totlen, frag, proto, key = _HEADERS.unpack_from(buf, ETH)
+        except struct.error:
+            return self._short(buf, ifindex)
         if etype != ETHERTYPE_IPV4:
             return self._arp(buf, ifindex) if etype == ETHERTYPE_ARP else NOTHING
-        iface = self.interfaces.get(ifindex)
-        if iface is None or buf[ETH:ETH + 6] != iface.mac:
+        if dmac != self._macs.get(ifindex):
             return NOTHING  # not addressed to us at layer 2 (another host's frame, multicast)
-        if n < IP + 20:
-            self.drops["malformed"] += 1
-            return NOTHING
-        vihl = buf[IP]
         ihl = (vihl & 0x0F) << 2
-        totlen = buf[IP + 2] << 8 | buf[IP + 3]
-        if vihl >> 4 != 4 or ihl < 20 or totlen < ihl or IP + totlen > n:
+        if vihl >> 4 != 4 or ihl < 20 or totlen < ihl or IP + totlen > len(buf):
             self.drops["malformed"] += 1
             return NOTHING
-        proto = buf[IP + 9]
         if proto in (PROTO_TCP, PROTO_UDP):
             l4 = IP + ihl
             if totlen < ihl + (20 if proto == PROTO_TCP else 8):
                 self.drops["malformed"] += 1
                 return NOTHING
-            key = (_KEY12.unpack_from(buf, IP + 12)[0] if ihl == 20
-                   else _KEY8.unpack_from(buf, IP + 12)[0] + _KEY4.unpack_from(buf, l4)[0])
-            hit = self.conns.by_proto[proto].get(key)
-            ours = hit is not None or key[4:8] in self.owned
-            if not ours:
+            if ihl != 20:  # IP options: the ports are further on
+                key = key[:8] + _KEY4.unpack_from(buf, l4)[0]
+            hit = self._tables[proto].get(key)
+            if hit is None and key[4:8] not in self.owned:
                 return NOTHING
             # A valid header sums to 0xFFFF, i.e. 0 modulo 0xFFFF (see checksum.ones_sum).
-            if int.from_bytes(buf[IP:IP + ihl], "big") % 0xFFFF:
+            if int.from_bytes(buf[IP:l4], "big") % 0xFFFF:
                 self.drops["bad_ip_checksum"] += 1
                 return NOTHING
-            if buf[IP + 6] & 0x3F or buf[IP + 7]:
+            if frag & 0x3FFF:
                 self.drops["fragment"] += 1  # MF set or offset != 0: we do not reassemble
                 return NOTHING
-            partial = bool(buf[0] & F_NEEDS_CSUM)
+            partial = buf[0] & F_NEEDS_CSUM
             if hit is None:
                 return self._new_conn(buf, key, proto, l4, totlen, partial, now)
             conn, direction = hit
@@ -164,8 +160,18 @@ class Engine:
             return self._out(conn, buf, proto, l4, totlen, partial, now)
         if proto == PROTO_ICMP:
             return self._icmp(buf, ihl, totlen, now)
-        if bytes(buf[IP + 16:IP + 20]) in self.owned:
+        if key[4:8] in self.owned:
             self.drops["unknown_protocol"] += 1
+        return NOTHING
+
+    def _short(self, buf: Buffer, ifindex: int) -> Output:
+        """Frames too short for the IPv4 fast path: ARP, or runts."""
+        if len(buf) >= IP and (buf[ETH_TYPE] << 8 | buf[ETH_TYPE + 1]) == ETHERTYPE_ARP:
+            return self._arp(buf, ifindex)
+        if len(buf) < IP:
+            self.drops["runt"] += 1
+        elif (buf[ETH_TYPE] << 8 | buf[ETH_TYPE + 1]) == ETHERTYPE_IPV4:
+            self.drops["malformed"] += 1
         return NOTHING
 
     def _in(self, conn: Conn, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int,
