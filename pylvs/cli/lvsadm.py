@@ -11,8 +11,8 @@ only glues them to the control socket. Deliberate differences from ipvsadm:
 from __future__ import annotations
 
 import errno as errno_mod
+import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any, Protocol, TextIO
@@ -21,6 +21,7 @@ from pylvs import __version__
 from pylvs.control import client as control_client
 from pylvs.control import ipvsadm_format as fmt
 from pylvs.control.ipvsadm_args import Command, ParseError, parse_command
+from pylvs.control.ipvsadm_rules import RuleError, rules_to_requests
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
 SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos"
@@ -52,7 +53,6 @@ _GENERIC_ERRORS = {
     "EAFNOSUPPORT": "Operation not supported with specified address family",
     "EMSGSIZE": "Module is wrong version",
 }
-_NOT_IN_RESTORE = {"help", "version", "list", "save", "get-laddr"}
 
 
 class Transport(Protocol):
@@ -206,6 +206,9 @@ Daemon Options:
   --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
   --mcast-port port                   UDP port (default=8848)
   --mcast-ttl ttl                     Multicast TTL (default=1)
+lvsadm extensions:
+  --control PATH                      lvsd control socket (default $PYLVS_CONTROL or /run/pylvs/lvsd.sock)
+  --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
 """
 
 
@@ -237,6 +240,20 @@ def split_control(argv: Sequence[str]) -> tuple[list[str], str | None]:
 # commands
 
 
+_JSON_QUERIES = {
+    "all": {"op": "list"}, "save": {"op": "list"}, "conns": {"op": "list-conns"},
+    "timeout": {"op": "get-timeout"}, "daemon": {"op": "get-daemon"}, "laddr": {"op": "get-laddr"},
+}
+
+
+def _json_listing(cmd: Command, session: _Session) -> str:
+    """`--json` (an lvsadm extension): the daemon's own answer, for tools, instead of ipvsadm's text."""
+    request = dict(_JSON_QUERIES.get(cmd.listing or "", {"op": "list"}))
+    if cmd.svc is not None and request["op"] in ("list", "get-laddr"):
+        request["svc"] = cmd.svc
+    return json.dumps(session.result(request, 1), indent=2, sort_keys=True) + "\n"
+
+
 def _listing(cmd: Command, session: _Session) -> str:
     kind, f = cmd.listing, cmd.fmt
     if kind == "all":
@@ -263,25 +280,12 @@ def _listing(cmd: Command, session: _Session) -> str:
     return fmt.format_laddrs((session.result(request, 1) or {}).get("services", []))
 
 
-_TOKEN_SEP = re.compile(r"[ \t\r\n]+")
-
-
 def _restore(session: _Session, stdin: TextIO, prog: str) -> None:
     """-R: every line is parsed first; then one batch, so the rules apply all together or not at all."""
-    ops: list[dict[str, Any]] = []
-    op_lines: list[int] = []
-    for lineno, raw in enumerate(stdin, 1):
-        tokens = [t for t in _TOKEN_SEP.split(raw) if t and t not in ("ipvsadm", "lvsadm")]
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        try:
-            cmd = parse_command(tokens, prog, reading_stdin=True)
-        except ParseError as err:
-            raise _Exit(err.code, f"line {lineno}: {err.message}") from None
-        if cmd.name in _NOT_IN_RESTORE:
-            raise _Exit(2, f"line {lineno}: the '{cmd.name}' command cannot be used with --restore")
-        ops.extend(cmd.requests)
-        op_lines.extend([lineno] * len(cmd.requests))
+    try:
+        ops, op_lines = rules_to_requests(stdin, prog)
+    except RuleError as err:
+        raise _Exit(err.code, str(err)) from None
     answer = session.request({"op": "batch", "ops": ops})
     if answer.get("ok"):
         return
@@ -307,6 +311,8 @@ def run(
     session: _Session | None = None
     try:
         args, control = split_control(argv)
+        as_json = "--json" in args
+        args = [a for a in args if a != "--json"]
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))
             cmd = parse_command(args or ["-L"], prog)
@@ -322,7 +328,7 @@ def run(
         if cmd.name == "restore":
             _restore(session, stdin, prog)
         elif cmd.listing is not None:
-            stdout.write(_listing(cmd, session))
+            stdout.write(_json_listing(cmd, session) if as_json else _listing(cmd, session))
         else:
             for request in cmd.requests:
                 session.result(request, 255)

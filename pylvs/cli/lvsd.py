@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pylvs import __version__
+from pylvs.control.config_file import ConfigFileError
 from pylvs.control.server import DEFAULT_PATH
 from pylvs.engine.engine import Settings
 
@@ -16,6 +17,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-i", "--interface", action="append", required=True, metavar="IF",
                    help="interface the director sends and receives on (repeat for each)")
     p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH", help=f"control socket (default {DEFAULT_PATH})")
+    p.add_argument("--config", metavar="FILE", help="load virtual services from an ipvsadm-save file at start")
+    p.add_argument("--save-config", action="store_true",
+                   help="write the service table back to --config FILE after every change")
     p.add_argument("--no-steering", action="store_true",
                    help="do not install the nftables rules that keep the kernel off the director's traffic")
     p.add_argument("--ring", type=int, choices=(2, 3), default=2,
@@ -32,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.save_config and not args.config:
+        print("lvsd: --save-config needs --config FILE", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="lvsd: %(levelname)s %(message)s")
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
@@ -41,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         director = Director(args.interface, args.control, steer=not args.no_steering,
-                            settings=settings, retire_ms=args.retire_ms, ring=args.ring)
+                            settings=settings, retire_ms=args.retire_ms, ring=args.ring,
+                            config=args.config, save_config=args.save_config)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ConfigFileError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
     try:

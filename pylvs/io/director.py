@@ -7,6 +7,7 @@ every change atomic for the packet path without locks.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -14,7 +15,7 @@ import time
 
 from pyroute2 import IPRoute
 
-from pylvs.control import api
+from pylvs.control import api, config_file
 from pylvs.control.server import ControlServer
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.forward.base import Output
@@ -42,7 +43,8 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
 
 class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
-                 settings: Settings | None = None, retire_ms: int = 1, ring: int = 2) -> None:
+                 settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
+                 config: str | None = None, save_config: bool = False) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -52,8 +54,14 @@ class Director:
         self.steer = steer
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
+        self.config = config if save_config else None  # where to keep the table, if anywhere
+        self._config_dirty = False
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
+            if config is not None and (os.path.exists(config) or not save_config):
+                count = config_file.load(self.engine, config)
+                log.info("loaded %d rules from %s", count, config)
+                self._config_dirty = False
         except BaseException:
             self.close()
             raise
@@ -88,6 +96,7 @@ class Director:
         return api.handle(self.engine, request, time.monotonic())
 
     def _services_changed(self, engine: Engine) -> None:
+        self._config_dirty = True
         if self.steer:
             try:
                 steering.update(engine)
@@ -159,10 +168,19 @@ class Director:
             timeout = max(0.0, next_tick - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
+            if self._config_dirty and self.config:
+                self._save_config()
             now = time.monotonic()
             if now >= next_tick:
                 self.send(self.engine.tick(now))
                 next_tick = now + (PARKED_TICK if self.engine._parked else TICK)
+
+    def _save_config(self) -> None:
+        self._config_dirty = False
+        try:
+            config_file.save(self.engine, self.config)
+        except OSError as exc:
+            log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
         if self.control is not None:

@@ -1,0 +1,117 @@
+"""Administration against a running lvsd: saved configuration, rates, changes under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+from pylvs.lab.netns import wait_for
+from pylvs.lab.topology import VIP, NatLab
+
+RULES = f"""\
+# saved by ipvsadm -S -n
+-A -t {VIP}:80 -s wrr
+-a -t {VIP}:80 -r 192.0.2.11:8080 -m -w 2
+-a -t {VIP}:80 -r 192.0.2.12:8080 -m -w 1
+-A -u {VIP}:53 -s rr
+-a -u {VIP}:53 -r 192.0.2.11:5353 -m -w 1
+"""
+
+
+def test_config_file_is_loaded_kept_and_survives_a_restart():
+    lab = NatLab(n_rs=2).up()
+    try:
+        path = os.path.join(lab.net.tmp, "ipvsadm.rules")
+        with open(path, "w") as f:
+            f.write(RULES)
+        lab.start_lvsd("--config", path, "--save-config")
+        listing = lab.lvsadm("-L", "-n").stdout
+        assert f"TCP  {VIP}:80 wrr" in listing and f"UDP  {VIP}:53 rr" in listing
+        assert sorted(lab.curl(f"http://{VIP}/").stdout.strip() for _ in range(3)) == ["rs1", "rs1", "rs2"]
+        lab.lvsadm("-e", "-t", f"{VIP}:80", "-r", "192.0.2.12:8080", "-m", "-w", "5")
+        wait_for(lambda: "192.0.2.12:8080 -m -w 5" in read(path), what="the saved configuration")
+        lab.stop_lvsd()
+        lab.start_lvsd("--config", path, "--save-config")
+        assert re.search(r"192\.0\.2\.12:8080 +Masq +5 ", lab.lvsadm("-L", "-n").stdout)
+        assert lab.lvsadm("-S", "-n").stdout == read(path)
+    finally:
+        lab.down()
+
+
+def test_a_bad_config_file_stops_lvsd_with_the_line_number():
+    lab = NatLab(n_rs=1).up(http=False, udp=False)
+    try:
+        path = os.path.join(lab.net.tmp, "bad.rules")
+        with open(path, "w") as f:
+            f.write(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r 192.0.2.11:8080 -m -w 70000\n")
+        r = subprocess.run(["ip", "netns", "exec", lab.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsd",
+                            "-i", "vip0", "--control", lab.control, "--config", path],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "line 2" in r.stderr and "weight" in r.stderr, r.stderr
+    finally:
+        lab.down()
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def test_rates_follow_known_traffic(lab):
+    lab.nat_service(vport=53, udp=True)
+    # 200 datagrams/s of 100 bytes for 9 s, from one socket (one connection, one real server)
+    sender = (
+        "import socket,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        f"s.connect(('{VIP}',53)); t0=time.monotonic(); n=0\n"
+        "while time.monotonic()-t0<9:\n"
+        "    n+=1; s.send(b'x'*72)\n"
+        "    time.sleep(max(0,t0+n/200-time.monotonic()))\n"
+    )
+    proc = lab.net.popen("client", sys.executable, "-c", sender)
+    time.sleep(8)
+    out = lab.lvsadm("-L", "-n", "-u", f"{VIP}:53", "--rate").stdout.splitlines()
+    proc.wait(10)
+    cps, inpps, outpps, inbps, outbps = (int(x) for x in out[2].split()[2:7])
+    # EWMA over 2 s periods (weight 1/4): after ~4 periods the estimate is within ~30% of the rate
+    assert 120 <= inpps <= 210, out
+    assert 120 <= outpps <= 210, out  # each datagram is answered
+    assert 120 * 100 <= inbps <= 210 * 100, out  # bytes/s: 100-byte IP packets
+    stats = lab.lvsadm("-L", "-n", "-u", f"{VIP}:53", "--stats", "--exact").stdout.splitlines()[2].split()
+    assert 1700 <= int(stats[3]) <= 1801 and int(stats[2]) == 1
+
+
+def test_changes_while_traffic_flows_lose_nothing(lab):
+    lab.nat_service()
+    errors: list[str] = []
+
+    def churn() -> None:
+        deadline = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            for args in (("-A", "-t", f"{VIP}:9{i % 10}", "-s", "wlc"),
+                         ("-a", "-t", f"{VIP}:9{i % 10}", "-r", "192.0.2.13:8080", "-m"),
+                         ("-e", "-t", f"{VIP}:80", "-r", "192.0.2.13:8080", "-m", "-w", str(1 + i % 3)),
+                         ("-D", "-t", f"{VIP}:9{i % 10}")):
+                r = lab.lvsadm(*args, check=False)
+                if r.returncode:
+                    errors.append(f"{args}: {r.stderr}")
+
+    workers = [threading.Thread(target=churn) for _ in range(3)]
+    for w in workers:
+        w.start()
+    r = lab.net.exec("client", "wrk", "-t1", "-c8", "-d4s", f"http://{VIP}/", timeout=30)
+    for w in workers:
+        w.join()
+    assert "Socket errors" not in r.stdout and "Non-2xx" not in r.stdout, r.stdout
+    assert int(re.search(r"(\d+) requests in", r.stdout).group(1)) > 1000
+    # three clients raced on the same services: only ipvsadm's own conflicts may fail
+    allowed = ("Service already exists", "No such service", "Service not defined", "Destination already exists")
+    assert all(any(a in e for a in allowed) for e in errors), errors[:3]
+    listing = lab.lvsadm("-L", "-n").stdout
+    assert f"TCP  {VIP}:80 rr" in listing and "192.0.2.13:8080" in listing
