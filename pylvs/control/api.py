@@ -132,7 +132,7 @@ def encode_laddr(laddr) -> dict[str, Any]:
 
 def encode_conn(conn, now: float) -> dict[str, Any]:
     return {
-        "protocol": "IP" if conn.template and conn.svc and conn.svc.fwmark else PROTO_NAMES[conn.proto],
+        "protocol": PROTO_NAMES.get(conn.proto, "IP"),  # fwmark templates are protocol IP (0)
         "state": conn.state_name(), "expires": max(0, int(conn.expires - now)),
         "caddr": ip(conn.caddr), "cport": int.from_bytes(conn.cport, "big"),
         "vaddr": ip(conn.vaddr), "vport": int.from_bytes(conn.vport, "big"),

@@ -121,7 +121,8 @@ class Engine:
 
     # -- packet path ------------------------------------------------------------------------
 
-    def process(self, buf: Buffer, ifindex: int, now: float) -> Output:
+    def process(self, buf: Buffer, ifindex: int, now: float, mark: int = 0) -> Output:
+        """Handle one frame; `mark` is the firewall mark nftables gave it (for fwmark services)."""
         try:
             dmac, etype, vihl, totlen, frag, proto, key = _HEADERS.unpack_from(buf, ETH)
         except struct.error:
@@ -142,7 +143,7 @@ class Engine:
             if ihl != 20:  # IP options: the ports are further on
                 key = key[:8] + _KEY4.unpack_from(buf, l4)[0]
             hit = self._tables[proto].get(key)
-            if hit is None and key[4:8] not in self.owned:
+            if hit is None and key[4:8] not in self.owned and not mark:
                 return NOTHING
             # A valid header sums to 0xFFFF, i.e. 0 modulo 0xFFFF (see checksum.ones_sum).
             if int.from_bytes(buf[IP:l4], "big") % 0xFFFF:
@@ -153,7 +154,7 @@ class Engine:
                 return NOTHING
             partial = buf[0] & F_NEEDS_CSUM
             if hit is None:
-                return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+                return self._new_conn(buf, key, proto, l4, totlen, partial, now, mark)
             conn, direction = hit
             if direction == DIR_IN:
                 return self._in(conn, buf, key, proto, l4, totlen, partial, now)
@@ -181,7 +182,7 @@ class Engine:
             flags = buf[l4 + 13]
             if flags & TCP_SYN and not flags & (TCP_ACK | TCP_RST) and self._reuse(conn):
                 self._expire(conn)
-                return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+                return self._new_conn(buf, key, proto, l4, totlen, partial, now, conn.svc.fwmark)
             if not dest.available:
                 return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
             if conn.state == tcpstate.ESTABLISHED and not flags & 0x07:
@@ -239,7 +240,7 @@ class Engine:
             self.drops["dest_unavailable"] += 1
             return NOTHING
         self._expire(conn)
-        return self._new_conn(buf, key, proto, l4, totlen, partial, now)
+        return self._new_conn(buf, key, proto, l4, totlen, partial, now, conn.svc.fwmark)
 
     def _tcp_state(self, conn: Conn, offset: int, flags: int, now: float) -> None:
         if conn.flags & F_NOOUTPUT:
@@ -266,9 +267,12 @@ class Engine:
         self.conns.refresh(conn, now)
 
     def _new_conn(self, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int, partial: bool,
-                  now: float) -> Output:
-        index = self._svc_index[proto]
-        svc = index.get(key[4:8] + key[10:12]) or index.get(key[4:8] + b"\0\0")
+                  now: float, mark: int = 0) -> Output:
+        # Lookup order of ip_vs_service_find: firewall mark, exact VIP:port, then VIP:0 (any port).
+        svc = self.table.by_fwmark.get(mark) if mark else None
+        if svc is None:
+            index = self._svc_index[proto]
+            svc = index.get(key[4:8] + key[10:12]) or index.get(key[4:8] + b"\0\0")
         if svc is None:
             self.drops["no_service"] += 1
             return NOTHING
@@ -303,7 +307,9 @@ class Engine:
         snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(4, "big")
         # Port-zero and FTP services keep one template for all ports; others one per virtual port.
         tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
-        key = (flow.protocol, snet, flow.daddr, tport, svc.fwmark)
+        # A fwmark template is protocol IP (0): one per client for every protocol and address of the mark.
+        tproto, taddr = (0, svc.fwmark.to_bytes(4, "big")) if svc.fwmark else (flow.protocol, flow.daddr)
+        key = (tproto, snet, taddr, tport, svc.fwmark)
         tmpl = self.conns.templates.get(key)
         if tmpl is not None and not tmpl.dead:
             dest = tmpl.dest
@@ -316,7 +322,7 @@ class Engine:
         if dest is None:
             return None, None
         dport = tport if svc.port in (0, 21) or svc.fwmark else dest.port.to_bytes(2, "big")
-        tmpl = Conn(flow.protocol, snet, b"\0\0", flow.daddr, tport, dest.addr, dport)
+        tmpl = Conn(tproto, snet, b"\0\0", taddr, tport, dest.addr, dport)
         tmpl.flags = F_TEMPLATE
         tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
         dest.persistconns += 1

@@ -18,6 +18,7 @@ Both are presented the same way: `blocks()` yields ready blocks (a V2 "block" is
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import socket
 import struct
@@ -31,10 +32,13 @@ PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
-PACKET_FANOUT = 18
 TPACKET_V2 = 1
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+SO_ATTACH_FILTER = 26
+SKF_AD_MARK = 0xFFFFF000 + 20  # classic BPF ancillary load of skb->mark
 
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -53,14 +57,33 @@ _PKT = struct.Struct("=IIIIIIHH")              # next_offset, sec, nsec, snaplen
 _SLL_PKTTYPE = 48 + 10                          # sockaddr_ll follows the 48-byte tpacket3_hdr
 
 
+def attach_mark_filter(sock: socket.socket, mark: int) -> ctypes.Array:
+    """A classic BPF socket filter that accepts only frames whose skb->mark equals `mark`.
+
+    Returns the program buffer, which must outlive the setsockopt call (the kernel copies it)."""
+    program = [
+        (0x20, 0, 0, SKF_AD_MARK),  # ld [mark]
+        (0x15, 0, 1, mark),         # jeq #mark, accept, drop
+        (0x06, 0, 0, 0x40000),      # ret #262144 (whole frame)
+        (0x06, 0, 0, 0),            # ret #0 (drop)
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return code
+
+
 class RingSocket:
     """An interface's packet socket: ring receive, direct send, both with virtio_net_hdr."""
 
     def __init__(self, ifname: str, version: int = 2, slots: int = 256, block_size: int = 1 << 20,
-                 block_nr: int = 16, retire_ms: int = 1, fanout_group: int | None = None) -> None:
+                 block_nr: int = 16, retire_ms: int = 1, protocol: int = ETH_P_IP, mark: int | None = 0) -> None:
+        """`protocol` ETH_P_IP sees frames after the ingress hooks, so marks that nftables sets there
+        (`table netdev`) are visible; `mark` keeps only frames with that mark (None: no filter)."""
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         self.version = version
+        self.mark = mark
         if version == 2:
             block_size, block_nr = V2_SLOT, slots
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: no rx until bound
@@ -76,10 +99,9 @@ class RingSocket:
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.ring = mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
-            sock.bind((ifname, ETH_P_ALL))
-            if fanout_group is not None:
-                # PACKET_FANOUT_HASH (0): one flow always reaches the same worker
-                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, fanout_group & 0xFFFF)
+            if mark is not None:
+                self._filter = attach_mark_filter(sock, mark)  # before bind: no unfiltered frame gets in
+            sock.bind((ifname, protocol))
         except BaseException:
             sock.close()
             raise

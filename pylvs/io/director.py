@@ -20,7 +20,7 @@ from pylvs.control.server import ControlServer
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.forward.base import Output
 from pylvs.io import steering
-from pylvs.io.afpacket import RingSocket
+from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.kernel import KernelRoutes
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,12 @@ class Director:
         self.routes = KernelRoutes(engine.interfaces)
         engine.routes = self.routes
         self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
+        self.ring_version, self.retire_ms = ring_version, retire_ms
         for iface in interfaces:
-            ring = RingSocket(iface.name, version=ring_version, retire_ms=retire_ms)
-            self.rings[ring.ifindex] = ring
+            # IPv4 frames without a mark (the main ring, also used to send), and ARP.
+            ring = self._open_ring(iface.name, ETH_P_IP, 0, version=ring_version, retire_ms=retire_ms)
             self.tx[ring.ifindex] = ring.send
-            self.selector.register(ring.fileno(), selectors.EVENT_READ, self._receiver(ring))
+            self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
         if self.steer:
             steering.install()
         engine.listeners.append(self._services_changed)
@@ -97,6 +98,7 @@ class Director:
 
     def _services_changed(self, engine: Engine) -> None:
         self._config_dirty = True
+        self._sync_fwmark_rings()
         if self.steer:
             try:
                 steering.update(engine)
@@ -104,7 +106,25 @@ class Director:
                 log.error("%s", exc)
         self.send(engine.announce())
 
-    def _receiver(self, ring: RingSocket):
+    def _open_ring(self, ifname: str, protocol: int, mark: int | None, **kw) -> RingSocket:
+        ring = RingSocket(ifname, protocol=protocol, mark=mark, **kw)
+        self.rings[ring.fileno()] = ring
+        self.selector.register(ring.fileno(), selectors.EVENT_READ, self._receiver(ring, mark or 0))
+        return ring
+
+    def _sync_fwmark_rings(self) -> None:
+        """One small ring per (interface, fwmark service): its BPF filter passes only that mark."""
+        wanted = {(iface.name, svc.fwmark) for iface in self.engine.interfaces.values()
+                  for svc in self.engine.table if svc.fwmark}
+        have = {(r.ifname, r.mark): fd for fd, r in self.rings.items() if r.mark}
+        for key in wanted - have.keys():
+            self._open_ring(key[0], ETH_P_IP, key[1], slots=64)
+        for key in have.keys() - wanted:
+            ring = self.rings.pop(have[key])
+            self.selector.unregister(ring.fileno())
+            ring.close()
+
+    def _receiver(self, ring: RingSocket, mark: int):
         process = self.engine.process
         tx = self.tx
         ifindex = ring.ifindex
@@ -114,7 +134,7 @@ class Director:
             for block in ring.blocks():
                 for frame in ring.frames(block):
                     try:
-                        out = process(frame, ifindex, now)
+                        out = process(frame, ifindex, now, mark)
                     except Exception:  # noqa: BLE001 - one bad frame must not stop the director
                         self.errors += 1
                         if self.errors <= 10:
@@ -162,7 +182,7 @@ class Director:
             signal.signal(sig, self.stop)
         self.send(self.engine.announce())
         next_tick = time.monotonic()
-        log.info("lvsd running on %s, control socket %s", ", ".join(r.ifname for r in self.rings.values()),
+        log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
         while not self.stopping:
             timeout = max(0.0, next_tick - time.monotonic())

@@ -3,8 +3,8 @@
 AF_PACKET taps see every frame before netfilter does, so dropping the engine's traffic in a
 prerouting chain at a priority before conntrack leaves the engine its copy while the kernel neither
 answers it (no RST, no ICMP) nor forwards it (no duplicates), whatever ip_forward says.
-Dropped: packets to a VIP or a FULLNAT local address, and NAT replies from a real server's address
-and port.
+Dropped: packets to a VIP or a FULLNAT local address, packets carrying the mark of a fwmark service,
+and NAT replies from a real server's address and port.
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ delete table ip {TABLE}
 table ip {TABLE} {{
     set vips {{ type ipv4_addr; }}
     set nat_rs {{ type ipv4_addr . inet_proto . inet_service; }}
+    set nat_rs_any {{ type ipv4_addr; }}
+    set fwmarks {{ type mark; }}
     chain prerouting {{
         type filter hook prerouting priority -310; policy accept;
         ip daddr @vips counter drop
+        meta mark @fwmarks counter drop
         ip saddr . meta l4proto . th sport @nat_rs counter drop
+        ip saddr @nat_rs_any meta l4proto {{ tcp, udp }} counter drop
     }}
 }}
 """)
@@ -56,15 +60,16 @@ table ip {TABLE} {{
 def update(engine: Engine) -> None:
     """Make the sets match the service table (called on every change)."""
     vips = sorted({ip(addr) for addr in engine.owned})  # VIPs and FULLNAT local addresses
-    rs = sorted({
-        f"{ip(d.addr)} . {_PROTO[svc.protocol]} . {d.port or svc.port}"
-        for svc in engine.table for d in svc.dests if d.method in (Method.MASQ, Method.FULLNAT)
-    })
-    script = f"flush set ip {TABLE} vips\nflush set ip {TABLE} nat_rs\n"
-    if vips:
-        script += f"add element ip {TABLE} vips {{ {', '.join(vips)} }}\n"
-    if rs:
-        script += f"add element ip {TABLE} nat_rs {{ {', '.join(rs)} }}\n"
+    nat = [(svc, d) for svc in engine.table for d in svc.dests if d.method in (Method.MASQ, Method.FULLNAT)]
+    # A real server reached on "any port" (port 0: fwmark or port-zero services) answers from any port.
+    rs = sorted({f"{ip(d.addr)} . {_PROTO[svc.protocol]} . {d.port or svc.port}"
+                 for svc, d in nat if d.port or svc.port})
+    rs_any = sorted({ip(d.addr) for svc, d in nat if not (d.port or svc.port)})
+    marks = sorted({str(svc.fwmark) for svc in engine.table if svc.fwmark})
+    script = "".join(f"flush set ip {TABLE} {name}\n" for name in ("vips", "nat_rs", "nat_rs_any", "fwmarks"))
+    for name, elements in (("vips", vips), ("nat_rs", rs), ("nat_rs_any", rs_any), ("fwmarks", marks)):
+        if elements:
+            script += f"add element ip {TABLE} {name} {{ {', '.join(elements)} }}\n"
     _nft(script)
 
 
