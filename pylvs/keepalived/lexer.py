@@ -214,9 +214,10 @@ def expand_braces(pattern: str) -> list[str]:
 
 # -- file level -------------------------------------------------------------------------------
 
-def _substitute(text: str, state: _State) -> list[str]:
-    """Replace $NAME and ${NAME}; a multi-line definition ending the line adds lines after it."""
-    if "$" not in text or not state.defs:
+def _substitute(text: str, state: _State, depth: int = 0) -> list[str]:
+    """Replace $NAME and ${NAME}, again in the result (definitions may use definitions); a
+    multi-line definition that ends the line adds its other lines after it."""
+    if "$" not in text or not state.defs or depth > 16:
         return [text]
     extra: list[str] = []
 
@@ -229,41 +230,43 @@ def _substitute(text: str, state: _State) -> list[str]:
             extra.extend(d.lines[1:])
         return d.lines[0] if d.lines else ""
 
-    return [_REF_RE.sub(repl, text), *extra]
+    replaced = _REF_RE.sub(repl, text)
+    if replaced == text and not extra:
+        return [text]
+    return [out for line in (replaced, *extra) for out in _substitute(line, state, depth + 1)]
 
 
-def _logical_lines(path: str, state: _State) -> Iterator[tuple[str, int]]:
+def _logical_lines(raw_lines: list[str], path: str, state: _State) -> Iterator[tuple[str, int]]:
     """Decommented, substituted, condition-filtered text lines of one file (no includes yet)."""
     pending: _Definition | None = None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            text, cont = decomment(raw.rstrip("\r\n"))
-            if pending is not None:
-                if text:
-                    pending.lines.append(text)
-                if not cont:
-                    pending = None
-                continue
+    for lineno, raw in enumerate(raw_lines, 1):
+        text, cont = decomment(raw.rstrip("\r\n"))
+        if pending is not None:
+            if text:
+                pending.lines.append(text)
+            if not cont:
+                pending = None
+            continue
+        if not text:
+            continue
+        if text.startswith("@"):
+            text = _conditional(text, state.config_id)
             if not text:
                 continue
-            if text.startswith("@"):
-                text = _conditional(text, state.config_id)
-                if not text:
-                    continue
-            m = _DEF_RE.match(text)
-            if m:
-                value = m.group(2).strip()
-                d = _Definition([value] if value else [])
-                state.defs[m.group(1)] = d
-                pending = d if cont else None
-                continue
-            if cont:
-                state.diags.warn(f"Missing escape char at end: '{text}\\'")
-            if text.startswith("~SEQ"):
-                state.diags.warn(f"~SEQ is not supported - ignoring '{text}'")
-                continue
-            for sub in _substitute(text, state):
-                yield sub, lineno
+        m = _DEF_RE.match(text)
+        if m:
+            value = m.group(2).strip()
+            d = _Definition([value] if value else [])
+            state.defs[m.group(1)] = d
+            pending = d if cont else None
+            continue
+        if cont:
+            state.diags.add(f"Missing escape char at end: '{text}\\'", path, lineno)
+        if text.startswith("~SEQ"):
+            state.diags.add(f"~SEQ is not supported - ignoring '{text}'", path, lineno)
+            continue
+        for sub in _substitute(text, state):
+            yield sub, lineno
 
 
 def _conditional(text: str, config_id: str | None) -> str:
@@ -280,7 +283,7 @@ def _conditional(text: str, config_id: str | None) -> str:
 def _include(words: list[str], base: str, file: str, line: int, state: _State, depth: int) -> Iterator[Line]:
     kind, pattern = words
     if not os.path.isabs(pattern):
-        pattern = os.path.join(base, pattern)
+        pattern = os.path.normpath(os.path.join(base, pattern))
     matches = sorted({m for p in expand_braces(pattern) for m in glob.glob(p)})
     files = [m for m in matches if not os.path.isdir(m)]
     if not files:
@@ -309,17 +312,23 @@ def _read(path: str, state: _State, depth: int) -> Iterator[Line]:
             raise ConfigError(f"Configuration file '{path}' is not a regular non-executable file")
         state.diags.warn(f"Configuration file '{path}' is not a regular non-executable file - skipping")
         return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        raw_lines = fh.readlines()
     state.files.append(path)
-    base = os.path.dirname(path)
-    for text, lineno in _logical_lines(path, state):
-        for piece in split_braces(text):
-            words = split_words(piece, path, lineno)
-            if not words:
-                continue
+    yield from _statements(raw_lines, path, os.path.dirname(path), state, depth)
+
+
+def _statements(raw_lines: list[str], path: str, base: str, state: _State, depth: int) -> Iterator[Line]:
+    for text, lineno in _logical_lines(raw_lines, path, state):
+        if text.startswith("include"):  # before brace splitting: a glob may hold {a,b}
+            words = split_words(text, path, lineno)
             if len(words) == 2 and words[0] in INCLUDES:
                 yield from _include(words, base, path, lineno, state, depth)
                 continue
-            yield Line(words, path, lineno)
+        for piece in split_braces(text):
+            words = split_words(piece, path, lineno)
+            if words:
+                yield Line(words, path, lineno)
 
 
 def read_lines(path: str, diags: Diagnostics, config_id: str | None = None,
@@ -330,6 +339,12 @@ def read_lines(path: str, diags: Diagnostics, config_id: str | None = None,
     if files is not None:
         files.extend(state.files)
     return lines
+
+
+def read_text_lines(text: str, name: str, diags: Diagnostics, base: str = ".",
+                    config_id: str | None = None) -> list[Line]:
+    """As `read_lines` for configuration text held in memory (includes relative to `base`)."""
+    return list(_statements(text.splitlines(), name, base, _State(diags, config_id), 0))
 
 
 def build_tree(lines: list[Line]) -> list[Node]:

@@ -126,3 +126,33 @@ def read_hex(text: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise BadValue(f"Invalid hex string '{text}'") from None
+
+
+def parse_range(word: str) -> tuple[str, str]:
+    """`IP`, `IP-LAST` (last octet/hextet), `IP-IP` or `NET/LEN` -> (first, last)."""
+    if "/" in word:
+        try:
+            net = ipaddress.ip_network(word, strict=True)
+        except ValueError:
+            raise BadValue(f"Invalid virtual server group IP address/prefix {word}") from None
+        return str(net.network_address), str(net.broadcast_address)
+    if "-" not in word:
+        return read_ip(word, "virtual server group IP address"), read_ip(word, "virtual server group IP address")
+    head, tail = word.split("-", 1)
+    first = ipaddress.ip_address(read_ip(head, "virtual server group IP address"))
+    if "." in tail or ":" in tail:
+        last = ipaddress.ip_address(read_ip(tail, "virtual server group IP address"))
+    else:
+        base = 10 if first.version == 4 else 16
+        limit = 255 if first.version == 4 else 0xFFFF
+        try:
+            end = int(tail, base)
+        except ValueError:
+            raise BadValue(f"Invalid virtual server group IP address range {word}") from None
+        low = int(first) & limit
+        if end > limit or end < low:
+            raise BadValue(f"Invalid virtual server group IP address range {word}")
+        last = ipaddress.ip_address(int(first) - low + end)
+    if last.version != first.version or int(last) < int(first):
+        raise BadValue(f"Invalid virtual server group IP address range {word}")
+    return str(first), str(last)

@@ -1,0 +1,279 @@
+"""Checker blocks inside real_server: TCP_CHECK, HTTP_GET, SSL_GET, SMTP_CHECK, DNS_CHECK,
+UDP_CHECK, PING_CHECK, MISC_CHECK, FILE_CHECK, BFD_CHECK (reference §2)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
+from pylvs.keepalived.lexer import Node, split_command
+from pylvs.keepalived.model import (
+    BfdCheck,
+    Checker,
+    DnsCheck,
+    FileCheck,
+    HttpCheck,
+    MiscCheck,
+    PingCheck,
+    RealServer,
+    Script,
+    SmtpCheck,
+    TcpCheck,
+    UdpCheck,
+    Url,
+)
+from pylvs.keepalived.values import (
+    BadValue,
+    need,
+    read_hex,
+    read_int,
+    read_ip,
+    read_port,
+    read_timer,
+    read_unsigned,
+)
+
+DNS_TYPES = ("A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA")
+_HEX_PATTERN = re.compile(r"^([0-9a-fA-FxX]{2})*$")
+
+
+def _checker_retry(node: Node, chk: Checker, ctx: Ctx) -> None:
+    need(node, 1)
+    try:
+        chk.retry = read_unsigned(node.args[0])  # 0 allowed at checker level
+    except BadValue:
+        raise BadValue(f"retry value invalid - {node.args[0]}") from None
+
+
+def _nb_get_retry(node: Node, chk: Checker, ctx: Ctx) -> None:
+    ctx.diags.warn("nb_get_retry is deprecated - please use 'retry'", node)
+    _checker_retry(node, chk, ctx)
+
+
+TIMING = {
+    "retry": Kw(_checker_retry, max_args=1),
+    "delay_before_retry": setter("delay_before_retry", read_timer),
+    "delay_loop": setter("delay_loop", lambda s: read_timer(s, 0.000001)),
+    "warmup": setter("warmup", read_timer),
+    "alpha": flag("alpha"),
+    "log_all_failures": flag("log_all_failures"),
+}
+
+CONNECT = {
+    "connect_ip": setter("connect_ip", lambda s: read_ip(s, "connect_ip")),
+    "connect_port": setter("connect_port", read_port),
+    "bindto": setter("bindto", lambda s: read_ip(s, "bindto address")),
+    "bind_port": setter("bind_port", read_port),
+    "bind_if": setter("bind_if", text),
+    "fwmark": setter("fwmark", lambda s: read_unsigned(s, 0)),
+    "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 0.000001)),
+    **TIMING,
+}
+
+
+# -- HTTP_GET / SSL_GET ----------------------------------------------------------------------------
+
+def _status_code(node: Node, url: Url, ctx: Ctx) -> None:
+    need(node, 1)
+    for word in node.args:
+        lo_text, _, hi_text = word.partition("-")
+        lo = read_int(lo_text, 100, 599)
+        hi = read_int(hi_text, 100, 599) if hi_text else lo
+        if hi < lo:
+            raise BadValue(f"Invalid HTTP_GET status code range {word}")
+        url.status_codes.append((lo, hi))
+
+
+def _digest(node: Node, url: Url, ctx: Ctx) -> None:
+    need(node, 1)
+    digest = node.args[0].lower()
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        raise BadValue(f"digest '{node.args[0]}' is not a valid MD5 hex string")
+    url.digest = digest
+
+
+def _regex(node: Node, url: Url, ctx: Ctx) -> None:
+    need(node, 1)
+    try:
+        re.compile(node.args[0].encode())
+    except re.error as exc:
+        raise BadValue(f"Regex '{node.args[0]}' failed to compile: {exc} - ignoring") from None
+    url.regex = node.args[0]
+
+
+def _regex_options(node: Node, url: Url, ctx: Ctx) -> None:
+    url.regex_options.extend(node.args)
+
+
+def _regex_stack(node: Node, url: Url, ctx: Ctx) -> None:
+    """PCRE2 JIT stack sizes: nothing to size with Python's re."""
+
+
+URL = {
+    "path": setter("path", text),
+    "digest": Kw(_digest, max_args=1),
+    "status_code": Kw(_status_code),
+    "virtualhost": setter("virtualhost", text),
+    "regex": Kw(_regex, max_args=1),
+    "regex_no_match": switch("regex_no_match"),
+    "regex_options": Kw(_regex_options),
+    "regex_min_offset": setter("regex_min_offset", read_unsigned),
+    "regex_max_offset": setter("regex_max_offset", read_unsigned),
+    "regex_stack": Kw(_regex_stack),
+    "tls_compliant": switch("tls_compliant"),
+}
+
+
+def _url(node: Node, chk: HttpCheck, ctx: Ctx) -> None:
+    url = Url(at=at(node))
+    run_block(node.children or [], URL, url, ctx)
+    if not url.path:
+        raise BadValue("url has no path - ignoring")
+    if url.tls_compliant and not chk.ssl:
+        ctx.diags.warn("tls_compliant is only valid for SSL_GET - ignoring", node)
+        url.tls_compliant = False
+    chk.urls.append(url)
+
+
+def _http_protocol(node: Node, chk: HttpCheck, ctx: Ctx) -> None:
+    need(node, 1)
+    if node.args[0] not in ("1.0", "1.0C", "1.1"):
+        raise BadValue(f"Invalid http_protocol {node.args[0]}")
+    chk.http_protocol = node.args[0]
+
+
+HTTP = {
+    "url": Kw(_url, block=True, max_args=0),
+    "virtualhost": setter("virtualhost", text),
+    "http_protocol": Kw(_http_protocol, max_args=1),
+    "fast_recovery": flag("fast_recovery"),
+    "nb_get_retry": Kw(_nb_get_retry, max_args=1),
+    **CONNECT,
+}
+
+SSL_ONLY = {
+    "enable_sni": flag("enable_sni"),
+    "sni_name": setter("sni_name", text),
+    "tls_compliant": flag("tls_compliant"),
+}
+
+
+# -- the others ------------------------------------------------------------------------------------
+
+def _dns_type(node: Node, chk: DnsCheck, ctx: Ctx) -> None:
+    need(node, 1)
+    kind = node.args[0].upper()
+    if kind not in DNS_TYPES:
+        raise BadValue(f"DNS_CHECK: unknown type '{node.args[0]}'")
+    chk.type = kind
+
+
+def _payload(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
+    need(node, 1)
+    chk.payload = read_hex(node.args[0])
+
+
+def _require_reply(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
+    chk.require_reply = True
+    if node.args:
+        pattern = node.args[0]
+        if not _HEX_PATTERN.match(pattern):
+            raise BadValue(f"Invalid require_reply hex string '{pattern}'")
+        chk.reply_pattern = pattern
+
+
+def _misc_path(node: Node, chk: MiscCheck, ctx: Ctx) -> None:
+    need(node, 1)
+    try:
+        command = split_command(node.args[0])
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
+    if not command:
+        raise BadValue("misc_path is empty")
+    user = chk.script.user if chk.script else None
+    group = chk.script.group if chk.script else None
+    chk.script = Script(command, user, group)
+
+
+def _misc_user(node: Node, chk: MiscCheck, ctx: Ctx) -> None:
+    """`user USER [GROUP]` or `user USER:GROUP`."""
+    need(node, 1)
+    user, _, group = node.args[0].partition(":")
+    group = group or (node.args[1] if len(node.args) > 1 else "")
+    script = chk.script or Script([])
+    script.user, script.group = user, group or None
+    chk.script = script
+
+
+def _file_weight(node: Node, chk: FileCheck, ctx: Ctx) -> None:
+    need(node, 1)
+    chk.weight = read_int(node.args[0], -(2**31) + 1, 2**31 - 1)
+    if len(node.args) > 1:
+        if node.args[1] != "reverse":
+            raise BadValue(f"unknown FILE_CHECK weight option {node.args[1]}")
+        chk.reverse = True
+
+
+def _smtp_host(node: Node, chk: SmtpCheck, ctx: Ctx) -> None:
+    """Deprecated `host { connect_ip ... }` sub-blocks: each one is a checker of its own."""
+    ctx.diags.warn("SMTP_CHECK 'host' sub-block is deprecated - please use separate SMTP_CHECKs", node)
+    host = copy.copy(chk)
+    host.__dict__.pop("_hosts", None)
+    host.at = at(node)
+    run_block(node.children or [], CONNECT, host, ctx)
+    chk.__dict__.setdefault("_hosts", []).append(host)
+
+
+TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
+    "TCP_CHECK": (TcpCheck, CONNECT),
+    "HTTP_GET": (HttpCheck, HTTP),
+    "SSL_GET": (HttpCheck, {**HTTP, **SSL_ONLY}),
+    "SMTP_CHECK": (SmtpCheck, {"helo_name": setter("helo_name", text), "host": Kw(_smtp_host, block=True),
+                               **CONNECT}),
+    "DNS_CHECK": (DnsCheck, {"type": Kw(_dns_type, max_args=1), "name": setter("name", text), **CONNECT}),
+    "UDP_CHECK": (UdpCheck, {"payload": Kw(_payload, max_args=1), "require_reply": Kw(_require_reply, max_args=1),
+                             "min_reply_length": setter("min_reply_length", lambda s: read_unsigned(s, 0, 65535)),
+                             "max_reply_length": setter("max_reply_length", lambda s: read_unsigned(s, 0, 65535)),
+                             **CONNECT}),
+    "PING_CHECK": (PingCheck, CONNECT),
+    "MISC_CHECK": (MiscCheck, {"misc_path": Kw(_misc_path, max_args=1),
+                               "misc_timeout": setter("misc_timeout", lambda s: read_timer(s, 0.000001)),
+                               "misc_dynamic": flag("misc_dynamic"), "user": Kw(_misc_user, max_args=2),
+                               **TIMING}),
+    "FILE_CHECK": (FileCheck, {"track_file": setter("track_file", text), "track": setter("track_file", text),
+                               "file": setter("track_file", text), "weight": Kw(_file_weight, max_args=2)}),
+    "BFD_CHECK": (BfdCheck, {"name": setter("name", text), "alpha": flag("alpha")}),
+}
+
+
+def _finish(chk: Checker, node: Node, ctx: Ctx) -> list[Checker]:
+    """Block-end checks; returns the checkers to keep (none, one, or the SMTP hosts)."""
+    if isinstance(chk, HttpCheck) and not chk.urls:
+        raise BadValue("HTTP/SSL_GET checker has no urls specified - ignoring")
+    if isinstance(chk, UdpCheck) and chk.min_reply_length > chk.max_reply_length:
+        raise BadValue(f"UDP_CHECK min_reply_length {chk.min_reply_length} > max_reply_length "
+                       f"{chk.max_reply_length} - ignoring")
+    if isinstance(chk, MiscCheck) and (chk.script is None or not chk.script.command):
+        raise BadValue("No script path has been specified for MISC_CHECKER - ignoring")
+    if isinstance(chk, FileCheck) and not chk.track_file:
+        raise BadValue("FILE_CHECK has no track_file specified - ignoring")
+    if isinstance(chk, BfdCheck) and not chk.name:
+        raise BadValue("BFD_CHECK has no name specified - ignoring")
+    hosts = chk.__dict__.pop("_hosts", None)
+    return hosts or [chk]
+
+
+def _checker_handler(name: str) -> Kw:
+    cls, table = TABLES[name]
+
+    def fn(node: Node, rs: RealServer, ctx: Ctx) -> None:
+        chk: Any = cls(kind=name, at=at(node))
+        run_block(node.children or [], table, chk, ctx)
+        rs.checkers.extend(_finish(chk, node, ctx))
+    return Kw(fn, block=True, max_args=0)
+
+
+# The checker keywords a real_server block accepts.
+KEYWORDS: dict[str, Kw] = {name: _checker_handler(name) for name in TABLES}

@@ -1,0 +1,388 @@
+"""keepalived.conf -> `Config`: the top level, virtual_server_group, virtual_server, real_server.
+
+Keyword tables map each keyword to a handler. As in keepalived, an unknown keyword is logged as
+`Unknown keyword 'x'` and skipped, a bad value is logged and the keyword ignored, and only a
+missing parameter or broken structure stops the parse (`ConfigError`). Checker blocks are read
+by `checker_parser`, global_defs/SSL/track_file/vrrp_instance by `global_parser`, and the §3.8
+corrections are made by `validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pylvs.keepalived import checker_parser, global_parser
+from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
+from pylvs.keepalived.errors import ConfigError, Diagnostics
+from pylvs.keepalived.lexer import Node, read_tree
+from pylvs.keepalived.model import (
+    METHODS,
+    SCHEDULERS,
+    Config,
+    Forwarding,
+    GroupEntry,
+    RealServer,
+    SorryServer,
+    VirtualServer,
+    VirtualServerGroup,
+)
+from pylvs.keepalived.values import (
+    BadValue,
+    need,
+    parse_range,
+    read_int,
+    read_ip,
+    read_netmask,
+    read_port,
+    read_script,
+    read_timer,
+    read_unsigned,
+)
+
+MAX_PERSISTENCE = 2678400
+
+
+# -- forwarding method ---------------------------------------------------------------------------
+
+def read_forwarding(node: Node, what: str = "") -> Forwarding:
+    """`NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]`, FNAT|FULLNAT (extension)."""
+    need(node, 1)
+    words = node.args
+    method = "FNAT" if words[0] == "FULLNAT" else words[0]
+    if method not in METHODS:
+        raise BadValue(f"PARSER : unknown [{words[0]}] routing method{what}.")
+    fwd = Forwarding(method)
+    rest = list(words[1:])
+    if method != "TUN":
+        if rest:
+            raise BadValue(f"extra parameters for lvs_method {method}: {' '.join(rest)}")
+        return fwd
+    while rest:
+        word = rest.pop(0)
+        if word == "type" and rest:
+            fwd.tun_type = rest.pop(0)
+            if fwd.tun_type not in ("ipip", "gue", "gre"):
+                raise BadValue(f"unknown tunnel type {fwd.tun_type}")
+        elif word == "port" and rest:
+            fwd.tun_port = read_port(rest.pop(0), "tunnel port")
+        elif word in ("nocsum", "csum", "remcsum"):
+            fwd.tun_csum = word
+        else:
+            raise BadValue(f"unknown tunnel option '{word}'")
+    if fwd.tun_type == "gue" and not fwd.tun_port:
+        raise BadValue("gue tunnel requires port")
+    if fwd.tun_type != "gue" and fwd.tun_port is not None:
+        raise BadValue("port is only valid for gue tunnels")
+    if fwd.tun_type in (None, "ipip") and fwd.tun_csum:
+        raise BadValue("ipip tunnels do not support checksum options")
+    if fwd.tun_type == "gre" and fwd.tun_csum == "remcsum":
+        raise BadValue("gre tunnels do not support remcsum")
+    return fwd
+
+# -- virtual_server_group ------------------------------------------------------------------------
+
+def parse_group_entry(node: Node) -> GroupEntry:
+    words = node.words
+    if words[0] == "fwmark":
+        need(node, 1)
+        entry = GroupEntry(fwmark=read_unsigned(words[1], 1), at=at(node))
+        if len(words) > 2:
+            if words[2] not in ("inet", "inet6"):
+                raise BadValue(f"unknown address family {words[2]}")
+            entry.family = 4 if words[2] == "inet" else 6
+        return entry
+    first, last = parse_range(words[0])
+    port = read_port(words[1], "virtual server group port") if len(words) > 1 else None
+    return GroupEntry(first=first, last=last, port=port, at=at(node))
+
+
+def _vsg(node: Node, config: Config, ctx: Ctx) -> None:
+    need(node, 1)
+    group = VirtualServerGroup(node.args[0], at=at(node))
+    for child in node.children or []:
+        try:
+            group.entries.append(parse_group_entry(child))
+        except BadValue as exc:
+            ctx.diags.error(str(exc), child)
+    if not group.entries:
+        ctx.diags.error(f"virtual server group {group.name} has no entries - removing", node)
+        return
+    config.virtual_server_groups[group.name] = group
+
+
+# -- real_server ---------------------------------------------------------------------------------
+
+def _rs_method(node: Node, rs: RealServer, ctx: Ctx) -> None:
+    rs.forwarding = read_forwarding(node, " for real server")
+
+
+def _rs_notify(attr: str) -> Kw:
+    def fn(node: Node, rs: RealServer, ctx: Ctx) -> None:
+        if getattr(rs, attr) is not None:
+            ctx.diags.warn(f"{attr} script already specified - ignoring {node.args[0] if node.args else ''}", node)
+            return
+        setattr(rs, attr, read_script(node))
+    return Kw(fn, max_args=3)
+
+
+def _retry(node: Node, target: Any, ctx: Ctx) -> None:
+    need(node, 1)
+    try:
+        target.retry = read_unsigned(node.args[0], 1)
+    except BadValue:
+        raise BadValue(f"retry value invalid - {node.args[0]}") from None
+
+
+TIMING = {
+    "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 0.000001)),
+    "retry": Kw(_retry, max_args=1),
+    "delay_before_retry": setter("delay_before_retry", read_timer),
+    "warmup": setter("warmup", read_timer),
+    "delay_loop": setter("delay_loop", lambda s: read_timer(s, 0.000001)),
+}
+
+RS = {
+    "weight": setter("weight", lambda s: read_int(s, 0, 2**31 - 1)),
+    "lvs_method": Kw(_rs_method),
+    "notify_up": _rs_notify("notify_up"),
+    "notify_down": _rs_notify("notify_down"),
+    "uthreshold": setter("uthreshold", read_unsigned),
+    "lthreshold": setter("lthreshold", read_unsigned),
+    "inhibit_on_failure": flag("inhibit_on_failure"),
+    "alpha": flag("alpha"),
+    "smtp_alert": flag("smtp_alert"),
+    "virtualhost": setter("virtualhost", text),
+    "snmp_name": setter("snmp_name", text),
+    **TIMING,
+}
+
+
+def read_server(node: Node, what: str) -> tuple[str, int | None]:
+    need(node, 1)
+    addr = read_ip(node.args[0], f"{what} ip address")
+    port = read_port(node.args[1], f"{what} port") if len(node.args) > 1 else None
+    return addr, port
+
+
+def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    try:
+        addr, port = read_server(node, "real server")
+    except BadValue as exc:
+        raise BadValue(f"{exc} - skipping real server") from None
+    rs = RealServer(addr, port, at=at(node))
+    table = {**RS, **checker_parser.KEYWORDS}
+    run_block(node.children or [], table, rs, ctx)
+    vs.real_servers.append(rs)
+
+
+# -- virtual_server ------------------------------------------------------------------------------
+
+def _sched(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    need(node, 1)
+    if node.args[0] not in SCHEDULERS:
+        raise BadValue(f"Invalid lvs_scheduler '{node.args[0]}' - ignoring")
+    vs.scheduler = node.args[0]
+
+
+def _sched_flag(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    name = node.keyword
+    owner = name.split("-")[0] if name.startswith(("sh-", "mh-")) else None
+    if owner and vs.scheduler != owner:
+        raise BadValue(f"{name} only applies to {owner} scheduler - ignoring")
+    if name not in vs.sched_flags:
+        vs.sched_flags.append(name)
+
+
+def _ops(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    vs.ops = True
+
+
+def _hashed(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    vs.hashed = True
+
+
+def _vs_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    vs.forwarding = read_forwarding(node)
+
+
+def _persistence_timeout(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    if not node.args:
+        vs.persistence_timeout = 360
+        return
+    try:
+        vs.persistence_timeout = read_unsigned(node.args[0], 1, MAX_PERSISTENCE)
+    except BadValue:
+        raise BadValue("persistence_timeout invalid") from None
+
+
+def _granularity(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    need(node, 1)
+    vs.persistence_granularity = read_netmask(node.args[0])
+    if not vs.persistence_timeout:
+        vs.persistence_timeout = 360
+
+
+def _protocol(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    need(node, 1)
+    proto = node.args[0].upper()
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise BadValue(f"Unknown protocol {node.args[0]} - ignoring")
+    vs.protocol = proto
+
+
+def _quorum(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    need(node, 1)
+    try:
+        value = read_unsigned(node.args[0], 0)
+    except BadValue:
+        value = 0
+    if value < 1:
+        ctx.diags.error("Condition not met: Quorum >= 1", node)
+        ctx.diags.error(f"Ignoring requested value {node.args[0]}, using 1 instead", node)
+        value = 1
+    vs.quorum = value
+
+
+def _vs_script(attr: str) -> Kw:
+    def fn(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+        if getattr(vs, attr) is not None:
+            ctx.diags.warn(f"{attr} script already specified - ignoring {node.args[0] if node.args else ''}", node)
+            return
+        setattr(vs, attr, read_script(node))
+    return Kw(fn, max_args=3)
+
+
+def _sorry(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    addr, port = read_server(node, "sorry server")
+    vs.sorry_server = SorryServer(addr, port, at=at(node))
+
+
+def _sorry_inhibit(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    if vs.sorry_server is None:
+        raise BadValue("Ignoring sorry_server inhibit used before or without sorry_server")
+    vs.sorry_server.inhibit = True
+
+
+def _sorry_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    if vs.sorry_server is None:
+        raise BadValue("sorry_server forwarding used without sorry_server")
+    vs.sorry_server.forwarding = read_forwarding(node, " for sorry server")
+
+
+def _ip_family(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    need(node, 1)
+    if node.args[0] not in ("inet", "inet6"):
+        raise BadValue(f"unknown address family {node.args[0]}")
+    family = 4 if node.args[0] == "inet" else 6
+    if vs.addr is not None and vs.family != family:
+        raise BadValue(f"Virtual server specified family {node.args[0]} conflicts with server family")
+    vs.ip_family = family
+
+
+def _ignored(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+    """dpvs keywords we accept but have nothing to do with."""
+
+
+VS = {
+    "ip_family": Kw(_ip_family, max_args=1),
+    "lvs_sched": Kw(_sched, max_args=1),
+    "lb_algo": Kw(_sched, max_args=1),
+    "lvs_method": Kw(_vs_method),
+    "lb_kind": Kw(_vs_method),
+    "hashed": Kw(_hashed, max_args=0),
+    "ops": Kw(_ops, max_args=0),
+    **{name: Kw(_sched_flag, max_args=0) for name in ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback",
+                                                      "mh-port", "mh-fallback")},
+    "persistence_engine": setter("persistence_engine", text),
+    "persistence_timeout": Kw(_persistence_timeout, max_args=1),
+    "persistence_granularity": Kw(_granularity, max_args=1),
+    "protocol": Kw(_protocol, max_args=1),
+    "ha_suspend": switch("ha_suspend"),
+    "smtp_alert": flag("smtp_alert"),
+    "virtualhost": setter("virtualhost", text),
+    "inhibit_on_failure": switch("inhibit_on_failure"),
+    "alpha": switch("alpha"),
+    "omega": switch("omega"),
+    "quorum_up": _vs_script("quorum_up"),
+    "quorum_down": _vs_script("quorum_down"),
+    "quorum": Kw(_quorum, max_args=1),
+    "hysteresis": setter("hysteresis", read_unsigned),
+    "weight": setter("weight", lambda s: read_int(s, 1, 2**31 - 1)),
+    "sorry_server": Kw(_sorry, max_args=2),
+    "sorry_server_inhibit": Kw(_sorry_inhibit, max_args=0),
+    "sorry_server_lvs_method": Kw(_sorry_method),
+    "snmp_name": setter("snmp_name", text),
+    "real_server": Kw(_real_server, block=True, max_args=2),
+    "laddr_group_name": setter("laddr_group_name", text),
+    "syn_proxy": switch("syn_proxy"),
+    "establish_timeout": setter("establish_timeout", read_unsigned),
+    **{name: Kw(_ignored) for name in ("daddr_group_name", "deny_address_group", "vip_bind_dev",
+                                       "allow_address_group", "proxy_protocol")},
+    **TIMING,
+}
+
+
+def parse_vs_header(node: Node) -> VirtualServer:
+    need(node, 1)
+    words = node.args
+    if words[0] == "group":
+        need(node, 2)
+        return VirtualServer(group=words[1], at=at(node))
+    if words[0] == "fwmark":
+        need(node, 2)
+        return VirtualServer(fwmark=read_unsigned(words[1], 1), at=at(node))
+    addr = read_ip(words[0], "virtual server ip address")
+    port = read_port(words[1], "virtual server port") if len(words) > 1 else None
+    return VirtualServer(addr=addr, port=port, at=at(node))
+
+
+def _virtual_server(node: Node, config: Config, ctx: Ctx) -> None:
+    try:
+        vs = parse_vs_header(node)
+    except BadValue as exc:
+        raise BadValue(f"{exc} - skipping virtual server") from None
+    run_block(node.children or [], VS, vs, ctx)
+    config.virtual_servers.append(vs)
+
+
+# -- top level -----------------------------------------------------------------------------------
+
+def _skip(node: Node, config: Config, ctx: Ctx) -> None:
+    """Blocks of the VRRP/BFD side: keepalived's checker process skips them silently too."""
+
+
+TOP = {
+    "global_defs": Kw(global_parser.global_defs, block=True),
+    "SSL": Kw(global_parser.ssl_block, block=True),
+    "virtual_server_group": Kw(_vsg, block=True, max_args=1),
+    "virtual_server": Kw(_virtual_server, block=True, max_args=2),
+    "track_file": Kw(global_parser.track_file, block=True, max_args=1),
+    "local_address_group": Kw(global_parser.local_address_group, block=True, max_args=1),
+    "vrrp_instance": Kw(global_parser.vrrp_instance, block=True, max_args=1),
+    **{name: Kw(_skip, block=None) for name in (
+        "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "vrrp_track_file", "static_ipaddress",
+        "static_routes", "static_rules", "linkbeat_interfaces", "bfd_instance", "garp_group",
+        "track_process", "net_namespace", "instance", "use_pid_dir", "daddr_group", "deny_address_group",
+        "allow_address_group", "tunnel_group", "vrrp_instance_template")},
+}
+
+
+def parse_nodes(nodes: list[Node], diags: Diagnostics) -> Config:
+    """The model of an already-read tree, before validation."""
+    ctx = Ctx(diags)
+    run_block(nodes, TOP, ctx.config, ctx)
+    return ctx.config
+
+
+def parse_file(path: str, diags: Diagnostics | None = None, config_id: str | None = None) -> Config:
+    """Read and parse a configuration (no validation). Raises ConfigError on fatal problems."""
+    diags = diags if diags is not None else Diagnostics()
+    files: list[str] = []
+    nodes = read_tree(path, diags, config_id, files)
+    config = parse_nodes(nodes, diags)
+    config.files = files
+    config.diagnostics = diags.items
+    return config
+
+
+__all__ = ["ConfigError", "parse_file", "parse_nodes", "read_forwarding"]

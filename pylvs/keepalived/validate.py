@@ -1,0 +1,227 @@
+"""keepalived's `validate_check_config`: defaults, inheritance and the §3.8 corrections.
+
+Runs after parsing and mutates the model in place, so that afterwards every value a runtime
+needs is concrete: scheduler, method, protocol, ports, weights, and each checker's timing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from pylvs.keepalived.errors import Diagnostics
+from pylvs.keepalived.model import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DELAY_LOOP,
+    DEFAULT_PERSISTENCE_TIMEOUT,
+    DEFAULT_SCHEDULER,
+    MAX_WEIGHT,
+    BfdCheck,
+    Checker,
+    Config,
+    ConnectChecker,
+    DnsCheck,
+    FileCheck,
+    Forwarding,
+    GlobalDefs,
+    HttpCheck,
+    MiscCheck,
+    RealServer,
+    SorryServer,
+    SyncDaemon,
+    VirtualServer,
+    family_of,
+)
+from pylvs.keepalived.names import format_rs, format_vs
+
+# Per-type defaults when neither the RS nor the VS sets them (reference §2.1).
+DEFAULT_RETRY = {"DNS_CHECK": 3, "MISC_CHECK": 0, "FILE_CHECK": 0}
+HTTP_DELAY_BEFORE_RETRY = 3.0
+DEFAULT_DELAY_BEFORE_RETRY = 1.0
+
+
+def first(*values):
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _zero_port(vs: VirtualServer, config: Config) -> bool:
+    if vs.group is not None:
+        group = config.virtual_server_groups[vs.group]
+        return any(not e.port for e in group.entries if e.fwmark is None)
+    return vs.fwmark is None and not vs.port
+
+
+def _service_defaults(vs: VirtualServer, config: Config, diags: Diagnostics) -> None:
+    name = format_vs(vs)
+    if vs.scheduler is None:
+        diags.warn(f"Virtual server {name}: no scheduler set, setting default '{DEFAULT_SCHEDULER}'", vs.at)
+        vs.scheduler = DEFAULT_SCHEDULER
+    if vs.forwarding is None:
+        diags.warn(f"Virtual server {name}: no forwarding method set, setting default NAT", vs.at)
+        vs.forwarding = Forwarding("NAT")
+    if vs.fwmark is not None:
+        if vs.protocol is not None:
+            diags.warn(f"Virtual server {name}: protocol specified for fwmark - protocol will be ignored", vs.at)
+            vs.protocol = None
+        if vs.ha_suspend:
+            diags.error(f"Virtual server {name}: cannot use ha_suspend with fwmark - clearing ha_suspend", vs.at)
+            vs.ha_suspend = False
+    elif vs.protocol is None:
+        diags.warn(f"Virtual server {format_vs(vs)}: no protocol set - defaulting to UDP", vs.at)
+        vs.protocol = "UDP"
+    if vs.ops and vs.protocol != "UDP":
+        diags.warn(f"Virtual server {format_vs(vs)}: one packet scheduling requires UDP - resetting", vs.at)
+        vs.ops = False
+    if _zero_port(vs, config) and not vs.persistence_timeout:
+        diags.warn(f"Virtual server {format_vs(vs)}: zero port only valid for persistent services - setting", vs.at)
+        vs.persistence_timeout = DEFAULT_PERSISTENCE_TIMEOUT
+    if vs.laddr_group_name and vs.laddr_group_name not in config.local_address_groups:
+        diags.error(f"Virtual server {format_vs(vs)}: local_address_group {vs.laddr_group_name} not found", vs.at)
+
+
+def _resolve_port(vs: VirtualServer, server: RealServer | SorryServer, method: str, what: str,
+                  diags: Diagnostics) -> None:
+    """NAT: a missing port is the VS port; DR/TUN: the port must be the VS port (fwmark: 0)."""
+    if vs.group is not None:
+        return  # resolved per service entry when translated
+    if vs.fwmark is not None:
+        if method in ("DR", "TUN"):
+            server.port = 0
+        return
+    if server.port is None:
+        server.port = vs.port or 0
+    elif method in ("DR", "TUN") and server.port != (vs.port or 0):
+        diags.warn(f"WARNING - virtual server {format_vs(vs)} and {what} {format_rs(vs, server)} ports don't match "
+                   f"- resetting", server.at)
+        server.port = vs.port or 0
+
+
+def _checker(chk: Checker, rs: RealServer, vs: VirtualServer, g: GlobalDefs, config: Config,
+             diags: Diagnostics) -> bool:
+    """Resolve a checker's inherited values; False drops it."""
+    if isinstance(chk, BfdCheck):
+        diags.warn(f"BFD_CHECK for real server {format_rs(vs, rs)} is not supported - ignoring checker", chk.at)
+        return False
+    if isinstance(chk, FileCheck):
+        tf = config.track_files.get(chk.track_file or "")
+        if tf is None:
+            diags.error(f"track_file {chk.track_file} not found - ignoring FILE_CHECK", chk.at)
+            return False
+        if chk.weight is None:
+            chk.weight, chk.reverse = tf.weight, tf.reverse
+        chk.retry, chk.alpha, chk.delay_loop = 0, False, first(rs.delay_loop, vs.delay_loop, DEFAULT_DELAY_LOOP)
+        chk.delay_before_retry, chk.warmup = 0.0, 0.0
+        return True
+    chk.delay_loop = first(chk.delay_loop, rs.delay_loop, vs.delay_loop, DEFAULT_DELAY_LOOP)
+    chk.retry = first(chk.retry, rs.retry, vs.retry, DEFAULT_RETRY.get(chk.kind, 1))
+    if isinstance(chk, HttpCheck):
+        dbr_default = HTTP_DELAY_BEFORE_RETRY
+    elif isinstance(chk, DnsCheck):
+        dbr_default = chk.delay_loop
+    else:
+        dbr_default = DEFAULT_DELAY_BEFORE_RETRY
+    chk.delay_before_retry = first(chk.delay_before_retry, rs.delay_before_retry, vs.delay_before_retry,
+                                   dbr_default)
+    chk.warmup = first(chk.warmup, rs.warmup, vs.warmup, chk.delay_loop)
+    chk.alpha = bool(first(chk.alpha, rs.alpha, vs.alpha, False))
+    chk.log_all_failures = bool(first(chk.log_all_failures, g.checker_log_all_failures))
+    if isinstance(chk, ConnectChecker):
+        chk.connect_timeout = first(chk.connect_timeout, rs.connect_timeout, vs.connect_timeout,
+                                    DEFAULT_CONNECT_TIMEOUT)
+        if not chk.connect_port and not rs.port and chk.kind != "PING_CHECK":
+            diags.warn(f"{chk.kind} for real server {format_rs(vs, rs)} has no port - set connect_port", chk.at)
+    if isinstance(chk, HttpCheck):
+        chk.virtualhost = first(chk.virtualhost, rs.virtualhost, vs.virtualhost)
+    if isinstance(chk, MiscCheck):
+        chk.misc_timeout = first(chk.misc_timeout, chk.delay_loop)
+    return True
+
+
+def _real_servers(vs: VirtualServer, g: GlobalDefs, config: Config, diags: Diagnostics) -> None:
+    name = format_vs(vs)
+    kept: list[RealServer] = []
+    seen: set[tuple[str, int | None]] = set()
+    for rs in vs.real_servers:
+        rs.forwarding = rs.forwarding or copy.deepcopy(vs.forwarding)
+        assert rs.forwarding is not None
+        if vs.addr is not None and rs.family != vs.family and rs.forwarding.method != "TUN":
+            diags.warn(f"Address family of virtual server and real server {rs.addr} don't match - skipping "
+                       f"real server.", rs.at)
+            continue
+        _resolve_port(vs, rs, rs.forwarding.method, "real server", diags)
+        if (rs.addr, rs.port) in seen:
+            diags.warn(f"Virtual server {name}: real server {format_rs(vs, rs)} is duplicated - removing second rs",
+                       rs.at)
+            continue
+        seen.add((rs.addr, rs.port))
+        rs.weight = vs.weight if rs.weight is None else rs.weight
+        rs.inhibit_on_failure = bool(first(rs.inhibit_on_failure, vs.inhibit_on_failure))
+        rs.alpha = bool(first(rs.alpha, vs.alpha))
+        rs.checkers = [c for c in rs.checkers if _checker(c, rs, vs, g, config, diags)]
+        kept.append(rs)
+    vs.real_servers = kept
+
+
+def _sorry_server(vs: VirtualServer, diags: Diagnostics) -> None:
+    ss = vs.sorry_server
+    if ss is None:
+        return
+    ss.forwarding = ss.forwarding or copy.deepcopy(vs.forwarding)
+    assert ss.forwarding is not None
+    if vs.addr is not None and family_of(ss.addr) != vs.family and ss.forwarding.method != "TUN":
+        diags.warn(f"Address family of virtual server and sorry server {ss.addr} don't match - skipping sorry "
+                   f"server.", ss.at)
+        vs.sorry_server = None
+        return
+    _resolve_port(vs, ss, ss.forwarding.method, "sorry server", diags)
+    for rs in vs.real_servers:
+        if (rs.addr, rs.port) == (ss.addr, ss.port):
+            ss.inhibit = bool(rs.inhibit_on_failure)  # one IPVS entry, one inhibit setting
+
+
+def _quorum(vs: VirtualServer, diags: Diagnostics) -> None:
+    name = format_vs(vs)
+    total = min(sum(max(0, rs.weight or 0) for rs in vs.real_servers), MAX_WEIGHT)
+    if vs.quorum > total:
+        diags.warn(f"Warning - quorum {vs.quorum} for {name} exceeds total weight {total}, reducing to {total}",
+                   vs.at)
+        vs.quorum = total
+    if vs.hysteresis and vs.hysteresis >= vs.quorum:
+        new = max(0, vs.quorum - 1)
+        diags.warn(f"Virtual server {name}: hysteresis {vs.hysteresis} >= quorum {vs.quorum}; setting hysteresis "
+                   f"to {new}", vs.at)
+        vs.hysteresis = new
+
+
+def validate(config: Config, diags: Diagnostics | None = None) -> Config:
+    diags = diags if diags is not None else Diagnostics()
+    g = config.global_defs
+    if g.lvs_sync_daemon is None:
+        for vi in config.vrrp_instances.values():
+            if vi.lvs_sync_daemon_interface:
+                g.lvs_sync_daemon = SyncDaemon(vi.lvs_sync_daemon_interface, vi.name)
+                break
+    kept: list[VirtualServer] = []
+    keys: set[tuple] = set()
+    for vs in config.virtual_servers:
+        if vs.group is not None and vs.group not in config.virtual_server_groups:
+            diags.error(f"Virtual server group {vs.group} specified but not configured - ignoring virtual server "
+                        f"{format_vs(vs)}", vs.at)
+            continue
+        _service_defaults(vs, config, diags)
+        _real_servers(vs, g, config, diags)
+        if not vs.real_servers:
+            diags.warn(f"Virtual server {format_vs(vs)} has no real servers - ignoring", vs.at)
+            continue
+        if vs.key in keys:
+            diags.error(f"Virtual server {format_vs(vs)} is duplicated - ignoring the second one", vs.at)
+            continue
+        keys.add(vs.key)
+        _sorry_server(vs, diags)
+        _quorum(vs, diags)
+        kept.append(vs)
+    config.virtual_servers = kept
+    config.diagnostics = diags.items
+    return config
