@@ -209,6 +209,8 @@ Daemon Options:
 lvsadm extensions:
   --control PATH                      lvsd control socket (default $PYLVS_CONTROL or /run/pylvs/lvsd.sock)
   --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
+  --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
+  --health                            health-check state of a keepalived-driven lvsd, as JSON
 """
 
 
@@ -313,6 +315,12 @@ def run(
         args, control = split_control(argv)
         as_json = "--json" in args
         args = [a for a in args if a != "--json"]
+        if args in (["--reload"], ["--health"]):  # lvsadm extensions for a keepalived-driven lvsd
+            session = _Session(control, transport)
+            result = session.result({"op": args[0][2:]}, 255)
+            if args[0] == "--health":
+                stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+            return 0
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))
             cmd = parse_command(args or ["-L"], prog)

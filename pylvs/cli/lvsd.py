@@ -8,8 +8,10 @@ import sys
 
 from pylvs import __version__
 from pylvs.control.config_file import ConfigFileError
+from pylvs.control.keepalived_runner import EXIT_CONFIG
 from pylvs.control.server import DEFAULT_PATH
 from pylvs.engine.engine import Settings
+from pylvs.keepalived import ConfigError as KeepalivedConfigError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,6 +22,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", metavar="FILE", help="load virtual services from an ipvsadm-save file at start")
     p.add_argument("--save-config", action="store_true",
                    help="write the service table back to --config FILE after every change")
+    p.add_argument("--keepalived", metavar="FILE",
+                   help="take virtual services and health checks from a keepalived.conf (SIGHUP reloads it)")
+    p.add_argument("--config-id", metavar="ID", help="keepalived config id, for @ID conditional lines")
     p.add_argument("--no-steering", action="store_true",
                    help="do not install the nftables rules that keep the kernel off the director's traffic")
     p.add_argument("--ring", type=int, choices=(2, 3), default=2,
@@ -49,13 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         director = Director(args.interface, args.control, steer=not args.no_steering,
                             settings=settings, retire_ms=args.retire_ms, ring=args.ring,
-                            config=args.config, save_config=args.save_config)
+                            config=args.config, save_config=args.save_config, keepalived=args.keepalived,
+                            config_id=args.config_id)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1
     except (OSError, ConfigFileError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
+    except KeepalivedConfigError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         director.run()
     finally:

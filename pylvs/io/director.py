@@ -12,10 +12,12 @@ import selectors
 import signal
 import socket
 import time
+from collections import deque
 
 from pyroute2 import IPRoute
 
 from pylvs.control import api, config_file
+from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.control.server import ControlServer
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.forward.base import Output
@@ -44,7 +46,8 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
 class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
-                 config: str | None = None, save_config: bool = False) -> None:
+                 config: str | None = None, save_config: bool = False, keepalived: str | None = None,
+                 config_id: str | None = None) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -56,8 +59,13 @@ class Director:
         self.routes: KernelRoutes | None = None
         self.config = config if save_config else None  # where to keep the table, if anywhere
         self._config_dirty = False
+        self.keepalived: KeepalivedRunner | None = None
+        self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
+        self._reload_requested = False
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
+            if keepalived is not None:
+                self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
             if config is not None and (os.path.exists(config) or not save_config):
                 count = config_file.load(self.engine, config)
                 log.info("loaded %d rules from %s", count, config)
@@ -94,7 +102,26 @@ class Director:
     # -- callbacks --------------------------------------------------------------------------
 
     def _request(self, request: dict) -> dict:
+        op = request.get("op") if isinstance(request, dict) else None
+        if op in ("reload", "health"):
+            if self.keepalived is None:
+                return {"ok": False, "errno": "EOPNOTSUPP", "error": "lvsd was not started with --keepalived"}
+            if op == "health":
+                return {"ok": True, "result": self.keepalived.status()}
+            return {"ok": True, "result": {"started": self.keepalived.reload()}}
         return api.handle(self.engine, request, time.monotonic())
+
+    def queue_requests(self, requests: list[dict]) -> None:
+        """Thread-safe: requests from the health checks, applied in order by the packet loop."""
+        self._queued.append(requests)
+        self._wake()
+
+    def _apply_queued(self) -> None:
+        while self._queued:
+            for request in self._queued.popleft():
+                answer = api.handle(self.engine, request, time.monotonic())
+                if not answer["ok"]:
+                    log.warning("health-check change %s not applied: %s", request.get("op"), answer["error"])
 
     def _services_changed(self, engine: Engine) -> None:
         self._config_dirty = True
@@ -157,9 +184,23 @@ class Director:
 
     def _woken(self, fd: int, events: int) -> None:
         try:
-            self._wake_r.recv(64)
+            self._wake_r.recv(4096)
         except BlockingIOError:
             pass
+        self._apply_queued()
+        if self._reload_requested and self.keepalived is not None:
+            self._reload_requested = False
+            self.keepalived.reload()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the socket buffer is full: the loop is awake already
+
+    def _sighup(self, *_args: object) -> None:
+        self._reload_requested = True
+        self._wake()
 
     def send(self, out: Output) -> None:
         for ifindex, buf in out:
@@ -172,15 +213,15 @@ class Director:
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
+        self._wake()
 
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
+        signal.signal(signal.SIGHUP, self._sighup)
         self.send(self.engine.announce())
+        if self.keepalived is not None:
+            self.keepalived.start()  # its startup table arrives through queue_requests
         next_tick = time.monotonic()
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
@@ -203,6 +244,9 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self.keepalived is not None:
+            self.keepalived.stop()
+            self.keepalived = None
         if self.control is not None:
             self.control.close()
             self.control = None

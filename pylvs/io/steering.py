@@ -4,7 +4,8 @@ AF_PACKET taps see every frame before netfilter does, so dropping the engine's t
 prerouting chain at a priority before conntrack leaves the engine its copy while the kernel neither
 answers it (no RST, no ICMP) nor forwards it (no duplicates), whatever ip_forward says.
 Dropped: packets to a VIP or a FULLNAT local address, packets carrying the mark of a fwmark service,
-and NAT replies from a real server's address and port.
+and NAT replies from a real server's address and port, unless they are addressed to the director's
+own addresses (health checks and administration of the real servers from the director go on).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ table ip {TABLE} {{
         type filter hook prerouting priority -310; policy accept;
         ip daddr @vips counter drop
         meta mark @fwmarks counter drop
-        ip saddr . meta l4proto . th sport @nat_rs counter drop
-        ip saddr @nat_rs_any meta l4proto {{ tcp, udp }} counter drop
+        ip saddr . meta l4proto . th sport @nat_rs fib daddr type != local counter drop
+        ip saddr @nat_rs_any meta l4proto {{ tcp, udp }} fib daddr type != local counter drop
     }}
 }}
 """)

@@ -43,6 +43,7 @@ class NatLab:
         self.control = os.path.join(self.net.tmp, "lvsd.sock")
         self.lvsd: subprocess.Popen | None = None
         self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
+        self.nginx: dict[str, subprocess.Popen] = {}
         self.rips = [rip(i) for i in range(1, n_rs + 1)]
 
     # -- building ---------------------------------------------------------------------------
@@ -74,14 +75,24 @@ class NatLab:
             net.ip(name, "route", "add", "default", "via", DIP)
         if http:
             servers.make_big_file(net, 64 << 20)
-            for name, addr in zip(self.rs_names, self.rips, strict=True):
-                servers.start_nginx(net, name, addr, self.rport, name)
+            for name in self.rs_names:
+                self.start_http(name, wait=False)
         if udp:
             for name, addr in zip(self.rs_names, self.rips, strict=True):
                 servers.start_udp(net, name, addr, self.udp_port, name)
         for name, addr in zip(self.rs_names, self.rips, strict=True):
             if http:
                 wait_for(lambda n=name, a=addr: self._listening(n, a, self.rport), what=f"nginx on {name}")
+
+    def start_http(self, name: str, wait: bool = True) -> None:
+        addr = self.rips[self.rs_names.index(name)]
+        self.nginx[name] = servers.start_nginx(self.net, name, addr, self.rport, name)
+        if wait:
+            wait_for(lambda: self._listening(name, addr, self.rport), what=f"nginx on {name}")
+
+    def stop_http(self, name: str) -> None:
+        """Stop a real server's nginx (a failure for health checks to notice)."""
+        self.net.kill(self.nginx.pop(name))
 
     def _listening(self, role: str, addr: str, port: int) -> bool:
         out = self.net.exec(role, "ss", "-Htln", f"src {addr}:{port}", check=False).stdout
