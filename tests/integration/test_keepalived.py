@@ -134,15 +134,26 @@ def test_reload_changes_only_what_changed_and_keeps_a_running_download(ka_lab):
     lab = ka_lab
     with open(os.path.join(lab.net.tmp, "big.bin"), "rb") as f:
         expected = hashlib.sha256(f.read()).hexdigest()
+    before = lab.lvsadm("-L", "-n", "-c").stdout
     download = subprocess.Popen(
         ["ip", "netns", "exec", lab.net.name("client"), "sh", "-c",
-         f"curl -sS --max-time 40 --limit-rate 16M http://{VIP}:81/big | sha256sum"],
+         f"curl -sS --max-time 40 --limit-rate 16M http://{VIP}/big | sha256sum"],
         stdout=subprocess.PIPE, text=True)
-    time.sleep(1)
-    with open(lab.conf, "w") as f:  # rs2 removed, rs3 added
-        f.write(conf([RS_TCP.format(addr="192.0.2.11", check=CHECK), RS_TCP.format(addr="192.0.2.13", check=CHECK)]))
+    # the download's real server: the one connection to VIP:80 that is new and established
+    def serving() -> str | None:
+        now = set(lab.lvsadm("-L", "-n", "-c").stdout.splitlines()) - set(before.splitlines())
+        found = [m.group(1) for line in now
+                 if (m := re.search(rf"ESTABLISHED .* {VIP}:80 +(192\.0\.2\.1[12]):8080", line))]
+        return found[0] if len(found) == 1 else None
+    wait_for(lambda: serving() is not None, timeout=5, what="the download's connection")
+    keep = serving()
+    other = "192.0.2.12" if keep == "192.0.2.11" else "192.0.2.11"
+    kept = RS_TCP if keep == "192.0.2.11" else RS_HTTP_INHIBIT
+    with open(lab.conf, "w") as f:  # the other real server removed, rs3 added, the serving one unchanged
+        f.write(conf([kept.format(addr=keep, check=CHECK), RS_TCP.format(addr="192.0.2.13", check=CHECK)]))
     lab.lvsadm("--reload")
-    wait_for(lambda: table(lab) == {"192.0.2.11": "1", "192.0.2.13": "1"}, timeout=10, what="reloaded table")
+    wait_for(lambda: set(table(lab)) == {keep, "192.0.2.13"}, timeout=10, what="reloaded table")
+    assert other not in table(lab)
     assert download.poll() is None, "the download should still be running during the reload"
     out, _ = download.communicate(timeout=60)
     assert out.split()[0] == expected
