@@ -27,7 +27,8 @@ import subprocess
 import sys
 
 from pylvs.lab import servers
-from pylvs.lab.netns import LabError, Netns, wait_for
+from pylvs.lab.base import Lab
+from pylvs.lab.netns import wait_for
 
 CLIENT = "203.0.113.10"
 ROUTER_OUTSIDE = "203.0.113.1"
@@ -39,18 +40,17 @@ GUE_PORT = 6080
 NAT_TABLE = "100"
 
 
-class _Lab:
-    """What both labs share: namespaces, lvsd in the director, nginx on every real server, lvs-rs."""
+class _Lab(Lab):
+    """What both labs share: a one-armed director, nginx on every real server, lvs-rs."""
 
     method = ""
+    director_interfaces = ("dip0",)
 
     def __init__(self, rips: list[str], prefix: str | None = None, port: int = 80) -> None:
-        self.net = Netns(prefix)
+        super().__init__(prefix)
         self.port = port
         self.rips = rips
         self.rs_names = [f"rs{i}" for i in range(1, len(rips) + 1)]
-        self.control = os.path.join(self.net.tmp, "lvsd.sock")
-        self.lvsd: subprocess.Popen | None = None
 
     def up(self) -> _Lab:
         try:
@@ -98,47 +98,8 @@ class _Lab:
         return self.net.exec(role, sys.executable, "-m", "pylvs.cli.lvs_rs", *args, "--state-dir", state_dir,
                              check=check, timeout=30)
 
-    # -- the director -----------------------------------------------------------------------
-
-    def start_lvsd(self, *extra: str) -> subprocess.Popen:
-        if os.path.exists(self.control):
-            os.unlink(self.control)
-        self.lvsd = self.net.popen("director", sys.executable, "-m", "pylvs.cli.lvsd", "-i", "dip0",
-                                   "--control", self.control, *extra, log="lvsd.log")
-        try:
-            wait_for(lambda: os.path.exists(self.control) or self.lvsd.poll() is not None, what="lvsd")
-        except LabError:
-            raise LabError(f"lvsd did not start: {self.lvsd_log()}") from None
-        if self.lvsd.poll() is not None:
-            raise LabError(f"lvsd exited: {self.lvsd_log()}")
-        return self.lvsd
-
-    def lvsd_log(self) -> str:
-        try:
-            with open(os.path.join(self.net.tmp, "lvsd.log")) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def lvsadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = ["ip", "netns", "exec", self.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsadm",
-               "--control", self.control, *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        if check and result.returncode:
-            raise LabError(f"lvsadm {' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}")
-        return result
-
     def mac(self, role: str, ifname: str) -> str:
         return self.net.exec(role, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
-
-    # -- clients ----------------------------------------------------------------------------
-
-    def curl(self, url: str, *extra: str, timeout: float = 10) -> subprocess.CompletedProcess:
-        return self.net.exec("client", "curl", "-sS", "--max-time", str(timeout), *extra, url, check=False,
-                             timeout=timeout + 5)
-
-    def access_log(self, name: str) -> list[str]:
-        return servers.access_log(self.net, name)
 
     def down(self) -> None:
         for name in self.rs_names:
@@ -147,14 +108,7 @@ class _Lab:
                     self.lvs_rs(name, "down", check=False)
                 except (subprocess.TimeoutExpired, OSError):
                     pass  # teardown kills whatever is left in the namespace anyway
-        self.lvsd = None
-        self.net.teardown()
-
-    def __enter__(self) -> _Lab:
-        return self.up()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
+        super().down()
 
 
 class DrLab(_Lab):

@@ -12,13 +12,12 @@ Addresses come from the documentation ranges and live only inside the lab's name
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 from pylvs.lab import servers
-from pylvs.lab.netns import LabError, Netns, run, wait_for
+from pylvs.lab.base import Lab
+from pylvs.lab.netns import run, wait_for
 
 CLIENT = "203.0.113.10"
 DIRECTOR_OUTSIDE = "203.0.113.1"
@@ -30,8 +29,10 @@ def rip(i: int) -> str:
     return f"192.0.2.{10 + i}"
 
 
-class NatLab:
+class NatLab(Lab):
     """Client, director (two arms), a LAN switch and N real servers with nginx (and a UDP responder)."""
+
+    director_interfaces = ("vip0", "dip0")
 
     def __init__(self, n_rs: int = 3, rport: int = 8080, udp_port: int = 5353, prefix: str | None = None,
                  director_forwarding: bool = False) -> None:
@@ -39,9 +40,7 @@ class NatLab:
         self.rport = rport
         self.udp_port = udp_port
         self.director_forwarding = director_forwarding
-        self.net = Netns(prefix)
-        self.control = os.path.join(self.net.tmp, "lvsd.sock")
-        self.lvsd: subprocess.Popen | None = None
+        super().__init__(prefix)
         self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
         self.nginx: dict[str, subprocess.Popen] = {}
         self.rips = [rip(i) for i in range(1, n_rs + 1)]
@@ -98,42 +97,7 @@ class NatLab:
         out = self.net.exec(role, "ss", "-Htln", f"src {addr}:{port}", check=False).stdout
         return bool(out.strip())
 
-    # -- the director -----------------------------------------------------------------------
-
-    def start_lvsd(self, *extra: str) -> subprocess.Popen:
-        if os.path.exists(self.control):
-            os.unlink(self.control)
-        self.lvsd = self.net.popen("director", sys.executable, "-m", "pylvs.cli.lvsd", "-i", "vip0", "-i", "dip0",
-                                   "--control", self.control, *extra, log="lvsd.log")
-        try:
-            wait_for(lambda: os.path.exists(self.control) or self.lvsd.poll() is not None, what="lvsd")
-        except LabError:
-            raise LabError(f"lvsd did not start: {self.lvsd_log()}") from None
-        if self.lvsd.poll() is not None:
-            raise LabError(f"lvsd exited: {self.lvsd_log()}")
-        return self.lvsd
-
-    def stop_lvsd(self, sig: int = 15) -> int | None:
-        if self.lvsd is None:
-            return None
-        code = self.net.kill(self.lvsd, sig)
-        self.lvsd = None
-        return code
-
-    def lvsd_log(self) -> str:
-        try:
-            with open(os.path.join(self.net.tmp, "lvsd.log")) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def lvsadm(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-        cmd = ["ip", "netns", "exec", self.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsadm",
-               "--control", self.control, *args]
-        result = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
-        if check and result.returncode:
-            raise LabError(f"lvsadm {' '.join(args)}: exit {result.returncode}: {result.stderr.strip()}")
-        return result
+    # -- the director ---------------------------------------------------------------------
 
     def nat_service(self, vport: int = 80, scheduler: str = "rr", udp: bool = False) -> None:
         """One NAT virtual service over every real server, with ipvsadm syntax."""
@@ -141,26 +105,6 @@ class NatLab:
         self.lvsadm("-A", flag, f"{VIP}:{vport}", "-s", scheduler)
         for addr in self.rips:
             self.lvsadm("-a", flag, f"{VIP}:{vport}", "-r", f"{addr}:{port}", "-m", "-w", "1")
-
-    # -- clients ----------------------------------------------------------------------------
-
-    def curl(self, url: str, *extra: str, timeout: float = 10) -> subprocess.CompletedProcess:
-        return self.net.exec("client", "curl", "-sS", "--max-time", str(timeout), *extra, url, check=False,
-                             timeout=timeout + 5)
-
-    def access_log(self, name: str) -> list[str]:
-        return servers.access_log(self.net, name)
-
-    def down(self) -> None:
-        self.lvsd = None
-        self.net.teardown()
-
-    def __enter__(self) -> NatLab:
-        return self.up()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
 
 def settle(seconds: float = 0.2) -> None:
     time.sleep(seconds)

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from pylvs.lab.topology import NatLab
+from tests.integration.labs import flushed, shared_lab
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NEEDED = ("ip", "nft", "nginx", "curl", "wrk", "tcpdump")
@@ -48,17 +49,9 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="module")
 def nat_lab():
     """One NAT lab with lvsd running, shared by a module's tests; each test flushes what it adds."""
-    lab = NatLab().up()
-    try:
-        lab.start_lvsd()
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
+    yield from shared_lab(NatLab())
 
 
 @pytest.fixture
 def lab(nat_lab):
-    yield nat_lab
-    if nat_lab.lvsd is not None and nat_lab.lvsd.poll() is None:
-        nat_lab.lvsadm("-C")
+    yield from flushed(nat_lab)

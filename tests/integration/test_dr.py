@@ -10,34 +10,21 @@ from scapy.layers.l2 import Ether
 
 from pylvs.lab.netns import Capture
 from pylvs.lab.topologies_dr_tun import CLIENT, VIP, DrLab
+from tests.integration.labs import flushed, http_get_all, shared_lab
 
 
 @pytest.fixture(scope="module")
 def dr_lab():
-    lab = DrLab()
-    try:
-        lab.up()
-        lab.start_lvsd()
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
+    yield from shared_lab(DrLab())
 
 
 @pytest.fixture
 def lab(dr_lab):
-    yield dr_lab
-    if dr_lab.lvsd is not None and dr_lab.lvsd.poll() is None:
-        dr_lab.lvsadm("-C")
+    yield from flushed(dr_lab)
 
 
 def get(lab, n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        r = lab.curl(f"http://{VIP}/")
-        assert r.returncode == 0, (r.stderr, lab.lvsd_log()[-1000:])
-        out.append(r.stdout.strip())
-    return out
+    return http_get_all(lab, n, f"http://{VIP}/")
 
 
 def test_curl_reaches_every_real_server_which_sees_the_client(lab):

@@ -10,15 +10,11 @@ from scapy.layers.inet import ICMP, IP, TCP
 
 from pylvs.lab.netns import Capture, wait_for
 from pylvs.lab.topology import CLIENT, VIP
+from tests.integration import labs
 
 
 def http_get_all(lab, n, url=f"http://{VIP}/"):
-    answers = []
-    for _ in range(n):
-        r = lab.curl(url)
-        assert r.returncode == 0, r.stderr
-        answers.append(r.stdout.strip())
-    return answers
+    return labs.http_get_all(lab, n, url)
 
 
 def test_curl_reaches_all_real_servers_in_round_robin_order(lab):

@@ -12,36 +12,23 @@ from scapy.layers.l2 import GRE, Ether
 
 from pylvs.lab.netns import Capture
 from pylvs.lab.topologies_dr_tun import CLIENT, DIP, GUE_PORT, VIP, TunLab
+from tests.integration.labs import flushed, http_get_all, shared_lab
 
 RIP_IPIP, RIP_GUE, RIP_GRE = "198.51.100.11", "198.51.100.12", "198.51.100.13"
 
 
 @pytest.fixture(scope="module")
 def tun_lab():
-    lab = TunLab(("ipip", "gue", "gre"))
-    try:
-        lab.up()
-        lab.start_lvsd()
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
+    yield from shared_lab(TunLab(("ipip", "gue", "gre")))
 
 
 @pytest.fixture
 def lab(tun_lab):
-    yield tun_lab
-    if tun_lab.lvsd is not None and tun_lab.lvsd.poll() is None:
-        tun_lab.lvsadm("-C")
+    yield from flushed(tun_lab)
 
 
 def get(lab, n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        r = lab.curl(f"http://{VIP}/")
-        assert r.returncode == 0, (r.stderr, lab.lvsd_log()[-1000:])
-        out.append(r.stdout.strip())
-    return out
+    return http_get_all(lab, n, f"http://{VIP}/")
 
 
 def inner(p) -> IP | None:

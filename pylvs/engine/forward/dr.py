@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import TTL_DELTA
-from pylvs.packet.layout import ETH, IP, IP_CSUM, IP_TTL
+from pylvs.engine.forward.rewrite import decrement_ttl
+from pylvs.packet.layout import ETH, IP, IP_TTL
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn
@@ -26,16 +26,9 @@ class DirectRouting(Forwarder):
 
     def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
         hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
-        ttl = buf[IP + IP_TTL]
-        if ttl <= 1:
+        if buf[IP + IP_TTL] <= 1:
             return engine.ttl_exceeded(buf)
-        buf[IP + IP_TTL] = ttl - 1
-        o = IP + IP_CSUM
-        c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + TTL_DELTA
-        c = (c & 0xFFFF) + (c >> 16)
-        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-        buf[o] = c >> 8
-        buf[o + 1] = c & 0xFF
+        decrement_ttl(buf)
         if hop is None:
             return engine.park(conn.daddr, buf)
         buf[ETH:ETH + 12] = hop.eth

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine.forward import clientaddr
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import Deltas, finish, finish_rebuilt, patch16, patch32
+from pylvs.engine.forward.rewrite import Deltas, finish, finish_rebuilt, patch
 from pylvs.packet.layout import IP, IP_SRC, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CSUM, TCP_SYN, UDP_CSUM
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class FullNat(Forwarder):
             r.seq_delta = len(r.pp_header)  # (again, for a retransmission of the first data)
             return clientaddr.insert(buf, l4 + (buf[l4 + 12] >> 4) * 4, end, r.pp_header)
         if r.seq_delta and r.isn_next >= 0 and clientaddr.seq_after_eq(seq, r.isn_next):
-            patch32(buf, l4 + 4, (seq + r.seq_delta) & clientaddr.SEQ_MASK, l4 + TCP_CSUM, partial)
+            patch(buf, l4 + 4, (seq + r.seq_delta) & clientaddr.SEQ_MASK, 4, l4 + TCP_CSUM, partial)
         return None
 
     @staticmethod
@@ -134,16 +134,16 @@ class FullNat(Forwarder):
             for off, kind, length in clientaddr.tcp_options(buf, l4):
                 if kind == 2 and length == 4:  # MSS
                     mss = int.from_bytes(buf[off + 2:off + 4], "big")
-                    patch16(buf, off + 2, max(mss - len(r.pp_header), 536), csum, partial)
+                    patch(buf, off + 2, max(mss - len(r.pp_header), 536), 2, csum, partial)
         if not r.seq_delta:
             return
         ack = int.from_bytes(buf[l4 + 8:l4 + 12], "big")
-        patch32(buf, l4 + 8, self._unshift(r, ack), csum, partial)
+        patch(buf, l4 + 8, self._unshift(r, ack), 4, csum, partial)
         for off, kind, length in clientaddr.tcp_options(buf, l4):
             if kind == 5:  # SACK edges are sequence numbers of the client's stream too
                 for edge in range(off + 2, off + length - 3, 4):
                     value = int.from_bytes(buf[edge:edge + 4], "big")
-                    patch32(buf, edge, self._unshift(r, value), csum, partial)
+                    patch(buf, edge, self._unshift(r, value), 4, csum, partial)
 
     @staticmethod
     def _unshift(r: FullNatRecipe, seq: int) -> int:

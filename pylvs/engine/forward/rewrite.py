@@ -28,6 +28,17 @@ class Deltas:
         self.l4_partial = addr
 
 
+def decrement_ttl(buf: Buffer) -> None:
+    """TTL - 1 with the IP header checksum kept right (the caller has checked that TTL > 1)."""
+    buf[IP + IP_TTL] -= 1
+    o = IP + IP_CSUM
+    c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + TTL_DELTA
+    c = (c & 0xFFFF) + (c >> 16)
+    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+    buf[o] = c >> 8
+    buf[o + 1] = c & 0xFF
+
+
 def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool, hop: Hop) -> bool:
     """Decrement TTL, patch both checksums, set MACs. False if the TTL ran out (nothing written)."""
     ttl = buf[IP + IP_TTL]
@@ -86,20 +97,11 @@ def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: boo
     return True
 
 
-def patch32(buf: Buffer, off: int, value: int, csum: int, partial: bool) -> None:
-    """Overwrite a 32-bit header word, keeping a complete checksum at `csum` right (RFC 1624)."""
-    old = bytes(buf[off:off + 4])
-    new = value.to_bytes(4, "big")
-    buf[off:off + 4] = new
-    if not partial:
-        c = checksum.apply(buf[csum] << 8 | buf[csum + 1], checksum.delta(old, new))
-        buf[csum:csum + 2] = c.to_bytes(2, "big")
-
-
-def patch16(buf: Buffer, off: int, value: int, csum: int, partial: bool) -> None:
-    old = bytes(buf[off:off + 2])
-    new = value.to_bytes(2, "big")
-    buf[off:off + 2] = new
+def patch(buf: Buffer, off: int, value: int, size: int, csum: int, partial: bool) -> None:
+    """Overwrite a 16- or 32-bit header field, keeping a complete checksum at `csum` right (RFC 1624)."""
+    old = bytes(buf[off:off + size])
+    new = value.to_bytes(size, "big")
+    buf[off:off + size] = new
     if not partial:
         c = checksum.apply(buf[csum] << 8 | buf[csum + 1], checksum.delta(old, new))
         buf[csum:csum + 2] = c.to_bytes(2, "big")

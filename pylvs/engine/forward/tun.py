@@ -17,7 +17,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import TTL_DELTA
+from pylvs.engine.forward.rewrite import decrement_ttl
 from pylvs.engine.forward.segment import complete_partial, csum_of, fragments, tcp_segments, udp_segments, words
 from pylvs.engine.hops import Hop
 from pylvs.packet import icmp
@@ -127,14 +127,8 @@ class Tunnel(Forwarder):
             engine.drops["tunnel_mtu"] += 1
             return NOTHING
         # The inner TTL goes down first (so an ICMP error quotes it so, as in the kernel).
+        decrement_ttl(buf)
         ttl -= 1
-        buf[IP + IP_TTL] = ttl
-        o = IP + IP_CSUM
-        c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + TTL_DELTA
-        c = (c & 0xFFFF) + (c >> 16)
-        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-        buf[o] = c >> 8
-        buf[o + 1] = c & 0xFF
         totlen = buf[IP + 2] << 8 | buf[IP + 3]
         end = IP + totlen
         tos = ecn_encapsulate(buf[IP + 1])
