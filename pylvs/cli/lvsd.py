@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--expire-quiescent-template", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--conn-reuse-mode", type=int, default=1, help="as the IPVS sysctl (default 1)")
     p.add_argument("--sloppy-tcp", action="store_true", help="as the IPVS sysctl (default 0)")
+    for name in ("lblc", "lblcr"):
+        p.add_argument(f"--{name}-expiration", type=int, default=86400, metavar="S",
+                       help="as the IPVS sysctl (default 86400)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"lvsd {__version__}")
     return p.parse_args(argv)
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                         expire_quiescent_template=args.expire_quiescent_template,
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp)
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
+    from pylvs.sched import lblc
+
+    lblc.settings.lblc_expiration = args.lblc_expiration
+    lblc.settings.lblcr_expiration = args.lblcr_expiration
 
     try:
         director = Director(args.interface, args.control, steer=not args.no_steering,
