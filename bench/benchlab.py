@@ -1,40 +1,48 @@
 """The benchmark's lab: NatLab plus what the benchmark needs around it (iperf3, VIP on the kernel, routes).
 
-NatLab is composed, never changed: the director namespace is rebuilt from scratch for every mode, so
-no mode inherits another's conntrack entries, nftables tables, neighbour caches or processes.
+LabTools holds what every benchmark lab needs whatever its topology (also the DR and TUN labs in
+routedlab.py). NatLab is composed, never changed: the lab, director namespace included, is rebuilt
+from scratch for every mode, so no mode inherits another's conntrack entries, nftables tables,
+neighbour caches or processes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
-from pylvs.lab.netns import LabError, wait_for
+from pylvs.lab.netns import LabError, Netns, wait_for
 from pylvs.lab.topology import CLIENT, DIRECTOR_OUTSIDE, VIP, NatLab
 
 IPERF_PORT = 5201
 PORT_RANGE = "1024 65535"  # many short connections per run: keep ephemeral ports from wrapping early
 
 
-class BenchLab(NatLab):
-    """A NatLab with an iperf3 server on rs1 and helpers to turn the director into each mode."""
+class LabTools:
+    """What every benchmark lab adds to its topology: iperf3, sysctls, link and lvsd counters.
 
-    def __init__(self, forwarding: bool) -> None:
-        super().__init__(n_rs=3, director_forwarding=forwarding)
+    Mixed into NatLab, DrLab and TunLab subclasses, which provide `net`, `lvsadm` and `lvsd`.
+    """
 
-    def build(self) -> BenchLab:
-        self.up(http=True, udp=False)
-        try:
-            for role in ("client", "director"):
-                self.net.sysctl(role, "net.ipv4.ip_local_port_range", PORT_RANGE)
-            self.start_iperf_server(self.rs_names[0], self.rips[0])
-        except BaseException:
-            self.down()
-            raise
-        return self
+    net: Netns
+    lvsd: subprocess.Popen | None
+    rs_names: list[str]
+    # from the topology class (pylvs.lab.base.Lab):
+    lvsadm: Callable[..., subprocess.CompletedProcess]
+    curl: Callable[..., subprocess.CompletedProcess]
+    start_lvsd: Callable[..., subprocess.Popen]
+    stop_lvsd: Callable[..., int | None]
+    lvsd_log: Callable[[], str]
+    down: Callable[[], None]
+    path_role = "director"  # the interface every mode's traffic crosses, whatever the mode
+    path_iface = "vip0"
 
-    # -- servers and addresses ----------------------------------------------------------------
+    def build(self) -> LabTools:
+        """Bring the lab up with everything the benchmark needs, or leave nothing behind."""
+        raise NotImplementedError
 
     def listening(self, role: str, addr: str, port: int) -> bool:
         out = self.net.exec(role, "ss", "-Htln", f"src {addr}:{port}", check=False).stdout
@@ -44,15 +52,69 @@ class BenchLab(NatLab):
         self.net.popen(role, "iperf3", "-s", "-B", addr, "-p", str(IPERF_PORT), log=f"{role}-iperf3.log")
         wait_for(lambda: self.listening(role, addr, IPERF_PORT), what=f"iperf3 on {role}")
 
+    def wide_port_range(self, *roles: str) -> None:
+        for role in roles:
+            self.net.sysctl(role, "net.ipv4.ip_local_port_range", PORT_RANGE)
+
+    def sysctl_value(self, role: str, key: str) -> str:
+        return self.net.exec(role, "sysctl", "-n", key).stdout.strip()
+
+    def link_bytes(self, role: str, ifname: str, directions: tuple[str, ...] = ("rx", "tx")) -> int:
+        """Bytes an interface received and/or sent (its stats64 counters)."""
+        links = json.loads(self.net.ip(role, "-s", "-j", "link", "show", "dev", ifname).stdout)
+        stats = links[0]["stats64"]
+        return sum(int(stats[d]["bytes"]) for d in directions)
+
+    def path_bytes(self) -> int:
+        return self.link_bytes(self.path_role, self.path_iface)
+
+    def lvsd_running(self) -> bool:
+        return self.lvsd is not None and self.lvsd.poll() is None
+
+    def lvsd_stats(self) -> dict[str, tuple[int, ...]]:
+        """Per virtual service: (conns, inpkts, outpkts, inbytes, outbytes) from `lvsadm -L -n --stats --exact`."""
+        out = self.lvsadm("-L", "-n", "--stats", "--exact").stdout
+        stats: dict[str, tuple[int, ...]] = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 7 and fields[0] in ("TCP", "UDP"):
+                stats[fields[1]] = tuple(int(v) for v in fields[2:])
+        return stats
+
+    def lvsd_methods(self) -> dict[str, str]:
+        """Real server -> forwarding method ("Masq", "Route", "Tunnel", "FullNat"), from `lvsadm -L -n`."""
+        found: dict[str, str] = {}
+        for line in self.lvsadm("-L", "-n").stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == "->" and fields[1][0].isdigit():
+                found[fields[1]] = fields[2]
+        return found
+
+
+class BenchLab(LabTools, NatLab):
+    """A NatLab with an iperf3 server on rs1 and helpers to turn the director into each mode."""
+
+    def __init__(self, forwarding: bool) -> None:
+        super().__init__(n_rs=3, director_forwarding=forwarding)
+
+    def build(self) -> BenchLab:
+        self.up(http=True, udp=False)
+        try:
+            self.wide_port_range("client", "director")
+            self.start_iperf_server(self.rs_names[0], self.rips[0])
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    # -- servers and addresses ----------------------------------------------------------------
+
     def add_vip_to_kernel(self) -> None:
         """The director kernel owns the VIP (answers ARP, accepts the traffic locally or for DNAT)."""
         self.net.addr("director", "vip0", f"{VIP}/32")
 
     def route_client_to_lan(self) -> None:
         self.net.ip("client", "route", "add", "192.0.2.0/24", "via", DIRECTOR_OUTSIDE)
-
-    def sysctl_value(self, role: str, key: str) -> str:
-        return self.net.exec(role, "sysctl", "-n", key).stdout.strip()
 
     def kernel_has_vip(self) -> bool:
         out = self.net.ip("director", "-4", "-o", "addr", "show").stdout
@@ -76,18 +138,8 @@ class BenchLab(NatLab):
         self.lvsadm("-A", "-t", f"{VIP}:{IPERF_PORT}", "-s", "rr")
         self.lvsadm("-a", "-t", f"{VIP}:{IPERF_PORT}", "-r", f"{self.rips[0]}:{IPERF_PORT}", "-m")
 
-    def lvsd_stats(self) -> dict[str, tuple[int, ...]]:
-        """Per virtual service: (conns, inpkts, outpkts, inbytes, outbytes) from `lvsadm -L -n --stats --exact`."""
-        out = self.lvsadm("-L", "-n", "--stats", "--exact").stdout
-        stats: dict[str, tuple[int, ...]] = {}
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) == 7 and fields[0] in ("TCP", "UDP"):
-                stats[fields[1]] = tuple(int(v) for v in fields[2:])
-        return stats
 
-
-def http_check(lab: NatLab, url: str) -> str:
+def http_check(lab: NatLab | LabTools, url: str) -> str:
     """One request before the load, so a broken mode fails fast with a clear message."""
     result = lab.curl(url, timeout=5)
     if result.returncode:
@@ -95,4 +147,4 @@ def http_check(lab: NatLab, url: str) -> str:
     return result.stdout.strip()
 
 
-__all__ = ["BenchLab", "CLIENT", "IPERF_PORT", "VIP", "http_check"]
+__all__ = ["BenchLab", "CLIENT", "IPERF_PORT", "LabTools", "VIP", "http_check"]

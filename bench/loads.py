@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from pylvs.lab.netns import LabError, Netns
@@ -65,15 +66,18 @@ class CpuUse:
     lb_core_pct: float | None = None  # the load balancer process (user + system), in % of one core
     lb_user_pct: float | None = None
     lb_sys_pct: float | None = None
+    side_core_pct: float | None = None  # helper processes together (TUN decapsulators), in % of one core
 
 
 class CpuMeter:
     """Host-wide CPU shares and the load balancer process's CPU between construction and `result()`."""
 
-    def __init__(self, lb_pid: int | None) -> None:
+    def __init__(self, lb_pid: int | None, side_pids: Sequence[int] = ()) -> None:
         self.lb_pid = lb_pid
+        self.side_pids = list(side_pids)
         self.host0 = host_cpu()
         self.proc0 = proc_cpu(lb_pid)
+        self.side0 = [proc_cpu(pid) for pid in self.side_pids]
         self.t0 = time.monotonic()
 
     def result(self) -> CpuUse:
@@ -91,7 +95,18 @@ class CpuMeter:
         if self.proc0 is not None and proc1 is not None and seconds > 0:
             user, sys_ = (100.0 * (b - a) / seconds for a, b in zip(self.proc0, proc1, strict=True))
             use.lb_core_pct, use.lb_user_pct, use.lb_sys_pct = round(user + sys_, 1), round(user, 1), round(sys_, 1)
+        if self.side_pids and seconds > 0:
+            use.side_core_pct = round(100.0 * self._side_seconds() / seconds, 1)
         return use
+
+    def _side_seconds(self) -> float:
+        """CPU seconds the helper processes used since the start (those that ran throughout)."""
+        total = 0.0
+        for pid, start in zip(self.side_pids, self.side0, strict=True):
+            end = proc_cpu(pid)
+            if start is not None and end is not None:
+                total += sum(end) - sum(start)
+        return total
 
 
 # -- wrk --------------------------------------------------------------------------------------
@@ -129,14 +144,14 @@ def write_wrk_script(net: Netns) -> str:
 
 
 def run_wrk(net: Netns, url: str, seconds: int, keepalive: bool, lb_pid: int | None = None,
-            connections: int = WRK_CONNECTIONS) -> WrkResult:
+            connections: int = WRK_CONNECTIONS, side_pids: Sequence[int] = ()) -> WrkResult:
     script = write_wrk_script(net)
     threads = min(WRK_THREADS, connections)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
            "-s", script]
     if not keepalive:
         cmd += ["-H", "Connection: close"]
-    meter = CpuMeter(lb_pid)
+    meter = CpuMeter(lb_pid, side_pids)
     out = net.exec("client", *cmd, url, timeout=seconds + GRACE).stdout
     cpu = meter.result()
     report = _wrk_json(out)
@@ -177,11 +192,11 @@ class IperfResult:
 
 
 def run_iperf(net: Netns, host: str, port: int, seconds: int, reverse: bool,
-              lb_pid: int | None = None) -> IperfResult:
+              lb_pid: int | None = None, side_pids: Sequence[int] = ()) -> IperfResult:
     cmd = ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "3000"]
     if reverse:
         cmd.append("-R")
-    meter = CpuMeter(lb_pid)
+    meter = CpuMeter(lb_pid, side_pids)
     result = net.exec("client", *cmd, check=False, timeout=seconds + GRACE)
     cpu = meter.result()
     try:

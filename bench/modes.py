@@ -1,4 +1,6 @@
-"""The four ways the director namespace carries the client's traffic, and how each proves it did.
+"""The four ways the director namespace of the NAT lab carries the client's traffic, and how each proves it did.
+
+(modes_lvs.py adds FULLNAT in the same lab and DR and TUN in labs of their own, on this base class.)
 
 Every mode turns a freshly built BenchLab into one kind of director and exposes counters that must
 grow when the load really went its way: nftables rule counters, HAProxy frontend sessions, lvsd
@@ -14,24 +16,53 @@ import json
 import os
 import socket
 
-from benchlab import IPERF_PORT, VIP, BenchLab
+from benchlab import IPERF_PORT, VIP, BenchLab, LabTools
+from loads import IperfResult, WrkResult
 
 from pylvs.lab.netns import LabError, run, wait_for
 from pylvs.lab.topology import CLIENT, DIP
 
 
 class Mode:
-    """A way through the director. Defaults are a load balancer's: the client talks to the VIP."""
+    """A way through the director. Defaults are a load balancer's in the NAT lab: the client talks to the VIP."""
 
     name = ""
     forwarding = False  # net.ipv4.ip_forward in the director namespace
     peer = CLIENT       # the address real servers see as the client
+    uses_lvsd = False   # print lvsd's log when the mode fails
+    profiled = False    # the mode --profile runs under cProfile
+    short_runs = False  # every load but the iperf3 download runs half the duration (the newer rows)
 
     def __init__(self) -> None:
         self.pid: int | None = None  # the load balancer process, if there is one
 
+    def make_lab(self) -> LabTools:
+        return BenchLab(self.forwarding)
+
     def setup(self, lab: BenchLab) -> None:
         raise NotImplementedError
+
+    def duration(self, load: str, base: int) -> int:
+        """Seconds for one load run ("iperf_up", "iperf_down", "wrk_keepalive", "wrk_close")."""
+        if not self.short_runs or load == "iperf_down":
+            return base
+        return max(2, -(-base // 2))
+
+    def peers(self, lab: BenchLab) -> list[str]:
+        """Every address the real servers must see as the client, and only those."""
+        return [self.peer]
+
+    def side_pids(self, lab: BenchLab) -> list[int]:
+        """Helper processes whose CPU is measured besides the load balancer's (TUN decapsulators)."""
+        return []
+
+    def min_http_conns(self, result: WrkResult, conns: int) -> int:
+        """Connections the mode's own counter must have grown by for a wrk run (if it counts them)."""
+        return conns if result.keepalive else result.requests
+
+    def route_checks(self, lab: BenchLab, grown: dict[str, int], result: IperfResult | WrkResult) -> list[str]:
+        """Checks that a load run took the mode's path, from how much each counter grew during it."""
+        return []
 
     def http_url(self, lab: BenchLab) -> str:
         return f"http://{VIP}/"
@@ -201,6 +232,8 @@ class PylvsMode(Mode):
 
     name = "pylvs"
     forwarding = False
+    uses_lvsd = True
+    profiled = True
 
     def setup(self, lab: BenchLab) -> None:
         self.pid = lab.start_lvsd().pid
@@ -225,7 +258,7 @@ class PylvsMode(Mode):
         return [
             check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0"),
             check(not lab.kernel_has_vip(), "VIP not on the director kernel (lvsd answers for it)"),
-            check(lab.lvsd is not None and lab.lvsd.poll() is None, "lvsd running"),
+            check(lab.lvsd_running(), "lvsd running"),
         ]
 
     def stop(self, lab: BenchLab) -> None:

@@ -1,4 +1,8 @@
-"""The side-by-side table: one row per metric, one column per mode, plus pylvs/nftables."""
+"""The side-by-side tables: one row per metric, one column per mode, plus ratios between modes.
+
+The NAT lab's table compares pylvs NAT and FULLNAT with nftables; the DR/TUN table compares each
+method with the direct path of its own topology.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loads import IperfResult, WrkResult
-
-COLUMNS = ["direct", "nftables", "haproxy", "pylvs"]
-RATIO = "pylvs/nftables"
 
 
 @dataclass
@@ -83,11 +84,54 @@ METRICS: list[tuple[str, Getter]] = [
 ]
 
 
-def metrics_table(runs: dict[str, ModeRun]) -> dict[str, dict[str, float | None]]:
+ROUTED_METRICS: list[tuple[str, Getter]] = [
+    *METRICS[:9],
+    ("LB process CPU, iperf3 upload (% of 1 core)", _lb_cpu("iperf_up")),
+    ("LB process CPU, iperf3 download (% of 1 core)", _lb_cpu("iperf_down")),
+    ("LB process CPU, keep-alive (% of 1 core)", _lb_cpu("wrk_keepalive")),
+    ("LB process CPU, new connections (% of 1 core)", _lb_cpu("wrk_close")),
+    ("RS decapsulators CPU, iperf3 upload (% of 1 core)", _host("iperf_up", "side_core_pct")),
+    ("RS decapsulators CPU, iperf3 download (% of 1 core)", _host("iperf_down", "side_core_pct")),
+    ("RS decapsulators CPU, keep-alive (% of 1 core)", _host("wrk_keepalive", "side_core_pct")),
+    ("host CPU busy, iperf3 download (% of all cores)", _host("iperf_down", "host_busy_pct")),
+    ("host CPU busy, keep-alive (% of all cores)", _host("wrk_keepalive", "host_busy_pct")),
+    ("host steal, iperf3 download (% of all cores)", _host("iperf_down", "host_steal_pct")),
+]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Which modes are columns, which ratios (name: (numerator, denominator)) follow which column, which rows."""
+
+    title: str
+    columns: list[str]
+    ratios: dict[str, tuple[str, str]]
+    heads: list[str]  # modes and ratios, in print order
+    metrics: list[tuple[str, Getter]]
+
+
+NAT_TABLE = TableSpec(
+    "NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT",
+    ["direct", "nftables", "haproxy", "pylvs", "fullnat"],
+    {"pylvs/nftables": ("pylvs", "nftables"), "fullnat/nftables": ("fullnat", "nftables")},
+    ["direct", "nftables", "haproxy", "pylvs", "fullnat", "pylvs/nftables", "fullnat/nftables"],
+    METRICS,
+)
+ROUTED_TABLE = TableSpec(
+    "DR and TUN labs: pylvs beside the direct path of the same topology (client -> router -> real server)",
+    ["dr-direct", "dr", "tun-direct", "tun"],
+    {"dr/direct": ("dr", "dr-direct"), "tun/direct": ("tun", "tun-direct")},
+    ["dr-direct", "dr", "dr/direct", "tun-direct", "tun", "tun/direct"],
+    ROUTED_METRICS,
+)
+
+
+def metrics_table(runs: dict[str, ModeRun], spec: TableSpec = NAT_TABLE) -> dict[str, dict[str, float | None]]:
     table: dict[str, dict[str, float | None]] = {}
-    for label, get in METRICS:
-        row = {name: (get(runs[name]) if name in runs else None) for name in COLUMNS}
-        row[RATIO] = ratio(row.get("pylvs"), row.get("nftables"))
+    for label, get in spec.metrics:
+        row = {name: (get(runs[name]) if name in runs else None) for name in spec.columns}
+        for name, (num, den) in spec.ratios.items():
+            row[name] = ratio(row.get(num), row.get(den))
         table[label] = row
     return table
 
@@ -110,15 +154,14 @@ def fmt(value: float | None) -> str:
     return f"{value:.3g}" if value else "0"
 
 
-def render(table: dict[str, dict[str, float | None]], errors: dict[str, str]) -> str:
-    heads = COLUMNS + [RATIO]
+def render(table: dict[str, dict[str, float | None]], errors: dict[str, str], spec: TableSpec = NAT_TABLE) -> str:
     width = max(len(label) for label in table) + 2
-    lines = [f"{'metric':<{width}}" + "".join(f"{h:>16}" for h in heads)]
+    widths = [max(12, len(head) + 2) for head in spec.heads]
+    lines = [f"{'metric':<{width}}" + "".join(f"{h:>{w}}" for h, w in zip(spec.heads, widths, strict=True))]
     lines.append("-" * len(lines[0]))
     for label, row in table.items():
-        cells = [("error" if row[name] is None and name in errors else fmt(row[name])) for name in COLUMNS]
-        cells.append(fmt(row[RATIO]))
-        lines.append(f"{label:<{width}}" + "".join(f"{c:>16}" for c in cells))
+        cells = [("error" if row[head] is None and head in errors else fmt(row[head])) for head in spec.heads]
+        lines.append(f"{label:<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
     return "\n".join(lines)
 
 

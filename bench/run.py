@@ -1,9 +1,12 @@
-"""Side-by-side benchmark: direct path, nftables DNAT, HAProxy and pylvs NAT in the same lab topology.
+"""Side-by-side benchmark: pylvs NAT, FULLNAT, DR and TUN against nftables, HAProxy and direct paths.
 
-Run as root from anywhere:  python3 bench/run.py [--quick] [--profile] [--modes direct,pylvs]
-Every mode gets a freshly built NatLab (namespaces, nginx, iperf3), is measured with iperf3 and wrk
+NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT. DR and TUN labs: pylvs beside
+the direct path of the same topology (client -> router -> real server, no director).
+
+Run as root from anywhere:  python3 bench/run.py [--quick] [--profile] [--modes direct,pylvs,dr-direct,dr]
+Every mode gets a freshly built lab (namespaces, nginx, iperf3), is measured with iperf3 and wrk
 from the client namespace, is checked to have carried the traffic the intended way, and is torn
-down again, also on errors and Ctrl-C. Results: a table on stdout and bench/results/latest.json.
+down again, also on errors and Ctrl-C. Results: tables on stdout and bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ sys.path[:0] = [str(REPO)] if str(REPO) not in sys.path else []
 # lvsd and lvsadm run as `python -m pylvs...` inside the namespaces and must find the package too
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
-from benchlab import BenchLab, http_check  # noqa: E402
+from benchlab import BenchLab, LabTools, http_check  # noqa: E402
 from loads import WRK_CONNECTIONS, run_iperf, run_wrk  # noqa: E402
-from modes import MODES, Mode, PylvsMode  # noqa: E402
+from modes import Mode, PylvsMode  # noqa: E402
+from modes_lvs import MODES  # noqa: E402
 from profile_report import summarize  # noqa: E402
-from report import ModeRun, lb_details, metrics_table, render, render_details  # noqa: E402
+from report import NAT_TABLE, ROUTED_TABLE, ModeRun, lb_details, metrics_table, render, render_details  # noqa: E402
 from verify import Snapshot, verify_iperf, verify_wrk  # noqa: E402
 
 from pylvs.lab.netns import LabError  # noqa: E402
@@ -47,7 +51,7 @@ def log(text: str) -> None:
 def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict | None:
     """Build the lab, turn the director into `mode`, run every load into `run`, tear everything down."""
     profiled = None
-    lab = BenchLab(mode.forwarding)
+    lab = mode.make_lab()
     try:
         lab.build()
         mode.setup(lab)
@@ -56,13 +60,13 @@ def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict 
         log(f"{mode.name}: ready, GET {mode.http_url(lab)} -> {answer!r}")
         measure_loads(lab, mode, run, seconds)
         run.checks += mode.static_checks(lab)  # still the same director after the load
-        if profile and isinstance(mode, PylvsMode):
+        if profile and mode.profiled and isinstance(mode, PylvsMode) and isinstance(lab, BenchLab):
             profiled = profile_keepalive(lab, mode, seconds)
         mode.stop(lab)
     except Exception as exc:  # one mode's failure must not cost the other modes' results
         run.error = f"{type(exc).__name__}: {exc}"
         log(f"{mode.name}: FAILED: {exc}")
-        if isinstance(mode, PylvsMode):
+        if mode.uses_lvsd:
             log(f"lvsd log:\n{lab.lvsd_log()[-2000:]}")
     except KeyboardInterrupt:
         run.error = "interrupted"
@@ -72,11 +76,13 @@ def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict 
     return profiled
 
 
-def measure_loads(lab: BenchLab, mode: Mode, run: ModeRun, seconds: int) -> None:
+def measure_loads(lab: LabTools, mode: Mode, run: ModeRun, seconds: int) -> None:
     host, port = mode.iperf_target(lab)
+    side = mode.side_pids(lab)
     for reverse in (False, True):
         before = Snapshot.take(lab, mode)
-        result = run_iperf(lab.net, host, port, seconds, reverse, lb_pid=mode.pid)
+        duration = mode.duration("iperf_down" if reverse else "iperf_up", seconds)
+        result = run_iperf(lab.net, host, port, duration, reverse, lb_pid=mode.pid, side_pids=side)
         result.checks = verify_iperf(lab, mode, before, result)
         log(f"{mode.name}: iperf3 {'download' if reverse else 'upload'} {result.gbps} Gbit/s")
         if reverse:
@@ -85,7 +91,8 @@ def measure_loads(lab: BenchLab, mode: Mode, run: ModeRun, seconds: int) -> None
             run.iperf_up = result
     for keepalive in (True, False):
         before = Snapshot.take(lab, mode)
-        result = run_wrk(lab.net, mode.http_url(lab), seconds, keepalive, lb_pid=mode.pid)
+        duration = mode.duration("wrk_keepalive" if keepalive else "wrk_close", seconds)
+        result = run_wrk(lab.net, mode.http_url(lab), duration, keepalive, lb_pid=mode.pid, side_pids=side)
         result.checks = verify_wrk(lab, mode, before, result, WRK_CONNECTIONS)
         log(f"{mode.name}: wrk {'keep-alive' if keepalive else 'close'} {result.rps} req/s, "
             f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.error_total}")
@@ -95,7 +102,7 @@ def measure_loads(lab: BenchLab, mode: Mode, run: ModeRun, seconds: int) -> None
             run.wrk_close = result
 
 
-def quiet_teardown(lab: BenchLab) -> None:
+def quiet_teardown(lab: LabTools) -> None:
     """Tear down with Ctrl-C ignored, so a second Ctrl-C cannot leave namespaces behind."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -151,7 +158,9 @@ def machine() -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 s per load run instead of 10 s")
-    p.add_argument("--duration", type=int, help="seconds per load run (overrides --quick)")
+    p.add_argument("--duration", type=int,
+                   help="seconds per load run (overrides --quick); fullnat, dr*, tun* run every load but the "
+                        "iperf3 download for half of it")
     p.add_argument("--profile", action="store_true",
                    help="also run the pylvs keep-alive load with lvsd under cProfile and print the top 25 (tottime)")
     p.add_argument("--modes", default=",".join(m.name for m in MODES),
@@ -198,9 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: argparse.Namespace) -> int:
-    table = metrics_table(runs)
+    table = metrics_table(runs, NAT_TABLE)
+    routed = metrics_table(runs, ROUTED_TABLE) if set(runs) & set(ROUTED_TABLE.columns) else None
     errors = {name: run.error for name, run in runs.items() if run.error}
-    print(render(table, errors))
+    if set(runs) - set(ROUTED_TABLE.columns) or not routed:
+        print(render(table, errors, NAT_TABLE))
+    if routed:
+        print(f"\n{ROUTED_TABLE.title}\n" + render(routed, errors, ROUTED_TABLE))
     details = lb_details(runs)
     if details:
         print("\n" + render_details(details))
@@ -217,7 +230,9 @@ def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: ar
     RESULTS.mkdir(exist_ok=True)
     document = {
         "machine": info, "seconds_per_run": args.seconds, "wrk": "-t2 -c50 --latency --timeout 5s",
-        "metrics": table, "lb_cpu": details, "modes": {name: run.as_dict() for name, run in runs.items()},
+        "short_runs": "fullnat, dr*, tun*: iperf3 download the full duration, the other loads half of it",
+        "metrics": table, "metrics_dr_tun": routed, "lb_cpu": details,
+        "modes": {name: run.as_dict() for name, run in runs.items()},
         "failed_checks": failed, "profile": profiled,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
