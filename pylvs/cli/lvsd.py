@@ -12,6 +12,7 @@ from pylvs.control.keepalived_runner import EXIT_CONFIG
 from pylvs.control.server import DEFAULT_PATH
 from pylvs.engine.engine import Settings
 from pylvs.keepalived import ConfigError as KeepalivedConfigError
+from pylvs.sync.config import SyncSettings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("lblc", "lblcr"):
         p.add_argument(f"--{name}-expiration", type=int, default=86400, metavar="S",
                        help="as the IPVS sysctl (default 86400)")
+    sync = p.add_argument_group("connection sync (lvsadm --start-daemon), as the IPVS sysctls")
+    sync.add_argument("--sync-version", type=int, choices=(0, 1), default=1, help="message version sent (default 1)")
+    sync.add_argument("--sync-threshold", type=int, nargs=2, default=(3, 50), metavar=("T", "P"),
+                      help="sync a connection when its packet count %% P == T (default 3 50)")
+    sync.add_argument("--backup-only", action="store_true",
+                      help="while a backup sync daemon runs, leave the VIPs to the master (no ARP, no new connections)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"lvsd {__version__}")
     return p.parse_args(argv)
@@ -46,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.save_config and not args.config:
         print("lvsd: --save-config needs --config FILE", file=sys.stderr)
+        return 2
+    threshold, period = args.sync_threshold
+    if threshold < 0 or period < 0 or (period and threshold >= period):
+        print("lvsd: --sync-threshold needs 0 <= T < P (or P = 0)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="lvsd: %(levelname)s %(message)s")
@@ -62,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         director = Director(args.interface, args.control, steer=not args.no_steering,
                             settings=settings, retire_ms=args.retire_ms, ring=args.ring,
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
-                            config_id=args.config_id)
+                            config_id=args.config_id,
+                            sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only))
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ the errno and text ipvsadm would show.
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from typing import Any, Protocol
 
 from pylvs import __version__
 from pylvs.engine import tcpstate
@@ -22,6 +23,8 @@ from pylvs.engine.services import (
     pack_ip,
 )
 from pylvs.engine.table import ServiceTable
+from pylvs.sync.config import BACKUP, MASTER, DaemonConfig
+from pylvs.sync.proto import SYNC_GROUP, SYNC_PORT
 
 IPVS_VERSION = "1.2.1"
 CONN_TAB_SIZE = 4096
@@ -207,6 +210,8 @@ def _apply(engine: Engine, table: ServiceTable, req: dict, now: float, dry_run: 
         return {"conns": [encode_conn(c, now) for c in engine.conns.conns()]}
     elif op == "get-drops":
         return dict(engine.drops)
+    elif op in DAEMON_OPS:
+        raise BadRequest(f"{op} cannot be part of a batch")  # handle() routes it when it comes alone
     elif op == "batch":
         ops = req.get("ops")
         if not isinstance(ops, list):
@@ -246,11 +251,66 @@ def _batch(engine: Engine, ops: list, now: float) -> Any:
     return [_apply(engine, engine.table, sub, now, dry_run=False) for sub in ops]
 
 
-def handle(engine: Engine, req: Any, now: float = 0.0) -> dict[str, Any]:
-    """Apply one request; the answer is always a dict, never an exception."""
+# -- sync daemons (ipvs.md §5) ----------------------------------------------------------------
+
+DAEMON_OPS = ("start-daemon", "stop-daemon", "get-daemon")
+
+
+class DaemonControl(Protocol):
+    """The sync daemons lvsd runs (pylvs.io.sync_daemons); refusals are ConfigErrors."""
+
+    def start(self, config: DaemonConfig) -> None: ...
+
+    def stop(self, state: str) -> None: ...
+
+    def list(self) -> list[dict[str, Any]]: ...
+
+
+def _daemon_state(obj: Any) -> str:
+    state = obj.get("state") if isinstance(obj, dict) else None
+    if state not in (MASTER, BACKUP):
+        raise BadRequest(f"bad daemon state {state!r}")
+    return state
+
+
+def decode_daemon(obj: Any) -> DaemonConfig:
+    """A start-daemon request's `daemon`; 0 or absent means the kernel's default."""
+    state = _daemon_state(obj)
+    ifname = obj.get("mcast_ifn")
+    if not isinstance(ifname, str) or not 0 < len(ifname) < 16:
+        raise BadRequest(f"bad mcast_ifn {ifname!r}")
+    group = str(obj.get("mcast_group") or SYNC_GROUP)
+    if ":" in group:
+        raise ConfigError("EAFNOSUPPORT", "Operation not supported with specified address family")
+    if not 224 <= _addr(group)[0] < 240:
+        raise BadRequest(f"mcast_group {group} is not a multicast address")
+    return DaemonConfig(state, ifname, syncid=_int(obj, "syncid", 0, 0, 255),
+                        sync_maxlen=_int(obj, "sync_maxlen", 0, 0, 65535), mcast_group=socket.inet_ntoa(_addr(group)),
+                        mcast_port=_int(obj, "mcast_port", 0, 0, 65535) or SYNC_PORT,
+                        mcast_ttl=_int(obj, "mcast_ttl", 0, 0, 255) or 1)
+
+
+def _daemon_op(daemons: DaemonControl | None, req: dict) -> Any:
+    op = req["op"]
+    if op == "get-daemon":
+        return {"daemons": daemons.list() if daemons is not None else []}
+    if daemons is None:
+        raise ConfigError("EOPNOTSUPP", "Connection synchronisation is not available here")
+    if op == "start-daemon":
+        daemons.start(decode_daemon(req.get("daemon")))
+    else:
+        daemons.stop(_daemon_state(req.get("daemon")))
+    return None
+
+
+def handle(engine: Engine, req: Any, now: float = 0.0, daemons: DaemonControl | None = None) -> dict[str, Any]:
+    """Apply one request; the answer is always a dict, never an exception. `daemons` serves the
+    sync daemon ops; without it they are not supported (and none is running)."""
     if not isinstance(req, dict):
         return {"ok": False, "errno": "EINVAL", "error": "request must be a JSON object"}
     try:
+        if req.get("op") in DAEMON_OPS:
+            return {"ok": True, "result": _daemon_op(daemons, req)}
         return {"ok": True, "result": _apply(engine, engine.table, req, now, dry_run=False)}
     except ConfigError as exc:
         answer = {"ok": False, "errno": exc.errno_name, "error": str(exc)}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import DIR_IN, F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, Conn, ConnTable
@@ -40,6 +42,9 @@ from pylvs.packet.layout import (
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM
 from pylvs.sched.base import Flow
+
+if TYPE_CHECKING:
+    from pylvs.sync.proto import SyncConn
 
 NOTHING: Output = []
 # From the Ethernet header on: destination MAC, ethertype, then the IPv4 fields the fast path reads
@@ -93,6 +98,9 @@ class Engine:
         self._tables = self.conns.by_proto
         self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
         self._next_estimate: float | None = None
+        # Connection sync (pylvs.sync.master): called with (conn, False) after a client -> server packet
+        # was counted and with (conn, True) after a TCP state change; None unless a master daemon runs.
+        self.sync: Callable[[Conn, bool], None] | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -194,6 +202,8 @@ class Engine:
                 return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
             conn.expires = now + conn.timeout
         conn.in_pkts += 1
+        if self.sync is not None:
+            self.sync(conn, False)
         st = dest.stats
         st.inpkts += 1
         st.inbytes += totlen
@@ -249,7 +259,8 @@ class Engine:
             else:
                 offset = tcpstate.INPUT_ONLY
         new = tcpstate.next_state(conn.state, offset, flags)
-        if new != conn.state:
+        changed = new != conn.state
+        if changed:
             dest = conn.dest
             if new in tcpstate.ACTIVE:
                 if conn.flags & F_INACTIVE:
@@ -265,6 +276,8 @@ class Engine:
                 conn.control.flags |= F_ASSURED
         conn.timeout = self.settings.tcp_timeouts[new]
         self.conns.refresh(conn, now)
+        if changed and self.sync is not None:
+            self.sync(conn, True)
 
     def _new_conn(self, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int, partial: bool,
                   now: float, mark: int = 0) -> Output:
@@ -322,12 +335,17 @@ class Engine:
         if dest is None:
             return None, None
         dport = tport if svc.port in (0, 21) or svc.fwmark else dest.port.to_bytes(2, "big")
+        return dest, self._add_template(key, svc, dest, dport, now)
+
+    def _add_template(self, key: tuple[int, bytes, bytes, bytes, int], svc: VirtualService, dest: RealServer,
+                      dport: bytes, now: float) -> Conn:
+        tproto, snet, taddr, tport, _ = key
         tmpl = Conn(tproto, snet, b"\0\0", taddr, tport, dest.addr, dport)
         tmpl.flags = F_TEMPLATE
         tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
         dest.persistconns += 1
         self.conns.add_template(key, tmpl, now)
-        return dest, tmpl
+        return tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float) -> Conn | None:
@@ -375,6 +393,73 @@ class Engine:
             # A template that never saw an established connection goes with its last one.
             if not ctl.n_control and not ctl.flags & F_ASSURED:
                 self._expire(ctl)
+
+    # -- connection sync: what a backup receives (pylvs.sync.backup) -------------------------
+
+    def adopt(self, rec: SyncConn, now: float) -> Conn | None:
+        """Create or update a connection from a sync message, as ip_vs_proc_conn does (ipvs.md §5).
+
+        `rec.flags` come masked by the caller. The connection is bound to this director's own service
+        and real server (by address, port and fwmark); None when there is none, for FULLNAT (its local
+        address and port are not in the message), and for the expiry of a connection replaced here.
+        """
+        if rec.flags & F_TEMPLATE:
+            return self._adopt_template(rec, now)
+        hit = self._tables.get(rec.protocol, {}).get(rec.caddr + rec.vaddr + rec.cport + rec.vport)
+        conn = hit[0] if hit is not None and hit[1] == DIR_IN else None
+        if conn is not None and (conn.daddr != rec.daddr or conn.dport != rec.dport):
+            if rec.flags & F_INACTIVE:
+                return None  # news of the old connection: this one replaced it already
+            self._expire(conn)
+            conn = None
+        if conn is None:
+            svc, dest = self._sync_dest(rec)
+            if dest is None or dest.method == Method.FULLNAT:
+                return None
+            conn = self._create(svc, dest, rec.protocol, rec.caddr, rec.cport, rec.vaddr, rec.vport, now)
+            if conn is None:
+                return None
+            # Not scheduled here: the connection counters stay as they were (ipvs.md §6).
+            dest.stats.conns -= 1
+            svc.stats.conns -= 1
+            self.total.conns -= 1
+        if (conn.flags ^ rec.flags) & F_INACTIVE:
+            conn.flags ^= F_INACTIVE
+            moved = 1 if conn.flags & F_INACTIVE else -1
+            conn.dest.inactconns += moved
+            conn.dest.activeconns -= moved
+        conn.state = rec.state
+        # Version 0 sends no timeout: the state's own applies.
+        conn.timeout = rec.timeout or (self.settings.udp_timeout if rec.protocol == PROTO_UDP
+                                       else self.settings.tcp_timeouts[rec.state])
+        self.conns.refresh(conn, now)
+        return conn
+
+    def _adopt_template(self, rec: SyncConn, now: float) -> Conn | None:
+        key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport, rec.fwmark)  # as _persist keys them
+        tmpl = self.conns.templates.get(key)
+        if tmpl is None or tmpl.dead:
+            svc, dest = self._sync_dest(rec)
+            if dest is None:
+                return None
+            tmpl = self._add_template(key, svc, dest, rec.dport, now)
+        # Template states: 0 NONE, 1 ASSURED. Version 0 sends no timeout: templates then live 180 s.
+        tmpl.flags = tmpl.flags | F_ASSURED if rec.state == 1 else tmpl.flags & ~F_ASSURED
+        tmpl.timeout = rec.timeout or 180
+        self.conns.refresh(tmpl, now)
+        return tmpl
+
+    def _sync_dest(self, rec: SyncConn) -> tuple[VirtualService | None, RealServer | None]:
+        """The service (looked up as for a packet) and real server of a synced connection (ip_vs_find_dest)."""
+        vport = int.from_bytes(rec.vport, "big")
+        svc = ((self.table.by_fwmark.get(rec.fwmark) if rec.fwmark else None)
+               or self.table.find(rec.protocol, rec.vaddr, vport) or self.table.find(rec.protocol, rec.vaddr, 0))
+        if svc is None:
+            return None, None
+        dport = int.from_bytes(rec.dport, "big")
+        # fwmark services reach DR/TUN real servers on "any port" (0); the other port is tried next.
+        port = 0 if rec.fwmark and rec.flags & 0x7 != Method.MASQ else dport
+        return svc, svc.find_dest(rec.daddr, port) or svc.find_dest(rec.daddr, port ^ dport)
 
     # -- helpers for forwarders -------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from pylvs.engine.forward.base import Output
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.kernel import KernelRoutes
+from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.sync.config import SyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
-                 config_id: str | None = None) -> None:
+                 config_id: str | None = None, sync_settings: SyncSettings | None = None) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -62,8 +64,10 @@ class Director:
         self.keepalived: KeepalivedRunner | None = None
         self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
         self._reload_requested = False
+        self.sync: SyncDaemons | None = None  # connection sync daemons (start-daemon)
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
+            self.sync = SyncDaemons(self.engine, self.selector, sync_settings)
             if keepalived is not None:
                 self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
             if config is not None and (os.path.exists(config) or not save_config):
@@ -109,7 +113,7 @@ class Director:
             if op == "health":
                 return {"ok": True, "result": self.keepalived.status()}
             return {"ok": True, "result": {"started": self.keepalived.reload()}}
-        return api.handle(self.engine, request, time.monotonic())
+        return api.handle(self.engine, request, time.monotonic(), daemons=self.sync)
 
     def queue_requests(self, requests: list[dict]) -> None:
         """Thread-safe: requests from the health checks, applied in order by the packet loop."""
@@ -131,6 +135,8 @@ class Director:
                 steering.update(engine)
             except steering.SteeringError as exc:
                 log.error("%s", exc)
+        if self.sync is not None:
+            self.sync.services_changed(engine)  # a backup_only standby claims nothing
         self.send(engine.announce())
 
     def _open_ring(self, ifname: str, protocol: int, mark: int | None, **kw) -> RingSocket:
@@ -234,6 +240,7 @@ class Director:
             now = time.monotonic()
             if now >= next_tick:
                 self.send(self.engine.tick(now))
+                self.sync.tick(now)
                 next_tick = now + (PARKED_TICK if self.engine._parked else TICK)
 
     def _save_config(self) -> None:
@@ -244,6 +251,9 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
+            self.sync = None
         if self.keepalived is not None:
             self.keepalived.stop()
             self.keepalived = None
