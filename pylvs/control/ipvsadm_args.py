@@ -686,40 +686,29 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
 # process_options checks
 
 
-def _generic_opt_check(entry: _Entry) -> None:
-    row = MATRIX[entry.cmd]
+def _matrix_check(entry: _Entry, names: tuple[str, ...], row: str, subject: str) -> None:
+    """One legality row: '+' required, 'x' illegal, '1' at most one of them (ipvsadm's messages)."""
     first_exclusive: str | None = None
-    for name, rule in zip(OPTNAMES, row, strict=True):
+    for name, rule in zip(names, row, strict=True):
         if not entry.has(name):
             if rule == "+":
-                raise _fail(f"You need to supply the '{name}' option for the '{entry.cmd}' command")
+                raise _fail(f"You need to supply the '{name}' option for the {subject}")
             continue
         if rule == "x":
-            raise _fail(f"Illegal '{name}' option with the '{entry.cmd}' command")
+            raise _fail(f"Illegal '{name}' option with the {subject}")
         if rule == "1":
             if first_exclusive is None:
                 first_exclusive = name
                 continue
-            raise _fail(f"The option '{name}' conflicts with the '{first_exclusive}' option "
-                        f"in the '{entry.cmd}' command")
+            raise _fail(f"The option '{name}' conflicts with the '{first_exclusive}' option in the {subject}")
+
+
+def _generic_opt_check(entry: _Entry) -> None:
+    _matrix_check(entry, OPTNAMES, MATRIX[entry.cmd], f"'{entry.cmd}' command")
 
 
 def _tunnel_opt_check(entry: _Entry) -> None:
-    row = _TUN_MATRIX[entry.tun_type]
-    first_exclusive: str | None = None
-    for name, rule in zip(_TUN_OPTS, row, strict=True):
-        if not entry.has(name):
-            if rule == "+":
-                raise _fail(f"You need to supply the '{name}' option for the '{entry.tun_type}' tunnel type")
-            continue
-        if rule == "x":
-            raise _fail(f"Illegal '{name}' option with the '{entry.tun_type}' tunnel type")
-        if rule == "1":
-            if first_exclusive is None:
-                first_exclusive = name
-                continue
-            raise _fail(f"The option '{name}' conflicts with the '{first_exclusive}' option "
-                        f"in the '{entry.tun_type}' tunnel type")
+    _matrix_check(entry, _TUN_OPTS, _TUN_MATRIX[entry.tun_type], f"'{entry.tun_type}' tunnel type")
 
 
 def _semantic_checks(entry: _Entry) -> None:
