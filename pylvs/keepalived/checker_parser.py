@@ -27,6 +27,7 @@ from pylvs.keepalived.model import (
 from pylvs.keepalived.values import (
     BadValue,
     need,
+    read_file_weight,
     read_hex,
     read_int,
     read_ip,
@@ -208,12 +209,8 @@ def _misc_user(node: Node, chk: MiscCheck, ctx: Ctx) -> None:
 
 
 def _file_weight(node: Node, chk: FileCheck, ctx: Ctx) -> None:
-    need(node, 1)
-    chk.weight = read_int(node.args[0], -(2**31) + 1, 2**31 - 1)
-    if len(node.args) > 1:
-        if node.args[1] != "reverse":
-            raise BadValue(f"unknown FILE_CHECK weight option {node.args[1]}")
-        chk.reverse = True
+    chk.weight, reverse = read_file_weight(node, "FILE_CHECK")
+    chk.reverse = chk.reverse or reverse
 
 
 def _smtp_host(node: Node, chk: SmtpCheck, ctx: Ctx) -> None:

@@ -16,7 +16,7 @@ from pylvs.keepalived.model import (
     TrackFile,
     VrrpInstance,
 )
-from pylvs.keepalived.values import BadValue, need, parse_range, read_int, read_ip, read_timer
+from pylvs.keepalived.values import BadValue, need, parse_range, read_file_weight, read_int, read_ip, read_timer
 
 LVS_MAX_TIMEOUT = 86400 * 31
 
@@ -125,12 +125,8 @@ SSL_KW = {
 
 
 def _tf_weight(node: Node, tf: TrackFile, ctx: Ctx) -> None:
-    need(node, 1)
-    tf.weight = read_int(node.args[0], -(2**31) + 1, 2**31 - 1)
-    if len(node.args) > 1:
-        if node.args[1] != "reverse":
-            raise BadValue(f"track_file {tf.name} unknown weight option {node.args[1]}")
-        tf.reverse = True
+    tf.weight, reverse = read_file_weight(node, f"track_file {tf.name}")
+    tf.reverse = tf.reverse or reverse
 
 
 def _tf_init(node: Node, tf: TrackFile, ctx: Ctx) -> None:

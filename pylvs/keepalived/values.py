@@ -38,6 +38,15 @@ def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
     return value
 
 
+def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
+    """`weight N [reverse]` of FILE_CHECK and track_file: the weight and whether it is reversed."""
+    need(node, 1)
+    weight = read_int(node.args[0], -(2**31) + 1, 2**31 - 1)
+    if len(node.args) > 1 and node.args[1] != "reverse":
+        raise BadValue(f"{what} unknown weight option {node.args[1]}")
+    return weight, len(node.args) > 1
+
+
 def read_unsigned(text: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
     if text.strip().startswith("-"):
         raise BadValue(f"negative number '{text}'")
