@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def shared_lab(lab):
     """Build a lab and start lvsd for a module's tests; always torn down, and nothing may be left."""
@@ -29,3 +31,12 @@ def http_get_all(lab, n: int, url: str) -> list[str]:
         assert r.returncode == 0, (r.stderr, lab.lvsd_log()[-1000:])
         answers.append(r.stdout.strip())
     return answers
+
+
+def wrk_spread(lab, url: str, connections: int = 12, seconds: int = 2) -> tuple[int, list[int]]:
+    """A keep-alive wrk run that must see no errors: (requests wrk completed, requests per real server)."""
+    before = {n: len(lab.access_log(n)) for n in lab.rs_names}
+    r = lab.net.exec("client", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url, timeout=30)
+    assert "Socket errors" not in r.stdout and "Non-2xx" not in r.stdout, r.stdout
+    total = int(re.search(r"(\d+) requests in", r.stdout).group(1))
+    return total, [len(lab.access_log(n)) - before[n] for n in lab.rs_names]
