@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
-from pylvs.keepalived.lexer import Node, split_command
+from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import (
     BfdCheck,
     Checker,
@@ -186,13 +186,7 @@ def _require_reply(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
 
 
 def _misc_path(node: Node, chk: MiscCheck, ctx: Ctx) -> None:
-    need(node, 1)
-    try:
-        command = split_command(node.args[0])
-    except ValueError as exc:
-        raise BadValue(str(exc)) from None
-    if not command:
-        raise BadValue("misc_path is empty")
+    command = read_command(node, "misc_path is empty")
     user = chk.script.user if chk.script else None
     group = chk.script.group if chk.script else None
     chk.script = Script(command, user, group)

@@ -116,15 +116,21 @@ def read_netmask(text: str) -> str:
     return text
 
 
-def read_script(node: Node) -> Script:
-    """`<SCRIPT> [user [group]]`; the script word may be a quoted command with arguments."""
+def read_command(node: Node, empty: str) -> list[str]:
+    """The first argument as a command line (a quoted word may hold arguments); `empty` if blank."""
     need(node, 1)
     try:
         command = split_command(node.args[0])
     except ValueError as exc:
         raise BadValue(str(exc)) from None
     if not command:
-        raise BadValue(f"{node.keyword} script is empty")
+        raise BadValue(empty)
+    return command
+
+
+def read_script(node: Node) -> Script:
+    """`<SCRIPT> [user [group]]`; the script word may be a quoted command with arguments."""
+    command = read_command(node, f"{node.keyword} script is empty")
     user = node.args[1] if len(node.args) > 1 else None
     group = node.args[2] if len(node.args) > 2 else None
     return Script(command, user, group)
