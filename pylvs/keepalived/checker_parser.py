@@ -27,6 +27,7 @@ from pylvs.keepalived.model import (
 from pylvs.keepalived.values import (
     BadValue,
     need,
+    read_command,
     read_file_weight,
     read_hex,
     read_int,
