@@ -22,6 +22,9 @@ BYPASS_SHARE = 0.1  # at most this share of a download's payload may reach the d
 QUIET_SHARE = 0.01  # on a direct path, the director's interface receives less than this share of the traffic
 
 
+CLIENT_PORTS = 60999 - 32768 + 1  # Linux's default ip_local_port_range
+
+
 class FullnatMode(PylvsMode):
     """lvsd in the NAT lab with two local addresses and --fullnat real servers that have no route to the client."""
 
@@ -160,9 +163,10 @@ class RoutedLvsMode(RoutedMode):
     def min_http_conns(self, result: WrkResult, conns: int) -> int:
         """Connection: close reuses client ports within seconds (Linux picks them with random strides), and
         lvsd, seeing one direction only, still holds the old connection in FIN_WAIT: as IPVS with
-        conn_reuse_mode=1, the SYN continues that entry instead of counting a new one. Half is the bound;
+        conn_reuse_mode=1, the SYN continues that entry instead of counting a new one. Half is the bound,
+        or half the client's port range (28232 ports) once the run uses every port more than once;
         route_checks adds one on the packets."""
-        return conns if result.keepalive else result.requests // 2
+        return conns if result.keepalive else min(result.requests, CLIENT_PORTS) // 2
 
     def route_checks(self, lab: RoutedTools, grown: dict[str, int], result: IperfResult | WrkResult) -> list[str]:
         prefix = "iperf" if isinstance(result, IperfResult) else "http"
