@@ -304,7 +304,7 @@ class Engine:
         if dest is None:
             self.drops["no_dest"] += 1
             # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9)
-            return self._send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
+            return self.send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
                                             icmp.CODE_PORT_UNREACH), now)
         conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
         if conn is None:
@@ -509,7 +509,7 @@ class Engine:
         self.drops["ttl_exceeded"] += 1
         return NOTHING
 
-    def _send_ip(self, packet: bytes, now: float) -> Output:
+    def send_ip(self, packet: bytes, now: float) -> Output:
         """Send an IPv4 packet the director originates, routed like any other."""
         dst = packet[16:20]
         frame = bytearray(EMPTY_VNET + bytes(12) + ETHERTYPE_IPV4.to_bytes(2, "big") + packet)
@@ -545,7 +545,7 @@ class Engine:
             if reply is None:
                 self.drops["malformed"] += 1
                 return NOTHING
-            return self._send_ip(reply, now)
+            return self.send_ip(reply, now)
         if itype not in icmp.ERROR_TYPES:
             if ours:
                 self.drops["icmp_unrelated"] += 1

@@ -158,3 +158,22 @@ def test_unresolved_neighbour_parks_the_frame():
     assert len(out) == 1
     pkt = parse(out[0][1])
     assert pkt.dst == rs_mac(RIPS[2]) and pkt.src == DIP_MAC and pkt[IP].ttl == 63 and checksums_valid(pkt)
+
+
+def test_too_big_with_df_gets_fragmentation_needed_from_the_vip():
+    from pylvs.engine.hops import Hop
+    from tests.unit.director import CLIENT, RIPS, VIP, mac, make_engine, rs_mac
+
+    e = make_engine(method=Method.ROUTE, rport=80)
+    e.routes.hops[pack_ip(RIPS[2])] = Hop(2, mac(rs_mac(RIPS[2])), mac("02:00:00:00:02:01"), mtu=1400)
+    big = from_client(TCP(sport=40000, dport=80, flags="S") / (b"x" * 1400))
+    big[IP].flags = "DF"
+    out = e.process(frame(big), 1, 0.0)
+    res = parse(out[0][1])
+    assert res[IP].src == VIP and res[IP].dst == CLIENT
+    assert (res[ICMP].type, res[ICMP].code, res[ICMP].nexthopmtu) == (3, 4, 1400)
+    assert res[IPerror].src == CLIENT and checksums_valid(res)
+    small = from_client(TCP(sport=40000, dport=80, flags="S") / (b"x" * 1000))  # the same connection
+    small[IP].flags = "DF"
+    ifindex, buf = e.process(frame(small), 1, 0.0)[0]
+    assert ifindex == 2 and parse(buf).dst == rs_mac(RIPS[2])  # forwarded: it fits

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine.forward.base import Buffer, Forwarder, Output
 from pylvs.engine.forward.rewrite import decrement_ttl
+from pylvs.packet import icmp
 from pylvs.packet.layout import ETH, IP, IP_TTL
 
 if TYPE_CHECKING:
@@ -28,6 +29,13 @@ class DirectRouting(Forwarder):
         hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
         if buf[IP + IP_TTL] <= 1:
             return engine.ttl_exceeded(buf)
+        totlen = buf[IP + 2] << 8 | buf[IP + 3]
+        if hop is not None and totlen > hop.mtu and buf[IP + 6] & 0x40 and not buf[1]:
+            # DF and too big for the real server's link (GSO frames are cut to size later):
+            # fragmentation needed, as ip_vs_xmit's ensure_mtu_is_adequate answers.
+            engine.drops["frag_needed"] += 1
+            return engine.send_ip(icmp.error(conn.vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
+                                             icmp.CODE_FRAG_NEEDED, mtu=hop.mtu), 0.0)
         decrement_ttl(buf)
         if hop is None:
             return engine.park(conn.daddr, buf)

@@ -139,7 +139,7 @@ class Tunnel(Forwarder):
             if totlen > mtu and df and not is_icmp:
                 engine.drops["frag_needed"] += 1
                 err = icmp.error(conn.vaddr, buf[IP:end], icmp.DEST_UNREACH, icmp.CODE_FRAG_NEEDED, mtu)
-                return engine._send_ip(err, 0.0)
+                return engine.send_ip(err, 0.0)
             if partial and not complete_partial(buf, end):
                 engine.drops["bad_partial_checksum"] += 1
                 return NOTHING
