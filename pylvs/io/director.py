@@ -162,26 +162,28 @@ class Director:
         tx = self.tx
         ifindex = ring.ifindex
 
+        def handle(frame) -> None:
+            try:
+                out = process(frame, ifindex, clock[0], mark)
+            except Exception:  # noqa: BLE001 - one bad frame must not stop the director
+                self.errors += 1
+                if self.errors <= 10:
+                    log.exception("engine error on a frame from ifindex %d", ifindex)
+                return
+            for out_if, buf in out:
+                try:
+                    tx[out_if](buf)
+                except OSError as exc:
+                    self.tx_errors += 1
+                    if self.tx_errors <= 10:
+                        log.warning("send on ifindex %d failed: %s", out_if, exc)
+
+        clock = [0.0]
+
         def receive(fd: int, events: int) -> None:
-            now = time.monotonic()
-            for block in ring.blocks():
-                for frame in ring.frames(block):
-                    try:
-                        out = process(frame, ifindex, now, mark)
-                    except Exception:  # noqa: BLE001 - one bad frame must not stop the director
-                        self.errors += 1
-                        if self.errors <= 10:
-                            log.exception("engine error on a frame from ifindex %d", ifindex)
-                        continue
-                    for out_if, buf in out:
-                        try:
-                            tx[out_if](buf)
-                        except OSError as exc:
-                            self.tx_errors += 1
-                            if self.tx_errors <= 10:
-                                log.warning("send on ifindex %d failed: %s", out_if, exc)
-                del frame
-                ring.release(block)
+            clock[0] = time.monotonic()  # one reading per wakeup, shared by the frames it drains
+            ring.drain(handle)
+
         return receive
 
     def _netlink(self, fd: int, events: int) -> None:

@@ -74,3 +74,15 @@ def test_director_kernel_neither_answers_nor_forwards_with_ip_forward_on():
         assert sum(len(lab.access_log(n)) for n in lab.rs_names) == 4
     finally:
         lab.down()
+
+
+def test_tpacket_v3_ring_forwards_too():
+    lab = NatLab(n_rs=2).up(udp=False)
+    try:
+        lab.start_lvsd("--ring", "3")
+        lab.nat_service()
+        assert sorted(lab.curl(f"http://{VIP}/").stdout.strip() for _ in range(4)) == ["rs1", "rs1", "rs2", "rs2"]
+        r = lab.net.exec("client", "sh", "-c", f"curl -sS --max-time 30 http://{VIP}/big | wc -c", timeout=40)
+        assert int(r.stdout) == 64 << 20
+    finally:
+        lab.down()
