@@ -88,7 +88,6 @@ class Director:
         self.routes = KernelRoutes(engine.interfaces)
         engine.routes = self.routes
         self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
-        self.ring_version, self.retire_ms = ring_version, retire_ms
         for iface in interfaces:
             # IPv4 frames without a mark (the main ring, also used to send), and ARP.
             ring = self._open_ring(iface.name, ETH_P_IP, 0, version=ring_version, retire_ms=retire_ms)
