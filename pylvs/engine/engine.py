@@ -95,6 +95,7 @@ class Engine:
         self.listeners: list = []  # called after every service table change (steering rules)
         self._svc_index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
         self._macs: dict[int, bytes] = {}
+        self._local_addrs: set[bytes] = set()  # the director's own addresses (tunnel sources)
         self._tables = self.conns.by_proto
         self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
         self._next_estimate: float | None = None
@@ -107,6 +108,7 @@ class Engine:
     def add_interface(self, iface: Interface) -> None:
         self.interfaces[iface.ifindex] = iface
         self._macs[iface.ifindex] = iface.mac
+        self._local_addrs.update(iface.addrs)
 
     def _services_changed(self) -> None:
         index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
@@ -558,6 +560,11 @@ class Engine:
             return NOTHING
         eihl = (buf[emb] & 0x0F) << 2
         eproto = buf[emb + 9]
+        if bytes(buf[emb + 12:emb + 16]) in self._local_addrs and Method.TUNNEL in self.forwarders:
+            # About a packet we sent from our own address: one of our tunnel packets.
+            out = self.forwarders[Method.TUNNEL].icmp_about_tunnel(self, buf, ihl, totlen, emb, now)
+            if out is not None:
+                return out
         if eihl < 20 or totlen < ihl + 8 + eihl + 4 or eproto not in (PROTO_TCP, PROTO_UDP):
             if ours:
                 self.drops["icmp_unrelated"] += 1

@@ -409,3 +409,33 @@ def test_malformed_gso_frames_are_dropped_not_raised():
     odd = gso_frame(PAYLOAD[:5000])
     odd[1] = 99  # a GSO type we do not segment
     assert engine.process(odd, 1, 0.0) == [] and engine.drops["gso_unsupported"] == 1
+
+
+@pytest.mark.parametrize("kind", ["ipip", "gue", "gre"])
+def test_fragmentation_needed_about_our_tunnel_packet_reaches_the_client(kind):
+    """A router between director and real server answers a too-big tunnel packet with an ICMP error
+    to the director; the client learns its own path MTU, reduced by the tunnel overhead."""
+    engine = tun_engine(kind)
+    syn = from_client(TCP(sport=40000, dport=80, flags="S"))
+    syn[IP].flags = "DF"
+    tunneled = parse(engine.process(frame(syn), 1, 0.0)[0][1])
+    overhead = {"ipip": 20, "gue": 32, "gre": 24}[kind]
+    router = "10.1.0.254"
+    err = (Ether(src=rs_mac(RIPS[2]), dst=DIP_MAC) / IP(src=router, dst=DIP)
+           / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(tunneled[IP])[:20 + overhead + 40])
+    out = engine.process(frame(err), 2, 0.1)
+    assert len(out) == 1
+    res = parse(out[0][1])
+    assert res[IP].src == VIP and res[IP].dst == CLIENT
+    assert (res[ICMP].type, res[ICMP].code, res[ICMP].nexthopmtu) == (3, 4, 1400 - overhead)
+    assert res[IPerror].src == CLIENT and res[IPerror].dst == VIP and res[TCPerror].sport == 40000
+    assert checksums_valid(res)
+
+
+def test_icmp_about_an_unknown_tunnel_flow_is_left_alone():
+    engine = tun_engine("ipip")
+    inner = IP(src=CLIENT, dst=VIP, flags="DF") / TCP(sport=1, dport=80)
+    quoted = IP(src=DIP, dst=RIPS[0], proto=4) / inner
+    err = (Ether(src=rs_mac(RIPS[0]), dst=DIP_MAC) / IP(src="10.1.0.254", dst=DIP)
+           / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(quoted)[:60])
+    assert engine.process(frame(err), 2, 0.0) == []

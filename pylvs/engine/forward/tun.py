@@ -108,6 +108,49 @@ class Tunnel(Forwarder):
         """ICMP errors from the client side go through the tunnel like the connection's packets."""
         return self._tunnel(engine, conn, buf, bool(buf[0] & F_NEEDS_CSUM), True)
 
+    @staticmethod
+    def inner_quote(buf: Buffer, emb: int, end: int) -> int | None:
+        """Where the client's packet starts inside a quoted tunnel packet (IPIP, GUE or GRE), or None."""
+        eproto = buf[emb + 9]
+        p = emb + ((buf[emb] & 0x0F) << 2)
+        if eproto == PROTO_IPIP:
+            return p
+        if eproto == PROTO_GRE and p + 4 <= end:
+            return p + (8 if buf[p] & 0x80 else 4)  # C bit: checksum and reserved word
+        if eproto == PROTO_UDP and p + 12 <= end and not buf[p + 8] & 0xC0:
+            return p + 12 + ((buf[p + 8] & 0x1F) << 2)  # UDP header, GUE header and its options
+        return None
+
+    def icmp_about_tunnel(self, engine: Engine, buf: Buffer, ihl: int, totlen: int, emb: int,
+                          now: float) -> Output | None:
+        """An ICMP error about one of our tunnel packets (sent to the director): tell the client.
+
+        As ip_vs_in_icmp does for tunnels, the client gets a fresh error of the same type about its
+        own packet; for fragmentation needed the MTU is reduced by the tunnel overhead, and only if
+        the client set DF. None when the quote is not about a tunnel connection of ours."""
+        end = IP + totlen
+        inner = self.inner_quote(buf, emb, end)
+        if inner is None or inner + 24 > end or buf[inner] >> 4 != 4:
+            return None
+        iproto = buf[inner + 9]
+        il4 = inner + ((buf[inner] & 0x0F) << 2)
+        if iproto not in (PROTO_TCP, PROTO_UDP) or il4 + 4 > end:
+            return None
+        key = bytes(buf[inner + 12:inner + 20]) + bytes(buf[il4:il4 + 4])
+        hit = engine.conns.by_proto[iproto].get(key)
+        if hit is None or hit[0].forwarder is not self:
+            return None
+        conn = hit[0]
+        body = IP + ihl
+        itype, code = buf[body], buf[body + 1]
+        mtu = 0
+        if itype == icmp.DEST_UNREACH and code == icmp.CODE_FRAG_NEEDED:
+            if not buf[inner + 6] & 0x40:
+                engine.drops["icmp_tunnel_no_df"] += 1
+                return NOTHING  # the client may fragment; the tunnel will carry its fragments
+            mtu = max((buf[body + 6] << 8 | buf[body + 7]) - conn.recipe.overhead, MIN_MTU)
+        return engine.send_ip(icmp.error(conn.vaddr, buf[inner:end], itype, code, mtu=mtu), now)
+
     # -- the packet path --------------------------------------------------------------------
 
     def _tunnel(self, engine: Engine, conn: Conn, buf: Buffer, partial: bool, is_icmp: bool) -> Output:
