@@ -14,27 +14,17 @@ from collections import Counter
 import pytest
 
 from pylvs.engine.services import SVC_F_SCHED1, SVC_F_SCHED2, ConfigError, RealServer, VirtualService, pack_ip
-from pylvs.sched.base import Flow, Scheduler
+from pylvs.sched.base import Flow
 from pylvs.sched.dh import DestinationHashing, hash_32
 from pylvs.sched.mh import HASH1, TAB_SIZE, MaglevHashing, hsiphash_u32, mh_hash, siphash
 from pylvs.sched.sh import SourceHashing
+from tests.unit.sched_helpers import make, pick
 
 VIP = pack_ip("192.0.2.1")
 
 
-def make(flags: int = 0, **weights: int) -> tuple[VirtualService, dict[str, RealServer]]:
-    dests = {name: RealServer(pack_ip(f"10.0.0.{i + 1}"), 80, weight=w)
-             for i, (name, w) in enumerate(weights.items())}
-    return VirtualService(6, VIP, 80, flags=flags, dests=list(dests.values())), dests
-
-
 def flow(saddr: str = "198.51.100.7", sport: int = 40000, daddr: str = "192.0.2.1", proto: int = 6) -> Flow:
     return Flow(proto, pack_ip(saddr), sport, pack_ip(daddr), 80)
-
-
-def pick(sched: Scheduler, svc: VirtualService, dests: dict[str, RealServer], f: Flow) -> str:
-    dest = sched.schedule(svc, f)
-    return "-" if dest is None else next(n for n, d in dests.items() if d is dest)
 
 
 def random_flows(n: int, seed: int = 7) -> list[Flow]:

@@ -7,24 +7,12 @@ best l iff loh * w_d > doh * w_l, so ties keep the earlier (newest-added) dest.
 from __future__ import annotations
 
 from pylvs.engine.services import RealServer, VirtualService, pack_ip
-from pylvs.sched.base import Flow, Scheduler
+from pylvs.sched.base import Scheduler
 from pylvs.sched.lc import LeastConnection
 from pylvs.sched.nq import NeverQueue
 from pylvs.sched.sed import ShortestExpectedDelay
 from pylvs.sched.wlc import WeightedLeastConnection, overhead
-
-FLOW = Flow(6, pack_ip("198.51.100.7"), 40000, pack_ip("192.0.2.1"), 80)
-
-
-def make(**weights: int) -> tuple[VirtualService, dict[str, RealServer]]:
-    dests = {name: RealServer(pack_ip(f"10.0.0.{i + 1}"), 80, weight=w)
-             for i, (name, w) in enumerate(weights.items())}
-    return VirtualService(6, pack_ip("192.0.2.1"), 80, dests=list(dests.values())), dests
-
-
-def pick(sched: Scheduler, svc: VirtualService, dests: dict[str, RealServer]) -> str:
-    dest = sched.schedule(svc, FLOW)
-    return "-" if dest is None else next(n for n, d in dests.items() if d is dest)
+from tests.unit.sched_helpers import make, pick
 
 
 def sequence(sched: Scheduler, svc: VirtualService, dests: dict[str, RealServer], n: int) -> str:

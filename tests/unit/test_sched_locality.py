@@ -15,17 +15,11 @@ from pylvs.sched import lblc
 from pylvs.sched.base import Flow, Scheduler
 from pylvs.sched.lblc import MAX_SIZE, LocalityBasedLeastConnection, LocalitySettings, locality_overloaded
 from pylvs.sched.lblcr import LocalityBasedLeastConnectionReplication, set_max, set_min
-
-
-def make(**weights: int) -> tuple[VirtualService, dict[str, RealServer]]:
-    dests = {name: RealServer(pack_ip(f"10.0.0.{i + 1}"), 80, weight=w)
-             for i, (name, w) in enumerate(weights.items())}
-    return VirtualService(6, pack_ip("192.0.2.1"), 80, dests=list(dests.values())), dests
+from tests.unit.sched_helpers import make, name_of
 
 
 def pick(sched: Scheduler, svc: VirtualService, d: dict[str, RealServer], daddr: str, now: float) -> str:
-    dest = sched.schedule(svc, Flow(6, pack_ip("198.51.100.7"), 40000, pack_ip(daddr), 80, now))
-    return "-" if dest is None else next(n for n, x in d.items() if x is dest)
+    return name_of(d, sched.schedule(svc, Flow(6, pack_ip("198.51.100.7"), 40000, pack_ip(daddr), 80, now)))
 
 
 X, Y, Z = "203.0.113.10", "203.0.113.20", "203.0.113.30"

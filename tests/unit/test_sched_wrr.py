@@ -5,17 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from pylvs.engine.services import RealServer, VirtualService, pack_ip
-from pylvs.sched.base import Flow
 from pylvs.sched.wrr import WeightedRoundRobin
-
-FLOW = Flow(6, pack_ip("198.51.100.7"), 40000, pack_ip("192.0.2.1"), 80)
-
-
-def make(**weights: int) -> tuple[VirtualService, dict[str, RealServer]]:
-    """Dests in the given (kernel) order, named by keyword."""
-    dests = {name: RealServer(pack_ip(f"10.0.0.{i + 1}"), 80, weight=w) for i, (name, w) in
-             enumerate(weights.items())}
-    return VirtualService(6, pack_ip("192.0.2.1"), 80, scheduler="wrr", dests=list(dests.values())), dests
+from tests.unit.sched_helpers import FLOW, make
 
 
 def run_named(sched: WeightedRoundRobin, svc: VirtualService, dests: dict[str, RealServer], n: int) -> str:
