@@ -1,0 +1,1 @@
+"""The kernel fast path: C sources and their Python loader."""
