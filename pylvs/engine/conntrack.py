@@ -17,31 +17,33 @@ import itertools
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
+from pylvs.engine.flow import DIR_IN, DIR_OUT
+from pylvs.ipvs_uapi import CONN_F_ASSURED as F_ASSURED
+from pylvs.ipvs_uapi import CONN_F_INACTIVE as F_INACTIVE
+from pylvs.ipvs_uapi import CONN_F_NOOUTPUT as F_NOOUTPUT
+from pylvs.ipvs_uapi import CONN_F_TEMPLATE as F_TEMPLATE
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
+    from pylvs.engine.flow import FlowEntry
+    from pylvs.engine.forward.base import Forwarder
     from pylvs.engine.services import RealServer, VirtualService
 
-DIR_IN = 0   # client -> director
-DIR_OUT = 1  # real server -> director (replies, NAT and FULLNAT)
-
-# IP_VS_CONN_F_* we track
-F_NOOUTPUT = 0x80
-F_INACTIVE = 0x100
-F_TEMPLATE = 0x1000
-F_ASSURED = 0x10000  # a template whose controlled connection got established (kept after it ends)
+__all__ = ["DIR_IN", "DIR_OUT", "F_ASSURED", "F_INACTIVE", "F_NOOUTPUT", "F_TEMPLATE", "Conn", "ConnTable"]
 
 UDP_TIMEOUT = 300
 CONTROLLED_RETRY = 60  # a connection that still controls others retries expiry after 60 s
 
 
 class Conn:
-    """One tracked connection; `recipe` is the forwarder's precomputed rewrite."""
+    """One tracked connection: `in_flow` and `out_flow` are its FlowEntry recipes (pylvs.engine.flow),
+    bound once by its forwarder as ip_vs_bind_xmit binds `packet_xmit`; `slow` is per-connection state
+    the recipe cannot hold (FULLNAT's client address delivery), None for most connections."""
 
     __slots__ = (
         "proto", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "laddr", "lport",
-        "svc", "dest", "forwarder", "recipe", "state", "timeout", "expires", "flags",
-        "in_key", "out_key", "in_hop", "out_hop", "control", "n_control", "dead", "in_pkts",
+        "svc", "dest", "forwarder", "in_flow", "out_flow", "slow", "state", "timeout", "expires", "flags",
+        "in_key", "out_key", "control", "n_control", "dead", "in_pkts",
         "heap_at", "heap_seq", "local",
     )
 
@@ -53,15 +55,16 @@ class Conn:
         self.laddr = self.lport = b""
         self.svc: VirtualService | None = None
         self.dest: RealServer | None = None
-        self.forwarder = None
-        self.recipe = None
+        self.forwarder: Forwarder | None = None
+        self.in_flow: FlowEntry | None = None
+        self.out_flow: FlowEntry | None = None
+        self.slow = None
         self.state = tcpstate.NONE
         self.timeout = tcpstate.INITIAL_TIMEOUT
         self.expires = 0.0
         self.flags = F_INACTIVE
         self.in_key = caddr + vaddr + cport + vport
         self.out_key = b""
-        self.in_hop = self.out_hop = None
         self.control: Conn | None = None
         self.n_control = 0
         self.dead = False
@@ -97,8 +100,13 @@ class ConnTable:
         return self.count
 
     def lookup(self, proto: int, key: bytes) -> tuple[Conn, int] | None:
+        """(connection, direction) for a packet's key. The engine's per-packet path reads `by_proto` itself."""
         tab = self.by_proto.get(proto)
         return tab.get(key) if tab is not None else None
+
+    def in_use(self, proto: int, key: bytes) -> bool:
+        tab = self.by_proto.get(proto)
+        return tab is not None and key in tab
 
     def add_template(self, key: tuple[int, bytes, bytes, bytes, int], tmpl: Conn, now: float) -> None:
         tmpl.in_key = key  # type: ignore[assignment] - a template is found under this tuple
@@ -158,9 +166,6 @@ class ConnTable:
             else:
                 out.append(conn)
         return out
-
-    def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
 
     def conns(self) -> list[Conn]:
         seen: dict[int, Conn] = {id(t): t for t in self.templates.values()}

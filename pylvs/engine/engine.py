@@ -1,30 +1,39 @@
-"""The sans-I/O director: frames and time in, frames out.
+"""The sans-I/O director: frames and time in, frames and events out.
 
-`Engine.process(buf, ifindex, now)` takes one received frame (virtio_net_hdr + Ethernet, see
+`Engine.process(buf, ifindex, now, mark)` takes one received frame (virtio_net_hdr + Ethernet, see
 pylvs.packet.layout), rewrites it in place when it belongs to a virtual service, and returns the
-frames to send as `(ifindex, buffer)` pairs. It never calls the OS and never reads a clock; the
-I/O layer owns sockets, the kernel's routes and neighbours, and time.
+frames to send as `(ifindex, buffer)` pairs; `tick(now)` expires connections and runs the rate
+estimator. What happened is pulled, never pushed: `subscribe()` gives a consumer its own queue of
+connection events and coalesced ServicesChanged events (pylvs.engine.events). The engine never
+calls the OS and never reads a clock; the I/O layer owns sockets, the kernel's routes and neighbours,
+and time.
+
+The packet path reads as the kernel's ip_vs_in: parse, look up, (expire and) schedule if new, account,
+execute the connection's recipe through its forwarder.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import Counter
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import DIR_IN, F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, Conn, ConnTable
-from pylvs.engine.forward.base import Buffer, Forwarder, Output
+from pylvs.engine.drops import Drops
+from pylvs.engine.egress import NOTHING, Buffer, Egress, Interface, Output
+from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
+from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.dr import DirectRouting
 from pylvs.engine.forward.fullnat import FullNat
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.forward.tun import Tunnel
-from pylvs.engine.hops import Hop, Routes
-from pylvs.engine.services import Method, RealServer, VirtualService
+from pylvs.engine.hops import Routes
+from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.table import ServiceTable
+from pylvs.ipvs_uapi import CONN_F_FWD_MASK, Method
 from pylvs.packet import arp, icmp
 from pylvs.packet.layout import (
     ETH,
@@ -36,6 +45,7 @@ from pylvs.packet.layout import (
     PROTO_TCP,
     PROTO_UDP,
     TCP_ACK,
+    TCP_FIN,
     TCP_RST,
     TCP_SYN,
 )
@@ -46,14 +56,19 @@ from pylvs.sched.base import Flow
 if TYPE_CHECKING:
     from pylvs.sync.proto import SyncConn
 
-NOTHING: Output = []
+__all__ = ["Engine", "Interface", "Settings"]
+
 # From the Ethernet header on: destination MAC, ethertype, then the IPv4 fields the fast path reads
 # (version/IHL, total length, fragment word, protocol) and the 12 bytes saddr, daddr, sport, dport,
 # which are contiguous when the IP header has no options: the connection key, in one call.
 _HEADERS = struct.Struct("!6s6xHB1xH2xH1xB2x12s")
 _KEY4 = struct.Struct("4s")
-PARK_LIMIT = 16          # frames held per destination while its neighbour is resolved
-PARK_SECONDS = 3.0
+# TCP flags that may change a connection's state: a segment without them, on an established connection,
+# takes the common path (sES + ack = sES); it is also where a FlowEntry's work ends (pylvs.engine.flow).
+STATE_FLAGS = TCP_FIN | TCP_SYN | TCP_RST
+FORWARDERS: dict[Method, type[Forwarder]] = {
+    Method.MASQ: Nat, Method.ROUTE: DirectRouting, Method.FULLNAT: FullNat, Method.TUNNEL: Tunnel}
+_EMPTY: frozenset[bytes] = frozenset()
 
 
 @dataclass
@@ -68,58 +83,62 @@ class Settings:
     sloppy_tcp: bool = False
 
 
-@dataclass
-class Interface:
-    ifindex: int
-    name: str
-    mac: bytes
-    addrs: set[bytes] = field(default_factory=set)
-    mtu: int = 1500
-
-
 class Engine:
-    NO_HOP = Hop(0, b"\0" * 6, b"\0" * 6)
-
     def __init__(self, routes: Routes, settings: Settings | None = None) -> None:
-        self.routes = routes
         self.settings = settings or Settings()
-        self.interfaces: dict[int, Interface] = {}
-        self.forwarders: dict[Method, Forwarder] = {
-            Method.MASQ: Nat(), Method.ROUTE: DirectRouting(), Method.FULLNAT: FullNat(),
-            Method.TUNNEL: Tunnel()}
-        self.table = ServiceTable(on_change=self._services_changed, methods=set(self.forwarders))
+        self.drops = Drops()
+        self.table = ServiceTable(methods=set(FORWARDERS))
         self.conns = ConnTable()
-        self.drops: Counter[str] = Counter()
         self.total = Stats()
-        self.owned: set[bytes] = set()
-        self.listeners: list = []  # called after every service table change (steering rules)
-        self._svc_index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        # The addresses the director answers for (VIPs, FULLNAT local addresses): the table's own set,
+        # or nothing while standing by for another director (sync's backup_only).
+        self.standby = False
+        self.owned: set[bytes] | frozenset[bytes] = self.table.addresses
+        self.egress = Egress(routes, self.drops, self.owned)
+        self.egress.flows_changed = self._flows_changed
+        self.forwarders: dict[Method, Forwarder] = {m: cls(self.egress) for m, cls in FORWARDERS.items()}
         self._macs: dict[int, bytes] = {}
         self._local_addrs: set[bytes] = set()  # the director's own addresses (tunnel sources)
         self._tables = self.conns.by_proto
-        self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
         self._next_estimate: float | None = None
-        # Connection sync (pylvs.sync.master): called with (conn, False) after a client -> server packet
-        # was counted and with (conn, True) after a TCP state change; None unless a master daemon runs.
-        self.sync: Callable[[Conn, bool], None] | None = None
+        # Subscriptions (pylvs.engine.events): who hears about services, connections and packets.
+        self._subs: list[Subscription] = []
+        self._conn_queues: list[deque[Event]] = []
+        self._packet_queues: list[deque[Event]] = []
+        self._standby_changes = 0
+        self._published = 0
 
     # -- configuration ----------------------------------------------------------------------
 
+    @property
+    def routes(self) -> Routes:
+        return self.egress.routes
+
+    @property
+    def interfaces(self) -> dict[int, Interface]:
+        return self.egress.interfaces
+
     def add_interface(self, iface: Interface) -> None:
-        self.interfaces[iface.ifindex] = iface
+        self.egress.add_interface(iface)
         self._macs[iface.ifindex] = iface.mac
         self._local_addrs.update(iface.addrs)
 
-    def _services_changed(self) -> None:
-        index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
-        for svc in self.table:
-            if not svc.fwmark:
-                index[svc.protocol][svc.addr + svc.port.to_bytes(2, "big")] = svc
-        self._svc_index = index
-        self.owned = {svc.addr for svc in self.table if not svc.fwmark}
-        self.owned.update(la.addr for svc in self.table for la in svc.laddrs)
-        for listener in self.listeners:
-            listener(self)
+    def set_standby(self, standby: bool) -> None:
+        """Stand by for another director: claim no address (no ARP, no new connections) until told not to.
+
+        Connections already known (adopted from sync) are still forwarded should their packets arrive.
+        """
+        if standby == self.standby:
+            return
+        self.standby = standby
+        self.owned = _EMPTY if standby else self.table.addresses
+        self.egress.owned = self.owned
+        self._standby_changes += 1
+
+    @property
+    def generation(self) -> int:
+        """Grows with every change to the service table or to what the director owns."""
+        return self.table.generation + self._standby_changes
 
     def announce(self) -> Output:
         """Gratuitous ARP for every owned address on every interface (on start and on change)."""
@@ -128,6 +147,44 @@ class Engine:
             for iface in self.interfaces.values()
             for addr in sorted(self.owned)
         ]
+
+    # -- events -----------------------------------------------------------------------------
+
+    def subscribe(self, services: bool = True, conns: bool = False, packets: bool = False) -> Subscription:
+        """A new consumer. `services`: ServicesChanged (one is queued at once, for the current state);
+        `conns`: connection events; `packets`: also COUNTED after every client -> server packet."""
+        sub = Subscription(self._publish_services, services, conns, packets)
+        self._subs.append(sub)
+        if conns or packets:
+            self._conn_queues.append(sub.queue)
+        if packets:
+            self._packet_queues.append(sub.queue)
+        if services:
+            sub.services_changed(self.generation)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.remove(sub)
+        for queues in (self._conn_queues, self._packet_queues):
+            if any(q is sub.queue for q in queues):
+                queues[:] = [q for q in queues if q is not sub.queue]
+
+    def _publish_services(self) -> None:
+        generation = self.generation
+        if generation != self._published:
+            self._published = generation
+            for sub in self._subs:
+                if sub.services:
+                    sub.services_changed(generation)
+
+    def _emit(self, kind: ConnEventKind, conn: Conn, value: int = 0) -> None:
+        event = ConnEvent(kind, conn, value)
+        for q in self._conn_queues:
+            q.append(event)
+
+    def _flows_changed(self, conn: Conn) -> None:
+        if self._conn_queues:
+            self._emit(ConnEventKind.FLOWS, conn)
 
     # -- packet path ------------------------------------------------------------------------
 
@@ -145,35 +202,57 @@ class Engine:
         if vihl >> 4 != 4 or ihl < 20 or totlen < ihl or IP + totlen > len(buf):
             self.drops["malformed"] += 1
             return NOTHING
-        if proto in (PROTO_TCP, PROTO_UDP):
-            l4 = IP + ihl
-            if totlen < ihl + (20 if proto == PROTO_TCP else 8):
-                self.drops["malformed"] += 1
-                return NOTHING
-            if ihl != 20:  # IP options: the ports are further on
-                key = key[:8] + _KEY4.unpack_from(buf, l4)[0]
-            hit = self._tables[proto].get(key)
-            if hit is None and key[4:8] not in self.owned and not mark:
-                return NOTHING
-            # A valid header sums to 0xFFFF, i.e. 0 modulo 0xFFFF (see checksum.ones_sum).
-            if int.from_bytes(buf[IP:l4], "big") % 0xFFFF:
-                self.drops["bad_ip_checksum"] += 1
-                return NOTHING
-            if frag & 0x3FFF:
-                self.drops["fragment"] += 1  # MF set or offset != 0: we do not reassemble
-                return NOTHING
-            partial = buf[0] & F_NEEDS_CSUM
-            if hit is None:
-                return self._new_conn(buf, key, proto, l4, totlen, partial, now, mark)
+        if proto not in (PROTO_TCP, PROTO_UDP):
+            if proto == PROTO_ICMP:
+                return self._icmp(buf, ihl, totlen, now)
+            if key[4:8] in self.owned:
+                self.drops["unknown_protocol"] += 1
+            return NOTHING
+        # 1. parse
+        l4 = IP + ihl
+        if totlen < ihl + (20 if proto == PROTO_TCP else 8):
+            self.drops["malformed"] += 1
+            return NOTHING
+        if ihl != 20:  # IP options: the ports are further on
+            key = key[:8] + _KEY4.unpack_from(buf, l4)[0]
+        # 2. look up
+        hit = self._tables[proto].get(key)
+        if hit is None and key[4:8] not in self.owned and not mark:
+            return NOTHING
+        # A valid header sums to 0xFFFF, i.e. 0 modulo 0xFFFF (see checksum.ones_sum).
+        if int.from_bytes(buf[IP:l4], "big") % 0xFFFF:
+            self.drops["bad_ip_checksum"] += 1
+            return NOTHING
+        if frag & 0x3FFF:
+            self.drops["fragment"] += 1  # MF set or offset != 0: we do not reassemble
+            return NOTHING
+        partial = buf[0] & F_NEEDS_CSUM
+        flags = buf[l4 + 13] if proto == PROTO_TCP else 0
+        conn: Conn | None = None
+        if hit is not None:
             conn, direction = hit
-            if direction == DIR_IN:
-                return self._in(conn, buf, key, proto, l4, totlen, partial, now)
-            return self._out(conn, buf, proto, l4, totlen, partial, now)
-        if proto == PROTO_ICMP:
-            return self._icmp(buf, ihl, totlen, now)
-        if key[4:8] in self.owned:
-            self.drops["unknown_protocol"] += 1
-        return NOTHING
+            if direction != DIR_IN:
+                return self._out(conn, buf, flags, l4, totlen, partial, now)
+            # 3. a known connection that cannot go on: a new SYN on a finished one, or its real server gone
+            if flags & TCP_SYN and not flags & (TCP_ACK | TCP_RST) and self._reuse(conn):
+                mark = conn.svc.fwmark
+                self._expire(conn, ConnEventKind.REMOVED)
+                conn = None
+            elif not conn.dest.available:
+                if not self.settings.expire_nodest_conn:
+                    self.drops["dest_unavailable"] += 1
+                    return NOTHING
+                mark = conn.svc.fwmark
+                self._expire(conn, ConnEventKind.REMOVED)
+                conn = None
+        if conn is None:
+            # 4. schedule
+            scheduled = self._schedule(buf, key, proto, flags, totlen, now, mark)
+            if scheduled.__class__ is not Conn:
+                return scheduled  # type: ignore[return-value] - dropped, or answered with an ICMP error
+            conn = scheduled  # type: ignore[assignment]
+        # 5. account and execute
+        return self._in(conn, buf, flags, l4, totlen, partial, now)
 
     def _short(self, buf: Buffer, ifindex: int) -> Output:
         """Frames too short for the IPv4 fast path: ARP, or runts."""
@@ -185,40 +264,30 @@ class Engine:
             self.drops["malformed"] += 1
         return NOTHING
 
-    def _in(self, conn: Conn, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int,
-            partial: bool, now: float) -> Output:
-        dest = conn.dest
-        if proto == PROTO_TCP:
-            flags = buf[l4 + 13]
-            if flags & TCP_SYN and not flags & (TCP_ACK | TCP_RST) and self._reuse(conn):
-                self._expire(conn)
-                return self._new_conn(buf, key, proto, l4, totlen, partial, now, conn.svc.fwmark)
-            if not dest.available:
-                return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
-            if conn.state == tcpstate.ESTABLISHED and not flags & 0x07:
+    def _in(self, conn: Conn, buf: Buffer, flags: int, l4: int, totlen: int, partial: bool, now: float) -> Output:
+        if conn.proto == PROTO_TCP:
+            if conn.state == tcpstate.ESTABLISHED and not flags & STATE_FLAGS:
                 conn.expires = now + conn.timeout  # the common case: no transition (sES + ack = sES)
             else:
                 self._tcp_state(conn, tcpstate.INPUT, flags, now)
         else:
-            if not dest.available:
-                return self._nodest(conn, buf, key, proto, l4, totlen, partial, now)
             conn.expires = now + conn.timeout
         conn.in_pkts += 1
-        if self.sync is not None:
-            self.sync(conn, False)
-        st = dest.stats
+        if self._packet_queues:
+            event = ConnEvent(ConnEventKind.COUNTED, conn, conn.in_pkts)
+            for q in self._packet_queues:
+                q.append(event)
+        st = conn.dest.stats
         st.inpkts += 1
         st.inbytes += totlen
         st = conn.svc.stats
         st.inpkts += 1
         st.inbytes += totlen
-        return conn.forwarder.inbound(self, conn, buf, l4, partial)
+        return conn.forwarder.inbound(conn, buf, l4, partial, now)
 
-    def _out(self, conn: Conn, buf: Buffer, proto: int, l4: int, totlen: int, partial: bool,
-             now: float) -> Output:
-        if proto == PROTO_TCP:
-            flags = buf[l4 + 13]
-            if conn.state == tcpstate.ESTABLISHED and not flags & 0x07 and not conn.flags & F_NOOUTPUT:
+    def _out(self, conn: Conn, buf: Buffer, flags: int, l4: int, totlen: int, partial: bool, now: float) -> Output:
+        if conn.proto == PROTO_TCP:
+            if conn.state == tcpstate.ESTABLISHED and not flags & STATE_FLAGS and not conn.flags & F_NOOUTPUT:
                 conn.expires = now + conn.timeout
             else:
                 self._tcp_state(conn, tcpstate.OUTPUT, flags, now)
@@ -232,7 +301,7 @@ class Engine:
         st = conn.svc.stats
         st.outpkts += 1
         st.outbytes += totlen
-        return conn.forwarder.outbound(self, conn, buf, l4, partial)
+        return conn.forwarder.outbound(conn, buf, l4, partial, now)
 
     def _reuse(self, conn: Conn) -> bool:
         """conn_reuse_mode: a new SYN on a finished connection starts a new one (ipvs.md §3.7)."""
@@ -244,15 +313,6 @@ class Engine:
         if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
             return True
         return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & F_NOOUTPUT)
-
-    def _nodest(self, conn: Conn, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int,
-                partial: bool, now: float) -> Output:
-        """A packet of a connection whose real server was removed (expire_nodest_conn)."""
-        if not self.settings.expire_nodest_conn:
-            self.drops["dest_unavailable"] += 1
-            return NOTHING
-        self._expire(conn)
-        return self._new_conn(buf, key, proto, l4, totlen, partial, now, conn.svc.fwmark)
 
     def _tcp_state(self, conn: Conn, offset: int, flags: int, now: float) -> None:
         if conn.flags & F_NOOUTPUT:
@@ -278,24 +338,25 @@ class Engine:
                 conn.control.flags |= F_ASSURED
         conn.timeout = self.settings.tcp_timeouts[new]
         self.conns.refresh(conn, now)
-        if changed and self.sync is not None:
-            self.sync(conn, True)
+        if changed and self._conn_queues:
+            self._emit(ConnEventKind.STATE, conn, new)
 
-    def _new_conn(self, buf: Buffer, key: bytes, proto: int, l4: int, totlen: int, partial: bool,
-                  now: float, mark: int = 0) -> Output:
+    # -- new connections --------------------------------------------------------------------
+
+    def _schedule(self, buf: Buffer, key: bytes, proto: int, flags: int, totlen: int, now: float,
+                  mark: int) -> Conn | Output:
+        """A new connection for the packet with `key` (ip_vs_schedule), or what to answer instead."""
         # Lookup order of ip_vs_service_find: firewall mark, exact VIP:port, then VIP:0 (any port).
         svc = self.table.by_fwmark.get(mark) if mark else None
         if svc is None:
-            index = self._svc_index[proto]
+            index = self.table.index[proto]
             svc = index.get(key[4:8] + key[10:12]) or index.get(key[4:8] + b"\0\0")
         if svc is None:
             self.drops["no_service"] += 1
             return NOTHING
-        if proto == PROTO_TCP:
-            flags = buf[l4 + 13]
-            if flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp):
-                self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
-                return NOTHING
+        if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp)):
+            self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
+            return NOTHING
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
         flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
         template = None
@@ -306,15 +367,15 @@ class Engine:
         if dest is None:
             self.drops["no_dest"] += 1
             # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9)
-            return self.send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
-                                            icmp.CODE_PORT_UNREACH), now)
+            return self.egress.send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
+                                                  icmp.CODE_PORT_UNREACH), now)
         conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
         if conn is None:
             return NOTHING
         if template is not None:
             conn.control = template
             template.n_control += 1
-        return self._in(conn, buf, key, proto, l4, totlen, partial, now)
+        return conn
 
     def _persist(self, svc: VirtualService, flow: Flow, vport: bytes,
                  now: float) -> tuple[RealServer | None, Conn | None]:
@@ -347,6 +408,8 @@ class Engine:
         tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
         dest.persistconns += 1
         self.conns.add_template(key, tmpl, now)
+        if self._conn_queues:
+            self._emit(ConnEventKind.CREATED, tmpl)
         return tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
@@ -358,7 +421,9 @@ class Engine:
             else dest.port.to_bytes(2, "big")
         conn = Conn(proto, caddr, cport, vaddr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
-        if not forwarder.bind(self, conn):
+        refused = forwarder.bind(conn, self.conns)
+        if refused is not None:
+            self.drops[refused] += 1
             return None
         if not forwarder.sees_replies:
             conn.flags |= F_NOOUTPUT
@@ -369,32 +434,35 @@ class Engine:
         dest.stats.conns += 1
         svc.stats.conns += 1
         self.total.conns += 1
-        conn.in_hop = self.routes.hop(conn.daddr)
         self.conns.add(conn, now)
+        if self._conn_queues:
+            self._emit(ConnEventKind.CREATED, conn)
         return conn
 
-    def _expire(self, conn: Conn) -> None:
+    def _expire(self, conn: Conn, why: ConnEventKind = ConnEventKind.EXPIRED) -> None:
         if conn.dead:
             return
         dest = conn.dest
         if conn.flags & F_TEMPLATE:
             dest.persistconns -= 1
             self.conns.unlink(conn)
-            return
-        if conn.flags & F_INACTIVE:
-            dest.inactconns -= 1
         else:
-            dest.activeconns -= 1
-        dest.conn_unbound()
-        conn.forwarder.release(self, conn)
-        self.conns.unlink(conn)
+            if conn.flags & F_INACTIVE:
+                dest.inactconns -= 1
+            else:
+                dest.activeconns -= 1
+            dest.conn_unbound()
+            conn.forwarder.release(conn)
+            self.conns.unlink(conn)
+        if self._conn_queues:
+            self._emit(why, conn)
         ctl = conn.control
         if ctl is not None:
             conn.control = None
             ctl.n_control -= 1
             # A template that never saw an established connection goes with its last one.
             if not ctl.n_control and not ctl.flags & F_ASSURED:
-                self._expire(ctl)
+                self._expire(ctl, why)
 
     # -- connection sync: what a backup receives (pylvs.sync.backup) -------------------------
 
@@ -407,12 +475,12 @@ class Engine:
         """
         if rec.flags & F_TEMPLATE:
             return self._adopt_template(rec, now)
-        hit = self._tables.get(rec.protocol, {}).get(rec.caddr + rec.vaddr + rec.cport + rec.vport)
+        hit = self.conns.lookup(rec.protocol, rec.caddr + rec.vaddr + rec.cport + rec.vport)
         conn = hit[0] if hit is not None and hit[1] == DIR_IN else None
         if conn is not None and (conn.daddr != rec.daddr or conn.dport != rec.dport):
             if rec.flags & F_INACTIVE:
                 return None  # news of the old connection: this one replaced it already
-            self._expire(conn)
+            self._expire(conn, ConnEventKind.REMOVED)
             conn = None
         if conn is None:
             svc, dest = self._sync_dest(rec)
@@ -430,6 +498,8 @@ class Engine:
             moved = 1 if conn.flags & F_INACTIVE else -1
             conn.dest.inactconns += moved
             conn.dest.activeconns -= moved
+        if rec.state != conn.state and self._conn_queues:
+            self._emit(ConnEventKind.STATE, conn, rec.state)
         conn.state = rec.state
         # Version 0 sends no timeout: the state's own applies.
         conn.timeout = rec.timeout or (self.settings.udp_timeout if rec.protocol == PROTO_UDP
@@ -460,66 +530,8 @@ class Engine:
             return None, None
         dport = int.from_bytes(rec.dport, "big")
         # fwmark services reach DR/TUN real servers on "any port" (0); the other port is tried next.
-        port = 0 if rec.fwmark and rec.flags & 0x7 != Method.MASQ else dport
+        port = 0 if rec.fwmark and rec.flags & CONN_F_FWD_MASK != Method.MASQ else dport
         return svc, svc.find_dest(rec.daddr, port) or svc.find_dest(rec.daddr, port ^ dport)
-
-    # -- helpers for forwarders -------------------------------------------------------------
-
-    def hop_for(self, conn: Conn, addr: bytes, inbound: bool) -> Hop | None:
-        hop = self.routes.hop(addr)
-        if hop is not None:
-            if inbound:
-                conn.in_hop = hop
-            else:
-                conn.out_hop = hop
-        return hop
-
-    def park(self, addr: bytes, buf: Buffer, now: float = 0.0) -> Output:
-        """Hold a finished frame until the neighbour for `addr` is known (see flush_parked)."""
-        q = self._parked.setdefault(addr, [])
-        if len(q) >= PARK_LIMIT:
-            self.drops["neighbour_queue_full"] += 1
-        else:
-            q.append((now, bytearray(buf)))
-        return NOTHING
-
-    def flush_parked(self, now: float) -> Output:
-        out: Output = []
-        for addr, q in list(self._parked.items()):
-            hop = self.routes.hop(addr)
-            if hop is None:
-                # Frames parked with now=0.0 (no clock at hand) are aged from their first flush.
-                keep = []
-                for t, b in q:
-                    t = t or now
-                    if now - t < PARK_SECONDS:
-                        keep.append((t, b))
-                    else:
-                        self.drops["no_neighbour"] += 1
-                if keep:
-                    self._parked[addr] = keep
-                else:
-                    del self._parked[addr]
-                continue
-            del self._parked[addr]
-            for _, b in q:
-                b[ETH:ETH + 12] = hop.eth
-                out.append((hop.ifindex, b))
-        return out
-
-    def ttl_exceeded(self, buf: Buffer) -> Output:
-        self.drops["ttl_exceeded"] += 1
-        return NOTHING
-
-    def send_ip(self, packet: bytes, now: float) -> Output:
-        """Send an IPv4 packet the director originates, routed like any other."""
-        dst = packet[16:20]
-        frame = bytearray(EMPTY_VNET + bytes(12) + ETHERTYPE_IPV4.to_bytes(2, "big") + packet)
-        hop = self.routes.hop(dst)
-        if hop is None:
-            return self.park(dst, frame, now)
-        frame[ETH:ETH + 12] = hop.eth
-        return [(hop.ifindex, frame)]
 
     # -- ARP and ICMP -----------------------------------------------------------------------
 
@@ -547,7 +559,7 @@ class Engine:
             if reply is None:
                 self.drops["malformed"] += 1
                 return NOTHING
-            return self.send_ip(reply, now)
+            return self.egress.send_ip(reply, now)
         if itype not in icmp.ERROR_TYPES:
             if ours:
                 self.drops["icmp_unrelated"] += 1
@@ -560,11 +572,12 @@ class Engine:
             return NOTHING
         eihl = (buf[emb] & 0x0F) << 2
         eproto = buf[emb + 9]
-        if bytes(buf[emb + 12:emb + 16]) in self._local_addrs and Method.TUNNEL in self.forwarders:
-            # About a packet we sent from our own address: one of our tunnel packets.
-            out = self.forwarders[Method.TUNNEL].icmp_about_tunnel(self, buf, ihl, totlen, emb, now)
-            if out is not None:
-                return out
+        if bytes(buf[emb + 12:emb + 16]) in self._local_addrs:
+            # About a packet we sent from our own address (a tunnel packet, for one).
+            for forwarder in self.forwarders.values():
+                out = forwarder.icmp_about_own_packet(buf, ihl, totlen, emb, self.conns, now)
+                if out is not None:
+                    return out
         if eihl < 20 or totlen < ihl + 8 + eihl + 4 or eproto not in (PROTO_TCP, PROTO_UDP):
             if ours:
                 self.drops["icmp_unrelated"] += 1
@@ -573,19 +586,19 @@ class Engine:
         # The quote travels the other way: its destination is the sender of our packet.
         key = (bytes(buf[emb + 16:emb + 20]) + bytes(buf[emb + 12:emb + 16])
                + bytes(buf[el4 + 2:el4 + 4]) + bytes(buf[el4:el4 + 2]))
-        hit = self.conns.by_proto[eproto].get(key)
+        hit = self.conns.lookup(eproto, key)
         if hit is None:
             if ours:
                 self.drops["icmp_no_conn"] += 1
             return NOTHING
         conn, direction = hit
-        handler = getattr(conn.forwarder, "icmp", None)
-        if handler is None:
-            self.drops["icmp_unsupported"] += 1
-            return NOTHING
-        return handler(self, conn, buf, ihl, totlen, emb, el4, direction)
+        return conn.forwarder.icmp(conn, buf, ihl, totlen, emb, el4, direction, now)
 
     # -- time -------------------------------------------------------------------------------
+
+    def flush_parked(self, now: float) -> Output:
+        """Frames that waited for a neighbour the kernel now knows (call on neighbour events and ticks)."""
+        return self.egress.flush_parked(now)
 
     def tick(self, now: float) -> Output:
         """Expire connections and run the rate estimator; call about once a second."""
@@ -600,4 +613,4 @@ class Engine:
                 svc.stats.estimate()
                 for dest in svc.dests:
                     dest.stats.estimate()
-        return self.flush_parked(now) if self._parked else NOTHING
+        return self.egress.flush_parked(now) if self.egress.parked else NOTHING

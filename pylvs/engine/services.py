@@ -1,45 +1,36 @@
 """Virtual services and real servers: the desired state the engine forwards by.
 
-Addresses are kept as 4-byte packed IPv4 (`bytes`) because that is what the packet path
-compares against; `ip()` turns them back into text for people.
+Addresses are kept packed (`bytes`, 4 for IPv4 and 16 for IPv6) because that is what the packet
+path compares against; the length is the address family (`family()`), as the kernel's
+`union nf_inet_addr` plus `af`. `pack_ip()`/`ip()` convert to and from text for people.
 """
 
 from __future__ import annotations
 
-import enum
 import socket
 from dataclasses import dataclass, field
 
 from pylvs.engine.stats import Stats
+from pylvs.ipvs_uapi import (
+    AF_INET,
+    AF_INET6,
+    PROTO_NAMES,
+    PROTO_TCP,
+    PROTO_UDP,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    SVC_F_SCHED3,
+    Method,
+)
 
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP"}
-
-# IP_VS_SVC_F_* (ipvs.md §1.5)
-SVC_F_PERSISTENT = 0x0001
-SVC_F_ONEPACKET = 0x0004
-SVC_F_SCHED1 = 0x0008
-SVC_F_SCHED2 = 0x0010
-SVC_F_SCHED3 = 0x0020
+__all__ = ["PROTO_NAMES", "PROTO_TCP", "PROTO_UDP", "SVC_F_ONEPACKET", "SVC_F_PERSISTENT", "SVC_F_SCHED1",
+           "SVC_F_SCHED2", "SVC_F_SCHED3", "ConfigError", "LocalAddress", "Method", "RealServer", "VirtualService",
+           "family", "ip", "pack_ip"]
 
 DEFAULT_SCHEDULER = "wlc"
 DEFAULT_PERSISTENT_TIMEOUT = 360
-
-
-class Method(enum.IntEnum):
-    """Forwarding method, with the kernel's IP_VS_CONN_F_FWD_MASK values (FULLNAT as DPVS)."""
-
-    MASQ = 0
-    LOCAL = 1
-    TUNNEL = 2
-    ROUTE = 3
-    FULLNAT = 5
-
-    @property
-    def label(self) -> str:
-        """The name ipvsadm prints in the Forward column."""
-        return {0: "Masq", 1: "Local", 2: "Tunnel", 3: "Route", 5: "FullNat"}[self.value]
 
 
 class ConfigError(Exception):
@@ -51,11 +42,18 @@ class ConfigError(Exception):
 
 
 def pack_ip(text: str) -> bytes:
+    """Text to packed address: IPv4 (also the inet_aton forms ipvsadm takes) or IPv6."""
+    if ":" in text:
+        return socket.inet_pton(socket.AF_INET6, text)
     return socket.inet_aton(text) if text.count(".") == 3 else socket.inet_pton(socket.AF_INET, text)
 
 
 def ip(addr: bytes) -> str:
-    return socket.inet_ntoa(addr)
+    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+def family(addr: bytes) -> int:
+    return AF_INET if len(addr) == 4 else AF_INET6
 
 
 @dataclass(eq=False)
@@ -139,6 +137,10 @@ class VirtualService:
     @property
     def key(self) -> tuple[int, bytes, int]:
         return (self.protocol, self.addr, self.port)
+
+    @property
+    def family(self) -> int:
+        return family(self.addr)
 
     @property
     def persistent(self) -> bool:

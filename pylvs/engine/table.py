@@ -2,13 +2,21 @@
 
 Errors carry the errno ipvsadm would have received from the kernel (ipvs.md §1.4), so the
 control side can print the same messages.
+
+The table calls nobody: every change bumps `generation`, which the engine turns into one
+ServicesChanged event per batch. What the packet path reads is kept up to date incrementally, so a
+change costs O(1) however large the table: `index[proto][addr + port]` (non-fwmark services, as
+ip_vs_service_find looks them up) and `addresses`, every VIP and FULLNAT local address in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 
 from pylvs.engine.services import (
+    PROTO_TCP,
+    PROTO_UDP,
     SVC_F_PERSISTENT,
     ConfigError,
     LocalAddress,
@@ -22,15 +30,37 @@ MAX_WEIGHT = 2**31 - 1
 EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 
 
+def usable_unicast(addr: bytes) -> bool:
+    """Not unspecified, loopback or multicast (IPv4 class E too), in either family."""
+    if len(addr) == 4:
+        return addr[0] not in (0, 127) and addr[0] < 224
+    return addr[0] != 0xFF and addr not in (bytes(16), bytes(15) + b"\x01")
+
+
 class ServiceTable:
     """Services by (protocol, VIP, port); fwmark services by mark. Creation order is kept."""
 
-    def __init__(self, on_change: Callable[[], None] | None = None,
-                 methods: set[Method] | None = None) -> None:
+    def __init__(self, methods: set[Method] | None = None) -> None:
         self.methods = methods  # forwarding methods the engine implements (None: any)
         self.services: dict[tuple[int, bytes, int], VirtualService] = {}
         self.by_fwmark: dict[int, VirtualService] = {}
-        self.on_change = on_change or (lambda: None)
+        self.generation = 0
+        self.index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        self.addresses: set[bytes] = set()
+        self._address_refs: Counter[bytes] = Counter()
+
+    def _changed(self) -> None:
+        self.generation += 1
+
+    def _ref(self, addr: bytes) -> None:
+        self._address_refs[addr] += 1
+        self.addresses.add(addr)
+
+    def _unref(self, addr: bytes) -> None:
+        self._address_refs[addr] -= 1
+        if not self._address_refs[addr]:
+            del self._address_refs[addr]
+            self.addresses.discard(addr)
 
     def __iter__(self) -> Iterator[VirtualService]:
         return iter(list(self.services.values()) + list(self.by_fwmark.values()))
@@ -60,7 +90,9 @@ class ServiceTable:
             self.by_fwmark[svc.fwmark] = svc
         else:
             self.services[svc.key] = svc
-        self.on_change()
+            self.index.setdefault(svc.protocol, {})[svc.addr + svc.port.to_bytes(2, "big")] = svc
+            self._ref(svc.addr)
+        self._changed()
         return svc
 
     def edit_service(self, new: VirtualService) -> VirtualService:
@@ -72,7 +104,7 @@ class ServiceTable:
         svc.flags, svc.timeout, svc.netmask = new.flags, new.timeout, new.netmask
         svc.proxy_protocol = new.proxy_protocol
         svc.sched.update(svc)
-        self.on_change()
+        self._changed()
         return svc
 
     def del_service(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService:
@@ -81,9 +113,13 @@ class ServiceTable:
             del self.by_fwmark[fwmark]
         else:
             del self.services[svc.key]
+            del self.index[svc.protocol][svc.addr + svc.port.to_bytes(2, "big")]
+            self._unref(svc.addr)
+        for laddr in svc.laddrs:
+            self._unref(laddr.addr)
         for dest in svc.dests:
             dest.available = False  # existing connections see a dest that is gone (ipvs.md §3.7)
-        self.on_change()
+        self._changed()
         return svc
 
     def flush(self) -> None:
@@ -98,7 +134,7 @@ class ServiceTable:
         self._check_dest(dest)
         svc.dests.insert(0, dest)  # the kernel adds at the head: newest first
         svc.sched.update(svc)
-        self.on_change()
+        self._changed()
         return dest
 
     def edit_dest(self, svc: VirtualService, new: RealServer) -> RealServer:
@@ -113,7 +149,7 @@ class ServiceTable:
         dest.tun_type, dest.tun_port, dest.tun_flags = new.tun_type, new.tun_port, new.tun_flags
         dest.update_overload()
         svc.sched.update(svc)
-        self.on_change()
+        self._changed()
         return dest
 
     def del_dest(self, svc: VirtualService, addr: bytes, port: int) -> RealServer:
@@ -123,7 +159,7 @@ class ServiceTable:
         svc.dests.remove(dest)
         dest.available = False
         svc.sched.update(svc)
-        self.on_change()
+        self._changed()
         return dest
 
     # -- FULLNAT local addresses ------------------------------------------------------------
@@ -131,19 +167,20 @@ class ServiceTable:
     def add_laddr(self, svc: VirtualService, addr: bytes) -> LocalAddress:
         if any(la.addr == addr for la in svc.laddrs):
             raise ConfigError("EEXIST", "Local address already exists")
-        first = addr[0]
-        if first in (0, 127) or first >= 224:
+        if not usable_unicast(addr):
             raise ConfigError("EINVAL", EINVAL_TEXT)
         laddr = LocalAddress(addr)
         svc.laddrs.append(laddr)
-        self.on_change()
+        self._ref(addr)
+        self._changed()
         return laddr
 
     def del_laddr(self, svc: VirtualService, addr: bytes) -> LocalAddress:
         for laddr in svc.laddrs:
             if laddr.addr == addr:
                 svc.laddrs.remove(laddr)
-                self.on_change()
+                self._unref(addr)
+                self._changed()
                 return laddr
         raise ConfigError("ENOENT", "No such local address")
 
@@ -170,8 +207,7 @@ class ServiceTable:
             raise ConfigError("ERANGE", "Numerical result out of range")
         if dest.l_threshold > dest.u_threshold and dest.u_threshold:
             raise ConfigError("ERANGE", "Numerical result out of range")
-        first = dest.addr[0]
-        if first == 0 or first == 127 or first >= 224:
+        if not usable_unicast(dest.addr):
             raise ConfigError("EINVAL", EINVAL_TEXT)
         if dest.tun_type == "gue" and not dest.tun_port:
             raise ConfigError("EINVAL", EINVAL_TEXT)

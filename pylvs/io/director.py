@@ -1,7 +1,10 @@
 """The director process: packet rings, kernel routes, steering and the control socket in one loop.
 
 Single-threaded on purpose: control requests are applied between packet batches, which makes
-every change atomic for the packet path without locks.
+every change atomic for the packet path without locks. After each round of the loop the director
+pulls the engine's events: a ServicesChanged (coalesced, so once per batch of changes, however
+large) reconciles steering, fwmark rings and gratuitous ARP; connection events go to the sync master
+through its own subscription.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pyroute2 import IPRoute
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.control.server import ControlServer
+from pylvs.engine.egress import Output
 from pylvs.engine.engine import Engine, Interface, Settings
-from pylvs.engine.forward.base import Output
+from pylvs.engine.events import ServicesChanged
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.kernel import KernelRoutes
@@ -60,7 +64,7 @@ class Director:
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
         self.config = config if save_config else None  # where to keep the table, if anywhere
-        self._config_dirty = False
+        self._saved_generation = 0  # the table generation the file holds
         self.keepalived: KeepalivedRunner | None = None
         self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
         self._reload_requested = False
@@ -73,7 +77,7 @@ class Director:
             if config is not None and (os.path.exists(config) or not save_config):
                 count = config_file.load(self.engine, config)
                 log.info("loaded %d rules from %s", count, config)
-                self._config_dirty = False
+            self._saved_generation = self.engine.table.generation
         except BaseException:
             self.close()
             raise
@@ -82,11 +86,10 @@ class Director:
                ring_version: int) -> None:
         with IPRoute() as ipr:
             interfaces = [read_interface(ipr, name) for name in ifnames]
-        self.engine = engine = Engine(routes=None, settings=settings)  # type: ignore[arg-type]
+        self.routes = KernelRoutes({iface.ifindex: iface for iface in interfaces})
+        self.engine = engine = Engine(self.routes, settings=settings)
         for iface in interfaces:
             engine.add_interface(iface)
-        self.routes = KernelRoutes(engine.interfaces)
-        engine.routes = self.routes
         self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
         for iface in interfaces:
             # IPv4 frames without a mark (the main ring, also used to send), and ARP.
@@ -95,7 +98,7 @@ class Director:
             self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
         if self.steer:
             steering.install()
-        engine.listeners.append(self._services_changed)
+        self.events = engine.subscribe()  # ServicesChanged only
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -126,17 +129,24 @@ class Director:
                 if not answer["ok"]:
                     log.warning("health-check change %s not applied: %s", request.get("op"), answer["error"])
 
-    def _services_changed(self, engine: Engine) -> None:
-        self._config_dirty = True
+    def _drain_events(self) -> None:
+        """Act on what the engine reports: reconcile once for however many table changes there were."""
+        changed = False
+        for event in self.events:
+            changed = changed or isinstance(event, ServicesChanged)
+        if changed:
+            self._services_changed()
+        if self.sync is not None:
+            self.sync.drain()
+
+    def _services_changed(self) -> None:
         self._sync_fwmark_rings()
         if self.steer:
             try:
-                steering.update(engine)
+                steering.update(self.engine)
             except steering.SteeringError as exc:
                 log.error("%s", exc)
-        if self.sync is not None:
-            self.sync.services_changed(engine)  # a backup_only standby claims nothing
-        self.send(engine.announce())
+        self.send(self.engine.announce())
 
     def _open_ring(self, ifname: str, protocol: int, mark: int | None, **kw) -> RingSocket:
         ring = RingSocket(ifname, protocol=protocol, mark=mark, **kw)
@@ -226,7 +236,7 @@ class Director:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
         signal.signal(signal.SIGHUP, self._sighup)
-        self.send(self.engine.announce())
+        self._drain_events()  # the table loaded at start: steering, rings and the first announcement
         if self.keepalived is not None:
             self.keepalived.start()  # its startup table arrives through queue_requests
         next_tick = time.monotonic()
@@ -236,16 +246,17 @@ class Director:
             timeout = max(0.0, next_tick - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
-            if self._config_dirty and self.config:
+            self._drain_events()
+            if self.config and self.engine.table.generation != self._saved_generation:
                 self._save_config()
             now = time.monotonic()
             if now >= next_tick:
                 self.send(self.engine.tick(now))
                 self.sync.tick(now)
-                next_tick = now + (PARKED_TICK if self.engine._parked else TICK)
+                next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
 
     def _save_config(self) -> None:
-        self._config_dirty = False
+        self._saved_generation = self.engine.table.generation
         try:
             config_file.save(self.engine, self.config)
         except OSError as exc:

@@ -1,14 +1,16 @@
 """lvsd's sync daemons: start, stop and list them (what api routes start-daemon, stop-daemon and
 get-daemon to), with their sockets in the packet loop's selector.
 
-A master and a backup may run at once, one of each, as in the kernel. The master is the engine's
-`sync` hook; its messages leave when full (from the packet path, non-blocking) or, via `tick`, when
-2 s old. The backup reads at most a batch of datagrams per wakeup, so packets never wait long.
+A master and a backup may run at once, one of each, as in the kernel. The master follows the
+engine's connection events through its own subscription, drained by `drain()` after each round of
+the loop; its messages leave when full or, via `tick`, when 2 s old. The backup reads at most a
+batch of datagrams per wakeup, so packets never wait long.
 
 `backup_only` (the sysctl's name): while a backup daemon runs, lvsd does not act as the director:
-it leaves the VIPs and local addresses unclaimed (no ARP answers, no gratuitous ARP, no new
-connections) so that the master keeps them; packets of connections it knows are still forwarded
-should they arrive. Stopping the backup daemon (what a failover does) claims them again.
+the engine stands by (`Engine.set_standby`), leaving the VIPs and local addresses unclaimed (no ARP
+answers, no gratuitous ARP, no new connections) so that the master keeps them; packets of
+connections it knows are still forwarded should they arrive. Stopping the backup daemon (what a
+failover does) claims them again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 from pylvs.engine.engine import Engine
+from pylvs.engine.events import Subscription
 from pylvs.engine.services import ConfigError
 from pylvs.io import sync_socket
 from pylvs.sync.backup import SyncBackup
@@ -34,8 +37,9 @@ RECEIVE_BATCH = 64  # datagrams per wakeup
 
 
 class _Master:
-    def __init__(self, config: DaemonConfig, sender: sync_socket.Sender, sync: SyncMaster) -> None:
-        self.config, self.sender, self.sync = config, sender, sync
+    def __init__(self, config: DaemonConfig, sender: sync_socket.Sender, sync: SyncMaster,
+                 events: Subscription) -> None:
+        self.config, self.sender, self.sync, self.events = config, sender, sync, events
 
     def stats(self) -> dict[str, int]:
         return {**self.sync.stats, "send_errors": self.sender.errors, "send_dropped": self.sender.dropped}
@@ -88,8 +92,7 @@ class SyncDaemons:
         sender = sync_socket.Sender(sync_socket.sender(iface, config.mcast_group, config.mcast_port,
                                                        config.mcast_ttl), self.selector)
         sync = SyncMaster(sender.send, config.syncid, config.sync_maxlen, self.settings)
-        self.master = _Master(config, sender, sync)
-        self.engine.sync = sync.conn_event
+        self.master = _Master(config, sender, sync, self.engine.subscribe(services=False, conns=True, packets=True))
 
     def _start_backup(self, config: DaemonConfig, iface: sync_socket.Link) -> None:
         sock = sync_socket.receiver(iface, config.mcast_group, config.mcast_port)
@@ -97,19 +100,20 @@ class SyncDaemons:
         self.backup = _Backup(config, sock, sync)
         self.selector.register(sock, selectors.EVENT_READ, self._readable)
         if self.settings.backup_only:
-            self.services_changed(self.engine)
+            self.engine.set_standby(True)
 
     def stop(self, state: str) -> None:
         if self._running(state) is None:
             raise ConfigError("ESRCH", "No daemon is running")
         self._close(state)
-        if state == BACKUP and self.settings.backup_only:
-            self.engine.table.on_change()  # recompute what the engine owns, and announce it
+        if state == BACKUP:
+            self.engine.set_standby(False)  # claim the VIPs (the director announces them)
         log.info("sync daemon stopped: %s", state)
 
     def _close(self, state: str) -> None:
         if state == MASTER:
-            self.engine.sync = None
+            self.master.sync.follow(self.master.events)  # what happened before the stop still counts
+            self.engine.unsubscribe(self.master.events)
             self.master.close()
             self.master = None
         else:
@@ -122,14 +126,15 @@ class SyncDaemons:
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def drain(self) -> None:
+        """Read the engine's connection events (call after every round of the loop)."""
+        if self.master is not None:
+            self.master.sync.follow(self.master.events)
+
     def tick(self, now: float) -> None:
         if self.master is not None:
+            self.drain()
             self.master.sync.tick(now)
-
-    def services_changed(self, engine: Engine) -> None:
-        """Call after every service table change, once steering saw the VIPs, before announcing."""
-        if self.backup is not None and self.settings.backup_only:
-            engine.owned = set()
 
     def _readable(self, fd: int, events: int) -> None:
         backup = self.backup

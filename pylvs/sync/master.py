@@ -1,8 +1,8 @@
 """The master's side of synchronisation: what to send and when (ip_vs_sync_conn_needed; ipvs.md §5).
 
-The engine calls `conn_event(conn, changed)` (its `sync` hook): with changed=False after it counted a
-client -> server packet, with changed=True after a TCP state change. The policy is the kernel's with
-its defaults:
+The master follows the engine's connection events (a packet-level subscription, pylvs.engine.events):
+`handle(event)` for each, `follow(subscription)` to drain one. COUNTED comes after the engine counted a
+client -> server packet, STATE after a TCP state change. The policy is the kernel's with its defaults:
   * TCP is sent only in ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT and TIME_WAIT; UDP always qualifies;
   * a change to one of those states other than ESTABLISHED is sent at once;
   * otherwise a connection is sent when in_pkts % sync_period == sync_threshold ("3 50");
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE
+from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.services import Method
 from pylvs.packet.layout import PROTO_TCP
 from pylvs.sync import proto
@@ -28,6 +29,7 @@ from pylvs.sync.config import SyncSettings
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn
+    from pylvs.engine.events import Subscription
 
 FLUSH_SECONDS = 2.0  # IPVS_SYNC_FLUSH_TIME
 MAX_CONNS = 255      # nr_conns is one byte
@@ -51,17 +53,26 @@ class SyncMaster:
         self._slots: dict[Conn, int] = {}  # where each waiting connection's entry starts in _body
         self._waiting_since: float | None = None
 
-    # -- the engine hook ------------------------------------------------------------------------
+    # -- the engine's events --------------------------------------------------------------------
 
-    def conn_event(self, conn: Conn, changed: bool) -> None:
-        if changed:
-            if conn.state in TCP_AT_ONCE:
+    def follow(self, events: Subscription) -> None:
+        """Handle every pending event of the engine subscription (conns and packets) this master reads."""
+        for event in events:
+            if isinstance(event, ConnEvent):
+                self.handle(event)
+
+    def handle(self, event: ConnEvent) -> None:
+        conn = event.conn
+        if conn.dead:
+            return  # gone before its news was read: the backup expires it by its own timeout
+        if event.kind == ConnEventKind.STATE:
+            if event.value in TCP_AT_ONCE:
                 self.add(conn)
-            return
-        if (conn.proto != PROTO_TCP or conn.state in TCP_SYNCED) and self._due(conn.in_pkts):
-            self.add(conn)
-        if conn.control is not None:
-            self.add(conn.control)
+        elif event.kind == ConnEventKind.COUNTED:
+            if (conn.proto != PROTO_TCP or conn.state in TCP_SYNCED) and self._due(event.value):
+                self.add(conn)
+            if conn.control is not None:
+                self.add(conn.control)
 
     def _due(self, pkts: int) -> bool:
         # sync_period 0: only once, when the count reaches the threshold

@@ -184,10 +184,11 @@ def test_master_to_backup_in_process():
     master_engine, backup_engine = make_engine(), make_engine()
     backup = SyncBackup(backup_engine)
     master = SyncMaster(lambda m: backup.receive(m, 50.0))
-    master_engine.sync = master.conn_event
+    events = master_engine.subscribe(services=False, conns=True, packets=True)
     for sport in range(41000, 41005):
         for flags in ("S", "A", "PA", "A"):
             master_engine.process(frame(from_client(TCP(sport=sport, dport=80, flags=flags))), 1, 10.0)
+    master.follow(events)
     master.flush()
 
     def table(engine):

@@ -12,6 +12,7 @@ from scapy.layers.inet import TCP
 
 from pylvs.cli.lvsadm import run
 from pylvs.control import api
+from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import pack_ip
 from pylvs.io import sync_daemons, sync_socket
 from pylvs.sync.config import BACKUP, MASTER, DaemonConfig, SyncSettings
@@ -115,14 +116,15 @@ def test_backup_only_leaves_the_vips_to_the_master_until_the_backup_stops(wire):
     assert lvsd.engine.owned == {pack_ip(VIP)}
     start(lvsd, BACKUP)
     assert lvsd.engine.owned == set() and lvsd.engine.announce() == []
-    lvsd.engine.table.on_change()  # a table change while standing by: still nothing claimed
-    lvsd.daemons.services_changed(lvsd.engine)
+    svc = next(iter(lvsd.engine.table))
+    lvsd.engine.table.add_laddr(svc, pack_ip("10.1.0.200"))  # a table change while standing by
     assert lvsd.engine.owned == set()
     assert lvsd.engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0) == []
-    announced = []
-    lvsd.engine.listeners.append(lambda engine: announced.extend(engine.announce()))
+    events = lvsd.engine.subscribe()
+    assert isinstance(events.next_event(), ServicesChanged) and events.next_event() is None
     assert lvsd.request({"op": "stop-daemon", "daemon": {"state": BACKUP}})["ok"]
-    assert lvsd.engine.owned == {pack_ip(VIP)} and announced
+    assert isinstance(events.next_event(), ServicesChanged)  # the director reconciles and announces
+    assert lvsd.engine.owned == {pack_ip(VIP), pack_ip("10.1.0.200")} and lvsd.engine.announce()
 
 
 @pytest.mark.parametrize(("state", "asked", "mtu", "maxlen"), [

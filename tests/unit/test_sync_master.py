@@ -7,7 +7,7 @@ import socket
 from scapy.layers.inet import TCP, UDP
 
 from pylvs.engine import tcpstate
-from pylvs.engine.services import SVC_F_PERSISTENT, LocalAddress, Method, VirtualService, pack_ip
+from pylvs.engine.services import SVC_F_PERSISTENT, Method, VirtualService, pack_ip
 from pylvs.sync import proto
 from pylvs.sync.config import SyncSettings
 from pylvs.sync.master import SyncMaster
@@ -21,19 +21,23 @@ class Lab:
         self.engine = make_engine(**engine_kw)
         self.sent: list[bytes] = []
         self.master = SyncMaster(self.sent.append, syncid=4, maxlen=maxlen, settings=settings)
-        self.engine.sync = self.master.conn_event
+        self.events = self.engine.subscribe(services=False, conns=True, packets=True)
         self.t = 0.0
 
     def client(self, flags="A", sport=40000, payload=b"", udp=False):
         self.t += 0.01
         l4 = UDP(sport=sport, dport=80) if udp else TCP(sport=sport, dport=80, flags=flags)
-        return self.engine.process(frame(from_client(l4 / payload)), 1, self.t)
+        out = self.engine.process(frame(from_client(l4 / payload)), 1, self.t)
+        self.master.follow(self.events)
+        return out
 
     def server(self, flags="A", sport=40000):
         conn = self.engine.conns.lookup(6, pack_ip(CLIENT) + pack_ip(VIP) + sport.to_bytes(2, "big") + b"\0\x50")[0]
         self.t += 0.01
         rip = socket.inet_ntoa(conn.daddr)
-        return self.engine.process(frame(from_rs(rip, TCP(sport=8080, dport=sport, flags=flags))), 2, self.t)
+        out = self.engine.process(frame(from_rs(rip, TCP(sport=8080, dport=sport, flags=flags))), 2, self.t)
+        self.master.follow(self.events)
+        return out
 
     def established(self, sport=40000):
         self.client("S", sport)
@@ -199,8 +203,7 @@ def test_sync_threshold_and_period_are_settings():
 def test_fullnat_connections_are_not_synced():
     lab = Lab(method=Method.FULLNAT)
     svc = next(iter(lab.engine.table))
-    svc.laddrs.append(LocalAddress(pack_ip("10.1.0.200")))
-    lab.engine._services_changed()
+    lab.engine.table.add_laddr(svc, pack_ip("10.1.0.200"))
     lab.client("S")
     lab.client("A")
     lab.client("A")

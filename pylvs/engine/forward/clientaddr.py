@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from pylvs.engine.forward.base import Buffer
+from pylvs.engine.egress import Buffer
 from pylvs.packet.layout import IP, IP_TOTLEN
 
 TOA_KIND = 254

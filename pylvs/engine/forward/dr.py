@@ -8,41 +8,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import decrement_ttl
+from pylvs.engine.egress import Buffer, Output
+from pylvs.engine.flow import DIR_IN, FlowEntry
+from pylvs.engine.forward.base import Forwarder
+from pylvs.engine.forward.rewrite import TTL_ONLY, decrement_ttl
+from pylvs.ipvs_uapi import Method
 from pylvs.packet import icmp
-from pylvs.packet.layout import ETH, IP, IP_TTL
+from pylvs.packet.layout import IP, IP_TTL
 
 if TYPE_CHECKING:
-    from pylvs.engine.conntrack import Conn
-    from pylvs.engine.engine import Engine
+    from pylvs.engine.conntrack import Conn, ConnTable
 
 
 class DirectRouting(Forwarder):
+    method = Method.ROUTE
     sees_replies = False
 
-    def bind(self, engine: Engine, conn: Conn) -> bool:
-        conn.recipe = None
-        return True
+    def bind(self, conn: Conn, conns: ConnTable) -> str | None:
+        # Nothing but the TTL and the MACs changes: the recipe's addresses and ports are the packet's own.
+        conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.ROUTE, DIR_IN, conn.caddr + conn.vaddr,
+                                 conn.cport + conn.vport, TTL_ONLY)
+        return None
 
-    def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
-        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
+    def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        f = conn.in_flow
+        hop = f.hop or self.hop(f, conn.daddr)
         if buf[IP + IP_TTL] <= 1:
-            return engine.ttl_exceeded(buf)
+            return self.egress.drop("ttl_exceeded")
         totlen = buf[IP + 2] << 8 | buf[IP + 3]
         if hop is not None and totlen > hop.mtu and buf[IP + 6] & 0x40 and not buf[1]:
             # DF and too big for the real server's link (GSO frames are cut to size later):
             # fragmentation needed, as ip_vs_xmit's ensure_mtu_is_adequate answers.
-            engine.drops["frag_needed"] += 1
-            return engine.send_ip(icmp.error(conn.vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
-                                             icmp.CODE_FRAG_NEEDED, mtu=hop.mtu), 0.0)
+            self.egress.drops["frag_needed"] += 1
+            return self.egress.send_ip(icmp.error(conn.vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
+                                                  icmp.CODE_FRAG_NEEDED, mtu=hop.mtu), now)
         decrement_ttl(buf)
-        if hop is None:
-            return engine.park(conn.daddr, buf)
-        buf[ETH:ETH + 12] = hop.eth
-        return [(hop.ifindex, buf)]
+        return self.egress.send(buf, hop, conn.daddr, now)
 
-    def icmp(self, engine: Engine, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int,
-             direction: int) -> Output:
+    def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
+             now: float) -> Output:
         """ICMP errors from the client side about a DR connection go to its real server as they are."""
-        return self.inbound(engine, conn, buf, IP + ihl, False)
+        return self.inbound(conn, buf, IP + ihl, False, now)

@@ -10,55 +10,50 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pylvs.engine.egress import Buffer, Output
+from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, FlowEntry
 from pylvs.engine.forward import clientaddr
-from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import Deltas, finish, finish_rebuilt, patch
-from pylvs.packet.layout import IP, IP_SRC, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CSUM, TCP_SYN, UDP_CSUM
+from pylvs.engine.forward.nat import AddressRewrite
+from pylvs.engine.forward.rewrite import Deltas, finish_rebuilt, patch
+from pylvs.ipvs_uapi import Method
+from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
 
 if TYPE_CHECKING:
-    from pylvs.engine.conntrack import Conn
-    from pylvs.engine.engine import Engine
+    from pylvs.engine.conntrack import Conn, ConnTable
 
 LPORT_MIN = 5000     # fullnat_lport_min
 LPORT_MAX = 65535    # fullnat_lport_max
 LPORT_TRIES = 10000  # fullnat_lport_tries
 
 
-class FullNatRecipe:
-    __slots__ = ("in_header", "out_header", "in_deltas", "out_deltas", "client_addr", "pp_header",
-                 "isn_next", "seq_delta", "toa_sent")
+class ClientAddress:
+    """The slow-path state of delivering the client's address (TOA or PROXY protocol) on one connection.
 
-    def __init__(self, conn: Conn) -> None:
-        # How the server learns the client address: "toa", "v1"/"v2" (PROXY protocol), or "" (UDP).
-        self.client_addr = "" if conn.proto != PROTO_TCP else (conn.svc.proxy_protocol or "toa")
+    While a connection has one, its client -> server packets are engine-only (the recipe alone cannot
+    insert an option or a header); under the PROXY protocol its replies are too (acknowledgements and
+    SACK edges are shifted back).
+    """
+
+    __slots__ = ("kind", "pp_header", "isn_next", "seq_delta", "toa_sent")
+
+    def __init__(self, kind: str, conn: Conn) -> None:
+        self.kind = kind  # "toa", "v1" or "v2"
         self.pp_header = b""
-        if self.client_addr in ("v1", "v2"):
-            self.pp_header = clientaddr.proxy_header(self.client_addr, conn.caddr, conn.cport, conn.vaddr,
-                                                     conn.vport)
+        if kind in ("v1", "v2"):
+            self.pp_header = clientaddr.proxy_header(kind, conn.caddr, conn.cport, conn.vaddr, conn.vport)
         self.isn_next = -1  # the client's first sequence number after its SYN
         self.seq_delta = 0  # bytes inserted into the client's stream
         self.toa_sent = False
-        client = conn.caddr + conn.vaddr, conn.cport + conn.vport
-        local = conn.laddr + conn.daddr, conn.lport + conn.dport
-        reply_seen = conn.daddr + conn.laddr, conn.dport + conn.lport
-        reply_sent = conn.vaddr + conn.caddr, conn.vport + conn.cport
-        # Addresses (8 bytes at IP_SRC) and ports (4 bytes at L4) are rewritten whole.
-        self.in_header = local
-        self.out_header = reply_sent
-        self.in_deltas = Deltas(client[0], local[0], client[1], local[1])
-        self.out_deltas = Deltas(reply_seen[0], reply_sent[0], reply_seen[1], reply_sent[1])
 
 
-class FullNat(Forwarder):
-    sees_replies = True
+class FullNat(AddressRewrite):
+    method = Method.FULLNAT
 
-    def bind(self, engine: Engine, conn: Conn) -> bool:
+    def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         svc = conn.svc
         pool = svc.laddrs
         if not pool:
-            engine.drops["no_local_address"] += 1
-            return False
-        lookup = engine.conns.by_proto.setdefault(conn.proto, {})
+            return "no_local_address"
         span = LPORT_MAX - LPORT_MIN + 1
         for _ in range(len(pool)):
             laddr = pool[svc.laddr_cursor % len(pool)]
@@ -67,67 +62,89 @@ class FullNat(Forwarder):
                 laddr.next_port = (laddr.next_port + 1) % span
                 lport = (LPORT_MIN + laddr.next_port).to_bytes(2, "big")
                 out_key = conn.daddr + laddr.addr + conn.dport + lport
-                if out_key not in lookup:
+                if not conns.in_use(conn.proto, out_key):
                     conn.laddr, conn.lport, conn.out_key = laddr.addr, lport, out_key
-                    conn.recipe = FullNatRecipe(conn)
                     conn.local = laddr
                     laddr.conns += 1
-                    return True
+                    self._flows(conn)
+                    return None
                 laddr.conflicts += 1
-        engine.drops["no_local_port"] += 1
-        return False
+        return "no_local_port"
 
-    def release(self, engine: Engine, conn: Conn) -> None:
+    @staticmethod
+    def _flows(conn: Conn) -> None:
+        client = conn.caddr + conn.vaddr, conn.cport + conn.vport
+        local = conn.laddr + conn.daddr, conn.lport + conn.dport
+        reply_seen = conn.daddr + conn.laddr, conn.dport + conn.lport
+        reply_sent = conn.vaddr + conn.caddr, conn.vport + conn.cport
+        # Addresses (8 bytes at IP_SRC) and ports (4 bytes at L4) are rewritten whole.
+        conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.FULLNAT, DIR_IN, *local,
+                                 Deltas(client[0], local[0], client[1], local[1]))
+        conn.out_flow = FlowEntry(conn.proto, conn.out_key, Method.FULLNAT, DIR_OUT, *reply_sent,
+                                  Deltas(reply_seen[0], reply_sent[0], reply_seen[1], reply_sent[1]))
+        if conn.proto == PROTO_TCP:
+            kind = conn.svc.proxy_protocol or "toa"
+            conn.slow = ClientAddress(kind, conn)
+            conn.in_flow.flags |= F_ENGINE_ONLY
+            if kind != "toa":
+                conn.out_flow.flags |= F_ENGINE_ONLY
+
+    def release(self, conn: Conn) -> None:
         conn.local.conns -= 1
 
-    def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
-        r: FullNatRecipe = conn.recipe
-        if r.client_addr:
-            rebuilt = self._client_addr_in(r, buf, l4, partial)
+    def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        ca: ClientAddress | None = conn.slow
+        if ca is not None:
+            rebuilt = self._client_addr_in(conn, ca, buf, l4, partial)
             if rebuilt is not None:
-                return self._send_rebuilt(engine, conn, rebuilt, l4, partial)
-        buf[IP + IP_SRC:IP + IP_SRC + 8] = r.in_header[0]
-        buf[l4:l4 + 4] = r.in_header[1]
-        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
-        return self._send(engine, conn, buf, l4, partial, r.in_deltas, hop, conn.daddr)
+                return self._send_rebuilt(conn, rebuilt, l4, partial, now)
+        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now)
 
-    def _client_addr_in(self, r: FullNatRecipe, buf: Buffer, l4: int, partial: bool) -> bytearray | None:
+    def outbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        ca: ClientAddress | None = conn.slow
+        if ca is not None and ca.pp_header:
+            self._client_addr_out(ca, buf, l4, partial)
+        return self.rewrite(conn.out_flow, buf, l4, partial, conn.caddr, now)
+
+    def _client_addr_in(self, conn: Conn, ca: ClientAddress, buf: Buffer, l4: int,
+                        partial: bool) -> bytearray | None:
         """Insert TOA or the PROXY header where due (a new, longer frame), else shift the sequence number."""
         flags = buf[l4 + 13]
         seq = int.from_bytes(buf[l4 + 4:l4 + 8], "big")
         if flags & TCP_SYN:
-            r.isn_next = (seq + 1) & clientaddr.SEQ_MASK
+            ca.isn_next = (seq + 1) & clientaddr.SEQ_MASK
             return None
         end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
-        if r.client_addr == "toa":
-            if not r.toa_sent and flags & TCP_ACK:
-                r.toa_sent = True
-                return clientaddr.insert_option(buf, l4, end, clientaddr.toa(*self._client(buf, l4)))
-            return None
+        if ca.kind == "toa":
+            if not flags & TCP_ACK:
+                return None
+            # Delivered with this ACK: from now on the recipe alone serves the connection.
+            conn.slow = None
+            conn.in_flow.flags &= ~F_ENGINE_ONLY
+            self.egress.flows_changed(conn)
+            return clientaddr.insert_option(buf, l4, end, clientaddr.toa(*self._client(buf, l4)))
         payload = end - l4 - (buf[l4 + 12] >> 4) * 4
-        if seq == r.isn_next and payload > 0:
-            r.seq_delta = len(r.pp_header)  # (again, for a retransmission of the first data)
-            return clientaddr.insert(buf, l4 + (buf[l4 + 12] >> 4) * 4, end, r.pp_header)
-        if r.seq_delta and r.isn_next >= 0 and clientaddr.seq_after_eq(seq, r.isn_next):
-            patch(buf, l4 + 4, (seq + r.seq_delta) & clientaddr.SEQ_MASK, 4, l4 + TCP_CSUM, partial)
+        if seq == ca.isn_next and payload > 0:
+            ca.seq_delta = len(ca.pp_header)  # (again, for a retransmission of the first data)
+            return clientaddr.insert(buf, l4 + (buf[l4 + 12] >> 4) * 4, end, ca.pp_header)
+        if ca.seq_delta and ca.isn_next >= 0 and clientaddr.seq_after_eq(seq, ca.isn_next):
+            patch(buf, l4 + 4, (seq + ca.seq_delta) & clientaddr.SEQ_MASK, 4, l4 + TCP_CSUM, partial)
         return None
 
     @staticmethod
     def _client(buf: Buffer, l4: int) -> tuple[bytes, bytes]:
         return bytes(buf[IP + IP_SRC:IP + IP_SRC + 4]), bytes(buf[l4:l4 + 2])
 
-    def _send_rebuilt(self, engine: Engine, conn: Conn, buf: bytearray, l4: int, partial: bool) -> Output:
-        r: FullNatRecipe = conn.recipe
-        buf[IP + IP_SRC:IP + IP_SRC + 8] = r.in_header[0]
-        buf[l4:l4 + 4] = r.in_header[1]
-        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
-        if not finish_rebuilt(buf, l4, TCP_CSUM, PROTO_TCP, partial, hop or engine.NO_HOP):
-            return engine.ttl_exceeded(buf)
-        if hop is None:
-            return engine.park(conn.daddr, buf)
-        return [(hop.ifindex, buf)]
+    def _send_rebuilt(self, conn: Conn, buf: bytearray, l4: int, partial: bool, now: float) -> Output:
+        f = conn.in_flow
+        if buf[IP + IP_TTL] <= 1:
+            return self.egress.drop("ttl_exceeded")
+        buf[IP + IP_SRC:IP + IP_SRC + 8] = f.addrs
+        buf[l4:l4 + 4] = f.ports
+        finish_rebuilt(buf, l4, TCP_CSUM, PROTO_TCP, partial)
+        return self.egress.send(buf, f.hop or self.hop(f, conn.daddr), conn.daddr, now)
 
-    def _client_addr_out(self, r: FullNatRecipe, buf: Buffer, l4: int, partial: bool) -> None:
+    def _client_addr_out(self, r: ClientAddress, buf: Buffer, l4: int, partial: bool) -> None:
         """Server -> client under the PROXY protocol: lower the MSS, map acknowledgements back."""
         csum = l4 + TCP_CSUM
         if buf[l4 + 13] & TCP_SYN:
@@ -146,28 +163,9 @@ class FullNat(Forwarder):
                     patch(buf, edge, self._unshift(r, value), 4, csum, partial)
 
     @staticmethod
-    def _unshift(r: FullNatRecipe, seq: int) -> int:
+    def _unshift(r: ClientAddress, seq: int) -> int:
         """Server-side sequence number of the client's stream -> the client's own numbering."""
         if not clientaddr.seq_after_eq(seq, r.isn_next):
             return seq
         shifted = (seq - r.seq_delta) & clientaddr.SEQ_MASK
         return shifted if clientaddr.seq_after_eq(shifted, r.isn_next) else r.isn_next
-
-    def outbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
-        r: FullNatRecipe = conn.recipe
-        if r.pp_header:
-            self._client_addr_out(r, buf, l4, partial)
-        buf[IP + IP_SRC:IP + IP_SRC + 8] = r.out_header[0]
-        buf[l4:l4 + 4] = r.out_header[1]
-        hop = conn.out_hop or engine.hop_for(conn, conn.caddr, False)
-        return self._send(engine, conn, buf, l4, partial, r.out_deltas, hop, conn.caddr)
-
-    @staticmethod
-    def _send(engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool, d: Deltas, hop,
-              towards: bytes) -> Output:
-        udp = conn.proto == PROTO_UDP
-        if not finish(buf, l4, UDP_CSUM if udp else TCP_CSUM, d, partial, udp, hop or engine.NO_HOP):
-            return engine.ttl_exceeded(buf)
-        if hop is None:
-            return engine.park(towards, buf)
-        return [(hop.ifindex, buf)]

@@ -1,4 +1,4 @@
-"""The per-packet tail every rewriting method shares: TTL, checksums, MACs.
+"""The per-packet tail every rewriting method shares: TTL and checksums (the MACs are set by Egress.send).
 
 The callers have already written the new addresses and ports; the deltas they pass were computed
 once per connection binding (pylvs.packet.checksum), so this is a few integer operations.
@@ -6,10 +6,9 @@ once per connection binding (pylvs.packet.checksum), so this is a few integer op
 
 from __future__ import annotations
 
-from pylvs.engine.forward.base import Buffer
-from pylvs.engine.hops import Hop
+from pylvs.engine.egress import Buffer
 from pylvs.packet import checksum
-from pylvs.packet.layout import ETH, IP, IP_CSUM, IP_TTL
+from pylvs.packet.layout import IP, IP_CSUM, IP_TTL
 
 TTL_DELTA = 0xFEFF  # one's-complement of 0x0100: the TTL is the high byte of its 16-bit word
 
@@ -39,8 +38,8 @@ def decrement_ttl(buf: Buffer) -> None:
     buf[o + 1] = c & 0xFF
 
 
-def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool, hop: Hop) -> bool:
-    """Decrement TTL, patch both checksums, set MACs. False if the TTL ran out (nothing written)."""
+def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool) -> bool:
+    """Decrement TTL and patch both checksums. False if the TTL ran out (nothing written)."""
     ttl = buf[IP + IP_TTL]
     if ttl <= 1:
         return False
@@ -65,7 +64,6 @@ def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: b
             c = 0xFFFF
     buf[o] = c >> 8
     buf[o + 1] = c & 0xFF
-    buf[ETH:ETH + 12] = hop.eth
     return True
 
 
@@ -77,7 +75,7 @@ def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:
     buf[field + 1] = c & 0xFF
 
 
-def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: bool, hop: Hop) -> bool:
+def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: bool) -> bool:
     """As `finish`, for a packet whose length changed: both checksums are computed afresh."""
     ttl = buf[IP + IP_TTL]
     if ttl <= 1:
@@ -93,7 +91,6 @@ def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: boo
     else:
         buf[o] = buf[o + 1] = 0
         buf[o:o + 2] = checksum.checksum(buf[l4:end], pseudo).to_bytes(2, "big")
-    buf[ETH:ETH + 12] = hop.eth
     return True
 
 
@@ -105,3 +102,7 @@ def patch(buf: Buffer, off: int, value: int, size: int, csum: int, partial: bool
     if not partial:
         c = checksum.apply(buf[csum] << 8 | buf[csum + 1], checksum.delta(old, new))
         buf[csum:csum + 2] = c.to_bytes(2, "big")
+
+
+# The recipe of a method that changes no address or port (DR, tunnels): only the TTL's delta.
+TTL_ONLY = Deltas(b"", b"", b"", b"")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.engine.forward.base import Buffer
+from pylvs.engine.egress import Buffer
 from pylvs.packet.layout import IP, IP_CSUM, IP_MF, PROTO_UDP, TCP_FIN
 from pylvs.packet.vnet import VNET_HDR_LEN
 

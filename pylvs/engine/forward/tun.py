@@ -16,21 +16,21 @@ import struct
 import zlib
 from typing import TYPE_CHECKING
 
-from pylvs.engine.forward.base import Buffer, Forwarder, Output
-from pylvs.engine.forward.rewrite import decrement_ttl
+from pylvs.engine.egress import NOTHING, Buffer, Output
+from pylvs.engine.flow import DIR_IN, ENCAP_BY_TUN_TYPE, ENCAP_GRE, ENCAP_GUE, F_ENCAP_CSUM, FlowEntry
+from pylvs.engine.forward.base import Forwarder
+from pylvs.engine.forward.rewrite import TTL_ONLY, decrement_ttl
 from pylvs.engine.forward.segment import complete_partial, csum_of, fragments, tcp_segments, udp_segments, words
 from pylvs.engine.hops import Hop
+from pylvs.ipvs_uapi import Method
 from pylvs.packet import icmp
 from pylvs.packet.layout import ETHERTYPE_IPV4, IP, IP_CSUM, IP_TTL, PROTO_GRE, PROTO_IPIP, PROTO_TCP, PROTO_UDP
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, VNET_HDR_LEN
 
 if TYPE_CHECKING:
-    from pylvs.engine.conntrack import Conn
-    from pylvs.engine.engine import Engine, Interface
-    from pylvs.engine.services import RealServer
+    from pylvs.engine.conntrack import Conn, ConnTable
 
-NOTHING: Output = []
 GUE_HEADER = b"\x00\x04\x00\x00"  # version 0, hlen 0, proto_ctype 4 (IPIP), flags 0
 GRE_HEADER = b"\x00\x00\x08\x00"  # no C/K/S bits, version 0, protocol 0x0800
 GRE_CSUM_HEADER = b"\x80\x00\x08\x00"  # C bit: a checksum and a reserved word follow
@@ -45,28 +45,13 @@ _H = struct.Struct("!H")
 _ZERO2 = b"\0\0"
 
 
-class TunRecipe:
-    """The tunnel a connection uses: its real server's settings and the flow's UDP source port."""
-
-    __slots__ = ("rip", "kind", "proto", "encap_len", "overhead", "port", "csum", "sport", "gue_sum")
-
-    def __init__(self, dest: RealServer, sport: int) -> None:
-        self.rip = dest.addr
-        self.kind = dest.tun_type
-        # --tun-remcsum asks for the UDP checksum too; its GUE option only applies to partial
-        # checksums, which never leave the director (completed before encapsulation).
-        self.csum = dest.tun_flags in ("csum", "remcsum")
-        self.port = dest.tun_port
-        self.sport = sport
-        if self.kind == "gue":
-            self.proto, self.encap_len = PROTO_UDP, 8 + len(GUE_HEADER)
-        elif self.kind == "gre":
-            self.proto, self.encap_len = PROTO_GRE, 8 if self.csum else 4
-        else:
-            self.proto, self.encap_len = PROTO_IPIP, 0
-        self.overhead = 20 + self.encap_len
-        # The fixed words of the GUE checksum: destination address, protocol, ports, GUE header.
-        self.gue_sum = words(self.rip) + PROTO_UDP + sport + self.port + words(GUE_HEADER)
+def encap_layout(f: FlowEntry) -> tuple[int, int]:
+    """(outer protocol, bytes between the outer IPv4 header and the inner packet) of a tunnel recipe."""
+    if f.encap == ENCAP_GUE:
+        return PROTO_UDP, 8 + len(GUE_HEADER)
+    if f.encap == ENCAP_GRE:
+        return PROTO_GRE, 8 if f.flags & F_ENCAP_CSUM else 4
+    return PROTO_IPIP, 0
 
 
 def flow_port(key: bytes, seed: int) -> int:
@@ -85,28 +70,38 @@ def ecn_encapsulate(tos: int) -> int:
 class Tunnel(Forwarder):
     """Encapsulates requests towards the real server, which answers the client itself."""
 
+    method = Method.TUNNEL
     sees_replies = False
 
-    def __init__(self) -> None:
+    def __init__(self, egress) -> None:
+        super().__init__(egress)
         self._seed = secrets.randbits(32)
         self._ident = secrets.randbits(16)
-        self._sources: dict[int, bytes | None] = {}
 
-    def bind(self, engine: Engine, conn: Conn) -> bool:
-        recipe = TunRecipe(conn.dest, flow_port(conn.in_key + bytes((conn.proto,)), self._seed))
-        if recipe.kind == "gue" and not recipe.port:
-            engine.drops["tunnel_no_port"] += 1  # ipvsadm insists on --tun-port for gue
-            return False
-        conn.recipe = recipe
-        return True
+    def bind(self, conn: Conn, conns: ConnTable) -> str | None:
+        dest = conn.dest
+        if dest.tun_type == "gue" and not dest.tun_port:
+            return "tunnel_no_port"  # ipvsadm insists on --tun-port for gue
+        f = FlowEntry(conn.proto, conn.in_key, Method.TUNNEL, DIR_IN, conn.caddr + conn.vaddr,
+                      conn.cport + conn.vport, TTL_ONLY)
+        f.encap = ENCAP_BY_TUN_TYPE[dest.tun_type]
+        # --tun-remcsum asks for the UDP checksum too; its GUE option only applies to partial
+        # checksums, which never leave the director (completed before encapsulation).
+        if dest.tun_flags in ("csum", "remcsum") and dest.tun_type != "ipip":
+            f.flags |= F_ENCAP_CSUM
+        f.outer_dst = dest.addr
+        f.encap_dport = dest.tun_port
+        f.encap_sport = flow_port(conn.in_key + bytes((conn.proto,)), self._seed)
+        conn.in_flow = f
+        return None
 
-    def inbound(self, engine: Engine, conn: Conn, buf: Buffer, l4: int, partial: bool) -> Output:
-        return self._tunnel(engine, conn, buf, partial, False)
+    def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        return self._tunnel(conn, buf, partial, False, now)
 
-    def icmp(self, engine: Engine, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int,
-             direction: int) -> Output:
+    def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
+             now: float) -> Output:
         """ICMP errors from the client side go through the tunnel like the connection's packets."""
-        return self._tunnel(engine, conn, buf, bool(buf[0] & F_NEEDS_CSUM), True)
+        return self._tunnel(conn, buf, bool(buf[0] & F_NEEDS_CSUM), True, now)
 
     @staticmethod
     def inner_quote(buf: Buffer, emb: int, end: int) -> int | None:
@@ -121,8 +116,8 @@ class Tunnel(Forwarder):
             return p + 12 + ((buf[p + 8] & 0x1F) << 2)  # UDP header, GUE header and its options
         return None
 
-    def icmp_about_tunnel(self, engine: Engine, buf: Buffer, ihl: int, totlen: int, emb: int,
-                          now: float) -> Output | None:
+    def icmp_about_own_packet(self, buf: Buffer, ihl: int, totlen: int, emb: int, conns: ConnTable,
+                              now: float) -> Output | None:
         """An ICMP error about one of our tunnel packets (sent to the director): tell the client.
 
         As ip_vs_in_icmp does for tunnels, the client gets a fresh error of the same type about its
@@ -137,7 +132,7 @@ class Tunnel(Forwarder):
         if iproto not in (PROTO_TCP, PROTO_UDP) or il4 + 4 > end:
             return None
         key = bytes(buf[inner + 12:inner + 20]) + bytes(buf[il4:il4 + 4])
-        hit = engine.conns.by_proto[iproto].get(key)
+        hit = conns.lookup(iproto, key)
         if hit is None or hit[0].forwarder is not self:
             return None
         conn = hit[0]
@@ -146,29 +141,27 @@ class Tunnel(Forwarder):
         mtu = 0
         if itype == icmp.DEST_UNREACH and code == icmp.CODE_FRAG_NEEDED:
             if not buf[inner + 6] & 0x40:
-                engine.drops["icmp_tunnel_no_df"] += 1
-                return NOTHING  # the client may fragment; the tunnel will carry its fragments
-            mtu = max((buf[body + 6] << 8 | buf[body + 7]) - conn.recipe.overhead, MIN_MTU)
-        return engine.send_ip(icmp.error(conn.vaddr, buf[inner:end], itype, code, mtu=mtu), now)
+                # the client may fragment; the tunnel will carry its fragments
+                return self.egress.drop("icmp_tunnel_no_df")
+            mtu = max((buf[body + 6] << 8 | buf[body + 7]) - 20 - encap_layout(conn.in_flow)[1], MIN_MTU)
+        return self.egress.send_ip(icmp.error(conn.vaddr, buf[inner:end], itype, code, mtu=mtu), now)
 
     # -- the packet path --------------------------------------------------------------------
 
-    def _tunnel(self, engine: Engine, conn: Conn, buf: Buffer, partial: bool, is_icmp: bool) -> Output:
+    def _tunnel(self, conn: Conn, buf: Buffer, partial: bool, is_icmp: bool, now: float) -> Output:
+        egress = self.egress
         ttl = buf[IP + IP_TTL]
         if ttl <= 1:
-            return engine.ttl_exceeded(buf)
-        r: TunRecipe = conn.recipe
-        hop = conn.in_hop or engine.hop_for(conn, conn.daddr, True)
-        iface = self._egress(engine, hop)
-        src = self._source(engine, iface)
+            return egress.drop("ttl_exceeded")
+        f = conn.in_flow
+        hop = f.hop or self.hop(f, conn.daddr)
+        src = f.outer_src or self._outer_source(f, hop)
         if src is None:
-            engine.drops["tunnel_no_source"] += 1
-            return NOTHING
-        link_mtu = hop.mtu if hop is not None else iface.mtu
-        mtu = link_mtu - r.overhead
+            return egress.drop("tunnel_no_source")
+        link_mtu = hop.mtu if hop is not None else egress.interface_for(None).mtu
+        mtu = link_mtu - 20 - encap_layout(f)[1]
         if mtu < MIN_MTU:
-            engine.drops["tunnel_mtu"] += 1
-            return NOTHING
+            return egress.drop("tunnel_mtu")
         # The inner TTL goes down first (so an ICMP error quotes it so, as in the kernel).
         decrement_ttl(buf)
         ttl -= 1
@@ -180,41 +173,41 @@ class Tunnel(Forwarder):
         eth = hop.eth if hop is not None else _NO_MACS
         if gso == GSO_NONE:
             if totlen > mtu and df and not is_icmp:
-                engine.drops["frag_needed"] += 1
+                egress.drops["frag_needed"] += 1
                 err = icmp.error(conn.vaddr, buf[IP:end], icmp.DEST_UNREACH, icmp.CODE_FRAG_NEEDED, mtu)
-                return engine.send_ip(err, 0.0)
+                return egress.send_ip(err, now)
             if partial and not complete_partial(buf, end):
-                engine.drops["bad_partial_checksum"] += 1
-                return NOTHING
-            frames = self._encapsulate(r, src, eth, buf[IP:end], tos, ttl, df, link_mtu)
+                return egress.drop("bad_partial_checksum")
+            frames = self._encapsulate(f, src, eth, buf[IP:end], tos, ttl, df, link_mtu)
         else:
-            frames = self._encapsulate_segments(engine, r, src, eth, buf, gso, end, mtu, (tos, ttl, df, link_mtu))
+            frames = self._encapsulate_segments(f, src, eth, buf, gso, end, mtu, (tos, ttl, df, link_mtu))
         if hop is None:
             for frame in frames:
-                engine.park(conn.daddr, frame)
+                egress.park(conn.daddr, frame, now)
             return NOTHING
         ifindex = hop.ifindex
         return [(ifindex, frame) for frame in frames]
 
-    def _encapsulate_segments(self, engine: Engine, r: TunRecipe, src: bytes, eth: bytes, buf: Buffer, gso: int,
+    def _encapsulate_segments(self, r: FlowEntry, src: bytes, eth: bytes, buf: Buffer, gso: int,
                               end: int, mtu: int, outer: tuple[int, int, int, int]) -> list[bytearray]:
         """Cut a GSO super-frame into segments that fit the tunnel, and encapsulate each in place."""
         tos, ttl, df, link_mtu = outer
         ihl = (buf[IP] & 0x0F) << 2
         proto = buf[IP + 9]
         size = buf[4] | buf[5] << 8  # gso_size
-        room = VNET_HDR_LEN + 14 + r.overhead
+        encap_len = encap_layout(r)[1]
+        room = VNET_HDR_LEN + 14 + 20 + encap_len
         if gso == GSO_TCPV4 and proto == PROTO_TCP:
             thl = (buf[IP + ihl + 12] >> 4) << 2
             hl = ihl + thl
             if thl < 20 or IP + hl > end or mtu - hl < 8:
-                engine.drops["malformed"] += 1
+                self.egress.drops["malformed"] += 1
                 return []
             segs = tcp_segments(buf[IP:end], ihl, min(size, mtu - hl) if size else mtu - hl, room)
         elif gso == GSO_UDP_L4 and proto == PROTO_UDP:
             segs = udp_segments(buf[IP:end], ihl, size, room)  # datagram sizes are the sender's to keep
         else:
-            engine.drops["gso_unsupported"] += 1
+            self.egress.drops["gso_unsupported"] += 1
             return []
         # Our segments have valid checksums, so each one's sum is known without reading it again:
         # the IP header sums to zero and the L4 part to minus its pseudo header.
@@ -222,44 +215,48 @@ class Tunnel(Forwarder):
         out: list[bytearray] = []
         for seg in segs:
             n = len(seg) - room
-            if 20 + r.encap_len + n > link_mtu:  # a UDP datagram too big for the tunnel
+            if 20 + encap_len + n > link_mtu:  # a UDP datagram too big for the tunnel
                 out += self._encapsulate(r, src, eth, memoryview(seg)[room:], tos, ttl, df, link_mtu)
                 continue
             seg[:room] = self._head(r, src, eth, n, tos, ttl, df, -(pseudo + n) % 0xFFFF)
             out.append(seg)
         return out
 
-    def _head(self, r: TunRecipe, src: bytes, eth: bytes, n: int, tos: int, ttl: int, df: int,
+    def _head(self, r: FlowEntry, src: bytes, eth: bytes, n: int, tos: int, ttl: int, df: int,
               inner_sum: int) -> bytes:
         """virtio_net_hdr, Ethernet, outer IPv4 and UDP+GUE or GRE for an `n`-byte inner packet.
 
         `inner_sum` is the inner packet's one's-complement sum (mod 0xFFFF), for tunnel checksums.
         """
-        if r.proto == PROTO_UDP:
+        proto = encap_layout(r)[0]
+        csum = r.flags & F_ENCAP_CSUM
+        if proto == PROTO_UDP:
             ulen = 8 + len(GUE_HEADER) + n
             check = 0
-            if r.csum:
-                check = csum_of((words(src) + r.gue_sum + ulen + ulen + inner_sum) % 0xFFFF) or 0xFFFF
-            encap = _UDP.pack(r.sport, r.port, ulen, check) + GUE_HEADER
-        elif r.proto == PROTO_GRE:
-            if r.csum:
+            if csum:
+                # pseudo header (addresses, protocol, length), UDP header (ports, length), GUE header
+                fixed = words(src) + words(r.outer_dst) + PROTO_UDP + r.encap_sport + r.encap_dport + words(GUE_HEADER)
+                check = csum_of((fixed + ulen + ulen + inner_sum) % 0xFFFF) or 0xFFFF
+            encap = _UDP.pack(r.encap_sport, r.encap_dport, ulen, check) + GUE_HEADER
+        elif proto == PROTO_GRE:
+            if csum:
                 encap = GRE_CSUM_HEADER + _H.pack(csum_of((GRE_CSUM_SUM + inner_sum) % 0xFFFF)) + _ZERO2
             else:
                 encap = GRE_HEADER
         else:
             encap = b""
         self._ident = ident = (self._ident + 1) & 0xFFFF
-        hdr = bytearray(_OUTER.pack(0x45, tos, 20 + len(encap) + n, ident, df << 8, ttl, r.proto, _ZERO2, src,
-                                    r.rip))
+        hdr = bytearray(_OUTER.pack(0x45, tos, 20 + len(encap) + n, ident, df << 8, ttl, proto, _ZERO2, src,
+                                    r.outer_dst))
         _H.pack_into(hdr, IP_CSUM, csum_of(int.from_bytes(hdr, "big") % 0xFFFF))
         return b"".join((EMPTY_VNET, eth, _ETH_TAIL, hdr, encap))
 
-    def _encapsulate(self, r: TunRecipe, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
+    def _encapsulate(self, r: FlowEntry, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
                      link_mtu: int) -> list[bytearray]:
         """One inner packet as one frame, or as outer fragments if it may be cut and does not fit."""
         n = len(pkt)
-        head = self._head(r, src, eth, n, tos, ttl, df, words(pkt) if r.csum else 0)
-        if 20 + r.encap_len + n <= link_mtu:
+        head = self._head(r, src, eth, n, tos, ttl, df, words(pkt) if r.flags & F_ENCAP_CSUM else 0)
+        if 20 + encap_layout(r)[1] + n <= link_mtu:
             frame = bytearray(head)
             frame += pkt
             return [frame]
@@ -273,23 +270,9 @@ class Tunnel(Forwarder):
 
     # -- where the tunnel starts ------------------------------------------------------------
 
-    @staticmethod
-    def _egress(engine: Engine, hop: Hop | None) -> Interface | None:
+    def _outer_source(self, f: FlowEntry, hop: Hop | None) -> bytes | None:
+        """The outer source: an address of the egress interface (kept in the recipe once the hop is known)."""
+        src = self.egress.source_address(self.egress.interface_for(hop))
         if hop is not None:
-            return engine.interfaces.get(hop.ifindex)
-        # Frames parked for an unresolved neighbour: the first interface with an address.
-        for ifindex in sorted(engine.interfaces):
-            iface = engine.interfaces[ifindex]
-            if iface.addrs:
-                return iface
-        return None
-
-    def _source(self, engine: Engine, iface: Interface | None) -> bytes | None:
-        """The outer source: an address of the egress interface (the lowest that is not a VIP)."""
-        if iface is None:
-            return None
-        src = self._sources.get(iface.ifindex)
-        if src is None:
-            mine = sorted(a for a in iface.addrs if a not in engine.owned) or sorted(iface.addrs)
-            src = self._sources[iface.ifindex] = mine[0] if mine else None
+            f.outer_src = src
         return src
