@@ -70,7 +70,7 @@ class ServiceTable:
             svc.sched = self._new_scheduler(svc, new.scheduler)
             svc.scheduler = new.scheduler
         svc.flags, svc.timeout, svc.netmask = new.flags, new.timeout, new.netmask
-        svc.proxy_protocol = new.proxy_protocol
+        svc.proxy_protocol, svc.pe = new.proxy_protocol, new.pe
         svc.sched.update(svc)
         self.on_change()
         return svc
