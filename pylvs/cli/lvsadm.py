@@ -19,9 +19,9 @@ from typing import Any, Protocol, TextIO
 
 from pylvs import __version__
 from pylvs.control import client as control_client
-from pylvs.control import ipvsadm_format as fmt
-from pylvs.control.ipvsadm_args import Command, ParseError, parse_command
-from pylvs.control.ipvsadm_rules import RuleError, rules_to_requests
+from pylvs.ipvsadm import format as fmt
+from pylvs.ipvsadm.args import Command, ParseError, parse_command
+from pylvs.ipvsadm.rules import RuleError, rules_to_requests
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
 SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pylvs.control import ipvsadm_args
-from pylvs.control.ipvsadm_args import MATRIX, OPTNAMES, ParseError, parse_command
-from pylvs.control.ipvsadm_format import Fmt
+from pylvs.ipvsadm import args as ipvsadm_args
+from pylvs.ipvsadm.args import MATRIX, OPTNAMES, ParseError, parse_command
+from pylvs.ipvsadm.format import Fmt
 
 N = Fmt.NUMERIC
 TRYHELP = "Try `lvsadm -h' or 'lvsadm --help' for more information."

@@ -15,7 +15,7 @@ import pytest
 
 from pylvs.cli import lvsadm
 from pylvs.control import client as control_client
-from pylvs.control import ipvsadm_args
+from pylvs.ipvsadm import args as ipvsadm_args
 from tests.unit.fake_lvsd import FakeLvsd
 
 TRYHELP = "Try `lvsadm -h' or 'lvsadm --help' for more information.\n"

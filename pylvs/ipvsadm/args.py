@@ -15,24 +15,29 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pylvs.control.ipvsadm_format import Fmt
-from pylvs.engine.services import (
-    DEFAULT_PERSISTENT_TIMEOUT,
-    DEFAULT_SCHEDULER,
+from pylvs.engine.services import DEFAULT_PERSISTENT_TIMEOUT, DEFAULT_SCHEDULER
+from pylvs.ipvs_uapi import (
+    AF_INET,
+    AF_INET6,
+    PROTO_NAMES,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
     SVC_F_SCHED3,
+    SVC_F_SCHED_MASK,
+    TUNNEL_FLAGS,
 )
+from pylvs.ipvsadm.format import Fmt
 
 MAX_TIMEOUT = 86400 * 31
 INT_MAX = 2**31 - 1
 UINT_MAX = 2**32 - 1
 DEF_MCAST_IFN = "eth0"
-AF_INET, AF_INET6 = 2, 10
-PROTO_TCP, PROTO_UDP, PROTO_SCTP = 6, 17, 132
-_PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_SCTP: "sctp"}
+_PROTO_NAMES = {number: label.lower() for number, label in PROTO_NAMES.items()}
 
 # ---------------------------------------------------------------------------------------------
 # commands, options and the legality matrix (ipvsadm.c commands_v_options, plus the DPVS laddr ops)
@@ -82,14 +87,13 @@ MATRIX = {cmd: row.replace(" ", "") for cmd, row in _MATRIX_ROWS.items()}
 # tunnel type vs (tun-port, tun-nocsum, tun-csum, tun-remcsum): tunnel_types_v_options
 _TUN_OPTS = ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
 _TUN_MATRIX = {"ipip": "xxxx", "gue": "+111", "gre": "x11x"}
-_TUN_FLAG_NAMES = {0: "nocsum", 1: "csum", 2: "remcsum"}  # IP_VS_TUNNEL_ENCAP_FLAG_* values
+_TUN_FLAG_NAMES = {value: name for name, value in TUNNEL_FLAGS.items()}
 
 SCHED_FLAG_BITS = {
     "flag-1": (SVC_F_SCHED1, None), "flag-2": (SVC_F_SCHED2, None), "flag-3": (SVC_F_SCHED3, None),
     "sh-fallback": (SVC_F_SCHED1, "sh"), "sh-port": (SVC_F_SCHED2, "sh"),
     "mh-fallback": (SVC_F_SCHED1, "mh"), "mh-port": (SVC_F_SCHED2, "mh"),
 }
-_SCHED_MASK = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
 
 @dataclass(frozen=True)
@@ -537,7 +541,7 @@ _FMT_OPTIONS = {
 }
 _PLAIN_OPTIONS = {"c": "connection", "timeout": "timeout", "daemon": "daemon"}
 _FORWARD = {"m": "masq", "i": "tunnel", "g": "route", "fullnat": "fullnat"}
-_TUN_FLAG_OPTION = {"tun-nocsum": 0, "tun-csum": 1, "tun-remcsum": 2}
+_TUN_FLAG_OPTION = {f"tun-{name}": value for name, value in TUNNEL_FLAGS.items()}
 
 
 def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
@@ -677,7 +681,7 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
     if leftovers:
         raise _fail(f"unexpected argument {leftovers[0]}")
     if entry.sched_flags_arg:
-        entry.flags &= ~_SCHED_MASK
+        entry.flags &= ~SVC_F_SCHED_MASK
         entry.flags |= _parse_sched_flags(entry.sched, entry.sched_flags_arg)
     return entry, None
 

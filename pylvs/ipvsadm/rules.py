@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pylvs.control.ipvsadm_args import ParseError, parse_command
+from pylvs.ipvsadm.args import ParseError, parse_command
 
 _TOKEN_SEP = re.compile(r"[ \t\r\n]+")
 NOT_IN_RULES = {"help", "version", "list", "save", "get-laddr", "restore"}
