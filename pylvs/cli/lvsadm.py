@@ -24,7 +24,6 @@ from pylvs.ipvsadm.args import Command, ParseError, parse_command
 from pylvs.ipvsadm.rules import RuleError, rules_to_requests
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
-SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos"
 
 # ipvs_strerror(): per-operation messages first, then the generic ones [ipvs.md §1.4]
 _OP_ERRORS = {
@@ -112,7 +111,10 @@ class _Session:
 
 
 def usage(prog: str) -> str:
+    from pylvs.sched import SCHEDULERS  # the daemon's registry; imported here, only -h needs it
+
     p = prog
+    schedulers = "|".join(SCHEDULERS)
     return f"""{VERSION_LINE}
 Usage:
   {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe persistence_engine] \
@@ -161,7 +163,7 @@ virtual-service:
 
 Options:
   --ipv6         -6                   fwmark entry uses IPv6
-  --scheduler    -s scheduler         one of {SCHEDULERS},
+  --scheduler    -s scheduler         one of {schedulers},
                                       the default scheduler is wlc.
   --pe            engine              alternate persistence engine may be sip,
                                       not set by default.
