@@ -3,7 +3,8 @@
 Parsing and printing are ipvsadm's (pylvs.control.ipvsadm_args / ipvsadm_format); this module
 only glues them to the control socket. Deliberate differences from ipvsadm:
   * the daemon is contacted only when needed, so -h, -v and command-line errors work without it;
-  * -R sends all lines as one `batch`: they apply all or none, and errors name the input line;
+  * -R applies line by line as ipvsadm does, but sends runs of lines as one `sequence` request;
+    `-R --atomic` applies all lines or none (one `batch`), and its errors name the input line;
   * `--control PATH` (or $PYLVS_CONTROL) selects the socket;
   * `-v` prints `lvsadm v<version> (ipvsadm v1.31 compatible)`.
 """
@@ -22,6 +23,7 @@ from pylvs.control import client as control_client
 from pylvs.ipvsadm import format as fmt
 from pylvs.ipvsadm.args import Command, ParseError, parse_command
 from pylvs.ipvsadm.rules import RuleError, rules_to_requests
+from pylvs.ipvsadm.rules import tokens as rule_tokens
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
 
@@ -140,7 +142,7 @@ Either long or short options are allowed.
   --edit-service    -E        edit virtual service with options
   --delete-service  -D        delete virtual service
   --clear           -C        clear the whole table
-  --restore         -R        restore rules from stdin (all lines or none)
+  --restore         -R        restore rules from stdin
   --save            -S        save rules to stdout
   --add-server      -a        add real server with options
   --edit-server     -e        edit real server with options
@@ -211,6 +213,7 @@ Daemon Options:
 lvsadm extensions:
   --control PATH                      lvsd control socket (default $PYLVS_CONTROL or /run/pylvs/lvsd.sock)
   --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
+  --atomic                            with -R: apply all lines or none (lines numbered in errors)
   --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
   --health                            health-check state of a keepalived-driven lvsd, as JSON
 """
@@ -284,8 +287,68 @@ def _listing(cmd: Command, session: _Session) -> str:
     return fmt.format_laddrs((session.result(request, 1) or {}).get("services", []))
 
 
-def _restore(session: _Session, stdin: TextIO, prog: str) -> None:
-    """-R: every line is parsed first; then one batch, so the rules apply all together or not at all."""
+RESTORE_RUN = 4096  # ops per `sequence` request: a 10,000-line restore is three requests
+
+
+class _Restore:
+    """`-R` as ipvsadm's restore_table: line by line, in order. A refused change prints ipvsadm's
+    message and the next line runs; fail() and tryhelp_exit() errors stop, keeping what was applied;
+    `-L`/`-S` lines list. The exit status is the last line's. Consecutive changes go to lvsd as one
+    `sequence` request (applied in order, one answer each), so a long file costs few requests."""
+
+    def __init__(self, session: _Session, stdout: TextIO, stderr: TextIO, prog: str) -> None:
+        self.session, self.stdout, self.stderr, self.prog = session, stdout, stderr, prog
+        self.pending: list[dict[str, Any] | str] = []  # a request, or a message a line already got
+        self.status = 0
+
+    def run(self, stdin: TextIO) -> int:
+        try:
+            for line in stdin:
+                argv = rule_tokens(line)
+                if argv:  # ipvsadm hands an empty line to no one
+                    self._line(argv)
+        finally:  # also before a fatal error leaves: the lines before it are applied
+            self._flush()
+        return self.status
+
+    def _line(self, argv: list[str]) -> None:
+        try:
+            cmd = parse_command(argv, self.prog, reading_stdin=True)
+        except ParseError as err:
+            if err.fatal:
+                self._flush()
+                raise _Exit(err.code, err.message) from None
+            self.pending.append(err.message)
+            return
+        if cmd.name in ("help", "version"):  # usage_exit(0) / version_exit(0) end the restore
+            self._flush()
+            self.stdout.write(usage(self.prog) if cmd.name == "help" else VERSION_LINE + "\n")
+            raise _Exit(0)
+        if cmd.listing is not None:
+            self._flush()
+            self.stdout.write(_listing(cmd, self.session))
+            self.status = 0
+            return
+        self.pending.extend(cmd.requests)
+        if len(self.pending) >= RESTORE_RUN:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        ops = [item for item in pending if isinstance(item, dict)]
+        answers = iter(self.session.result({"op": "sequence", "ops": ops}, 255) if ops else [])
+        for item in pending:
+            message = item if isinstance(item, str) else None
+            if isinstance(item, dict):
+                answer = next(answers)
+                message = None if answer.get("ok") else error_text(str(item.get("op")), answer)
+            if message is not None:
+                self.stderr.write(message + "\n")
+            self.status = 0 if message is None else 255
+
+
+def _restore_atomic(session: _Session, stdin: TextIO, prog: str) -> None:
+    """-R --atomic: every line is parsed first; then one batch, so the rules apply all together or not at all."""
     try:
         ops, op_lines = rules_to_requests(stdin, prog)
     except RuleError as err:
@@ -315,8 +378,8 @@ def run(
     session: _Session | None = None
     try:
         args, control = split_control(argv)
-        as_json = "--json" in args
-        args = [a for a in args if a != "--json"]
+        as_json, atomic = "--json" in args, "--atomic" in args
+        args = [a for a in args if a not in ("--json", "--atomic")]
         if args in (["--reload"], ["--health"]):  # lvsadm extensions for a keepalived-driven lvsd
             session = _Session(control, transport)
             result = session.result({"op": args[0][2:]}, 255)
@@ -334,9 +397,13 @@ def run(
         if cmd.name == "version":
             stdout.write(VERSION_LINE + "\n")
             return 0
+        if atomic and cmd.name != "restore":
+            raise _Exit(2, f"Illegal '--atomic' option with the '{cmd.name}' command")
         session = _Session(control, transport)
-        if cmd.name == "restore":
-            _restore(session, stdin, prog)
+        if cmd.name == "restore" and atomic:
+            _restore_atomic(session, stdin, prog)
+        elif cmd.name == "restore":
+            return _Restore(session, stdout, stderr, prog).run(stdin)
         elif cmd.listing is not None:
             stdout.write(_json_listing(cmd, session) if as_json else _listing(cmd, session))
         else:

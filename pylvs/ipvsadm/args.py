@@ -162,12 +162,17 @@ _COMMAND_KEYS = {
 
 
 class ParseError(Exception):
-    """A rejected command line: `message` goes to stderr, `code` is the exit status."""
+    """A rejected command line: `message` goes to stderr, `code` is the exit status.
 
-    def __init__(self, message: str, code: int = 2):
+    `fatal` is False only for popt's errors after the command option: ipvsadm returns from those
+    (so `-R` reads on), where fail() and tryhelp_exit() end the process.
+    """
+
+    def __init__(self, message: str, code: int = 2, fatal: bool = True):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.fatal = fatal
 
 
 def tryhelp(prog: str) -> ParseError:
@@ -205,13 +210,25 @@ class _PoptError(Exception):
         self.token = token
 
 
+# The DPVS-style extensions are options only for the commands they extend; after any other command
+# option they are unknown, as in ipvsadm (`-L -n -Q` is `-Q: unknown option`). As the first option
+# every one is known: -P, -Q and -G are commands there.
+_EXTENSION_COMMANDS = {
+    "P": (), "Q": (), "G": (),
+    "z": ("add-laddr", "del-laddr", "get-laddr"), "F": ("add-laddr", "del-laddr", "get-laddr"),
+    "fullnat": ("add-server", "edit-server"), "proxy-protocol": ("add-service", "edit-service"),
+}
+
+
 class _Scanner:
-    """Yields (key, argument) per option; non-options are kept in `leftovers` (popt permutes)."""
+    """Yields (key, argument) per option; non-options are kept in `leftovers` (popt permutes).
+    `command` is set once the first option chose one; it decides which extensions are options."""
 
     def __init__(self, argv: Sequence[str]):
         self.argv = list(argv)
         self.leftovers: list[str] = []
         self.pos = 0
+        self.command: str | None = None
 
     @property
     def last_token(self) -> str:
@@ -229,6 +246,11 @@ class _Scanner:
         self.pos += 1
         return nxt
 
+    def _known(self, spec: _OptSpec | None) -> _OptSpec | None:
+        if spec is None or self.command is None or self.command in _EXTENSION_COMMANDS.get(spec.key, (self.command,)):
+            return spec
+        return None
+
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
         only_args = False
         while self.pos < len(self.argv):
@@ -240,7 +262,7 @@ class _Scanner:
                 only_args = True
             elif token.startswith("--"):
                 name, eq, value = token[2:].partition("=")
-                spec = _LONG.get(name)
+                spec = self._known(_LONG.get(name))
                 if spec is None:
                     raise _PoptError("unknown option", token)
                 if spec.arg == "none":
@@ -255,7 +277,7 @@ class _Scanner:
     def _short_cluster(self, token: str) -> Iterator[tuple[str, str | None]]:
         letters = token[1:]
         for i, letter in enumerate(letters):
-            spec = _SHORT.get(letter)
+            spec = self._known(_SHORT.get(letter))
             if spec is None:
                 raise _PoptError("unknown option", token)
             rest = letters[i + 1:]
@@ -666,11 +688,12 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
     done = _first_option(entry, key, value, prog)
     if done is not None:
         return entry, done
+    scanner.command = entry.cmd
     try:
         for key, value in events:
             _option(entry, key, value, scanner.last_token)
     except _PoptError as err:
-        raise ParseError(f"{err.token}: {err.text}", 255) from None
+        raise ParseError(f"{err.token}: {err.text}", 255, fatal=False) from None
 
     leftovers = list(scanner.leftovers)
     if entry.cmd == "set":

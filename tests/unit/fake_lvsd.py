@@ -55,6 +55,9 @@ class FakeLvsd:
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = json.loads(json.dumps(obj))
         self.requests.append(obj)
+        return self._answer(obj)
+
+    def _answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         try:
             result = self._apply(obj)
         except BatchError as err:
@@ -67,6 +70,8 @@ class FakeLvsd:
         op = obj.get("op")
         if op == "batch":
             return self._batch(obj.get("ops", []))
+        if op == "sequence":  # each op on its own, one answer each
+            return [self._answer(sub) for sub in obj.get("ops", [])]
         handler = getattr(self, "_op_" + str(op).replace("-", "_"), None)
         if handler is None:
             raise FakeError("EINVAL", EINVAL_TEXT)

@@ -279,8 +279,14 @@ ERRORS = [
     ("-L -n -n", "multiple 'numeric' options specified", 2),
     ("-L --stats --stats", "multiple 'stats' options specified", 2),
     ("-A -t 1.2.3.4:80 -n", "Illegal 'numeric' option with the 'add-service' command", 2),
-    ("-A -t 1.2.3.4:80 --fullnat", "Illegal 'forwarding-method' option with the 'add-service' command", 2),
-    ("-A -t 1.2.3.4:80 -z 10.0.0.1", "Illegal 'laddr' option with the 'add-service' command", 2),
+    # the DPVS extensions are unknown options outside their commands, as in ipvsadm (popt's error)
+    ("-A -t 1.2.3.4:80 --fullnat", "--fullnat: unknown option", 255),
+    ("-A -t 1.2.3.4:80 -z 10.0.0.1", "-z: unknown option", 255),
+    ("-L -n -Q", "-Q: unknown option", 255),
+    ("-L -nG", "-nG: unknown option", 255),
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 --proxy-protocol v1", "--proxy-protocol: unknown option", 255),
+    ("-L -F eth0", "-F: unknown option", 255),
+    ("-A -t 1.2.3.4:80 -w x -z 10.0.0.1", "illegal weight specified", 2),  # in order: -w fails first
     ("-d -t 1.2.3.4:80 -r 10.0.0.1 -m", "Illegal 'forwarding-method' option with the 'delete-server' command", 2),
     ("-e -t 1.2.3.4:80 -r 10.0.0.1 -p", "Illegal 'persistent' option with the 'edit-server' command", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 --tun-info", "Illegal 'tun-info' option with the 'add-server' command", 2),

@@ -217,8 +217,8 @@ ipvsadm -A -t 192.168.0.1:80 -s rr
 """
 
 
-def test_restore_sends_one_batch(fake):
-    r = Run(fake, "-R", RULES)
+def test_restore_atomic_sends_one_batch(fake):
+    r = Run(fake, "-R --atomic", RULES)
     assert (r.code, r.out, r.err) == (0, "", "")
     assert len(fake.requests) == 1
     batch = fake.requests[0]
@@ -232,34 +232,122 @@ def test_restore_sends_one_batch(fake):
     )
 
 
-def test_restore_parse_error_names_the_line_and_sends_nothing(fake):
-    rules = "-A -t 1.2.3.4:80\n\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000\n-A -t 1.2.3.5:80 -z\n"
-    r = Run(fake, "-R", rules)
+def test_restore_atomic_parse_error_names_the_line_and_sends_nothing(fake):
+    rules = "-A -t 1.2.3.4:80\n\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w x\n-A -t 1.2.3.5:80 -z\n"
+    r = Run(fake, "-R --atomic", rules)
     assert (r.code, r.err) == (2, "line 3: illegal weight specified\n")
     assert fake.requests == []
 
 
-def test_restore_nested_and_listing_lines(fake):
-    r = Run(fake, "-R", "-A -t 1.2.3.4:80\n-R\n")
+def test_restore_atomic_nested_and_listing_lines(fake):
+    r = Run(fake, "-R --atomic", "-A -t 1.2.3.4:80\n-R\n")
     assert (r.code, r.err) == (255, "line 2: " + TRYHELP)
-    r = Run(fake, "-R", "-L -n\n")
+    r = Run(fake, "-R --atomic", "-L -n\n")
     assert (r.code, r.err) == (2, "line 1: the 'list' command cannot be used with --restore\n")
-    r = Run(fake, "-R", "-A -t 1.2.3.4:80 --bogus\n")
+    r = Run(fake, "-R --atomic", "-A -t 1.2.3.4:80 --bogus\n")
     assert (r.code, r.err) == (255, "line 1: --bogus: unknown option\n")
     assert fake.requests == []
 
 
-def test_restore_is_all_or_nothing(fake):
+def test_restore_atomic_is_all_or_nothing(fake):
     ok(fake, "-A -t 1.2.3.9:80")
     rules = "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 10.0.0.1\n# dup\n-A -t 1.2.3.9:80\n-A -t 1.2.3.5:80\n"
-    r = Run(fake, "-R", rules)
+    r = Run(fake, "-R --atomic", rules)
     assert (r.code, r.err) == (255, "line 4: Service already exists\n")
     assert Run(fake, "-Sn").out == "-A -t 1.2.3.9:80 -s wlc\n"
 
 
-def test_restore_empty_input(fake):
-    r = Run(fake, "-R", "# nothing\n\n")
+def test_restore_atomic_empty_input(fake):
+    r = Run(fake, "-R --atomic", "# nothing\n\n")
     assert r.code == 0 and fake.requests == [{"op": "batch", "ops": []}]
+
+
+def test_atomic_is_only_for_restore(fake):
+    r = Run(fake, "-L -n --atomic")
+    assert (r.code, r.out, r.err) == (2, "", "Illegal '--atomic' option with the 'list' command\n")
+
+
+# ipvsadm -R (ipvsadm.c restore_table, config_stream_read): each line runs as its own command line.
+
+
+def saved(fake: FakeLvsd) -> str:
+    return Run(fake, "-Sn").out
+
+
+def test_restore_goes_on_after_kernel_errors_and_exits_with_the_last_lines_status(fake):
+    ok(fake, "-A -t 1.2.3.9:80")
+    rules = ("-A -t 1.2.3.4:80\n-A -t 1.2.3.9:80\n-a -t 1.2.3.4:80 -r 10.0.0.1 -m\n"
+             "-a -t 1.2.3.4:80 -r 10.0.0.1 -m\n-A -t 1.2.3.5:80\n")
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (0, "", "Service already exists\nDestination already exists\n")
+    assert saved(fake) == ("-A -t 1.2.3.4:80 -s wlc\n-a -t 1.2.3.4:80 -r 10.0.0.1:80 -m -w 1\n"
+                           "-A -t 1.2.3.5:80 -s wlc\n-A -t 1.2.3.9:80 -s wlc\n")
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-A -t 1.2.3.5:80\n")  # the last line fails: its status
+    assert (r.code, r.out, r.err) == (255, "", "Service already exists\n")
+    assert "-A -t 1.2.3.6:80" in saved(fake)
+
+
+def test_restore_sends_runs_of_lines_as_one_sequence(fake, monkeypatch):
+    monkeypatch.setattr(lvsadm, "RESTORE_RUN", 10)
+    rules = "".join(f"-A -t 10.0.0.{i}:80\n" for i in range(25))
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (0, "", "")
+    assert [len(req["ops"]) for req in fake.requests if req["op"] == "sequence"] == [10, 10, 5]
+    assert len(fake.requests) == 3 and len(fake.services) == 25
+
+
+def test_restore_stops_at_a_parse_error_and_keeps_the_lines_before(fake):
+    rules = "-A -t 1.2.3.4:80\n-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w x\n-A -t 1.2.3.5:80\n"
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (2, "", "Service already exists\nillegal weight specified\n")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+
+
+def test_restore_comment_lines_are_command_lines_without_a_command(fake):
+    # no comment syntax in config_stream_read: '#' is a token, popt finds no option, tryhelp_exit(-1)
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80\n# saved by hand\n-A -t 1.2.3.5:80\n")
+    assert (r.code, r.out, r.err) == (255, "", TRYHELP)
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80 # web\n")  # after a command: a leftover argument, fail()
+    assert (r.code, r.out, r.err) == (2, "", "unexpected argument #\n")
+
+
+def test_restore_passes_over_empty_lines(fake):
+    # config_stream_read returns argv[0] alone for an empty line; restore_table runs only longer ones
+    r = Run(fake, "-R", "\n  \t\n-A -t 1.2.3.4:80\n\n")
+    assert (r.code, r.out, r.err) == (0, "", "")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+
+
+def test_restore_goes_on_after_an_unknown_option(fake):
+    # popt errors after the command make parse_options return -1: printed, and restore reads on
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80 --bogus\n-A -t 1.2.3.5:80\n")
+    assert (r.code, r.out, r.err) == (0, "", "--bogus: unknown option\n")
+    assert saved(fake) == "-A -t 1.2.3.5:80 -s wlc\n"
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-D -t 1.2.3.6:80 -Q\n")
+    assert (r.code, r.out, r.err) == (255, "", "-Q: unknown option\n")
+
+
+def test_restore_lists_in_order_and_refuses_nesting(fake):
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80 -s rr\n-L -n\n-A -t 1.2.3.5:80\n-S -n\n")
+    assert r.code == 0 and r.err == ""
+    assert r.out == ends("""
+IP Virtual Server version 1.2.1 (size=4096)|
+Prot LocalAddress:Port Scheduler Flags|
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn|
+TCP  1.2.3.4:80 rr|
+-A -t 1.2.3.4:80 -s rr|
+-A -t 1.2.3.5:80 -s wlc|
+""")
+    assert [req["op"] for req in fake.requests] == ["sequence", "get-info", "list", "sequence", "list"]
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-R\n-A -t 1.2.3.7:80\n")
+    assert (r.code, r.out, r.err) == (255, "", TRYHELP)
+    assert "1.2.3.6" in saved(fake) and "1.2.3.7" not in saved(fake)
+
+
+def test_restore_empty_input_sends_nothing(fake):
+    r = Run(fake, "-R", "")
+    assert (r.code, r.out, r.err, fake.requests) == (0, "", "", [])
 
 
 FULL_CONFIG = """
