@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno as errno_mod
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any, Protocol, TextIO
@@ -419,9 +420,20 @@ def run(
             session.close()
 
 
+def program_name(argv0: str) -> str:
+    """The program as the user typed it, for `Try ... -h'. A script's interpreter gets the path the
+    shell found, not argv[0]: a path that is what PATH finds for its name was typed as the name;
+    `python -m pylvs.cli.lvsadm` is lvsadm."""
+    if os.path.abspath(argv0) == os.path.abspath(__file__):
+        return "lvsadm"
+    name = os.path.basename(argv0)
+    found = shutil.which(name) if os.path.isabs(argv0) else None
+    return name if found and os.path.realpath(found) == os.path.realpath(argv0) else argv0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-        prog, args = sys.argv[0], sys.argv[1:]
+        prog, args = program_name(sys.argv[0]), sys.argv[1:]
     else:
         prog, args = "lvsadm", list(argv)
     try:

@@ -599,7 +599,8 @@ def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
         entry.set_option("forwarding-method")
         entry.method = _FORWARD[key]
     elif key == "w":
-        entry.weight = _number_option(entry, "weight", arg, 0, 65535, "weight")
+        # 0..INT_MAX as the kernel takes it (Debian's ipvsadm 1.31 patch; upstream stops at 65535)
+        entry.weight = _number_option(entry, "weight", arg, 0, INT_MAX, "weight")
     elif key == "x":
         entry.u_threshold = _number_option(entry, "u-threshold", arg, 0, INT_MAX, "u_threshold")
     elif key == "y":

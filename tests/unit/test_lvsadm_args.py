@@ -120,6 +120,10 @@ REQUESTS = [
      dest_req("add-dest", {"protocol": "udp", "addr": "1.2.3.4", "port": 53}, "10.0.0.1", 53, method="masq")),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65535 -x 2147483647",
      dest_req("add-dest", T80, "10.0.0.1", 80, weight=65535, u_threshold=2147483647)),
+    # weights up to INT_MAX, as Debian's ipvsadm 1.31 and the kernel take them
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000", dest_req("add-dest", T80, "10.0.0.1", 80, weight=70000)),
+    ("-e -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483647", dest_req("edit-dest", T80, "10.0.0.1", 80, weight=2147483647)),
+    ("-a -t 1.2.3.4:80 -r localhost", dest_req("add-dest", T80, "127.0.0.1", 80)),
     # sync daemon
     ("--start-daemon master", {"op": "start-daemon", "daemon": {"state": "master", "mcast_ifn": "eth0", "syncid": 0}}),
     ("--start-daemon backup --mcast-interface eth1 --syncid 5 --sync-maxlen 1400 --mcast-group 239.1.2.3 "
@@ -301,12 +305,12 @@ ERRORS = [
     # real servers
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -m -g", "multiple 'forwarding-method' options specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -i --fullnat", "multiple 'forwarding-method' options specified", 2),
-    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65536", "illegal weight specified", 2),
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483648", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w -1", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 1x", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -x 2147483648", "illegal u_threshold specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -y x", "illegal l_threshold specified", 2),
-    ("-a -w 99999 -x -5", "illegal weight specified", 2),  # the first error in argv order
+    ("-a -w 2147483648 -x -5", "illegal weight specified", 2),  # the first error in argv order
     ("-a -t 1.2.3.4:80 -r 10.0.0.1:99999", "illegal real server address[:port] specified", 2),
     ("-a -t 1.2.3.4:80 -r 2001:db8::5 -m", "Different address family is allowed only for tunneling servers", 2),
     ("-a -t 1.2.3.4:80 -r 2001:db8::5", "Different address family is allowed only for tunneling servers", 2),

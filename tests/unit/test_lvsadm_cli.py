@@ -16,6 +16,7 @@ import pytest
 from pylvs.cli import lvsadm
 from pylvs.control import client as control_client
 from pylvs.ipvsadm import args as ipvsadm_args
+from pylvs.ipvsadm import format as ipvsadm_format
 from tests.unit.fake_lvsd import FakeLvsd
 
 TRYHELP = "Try `lvsadm -h' or 'lvsadm --help' for more information.\n"
@@ -510,3 +511,61 @@ def test_permission_denied_reason(short_dir):
     finally:
         os.unlink(path)
         thread.join(timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# what ipvsadm 1.31 on the kernel's IPVS answers (issue 12)
+
+
+def test_pe_sip_is_kept_and_listed_and_a_bogus_pe_is_refused(fake):
+    ok(fake, "-A -u 10.0.0.1:5060 -s rr -p 360 --pe sip")
+    ok(fake, "-A -u 10.0.0.1:5061 -s rr --pe sip")  # print_service_entry shows `pe` only when persistent
+    assert Run(fake, "-Ln").out.split("\n")[3:] == ["UDP  10.0.0.1:5060 rr persistent 360 pe sip",
+                                                    "UDP  10.0.0.1:5061 rr", ""]
+    assert saved(fake) == "-A -u 10.0.0.1:5060 -s rr -p 360 --pe sip\n-A -u 10.0.0.1:5061 -s rr --pe sip\n"
+    r = Run(fake, "-A -u 10.0.0.1:5062 --pe bogus")
+    assert (r.code, r.out, r.err) == (255, "", "Scheduler or persistence engine not found\n")
+
+
+def test_weights_above_65535(fake):
+    ok(fake, "-A -t 1.2.3.4:80")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.1 -m -w 70000")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.2 -m -w 2147483647")
+    assert Run(fake, "-Ln").out.split("\n")[4:] == [
+        "  -> 10.0.0.1:80                  Masq    70000  0          0         ",
+        "  -> 10.0.0.2:80                  Masq    2147483647 0          0         ", ""]
+    r = Run(fake, "-a -t 1.2.3.4:80 -r 10.0.0.3 -w 2147483648")
+    assert (r.code, r.out, r.err) == (2, "", "illegal weight specified\n")
+
+
+def test_localhost_as_real_server(fake, monkeypatch):
+    monkeypatch.setattr(ipvsadm_args, "_host_to_addr", lambda name: "127.0.0.1" if name == "localhost" else None)
+    ok(fake, "-A -t 1.2.3.4:80")
+    ok(fake, "-a -t 1.2.3.4:80 -r localhost")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n-a -t 1.2.3.4:80 -r 127.0.0.1:80 -g -w 1\n"
+
+
+def test_fwmark_real_server_ports_stay_numbers_without_n(fake, monkeypatch):
+    monkeypatch.setattr(ipvsadm_format, "_host_name", lambda addr, family: addr)
+    ok(fake, "-A -f 1 -s rr")
+    ok(fake, "-a -f 1 -r 10.0.0.4:80 -m")
+    ok(fake, "-A -t 1.2.3.4:80 -s rr")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.5:80 -m")
+    assert Run(fake, "-L").out.split("\n")[3:] == [
+        "TCP  1.2.3.4:http rr",
+        "  -> 10.0.0.5:http                Masq    1      0          0         ",
+        "FWM  1 rr",
+        "  -> 10.0.0.4:80                  Masq    1      0          0         ", ""]
+    assert Run(fake, "-S").out == ("-A -t 1.2.3.4:http -s rr\n-a -t 1.2.3.4:http -r 10.0.0.5:http -m -w 1\n"
+                                   "-A -f 1 -s rr\n-a -f 1 -r 10.0.0.4:80 -m -w 1\n")
+    assert Run(fake, "-L -f 1").out.split("\n")[2:] == [
+        "FWM  1 rr", "  -> 10.0.0.4:80                  Masq    1      0          0         ", ""]
+
+
+def test_try_names_the_program_as_typed(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin")
+    monkeypatch.setattr(lvsadm.shutil, "which", lambda name: "/usr/sbin/lvsadm" if name == "lvsadm" else None)
+    assert lvsadm.program_name("/usr/sbin/lvsadm") == "lvsadm"  # found on PATH: typed as its name
+    assert lvsadm.program_name("./lvsadm") == "./lvsadm"
+    assert lvsadm.program_name("/opt/pylvs/bin/lvsadm") == "/opt/pylvs/bin/lvsadm"  # not the one on PATH
+    assert lvsadm.program_name(lvsadm.__file__) == "lvsadm"  # python -m pylvs.cli.lvsadm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import fields
 
 from pylvs.cli import lvsadm as lvsadm_cli
 from pylvs.cli.lvsadm import run
@@ -94,3 +95,44 @@ def test_a_long_restore_is_few_requests(monkeypatch):
     assert lvsadm(d, "-R", stdin=lines) == (0, "", "")
     assert sent == ["sequence"] * 3 and len(d.engine.table) == 1000
     assert all(len(svc.dests) == 1 for svc in d.engine.table)
+
+
+def test_pe_sip_is_kept_through_edits_and_a_bogus_one_refused_as_ipvs_does():
+    d = Direct()
+    assert lvsadm(d, "-A", "-u", "203.0.113.100:5060", "-s", "rr", "-p", "60", "--pe", "sip") == (0, "", "")
+    assert lvsadm(d, "-E", "-u", "203.0.113.100:5060", "-s", "wrr", "-p", "120", "--pe", "sip") == (0, "", "")
+    assert lvsadm(d, "-S", "-n")[1] == "-A -u 203.0.113.100:5060 -s wrr -p 120 --pe sip\n"
+    assert lvsadm(d, "-L", "-n")[1].split("\n")[3] == "UDP  203.0.113.100:5060 wrr persistent 120 pe sip"
+    nope = (255, "", "Scheduler or persistence engine not found\n")
+    assert lvsadm(d, "-A", "-u", "203.0.113.100:5061", "--pe", "bogus") == nope
+    assert lvsadm(d, "-E", "-u", "203.0.113.100:5060", "--pe", "bogus") == nope
+    # the service's (non)existence is found first, as ip_vs_ctl does
+    assert lvsadm(d, "-A", "-u", "203.0.113.100:5060", "--pe", "bogus") == (255, "", "Service already exists\n")
+    assert lvsadm(d, "-E", "-u", "203.0.113.100:5062", "--pe", "bogus") == (255, "", "No such service\n")
+    assert lvsadm(d, "-E", "-u", "203.0.113.100:5060", "-s", "rr") == (0, "", "")  # -E without --pe clears it
+    assert lvsadm(d, "-S", "-n")[1] == "-A -u 203.0.113.100:5060 -s rr\n"
+
+
+def test_weights_up_to_int_max():
+    d = Direct()
+    assert lvsadm(d, "-A", "-t", "203.0.113.100:80")[0] == 0
+    assert lvsadm(d, "-a", "-t", "203.0.113.100:80", "-r", "192.0.2.11", "-m", "-w", "70000") == (0, "", "")
+    assert lvsadm(d, "-e", "-t", "203.0.113.100:80", "-r", "192.0.2.11", "-m", "-w", "2147483647") == (0, "", "")
+    assert "-r 192.0.2.11:80 -m -w 2147483647" in lvsadm(d, "-S", "-n")[1]
+
+
+def test_shadow_copy_keeps_every_configuration_field():
+    d = Direct()
+    assert lvsadm(d, "-R", stdin=RULES + "-A -u 203.0.113.100:5060 -s rr -p 60 --pe sip\n") == (0, "", "")
+    copy = api.shadow_copy(d.engine.table)
+    runtime = {"dests", "laddrs", "sched", "stats"}
+    for orig, clone in zip(d.engine.table, copy, strict=True):
+        for f in fields(orig):
+            if f.name not in runtime:
+                assert getattr(clone, f.name) == getattr(orig, f.name), f.name
+        assert [la.addr for la in clone.laddrs] == [la.addr for la in orig.laddrs]
+        for dest, dclone in zip(orig.dests, clone.dests, strict=True):
+            assert dclone is not dest
+            for f in fields(dest):
+                if f.name != "stats":
+                    assert getattr(dclone, f.name) == getattr(dest, f.name), f.name
