@@ -9,6 +9,7 @@ the order ipvsadm finds them, and every message and exit code is ipvsadm's (2 fo
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -714,8 +715,21 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
 # process_options checks
 
 
+@functools.cache
+def _row_masks(names: tuple[str, ...], row: str) -> tuple[int, int, int]:
+    """(required, illegal, exclusive) option bits of a legality row."""
+    masks = {"+": 0, "x": 0, "1": 0, ".": 0}
+    for name, rule in zip(names, row, strict=True):
+        masks[rule] |= 1 << _OPT_INDEX[name]
+    return masks["+"], masks["x"], masks["1"]
+
+
 def _matrix_check(entry: _Entry, names: tuple[str, ...], row: str, subject: str) -> None:
     """One legality row: '+' required, 'x' illegal, '1' at most one of them (ipvsadm's messages)."""
+    required, illegal, exclusive = _row_masks(names, row)
+    options = entry.options
+    if not required & ~options and not illegal & options and (options & exclusive).bit_count() <= 1:
+        return  # legal: the walk below, which finds ipvsadm's first complaint, is for errors only
     first_exclusive: str | None = None
     for name, rule in zip(names, row, strict=True):
         if not entry.has(name):
