@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from dataclasses import fields
 
+import pytest
+
 from pylvs.cli import lvsadm as lvsadm_cli
 from pylvs.cli.lvsadm import run
 from pylvs.control import api
@@ -136,3 +138,12 @@ def test_shadow_copy_keeps_every_configuration_field():
             for f in fields(dest):
                 if f.name != "stats":
                     assert getattr(dclone, f.name) == getattr(dest, f.name), f.name
+
+
+@pytest.mark.xfail(strict=True, reason="engine/table.py _check_dest still refuses 127/8 (the lead's file); "
+                                       "the kernel takes it (RTN_LOCAL). Remove this mark with that change.")
+def test_localhost_as_a_real_server_is_accepted_as_the_kernel_does():
+    d = Direct()
+    assert lvsadm(d, "-A", "-t", "203.0.113.100:80")[0] == 0
+    assert lvsadm(d, "-a", "-t", "203.0.113.100:80", "-r", "127.0.0.1") == (0, "", "")
+    assert "-a -t 203.0.113.100:80 -r 127.0.0.1:80 -g -w 1" in lvsadm(d, "-S", "-n")[1]
