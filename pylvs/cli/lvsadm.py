@@ -337,7 +337,10 @@ class _Restore:
     def _flush(self) -> None:
         pending, self.pending = self.pending, []
         ops = [item for item in pending if isinstance(item, dict)]
-        answers = iter(self.session.result({"op": "sequence", "ops": ops}, 255) if ops else [])
+        results = self.session.result({"op": "sequence", "ops": ops}, 255) if ops else []
+        if not isinstance(results, list) or len(results) != len(ops):
+            raise _Exit(1, "lvsd did not answer the sequence op by op")
+        answers = iter(results)
         for item in pending:
             message = item if isinstance(item, str) else None
             if isinstance(item, dict):
