@@ -147,3 +147,40 @@ def test_localhost_as_a_real_server_is_accepted_as_the_kernel_does():
     assert lvsadm(d, "-A", "-t", "203.0.113.100:80")[0] == 0
     assert lvsadm(d, "-a", "-t", "203.0.113.100:80", "-r", "127.0.0.1") == (0, "", "")
     assert "-a -t 203.0.113.100:80 -r 127.0.0.1:80 -g -w 1" in lvsadm(d, "-S", "-n")[1]
+
+
+SVC = {"protocol": "tcp", "addr": "203.0.113.100", "port": 80}
+
+
+def test_a_sequence_answers_op_by_op_and_goes_on_after_refusals():
+    d = Direct()
+    answer = d.request({"op": "sequence", "ops": [
+        {"op": "add-service", "service": SVC}, {"op": "add-service", "service": SVC},
+        {"op": "nosuch"}, {"op": "batch", "ops": []},
+        {"op": "add-dest", "svc": SVC, "dest": {"addr": "192.0.2.11", "port": 80}}]})
+    assert answer == {"ok": True, "result": [
+        {"ok": True, "result": None},
+        {"ok": False, "errno": "EEXIST", "error": "Service already exists"},
+        {"ok": False, "errno": "EINVAL", "error": "unknown op 'nosuch'"},
+        {"ok": False, "errno": "EINVAL", "error": "batch cannot be part of a sequence"},
+        {"ok": True, "result": None}]}
+    assert [len(svc.dests) for svc in d.engine.table] == [1]
+
+
+def test_registered_ops_are_served_and_kept_out_of_atomic_batches():
+    control = api.Control(Engine(StaticRoutes()))
+    control.register("hello", lambda req: {"hi": req.get("name")})
+    assert control.handle({"op": "hello", "name": "x"}) == {"ok": True, "result": {"hi": "x"}}
+    assert control.handle({"op": "batch", "ops": [{"op": "add-service", "service": SVC}, {"op": "hello"}]}) == \
+        {"ok": False, "errno": "EINVAL", "error": "hello cannot be part of a batch", "line": 1}
+    assert len(control.engine.table) == 0
+    assert control.handle({"op": "sequence", "ops": [{"op": "hello", "name": "y"}]})["result"] == \
+        [{"ok": True, "result": {"hi": "y"}}]
+    assert api.handle(control.engine, {"op": "hello"})["error"] == "unknown op 'hello'"  # per Control
+
+
+def test_restore_refuses_a_daemon_that_answers_a_sequence_whole():
+    class Old:
+        def request(self, obj):
+            return {"ok": True, "result": None}
+    assert lvsadm(Old(), "-R", stdin="-A -t 1.2.3.4:80\n") == (1, "", "lvsd did not answer the sequence op by op\n")
