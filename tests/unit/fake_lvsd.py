@@ -15,9 +15,8 @@ import socket
 import threading
 from typing import Any
 
-SCHEDULERS = {
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos", "none",
-}
+from pylvs.sched import SCHEDULERS
+
 EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 _ZERO_STATS = {"conns": 0, "inpkts": 0, "outpkts": 0, "inbytes": 0, "outbytes": 0}
 _ZERO_RATES = {"cps": 0, "inpps": 0, "outpps": 0, "inbps": 0, "outbps": 0}
