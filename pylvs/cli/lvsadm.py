@@ -3,7 +3,8 @@
 Parsing and printing are ipvsadm's (pylvs.control.ipvsadm_args / ipvsadm_format); this module
 only glues them to the control socket. Deliberate differences from ipvsadm:
   * the daemon is contacted only when needed, so -h, -v and command-line errors work without it;
-  * -R sends all lines as one `batch`: they apply all or none, and errors name the input line;
+  * -R applies line by line as ipvsadm does, but sends runs of lines as one `sequence` request;
+    `-R --atomic` applies all lines or none (one `batch`), and its errors name the input line;
   * `--control PATH` (or $PYLVS_CONTROL) selects the socket;
   * `-v` prints `lvsadm v<version> (ipvsadm v1.31 compatible)`.
 """
@@ -13,18 +14,19 @@ from __future__ import annotations
 import errno as errno_mod
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any, Protocol, TextIO
 
 from pylvs import __version__
 from pylvs.control import client as control_client
-from pylvs.control import ipvsadm_format as fmt
-from pylvs.control.ipvsadm_args import Command, ParseError, parse_command
-from pylvs.control.ipvsadm_rules import RuleError, rules_to_requests
+from pylvs.ipvsadm import format as fmt
+from pylvs.ipvsadm.args import Command, ParseError, parse_command
+from pylvs.ipvsadm.rules import RuleError, rules_to_requests
+from pylvs.ipvsadm.rules import tokens as rule_tokens
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
-SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos"
 
 # ipvs_strerror(): per-operation messages first, then the generic ones [ipvs.md §1.4]
 _OP_ERRORS = {
@@ -112,7 +114,10 @@ class _Session:
 
 
 def usage(prog: str) -> str:
+    from pylvs.sched import SCHEDULERS  # the daemon's registry; imported here, only -h needs it
+
     p = prog
+    schedulers = "|".join(SCHEDULERS)
     return f"""{VERSION_LINE}
 Usage:
   {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe persistence_engine] \
@@ -138,7 +143,7 @@ Either long or short options are allowed.
   --edit-service    -E        edit virtual service with options
   --delete-service  -D        delete virtual service
   --clear           -C        clear the whole table
-  --restore         -R        restore rules from stdin (all lines or none)
+  --restore         -R        restore rules from stdin
   --save            -S        save rules to stdout
   --add-server      -a        add real server with options
   --edit-server     -e        edit real server with options
@@ -161,7 +166,7 @@ virtual-service:
 
 Options:
   --ipv6         -6                   fwmark entry uses IPv6
-  --scheduler    -s scheduler         one of {SCHEDULERS},
+  --scheduler    -s scheduler         one of {schedulers},
                                       the default scheduler is wlc.
   --pe            engine              alternate persistence engine may be sip,
                                       not set by default.
@@ -209,6 +214,7 @@ Daemon Options:
 lvsadm extensions:
   --control PATH                      lvsd control socket (default $PYLVS_CONTROL or /run/pylvs/lvsd.sock)
   --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
+  --atomic                            with -R: apply all lines or none (lines numbered in errors)
   --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
   --health                            health-check state of a keepalived-driven lvsd, as JSON
 """
@@ -282,8 +288,71 @@ def _listing(cmd: Command, session: _Session) -> str:
     return fmt.format_laddrs((session.result(request, 1) or {}).get("services", []))
 
 
-def _restore(session: _Session, stdin: TextIO, prog: str) -> None:
-    """-R: every line is parsed first; then one batch, so the rules apply all together or not at all."""
+RESTORE_RUN = 4096  # ops per `sequence` request: a 10,000-line restore is three requests
+
+
+class _Restore:
+    """`-R` as ipvsadm's restore_table: line by line, in order. A refused change prints ipvsadm's
+    message and the next line runs; fail() and tryhelp_exit() errors stop, keeping what was applied;
+    `-L`/`-S` lines list. The exit status is the last line's. Consecutive changes go to lvsd as one
+    `sequence` request (applied in order, one answer each), so a long file costs few requests."""
+
+    def __init__(self, session: _Session, stdout: TextIO, stderr: TextIO, prog: str) -> None:
+        self.session, self.stdout, self.stderr, self.prog = session, stdout, stderr, prog
+        self.pending: list[dict[str, Any] | str] = []  # a request, or a message a line already got
+        self.status = 0
+
+    def run(self, stdin: TextIO) -> int:
+        try:
+            for line in stdin:
+                argv = rule_tokens(line)
+                if argv:  # ipvsadm hands an empty line to no one
+                    self._line(argv)
+        finally:  # also before a fatal error leaves: the lines before it are applied
+            self._flush()
+        return self.status
+
+    def _line(self, argv: list[str]) -> None:
+        try:
+            cmd = parse_command(argv, self.prog, reading_stdin=True)
+        except ParseError as err:
+            if err.fatal:
+                self._flush()
+                raise _Exit(err.code, err.message) from None
+            self.pending.append(err.message)
+            return
+        if cmd.name in ("help", "version"):  # usage_exit(0) / version_exit(0) end the restore
+            self._flush()
+            self.stdout.write(usage(self.prog) if cmd.name == "help" else VERSION_LINE + "\n")
+            raise _Exit(0)
+        if cmd.listing is not None:
+            self._flush()
+            self.stdout.write(_listing(cmd, self.session))
+            self.status = 0
+            return
+        self.pending.extend(cmd.requests)
+        if len(self.pending) >= RESTORE_RUN:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        ops = [item for item in pending if isinstance(item, dict)]
+        results = self.session.result({"op": "sequence", "ops": ops}, 255) if ops else []
+        if not isinstance(results, list) or len(results) != len(ops):
+            raise _Exit(1, "lvsd did not answer the sequence op by op")
+        answers = iter(results)
+        for item in pending:
+            message = item if isinstance(item, str) else None
+            if isinstance(item, dict):
+                answer = next(answers)
+                message = None if answer.get("ok") else error_text(str(item.get("op")), answer)
+            if message is not None:
+                self.stderr.write(message + "\n")
+            self.status = 0 if message is None else 255
+
+
+def _restore_atomic(session: _Session, stdin: TextIO, prog: str) -> None:
+    """-R --atomic: every line is parsed first; then one batch, so the rules apply all together or not at all."""
     try:
         ops, op_lines = rules_to_requests(stdin, prog)
     except RuleError as err:
@@ -313,8 +382,8 @@ def run(
     session: _Session | None = None
     try:
         args, control = split_control(argv)
-        as_json = "--json" in args
-        args = [a for a in args if a != "--json"]
+        as_json, atomic = "--json" in args, "--atomic" in args
+        args = [a for a in args if a not in ("--json", "--atomic")]
         if args in (["--reload"], ["--health"]):  # lvsadm extensions for a keepalived-driven lvsd
             session = _Session(control, transport)
             result = session.result({"op": args[0][2:]}, 255)
@@ -332,9 +401,13 @@ def run(
         if cmd.name == "version":
             stdout.write(VERSION_LINE + "\n")
             return 0
+        if atomic and cmd.name != "restore":
+            raise _Exit(2, f"Illegal '--atomic' option with the '{cmd.name}' command")
         session = _Session(control, transport)
-        if cmd.name == "restore":
-            _restore(session, stdin, prog)
+        if cmd.name == "restore" and atomic:
+            _restore_atomic(session, stdin, prog)
+        elif cmd.name == "restore":
+            return _Restore(session, stdout, stderr, prog).run(stdin)
         elif cmd.listing is not None:
             stdout.write(_json_listing(cmd, session) if as_json else _listing(cmd, session))
         else:
@@ -350,9 +423,20 @@ def run(
             session.close()
 
 
+def program_name(argv0: str) -> str:
+    """The program as the user typed it, for `Try ... -h'. A script's interpreter gets the path the
+    shell found, not argv[0]: a path that is what PATH finds for its name was typed as the name;
+    `python -m pylvs.cli.lvsadm` is lvsadm."""
+    if os.path.abspath(argv0) == os.path.abspath(__file__):
+        return "lvsadm"
+    name = os.path.basename(argv0)
+    found = shutil.which(name) if os.path.isabs(argv0) else None
+    return name if found and os.path.realpath(found) == os.path.realpath(argv0) else argv0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-        prog, args = sys.argv[0], sys.argv[1:]
+        prog, args = program_name(sys.argv[0]), sys.argv[1:]
     else:
         prog, args = "lvsadm", list(argv)
     try:

@@ -7,31 +7,24 @@ the errno and text ipvsadm would show.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pylvs import __version__
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
-from pylvs.engine.services import (
-    DEFAULT_SCHEDULER,
-    PROTO_NAMES,
-    ConfigError,
-    Method,
-    RealServer,
-    VirtualService,
-    ip,
-    pack_ip,
-)
+from pylvs.engine.services import DEFAULT_SCHEDULER, ConfigError, RealServer, VirtualService, ip, pack_ip
 from pylvs.engine.table import ServiceTable
+from pylvs.ipvs_uapi import PROTO_NAMES, PROTO_TCP, PROTO_UDP, Method
 from pylvs.sync.config import BACKUP, MASTER, DaemonConfig
 from pylvs.sync.proto import SYNC_GROUP, SYNC_PORT
 
 IPVS_VERSION = "1.2.1"
 CONN_TAB_SIZE = 4096
-PROTOCOLS = {"tcp": 6, "udp": 17}
-METHODS = {"masq": Method.MASQ, "local": Method.LOCAL, "tunnel": Method.TUNNEL, "route": Method.ROUTE,
-           "fullnat": Method.FULLNAT}
-METHOD_NAMES = {v: k for k, v in METHODS.items()}
+PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}  # what the engine forwards
+METHODS = {method.name.lower(): method for method in Method}  # the protocol's method names
+PERSISTENCE_ENGINES = ("sip",)  # the kernel's ip_vs_pe_<name> modules
 
 
 class BadRequest(ConfigError):
@@ -61,7 +54,7 @@ def service_id(obj: Any) -> tuple[int, bytes, int, int]:
         raise BadRequest("missing service")
     fwmark = _int(obj, "fwmark", 0)
     if fwmark:
-        return PROTOCOLS.get(str(obj.get("protocol", "tcp")), 6), b"\0\0\0\0", 0, fwmark
+        return PROTOCOLS.get(str(obj.get("protocol", "tcp")), PROTO_TCP), b"\0\0\0\0", 0, fwmark
     proto = PROTOCOLS.get(str(obj.get("protocol", "")).lower())
     if proto is None:
         raise ConfigError("ENOPROTOOPT", "Protocol not available")
@@ -77,7 +70,7 @@ def decode_service(obj: Any) -> VirtualService:
     return VirtualService(
         protocol=proto, addr=addr, port=port, fwmark=fwmark, scheduler=scheduler,
         flags=_int(obj, "flags", 0), timeout=_int(obj, "timeout", 0),
-        netmask=_addr(obj.get("netmask", "255.255.255.255")), proxy_protocol=proxy,
+        netmask=_addr(obj.get("netmask", "255.255.255.255")), pe=str(obj.get("pe") or ""), proxy_protocol=proxy,
     )
 
 
@@ -109,7 +102,7 @@ def _stats(stats) -> dict[str, dict[str, int]]:
 
 def encode_dest(dest: RealServer) -> dict[str, Any]:
     return {
-        "addr": ip(dest.addr), "port": dest.port, "method": METHOD_NAMES[dest.method],
+        "addr": ip(dest.addr), "port": dest.port, "method": dest.method.name.lower(),
         "weight": dest.weight, "u_threshold": dest.u_threshold, "l_threshold": dest.l_threshold,
         "tun_type": dest.tun_type, "tun_port": dest.tun_port, "tun_flags": dest.tun_flags,
         "activeconns": dest.activeconns, "inactconns": dest.inactconns,
@@ -122,7 +115,7 @@ def encode_service(svc: VirtualService) -> dict[str, Any]:
         "protocol": PROTO_NAMES[svc.protocol].lower(), "addr": ip(svc.addr), "port": svc.port}
     out.update({
         "scheduler": svc.scheduler, "flags": svc.flags, "timeout": svc.timeout,
-        "netmask": ip(svc.netmask), "pe": "", "proxy_protocol": svc.proxy_protocol,
+        "netmask": ip(svc.netmask), "pe": svc.pe, "proxy_protocol": svc.proxy_protocol,
         **_stats(svc.stats), "dests": [encode_dest(d) for d in svc.dests],
         "laddrs": [encode_laddr(la) for la in svc.laddrs],
     })
@@ -146,127 +139,258 @@ def encode_conn(conn, now: float) -> dict[str, Any]:
 
 # -- operations -------------------------------------------------------------------------------
 
-def _apply(engine: Engine, table: ServiceTable, req: dict, now: float, dry_run: bool) -> Any:
-    op = req.get("op")
-    if op == "add-service":
-        table.add_service(decode_service(req.get("service")))
-    elif op == "edit-service":
-        table.edit_service(decode_service(req.get("service")))
-    elif op == "del-service":
-        table.del_service(*service_id(req.get("svc")))
-    elif op == "flush":
-        table.flush()
-    elif op in ("add-dest", "edit-dest", "del-dest"):
-        svc = table.find(*service_id(req.get("svc")))
-        if svc is None:
-            raise ConfigError("ESRCH", "Service not defined")  # ipvs_strerror's text for dest ops
-        dest = decode_dest(req.get("dest"))
-        if op == "add-dest":
-            table.add_dest(svc, dest)
-        elif op == "edit-dest":
-            table.edit_dest(svc, dest)
-        else:
-            table.del_dest(svc, dest.addr, dest.port)
-    elif op in ("add-laddr", "del-laddr"):
-        svc = table.get(*service_id(req.get("svc")))
-        if op == "add-laddr":
-            table.add_laddr(svc, _addr(req.get("laddr")))
-        else:
-            table.del_laddr(svc, _addr(req.get("laddr")))
-    elif op == "get-laddr":
-        services = [table.get(*service_id(req["svc"]))] if req.get("svc") else list(table)
-        return {"services": [
-            {**encode_service(s), "laddrs": [encode_laddr(la) for la in s.laddrs]} for s in services]}
-    elif op == "zero":
-        targets = [table.get(*service_id(req["svc"]))] if req.get("svc") else list(table)
-        if not dry_run:
-            for svc in targets:
-                svc.stats.zero()
-                for dest in svc.dests:
-                    dest.stats.zero()
-            if not req.get("svc"):
-                engine.total.zero()
-    elif op == "set-timeout":
-        values = [_int(req, name, 0, 0, 2678400) for name in ("tcp", "tcpfin", "udp")]
-        if not dry_run:
-            s = engine.settings
-            if values[0]:
-                s.tcp_timeouts[tcpstate.ESTABLISHED] = values[0]
-            if values[1]:
-                s.tcp_timeouts[tcpstate.FIN_WAIT] = values[1]
-            if values[2]:
-                s.udp_timeout = values[2]
-    elif op == "get-timeout":
-        s = engine.settings
-        return {"tcp": s.tcp_timeouts[tcpstate.ESTABLISHED], "tcpfin": s.tcp_timeouts[tcpstate.FIN_WAIT],
-                "udp": s.udp_timeout}
-    elif op == "get-info":
-        return {"version": IPVS_VERSION, "size": CONN_TAB_SIZE, "services": len(table),
-                "daemon": f"lvsd {__version__}"}
-    elif op == "list":
-        services = [table.get(*service_id(req["svc"]))] if req.get("svc") else list(table)
-        return {"services": [encode_service(s) for s in services]}
-    elif op == "list-conns":
-        return {"conns": [encode_conn(c, now) for c in engine.conns.conns()]}
-    elif op == "get-drops":
-        return dict(engine.drops)
-    elif op in DAEMON_OPS:
-        raise BadRequest(f"{op} cannot be part of a batch")  # handle() routes it when it comes alone
-    elif op == "batch":
-        ops = req.get("ops")
-        if not isinstance(ops, list):
-            raise BadRequest("batch needs a list of ops")
-        return _batch(engine, ops, now)
+
+@dataclass
+class Call:
+    """One operation being applied: its request, and the table it works on (the engine's, or a
+    shadow copy while an atomic batch is tried with `dry_run`)."""
+
+    control: Control
+    table: ServiceTable
+    req: dict
+    now: float
+    dry_run: bool = False
+
+    @property
+    def engine(self) -> Engine:
+        return self.control.engine
+
+
+@dataclass(frozen=True)
+class Op:
+    run: Callable[[Call], Any]
+    atomic: bool = False  # honours dry_run, so it may be part of an all-or-nothing `batch`
+
+
+def _check_pe(table: ServiceTable, svc: VirtualService, exists: bool) -> None:
+    """An unknown persistence engine is ENOENT, found after the service's own (non)existence."""
+    if svc.pe and svc.pe not in PERSISTENCE_ENGINES and \
+            (table.find(svc.protocol, svc.addr, svc.port, svc.fwmark) is not None) == exists:
+        raise ConfigError("ENOENT", "Scheduler or persistence engine not found")
+
+
+def _add_service(call: Call) -> None:
+    svc = decode_service(call.req.get("service"))
+    _check_pe(call.table, svc, exists=False)
+    call.table.add_service(svc)
+
+
+def _edit_service(call: Call) -> None:
+    svc = decode_service(call.req.get("service"))
+    _check_pe(call.table, svc, exists=True)
+    call.table.edit_service(svc)
+
+
+def _del_service(call: Call) -> None:
+    call.table.del_service(*service_id(call.req.get("svc")))
+
+
+def _svc_for_dest(call: Call) -> VirtualService:
+    svc = call.table.find(*service_id(call.req.get("svc")))
+    if svc is None:
+        raise ConfigError("ESRCH", "Service not defined")  # ipvs_strerror's text for dest ops
+    return svc
+
+
+def _add_dest(call: Call) -> None:
+    call.table.add_dest(_svc_for_dest(call), decode_dest(call.req.get("dest")))
+
+
+def _edit_dest(call: Call) -> None:
+    call.table.edit_dest(_svc_for_dest(call), decode_dest(call.req.get("dest")))
+
+
+def _del_dest(call: Call) -> None:
+    svc = _svc_for_dest(call)
+    dest = decode_dest(call.req.get("dest"))
+    call.table.del_dest(svc, dest.addr, dest.port)
+
+
+def _laddr_op(call: Call) -> None:
+    svc = call.table.get(*service_id(call.req.get("svc")))
+    if call.req["op"] == "add-laddr":
+        call.table.add_laddr(svc, _addr(call.req.get("laddr")))
     else:
-        raise BadRequest(f"unknown op {op!r}")
-    return None
+        call.table.del_laddr(svc, _addr(call.req.get("laddr")))
+
+
+def _services(call: Call) -> list[VirtualService]:
+    """The request's `svc` if it names one, else every service."""
+    return [call.table.get(*service_id(call.req["svc"]))] if call.req.get("svc") else list(call.table)
+
+
+def _zero(call: Call) -> None:
+    targets = _services(call)
+    if call.dry_run:
+        return
+    for svc in targets:
+        svc.stats.zero()
+        for dest in svc.dests:
+            dest.stats.zero()
+    if not call.req.get("svc"):
+        call.engine.total.zero()
+
+
+def _set_timeout(call: Call) -> None:
+    tcp, tcpfin, udp = (_int(call.req, name, 0, 0, 2678400) for name in ("tcp", "tcpfin", "udp"))
+    if call.dry_run:
+        return
+    s = call.engine.settings
+    if tcp:
+        s.tcp_timeouts[tcpstate.ESTABLISHED] = tcp
+    if tcpfin:
+        s.tcp_timeouts[tcpstate.FIN_WAIT] = tcpfin
+    if udp:
+        s.udp_timeout = udp
+
+
+def _get_timeout(call: Call) -> dict[str, int]:
+    s = call.engine.settings
+    return {"tcp": s.tcp_timeouts[tcpstate.ESTABLISHED], "tcpfin": s.tcp_timeouts[tcpstate.FIN_WAIT],
+            "udp": s.udp_timeout}
+
+
+def _get_info(call: Call) -> dict[str, Any]:
+    return {"version": IPVS_VERSION, "size": CONN_TAB_SIZE, "services": len(call.table),
+            "daemon": f"lvsd {__version__}"}
+
+
+def _op_list(req: dict) -> list:
+    ops = req.get("ops")
+    if not isinstance(ops, list):
+        raise BadRequest(f"{req.get('op')} needs a list of ops")
+    return ops
+
+
+def _batch(call: Call) -> list[Any]:
+    """All or nothing: every op is tried on a shadow copy of the table first."""
+    ops = _op_list(call.req)
+    shadow = shadow_copy(call.engine.table)
+    for index, sub in enumerate(ops):
+        try:
+            name = sub.get("op") if isinstance(sub, dict) else None
+            op = call.control.ops.get(name) if isinstance(name, str) else None
+            if op is not None and not op.atomic:
+                raise BadRequest(f"{name} cannot be part of a batch")
+            call.control.apply(sub, shadow, call.now, dry_run=True)
+        except ConfigError as exc:
+            raise OpFailed(index, exc) from None
+    return [call.control.apply(sub, call.engine.table, call.now) for sub in ops]
+
+
+def _sequence(call: Call) -> list[dict[str, Any]]:
+    """Each op on its own, in order, as `ipvsadm -R` applies its lines: a refused op answers with
+    its error and the ones after it still run. The result is one answer per op."""
+    answers = []
+    for sub in _op_list(call.req):
+        if isinstance(sub, dict) and sub.get("op") in ("batch", "sequence"):
+            answers.append(_refusal(BadRequest(f"{sub['op']} cannot be part of a sequence")))
+        else:
+            answers.append(call.control.handle(sub, call.now))
+    return answers
+
+
+def _no_daemons(call: Call) -> None:
+    raise ConfigError("EOPNOTSUPP", "Connection synchronisation is not available here")
+
+
+OPS: dict[str, Op] = {
+    "add-service": Op(_add_service, atomic=True),
+    "edit-service": Op(_edit_service, atomic=True),
+    "del-service": Op(_del_service, atomic=True),
+    "flush": Op(lambda c: c.table.flush(), atomic=True),
+    "add-dest": Op(_add_dest, atomic=True),
+    "edit-dest": Op(_edit_dest, atomic=True),
+    "del-dest": Op(_del_dest, atomic=True),
+    "add-laddr": Op(_laddr_op, atomic=True),
+    "del-laddr": Op(_laddr_op, atomic=True),
+    "zero": Op(_zero, atomic=True),
+    "set-timeout": Op(_set_timeout, atomic=True),
+    "get-timeout": Op(_get_timeout, atomic=True),
+    "get-info": Op(_get_info, atomic=True),
+    "list": Op(lambda c: {"services": [encode_service(s) for s in _services(c)]}, atomic=True),
+    "get-laddr": Op(lambda c: {"services": [encode_service(s) for s in _services(c)]}, atomic=True),
+    "list-conns": Op(lambda c: {"conns": [encode_conn(conn, c.now) for conn in c.engine.conns.conns()]},
+                     atomic=True),
+    "get-drops": Op(lambda c: dict(c.engine.drops), atomic=True),
+    "batch": Op(_batch),
+    "sequence": Op(_sequence),
+    # until the sync daemons register theirs (pylvs.io.sync_daemons): none runs, none can start
+    "get-daemon": Op(lambda c: {"daemons": []}),
+    "start-daemon": Op(_no_daemons),
+    "stop-daemon": Op(_no_daemons),
+}
 
 
 def shadow_copy(table: ServiceTable) -> ServiceTable:
-    """A configuration-only copy of the table, to try a batch on before touching the real one."""
+    """A configuration-only copy of the table, to try a batch on before touching the real one.
+    Copied with dataclasses.replace, so every configuration field comes along."""
     copy = ServiceTable(methods=table.methods)
     for svc in table:
-        clone = VirtualService(svc.protocol, svc.addr, svc.port, svc.scheduler, svc.flags, svc.timeout,
-                               svc.netmask, svc.fwmark, proxy_protocol=svc.proxy_protocol)
-        copy.add_service(clone)
+        clone = copy.add_service(replace(svc, dests=[], laddrs=[], sched=None))
         for laddr in svc.laddrs:
-            copy.add_laddr(clone, laddr.addr)
+            clone.laddrs.append(replace(laddr))
         for dest in reversed(svc.dests):
-            copy.add_dest(clone, RealServer(dest.addr, dest.port, dest.weight, dest.method,
-                                            dest.u_threshold, dest.l_threshold, dest.tun_type,
-                                            dest.tun_port, dest.tun_flags))
+            copy.add_dest(clone, replace(dest))
     return copy
 
 
-def _batch(engine: Engine, ops: list, now: float) -> Any:
-    shadow = shadow_copy(engine.table)
-    for i, sub in enumerate(ops):
+class OpFailed(ConfigError):
+    """An op of a batch was refused; `index` says which."""
+
+    def __init__(self, index: int, cause: ConfigError):
+        super().__init__(cause.errno_name, str(cause))
+        self.index = index
+
+
+def _refusal(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, ConfigError):
+        answer: dict[str, Any] = {"ok": False, "errno": exc.errno_name, "error": str(exc)}
+        if isinstance(exc, OpFailed):
+            answer["line"] = exc.index
+        return answer
+    return {"ok": False, "errno": "EINVAL", "error": f"bad request: {exc}"}
+
+
+class Control:
+    """The operations one daemon answers: OPS, plus those its other components register (the
+    director's `reload` and `health`, the sync daemons' `start-daemon`, `stop-daemon`, `get-daemon`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ops: dict[str, Op] = dict(OPS)
+
+    def register(self, name: str, handler: Callable[[dict], Any]) -> None:
+        """Answer op `name` with `handler(request)`; it raises ConfigError to refuse. Registered ops
+        are not part of atomic batches (they cannot be tried on a shadow table)."""
+        self.ops[name] = Op(lambda call: handler(call.req))
+
+    def apply(self, req: Any, table: ServiceTable, now: float, dry_run: bool = False) -> Any:
+        if not isinstance(req, dict):
+            raise BadRequest("request must be a JSON object")
+        name = req.get("op")
+        op = self.ops.get(name) if isinstance(name, str) else None
+        if op is None:
+            raise BadRequest(f"unknown op {name!r}")
+        return op.run(Call(self, table, req, now, dry_run))
+
+    def handle(self, req: Any, now: float = 0.0) -> dict[str, Any]:
+        """Apply one request; the answer is always a dict, never an exception."""
         try:
-            if not isinstance(sub, dict) or sub.get("op") == "batch":
-                raise BadRequest("bad op in batch")
-            _apply(engine, shadow, sub, now, dry_run=True)
-        except ConfigError as exc:
-            exc.line = i  # type: ignore[attr-defined]
-            raise
-    return [_apply(engine, engine.table, sub, now, dry_run=False) for sub in ops]
+            return {"ok": True, "result": self.apply(req, self.engine.table, now)}
+        except (ConfigError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            return _refusal(exc)
 
 
-# -- sync daemons (ipvs.md §5) ----------------------------------------------------------------
-
-DAEMON_OPS = ("start-daemon", "stop-daemon", "get-daemon")
-
-
-class DaemonControl(Protocol):
-    """The sync daemons lvsd runs (pylvs.io.sync_daemons); refusals are ConfigErrors."""
-
-    def start(self, config: DaemonConfig) -> None: ...
-
-    def stop(self, state: str) -> None: ...
-
-    def list(self) -> list[dict[str, Any]]: ...
+def handle(engine: Engine, req: Any, now: float = 0.0) -> dict[str, Any]:
+    """Apply one request with the built-in ops only (no sync daemons, no keepalived)."""
+    return Control(engine).handle(req, now)
 
 
-def _daemon_state(obj: Any) -> str:
+# -- sync daemons (ipvs.md §5): what SyncDaemons.register serves ---------------------------------
+
+
+def daemon_state(obj: Any) -> str:
     state = obj.get("state") if isinstance(obj, dict) else None
     if state not in (MASTER, BACKUP):
         raise BadRequest(f"bad daemon state {state!r}")
@@ -275,7 +399,7 @@ def _daemon_state(obj: Any) -> str:
 
 def decode_daemon(obj: Any) -> DaemonConfig:
     """A start-daemon request's `daemon`; 0 or absent means the kernel's default."""
-    state = _daemon_state(obj)
+    state = daemon_state(obj)
     ifname = obj.get("mcast_ifn")
     if not isinstance(ifname, str) or not 0 < len(ifname) < 16:
         raise BadRequest(f"bad mcast_ifn {ifname!r}")
@@ -290,32 +414,18 @@ def decode_daemon(obj: Any) -> DaemonConfig:
                         mcast_ttl=_int(obj, "mcast_ttl", 0, 0, 255) or 1)
 
 
-def _daemon_op(daemons: DaemonControl | None, req: dict) -> Any:
-    op = req["op"]
-    if op == "get-daemon":
-        return {"daemons": daemons.list() if daemons is not None else []}
-    if daemons is None:
-        raise ConfigError("EOPNOTSUPP", "Connection synchronisation is not available here")
-    if op == "start-daemon":
-        daemons.start(decode_daemon(req.get("daemon")))
-    else:
-        daemons.stop(_daemon_state(req.get("daemon")))
-    return None
+class DaemonControl(Protocol):
+    """The sync daemons lvsd runs (pylvs.io.sync_daemons); refusals are ConfigErrors."""
+
+    def start(self, config: DaemonConfig) -> None: ...
+
+    def stop(self, state: str) -> None: ...
+
+    def list(self) -> list[dict[str, Any]]: ...
 
 
-def handle(engine: Engine, req: Any, now: float = 0.0, daemons: DaemonControl | None = None) -> dict[str, Any]:
-    """Apply one request; the answer is always a dict, never an exception. `daemons` serves the
-    sync daemon ops; without it they are not supported (and none is running)."""
-    if not isinstance(req, dict):
-        return {"ok": False, "errno": "EINVAL", "error": "request must be a JSON object"}
-    try:
-        if req.get("op") in DAEMON_OPS:
-            return {"ok": True, "result": _daemon_op(daemons, req)}
-        return {"ok": True, "result": _apply(engine, engine.table, req, now, dry_run=False)}
-    except ConfigError as exc:
-        answer = {"ok": False, "errno": exc.errno_name, "error": str(exc)}
-        if hasattr(exc, "line"):
-            answer["line"] = exc.line
-        return answer
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        return {"ok": False, "errno": "EINVAL", "error": f"bad request: {exc}"}
+def register_daemons(control: Control, daemons: DaemonControl) -> None:
+    """Serve the sync daemon ops from `daemons`."""
+    control.register("start-daemon", lambda req: daemons.start(decode_daemon(req.get("daemon"))))
+    control.register("stop-daemon", lambda req: daemons.stop(daemon_state(req.get("daemon"))))
+    control.register("get-daemon", lambda req: {"daemons": daemons.list()})

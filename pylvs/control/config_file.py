@@ -10,9 +10,9 @@ import os
 import tempfile
 
 from pylvs.control import api
-from pylvs.control.ipvsadm_format import Fmt, format_services
-from pylvs.control.ipvsadm_rules import RuleError, rules_to_requests
 from pylvs.engine.engine import Engine
+from pylvs.ipvsadm.format import Fmt, format_services
+from pylvs.ipvsadm.rules import RuleError, rules_to_requests
 
 
 class ConfigFileError(Exception):

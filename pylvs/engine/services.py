@@ -132,6 +132,7 @@ class VirtualService:
     sched: object = None  # the bound Scheduler instance
     laddrs: list[LocalAddress] = field(default_factory=list)  # FULLNAT local addresses
     proxy_protocol: str = ""  # FULLNAT client address: "" = TOA option, "v1"/"v2" = PROXY protocol header
+    pe: str = ""  # persistence engine ("sip"), kept and listed as IPVS does
     laddr_cursor: int = 0
 
     @property

@@ -30,11 +30,11 @@ MAX_WEIGHT = 2**31 - 1
 EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 
 
-def usable_unicast(addr: bytes) -> bool:
-    """Not unspecified, loopback or multicast (IPv4 class E too), in either family."""
+def usable_unicast(addr: bytes, loopback: bool = False) -> bool:
+    """Not unspecified or multicast (IPv4 class E too), nor loopback unless `loopback`, in either family."""
     if len(addr) == 4:
-        return addr[0] not in (0, 127) and addr[0] < 224
-    return addr[0] != 0xFF and addr not in (bytes(16), bytes(15) + b"\x01")
+        return addr[0] != 0 and addr[0] < 224 and (loopback or addr[0] != 127)
+    return addr[0] != 0xFF and addr != bytes(16) and (loopback or addr != bytes(15) + b"\x01")
 
 
 class ServiceTable:
@@ -102,7 +102,7 @@ class ServiceTable:
             svc.sched = self._new_scheduler(svc, new.scheduler)
             svc.scheduler = new.scheduler
         svc.flags, svc.timeout, svc.netmask = new.flags, new.timeout, new.netmask
-        svc.proxy_protocol = new.proxy_protocol
+        svc.proxy_protocol, svc.pe = new.proxy_protocol, new.pe
         svc.sched.update(svc)
         self._changed()
         return svc
@@ -207,7 +207,7 @@ class ServiceTable:
             raise ConfigError("ERANGE", "Numerical result out of range")
         if dest.l_threshold > dest.u_threshold and dest.u_threshold:
             raise ConfigError("ERANGE", "Numerical result out of range")
-        if not usable_unicast(dest.addr):
+        if not usable_unicast(dest.addr, loopback=True):  # 127/8 is local (RTN_LOCAL): the kernel takes it
             raise ConfigError("EINVAL", EINVAL_TEXT)
         if dest.tun_type == "gue" and not dest.tun_port:
             raise ConfigError("EINVAL", EINVAL_TEXT)

@@ -25,6 +25,7 @@ from pylvs.control.server import ControlServer
 from pylvs.engine.egress import Output
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.events import ServicesChanged
+from pylvs.engine.services import ConfigError
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.kernel import KernelRoutes
@@ -72,6 +73,7 @@ class Director:
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self.sync = SyncDaemons(self.engine, self.selector, sync_settings)
+            api.register_daemons(self.api, self.sync)
             if keepalived is not None:
                 self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
             if config is not None and (os.path.exists(config) or not save_config):
@@ -99,6 +101,9 @@ class Director:
         if self.steer:
             steering.install()
         self.events = engine.subscribe()  # ServicesChanged only
+        self.api = api.Control(engine)
+        self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
+        self.api.register("health", lambda req: self._keepalived().status())
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -108,14 +113,12 @@ class Director:
     # -- callbacks --------------------------------------------------------------------------
 
     def _request(self, request: dict) -> dict:
-        op = request.get("op") if isinstance(request, dict) else None
-        if op in ("reload", "health"):
-            if self.keepalived is None:
-                return {"ok": False, "errno": "EOPNOTSUPP", "error": "lvsd was not started with --keepalived"}
-            if op == "health":
-                return {"ok": True, "result": self.keepalived.status()}
-            return {"ok": True, "result": {"started": self.keepalived.reload()}}
-        return api.handle(self.engine, request, time.monotonic(), daemons=self.sync)
+        return self.api.handle(request, time.monotonic())
+
+    def _keepalived(self) -> KeepalivedRunner:
+        if self.keepalived is None:
+            raise ConfigError("EOPNOTSUPP", "lvsd was not started with --keepalived")
+        return self.keepalived
 
     def queue_requests(self, requests: list[dict]) -> None:
         """Thread-safe: requests from the health checks, applied in order by the packet loop."""
@@ -125,7 +128,7 @@ class Director:
     def _apply_queued(self) -> None:
         while self._queued:
             for request in self._queued.popleft():
-                answer = api.handle(self.engine, request, time.monotonic())
+                answer = self.api.handle(request, time.monotonic())
                 if not answer["ok"]:
                     log.warning("health-check change %s not applied: %s", request.get("op"), answer["error"])
 

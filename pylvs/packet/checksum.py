@@ -44,10 +44,5 @@ def apply(check: int, d: int) -> int:
     return ~fold((check ^ 0xFFFF) + d) & 0xFFFF
 
 
-def apply_partial(check: int, d: int) -> int:
-    """Update a CHECKSUM_PARTIAL field, which holds the non-complemented pseudo-header sum."""
-    return fold(check + d)
-
-
 def pseudo_header_sum(saddr: bytes, daddr: bytes, proto: int, length: int) -> int:
     return fold(ones_sum(saddr) + ones_sum(daddr) + proto + length)

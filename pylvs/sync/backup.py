@@ -14,6 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
+from pylvs.ipvs_uapi import CONN_F_SYNC
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 from pylvs.sync import proto
 
@@ -55,7 +56,7 @@ class SyncBackup:
         if conn is None:
             self.stats["not_adopted"] += 1  # no such service or real server here, or a stale expiry
             return
-        conn.flags |= proto.F_SYNC
+        conn.flags |= CONN_F_SYNC
         conn.in_pkts = self.threshold
         self.stats["conns"] += 1
 

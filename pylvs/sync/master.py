@@ -23,6 +23,7 @@ from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.services import Method
+from pylvs.ipvs_uapi import CONN_F_SYNC
 from pylvs.packet.layout import PROTO_TCP
 from pylvs.sync import proto
 from pylvs.sync.config import SyncSettings
@@ -103,7 +104,7 @@ class SyncMaster:
             flags = F_TEMPLATE | F_INACTIVE | method | (0 if method == Method.MASQ else F_NOOUTPUT)
             state = proto.TEMPLATE_ASSURED if conn.flags & F_ASSURED else proto.TEMPLATE_NONE
         else:
-            flags = conn.flags & (F_NOOUTPUT | F_INACTIVE | proto.F_SYNC) | method
+            flags = conn.flags & (F_NOOUTPUT | F_INACTIVE | CONN_F_SYNC) | method
             state = conn.state
         if self.version == 0:
             return proto.pack_v0(conn.proto, flags, state, conn.cport, conn.vport, conn.dport,

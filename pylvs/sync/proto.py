@@ -23,26 +23,25 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from pylvs.ipvs_uapi import (
+    CONN_F_FWD_MASK,
+    CONN_F_HASHED,
+    CONN_F_IN_SEQ,
+    CONN_F_INACTIVE,
+    CONN_F_NO_CPORT,
+    CONN_F_NOOUTPUT,
+    CONN_F_SEQ_MASK,
+    CONN_F_TEMPLATE,
+)
+
 SYNC_GROUP = "224.0.0.81"
 SYNC_PORT = 8848
 SYNC_VERSION = 1
 
-# IP_VS_CONN_F_* (include/uapi/linux/ip_vs.h)
-F_FWD_MASK = 0x0007
-F_MASQ = 0x0000
-F_SYNC = 0x0020
-F_HASHED = 0x0040
-F_NOOUTPUT = 0x0080
-F_INACTIVE = 0x0100
-F_OUT_SEQ = 0x0200
-F_IN_SEQ = 0x0400
-F_SEQ_MASK = F_OUT_SEQ | F_IN_SEQ
-F_NO_CPORT = 0x0800
-F_TEMPLATE = 0x1000
-F_ONE_PACKET = 0x2000
 # What a backup takes from a message for a new connection, and for one it has already.
-BACKUP_MASK = F_FWD_MASK | F_NOOUTPUT | F_INACTIVE | F_SEQ_MASK | F_NO_CPORT | F_TEMPLATE
-BACKUP_UPD_MASK = F_INACTIVE | F_SEQ_MASK
+BACKUP_MASK = (CONN_F_FWD_MASK | CONN_F_NOOUTPUT | CONN_F_INACTIVE | CONN_F_SEQ_MASK | CONN_F_NO_CPORT
+               | CONN_F_TEMPLATE)
+BACKUP_UPD_MASK = CONN_F_INACTIVE | CONN_F_SEQ_MASK
 
 # Template states (IP_VS_CTPL_S_*)
 TEMPLATE_NONE, TEMPLATE_ASSURED = 0, 1
@@ -72,7 +71,7 @@ class SyncConn:
     vport: bytes
     daddr: bytes
     dport: bytes
-    flags: int = F_INACTIVE
+    flags: int = CONN_F_INACTIVE
     state: int = 0
     fwmark: int = 0
     timeout: int = 0  # seconds; 0 in version 0, where the backup uses the state's default
@@ -84,7 +83,7 @@ class SyncConn:
 
     @property
     def template(self) -> bool:
-        return bool(self.flags & F_TEMPLATE)
+        return bool(self.flags & CONN_F_TEMPLATE)
 
 
 @dataclass(slots=True)
@@ -110,7 +109,7 @@ class _Bad(Exception):
 def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes, fwmark: int,
             timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes) -> bytes:
     """A version-1 IPv4 connection without options: what the master sends for every pylvs connection."""
-    flags &= ~(F_HASHED | F_SEQ_MASK)  # no sequence data follows
+    flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)  # no sequence data follows
     return CONN_V4.pack(0, protocol, CONN_V4.size, flags, state, cport, vport, dport, fwmark, timeout,
                         caddr, vaddr, daddr)
 
@@ -118,8 +117,8 @@ def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, d
 def pack_v0(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes,
             caddr: bytes, vaddr: bytes, daddr: bytes) -> bytes:
     """A version-0 connection without sequence data (version 0 has 16-bit flags, no fwmark, no timeout)."""
-    return CONN_V0.pack(protocol, cport, vport, dport, caddr, vaddr, daddr, flags & 0xFFFF & ~(F_HASHED | F_SEQ_MASK),
-                        state)
+    flags16 = flags & 0xFFFF & ~(CONN_F_HASHED | CONN_F_SEQ_MASK)
+    return CONN_V0.pack(protocol, cport, vport, dport, caddr, vaddr, daddr, flags16, state)
 
 
 def header(version: int, syncid: int, nr_conns: int, size: int) -> bytes:
@@ -137,12 +136,12 @@ def encode_conn(c: SyncConn, version: int = SYNC_VERSION) -> bytes:
     if version == 0:
         if c.ipv6:
             raise ValueError("version 0 carries IPv4 connections only")
-        flags = c.flags & 0xFFFF & ~F_HASHED
+        flags = c.flags & 0xFFFF & ~CONN_F_HASHED
         # In version 0 the sequence flags say whether sequence data follows.
         if c.seq is None:
-            flags &= ~F_SEQ_MASK
-        elif not flags & F_SEQ_MASK:
-            flags |= F_IN_SEQ
+            flags &= ~CONN_F_SEQ_MASK
+        elif not flags & CONN_F_SEQ_MASK:
+            flags |= CONN_F_IN_SEQ
         out = CONN_V0.pack(c.protocol, c.cport, c.vport, c.dport, c.caddr, c.vaddr, c.daddr, flags, c.state)
         return out + SEQ_DATA.pack(*c.seq) if c.seq is not None else out
     options = b""
@@ -156,7 +155,7 @@ def encode_conn(c: SyncConn, version: int = SYNC_VERSION) -> bytes:
     size = layout.size + len(options)
     if size > SVER_MASK:
         raise ValueError("connection too large for its size field")
-    return layout.pack(STYPE_F_INET6 if c.ipv6 else 0, c.protocol, size, c.flags & ~F_HASHED, c.state,
+    return layout.pack(STYPE_F_INET6 if c.ipv6 else 0, c.protocol, size, c.flags & ~CONN_F_HASHED, c.state,
                        c.cport, c.vport, c.dport, c.fwmark, c.timeout, c.caddr, c.vaddr, c.daddr) + options
 
 
@@ -268,7 +267,7 @@ def _conns_v0(data: bytes, nr_conns: int) -> list[SyncConn]:
         protocol, cport, vport, dport, caddr, vaddr, daddr, flags, state = CONN_V0.unpack_from(data, pos)
         pos += CONN_V0.size
         conn = SyncConn(protocol, caddr, cport, vaddr, vport, daddr, dport, flags, state)
-        if flags & F_SEQ_MASK:
+        if flags & CONN_F_SEQ_MASK:
             if pos + SEQ_DATA.size > end:
                 raise _Bad("truncated")
             conn.seq = SEQ_DATA.unpack_from(data, pos)

@@ -47,7 +47,7 @@ def test_a_bad_config_file_stops_lvsd_with_the_line_number():
     try:
         path = os.path.join(lab.net.tmp, "bad.rules")
         with open(path, "w") as f:
-            f.write(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r 192.0.2.11:8080 -m -w 70000\n")
+            f.write(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r 192.0.2.11:8080 -m -w 2147483648\n")
         r = subprocess.run(["ip", "netns", "exec", lab.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsd",
                             "-i", "vip0", "--control", lab.control, "--config", path],
                            capture_output=True, text=True, timeout=30)
@@ -115,3 +115,18 @@ def test_changes_while_traffic_flows_lose_nothing(lab):
     assert all(any(a in e for a in allowed) for e in errors), errors[:3]
     listing = lab.lvsadm("-L", "-n").stdout
     assert f"TCP  {VIP}:80 rr" in listing and "192.0.2.13:8080" in listing
+
+
+def test_restore_reapplies_a_save_file_over_the_live_table_line_by_line(lab):
+    rules = RULES.split("\n", 1)[1]  # without the comment: ipvsadm -R has none (a `#` line ends it)
+    assert lab.lvsadm("-R", stdin=rules).stderr == ""
+    extra = f"-a -t {VIP}:80 -r 192.0.2.13:8080 -m -w 0\n"
+    r = lab.lvsadm("-R", stdin=rules + extra, check=False)  # every line but the last is there already
+    exists, dest = "Service already exists\n", "Destination already exists\n"
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", exists + dest * 2 + exists + dest)
+    assert f"-a -t {VIP}:80 -r 192.0.2.13:8080 -m -w 0" in lab.lvsadm("-S", "-n").stdout
+    assert sorted(lab.curl(f"http://{VIP}/").stdout.strip() for _ in range(3)) == ["rs1", "rs1", "rs2"]
+    r = lab.lvsadm("-R", stdin=f"-D -t {VIP}:80\n# the rest is not read\n-D -u {VIP}:53\n", check=False)
+    assert (r.returncode, r.stderr) == (255, "Try `lvsadm -h' or 'lvsadm --help' for more information.\n")
+    listing = lab.lvsadm("-L", "-n").stdout
+    assert f"TCP  {VIP}:80" not in listing and f"UDP  {VIP}:53" in listing

@@ -15,9 +15,8 @@ import socket
 import threading
 from typing import Any
 
-SCHEDULERS = {
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos", "none",
-}
+from pylvs.sched import SCHEDULERS
+
 EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 _ZERO_STATS = {"conns": 0, "inpkts": 0, "outpkts": 0, "inbytes": 0, "outbytes": 0}
 _ZERO_RATES = {"cps": 0, "inpps": 0, "outpps": 0, "inbps": 0, "outbps": 0}
@@ -55,6 +54,9 @@ class FakeLvsd:
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = json.loads(json.dumps(obj))
         self.requests.append(obj)
+        return self._answer(obj)
+
+    def _answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         try:
             result = self._apply(obj)
         except BatchError as err:
@@ -67,6 +69,8 @@ class FakeLvsd:
         op = obj.get("op")
         if op == "batch":
             return self._batch(obj.get("ops", []))
+        if op == "sequence":  # each op on its own, one answer each
+            return [self._answer(sub) for sub in obj.get("ops", [])]
         handler = getattr(self, "_op_" + str(op).replace("-", "_"), None)
         if handler is None:
             raise FakeError("EINVAL", EINVAL_TEXT)

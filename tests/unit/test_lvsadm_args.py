@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pylvs.control import ipvsadm_args
-from pylvs.control.ipvsadm_args import MATRIX, OPTNAMES, ParseError, parse_command
-from pylvs.control.ipvsadm_format import Fmt
+from pylvs.ipvsadm import args as ipvsadm_args
+from pylvs.ipvsadm.args import MATRIX, OPTNAMES, ParseError, parse_command
+from pylvs.ipvsadm.format import Fmt
 
 N = Fmt.NUMERIC
 TRYHELP = "Try `lvsadm -h' or 'lvsadm --help' for more information."
@@ -120,6 +120,10 @@ REQUESTS = [
      dest_req("add-dest", {"protocol": "udp", "addr": "1.2.3.4", "port": 53}, "10.0.0.1", 53, method="masq")),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65535 -x 2147483647",
      dest_req("add-dest", T80, "10.0.0.1", 80, weight=65535, u_threshold=2147483647)),
+    # weights up to INT_MAX, as Debian's ipvsadm 1.31 and the kernel take them
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000", dest_req("add-dest", T80, "10.0.0.1", 80, weight=70000)),
+    ("-e -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483647", dest_req("edit-dest", T80, "10.0.0.1", 80, weight=2147483647)),
+    ("-a -t 1.2.3.4:80 -r localhost", dest_req("add-dest", T80, "127.0.0.1", 80)),
     # sync daemon
     ("--start-daemon master", {"op": "start-daemon", "daemon": {"state": "master", "mcast_ifn": "eth0", "syncid": 0}}),
     ("--start-daemon backup --mcast-interface eth1 --syncid 5 --sync-maxlen 1400 --mcast-group 239.1.2.3 "
@@ -279,8 +283,14 @@ ERRORS = [
     ("-L -n -n", "multiple 'numeric' options specified", 2),
     ("-L --stats --stats", "multiple 'stats' options specified", 2),
     ("-A -t 1.2.3.4:80 -n", "Illegal 'numeric' option with the 'add-service' command", 2),
-    ("-A -t 1.2.3.4:80 --fullnat", "Illegal 'forwarding-method' option with the 'add-service' command", 2),
-    ("-A -t 1.2.3.4:80 -z 10.0.0.1", "Illegal 'laddr' option with the 'add-service' command", 2),
+    # the DPVS extensions are unknown options outside their commands, as in ipvsadm (popt's error)
+    ("-A -t 1.2.3.4:80 --fullnat", "--fullnat: unknown option", 255),
+    ("-A -t 1.2.3.4:80 -z 10.0.0.1", "-z: unknown option", 255),
+    ("-L -n -Q", "-Q: unknown option", 255),
+    ("-L -nG", "-nG: unknown option", 255),
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 --proxy-protocol v1", "--proxy-protocol: unknown option", 255),
+    ("-L -F eth0", "-F: unknown option", 255),
+    ("-A -t 1.2.3.4:80 -w x -z 10.0.0.1", "illegal weight specified", 2),  # in order: -w fails first
     ("-d -t 1.2.3.4:80 -r 10.0.0.1 -m", "Illegal 'forwarding-method' option with the 'delete-server' command", 2),
     ("-e -t 1.2.3.4:80 -r 10.0.0.1 -p", "Illegal 'persistent' option with the 'edit-server' command", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 --tun-info", "Illegal 'tun-info' option with the 'add-server' command", 2),
@@ -295,12 +305,12 @@ ERRORS = [
     # real servers
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -m -g", "multiple 'forwarding-method' options specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -i --fullnat", "multiple 'forwarding-method' options specified", 2),
-    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65536", "illegal weight specified", 2),
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483648", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w -1", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 1x", "illegal weight specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -x 2147483648", "illegal u_threshold specified", 2),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -y x", "illegal l_threshold specified", 2),
-    ("-a -w 99999 -x -5", "illegal weight specified", 2),  # the first error in argv order
+    ("-a -w 2147483648 -x -5", "illegal weight specified", 2),  # the first error in argv order
     ("-a -t 1.2.3.4:80 -r 10.0.0.1:99999", "illegal real server address[:port] specified", 2),
     ("-a -t 1.2.3.4:80 -r 2001:db8::5 -m", "Different address family is allowed only for tunneling servers", 2),
     ("-a -t 1.2.3.4:80 -r 2001:db8::5", "Different address family is allowed only for tunneling servers", 2),

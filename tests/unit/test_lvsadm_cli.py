@@ -15,7 +15,8 @@ import pytest
 
 from pylvs.cli import lvsadm
 from pylvs.control import client as control_client
-from pylvs.control import ipvsadm_args
+from pylvs.ipvsadm import args as ipvsadm_args
+from pylvs.ipvsadm import format as ipvsadm_format
 from tests.unit.fake_lvsd import FakeLvsd
 
 TRYHELP = "Try `lvsadm -h' or 'lvsadm --help' for more information.\n"
@@ -217,8 +218,8 @@ ipvsadm -A -t 192.168.0.1:80 -s rr
 """
 
 
-def test_restore_sends_one_batch(fake):
-    r = Run(fake, "-R", RULES)
+def test_restore_atomic_sends_one_batch(fake):
+    r = Run(fake, "-R --atomic", RULES)
     assert (r.code, r.out, r.err) == (0, "", "")
     assert len(fake.requests) == 1
     batch = fake.requests[0]
@@ -232,34 +233,122 @@ def test_restore_sends_one_batch(fake):
     )
 
 
-def test_restore_parse_error_names_the_line_and_sends_nothing(fake):
-    rules = "-A -t 1.2.3.4:80\n\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000\n-A -t 1.2.3.5:80 -z\n"
-    r = Run(fake, "-R", rules)
+def test_restore_atomic_parse_error_names_the_line_and_sends_nothing(fake):
+    rules = "-A -t 1.2.3.4:80\n\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w x\n-A -t 1.2.3.5:80 -z\n"
+    r = Run(fake, "-R --atomic", rules)
     assert (r.code, r.err) == (2, "line 3: illegal weight specified\n")
     assert fake.requests == []
 
 
-def test_restore_nested_and_listing_lines(fake):
-    r = Run(fake, "-R", "-A -t 1.2.3.4:80\n-R\n")
+def test_restore_atomic_nested_and_listing_lines(fake):
+    r = Run(fake, "-R --atomic", "-A -t 1.2.3.4:80\n-R\n")
     assert (r.code, r.err) == (255, "line 2: " + TRYHELP)
-    r = Run(fake, "-R", "-L -n\n")
+    r = Run(fake, "-R --atomic", "-L -n\n")
     assert (r.code, r.err) == (2, "line 1: the 'list' command cannot be used with --restore\n")
-    r = Run(fake, "-R", "-A -t 1.2.3.4:80 --bogus\n")
+    r = Run(fake, "-R --atomic", "-A -t 1.2.3.4:80 --bogus\n")
     assert (r.code, r.err) == (255, "line 1: --bogus: unknown option\n")
     assert fake.requests == []
 
 
-def test_restore_is_all_or_nothing(fake):
+def test_restore_atomic_is_all_or_nothing(fake):
     ok(fake, "-A -t 1.2.3.9:80")
     rules = "-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 10.0.0.1\n# dup\n-A -t 1.2.3.9:80\n-A -t 1.2.3.5:80\n"
-    r = Run(fake, "-R", rules)
+    r = Run(fake, "-R --atomic", rules)
     assert (r.code, r.err) == (255, "line 4: Service already exists\n")
     assert Run(fake, "-Sn").out == "-A -t 1.2.3.9:80 -s wlc\n"
 
 
-def test_restore_empty_input(fake):
-    r = Run(fake, "-R", "# nothing\n\n")
+def test_restore_atomic_empty_input(fake):
+    r = Run(fake, "-R --atomic", "# nothing\n\n")
     assert r.code == 0 and fake.requests == [{"op": "batch", "ops": []}]
+
+
+def test_atomic_is_only_for_restore(fake):
+    r = Run(fake, "-L -n --atomic")
+    assert (r.code, r.out, r.err) == (2, "", "Illegal '--atomic' option with the 'list' command\n")
+
+
+# ipvsadm -R (ipvsadm.c restore_table, config_stream_read): each line runs as its own command line.
+
+
+def saved(fake: FakeLvsd) -> str:
+    return Run(fake, "-Sn").out
+
+
+def test_restore_goes_on_after_kernel_errors_and_exits_with_the_last_lines_status(fake):
+    ok(fake, "-A -t 1.2.3.9:80")
+    rules = ("-A -t 1.2.3.4:80\n-A -t 1.2.3.9:80\n-a -t 1.2.3.4:80 -r 10.0.0.1 -m\n"
+             "-a -t 1.2.3.4:80 -r 10.0.0.1 -m\n-A -t 1.2.3.5:80\n")
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (0, "", "Service already exists\nDestination already exists\n")
+    assert saved(fake) == ("-A -t 1.2.3.4:80 -s wlc\n-a -t 1.2.3.4:80 -r 10.0.0.1:80 -m -w 1\n"
+                           "-A -t 1.2.3.5:80 -s wlc\n-A -t 1.2.3.9:80 -s wlc\n")
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-A -t 1.2.3.5:80\n")  # the last line fails: its status
+    assert (r.code, r.out, r.err) == (255, "", "Service already exists\n")
+    assert "-A -t 1.2.3.6:80" in saved(fake)
+
+
+def test_restore_sends_runs_of_lines_as_one_sequence(fake, monkeypatch):
+    monkeypatch.setattr(lvsadm, "RESTORE_RUN", 10)
+    rules = "".join(f"-A -t 10.0.0.{i}:80\n" for i in range(25))
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (0, "", "")
+    assert [len(req["ops"]) for req in fake.requests if req["op"] == "sequence"] == [10, 10, 5]
+    assert len(fake.requests) == 3 and len(fake.services) == 25
+
+
+def test_restore_stops_at_a_parse_error_and_keeps_the_lines_before(fake):
+    rules = "-A -t 1.2.3.4:80\n-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r 10.0.0.1 -w x\n-A -t 1.2.3.5:80\n"
+    r = Run(fake, "-R", rules)
+    assert (r.code, r.out, r.err) == (2, "", "Service already exists\nillegal weight specified\n")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+
+
+def test_restore_comment_lines_are_command_lines_without_a_command(fake):
+    # no comment syntax in config_stream_read: '#' is a token, popt finds no option, tryhelp_exit(-1)
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80\n# saved by hand\n-A -t 1.2.3.5:80\n")
+    assert (r.code, r.out, r.err) == (255, "", TRYHELP)
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80 # web\n")  # after a command: a leftover argument, fail()
+    assert (r.code, r.out, r.err) == (2, "", "unexpected argument #\n")
+
+
+def test_restore_passes_over_empty_lines(fake):
+    # config_stream_read returns argv[0] alone for an empty line; restore_table runs only longer ones
+    r = Run(fake, "-R", "\n  \t\n-A -t 1.2.3.4:80\n\n")
+    assert (r.code, r.out, r.err) == (0, "", "")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n"
+
+
+def test_restore_goes_on_after_an_unknown_option(fake):
+    # popt errors after the command make parse_options return -1: printed, and restore reads on
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80 --bogus\n-A -t 1.2.3.5:80\n")
+    assert (r.code, r.out, r.err) == (0, "", "--bogus: unknown option\n")
+    assert saved(fake) == "-A -t 1.2.3.5:80 -s wlc\n"
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-D -t 1.2.3.6:80 -Q\n")
+    assert (r.code, r.out, r.err) == (255, "", "-Q: unknown option\n")
+
+
+def test_restore_lists_in_order_and_refuses_nesting(fake):
+    r = Run(fake, "-R", "-A -t 1.2.3.4:80 -s rr\n-L -n\n-A -t 1.2.3.5:80\n-S -n\n")
+    assert r.code == 0 and r.err == ""
+    assert r.out == ends("""
+IP Virtual Server version 1.2.1 (size=4096)|
+Prot LocalAddress:Port Scheduler Flags|
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn|
+TCP  1.2.3.4:80 rr|
+-A -t 1.2.3.4:80 -s rr|
+-A -t 1.2.3.5:80 -s wlc|
+""")
+    assert [req["op"] for req in fake.requests] == ["sequence", "get-info", "list", "sequence", "list"]
+    r = Run(fake, "-R", "-A -t 1.2.3.6:80\n-R\n-A -t 1.2.3.7:80\n")
+    assert (r.code, r.out, r.err) == (255, "", TRYHELP)
+    assert "1.2.3.6" in saved(fake) and "1.2.3.7" not in saved(fake)
+
+
+def test_restore_empty_input_sends_nothing(fake):
+    r = Run(fake, "-R", "")
+    assert (r.code, r.out, r.err, fake.requests) == (0, "", "", [])
 
 
 FULL_CONFIG = """
@@ -422,3 +511,61 @@ def test_permission_denied_reason(short_dir):
     finally:
         os.unlink(path)
         thread.join(timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# what ipvsadm 1.31 on the kernel's IPVS answers (issue 12)
+
+
+def test_pe_sip_is_kept_and_listed_and_a_bogus_pe_is_refused(fake):
+    ok(fake, "-A -u 10.0.0.1:5060 -s rr -p 360 --pe sip")
+    ok(fake, "-A -u 10.0.0.1:5061 -s rr --pe sip")  # print_service_entry shows `pe` only when persistent
+    assert Run(fake, "-Ln").out.split("\n")[3:] == ["UDP  10.0.0.1:5060 rr persistent 360 pe sip",
+                                                    "UDP  10.0.0.1:5061 rr", ""]
+    assert saved(fake) == "-A -u 10.0.0.1:5060 -s rr -p 360 --pe sip\n-A -u 10.0.0.1:5061 -s rr --pe sip\n"
+    r = Run(fake, "-A -u 10.0.0.1:5062 --pe bogus")
+    assert (r.code, r.out, r.err) == (255, "", "Scheduler or persistence engine not found\n")
+
+
+def test_weights_above_65535(fake):
+    ok(fake, "-A -t 1.2.3.4:80")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.1 -m -w 70000")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.2 -m -w 2147483647")
+    assert Run(fake, "-Ln").out.split("\n")[4:] == [
+        "  -> 10.0.0.1:80                  Masq    70000  0          0         ",
+        "  -> 10.0.0.2:80                  Masq    2147483647 0          0         ", ""]
+    r = Run(fake, "-a -t 1.2.3.4:80 -r 10.0.0.3 -w 2147483648")
+    assert (r.code, r.out, r.err) == (2, "", "illegal weight specified\n")
+
+
+def test_localhost_as_real_server(fake, monkeypatch):
+    monkeypatch.setattr(ipvsadm_args, "_host_to_addr", lambda name: "127.0.0.1" if name == "localhost" else None)
+    ok(fake, "-A -t 1.2.3.4:80")
+    ok(fake, "-a -t 1.2.3.4:80 -r localhost")
+    assert saved(fake) == "-A -t 1.2.3.4:80 -s wlc\n-a -t 1.2.3.4:80 -r 127.0.0.1:80 -g -w 1\n"
+
+
+def test_fwmark_real_server_ports_stay_numbers_without_n(fake, monkeypatch):
+    monkeypatch.setattr(ipvsadm_format, "_host_name", lambda addr, family: addr)
+    ok(fake, "-A -f 1 -s rr")
+    ok(fake, "-a -f 1 -r 10.0.0.4:80 -m")
+    ok(fake, "-A -t 1.2.3.4:80 -s rr")
+    ok(fake, "-a -t 1.2.3.4:80 -r 10.0.0.5:80 -m")
+    assert Run(fake, "-L").out.split("\n")[3:] == [
+        "TCP  1.2.3.4:http rr",
+        "  -> 10.0.0.5:http                Masq    1      0          0         ",
+        "FWM  1 rr",
+        "  -> 10.0.0.4:80                  Masq    1      0          0         ", ""]
+    assert Run(fake, "-S").out == ("-A -t 1.2.3.4:http -s rr\n-a -t 1.2.3.4:http -r 10.0.0.5:http -m -w 1\n"
+                                   "-A -f 1 -s rr\n-a -f 1 -r 10.0.0.4:80 -m -w 1\n")
+    assert Run(fake, "-L -f 1").out.split("\n")[2:] == [
+        "FWM  1 rr", "  -> 10.0.0.4:80                  Masq    1      0          0         ", ""]
+
+
+def test_try_names_the_program_as_typed(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin")
+    monkeypatch.setattr(lvsadm.shutil, "which", lambda name: "/usr/sbin/lvsadm" if name == "lvsadm" else None)
+    assert lvsadm.program_name("/usr/sbin/lvsadm") == "lvsadm"  # found on PATH: typed as its name
+    assert lvsadm.program_name("./lvsadm") == "./lvsadm"
+    assert lvsadm.program_name("/opt/pylvs/bin/lvsadm") == "/opt/pylvs/bin/lvsadm"  # not the one on PATH
+    assert lvsadm.program_name(lvsadm.__file__) == "lvsadm"  # python -m pylvs.cli.lvsadm

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pylvs.control import ipvsadm_format as f
-from pylvs.control.ipvsadm_format import Fmt
+from pylvs.ipvsadm import format as f
+from pylvs.ipvsadm.format import Fmt
 
 N = Fmt.NUMERIC
 INFO = {"version": "1.2.1", "size": 4096, "services": 4}

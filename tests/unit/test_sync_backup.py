@@ -8,6 +8,7 @@ from scapy.layers.inet import IP, TCP
 from pylvs.control import api
 from pylvs.engine import tcpstate
 from pylvs.engine.services import SVC_F_PERSISTENT, Method, VirtualService, pack_ip
+from pylvs.ipvs_uapi import CONN_F_INACTIVE, CONN_F_MASQ, CONN_F_NOOUTPUT, CONN_F_SYNC, CONN_F_TEMPLATE
 from pylvs.sync import proto
 from pylvs.sync.backup import SyncBackup
 from pylvs.sync.master import SyncMaster
@@ -16,7 +17,7 @@ from tests.unit.director import CLIENT, RIPS, VIP, frame, from_client, from_rs, 
 CPORT = (40000).to_bytes(2, "big")
 
 
-def record(state=tcpstate.ESTABLISHED, rip=RIPS[1], flags=proto.F_MASQ, timeout=850, cport=CPORT, **kw):
+def record(state=tcpstate.ESTABLISHED, rip=RIPS[1], flags=CONN_F_MASQ, timeout=850, cport=CPORT, **kw):
     return proto.SyncConn(6, pack_ip(CLIENT), cport, pack_ip(VIP), b"\0\x50", pack_ip(rip), b"\x1f\x90",
                           flags, state, timeout=timeout, **kw)
 
@@ -44,7 +45,7 @@ def test_an_established_connection_is_adopted_with_the_sent_state_and_timeout():
     receive(backup, record())
     conn = only_conn(engine)
     assert (conn.state, conn.timeout, conn.expires, conn.in_pkts) == (tcpstate.ESTABLISHED, 850, 100.0 + 850, 3)
-    assert conn.flags & proto.F_SYNC and not conn.flags & proto.F_INACTIVE
+    assert conn.flags & CONN_F_SYNC and not conn.flags & CONN_F_INACTIVE
     assert conn.dest is dest(engine, RIPS[1])
     assert (conn.dest.activeconns, conn.dest.inactconns) == (1, 0)
     # not a connection this director scheduled: no new-connection counts
@@ -71,7 +72,7 @@ def test_after_a_failover_the_adopted_connection_carries_traffic_both_ways():
 def test_updates_follow_state_and_activity():
     engine, backup = backup_of()
     receive(backup, record())
-    receive(backup, record(tcpstate.CLOSE_WAIT, flags=proto.F_INACTIVE, timeout=60), now=200.0)
+    receive(backup, record(tcpstate.CLOSE_WAIT, flags=CONN_F_INACTIVE, timeout=60), now=200.0)
     conn = only_conn(engine)
     assert (conn.state, conn.timeout, conn.expires) == (tcpstate.CLOSE_WAIT, 60, 260.0)
     assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)
@@ -106,7 +107,7 @@ def test_no_such_service_or_real_server_means_no_connection():
 def test_a_connection_replaced_on_the_master_replaces_it_here_but_old_news_is_ignored():
     engine, backup = backup_of()
     receive(backup, record(rip=RIPS[1]))
-    receive(backup, record(rip=RIPS[0], flags=proto.F_INACTIVE, state=tcpstate.TIME_WAIT))  # the old one's end
+    receive(backup, record(rip=RIPS[0], flags=CONN_F_INACTIVE, state=tcpstate.TIME_WAIT))  # the old one's end
     assert only_conn(engine).daddr == pack_ip(RIPS[1])
     receive(backup, record(rip=RIPS[0]))
     conn = only_conn(engine)
@@ -116,17 +117,17 @@ def test_a_connection_replaced_on_the_master_replaces_it_here_but_old_news_is_ig
 
 def test_the_backups_own_real_server_decides_the_method():
     engine, backup = backup_of(make_engine(method=Method.ROUTE, rport=80))
-    rec = record(flags=proto.F_MASQ)
+    rec = record(flags=CONN_F_MASQ)
     rec.dport = b"\0\x50"
     receive(backup, rec)
     conn = only_conn(engine)
-    assert conn.dest.method == Method.ROUTE and conn.flags & proto.F_NOOUTPUT
+    assert conn.dest.method == Method.ROUTE and conn.flags & CONN_F_NOOUTPUT
 
 
 def test_an_adopted_template_keeps_persistence_across_the_failover():
     engine, backup = backup_of()
     engine.table.edit_service(VirtualService(6, pack_ip(VIP), 80, "rr", flags=SVC_F_PERSISTENT, timeout=360))
-    template = record(proto.TEMPLATE_ASSURED, rip=RIPS[0], flags=proto.F_TEMPLATE | proto.F_INACTIVE,
+    template = record(proto.TEMPLATE_ASSURED, rip=RIPS[0], flags=CONN_F_TEMPLATE | CONN_F_INACTIVE,
                       timeout=300, cport=b"\0\0")
     receive(backup, template)
     (tmpl,) = engine.conns.templates.values()

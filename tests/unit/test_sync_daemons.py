@@ -39,9 +39,11 @@ class Lvsd:
     def __init__(self, selector, settings=None):
         self.engine = make_engine()
         self.daemons = sync_daemons.SyncDaemons(self.engine, selector, settings)
+        self.control = api.Control(self.engine)
+        api.register_daemons(self.control, self.daemons)
 
     def request(self, obj):
-        return api.handle(self.engine, obj, 0.0, daemons=self.daemons)
+        return self.control.handle(obj, 0.0)
 
     def lvsadm(self, *args):
         out, err = io.StringIO(), io.StringIO()

@@ -8,6 +8,7 @@ from scapy.layers.inet import TCP, UDP
 
 from pylvs.engine import tcpstate
 from pylvs.engine.services import SVC_F_PERSISTENT, Method, VirtualService, pack_ip
+from pylvs.ipvs_uapi import CONN_F_FWD_MASK, CONN_F_INACTIVE, CONN_F_MASQ, CONN_F_NOOUTPUT, CONN_F_TEMPLATE
 from pylvs.sync import proto
 from pylvs.sync.config import SyncSettings
 from pylvs.sync.master import SyncMaster
@@ -72,7 +73,7 @@ def test_an_established_connection_is_sent_on_its_third_client_packet():
     lab.client("PA", payload=b"GET / HTTP/1.0\r\n\r\n")
     (c,) = lab.synced()
     assert (c.protocol, c.state, c.timeout, c.fwmark) == (6, tcpstate.ESTABLISHED, 900, 0)
-    assert c.flags == proto.F_MASQ  # active, and NAT sees replies: no NOOUTPUT
+    assert c.flags == CONN_F_MASQ  # active, and NAT sees replies: no NOOUTPUT
     assert (c.caddr, c.cport, c.vaddr, c.vport) == (pack_ip(CLIENT), b"\x9c\x40", pack_ip(VIP), b"\0\x50")
     assert (c.daddr, c.dport) == (pack_ip(RIPS[2]), b"\x1f\x90")
 
@@ -98,7 +99,7 @@ def test_closing_states_are_sent_at_once_from_either_direction():
     lab.synced()
     lab.client("FA")  # client closes: CLOSE_WAIT
     (c,) = lab.synced()
-    assert (c.state, c.timeout, c.flags & proto.F_INACTIVE) == (tcpstate.CLOSE_WAIT, 60, proto.F_INACTIVE)
+    assert (c.state, c.timeout, c.flags & CONN_F_INACTIVE) == (tcpstate.CLOSE_WAIT, 60, CONN_F_INACTIVE)
     lab.server("FA")  # the server's FIN, seen on the reply: TIME_WAIT
     (c,) = lab.synced()
     assert (c.state, c.timeout) == (tcpstate.TIME_WAIT, 120)
@@ -120,7 +121,7 @@ def test_udp_is_sent_on_its_third_packet_whatever_its_state():
     assert lab.synced() == []
     lab.client(udp=True)
     (c,) = lab.synced()
-    assert (c.protocol, c.state, c.timeout, c.flags) == (17, 0, 300, proto.F_INACTIVE)
+    assert (c.protocol, c.state, c.timeout, c.flags) == (17, 0, 300, CONN_F_INACTIVE)
 
 
 def test_dr_connections_carry_their_method_and_nooutput():
@@ -129,7 +130,7 @@ def test_dr_connections_carry_their_method_and_nooutput():
     lab.client("A")
     lab.client("A")
     (c,) = lab.synced()
-    assert c.flags == 3 | proto.F_NOOUTPUT and c.dport == b"\0\x50"
+    assert c.flags == 3 | CONN_F_NOOUTPUT and c.dport == b"\0\x50"
 
 
 def persistent(lab: Lab) -> None:
@@ -141,16 +142,16 @@ def test_the_template_of_a_persistent_connection_rides_along_each_counted_packet
     persistent(lab)
     lab.client("S")
     (t,) = lab.synced()  # the SYN is not due, its template is
-    assert t.flags & proto.F_TEMPLATE and t.state == proto.TEMPLATE_NONE
+    assert t.flags & CONN_F_TEMPLATE and t.state == proto.TEMPLATE_NONE
     assert (t.protocol, t.cport, t.vport, t.dport, t.timeout) == (6, b"\0\0", b"\0\x50", b"\x1f\x90", 360)
-    assert t.flags & (proto.F_FWD_MASK | proto.F_INACTIVE) == proto.F_INACTIVE  # MASQ
+    assert t.flags & (CONN_F_FWD_MASK | CONN_F_INACTIVE) == CONN_F_INACTIVE  # MASQ
     lab.server("SA")
     lab.client("A")  # ESTABLISHED assures the template
     (t,) = lab.synced()
     assert t.state == proto.TEMPLATE_ASSURED
     lab.client("A")
     conns = lab.synced()
-    assert sorted(bool(c.flags & proto.F_TEMPLATE) for c in conns) == [False, True]
+    assert sorted(bool(c.flags & CONN_F_TEMPLATE) for c in conns) == [False, True]
 
 
 def test_a_full_message_leaves_at_once_and_holds_at_most_maxlen_bytes():

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from pylvs.ipvs_uapi import CONN_F_IN_SEQ
 from pylvs.sync import proto
 from pylvs.sync.proto import Message, Rejected, SyncConn
 
@@ -115,7 +116,7 @@ def test_encode_and_decode_round_trip(version):
         for c in conns:
             c.fwmark = c.timeout = 0
             c.pe_data = c.pe_name = b""
-        conns[1].flags |= proto.F_IN_SEQ
+        conns[1].flags |= CONN_F_IN_SEQ
     msg = proto.decode(proto.encode_message(conns, syncid=9, version=version))
     assert msg == Message(version, 9, conns)
 

@@ -14,18 +14,10 @@ from pylvs.health.aio import within
 from pylvs.health.checks.base import Probe
 from pylvs.health.net import describe, make_socket
 from pylvs.health.pool import Result
+from pylvs.packet.checksum import checksum
 
 ECHO = {4: (8, 0), 6: (128, 129)}  # (request type, reply type)
 _seq = itertools.count(1)
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
 
 
 def echo_request(version: int, ident: int, seq: int, payload: bytes) -> bytes:

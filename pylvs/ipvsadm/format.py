@@ -13,22 +13,30 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pylvs.engine.services import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
+from pylvs.ipvs_uapi import (
+    AF_INET,
+    AF_INET6,
+    PROTO_NAMES,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    SVC_F_SCHED3,
+    SVC_F_SCHED_MASK,
+    Method,
+)
 
 Obj = Mapping[str, Any]
 
-SVC_F_SCHED_MASK = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
+PROTO_NUMBERS = {label.lower(): number for number, label in PROTO_NAMES.items()}
+_PROTO_SWITCHES = {PROTO_TCP: "-t", PROTO_UDP: "-u", PROTO_SCTP: "--sctp-service"}
 
-AF_INET = 2  # the kernel's values: the sort comparator orders by them
-AF_INET6 = 10
-
-PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
-_PROTO_LABELS = {6: "TCP", 17: "UDP", 132: "SCTP"}
-_PROTO_SWITCHES = {6: "-t", 17: "-u", 132: "--sctp-service"}
-
-# Forward column names (fwd_name) and -S switches (fwd_switch); FullNat as the DPVS fork prints it,
-# saved with our long option because upstream -b means --sched-flags.
-_FWD_NAMES = {"masq": "Masq", "local": "Local", "tunnel": "Tunnel", "route": "Route", "fullnat": "FullNat"}
+# Forward column names (fwd_name) by the protocol's method names, and -S switches (fwd_switch);
+# FullNat as the DPVS fork prints it, saved with our long option because upstream -b means --sched-flags.
+_FWD_NAMES = {method.name.lower(): method.label for method in Method}
 _FWD_SWITCHES = {"masq": "-m", "tunnel": "-i", "local": "-g", "route": "-g", "fullnat": "--fullnat"}
 _TUN_FLAG_LABELS = {"nocsum": "-c", "csum": "+c", "remcsum": "r+c"}
 _TUN_FLAG_OPTIONS = {"nocsum": "--tun-nocsum", "csum": "--tun-csum", "remcsum": "--tun-remcsum"}
@@ -64,7 +72,7 @@ def _host_name(addr: str, family: int) -> str:
 
 
 def _port_name(port: int, proto: int) -> str:
-    protoname = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto)
+    protoname = PROTO_NAMES[proto].lower() if proto in PROTO_NAMES else None
     if protoname is not None:
         try:
             return socket.getservbyport(port, protoname)
@@ -140,7 +148,10 @@ def svc_family(svc: Obj) -> int:
 
 
 def svc_proto(svc: Obj) -> int:
-    # ipvsadm stores TCP for fwmark services; it only matters for sorting and port names
+    """The service's protocol as the kernel reports it: 0 for fwmark services (libipvs does not send
+    one for them), so their real servers' ports are never named, even without -n."""
+    if svc.get("fwmark"):
+        return 0
     return PROTO_NUMBERS.get(str(svc.get("protocol", "tcp")).lower(), 0)
 
 
@@ -175,7 +186,7 @@ def service_name(svc: Obj, fmt: Fmt) -> str:
     vname = addrport_name(str(svc["addr"]), int(svc["port"]), proto, fmt)
     if fmt & Fmt.RULE:
         return f"{_PROTO_SWITCHES.get(proto, '--xxx-service')} {vname}"
-    name = f"{_PROTO_LABELS.get(proto, '?'):<4} {vname}"
+    name = f"{PROTO_NAMES.get(proto, '?'):<4} {vname}"
     return name if v6 else name[:33]
 
 

@@ -1,7 +1,9 @@
-"""ipvsadm rule files (what `ipvsadm -S` writes) turned into control requests.
+"""ipvsadm rule files (what `ipvsadm -S` writes): their lines as tokens, and as one atomic batch.
 
-Used by `lvsadm -R` and by `lvsd --config`, so that both read rules the same way: tokens split on
-blanks, `ipvsadm`/`lvsadm` tokens dropped, empty and `#` lines skipped (ipvsadm.c restore_table).
+`tokens` splits a line as ipvsadm's config_stream_read does: on blanks, dropping `ipvsadm` tokens
+(and lvsadm's own name). It knows no comments: in `ipvsadm -R` a `#` line is a command line like any
+other, and an error. `rules_to_requests` is the all-or-nothing reading of `lvsd --config` and
+`lvsadm -R --atomic`: every line parsed first, empty and `#` lines skipped, errors with line numbers.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pylvs.control.ipvsadm_args import ParseError, parse_command
+from pylvs.ipvsadm.args import ParseError, parse_command
 
 _TOKEN_SEP = re.compile(r"[ \t\r\n]+")
 NOT_IN_RULES = {"help", "version", "list", "save", "get-laddr", "restore"}
@@ -23,16 +25,20 @@ class RuleError(Exception):
         self.code = code
 
 
+def tokens(line: str) -> list[str]:
+    return [t for t in _TOKEN_SEP.split(line) if t and t not in ("ipvsadm", "lvsadm")]
+
+
 def rules_to_requests(lines: Iterable[str], prog: str = "lvsadm") -> tuple[list[dict[str, Any]], list[int]]:
     """The requests for a batch, and for each the number of the line it came from."""
     ops: list[dict[str, Any]] = []
     op_lines: list[int] = []
     for lineno, raw in enumerate(lines, 1):
-        tokens = [t for t in _TOKEN_SEP.split(raw) if t and t not in ("ipvsadm", "lvsadm")]
-        if not tokens or tokens[0].startswith("#"):
+        argv = tokens(raw)
+        if not argv or argv[0].startswith("#"):
             continue
         try:
-            cmd = parse_command(tokens, prog, reading_stdin=True)
+            cmd = parse_command(argv, prog, reading_stdin=True)
         except ParseError as err:
             raise RuleError(lineno, err.message, err.code) from None
         if cmd.name in NOT_IN_RULES:

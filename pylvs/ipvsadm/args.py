@@ -9,30 +9,36 @@ the order ipvsadm finds them, and every message and exit code is ipvsadm's (2 fo
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pylvs.control.ipvsadm_format import Fmt
-from pylvs.engine.services import (
-    DEFAULT_PERSISTENT_TIMEOUT,
-    DEFAULT_SCHEDULER,
+from pylvs.engine.services import DEFAULT_PERSISTENT_TIMEOUT, DEFAULT_SCHEDULER
+from pylvs.ipvs_uapi import (
+    AF_INET,
+    AF_INET6,
+    PROTO_NAMES,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
     SVC_F_SCHED3,
+    SVC_F_SCHED_MASK,
+    TUNNEL_FLAGS,
 )
+from pylvs.ipvsadm.format import Fmt
 
 MAX_TIMEOUT = 86400 * 31
 INT_MAX = 2**31 - 1
 UINT_MAX = 2**32 - 1
 DEF_MCAST_IFN = "eth0"
-AF_INET, AF_INET6 = 2, 10
-PROTO_TCP, PROTO_UDP, PROTO_SCTP = 6, 17, 132
-_PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_SCTP: "sctp"}
+_PROTO_NAMES = {number: label.lower() for number, label in PROTO_NAMES.items()}
 
 # ---------------------------------------------------------------------------------------------
 # commands, options and the legality matrix (ipvsadm.c commands_v_options, plus the DPVS laddr ops)
@@ -82,14 +88,13 @@ MATRIX = {cmd: row.replace(" ", "") for cmd, row in _MATRIX_ROWS.items()}
 # tunnel type vs (tun-port, tun-nocsum, tun-csum, tun-remcsum): tunnel_types_v_options
 _TUN_OPTS = ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
 _TUN_MATRIX = {"ipip": "xxxx", "gue": "+111", "gre": "x11x"}
-_TUN_FLAG_NAMES = {0: "nocsum", 1: "csum", 2: "remcsum"}  # IP_VS_TUNNEL_ENCAP_FLAG_* values
+_TUN_FLAG_NAMES = {value: name for name, value in TUNNEL_FLAGS.items()}
 
 SCHED_FLAG_BITS = {
     "flag-1": (SVC_F_SCHED1, None), "flag-2": (SVC_F_SCHED2, None), "flag-3": (SVC_F_SCHED3, None),
     "sh-fallback": (SVC_F_SCHED1, "sh"), "sh-port": (SVC_F_SCHED2, "sh"),
     "mh-fallback": (SVC_F_SCHED1, "mh"), "mh-port": (SVC_F_SCHED2, "mh"),
 }
-_SCHED_MASK = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,17 @@ _COMMAND_KEYS = {
 
 
 class ParseError(Exception):
-    """A rejected command line: `message` goes to stderr, `code` is the exit status."""
+    """A rejected command line: `message` goes to stderr, `code` is the exit status.
 
-    def __init__(self, message: str, code: int = 2):
+    `fatal` is False only for popt's errors after the command option: ipvsadm returns from those
+    (so `-R` reads on), where fail() and tryhelp_exit() end the process.
+    """
+
+    def __init__(self, message: str, code: int = 2, fatal: bool = True):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.fatal = fatal
 
 
 def tryhelp(prog: str) -> ParseError:
@@ -201,13 +211,25 @@ class _PoptError(Exception):
         self.token = token
 
 
+# The DPVS-style extensions are options only for the commands they extend; after any other command
+# option they are unknown, as in ipvsadm (`-L -n -Q` is `-Q: unknown option`). As the first option
+# every one is known: -P, -Q and -G are commands there.
+_EXTENSION_COMMANDS = {
+    "P": (), "Q": (), "G": (),
+    "z": ("add-laddr", "del-laddr", "get-laddr"), "F": ("add-laddr", "del-laddr", "get-laddr"),
+    "fullnat": ("add-server", "edit-server"), "proxy-protocol": ("add-service", "edit-service"),
+}
+
+
 class _Scanner:
-    """Yields (key, argument) per option; non-options are kept in `leftovers` (popt permutes)."""
+    """Yields (key, argument) per option; non-options are kept in `leftovers` (popt permutes).
+    `command` is set once the first option chose one; it decides which extensions are options."""
 
     def __init__(self, argv: Sequence[str]):
         self.argv = list(argv)
         self.leftovers: list[str] = []
         self.pos = 0
+        self.command: str | None = None
 
     @property
     def last_token(self) -> str:
@@ -225,6 +247,11 @@ class _Scanner:
         self.pos += 1
         return nxt
 
+    def _known(self, spec: _OptSpec | None) -> _OptSpec | None:
+        if spec is None or self.command is None or self.command in _EXTENSION_COMMANDS.get(spec.key, (self.command,)):
+            return spec
+        return None
+
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
         only_args = False
         while self.pos < len(self.argv):
@@ -236,7 +263,7 @@ class _Scanner:
                 only_args = True
             elif token.startswith("--"):
                 name, eq, value = token[2:].partition("=")
-                spec = _LONG.get(name)
+                spec = self._known(_LONG.get(name))
                 if spec is None:
                     raise _PoptError("unknown option", token)
                 if spec.arg == "none":
@@ -251,7 +278,7 @@ class _Scanner:
     def _short_cluster(self, token: str) -> Iterator[tuple[str, str | None]]:
         letters = token[1:]
         for i, letter in enumerate(letters):
-            spec = _SHORT.get(letter)
+            spec = self._known(_SHORT.get(letter))
             if spec is None:
                 raise _PoptError("unknown option", token)
             rest = letters[i + 1:]
@@ -537,7 +564,7 @@ _FMT_OPTIONS = {
 }
 _PLAIN_OPTIONS = {"c": "connection", "timeout": "timeout", "daemon": "daemon"}
 _FORWARD = {"m": "masq", "i": "tunnel", "g": "route", "fullnat": "fullnat"}
-_TUN_FLAG_OPTION = {"tun-nocsum": 0, "tun-csum": 1, "tun-remcsum": 2}
+_TUN_FLAG_OPTION = {f"tun-{name}": value for name, value in TUNNEL_FLAGS.items()}
 
 
 def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
@@ -573,7 +600,8 @@ def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
         entry.set_option("forwarding-method")
         entry.method = _FORWARD[key]
     elif key == "w":
-        entry.weight = _number_option(entry, "weight", arg, 0, 65535, "weight")
+        # 0..INT_MAX as the kernel takes it (Debian's ipvsadm 1.31 patch; upstream stops at 65535)
+        entry.weight = _number_option(entry, "weight", arg, 0, INT_MAX, "weight")
     elif key == "x":
         entry.u_threshold = _number_option(entry, "u-threshold", arg, 0, INT_MAX, "u_threshold")
     elif key == "y":
@@ -662,11 +690,12 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
     done = _first_option(entry, key, value, prog)
     if done is not None:
         return entry, done
+    scanner.command = entry.cmd
     try:
         for key, value in events:
             _option(entry, key, value, scanner.last_token)
     except _PoptError as err:
-        raise ParseError(f"{err.token}: {err.text}", 255) from None
+        raise ParseError(f"{err.token}: {err.text}", 255, fatal=False) from None
 
     leftovers = list(scanner.leftovers)
     if entry.cmd == "set":
@@ -677,7 +706,7 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
     if leftovers:
         raise _fail(f"unexpected argument {leftovers[0]}")
     if entry.sched_flags_arg:
-        entry.flags &= ~_SCHED_MASK
+        entry.flags &= ~SVC_F_SCHED_MASK
         entry.flags |= _parse_sched_flags(entry.sched, entry.sched_flags_arg)
     return entry, None
 
@@ -686,8 +715,21 @@ def _parse_options(argv: Sequence[str], prog: str) -> tuple[_Entry, Command | No
 # process_options checks
 
 
+@functools.cache
+def _row_masks(names: tuple[str, ...], row: str) -> tuple[int, int, int]:
+    """(required, illegal, exclusive) option bits of a legality row."""
+    masks = {"+": 0, "x": 0, "1": 0, ".": 0}
+    for name, rule in zip(names, row, strict=True):
+        masks[rule] |= 1 << _OPT_INDEX[name]
+    return masks["+"], masks["x"], masks["1"]
+
+
 def _matrix_check(entry: _Entry, names: tuple[str, ...], row: str, subject: str) -> None:
     """One legality row: '+' required, 'x' illegal, '1' at most one of them (ipvsadm's messages)."""
+    required, illegal, exclusive = _row_masks(names, row)
+    options = entry.options
+    if not required & ~options and not illegal & options and (options & exclusive).bit_count() <= 1:
+        return  # legal: the walk below, which finds ipvsadm's first complaint, is for errors only
     first_exclusive: str | None = None
     for name, rule in zip(names, row, strict=True):
         if not entry.has(name):
