@@ -73,10 +73,10 @@ def dr(proto: int = 6, cport: int = 40000, vport: int = 80, mtu: int = 1500) -> 
 
 
 def tun(kind: str = "ipip", proto: int = 6, cport: int = 40000, vport: int = 80, mtu: int = 1500,
-        flags: int = 0, sport: int = 40001) -> FlowEntry:
+        flags: int = 0, sport: int = 40001, hop: Hop | None = None) -> FlowEntry:
     """TUN: the request inside DIP -> RIP (ipip, GUE to GUE_PORT from `sport`, or GRE)."""
     same = ((CLIENT, cport), (VIP, vport))
-    e = entry(Method.TUNNEL, DIR_IN, proto, *same, *same, to_rs(mtu=mtu), flags)
+    e = entry(Method.TUNNEL, DIR_IN, proto, *same, *same, hop or to_rs(mtu=mtu), flags)
     e.encap = ENCAP_BY_TUN_TYPE[kind]
     e.outer_src, e.outer_dst = ip(DIP), ip(RIP)
     if kind == "gue":

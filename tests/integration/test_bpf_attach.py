@@ -18,14 +18,15 @@ import sys
 import time
 
 import pytest
+from pyroute2.ethtool import Ethtool
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.utils import rdpcap
 
 from pylvs.datapath.bpf.libbpf import BpfError
-from pylvs.datapath.bpf.loader import FastPath, ensure_bpffs, is_bpffs, netns_inode, pin_dir
+from pylvs.datapath.bpf.loader import FastPath, ensure_bpffs, in_netns, is_bpffs, netns_inode, pin_dir
 from pylvs.engine.hops import Hop
 from pylvs.lab.netns import Netns, wait_for
-from tests.integration.bpf_flows import nat
+from tests.integration.bpf_flows import nat, tun
 from tests.unit.director import mac
 from tests.unit.test_engine_nat import complete_partial, pseudo_sum
 
@@ -291,3 +292,100 @@ def test_flow_map_is_pinned_per_netns_and_survives_a_restart(lab, bpffs):
             second.detach(dip0)
     with pytest.raises(BpfError, match="another layout or size"):
         FastPath(pin_root=bpffs, netns=lab.netns_path, max_flows=2048)
+
+
+# -- TUN: a TCP GSO super-frame leaves as one tunnel GSO frame ------------------------------------
+
+TCP_SINK = """
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(({vip!r}, 80))
+srv.listen(1)
+print("ready", flush=True)
+conn, peer = srv.accept()
+conn.recv(1 << 20)
+"""
+
+TCP_SENDER = """
+import socket, struct
+s = socket.create_connection(({vip!r}, 80), source_address=({cip!r}, {cport}), timeout=2)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.setblocking(False)
+try:
+    s.send(bytes(range(256)) * 256)
+except OSError:
+    pass
+import time
+time.sleep(1)
+s.close()
+"""
+
+
+def set_ipxip4_segmentation(lab, on: bool) -> None:
+    """Whether dip0 (a veth) takes ipip GSO frames as they are or has the kernel segment them."""
+    def change() -> None:
+        tool = Ethtool()
+        try:
+            features = tool.get_features("dip0")
+            features.features["tx-ipxip4-segmentation"].enable = on
+            tool.set_features("dip0", features)
+        finally:
+            tool.close()
+    in_netns(lab.netns_path, change)
+
+
+@pytest.mark.parametrize("segmented", [False, True], ids=["whole", "kernel-segmented"])
+def test_tun_keeps_tcp_gso_super_frames_whole(lab, fast, segmented):
+    """The handshake is with the director's own stack (VIP on its lo; SYNs are punted); the data
+    segments match the TUN recipe and must reach the real server's link inside ipip: as one tunnel
+    GSO frame, or, where the egress device cannot take that, as the MSS-sized ipip segments the
+    kernel cuts from it (which checks the GSO metadata the program left)."""
+    net = lab.net
+    net.ip("dir", "addr", "add", f"{VIP}/32", "dev", "lo")
+    for role, ifname in (("dir", "dip0"), ("rs", "eth0")):
+        net.ip(role, "link", "set", ifname, "mtu", "1600")  # room for 1500-byte packets and the tunnel
+    set_ipxip4_segmentation(lab, not segmented)
+    try:
+        hop = lab.hops()[0]
+        hop.mtu = 1600
+        entry = tun("ipip", cport=40090, hop=hop)
+        fast.flows.put(entry)
+        sink = net.popen("dir", sys.executable, "-c", TCP_SINK.format(vip=VIP), log="tcp_sink.log")
+        wait_for(lambda: "ready" in lab.log("tcp_sink.log").read_text(), what="tcp sink")
+        cap, path = lab.capture("rs", "eth0", "ip proto 4")
+        lab.python("cl", TCP_SENDER.format(vip=VIP, cip=CIP, cport=40090))
+        frames = lab.stop_capture(cap, path)
+        net.kill(sink)
+    finally:
+        set_ipxip4_segmentation(lab, True)
+        net.ip("dir", "addr", "del", f"{VIP}/32", "dev", "lo")
+        for role, ifname in (("dir", "dip0"), ("rs", "eth0")):
+            net.ip(role, "link", "set", ifname, "mtu", "1500")
+    assert fast.flows.refresh(entry) and entry.packets >= 1
+    assert frames, "nothing reached the real server's link"
+    data = bytes(range(256)) * 256
+    seen = {}
+    for f in frames:
+        outer = f[IP]
+        assert (outer.src, outer.dst, outer.proto, outer.ttl) == (DIP, RIP, 4, 63)
+        assert outer.len == len(bytes(outer)) and checksums_right(f.__class__(bytes(f)))
+        inner = outer.payload
+        assert (inner.src, inner.dst, inner[TCP].dport, inner.ttl) == (CIP, VIP, 80, 63)
+        inner_frame = f.__class__(bytes(f)[:14]) / inner
+        assert checksums_right(inner_frame.__class__(bytes(inner_frame)))
+        payload = bytes(inner[TCP].payload)
+        if len(payload) > len(seen.get(inner[TCP].seq, b"")):  # retransmissions may be shorter
+            seen[inner[TCP].seq] = payload
+    if segmented:
+        assert max(f[IP].len for f in frames) <= 1520
+    else:  # one super-frame carries many MSS-sized segments: the kernel kept it whole
+        assert max(f[IP].len for f in frames) > 3000
+    first = min(seen)
+    stream = b""
+    for seq in sorted(seen):
+        if seq - first == len(stream):
+            stream += seen[seq]
+        elif seq - first < len(stream):  # overlapping: must agree with what came before
+            assert stream[seq - first:seq - first + len(seen[seq])] == seen[seq][:len(stream) - (seq - first)]
+    assert len(stream) > 3000 and data.startswith(stream)
