@@ -56,7 +56,8 @@ def run(fp, pkt, gso_size: int = 0) -> tuple[int, bytes]:
         ctx = bytearray(SKB_CTX_SIZE)
         struct.pack_into("=I", ctx, SKB_GSO_SIZE, gso_size)
         ctx = bytes(ctx)
-    return fp.test_run(bytes(pkt), ctx)
+    verdict, frame, _ = fp.test_run(bytes(pkt), ctx)
+    return verdict, frame
 
 
 def forwarded(fp, pkt, *entries, gso_size: int = 0) -> Ether:
@@ -308,6 +309,11 @@ def test_other_frames_go_on_unchanged(fp, pkt):
 
 def test_recipes_this_program_cannot_execute_are_punted(fp):
     punted(fp, ack(), "punt_unsupported", tun("gue", flags=F_ENCAP_CSUM))
+    punted(fp, ack(), "punt_unsupported", tun("gre", flags=F_ENCAP_CSUM))
+    shifted = fullnat()[0]
+    shifted.seq_delta = 1000  # a FULLNAT connection after its client address header (TOA, PROXY)
+    punted(fp, ack(), "punt_unsupported", shifted)
+    fp.flows.clear()
     nat64 = nat()[0]
     nat64.addrs = bytes(16) + bytes(15) + b"\x01"  # an IPv6 rewrite of an IPv4 flow
     fp.flows.put(nat64)

@@ -21,7 +21,7 @@ import os
 import pathlib
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pylvs.datapath.bpf.libbpf import (
     BPF_TC_F_REPLACE,
@@ -112,6 +112,12 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     return value
 
 
+class TestRun(NamedTuple):
+    verdict: int  # TC_ACT_OK (0): passed on; TC_ACT_REDIRECT (7): sent to the recipe's ifindex
+    frame: bytes
+    duration_ns: int
+
+
 class FastPath:
     """One loaded instance of the program with its maps (flow map pinned unless pin_root is None)."""
 
@@ -186,8 +192,8 @@ class FastPath:
 
     # -- BPF_PROG_TEST_RUN -----------------------------------------------------------------
 
-    def test_run(self, frame: bytes, ctx: bytes | None = None) -> tuple[int, bytes]:
-        """Run the program once on an Ethernet frame; (tc verdict, the frame as it left)."""
+    def test_run(self, frame: bytes, ctx: bytes | None = None) -> TestRun:
+        """Run the program once on an Ethernet frame: tc verdict, the frame as it left, time taken."""
         size = len(frame) + 256  # room for an encapsulation
         out = ctypes.create_string_buffer(size)
         data = ctypes.create_string_buffer(frame, len(frame))
@@ -197,7 +203,7 @@ class FastPath:
                            ctx_in=ctypes.addressof(ctx_buf) if ctx_buf else None,
                            ctx_size_in=len(ctx) if ctx else 0, repeat=1)
         self.lib.check(self.lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
-        return opts.retval, out.raw[:opts.data_size_out]
+        return TestRun(opts.retval, out.raw[:opts.data_size_out], opts.duration)
 
     def close(self) -> None:
         """Unload (the pinned flow map and any attached filter stay; the kernel holds them)."""

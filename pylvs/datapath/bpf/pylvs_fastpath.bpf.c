@@ -39,7 +39,8 @@ enum pylvs_counter {
 	CNT_PUNT_TTL,         /* TTL <= 1: the engine answers time exceeded */
 	CNT_PUNT_MTU,         /* longer than the egress MTU (GSO: a segment is): PMTU is the engine's */
 	CNT_PUNT_BAD_HEADER,  /* bad IP checksum, lengths that do not add up */
-	CNT_PUNT_UNSUPPORTED, /* the recipe needs what this program does not do (NAT64, tunnel checksums) */
+	CNT_PUNT_UNSUPPORTED, /* the recipe needs what this program does not do (NAT64, tunnel checksums,
+			       * a FULLNAT sequence shift) */
 	CNT_PUNT_NO_ROOM,     /* TUN: the kernel would not grow this skb (beyond the ingress MTU, a GSO
 			       * type other than TCP or UDP_L4, already encapsulated) */
 	CNT_DROP_ERROR,       /* a helper failed halfway through a rewrite: the frame is dropped */
@@ -108,7 +109,7 @@ static __always_inline int tunnel_len(__u8 encap)
 /* The extra bytes this recipe adds, or -1 if this program cannot execute it. */
 static __always_inline int overhead_of(const struct pylvs_flow_value *v)
 {
-	if (v->new_family != AF_INET)
+	if (v->new_family != AF_INET || v->seq_delta) /* NAT64; a FULLNAT sequence shift (not yet) */
 		return -1;
 	switch (v->method) {
 	case FLOW_METHOD_MASQ:
@@ -116,7 +117,7 @@ static __always_inline int overhead_of(const struct pylvs_flow_value *v)
 	case FLOW_METHOD_ROUTE:
 		return v->encap == FLOW_ENCAP_NONE ? 0 : -1;
 	case FLOW_METHOD_TUNNEL:
-		if (v->flags & FLOW_F_ENCAP_CSUM) /* needs a sum over the whole payload */
+		if (v->flags & FLOW_F_ENCAP_CSUM && v->encap != FLOW_ENCAP_IPIP) /* a sum over the payload */
 			return -1;
 		return tunnel_len(v->encap);
 	}
