@@ -124,23 +124,18 @@ static __always_inline int overhead_of(const struct pylvs_flow_value *v)
 	return -1;
 }
 
-/* NAT and FULLNAT: new addresses and ports, both checksums patched with the recipe's deltas.
- * bpf_l4_csum_replace looks at skb->ip_summed itself: a complete checksum gets address and port
- * deltas, a CHECKSUM_PARTIAL field (pseudo-header sum only) gets the address delta alone, and
- * BPF_F_MARK_MANGLED_0 keeps a zero UDP checksum zero. */
-static __always_inline int rewrite_nat(struct __sk_buff *skb, const struct pylvs_flow_value *v, int udp)
+/* NAT and FULLNAT checksums, after the new addresses and ports are written: both patched with the
+ * recipe's deltas. bpf_l4_csum_replace looks at skb->ip_summed itself: a complete checksum gets
+ * address and port deltas, a CHECKSUM_PARTIAL field (pseudo-header sum only) gets the address
+ * delta alone, and BPF_F_MARK_MANGLED_0 keeps a zero UDP checksum zero. */
+static __always_inline int nat_checksums(struct __sk_buff *skb, const struct pylvs_flow_value *v, int udp)
 {
 	__u32 csum_off = L4 + (udp ? offsetof(struct udphdr, check) : offsetof(struct tcphdr, check));
 	__u64 mangled = udp ? BPF_F_MARK_MANGLED_0 : 0;
 	/* The port part of the complete delta: csum_l4 = addresses + ports. */
 	__u16 ports = fold((__u32)v->csum_l4 + (__u16)~v->csum_l4_partial);
-	__u32 addrs[2];
 
-	__builtin_memcpy(&addrs[0], &v->new_saddr[12], 4);
-	__builtin_memcpy(&addrs[1], &v->new_daddr[12], 4);
-	if (bpf_skb_store_bytes(skb, L3 + offsetof(struct iphdr, saddr), addrs, 8, 0) ||
-	    bpf_skb_store_bytes(skb, L4, &v->new_sport, 4, 0) ||
-	    bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(v->csum_l4_partial), BPF_F_PSEUDO_HDR | mangled) ||
+	if (bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(v->csum_l4_partial), BPF_F_PSEUDO_HDR | mangled) ||
 	    bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(ports), mangled))
 		return -1;
 	return 0;
@@ -295,21 +290,28 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	if (seg + extra > v->mtu)
 		return count(CNT_PUNT_MTU, TC_ACT_OK);
 
-	switch (v->method) {
-	case FLOW_METHOD_MASQ:
-	case FLOW_METHOD_FULLNAT:
-		rc = rewrite_nat(skb, v, udp) || decrement_ttl(skb, L3, ttl, v->csum_ip) ? -1 : 0;
-		break;
-	case FLOW_METHOD_TUNNEL:
+	if (v->method == FLOW_METHOD_TUNNEL) {
 		rc = encapsulate(skb, v, extra, tot, tos, frag_off, ttl);
 		if (rc > 0) /* unchanged: the engine decides */
 			return count(CNT_PUNT_NO_ROOM, TC_ACT_OK);
-		break;
-	default: /* FLOW_METHOD_ROUTE */
-		rc = decrement_ttl(skb, L3, ttl, v->csum_ip);
+		if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0))
+			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+	} else {
+		/* The headers are in the linear part and checked: written in place, then the checksum
+		 * helpers (after them, packet pointers are no longer valid). */
+		int nat = v->method != FLOW_METHOD_ROUTE;
+
+		__builtin_memcpy(eth, v->dmac, 2 * ETH_ALEN);
+		ip->ttl = ttl - 1;
+		if (nat) {
+			__builtin_memcpy(&ip->saddr, &v->new_saddr[12], 4);
+			__builtin_memcpy(&ip->daddr, &v->new_daddr[12], 4);
+			__builtin_memcpy((void *)(ip + 1), &v->new_sport, 4); /* source and destination port */
+		}
+		if (bpf_l3_csum_replace(skb, L3 + offsetof(struct iphdr, check), 0, bpf_htons(v->csum_ip), 0) ||
+		    (nat && nat_checksums(skb, v, udp)))
+			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 	}
-	if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0))
-		return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, tot);
 	v->last_seen_ns = bpf_ktime_get_ns();
