@@ -12,7 +12,7 @@ import time
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.l2 import ARP, GRE, Ether
+from scapy.layers.l2 import ARP, GRE, Dot1Q, Ether
 from scapy.packet import Raw
 
 from pylvs.datapath.bpf.loader import FastPath
@@ -302,7 +302,8 @@ def test_truncated_frame_is_punted(fp):
     Ether(src=CLIENT_MAC, dst=VIP_MAC) / ARP(psrc=CLIENT, pdst=VIP),
     from_client(ICMP(type=8) / b"ping"),
     Ether(src=CLIENT_MAC, dst=VIP_MAC, type=0x86DD) / Raw(b"\x60" + bytes(60)),
-], ids=["arp", "icmp", "ipv6"])
+    Ether(src=CLIENT_MAC, dst=VIP_MAC) / Dot1Q(vlan=7) / IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80),
+], ids=["arp", "icmp", "ipv6", "vlan"])
 def test_other_frames_go_on_unchanged(fp, pkt):
     punted(fp, pkt, "pass_other", nat()[0])
 
