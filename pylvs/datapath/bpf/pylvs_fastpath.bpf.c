@@ -141,7 +141,8 @@ static __always_inline int nat_checksums(struct __sk_buff *skb, const struct pyl
 	return 0;
 }
 
-/* TTL - 1 with the header checksum patched by csum_ip (which includes the TTL for every method). */
+/* TTL - 1 of the IPv4 header at ip_off (TUN: the inner one), its checksum patched by csum_ip (the
+ * TTL's delta for tunnels, where the addresses stay). */
 static __always_inline int decrement_ttl(struct __sk_buff *skb, __u32 ip_off, __u8 ttl, __u16 csum_ip)
 {
 	__u8 new_ttl = ttl - 1;
@@ -165,7 +166,7 @@ struct outer_headers {
 
 /* TUN: grow room after the MAC header (the kernel keeps GSO super-frames whole, marked as tunnel
  * GSO) and write the outer IPv4 header DIP -> RIP plus UDP+GUE or GRE. The inner packet only loses
- * one TTL. The caller has checked that the skb may grow. */
+ * one TTL. 1: the kernel would not grow the skb (nothing changed); -1: a failure after changes. */
 static __always_inline int encapsulate(struct __sk_buff *skb, const struct pylvs_flow_value *v, int extra,
 				       __u16 tot, __u8 tos, __u16 frag_off, __u8 ttl)
 {
