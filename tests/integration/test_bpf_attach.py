@@ -186,17 +186,23 @@ def test_detached_program_sees_nothing(lab, fast):
 
 
 TCP_SERVER = """
-import socket, hashlib
+import socket
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(({rip!r}, 8080))
+srv.bind(({addr!r}, {port}))
 srv.listen(1)
 print("ready", flush=True)
 conn, peer = srv.accept()
-data = bytes(range(256)) * 4096 * 4
-conn.sendall(data)
-conn.close()
+{then}
 """
+
+
+def tcp_server(lab, role: str, addr: str, port: int, then: str) -> subprocess.Popen:
+    """A one-connection TCP server in `role` that does `then` (Python, with `conn`) once accepted."""
+    log = f"tcp-{role}-{port}.log"
+    proc = lab.net.popen(role, sys.executable, "-c", TCP_SERVER.format(addr=addr, port=port, then=then), log=log)
+    wait_for(lambda: "ready" in lab.log(log).read_text(), what="tcp server")
+    return proc
 
 TCP_CLIENT = """
 import socket, hashlib
@@ -225,13 +231,12 @@ def test_tcp_download_runs_through_the_fast_path_with_gso(lab, fast):
                                 hops=lab.hops())
         fast.flows.put(inbound)
         fast.flows.put(outbound)
-        server = net.popen("rs", sys.executable, "-c", TCP_SERVER.format(rip=RIP), log="tcp_server.log")
-        wait_for(lambda: "ready" in lab.log("tcp_server.log").read_text(), what="tcp server")
+        server = tcp_server(lab, "rs", RIP, 8080, "conn.sendall(bytes(range(256)) * 4096 * 4)\nconn.close()")
         before = fast.counters.read()
         cap, path = lab.capture("cl", "eth0", f"tcp and src host {VIP}")
         out = lab.python("cl", TCP_CLIENT.format(vip=VIP, cip=CIP, cport=40080), timeout=30).split()
         frames = lab.stop_capture(cap, path)
-        expected = bytes(range(256)) * 4096 * 4
+        expected = bytes(range(256)) * 4096 * 4  # what the server sends
         assert out == [str(len(expected)), hashlib.sha256(expected).hexdigest()]
         after = fast.counters.read()
         assert fast.flows.refresh(outbound) and fast.flows.refresh(inbound)
@@ -299,17 +304,6 @@ def test_flow_map_is_pinned_per_netns_and_survives_a_restart(lab, bpffs):
 
 # -- TUN: a TCP GSO super-frame leaves as one tunnel GSO frame ------------------------------------
 
-TCP_SINK = """
-import socket
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(({vip!r}, 80))
-srv.listen(1)
-print("ready", flush=True)
-conn, peer = srv.accept()
-conn.recv(1 << 20)
-"""
-
 TCP_SENDER = """
 import socket, struct
 s = socket.create_connection(({vip!r}, 80), source_address=({cip!r}, {cport}), timeout=2)
@@ -354,8 +348,7 @@ def test_tun_keeps_tcp_gso_super_frames_whole(lab, fast, segmented):
         hop.mtu = 1600
         entry = tun("ipip", cport=40090, hop=hop)
         fast.flows.put(entry)
-        sink = net.popen("dir", sys.executable, "-c", TCP_SINK.format(vip=VIP), log="tcp_sink.log")
-        wait_for(lambda: "ready" in lab.log("tcp_sink.log").read_text(), what="tcp sink")
+        sink = tcp_server(lab, "dir", VIP, 80, "conn.recv(1 << 20)")
         cap, path = lab.capture("rs", "eth0", "ip proto 4")
         lab.python("cl", TCP_SENDER.format(vip=VIP, cip=CIP, cport=40090))
         frames = lab.stop_capture(cap, path)
