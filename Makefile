@@ -1,25 +1,31 @@
 # pylvs: the two commands a newcomer needs (run as root; they install what they need):
 #   make demo   - sets up and runs the NAT demo on an embedded namespace lab
 #   make test   - sets up and runs the unit and integration tests
+#   make bpf    - compiles the kernel fast path (build/bpf/pylvs_fastpath.bpf.o; make test needs it)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps
+# The fast path: clang -target bpf, libbpf's headers and shared library, the kernel's uapi headers.
+BPF_APT_PACKAGES := clang llvm libbpf-dev libbpf1 linux-libc-dev
 STAMP := $(VENV)/.installed
+BPF_DIR := pylvs/datapath/bpf
+BPF_OBJ := build/bpf/pylvs_fastpath.bpf.o
+BPF_HINT := install clang, llvm and libbpf-dev (Debian: apt-get install $(BPF_APT_PACKAGES), or run make as root)
 
-.PHONY: demo test deps unit integration lint bench clean
+.PHONY: demo test deps unit integration lint bench clean apt bpf
 
 demo: deps
 	$(PY) -m pylvs.lab.demo
 
-test: deps
+test: deps bpf
 	$(PY) -m ruff check pylvs tests bench
 	$(PY) -m pytest -q tests
 
 unit: deps
 	$(PY) -m pytest -q tests/unit
 
-integration: deps
+integration: deps bpf
 	$(PY) -m pytest -q tests/integration
 
 lint: deps
@@ -34,10 +40,22 @@ deps: $(STAMP) apt
 apt:
 	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy; do \
 	  command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	for f in /usr/include/bpf/bpf_helpers.h /usr/include/linux/bpf.h; do [ -f $$f ] || missing="$$missing $$f"; done; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) \
+	    $(BPF_APT_PACKAGES) >/dev/null; \
 	fi
+
+# The BPF object: clang's bpf target does not search Debian's multiarch include directory (asm/).
+bpf: $(BPF_OBJ)
+
+$(BPF_OBJ): $(BPF_DIR)/pylvs_fastpath.bpf.c $(BPF_DIR)/pylvs_flow.h | apt
+	@command -v clang >/dev/null 2>&1 || { echo "clang is missing: $(BPF_HINT)"; exit 1; }
+	@[ -f /usr/include/bpf/bpf_helpers.h ] || { echo "libbpf headers are missing: $(BPF_HINT)"; exit 1; }
+	@mkdir -p $(@D)
+	clang -O2 -g -Wall -Werror -target bpf -I/usr/include/$$(clang -print-multiarch) -c $< -o $@
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,218 @@
+"""Load the fast path program, pin its flow map per network namespace, attach it to tc ingress.
+
+    fast = FastPath()                  # loads build/bpf/pylvs_fastpath.bpf.o (make bpf)
+    fast.attach(ifindex)               # clsact + direct-action filter on the interface's ingress
+    fast.flows.put(entry)              # FlowEntry recipes in (pylvs.engine.flow)
+    fast.flows.refresh(entry)          # what the kernel counted for it
+    fast.counters.read()               # hits, misses, punts by reason
+    fast.detach(ifindex); fast.close()
+
+The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows (bpffs
+mounted there first when missing), so a restarted lvsd in the same namespace gets the same map and
+the established flows in it. Not yet wired into lvsd (docs/design.md, "Kernel fast path").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
+
+from pylvs.datapath.bpf.libbpf import (
+    BPF_TC_F_REPLACE,
+    BPF_TC_INGRESS,
+    BpfError,
+    Libbpf,
+    TcHook,
+    TcOpts,
+    TestRunOpts,
+    libbpf,
+)
+from pylvs.datapath.bpf.maps import Counters, FlowMap
+
+OBJECT = pathlib.Path(__file__).resolve().parents[3] / "build" / "bpf" / "pylvs_fastpath.bpf.o"
+PROGRAM = b"pylvs_fastpath"
+FLOW_MAP = b"pylvs_flows"
+COUNTER_MAP = b"pylvs_counters"
+BPFFS = "/sys/fs/bpf"
+BPFFS_MAGIC = 0xCAFE4A11
+FILTER_HANDLE = 0x1F10  # our tc filter: fixed, so a restarted lvsd replaces or removes its own
+FILTER_PRIORITY = 1
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def netns_inode(netns: str | None = None) -> int:
+    """The inode that names a network namespace (a path such as /run/netns/NAME, or ours)."""
+    return os.stat(netns or "/proc/thread-self/ns/net").st_ino
+
+
+def pin_dir(root: str = BPFFS, netns: str | None = None) -> str:
+    return os.path.join(root, "pylvs", f"netns-{netns_inode(netns)}")
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def is_bpffs(path: str) -> bool:
+    st = _Statfs()
+    if _libc().statfs(os.fsencode(path), ctypes.byref(st)) != 0:
+        return False
+    return (st.f_type & 0xFFFFFFFF) == BPFFS_MAGIC
+
+
+def ensure_bpffs(root: str = BPFFS) -> None:
+    """Mount the BPF filesystem at `root` unless it is there already (as systemd and Cilium do)."""
+    if is_bpffs(root):
+        return
+    os.makedirs(root, exist_ok=True)
+    if _libc().mount(b"bpf", os.fsencode(root), b"bpf", 0, b"mode=0700") != 0:
+        err = ctypes.get_errno()
+        raise BpfError(f"cannot mount the BPF filesystem at {root}: {os.strerror(err)} "
+                       "(lvsd needs root, or mount it: mount -t bpf bpf /sys/fs/bpf)")
+
+
+def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """fn() with the calling thread in network namespace `netns` (a path), or here when None.
+
+    Network namespaces are per thread: a helper thread enters it, so the caller's stays as it was."""
+    if netns is None:
+        return fn()
+    result: list = []
+
+    def enter_and_run() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if _libc().setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise BpfError(f"cannot enter network namespace {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append((True, fn()))
+        except BaseException as e:  # handed to the caller's thread
+            result.append((False, e))
+
+    t = threading.Thread(target=enter_and_run, name="pylvs-netns")
+    t.start()
+    t.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+class TestRun(NamedTuple):
+    verdict: int  # TC_ACT_OK (0): passed on; TC_ACT_REDIRECT (7): sent to the recipe's ifindex
+    frame: bytes
+    duration_ns: int
+
+
+class FastPath:
+    """One loaded instance of the program with its maps (flow map pinned unless pin_root is None)."""
+
+    def __init__(self, obj_path: str | os.PathLike = OBJECT, pin_root: str | None = BPFFS,
+                 netns: str | None = None, max_flows: int = 65536) -> None:
+        if not os.path.exists(obj_path):
+            raise BpfError(f"the fast path program {obj_path} is not built: run `make bpf` "
+                           "(it needs clang, llvm and libbpf-dev)")
+        self.lib: Libbpf = libbpf()
+        self.netns = netns
+        lib = self.lib
+        self._obj = lib.pointer(lib.bpf_object__open_file(os.fsencode(obj_path), None), f"opening {obj_path}")
+        try:
+            flows = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, FLOW_MAP), "finding the flow map")
+            counters = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, COUNTER_MAP), "finding counters")
+            lib.check(lib.bpf_map__set_max_entries(flows, max_flows), "sizing the flow map")
+            self.pin_path = None
+            if pin_root is not None:
+                ensure_bpffs(pin_root)
+                directory = pin_dir(pin_root, netns)
+                os.makedirs(directory, exist_ok=True)
+                self.pin_path = os.path.join(directory, "flows")
+                lib.check(lib.bpf_map__set_pin_path(flows, os.fsencode(self.pin_path)), "setting the pin path")
+            del lib.log[:]
+            rc = lib.bpf_object__load(self._obj)
+            if rc < 0:
+                raise BpfError(self._load_failure(-rc))
+            prog = lib.pointer(lib.bpf_object__find_program_by_name(self._obj, PROGRAM), "finding the program")
+            self.prog_fd = lib.bpf_program__fd(prog)
+            self.flows = FlowMap(lib, lib.bpf_map__fd(flows))
+            self.counters = Counters(lib, lib.bpf_map__fd(counters))
+            self.max_flows = max_flows
+        except BaseException:
+            lib.bpf_object__close(self._obj)
+            self._obj = None
+            raise
+
+    def _load_failure(self, err: int) -> str:
+        log = "".join(self.lib.log[-12:]).strip()
+        if self.pin_path and os.path.exists(self.pin_path) and "reuse" in log:
+            return (f"the pinned flow map {self.pin_path} has another layout or size than this program: "
+                    f"remove it (rm {self.pin_path}) to start with an empty one")
+        if err == errno.EPERM:
+            return "loading BPF programs needs root (CAP_BPF and CAP_NET_ADMIN)"
+        return f"the kernel refused the fast path program ({os.strerror(err)}):\n{log}"
+
+    # -- tc ingress ------------------------------------------------------------------------
+
+    def attach(self, ifindex: int) -> None:
+        """Run the program on every frame arriving on `ifindex` (replacing an earlier copy of ours)."""
+        def attach() -> None:
+            hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
+            rc = self.lib.bpf_tc_hook_create(ctypes.byref(hook))
+            if rc < 0 and rc != -errno.EEXIST:
+                self.lib.check(rc, f"adding a clsact qdisc to interface {ifindex}")
+            opts = TcOpts(ctypes.sizeof(TcOpts), self.prog_fd, BPF_TC_F_REPLACE, 0, FILTER_HANDLE, FILTER_PRIORITY)
+            self.lib.check(self.lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),
+                           f"attaching the fast path to interface {ifindex}")
+        in_netns(self.netns, attach)
+
+    def detach(self, ifindex: int) -> bool:
+        """Remove our filter from `ifindex` (the clsact qdisc stays); False if it was not there."""
+        def detach() -> bool:
+            hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
+            opts = TcOpts(ctypes.sizeof(TcOpts), 0, 0, 0, FILTER_HANDLE, FILTER_PRIORITY)
+            rc = self.lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+            if rc in (-errno.ENOENT, -errno.EINVAL, -errno.ENODEV):
+                return False
+            self.lib.check(rc, f"detaching the fast path from interface {ifindex}")
+            return True
+        return in_netns(self.netns, detach)
+
+    # -- BPF_PROG_TEST_RUN -----------------------------------------------------------------
+
+    def test_run(self, frame: bytes, ctx: bytes | None = None) -> TestRun:
+        """Run the program once on an Ethernet frame: tc verdict, the frame as it left, time taken."""
+        size = len(frame) + 256  # room for an encapsulation
+        out = ctypes.create_string_buffer(size)
+        data = ctypes.create_string_buffer(frame, len(frame))
+        ctx_buf = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+        opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts), data_in=ctypes.addressof(data),
+                           data_out=ctypes.addressof(out), data_size_in=len(frame), data_size_out=size,
+                           ctx_in=ctypes.addressof(ctx_buf) if ctx_buf else None,
+                           ctx_size_in=len(ctx) if ctx else 0, repeat=1)
+        self.lib.check(self.lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+        return TestRun(opts.retval, out.raw[:opts.data_size_out], opts.duration)
+
+    def close(self) -> None:
+        """Unload (the pinned flow map and any attached filter stay; the kernel holds them)."""
+        if self._obj:
+            self.lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> FastPath:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

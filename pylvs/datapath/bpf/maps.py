@@ -1,0 +1,112 @@
+"""The fast path's maps from Python: FlowEntry recipes in, packet counters out.
+
+`FlowMap` writes and deletes the packed FlowEntry (pylvs.engine.flow) and reads back what the
+kernel counted for it; `Counters` sums the program's per-CPU counters (fixed indices, the
+`enum pylvs_counter` of pylvs_fastpath.bpf.c, in that order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import struct
+from collections.abc import Iterator
+
+from pylvs.datapath.bpf.libbpf import BpfError, Libbpf
+from pylvs.engine.flow import KEY, VALUE, FlowEntry
+
+COUNTERS = ("hit", "miss", "pass_other", "punt_engine_only", "punt_tcp_flags", "punt_fragment",
+            "punt_ip_options", "punt_ttl", "punt_mtu", "punt_bad_header", "punt_unsupported", "punt_no_room",
+            "drop_error")
+BPF_ANY = 0
+_COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields
+_COUNTS = VALUE.size - _COUNT_FIELDS.size
+
+
+class FlowMap:
+    """The LRU hash of FlowEntry recipes, by the map's file descriptor."""
+
+    def __init__(self, lib: Libbpf, fd: int) -> None:
+        self.lib = lib
+        self.fd = fd
+
+    def put(self, entry: FlowEntry) -> None:
+        """Write (or replace) the entry's recipe; its counters start from the entry's own."""
+        key, value = entry.pack_key(), entry.pack_value()
+        self.lib.check(self.lib.bpf_map_update_elem(self.fd, key, value, BPF_ANY), f"writing flow {entry!r}")
+
+    def delete(self, entry: FlowEntry) -> bool:
+        """Remove the entry's recipe; False if it was not there (never put, or evicted)."""
+        rc = self.lib.bpf_map_delete_elem(self.fd, entry.pack_key())
+        if rc == -errno.ENOENT:
+            return False
+        self.lib.check(rc, f"deleting flow {entry!r}")
+        return True
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The packed value stored under a packed key, or None."""
+        value = ctypes.create_string_buffer(VALUE.size)
+        rc = self.lib.bpf_map_lookup_elem(self.fd, key, value)
+        if rc == -errno.ENOENT:
+            return None
+        self.lib.check(rc, "reading a flow")
+        return value.raw
+
+    def refresh(self, entry: FlowEntry) -> bool:
+        """Copy what the kernel counted (packets, bytes, last_seen_ns) into `entry`; False if gone."""
+        value = self.lookup(entry.pack_key())
+        if value is None:
+            return False
+        entry.packets, entry.bytes, entry.last_seen_ns = counts(value)
+        return True
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (packed key, packed value) pair; entries deleted meanwhile are skipped."""
+        prev: bytes | None = None
+        nxt = ctypes.create_string_buffer(KEY.size)
+        while True:
+            rc = self.lib.bpf_map_get_next_key(self.fd, prev, nxt)
+            if rc == -errno.ENOENT:
+                return
+            self.lib.check(rc, "walking the flow map")
+            prev = nxt.raw
+            value = self.lookup(prev)
+            if value is not None:
+                yield prev, value
+
+    def clear(self) -> int:
+        """Delete every entry; how many there were."""
+        keys = [key for key, _ in self.items()]
+        for key in keys:
+            rc = self.lib.bpf_map_delete_elem(self.fd, key)
+            if rc != -errno.ENOENT:
+                self.lib.check(rc, "clearing the flow map")
+        return len(keys)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+
+def counts(value: bytes) -> tuple[int, int, int]:
+    """(packets, bytes, last_seen_ns) of a packed value (native byte order, as VALUE packs)."""
+    return _COUNT_FIELDS.unpack_from(value, _COUNTS)
+
+
+class Counters:
+    """The program's per-CPU counters, summed over CPUs, by name (COUNTERS)."""
+
+    def __init__(self, lib: Libbpf, fd: int) -> None:
+        self.lib = lib
+        self.fd = fd
+        self.cpus = lib.check(lib.libbpf_num_possible_cpus(), "counting CPUs")
+
+    def read(self) -> dict[str, int]:
+        out = {}
+        values = (ctypes.c_uint64 * self.cpus)()
+        for index, name in enumerate(COUNTERS):
+            key = ctypes.c_uint32(index)
+            rc = self.lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), values)
+            if rc < 0:
+                raise BpfError(f"reading fast path counter {name}: errno {-rc}")
+            out[name] = sum(values)
+        return out

@@ -1,0 +1,323 @@
+/* The kernel fast path: executes the engine's FlowEntry recipes for established IPv4 flows.
+ *
+ * Attached to tc ingress (SEC("tc"), direct action). For each Ethernet + IPv4 + TCP/UDP frame it
+ * looks the flow up in `pylvs_flows` (filled by the engine, pylvs_flow.h) and, on a hit the punt
+ * rules allow, rewrites the frame (NAT/FULLNAT addresses and ports, DR MACs, TUN encapsulation),
+ * counts it in the entry and redirects it to the entry's egress interface. Everything else returns
+ * TC_ACT_OK untouched, so the engine's AF_PACKET path sees it exactly as without this program.
+ * The punt rules are the engine's (pylvs/engine/flow.py); each reason has a counter below.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "pylvs_flow.h"
+
+#define AF_INET 2
+#define IP_DF 0x4000
+#define IP_MF_OFFSET 0x3fff
+#define L3 ETH_HLEN                /* offset of the IP header */
+#define L4 (ETH_HLEN + 20)         /* offset of TCP/UDP: IP options are punted */
+#define GUE_LEN (8 + 4)            /* outer UDP header + GUE header (version 0, no options) */
+#define GRE_LEN 4                  /* GRE without checksum, key or sequence number */
+
+/* Per-CPU counters, fixed indices (pylvs/datapath/bpf/maps.py COUNTERS mirrors the names). */
+enum pylvs_counter {
+	CNT_HIT = 0,          /* executed here and redirected */
+	CNT_MISS,             /* IPv4 TCP/UDP without an entry: to the engine */
+	CNT_PASS_OTHER,       /* not IPv4 TCP/UDP (ARP, IPv6, ICMP, VLAN-tagged, ...): to the engine */
+	CNT_PUNT_ENGINE_ONLY, /* the entry says so */
+	CNT_PUNT_TCP_FLAGS,   /* SYN, FIN or RST: TCP state stays the engine's */
+	CNT_PUNT_FRAGMENT,
+	CNT_PUNT_IP_OPTIONS,
+	CNT_PUNT_TTL,         /* TTL <= 1: the engine answers time exceeded */
+	CNT_PUNT_MTU,         /* longer than the egress MTU (GSO: a segment is): PMTU is the engine's */
+	CNT_PUNT_BAD_HEADER,  /* bad IP checksum, lengths that do not add up */
+	CNT_PUNT_UNSUPPORTED, /* the recipe needs what this program does not do (NAT64, tunnel checksums,
+			       * a FULLNAT sequence shift) */
+	CNT_PUNT_NO_ROOM,     /* TUN: the kernel would not grow this skb (beyond the ingress MTU, a GSO
+			       * type other than TCP or UDP_L4, already encapsulated) */
+	CNT_DROP_ERROR,       /* a helper failed halfway through a rewrite: the frame is dropped */
+	CNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* the loader sets the size */
+	__type(key, struct pylvs_flow_key);
+	__type(value, struct pylvs_flow_value);
+} pylvs_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} pylvs_counters SEC(".maps");
+
+static __always_inline int count(__u32 index, int verdict)
+{
+	__u64 *c = bpf_map_lookup_elem(&pylvs_counters, &index);
+
+	if (c)
+		*c += 1;
+	return verdict;
+}
+
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	return (s & 0xffff) + (s >> 16);
+}
+
+/* The one's-complement sum of a 20-byte IPv4 header: 0xffff when its checksum is right. */
+static __always_inline __u16 ip_sum(const __u16 *words)
+{
+	__u32 s = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		s += words[i];
+	return fold(s);
+}
+
+/* INET_ECN_encapsulate: DSCP and ECT copied to the outer header, CE becomes ECT(0). */
+static __always_inline __u8 ecn_encapsulate(__u8 tos)
+{
+	return (tos & 3) == 3 ? (tos & ~3) | 2 : tos;
+}
+
+static __always_inline int tunnel_len(__u8 encap)
+{
+	switch (encap) {
+	case FLOW_ENCAP_IPIP:
+		return 20;
+	case FLOW_ENCAP_GUE:
+		return 20 + GUE_LEN;
+	case FLOW_ENCAP_GRE:
+		return 20 + GRE_LEN;
+	}
+	return -1;
+}
+
+/* The extra bytes this recipe adds, or -1 if this program cannot execute it. */
+static __always_inline int overhead_of(const struct pylvs_flow_value *v)
+{
+	if (v->new_family != AF_INET || v->seq_delta) /* NAT64; a FULLNAT sequence shift (not yet) */
+		return -1;
+	switch (v->method) {
+	case FLOW_METHOD_MASQ:
+	case FLOW_METHOD_FULLNAT:
+	case FLOW_METHOD_ROUTE:
+		return v->encap == FLOW_ENCAP_NONE ? 0 : -1;
+	case FLOW_METHOD_TUNNEL:
+		if (v->flags & FLOW_F_ENCAP_CSUM && v->encap != FLOW_ENCAP_IPIP) /* a sum over the payload */
+			return -1;
+		return tunnel_len(v->encap);
+	}
+	return -1;
+}
+
+/* NAT and FULLNAT checksums, after the new addresses and ports are written: both patched with the
+ * recipe's deltas. bpf_l4_csum_replace looks at skb->ip_summed itself: a complete checksum gets
+ * address and port deltas, a CHECKSUM_PARTIAL field (pseudo-header sum only) gets the address
+ * delta alone, and BPF_F_MARK_MANGLED_0 keeps a zero UDP checksum zero. */
+static __always_inline int nat_checksums(struct __sk_buff *skb, const struct pylvs_flow_value *v, int udp)
+{
+	__u32 csum_off = L4 + (udp ? offsetof(struct udphdr, check) : offsetof(struct tcphdr, check));
+	__u64 mangled = udp ? BPF_F_MARK_MANGLED_0 : 0;
+	/* The port part of the complete delta: csum_l4 = addresses + ports. */
+	__u16 ports = fold((__u32)v->csum_l4 + (__u16)~v->csum_l4_partial);
+
+	if (bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(v->csum_l4_partial), BPF_F_PSEUDO_HDR | mangled) ||
+	    bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(ports), mangled))
+		return -1;
+	return 0;
+}
+
+/* TTL - 1 of the IPv4 header at ip_off (TUN: the inner one), its checksum patched by csum_ip (the
+ * TTL's delta for tunnels, where the addresses stay). */
+static __always_inline int decrement_ttl(struct __sk_buff *skb, __u32 ip_off, __u8 ttl, __u16 csum_ip)
+{
+	__u8 new_ttl = ttl - 1;
+
+	if (bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, ttl), &new_ttl, 1, 0) ||
+	    bpf_l3_csum_replace(skb, ip_off + offsetof(struct iphdr, check), 0, bpf_htons(csum_ip), 0))
+		return -1;
+	return 0;
+}
+
+struct outer_headers {
+	struct iphdr ip;
+	union {
+		struct {
+			struct udphdr udp;
+			__u8 gue[4];
+		};
+		__u8 gre[4];
+	};
+};
+
+/* TUN: grow room after the MAC header (the kernel keeps GSO super-frames whole, marked as tunnel
+ * GSO) and write the outer IPv4 header DIP -> RIP plus UDP+GUE or GRE. The inner packet only loses
+ * one TTL. 1: the kernel would not grow the skb (nothing changed); -1: a failure after changes. */
+static __always_inline int encapsulate(struct __sk_buff *skb, const struct pylvs_flow_value *v, int extra,
+				       __u16 tot, __u8 tos, __u16 frag_off, __u8 ttl)
+{
+	struct outer_headers h = {};
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+	__u8 proto = IPPROTO_IPIP;
+
+	if (v->encap == FLOW_ENCAP_GUE) {
+		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP;
+		proto = IPPROTO_UDP;
+		h.udp.source = v->encap_sport;
+		h.udp.dest = v->encap_dport;
+		h.udp.len = bpf_htons(tot + GUE_LEN);
+		h.gue[1] = IPPROTO_IPIP; /* version 0, hlen 0, proto_ctype 4, flags 0 */
+	} else if (v->encap == FLOW_ENCAP_GRE) {
+		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE;
+		proto = IPPROTO_GRE;
+		h.gre[2] = 0x08; /* no C/K/S bits, version 0, protocol 0x0800 */
+	}
+	if (bpf_skb_adjust_room(skb, extra, BPF_ADJ_ROOM_MAC, flags))
+		return 1; /* nothing changed: the caller punts */
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.tos = ecn_encapsulate(tos);
+	h.ip.tot_len = bpf_htons(tot + extra);
+	h.ip.id = (__u16)bpf_get_prandom_u32();
+	h.ip.frag_off = frag_off & bpf_htons(IP_DF);
+	h.ip.ttl = ttl - 1;
+	h.ip.protocol = proto;
+	__builtin_memcpy(&h.ip.saddr, &v->outer_saddr[12], 4);
+	__builtin_memcpy(&h.ip.daddr, &v->outer_daddr[12], 4);
+	h.ip.check = ~ip_sum((const __u16 *)&h.ip);
+	if (decrement_ttl(skb, L3 + extra, ttl, v->csum_ip))
+		return -1;
+	switch (v->encap) {
+	case FLOW_ENCAP_GUE:
+		return bpf_skb_store_bytes(skb, L3, &h, 20 + GUE_LEN, 0) ? -1 : 0;
+	case FLOW_ENCAP_GRE:
+		return bpf_skb_store_bytes(skb, L3, &h, 20 + GRE_LEN, 0) ? -1 : 0;
+	}
+	return bpf_skb_store_bytes(skb, L3, &h, 20, 0) ? -1 : 0;
+}
+
+SEC("tc")
+int pylvs_fastpath(struct __sk_buff *skb)
+{
+	struct pylvs_flow_key key = {};
+	struct pylvs_flow_value *v;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 seg, need = L4 + sizeof(struct tcphdr);
+	__u16 tot, frag_off;
+	__u8 ttl, tos;
+	int udp, extra, rc;
+
+	if (skb->vlan_present)
+		return count(CNT_PASS_OTHER, TC_ACT_OK);
+	if (skb->len < need)
+		need = skb->len;
+	/* Headers in the linear part (same bytes, only where they live changes). */
+	bpf_skb_pull_data(skb, need);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = data + L3;
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return count(CNT_PASS_OTHER, TC_ACT_OK);
+	if (ip->version != 4 || ip->ihl < 5)
+		return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
+	if (ip->ihl > 5)
+		return count(CNT_PUNT_IP_OPTIONS, TC_ACT_OK);
+	if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
+		return count(CNT_PUNT_FRAGMENT, TC_ACT_OK);
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return count(CNT_PASS_OTHER, TC_ACT_OK);
+	udp = ip->protocol == IPPROTO_UDP;
+	tot = bpf_ntohs(ip->tot_len);
+	if (ip_sum((const __u16 *)ip) != 0xffff || tot < 20 + (udp ? sizeof(struct udphdr) : sizeof(struct tcphdr)) ||
+	    tot > skb->len - ETH_HLEN)
+		return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
+	if (udp) {
+		struct udphdr *uh = (void *)(ip + 1);
+
+		if ((void *)(uh + 1) > data_end)
+			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
+		key.sport = uh->source;
+		key.dport = uh->dest;
+		seg = 20 + sizeof(struct udphdr);
+	} else {
+		struct tcphdr *th = (void *)(ip + 1);
+
+		if ((void *)(th + 1) > data_end || th->doff < 5)
+			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
+		if (th->syn || th->fin || th->rst)
+			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
+		key.sport = th->source;
+		key.dport = th->dest;
+		seg = 20 + th->doff * 4;
+	}
+	if (ip->ttl <= 1)
+		return count(CNT_PUNT_TTL, TC_ACT_OK);
+	key.family = AF_INET;
+	key.proto = ip->protocol;
+	key.saddr[10] = key.saddr[11] = key.daddr[10] = key.daddr[11] = 0xff;
+	__builtin_memcpy(&key.saddr[12], &ip->saddr, 4);
+	__builtin_memcpy(&key.daddr[12], &ip->daddr, 4);
+	ttl = ip->ttl;
+	tos = ip->tos;
+	frag_off = ip->frag_off;
+
+	v = bpf_map_lookup_elem(&pylvs_flows, &key);
+	if (!v)
+		return count(CNT_MISS, TC_ACT_OK);
+	if (v->flags & FLOW_F_ENGINE_ONLY)
+		return count(CNT_PUNT_ENGINE_ONLY, TC_ACT_OK);
+	extra = overhead_of(v);
+	if (extra < 0)
+		return count(CNT_PUNT_UNSUPPORTED, TC_ACT_OK);
+	/* A GSO super-frame leaves as segments of headers + gso_size; anything else as it is. */
+	seg = skb->gso_size ? seg + skb->gso_size : tot;
+	if (seg + extra > v->mtu)
+		return count(CNT_PUNT_MTU, TC_ACT_OK);
+
+	if (v->method == FLOW_METHOD_TUNNEL) {
+		rc = encapsulate(skb, v, extra, tot, tos, frag_off, ttl);
+		if (rc > 0) /* unchanged: the engine decides */
+			return count(CNT_PUNT_NO_ROOM, TC_ACT_OK);
+		if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0))
+			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+	} else {
+		/* The headers are in the linear part and checked: written in place, then the checksum
+		 * helpers (after them, packet pointers are no longer valid). */
+		int nat = v->method != FLOW_METHOD_ROUTE;
+
+		__builtin_memcpy(eth, v->dmac, 2 * ETH_ALEN);
+		ip->ttl = ttl - 1;
+		if (nat) {
+			__builtin_memcpy(&ip->saddr, &v->new_saddr[12], 4);
+			__builtin_memcpy(&ip->daddr, &v->new_daddr[12], 4);
+			__builtin_memcpy((void *)(ip + 1), &v->new_sport, 4); /* source and destination port */
+		}
+		if (bpf_l3_csum_replace(skb, L3 + offsetof(struct iphdr, check), 0, bpf_htons(v->csum_ip), 0) ||
+		    (nat && nat_checksums(skb, v, udp)))
+			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+	}
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, tot);
+	v->last_seen_ns = bpf_ktime_get_ns();
+	count(CNT_HIT, 0);
+	return bpf_redirect(v->ifindex, 0);
+}
+
+char _license[] SEC("license") = "GPL";
