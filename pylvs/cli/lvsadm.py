@@ -217,6 +217,7 @@ lvsadm extensions:
   --atomic                            with -R: apply all lines or none (lines numbered in errors)
   --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
   --health                            health-check state of a keepalived-driven lvsd, as JSON
+  --datapath                          which data path forwards (bpf fast path or python) and its counters
 """
 
 
@@ -366,6 +367,16 @@ def _restore_atomic(session: _Session, stdin: TextIO, prog: str) -> None:
     raise _Exit(255, where + error_text(str(failed.get("op", "batch")), answer))
 
 
+def datapath_text(status: dict) -> str:
+    if status["datapath"] != "bpf":
+        return f"data path: python ({status.get('reason') or 'the fast path is not in use'})\n"
+    counters = status.get("counters", {})
+    lines = [f"data path: bpf fast path for established flows, python for the rest; "
+             f"{status.get('offloaded_conns', 0)} connections in the kernel"]
+    lines += [f"  {name:<20} {value}" for name, value in counters.items()]
+    return "\n".join(lines) + "\n"
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -389,6 +400,11 @@ def run(
             result = session.result({"op": args[0][2:]}, 255)
             if args[0] == "--health":
                 stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+            return 0
+        if args == ["--datapath"]:  # pylvs extension: not part of ipvsadm's outputs
+            session = _Session(control, transport)
+            result = session.result({"op": "get-datapath"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else datapath_text(result))
             return 0
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))

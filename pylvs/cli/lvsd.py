@@ -10,6 +10,7 @@ from pylvs import __version__
 from pylvs.control.config_file import ConfigFileError
 from pylvs.control.keepalived_runner import EXIT_CONFIG
 from pylvs.control.server import DEFAULT_PATH
+from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine.engine import Settings
 from pylvs.keepalived import ConfigError as KeepalivedConfigError
 from pylvs.sync.config import SyncSettings
@@ -28,6 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config-id", metavar="ID", help="keepalived config id, for @ID conditional lines")
     p.add_argument("--no-steering", action="store_true",
                    help="do not install the nftables rules that keep the kernel off the director's traffic")
+    p.add_argument("--datapath", choices=("auto", "bpf", "python"), default="auto",
+                   help="established flows in the kernel (bpf: tc ingress program), or every packet in Python; "
+                        "auto (default): bpf where it loads, else python with a log line saying why")
     p.add_argument("--ring", type=int, choices=(2, 3), default=2,
                    help="receive ring layout: TPACKET_V2 (default, no added latency) or TPACKET_V3 (block batching)")
     p.add_argument("--retire-ms", type=int, default=1, help="TPACKET_V3 block retire timeout (ms)")
@@ -74,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                             settings=settings, retire_ms=args.retire_ms, ring=args.ring,
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
                             config_id=args.config_id,
-                            sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only))
+                            sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
+                            datapath=args.datapath)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1
-    except (OSError, ConfigFileError) as exc:
+    except (OSError, ConfigFileError, BpfError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
     except KeepalivedConfigError as exc:

@@ -341,6 +341,29 @@ class Engine:
         if changed and self._conn_queues:
             self._emit(ConnEventKind.STATE, conn, new)
 
+    def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
+        """Packets a second data path forwarded for `conn` by its FlowEntry, counted there since the last
+        call: the statistics, the expiry (from `last_seen`, on this engine's clock) and sync follow."""
+        if conn.dead or packets <= 0:
+            return
+        if direction == DIR_IN:
+            before = conn.in_pkts
+            conn.in_pkts += packets
+            for st in (conn.dest.stats, conn.svc.stats):
+                st.inpkts += packets
+                st.inbytes += nbytes
+            if self._packet_queues:
+                event = ConnEvent(ConnEventKind.COUNTED, conn, conn.in_pkts, before)
+                for q in self._packet_queues:
+                    q.append(event)
+        else:
+            for st in (conn.dest.stats, conn.svc.stats):
+                st.outpkts += packets
+                st.outbytes += nbytes
+        expires = last_seen + conn.timeout
+        if expires > conn.expires:
+            conn.expires = expires  # later than its heap entry: tick re-queues it (ConnTable.due)
+
     # -- new connections --------------------------------------------------------------------
 
     def _schedule(self, buf: Buffer, key: bytes, proto: int, flags: int, totlen: int, now: float,

@@ -26,18 +26,20 @@ class ConnEventKind(enum.IntEnum):
     FLOWS = 2     # a FlowEntry of the connection changed (e.g. FULLNAT's client address was delivered)
     EXPIRED = 3   # its timeout ran out
     REMOVED = 4   # taken out otherwise (reused by a new SYN, real server gone, replaced by sync)
-    COUNTED = 5   # a client -> server packet was counted; `value` is in_pkts (packet-level subscriptions)
+    COUNTED = 5   # client -> server packets were counted: in_pkts went from `since` to `value` (packet level)
 
 
 class ConnEvent:
     """Something happened to a connection; `conn.in_flow`/`conn.out_flow` are its FlowEntry recipes."""
 
-    __slots__ = ("kind", "conn", "value")
+    __slots__ = ("kind", "conn", "value", "since")
 
-    def __init__(self, kind: ConnEventKind, conn: Conn, value: int = 0) -> None:
+    def __init__(self, kind: ConnEventKind, conn: Conn, value: int = 0, since: int = -1) -> None:
         self.kind = kind
         self.conn = conn
         self.value = value
+        # COUNTED: the count before; one packet (value - 1) unless a second data path forwarded several
+        self.since = value - 1 if since < 0 else since
 
     @property
     def flows(self) -> tuple:

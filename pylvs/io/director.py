@@ -22,6 +22,9 @@ from pyroute2 import IPRoute
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.control.server import ControlServer
+from pylvs.datapath.bpf.libbpf import BpfError
+from pylvs.datapath.bpf.loader import FastPath
+from pylvs.datapath.bpf.offload import FlowOffload
 from pylvs.engine.egress import Output
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.events import ServicesChanged
@@ -54,7 +57,8 @@ class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
-                 config_id: str | None = None, sync_settings: SyncSettings | None = None) -> None:
+                 config_id: str | None = None, sync_settings: SyncSettings | None = None,
+                 datapath: str = "auto") -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -70,8 +74,12 @@ class Director:
         self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
         self._reload_requested = False
         self.sync: SyncDaemons | None = None  # connection sync daemons (start-daemon)
+        self.fast: FastPath | None = None  # the kernel fast path, when it runs
+        self.offload: FlowOffload | None = None
+        self.datapath = {"datapath": "python", "reason": ""}
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
+            self._start_fast_path(datapath)
             self.sync = SyncDaemons(self.engine, self.selector, sync_settings)
             api.register_daemons(self.api, self.sync)
             if keepalived is not None:
@@ -104,11 +112,56 @@ class Director:
         self.api = api.Control(engine)
         self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
         self.api.register("health", lambda req: self._keepalived().status())
+        self.api.register("get-datapath", lambda req: self._datapath_status())
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+
+    def _start_fast_path(self, mode: str) -> None:
+        """--datapath auto|bpf|python: the kernel fast path executes established flows where it loads."""
+        if mode == "python":
+            self.datapath["reason"] = "--datapath python"
+            log.info("data path: python (--datapath python)")
+            return
+        try:
+            fast = FastPath()
+        except (BpfError, OSError) as exc:
+            if mode == "bpf":
+                raise BpfError(f"--datapath bpf: {exc}") from None
+            self.datapath["reason"] = str(exc)
+            log.warning("data path: python only; the kernel fast path did not load: %s", exc)
+            return
+        try:
+            stale = fast.flows.clear()  # recipes of a previous lvsd: this one does not know their connections
+            for ifindex in self.engine.interfaces:
+                fast.attach(ifindex)
+        except BaseException:
+            self._detach(fast)
+            raise
+        if stale:
+            log.info("fast path: removed %d flows left by a previous lvsd", stale)
+        self.fast = fast
+        self.offload = FlowOffload(self.engine, fast.flows)
+        self.datapath = {"datapath": "bpf", "reason": ""}
+        names = ", ".join(iface.name for iface in self.engine.interfaces.values())
+        log.info("data path: bpf (tc ingress on %s) for established flows, python for the rest", names)
+
+    def _detach(self, fast: FastPath) -> None:
+        for ifindex in self.engine.interfaces:
+            try:
+                fast.detach(ifindex)
+            except BpfError as exc:
+                log.warning("fast path: %s", exc)
+        fast.close()
+
+    def _datapath_status(self) -> dict:
+        status = dict(self.datapath)
+        if self.fast is not None and self.offload is not None:
+            status["offloaded_conns"] = len(self.offload)
+            status["counters"] = self.fast.counters.read()
+        return status
 
     # -- callbacks --------------------------------------------------------------------------
 
@@ -141,6 +194,8 @@ class Director:
             self._services_changed()
         if self.sync is not None:
             self.sync.drain()
+        if self.offload is not None:
+            self.offload.drain()
 
     def _services_changed(self) -> None:
         self._sync_fwmark_rings()
@@ -254,6 +309,8 @@ class Director:
                 self._save_config()
             now = time.monotonic()
             if now >= next_tick:
+                if self.offload is not None:
+                    self.offload.refresh(TICK)  # before expiry: kernel-forwarded packets keep connections
                 self.send(self.engine.tick(now))
                 self.sync.tick(now)
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
@@ -266,6 +323,12 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
+        if self.fast is not None:
+            self._detach(self.fast)
+            self.fast = None
         if self.sync is not None:
             self.sync.close()
             self.sync = None

@@ -26,6 +26,10 @@ class Lab:
         if os.path.exists(self.control):
             os.unlink(self.control)
         interfaces = [arg for name in self.director_interfaces for arg in ("-i", name)]
+        # $PYLVS_DATAPATH runs a whole test suite through one data path (lvsd's default is auto).
+        datapath = os.environ.get("PYLVS_DATAPATH")
+        if datapath and not any(arg.startswith("--datapath") for arg in extra):
+            extra = ("--datapath", datapath, *extra)
         self.lvsd = self.net.popen("director", sys.executable, "-m", "pylvs.cli.lvsd", *interfaces,
                                    "--control", self.control, *extra, log="lvsd.log")
         try:

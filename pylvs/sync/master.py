@@ -70,7 +70,8 @@ class SyncMaster:
             if event.value in TCP_AT_ONCE:
                 self.add(conn)
         elif event.kind == ConnEventKind.COUNTED:
-            if (conn.proto != PROTO_TCP or conn.state in TCP_SYNCED) and self._due(event.value):
+            due = any(self._due(pkts) for pkts in range(event.since + 1, event.value + 1))
+            if (conn.proto != PROTO_TCP or conn.state in TCP_SYNCED) and due:
                 self.add(conn)
             if conn.control is not None:
                 self.add(conn.control)

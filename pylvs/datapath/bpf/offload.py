@@ -1,0 +1,158 @@
+"""Keep the kernel fast path's flow map in step with the engine: one more consumer of its events.
+
+The engine stays the authority (docs/design.md, "The engine's contract"). This consumer writes a
+connection's FlowEntry recipes into the map when the kernel may execute them and deletes them when
+it may not:
+- TCP: from ESTABLISHED (STATE event) until any other state, expiry or removal; SYN, FIN and RST are
+  punted by the program, so the engine sees every state change;
+- UDP: from creation until expiry or removal;
+- a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
+  hop is still being resolved waits for the next refresh;
+- tunnel recipes stay with the engine for now (OFFLOAD_TUNNELS): the program keeps CHECKSUM_PARTIAL
+  and GSO frames whole inside the tunnel, which a kernel decapsulates well but `lvs-rs`'s userspace
+  decapsulator (real servers without ipip/gre/fou) does not handle yet.
+What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
+so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
+has), and always before its entry is deleted. The engine turns the counts into statistics, expiry and
+sync (`Engine.account`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from pylvs.datapath.bpf.libbpf import BpfError
+from pylvs.engine import tcpstate
+from pylvs.engine.events import ConnEvent, ConnEventKind
+from pylvs.engine.flow import F_ENGINE_ONLY
+from pylvs.ipvs_uapi import CONN_F_TEMPLATE, PROTO_UDP, Method
+
+if TYPE_CHECKING:
+    from pylvs.datapath.bpf.maps import FlowMap
+    from pylvs.engine.conntrack import Conn
+    from pylvs.engine.engine import Engine
+    from pylvs.engine.flow import FlowEntry
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
+OFFLOAD_TUNNELS = False
+
+
+class FlowOffload:
+    def __init__(self, engine: Engine, flows: FlowMap) -> None:
+        self.engine = engine
+        self.flows = flows
+        self.events = engine.subscribe(services=False, conns=True)
+        # Connections with recipes in the map, and what of their counts the engine has already been told.
+        self._offloaded: dict[Conn, list[tuple[FlowEntry, int, int]]] = {}
+        self._waiting: set[Conn] = set()  # offloadable, but a recipe had no hop yet
+        self._cursor: list[Conn] = []
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self._offloaded)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Act on every pending connection event (call after each round of the loop)."""
+        for event in self.events:
+            if isinstance(event, ConnEvent) and not event.conn.flags & CONN_F_TEMPLATE:
+                self._handle(event)
+
+    def _handle(self, event: ConnEvent) -> None:
+        conn, kind = event.conn, event.kind
+        if kind in (ConnEventKind.EXPIRED, ConnEventKind.REMOVED):
+            self._withdraw(conn)
+        elif kind == ConnEventKind.CREATED:
+            if conn.proto == PROTO_UDP:
+                self._offload(conn)
+        elif kind == ConnEventKind.STATE:
+            if event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
+                self._offload(conn)
+            else:
+                self._withdraw(conn)
+        elif kind == ConnEventKind.FLOWS and (conn.proto == PROTO_UDP or conn.state == tcpstate.ESTABLISHED):
+            self._withdraw(conn)
+            self._offload(conn)
+
+    def _offload(self, conn: Conn) -> None:
+        """Write the connection's recipes that may go to the kernel; one still without a hop waits."""
+        if conn.dead:
+            return
+        written = self._offloaded.get(conn, [])
+        done = {id(f) for f, _, _ in written}
+        waiting = False
+        for f in (conn.in_flow, conn.out_flow):
+            if f is None or f.flags & F_ENGINE_ONLY or id(f) in done:
+                continue
+            if f.method == Method.TUNNEL and not OFFLOAD_TUNNELS:
+                continue
+            if f.hop is None:
+                waiting = True  # resolved by the first packet that direction sends through the engine
+                continue
+            f.packets = f.bytes = f.last_seen_ns = 0
+            try:
+                self.flows.put(f)
+            except BpfError as exc:
+                self._error("writing", exc)
+                continue
+            written.append((f, 0, 0))
+        if written:
+            self._offloaded[conn] = written
+        if waiting:
+            self._waiting.add(conn)
+        else:
+            self._waiting.discard(conn)
+
+    def _withdraw(self, conn: Conn) -> None:
+        self._waiting.discard(conn)
+        if conn not in self._offloaded:
+            return
+        self._read(conn)
+        for f, _, _ in self._offloaded.pop(conn):
+            try:
+                self.flows.delete(f)
+            except BpfError as exc:
+                self._error("deleting", exc)
+
+    # -- counters --------------------------------------------------------------------------
+
+    def refresh(self, interval: float) -> None:
+        """Read back a share of the offloaded connections; called every `interval` seconds."""
+        for conn in list(self._waiting):
+            self._offload(conn)
+        if not self._cursor:
+            self._cursor = list(self._offloaded)
+        share = math.ceil(len(self._offloaded) * interval / REFRESH_SECONDS) or 1
+        for _ in range(min(share, len(self._cursor))):
+            conn = self._cursor.pop()
+            if conn in self._offloaded:
+                self._read(conn)
+
+    def _read(self, conn: Conn) -> None:
+        entries = self._offloaded[conn]
+        for i, (f, packets, nbytes) in enumerate(entries):
+            try:
+                present = self.flows.refresh(f)
+            except BpfError as exc:
+                self._error("reading", exc)
+                continue
+            if not present or f.packets <= packets:
+                continue  # evicted (the engine's path serves it again) or nothing new
+            self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
+            entries[i] = (f, f.packets, f.bytes)
+
+    def close(self) -> None:
+        """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""
+        for conn in list(self._offloaded):
+            self._withdraw(conn)
+        self.engine.unsubscribe(self.events)
+
+    def _error(self, what: str, exc: BpfError) -> None:
+        self.errors += 1
+        if self.errors <= 10:
+            log.warning("fast path: %s a flow failed: %s", what, exc)
