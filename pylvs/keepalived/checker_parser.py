@@ -7,7 +7,7 @@ import copy
 import re
 from typing import Any
 
-from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
+from pylvs.keepalived.blocks import Ctx, Kw, at, flag, setter, switch, text
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import (
     BfdCheck,
@@ -128,11 +128,13 @@ URL = {
 }
 
 
-def _url(node: Node, chk: HttpCheck, ctx: Ctx) -> None:
-    url = Url(at=at(node))
-    run_block(node.children or [], URL, url, ctx)
+def _url(node: Node, chk: HttpCheck, ctx: Ctx) -> Url:
+    return Url(at=at(node))
+
+
+def _url_end(node: Node, chk: HttpCheck, url: Url, ctx: Ctx) -> None:
     if not url.path:
-        raise BadValue("url has no path - ignoring")
+        raise BadValue("HTTP/SSL_GET checker url has no path - ignoring")
     if url.tls_compliant and not chk.ssl:
         ctx.diags.warn("tls_compliant is only valid for SSL_GET - ignoring", node)
         url.tls_compliant = False
@@ -147,7 +149,7 @@ def _http_protocol(node: Node, chk: HttpCheck, ctx: Ctx) -> None:
 
 
 HTTP = {
-    "url": Kw(_url, block=True, max_args=0),
+    "url": Kw(_url, sub=URL, close=_url_end, max_args=0),
     "virtualhost": setter("virtualhost", text),
     "http_protocol": Kw(_http_protocol, max_args=1),
     "fast_recovery": flag("fast_recovery"),
@@ -208,22 +210,62 @@ def _file_weight(node: Node, chk: FileCheck, ctx: Ctx) -> None:
     chk.reverse = chk.reverse or reverse
 
 
-def _smtp_host(node: Node, chk: SmtpCheck, ctx: Ctx) -> None:
-    """Deprecated `host { connect_ip ... }` sub-blocks: each one is a checker of its own."""
-    ctx.diags.warn("SMTP_CHECK 'host' sub-block is deprecated - please use separate SMTP_CHECKs", node)
-    host = copy.copy(chk)
-    host.__dict__.pop("_hosts", None)
-    host.at = at(node)
-    run_block(node.children or [], CONNECT, host, ctx)
-    chk.__dict__.setdefault("_hosts", []).append(host)
+# The connection options of a checker (keepalived's conn_opts_t).
+CONNECTION = ("connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "fwmark", "connect_timeout")
+
+
+class _SmtpHost:
+    """A deprecated SMTP_CHECK `host { ... }` block. As in keepalived 2.2.7, its connection options
+    are its own (unset ones default to the real server, not to the SMTP_CHECK's), while the other
+    keywords it accepts (retry, delay_loop...) set the SMTP_CHECK's, shared by all its hosts."""
+
+    def __init__(self, chk: SmtpCheck, node: Node):
+        object.__setattr__(self, "checker", chk)
+        object.__setattr__(self, "options", {"at": at(node)})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in CONNECTION:
+            self.options[name] = value
+        else:
+            setattr(self.checker, name, value)
+
+
+def _smtp_host(node: Node, chk: SmtpCheck, ctx: Ctx) -> _SmtpHost:
+    return _SmtpHost(chk, node)
+
+
+def _smtp_host_end(node: Node, chk: SmtpCheck, host: _SmtpHost, ctx: Ctx) -> None:
+    chk.__dict__.setdefault("_hosts", []).append(host.options)
+
+
+def _smtp_checkers(chk: SmtpCheck, ctx: Ctx) -> list[Checker]:
+    """The checkers an SMTP_CHECK stands for: itself, unless it has host blocks and no connection
+    option of its own, and one copy per host block with that block's connection options.
+
+    keepalived 2.2.7 leaves a host's connect timeout at 0 when the block sets none; pylvs lets
+    it inherit the real server's or virtual server's, as every other checker does."""
+    hosts = chk.__dict__.pop("_hosts", [])
+    if not hosts:
+        return [chk]
+    ctx.diags.warn("The SMTP_CHECK host block is deprecated. Please define additional checkers.")
+    own = any(getattr(chk, name) is not None for name in CONNECTION)
+    checkers: list[Checker] = [chk] if own else []
+    for options in hosts:
+        host = copy.copy(chk)
+        for name in CONNECTION:
+            setattr(host, name, None)
+        for name, value in options.items():
+            setattr(host, name, value)
+        checkers.append(host)
+    return checkers
 
 
 TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
     "TCP_CHECK": (TcpCheck, CONNECT),
     "HTTP_GET": (HttpCheck, HTTP),
     "SSL_GET": (HttpCheck, {**HTTP, **SSL_ONLY}),
-    "SMTP_CHECK": (SmtpCheck, {"helo_name": setter("helo_name", text), "host": Kw(_smtp_host, block=True),
-                               **CONNECT}),
+    "SMTP_CHECK": (SmtpCheck, {"helo_name": setter("helo_name", text),
+                               "host": Kw(_smtp_host, sub=CONNECT, close=_smtp_host_end), **CONNECT}),
     "DNS_CHECK": (DnsCheck, {"type": Kw(_dns_type, max_args=1), "name": setter("name", text), **CONNECT}),
     "UDP_CHECK": (UdpCheck, {"payload": Kw(_payload, max_args=1), "require_reply": Kw(_require_reply, max_args=1),
                              "min_reply_length": setter("min_reply_length", lambda s: read_unsigned(s, 0, 65535)),
@@ -240,7 +282,7 @@ TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
 }
 
 
-def _finish(chk: Checker, node: Node, ctx: Ctx) -> list[Checker]:
+def _finish(chk: Checker, ctx: Ctx) -> list[Checker]:
     """Block-end checks; returns the checkers to keep (none, one, or the SMTP hosts)."""
     if isinstance(chk, HttpCheck) and not chk.urls:
         raise BadValue("HTTP/SSL_GET checker has no urls specified - ignoring")
@@ -253,18 +295,21 @@ def _finish(chk: Checker, node: Node, ctx: Ctx) -> list[Checker]:
         raise BadValue("FILE_CHECK has no track_file specified - ignoring")
     if isinstance(chk, BfdCheck) and not chk.name:
         raise BadValue("BFD_CHECK has no name specified - ignoring")
-    hosts = chk.__dict__.pop("_hosts", None)
-    return hosts or [chk]
+    if isinstance(chk, SmtpCheck):
+        return _smtp_checkers(chk, ctx)
+    return [chk]
+
+
+def _checker_end(node: Node, rs: RealServer, chk: Checker, ctx: Ctx) -> None:
+    rs.checkers.extend(_finish(chk, ctx))
 
 
 def _checker_handler(name: str) -> Kw:
     cls, table = TABLES[name]
 
-    def fn(node: Node, rs: RealServer, ctx: Ctx) -> None:
-        chk: Any = cls(kind=name, at=at(node))
-        run_block(node.children or [], table, chk, ctx)
-        rs.checkers.extend(_finish(chk, node, ctx))
-    return Kw(fn, block=True, max_args=0)
+    def fn(node: Node, rs: RealServer, ctx: Ctx) -> Checker:
+        return cls(kind=name, at=at(node))
+    return Kw(fn, sub=table, close=_checker_end, max_args=0)
 
 
 # The checker keywords a real_server block accepts.

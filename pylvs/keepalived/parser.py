@@ -1,20 +1,21 @@
 """keepalived.conf -> `Config`: the top level, virtual_server_group, virtual_server, real_server.
 
-Keyword tables map each keyword to a handler. As in keepalived, an unknown keyword is logged as
-`Unknown keyword 'x'` and skipped, a bad value is logged and the keyword ignored, and only a
-missing parameter or broken structure stops the parse (`ConfigError`). Checker blocks are read
-by `checker_parser`, global_defs/SSL/track_file/vrrp_instance by `global_parser`, and the §3.8
-corrections are made by `validate`.
+Keyword tables map each keyword to a handler; `stream` reads the statements with them as
+keepalived does (an unknown keyword is logged and skipped, its braces are not). A bad value is
+logged and the keyword ignored, and only a missing parameter stops the parse (`ConfigError`).
+Checker blocks are read by `checker_parser`, global_defs/SSL/track_file/vrrp_instance by
+`global_parser`, and the §3.8 corrections are made by `validate`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pylvs.keepalived import checker_parser, global_parser
-from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
+from pylvs.keepalived import checker_parser, global_parser, stream
+from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, at, flag, ignored, setter, switch, text
+from pylvs.keepalived.dpvs import dpvs_keyword, dpvs_method
 from pylvs.keepalived.errors import ConfigError, Diagnostics
-from pylvs.keepalived.lexer import Node, read_tree
+from pylvs.keepalived.lexer import Line, Node, read_lines
 from pylvs.keepalived.model import (
     METHODS,
     SCHEDULERS,
@@ -25,6 +26,7 @@ from pylvs.keepalived.model import (
     SorryServer,
     VirtualServer,
     VirtualServerGroup,
+    family_of,
 )
 from pylvs.keepalived.values import (
     BadValue,
@@ -114,6 +116,7 @@ def _vsg(node: Node, config: Config, ctx: Ctx) -> None:
 
 def _rs_method(node: Node, rs: RealServer, ctx: Ctx) -> None:
     rs.forwarding = read_forwarding(node, " for real server")
+    dpvs_method(node, rs.forwarding, ctx, "the virtual server's method")
 
 
 def _rs_notify(attr: str) -> Kw:
@@ -164,15 +167,23 @@ def read_server(node: Node, what: str) -> tuple[str, int | None]:
     return addr, port
 
 
-def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
+def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> RealServer:
     try:
         addr, port = read_server(node, "real server")
     except BadValue as exc:
         raise BadValue(f"{exc} - skipping real server") from None
     rs = RealServer(addr, port, at=at(node))
-    table = {**RS, **checker_parser.KEYWORDS}
-    run_block(node.children or [], table, rs, ctx)
     vs.real_servers.append(rs)
+    return rs
+
+
+def _real_server_end(node: Node, vs: VirtualServer, rs: RealServer, ctx: Ctx) -> None:
+    """keepalived drops a real server of the other address family at its `}` (tunnels excepted)."""
+    method = rs.forwarding or vs.forwarding
+    if vs.addr is not None and rs.family != vs.family and (method is None or method.method != "TUN"):
+        ctx.diags.warn(f"Address family of virtual server and real server {rs.addr} don't match - skipping real "
+                       f"server.", node)
+        vs.real_servers.remove(rs)
 
 
 # -- virtual_server ------------------------------------------------------------------------------
@@ -203,6 +214,7 @@ def _hashed(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
 
 def _vs_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     vs.forwarding = read_forwarding(node)
+    dpvs_method(node, vs.forwarding, ctx, "NAT")
 
 
 def _persistence_timeout(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
@@ -267,6 +279,7 @@ def _sorry_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     if vs.sorry_server is None:
         raise BadValue("sorry_server forwarding used without sorry_server")
     vs.sorry_server.forwarding = read_forwarding(node, " for sorry server")
+    dpvs_method(node, vs.sorry_server.forwarding, ctx, "the virtual server's method")
 
 
 def _ip_family(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
@@ -277,10 +290,6 @@ def _ip_family(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     if vs.addr is not None and vs.family != family:
         raise BadValue(f"Virtual server specified family {node.args[0]} conflicts with server family")
     vs.ip_family = family
-
-
-def _ignored(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
-    """dpvs keywords we accept but have nothing to do with."""
 
 
 VS = {
@@ -312,12 +321,12 @@ VS = {
     "sorry_server_inhibit": Kw(_sorry_inhibit, max_args=0),
     "sorry_server_lvs_method": Kw(_sorry_method),
     "snmp_name": setter("snmp_name", text),
-    "real_server": Kw(_real_server, block=True, max_args=2),
-    "laddr_group_name": setter("laddr_group_name", text),
-    "syn_proxy": switch("syn_proxy"),
-    "establish_timeout": setter("establish_timeout", read_unsigned),
-    **{name: Kw(_ignored) for name in ("daddr_group_name", "deny_address_group", "vip_bind_dev",
-                                       "allow_address_group", "proxy_protocol")},
+    "real_server": Kw(_real_server, sub={**RS, **checker_parser.KEYWORDS}, close=_real_server_end, max_args=2),
+    "laddr_group_name": dpvs_keyword(setter("laddr_group_name", text)),
+    "syn_proxy": dpvs_keyword(switch("syn_proxy")),
+    "establish_timeout": dpvs_keyword(setter("establish_timeout", read_unsigned)),
+    **{name: dpvs_keyword(Kw(ignored)) for name in ("daddr_group_name", "deny_address_group", "vip_bind_dev",
+                                                    "allow_address_group", "proxy_protocol")},
     **TIMING,
 }
 
@@ -336,41 +345,61 @@ def parse_vs_header(node: Node) -> VirtualServer:
     return VirtualServer(addr=addr, port=port, at=at(node))
 
 
-def _virtual_server(node: Node, config: Config, ctx: Ctx) -> None:
+def _virtual_server(node: Node, config: Config, ctx: Ctx) -> VirtualServer:
     try:
         vs = parse_vs_header(node)
     except BadValue as exc:
         raise BadValue(f"{exc} - skipping virtual server") from None
-    run_block(node.children or [], VS, vs, ctx)
     config.virtual_servers.append(vs)
+    return vs
+
+
+def _virtual_server_end(node: Node, config: Config, vs: VirtualServer, ctx: Ctx) -> None:
+    ss = vs.sorry_server
+    if ss is None or vs.addr is None or (ss.forwarding and ss.forwarding.method == "TUN"):
+        return
+    if family_of(ss.addr) != vs.family:
+        ctx.diags.warn(f"Address family of virtual server and sorry server {ss.addr} don't match - skipping sorry "
+                       f"server.", node)
+        vs.sorry_server = None
 
 
 # -- top level -----------------------------------------------------------------------------------
 
-def _skip(node: Node, config: Config, ctx: Ctx) -> None:
-    """Blocks of the VRRP/BFD side: keepalived's checker process skips them silently too."""
+# Top-level keywords of keepalived 2.2.7 that its checker process does not handle (VRRP, BFD, the
+# process-wide settings): their blocks are skipped whole, without a word.
+INACTIVE = ("static_ipaddress", "static_routes", "static_rules", "vrrp_sync_group", "garp_group",
+            "linkbeat_interfaces", "vrrp_script", "vrrp_track_process", "interface_up_down_delays", "track_group",
+            "bfd_instance", "linkbeat_use_polling", "net_namespace", "namespace_with_ipsets", "use_pid_dir",
+            "instance", "child_wait_time")
+# DPVS's top-level blocks: accepted and skipped, with a warning (stock keepalived does not know them).
+DPVS_BLOCKS = ("daddr_group", "deny_address_group", "allow_address_group", "tunnel_group")
+
+
+def _net_namespace_ipvs(node: Node, config: Config, ctx: Ctx) -> None:
+    need(node, 1)
+    config.global_defs.net_namespace_ipvs = node.args[0]
 
 
 TOP = {
-    "global_defs": Kw(global_parser.global_defs, block=True),
-    "SSL": Kw(global_parser.ssl_block, block=True),
-    "virtual_server_group": Kw(_vsg, block=True, max_args=1),
-    "virtual_server": Kw(_virtual_server, block=True, max_args=2),
-    "track_file": Kw(global_parser.track_file, block=True, max_args=1),
-    "local_address_group": Kw(global_parser.local_address_group, block=True, max_args=1),
-    "vrrp_instance": Kw(global_parser.vrrp_instance, block=True, max_args=1),
-    **{name: Kw(_skip, block=None) for name in (
-        "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "vrrp_track_file", "static_ipaddress",
-        "static_routes", "static_rules", "linkbeat_interfaces", "bfd_instance", "garp_group",
-        "track_process", "net_namespace", "instance", "use_pid_dir", "daddr_group", "deny_address_group",
-        "allow_address_group", "tunnel_group", "vrrp_instance_template")},
+    "global_defs": Kw(global_parser.global_defs, sub=global_parser.GLOBAL),
+    "SSL": Kw(global_parser.ssl_block, sub=global_parser.SSL_KW),
+    "virtual_server_group": Kw(_vsg, sub=VALUES, max_args=1),
+    "virtual_server": Kw(_virtual_server, sub=VS, close=_virtual_server_end, max_args=2),
+    "track_file": global_parser.TRACK_FILE_KW,
+    "vrrp_track_file": global_parser.TRACK_FILE_KW,
+    "local_address_group": dpvs_keyword(Kw(global_parser.local_address_group, sub=VALUES, max_args=1)),
+    "vrrp_instance": Kw(global_parser.vrrp_instance, sub=SKIP),
+    "net_namespace_ipvs": Kw(_net_namespace_ipvs, max_args=1),
+    **{name: Kw(ignored, sub=SKIP) for name in INACTIVE},
+    **{name: dpvs_keyword(Kw(ignored, sub=SKIP)) for name in DPVS_BLOCKS},
 }
 
 
-def parse_nodes(nodes: list[Node], diags: Diagnostics) -> Config:
-    """The model of an already-read tree, before validation."""
+def parse_lines(lines: list[Line], diags: Diagnostics) -> Config:
+    """The model of a configuration's statements, before validation."""
     ctx = Ctx(diags)
-    run_block(nodes, TOP, ctx.config, ctx)
+    stream.run(lines, TOP, ctx.config, ctx)
     return ctx.config
 
 
@@ -378,11 +407,10 @@ def parse_file(path: str, diags: Diagnostics | None = None, config_id: str | Non
     """Read and parse a configuration (no validation). Raises ConfigError on fatal problems."""
     diags = diags if diags is not None else Diagnostics()
     files: list[str] = []
-    nodes = read_tree(path, diags, config_id, files)
-    config = parse_nodes(nodes, diags)
+    config = parse_lines(read_lines(path, diags, config_id, files), diags)
     config.files = files
     config.diagnostics = diags.items
     return config
 
 
-__all__ = ["ConfigError", "parse_file", "parse_nodes", "read_forwarding"]
+__all__ = ["ConfigError", "parse_file", "parse_lines", "read_forwarding"]

@@ -7,10 +7,10 @@ A missing parameter is fatal (keepalived exits), so `need` raises `ConfigError`.
 from __future__ import annotations
 
 import ipaddress
-import math
+import re
 
 from pylvs.keepalived.errors import ConfigError
-from pylvs.keepalived.lexer import Node, split_command
+from pylvs.keepalived.lexer import WHITE, Node, split_command
 from pylvs.keepalived.model import Script
 
 TIMER_MAX = 1e9  # keepalived caps timers far beyond any real use
@@ -24,15 +24,24 @@ def need(node: Node, count: int) -> None:
     """Fail like keepalived's null_strvec when fewer than `count` parameters follow the keyword."""
     if len(node.args) < count:
         pos = len(node.args) + 2
-        raise ConfigError(f"Configuration line starting `{node.keyword}` is missing a parameter after keyword "
+        raise ConfigError(f"*** Configuration line starting `{node.keyword}` is missing a parameter after keyword "
                           f"`{node.words[-1]}` at word position {pos}", node.file, node.line)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
+def _integer(text: str) -> int | None:
+    """strtol's reading: leading C white space, ASCII digits only (no '_', no other spaces)."""
+    body = text.lstrip(WHITE)
+    return int(body, 10) if _INTEGER.fullmatch(body) else None
+
+
 def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise BadValue(f"invalid number '{text}'") from None
+    value = _integer(text)
+    if value is None:
+        raise BadValue(f"invalid number '{text}'")
     if not lo <= value <= hi:
         raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
     return value
@@ -48,21 +57,16 @@ def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
 
 
 def read_unsigned(text: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
-    if text.strip().startswith("-"):
+    if text.lstrip(WHITE).startswith("-"):
         raise BadValue(f"negative number '{text}'")
     return read_int(text, lo, hi)
 
 
 def read_timer(text: str, lo: float = 0.0, hi: float = TIMER_MAX) -> float:
     """Seconds with fractions, microsecond resolution."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadValue(f"invalid number '{text}'") from None
-    if math.isinf(value):
-        raise BadValue(f"infinite number '{text}'")
-    if math.isnan(value):
-        raise BadValue(f"not a number '{text}'")
+    if not _DECIMAL.fullmatch(text):
+        raise BadValue(f"invalid number '{text}'")
+    value = float(text)
     if not lo <= value <= hi:
         raise BadValue(f"number '{text}' outside range [{lo:g}, {hi:g}]")
     return round(value * 1_000_000) / 1_000_000
@@ -92,11 +96,8 @@ def read_ip(text: str, what: str = "address") -> str:
 
 
 def read_port(text: str, what: str = "port") -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadValue(f"Invalid {what} '{text}'") from None
-    if not 0 <= value <= 65535:
+    value = _integer(text)
+    if value is None or not 0 <= value <= 65535:
         raise BadValue(f"Invalid {what} '{text}'")
     return value
 
