@@ -9,6 +9,7 @@ Checker blocks are read by `checker_parser`, global_defs/SSL/track_file/vrrp_ins
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Any
 
 from pylvs.keepalived import checker_parser, global_parser, stream
@@ -46,40 +47,58 @@ MAX_PERSISTENCE = 2678400
 
 # -- forwarding method ---------------------------------------------------------------------------
 
-def read_forwarding(node: Node, what: str = "") -> Forwarding:
-    """`NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]`, FNAT|FULLNAT (extension)."""
+def read_forwarding(node: Node, server: str, current: Forwarding | None) -> tuple[Forwarding, str | None]:
+    """`NAT|DR|TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum]` (FNAT|FULLNAT: DPVS) for a
+    `server` ("virtual", "real", "sorry"). As keepalived 2.2.7's svr_forwarding_handler: an unknown
+    method changes nothing (BadValue); once the method is known it is set, and a bad tunnel option
+    leaves the tunnel settings as they were. Returns what to store and the message to log, if any."""
     need(node, 1)
-    words = node.args
-    method = "FNAT" if words[0] == "FULLNAT" else words[0]
+    word = node.args[0]
+    method = "FNAT" if word == "FULLNAT" else word
     if method not in METHODS:
-        raise BadValue(f"PARSER : unknown [{words[0]}] routing method{what}.")
-    fwd = Forwarding(method)
-    rest = list(words[1:])
-    if method != "TUN":
-        if rest:
-            raise BadValue(f"extra parameters for lvs_method {method}: {' '.join(rest)}")
-        return fwd
-    while rest:
-        word = rest.pop(0)
-        if word == "type" and rest:
-            fwd.tun_type = rest.pop(0)
-            if fwd.tun_type not in ("ipip", "gue", "gre"):
-                raise BadValue(f"unknown tunnel type {fwd.tun_type}")
-        elif word == "port" and rest:
-            fwd.tun_port = read_port(rest.pop(0), "tunnel port")
-        elif word in ("nocsum", "csum", "remcsum"):
-            fwd.tun_csum = word
+        raise BadValue(f"PARSER : unknown [{word}] routing method for {server} server.")
+    kept = Forwarding(method, *(astuple(current)[1:] if current else ()))
+    tun_type, port, csum = "ipip", 0, "nocsum"
+    words = node.args[1:]
+    i = 0
+    while i < len(words):
+        option = words[i]
+        if option in ("type", "port") and i + 1 == len(words):
+            what = "tunnel type for" if option == "type" else "port for"
+            return kept, f"Missing {what} {server} server{' gue tunnel' if option == 'port' else ''}."
+        if option == "type":
+            tun_type = words[i + 1]
+            if tun_type not in ("ipip", "gue", "gre"):
+                return kept, f"Unknown tunnel type {tun_type} for {server} server."
+            i += 1
+        elif option == "port":
+            try:
+                port = read_unsigned(words[i + 1], 1, 65535)
+            except BadValue:
+                return kept, f"Invalid gue tunnel port {words[i + 1]} for {server} server."
+            i += 1
+        elif option in ("nocsum", "csum", "remcsum"):
+            csum = option
         else:
-            raise BadValue(f"unknown tunnel option '{word}'")
-    if fwd.tun_type == "gue" and not fwd.tun_port:
-        raise BadValue("gue tunnel requires port")
-    if fwd.tun_type != "gue" and fwd.tun_port is not None:
-        raise BadValue("port is only valid for gue tunnels")
-    if fwd.tun_type in (None, "ipip") and fwd.tun_csum:
-        raise BadValue("ipip tunnels do not support checksum options")
-    if fwd.tun_type == "gre" and fwd.tun_csum == "remcsum":
-        raise BadValue("gre tunnels do not support remcsum")
-    return fwd
+            return kept, f"Invalid tunnel option {option} for {server} server."
+        i += 1
+    if (tun_type == "gue") != (port != 0):
+        return kept, "gue tunnels require port, otherwise cannot have port."
+    if tun_type == "ipip" and csum != "nocsum":
+        return kept, "ipip tunnels do not support checksum option."
+    if tun_type == "gre" and csum == "remcsum":
+        return kept, "gre tunnels do not support remote checksum option."
+    tunnel = {"tun_type": None if tun_type == "ipip" else tun_type, "tun_port": port or None,
+              "tun_csum": None if csum == "nocsum" else csum}
+    return Forwarding(method, **tunnel), None
+
+
+def _forwarding(node: Node, target: Any, attr: str, server: str, ctx: Ctx, fallback: str) -> None:
+    fwd, error = read_forwarding(node, server, getattr(target, attr))
+    setattr(target, attr, fwd)
+    dpvs_method(node, fwd, ctx, fallback)
+    if error:
+        raise BadValue(error)
 
 # -- virtual_server_group ------------------------------------------------------------------------
 
@@ -115,8 +134,7 @@ def _vsg(node: Node, config: Config, ctx: Ctx) -> None:
 # -- real_server ---------------------------------------------------------------------------------
 
 def _rs_method(node: Node, rs: RealServer, ctx: Ctx) -> None:
-    rs.forwarding = read_forwarding(node, " for real server")
-    dpvs_method(node, rs.forwarding, ctx, "the virtual server's method")
+    _forwarding(node, rs, "forwarding", "real", ctx, "the virtual server's method")
 
 
 def _rs_notify(attr: str) -> Kw:
@@ -213,8 +231,7 @@ def _hashed(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
 
 
 def _vs_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
-    vs.forwarding = read_forwarding(node)
-    dpvs_method(node, vs.forwarding, ctx, "NAT")
+    _forwarding(node, vs, "forwarding", "virtual", ctx, "NAT")
 
 
 def _persistence_timeout(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
@@ -278,8 +295,7 @@ def _sorry_inhibit(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
 def _sorry_method(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     if vs.sorry_server is None:
         raise BadValue("sorry_server forwarding used without sorry_server")
-    vs.sorry_server.forwarding = read_forwarding(node, " for sorry server")
-    dpvs_method(node, vs.sorry_server.forwarding, ctx, "the virtual server's method")
+    _forwarding(node, vs.sorry_server, "forwarding", "sorry", ctx, "the virtual server's method")
 
 
 def _ip_family(node: Node, vs: VirtualServer, ctx: Ctx) -> None:

@@ -155,9 +155,6 @@ def _checker(chk: Checker, rs: RealServer, vs: VirtualServer, g: GlobalDefs, con
     if isinstance(chk, ConnectChecker):
         chk.connect_timeout = first(chk.connect_timeout, rs.connect_timeout, vs.connect_timeout,
                                     DEFAULT_CONNECT_TIMEOUT)
-        if not chk.connect_port and not rs.port and chk.kind != "PING_CHECK":
-            diags.warn(f"pylvs: {chk.kind} for real server {format_rs(vs, rs)} has no port - set connect_port "
-                       f"(keepalived would check port 0)", chk.at)
     if isinstance(chk, HttpCheck):
         chk.virtualhost = first(chk.virtualhost, rs.virtualhost, vs.virtualhost)
     if isinstance(chk, MiscCheck):
@@ -197,7 +194,9 @@ def _ports(vs: VirtualServer, diags: Diagnostics) -> None:
     kept: list[RealServer] = []
     for rs in vs.real_servers:
         assert rs.forwarding is not None
+        written = rs.port
         _resolve_port(vs, rs, rs.forwarding.method, "real server", diags)
+        _checker_ports(vs, rs, written, diags)
         if (rs.addr, rs.port) in seen:
             diags.warn(f"pylvs: VS {format_vs(vs)}: real server {format_rs(vs, rs)} is duplicated once its port is "
                        f"set - removing second rs", rs.at)
@@ -209,6 +208,21 @@ def _ports(vs: VirtualServer, diags: Diagnostics) -> None:
     if ss is not None:
         assert ss.forwarding is not None
         _resolve_port(vs, ss, ss.forwarding.method, "sorry server", diags)
+
+
+def _checker_ports(vs: VirtualServer, rs: RealServer, written: int | None, diags: Diagnostics) -> None:
+    """A checker without connect_port connects to the real server's port as written: keepalived
+    copies the address when the checker is read, before the port rules above change it. Without
+    a written port keepalived checks port 0; pylvs checks the port the rules gave, and says so."""
+    for chk in rs.checkers:
+        if not isinstance(chk, ConnectChecker) or chk.kind == "PING_CHECK" or chk.connect_port is not None:
+            continue
+        if written is not None:
+            chk.connect_port = written
+            continue
+        checked = f"pylvs checks port {rs.port}" if rs.port else "so does pylvs"
+        diags.warn(f"pylvs: {chk.kind} for real server {format_rs(vs, rs)} has no port: keepalived checks port 0, "
+                   f"{checked} - set connect_port", chk.at)
 
 
 def _quorum(vs: VirtualServer, diags: Diagnostics) -> None:

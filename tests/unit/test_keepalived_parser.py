@@ -144,7 +144,7 @@ def test_method_names_are_case_sensitive_protocol_is_not():
     config = conf("virtual_server 10.0.0.1 80 {\n lb_kind dr\n protocol udp\n real_server 10.0.0.2 80 {\n }\n}\n")
     vs = config.virtual_servers[0]
     assert vs.forwarding.method == "NAT" and vs.protocol == "UDP"
-    assert "(keepalived.conf:2) PARSER : unknown [dr] routing method." in config.warnings
+    assert "(keepalived.conf:2) PARSER : unknown [dr] routing method for virtual server." in config.warnings
 
 
 def test_persistence_options():
@@ -283,17 +283,25 @@ def test_tunnel_options_and_fnat():
     assert vs.real_servers[0].weight == 100 and vs.real_servers[0].inhibit_on_failure
 
 
+# keepalived 2.2.7 (`keepalived -t`): the method is set once known, a bad tunnel option is
+# logged and leaves the tunnel as it was
 @pytest.mark.parametrize("method, message", [
-    ("TUN type gue", "gue tunnel requires port"),
-    ("TUN type ipip port 5", "port is only valid for gue tunnels"),
-    ("TUN type ipip csum", "ipip tunnels do not support checksum options"),
-    ("TUN type gre remcsum", "gre tunnels do not support remcsum"),
-    ("TUN type vxlan", "unknown tunnel type vxlan"),
+    ("TUN type gue", "gue tunnels require port, otherwise cannot have port."),
+    ("TUN type ipip port 5", "gue tunnels require port, otherwise cannot have port."),
+    ("TUN type ipip csum", "ipip tunnels do not support checksum option."),
+    ("TUN type gre remcsum", "gre tunnels do not support remote checksum option."),
+    ("TUN type vxlan", "Unknown tunnel type vxlan for virtual server."),
+    ("TUN type", "Missing tunnel type for virtual server."),
+    ("NAT foo", "Invalid tunnel option foo for virtual server."),
 ])
 def test_bad_tunnel_options(method, message):
     config = conf(f"virtual_server 10.0.0.1 80 {{\n protocol TCP\n lvs_method {method}\n"
                   f" real_server 10.0.0.2 80 {{\n }}\n}}\n")
-    assert f"(keepalived.conf:3) {message}" in config.warnings
+    assert config.warnings == [f"(keepalived.conf:3) {message}",
+                               "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: no scheduler set, setting "
+                               "default 'wlc'"]
+    fwd = config.virtual_servers[0].forwarding
+    assert (fwd.method, fwd.tun_type, fwd.tun_port) == (method.split()[0], None, None)
 
 
 def test_global_defs_lvs_items():
@@ -407,7 +415,7 @@ def test_bad_values_are_logged_and_ignored():
     config = load(path, echo=False)
     by_line = {d.line: d.message for d in config.diagnostics if d.level == "error"}
     assert by_line[2] == "Invalid lvs_scheduler 'roundrobin' - ignoring"
-    assert by_line[3] == "PARSER : unknown [dr] routing method."
+    assert by_line[3] == "PARSER : unknown [dr] routing method for virtual server."
     assert by_line[4] == "Unknown protocol ICMP - ignoring"
     assert by_line[5] == "invalid number 'soon'"
     assert by_line[6] == "persistence_timeout invalid"
