@@ -8,7 +8,9 @@ same text in its checker process, and what that process builds by its source.
 
 from __future__ import annotations
 
-from pylvs.keepalived import loads
+import os
+
+from pylvs.keepalived import load, loads
 from pylvs.keepalived.model import Config
 
 NBSP = "\u00a0"
@@ -215,3 +217,18 @@ def test_a_bad_block_header_skips_the_block_by_counting_braces():
 """, echo=False)
     assert table(config) == [("192.0.2.100", 80, "rr", [("192.0.2.11", 80, 2)])]
     assert len(config.diagnostics) == 1 and "skipping real server" in config.warnings[0]
+
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "keepalived", "broken")
+
+
+def test_unbalanced_files_are_read_as_keepalived_reads_them():
+    # one `}` short: the blocks still open at the end are closed, the TCP_CHECK is kept
+    config = load(os.path.join(DATA, "unbalanced_open.conf"), echo=False)
+    assert table(config) == [("10.0.0.1", 80, "rr", [("10.1.0.1", 80, 1)])]
+    assert config.virtual_servers[0].real_servers[0].checkers[0].connect_timeout == 3
+    assert config.warnings == ["There are 1 missing '}'s or extra '{'s"]
+    path = os.path.join(DATA, "extra_close.conf")
+    config = load(path, echo=False)
+    assert table(config) == [("10.0.0.1", 80, "rr", [("10.1.0.1", 80, 1)])]
+    assert config.warnings == [f"({path}:9) Extra '}}' found", f"({path}:9) Unknown keyword '}}'"]
