@@ -14,7 +14,7 @@ from typing import Any
 from pylvs.keepalived.errors import Diagnostics
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import At, Config
-from pylvs.keepalived.values import need, read_bool
+from pylvs.keepalived.values import BadValue, need, read_bool
 
 Handler = Callable[[Node, Any, "Ctx"], Any]
 Close = Callable[[Node, Any, Any, "Ctx"], None]
@@ -50,11 +50,16 @@ def ignored(node: Node, target: Any, ctx: Ctx) -> None:
     """A keyword keepalived knows that has nothing to do with what pylvs builds."""
 
 
-def setter(attr: str, reader: Callable[[str], Any], max_args: int = 1) -> Kw:
-    """A keyword that stores its one parameter, read by `reader`, into `attr`."""
+def setter(attr: str, reader: Callable[[str], Any], max_args: int = 1, invalid: str | None = None) -> Kw:
+    """A keyword that stores its one parameter, read by `reader`, into `attr`. `invalid`, with `{}`
+    for the parameter, is the keyword's own message after the reader's when the value is bad."""
     def fn(node: Node, target: Any, ctx: Ctx) -> None:
         need(node, 1)
-        setattr(target, attr, reader(node.args[0]))
+        try:
+            value = reader(node.args[0])
+        except BadValue as exc:
+            raise exc.then(invalid.format(node.args[0])) if invalid else exc from None
+        setattr(target, attr, value)
     return Kw(fn, max_args=max_args)
 
 

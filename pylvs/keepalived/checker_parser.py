@@ -25,14 +25,13 @@ from pylvs.keepalived.model import (
     Url,
 )
 from pylvs.keepalived.values import (
+    UINT_MAX,
     BadValue,
     need,
     read_command,
     read_file_weight,
     read_hex,
-    read_int,
     read_ip,
-    read_port,
     read_timer,
     read_unsigned,
 )
@@ -41,36 +40,36 @@ DNS_TYPES = ("A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA")
 _HEX_PATTERN = re.compile(r"^([0-9a-fA-FxX]{2})*$")
 
 
-def _checker_retry(node: Node, chk: Checker, ctx: Ctx) -> None:
-    need(node, 1)
-    try:
-        chk.retry = read_unsigned(node.args[0])  # 0 allowed at checker level
-    except BadValue:
-        raise BadValue(f"retry value invalid - {node.args[0]}") from None
-
-
 def _nb_get_retry(node: Node, chk: Checker, ctx: Ctx) -> None:
     ctx.diags.warn("nb_get_retry is deprecated - please use 'retry'", node)
-    _checker_retry(node, chk, ctx)
+    need(node, 1)
+    try:
+        chk.retry = read_unsigned(node.args[0])
+    except BadValue as exc:
+        raise exc.then(f"Invalid nb_get_retry value '{node.args[0]}'") from None
 
 
+# keepalived's install_checker_common_keywords, with its words for bad values
 TIMING = {
-    "retry": Kw(_checker_retry, max_args=1),
-    "delay_before_retry": setter("delay_before_retry", read_timer),
-    "delay_loop": setter("delay_loop", lambda s: read_timer(s, 0.000001)),
-    "warmup": setter("warmup", read_timer),
+    "retry": setter("retry", read_unsigned, invalid="Invalid retry connection value '{}'"),
+    "delay_before_retry": setter("delay_before_retry", read_timer,
+                                 invalid="Invalid delay_before_retry connection value '{}'"),
+    "delay_loop": setter("delay_loop", lambda s: read_timer(s, 1), invalid="delay_loop '{}' is invalid - ignoring"),
+    "warmup": setter("warmup", read_timer, invalid="Invalid warmup connection value '{}'"),
     "alpha": flag("alpha"),
     "log_all_failures": flag("log_all_failures"),
 }
 
 CONNECT = {
     "connect_ip": setter("connect_ip", lambda s: read_ip(s, "connect_ip")),
-    "connect_port": setter("connect_port", read_port),
+    "connect_port": setter("connect_port", lambda s: read_unsigned(s, 1, 65535),
+                           invalid="Invalid checker connect_port '{}'"),
     "bindto": setter("bindto", lambda s: read_ip(s, "bindto address")),
-    "bind_port": setter("bind_port", read_port),
+    "bind_port": setter("bind_port", lambda s: read_unsigned(s, 1, 65535), invalid="Invalid checker bind_port '{}'"),
     "bind_if": setter("bind_if", text),
-    "fwmark": setter("fwmark", lambda s: read_unsigned(s, 0)),
-    "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 0.000001)),
+    "fwmark": setter("fwmark", read_unsigned, invalid="Invalid fwmark connection value '{}'"),
+    "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 1, UINT_MAX),
+                              invalid="connect_timeout {} invalid - ignoring"),
     **TIMING,
 }
 
@@ -78,22 +77,28 @@ CONNECT = {
 # -- HTTP_GET / SSL_GET ----------------------------------------------------------------------------
 
 def _status_code(node: Node, url: Url, ctx: Ctx) -> None:
-    need(node, 1)
+    """`status_code N|N-M ...`: each bad one is logged and skipped, the others kept."""
     for word in node.args:
-        lo_text, _, hi_text = word.partition("-")
-        lo = read_int(lo_text, 100, 599)
-        hi = read_int(hi_text, 100, 599) if hi_text else lo
-        if hi < lo:
-            raise BadValue(f"Invalid HTTP_GET status code range {word}")
+        match = re.fullmatch(r"([0-9]*)(?:-([0-9]*))?", word)
+        lo = int(match.group(1) or 0) if match else 0
+        hi = int(match.group(2) or 0) if match and match.group(2) is not None else lo
+        if not match or not (100 <= lo <= hi <= 599):
+            ctx.diags.error(f"Invalid HTTP_GET status code '{word}'", node)
+            continue
         url.status_codes.append((lo, hi))
 
 
 def _digest(node: Node, url: Url, ctx: Ctx) -> None:
     need(node, 1)
-    digest = node.args[0].lower()
-    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
-        raise BadValue(f"digest '{node.args[0]}' is not a valid MD5 hex string")
-    url.digest = digest
+    digest = node.args[0]
+    if url.digest is not None:
+        raise BadValue(f"Digest '{digest}' is a duplicate")
+    if len(digest) != 32:
+        raise BadValue(f"digest '{digest}' character length should be 32 rather than {len(digest)}")
+    for i in range(15, -1, -1):  # keepalived reads it from the end, two digits at a time
+        if not re.fullmatch(r"[0-9a-fA-F]{2}", digest[2 * i:2 * i + 2]):
+            raise BadValue(f"Unable to interpret hex digit in '{digest[:2 * i + 2]}' at offset {2 * i}/{2 * i + 1}")
+    url.digest = digest.lower()
 
 
 def _regex(node: Node, url: Url, ctx: Ctx) -> None:
@@ -273,7 +278,9 @@ TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
                              **CONNECT}),
     "PING_CHECK": (PingCheck, CONNECT),
     "MISC_CHECK": (MiscCheck, {"misc_path": Kw(_misc_path, max_args=1),
-                               "misc_timeout": setter("misc_timeout", lambda s: read_timer(s, 0.000001)),
+                               # whole seconds in keepalived 2.2.7; pylvs also takes fractions
+                               "misc_timeout": setter("misc_timeout", lambda s: read_timer(s, 0, UINT_MAX),
+                                                      invalid="Invalid misc_timeout value '{}'"),
                                "misc_dynamic": flag("misc_dynamic"), "user": Kw(_misc_user, max_args=2),
                                **TIMING}),
     "FILE_CHECK": (FileCheck, {"track_file": setter("track_file", text), "track": setter("track_file", text),

@@ -18,6 +18,7 @@ from pylvs.keepalived.dpvs import dpvs_keyword, dpvs_method
 from pylvs.keepalived.errors import ConfigError, Diagnostics
 from pylvs.keepalived.lexer import Line, Node, read_lines
 from pylvs.keepalived.model import (
+    MAX_WEIGHT,
     METHODS,
     SCHEDULERS,
     Config,
@@ -30,14 +31,14 @@ from pylvs.keepalived.model import (
     family_of,
 )
 from pylvs.keepalived.values import (
+    UINT_MAX,
     BadValue,
     need,
     parse_range,
-    read_int,
-    read_ip,
     read_netmask,
     read_port,
     read_script,
+    read_sockaddr,
     read_timer,
     read_unsigned,
 )
@@ -146,51 +147,51 @@ def _rs_notify(attr: str) -> Kw:
     return Kw(fn, max_args=3)
 
 
-def _retry(node: Node, target: Any, ctx: Ctx) -> None:
-    need(node, 1)
-    try:
-        target.retry = read_unsigned(node.args[0], 1)
-    except BadValue:
-        raise BadValue(f"retry value invalid - {node.args[0]}") from None
+def _timing(server: str) -> dict[str, Kw]:
+    """The checker timing keywords of a virtual or real server, with keepalived's words for each."""
+    words = {"connect_timeout": "connect_timeout {}", "delay_loop": "delay loop '{}'" if server == "virtual" else
+             "delay_loop '{}'", "delay_before_retry": "delay before retry '{}'" if server == "virtual" else
+             "delay_before_retry '{}'", "warmup": "warmup '{}'"}
+    invalid = {key: f"{server} server {text} invalid - ignoring" for key, text in words.items()}
+    return {
+        "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 1, UINT_MAX),
+                                  invalid=invalid["connect_timeout"]),
+        "retry": setter("retry", lambda s: read_unsigned(s, 1), invalid="retry value invalid - {}"),
+        "delay_before_retry": setter("delay_before_retry", read_timer, invalid=invalid["delay_before_retry"]),
+        "warmup": setter("warmup", read_timer, invalid=invalid["warmup"]),
+        "delay_loop": setter("delay_loop", lambda s: read_timer(s, 1), invalid=invalid["delay_loop"]),
+    }
 
-
-TIMING = {
-    "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 0.000001)),
-    "retry": Kw(_retry, max_args=1),
-    "delay_before_retry": setter("delay_before_retry", read_timer),
-    "warmup": setter("warmup", read_timer),
-    "delay_loop": setter("delay_loop", lambda s: read_timer(s, 0.000001)),
-}
 
 RS = {
-    "weight": setter("weight", lambda s: read_int(s, 0, 2**31 - 1)),
+    "weight": setter("weight", lambda s: read_unsigned(s, 0, MAX_WEIGHT),
+                     invalid=f"Real server weight {{}} is outside range 0-{MAX_WEIGHT}"),
     "lvs_method": Kw(_rs_method),
     "notify_up": _rs_notify("notify_up"),
     "notify_down": _rs_notify("notify_down"),
-    "uthreshold": setter("uthreshold", read_unsigned),
-    "lthreshold": setter("lthreshold", read_unsigned),
+    "uthreshold": setter("uthreshold", read_unsigned, invalid="Invalid real_server uthreshold '{}' - ignoring"),
+    "lthreshold": setter("lthreshold", read_unsigned, invalid="Invalid real_server lthreshold '{}' - ignoring"),
     "inhibit_on_failure": flag("inhibit_on_failure"),
     "alpha": flag("alpha"),
     "smtp_alert": flag("smtp_alert"),
     "virtualhost": setter("virtualhost", text),
     "snmp_name": setter("snmp_name", text),
-    **TIMING,
+    **_timing("real"),
 }
 
 
-def read_server(node: Node, what: str) -> tuple[str, int | None]:
+def _server_words(node: Node) -> tuple[str, str | None]:
     need(node, 1)
-    addr = read_ip(node.args[0], f"{what} ip address")
-    port = read_port(node.args[1], f"{what} port") if len(node.args) > 1 else None
-    return addr, port
+    return node.args[0], node.args[1] if len(node.args) > 1 else None
 
 
 def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> RealServer:
+    ip, port = _server_words(node)
     try:
-        addr, port = read_server(node, "real server")
+        addr, number = read_sockaddr(ip, port)
     except BadValue as exc:
-        raise BadValue(f"{exc} - skipping real server") from None
-    rs = RealServer(addr, port, at=at(node))
+        raise exc.then(f"Invalid real server ip address/port {ip}/{port or '(null)'} - skipping") from None
+    rs = RealServer(addr, number, at=at(node))
     vs.real_servers.append(rs)
     return rs
 
@@ -240,8 +241,8 @@ def _persistence_timeout(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
         return
     try:
         vs.persistence_timeout = read_unsigned(node.args[0], 1, MAX_PERSISTENCE)
-    except BadValue:
-        raise BadValue("persistence_timeout invalid") from None
+    except BadValue as exc:
+        raise exc.then("persistence_timeout invalid") from None
 
 
 def _granularity(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
@@ -262,14 +263,10 @@ def _protocol(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
 def _quorum(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     need(node, 1)
     try:
-        value = read_unsigned(node.args[0], 0)
-    except BadValue:
-        value = 0
-    if value < 1:
-        ctx.diags.error("Condition not met: Quorum >= 1", node)
-        ctx.diags.error(f"Ignoring requested value {node.args[0]}, using 1 instead", node)
-        value = 1
-    vs.quorum = value
+        vs.quorum = read_unsigned(node.args[0], 1)
+    except BadValue as exc:
+        vs.quorum = 1
+        raise exc.then(f"Quorum {node.args[0]} must be in [1, {UINT_MAX}]. Setting to 1.") from None
 
 
 def _vs_script(attr: str) -> Kw:
@@ -282,8 +279,12 @@ def _vs_script(attr: str) -> Kw:
 
 
 def _sorry(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
-    addr, port = read_server(node, "sorry server")
-    vs.sorry_server = SorryServer(addr, port, at=at(node))
+    ip, port = _server_words(node)
+    try:
+        addr, number = read_sockaddr(ip, port)
+    except BadValue as exc:
+        raise exc.then(f"Invalid sorry server IP address {ip} - skipping") from None
+    vs.sorry_server = SorryServer(addr, number, at=at(node))
 
 
 def _sorry_inhibit(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
@@ -331,8 +332,9 @@ VS = {
     "quorum_up": _vs_script("quorum_up"),
     "quorum_down": _vs_script("quorum_down"),
     "quorum": Kw(_quorum, max_args=1),
-    "hysteresis": setter("hysteresis", read_unsigned),
-    "weight": setter("weight", lambda s: read_int(s, 1, 2**31 - 1)),
+    "hysteresis": setter("hysteresis", read_unsigned, invalid=f"Hysteresis {{}} must be in [0, {UINT_MAX}] - ignoring"),
+    "weight": setter("weight", lambda s: read_unsigned(s, 1, MAX_WEIGHT),
+                     invalid=f"Virtual server weight {{}} is outside range 1-{MAX_WEIGHT}"),
     "sorry_server": Kw(_sorry, max_args=2),
     "sorry_server_inhibit": Kw(_sorry_inhibit, max_args=0),
     "sorry_server_lvs_method": Kw(_sorry_method),
@@ -343,29 +345,31 @@ VS = {
     "establish_timeout": dpvs_keyword(setter("establish_timeout", read_unsigned)),
     **{name: dpvs_keyword(Kw(ignored)) for name in ("daddr_group_name", "deny_address_group", "vip_bind_dev",
                                                     "allow_address_group", "proxy_protocol")},
-    **TIMING,
+    **_timing("virtual"),
 }
 
 
 def parse_vs_header(node: Node) -> VirtualServer:
-    need(node, 1)
-    words = node.args
-    if words[0] == "group":
+    first, second = _server_words(node)
+    if first == "group":
         need(node, 2)
-        return VirtualServer(group=words[1], at=at(node))
-    if words[0] == "fwmark":
+        return VirtualServer(group=second, at=at(node))
+    if first == "fwmark":
         need(node, 2)
-        return VirtualServer(fwmark=read_unsigned(words[1], 1), at=at(node))
-    addr = read_ip(words[0], "virtual server ip address")
-    port = read_port(words[1], "virtual server port") if len(words) > 1 else None
+        try:
+            return VirtualServer(fwmark=read_unsigned(second), at=at(node))
+        except BadValue as exc:
+            raise exc.then(f"virtual server fwmark '{second}' must be in [0, {UINT_MAX}] - ignoring") from None
+    try:
+        addr, port = read_sockaddr(first, second)
+    except BadValue as exc:
+        given = f"/port {first}/{second}" if second and second.strip("0") else f" {first}"
+        raise exc.then(f"Invalid virtual server IP address{given} - skipping") from None
     return VirtualServer(addr=addr, port=port, at=at(node))
 
 
 def _virtual_server(node: Node, config: Config, ctx: Ctx) -> VirtualServer:
-    try:
-        vs = parse_vs_header(node)
-    except BadValue as exc:
-        raise BadValue(f"{exc} - skipping virtual server") from None
+    vs = parse_vs_header(node)
     config.virtual_servers.append(vs)
     return vs
 

@@ -84,7 +84,7 @@ class _Reader:
         try:
             child = kw.fn(node, target, self.ctx)
         except BadValue as exc:
-            self.ctx.diags.error(str(exc), node)
+            report(exc, node, self.ctx)
             self.skip()
             return
         self.block(kw.sub, child, level + 1, need_open=True)
@@ -96,7 +96,7 @@ class _Reader:
         try:
             fn(node, *args, self.ctx)
         except BadValue as exc:
-            self.ctx.diags.error(str(exc), node)
+            report(exc, node, self.ctx)
 
     def values(self, node: Node) -> list[Node]:
         """A block of value lines: everything up to the first `}`, each line one value."""
@@ -129,6 +129,11 @@ class _Reader:
             if count:
                 inside.append(ln)
         return nest(inside)
+
+
+def report(exc: BadValue, node: Node, ctx: Ctx) -> None:
+    for message in exc.messages:
+        ctx.diags.error(message, node)
 
 
 def nest(lines: list[Line]) -> list[Node]:
@@ -166,4 +171,4 @@ def dispatch(nodes: list[Node], table: dict[str, Kw], target: Any, ctx: Ctx) -> 
             try:
                 kw.fn(node, target, ctx)
             except BadValue as exc:
-                ctx.diags.error(str(exc), node)
+                report(exc, node, ctx)

@@ -13,11 +13,20 @@ from pylvs.keepalived.errors import ConfigError
 from pylvs.keepalived.lexer import WHITE, Node, split_command
 from pylvs.keepalived.model import Script
 
-TIMER_MAX = 1e9  # keepalived caps timers far beyond any real use
+UINT_MAX = 2**32 - 1
+TIMER_MAXIMUM = 2**64 - 2  # microseconds (keepalived's TIMER_MAXIMUM, ULONG_MAX - 1)
 
 
 class BadValue(ValueError):
-    pass
+    """A rejected value. `messages` are what keepalived logs for it, in order: usually the number
+    reader's complaint, then the keyword's own (`then`)."""
+
+    def __init__(self, *messages: str):
+        super().__init__(messages[-1] if messages else "")
+        self.messages = messages
+
+    def then(self, message: str) -> BadValue:
+        return BadValue(*self.messages, message)
 
 
 def need(node: Node, count: int) -> None:
@@ -28,20 +37,41 @@ def need(node: Node, count: int) -> None:
                           f"`{node.words[-1]}` at word position {pos}", node.file, node.line)
 
 
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+_SIGNED = re.compile(r"([+-]?[0-9]+)?")
+_UNSIGNED = re.compile(r"(\+?[0-9]+)?")
 
 
 def _integer(text: str) -> int | None:
-    """strtol's reading: leading C white space, ASCII digits only (no '_', no other spaces)."""
+    """What strtol/strtoul make of a whole word: leading C white space, ASCII digits (an empty
+    word is 0, as strtol leaves nothing unread); None if anything is left over."""
     body = text.lstrip(WHITE)
-    return int(body, 10) if _INTEGER.fullmatch(body) else None
+    if not _SIGNED.fullmatch(body):
+        return None
+    return int(body, 10) if body else 0
 
 
 def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
+    """keepalived's read_int: a signed integer in [lo, hi], with its messages."""
     value = _integer(text)
     if value is None:
         raise BadValue(f"invalid number '{text}'")
+    if not -(2**31) <= value <= 2**31 - 1:
+        raise BadValue(f"number '{text}' outside integer range")
+    if not lo <= value <= hi:
+        raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
+    return value
+
+
+def read_unsigned(text: str, lo: int = 0, hi: int = UINT_MAX) -> int:
+    """keepalived's read_unsigned: an unsigned integer in [lo, hi], with its messages."""
+    body = text.lstrip(WHITE)
+    if body.startswith("-"):
+        raise BadValue(f"negative number '{text}'")
+    if not _UNSIGNED.fullmatch(body):
+        raise BadValue(f"invalid number '{text}'")
+    value = int(body, 10) if body else 0
+    if value > UINT_MAX:
+        raise BadValue(f"number '{text}' outside unsigned integer range")
     if not lo <= value <= hi:
         raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
     return value
@@ -56,20 +86,26 @@ def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
     return weight, len(node.args) > 1
 
 
-def read_unsigned(text: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
-    if text.lstrip(WHITE).startswith("-"):
+def read_timer(text: str, lo: int = 0, hi: int = TIMER_MAXIMUM) -> float:
+    """keepalived's read_timer: seconds with up to 6 decimals (more are rounded), between lo and
+    hi microseconds; returns seconds."""
+    if text.startswith("-"):
         raise BadValue(f"negative number '{text}'")
-    return read_int(text, lo, hi)
-
-
-def read_timer(text: str, lo: float = 0.0, hi: float = TIMER_MAX) -> float:
-    """Seconds with fractions, microsecond resolution."""
-    if not _DECIMAL.fullmatch(text):
+    whole, _, fraction = text.partition(".")
+    round_up = len(fraction) > 6 and fraction[6] >= "5"
+    digits = (whole + fraction[:6].ljust(6, "0")).lstrip(WHITE)
+    if not _UNSIGNED.fullmatch(digits):
         raise BadValue(f"invalid number '{text}'")
-    value = float(text)
+    value = int(digits, 10) + round_up
+    if value > 2**64 - 1:
+        raise BadValue(f"number '{text}' outside unsigned decimal range")
     if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{lo:g}, {hi:g}]")
-    return round(value * 1_000_000) / 1_000_000
+        raise BadValue(f"number '{text}' outside range [{_micro(lo)}, {_micro(hi)}]")
+    return value / 1_000_000
+
+
+def _micro(us: int) -> str:
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
 _TRUE = ("true", "on", "yes")
@@ -100,6 +136,21 @@ def read_port(text: str, what: str = "port") -> int:
     if value is None or not 0 <= value <= 65535:
         raise BadValue(f"Invalid {what} '{text}'")
     return value
+
+
+def read_sockaddr(ip: str, port: str | None) -> tuple[str, int | None]:
+    """keepalived's inet_stosockaddr: an address (from a '-' or '/' on, the word is ignored) and
+    a port 1..65535; a port of zeros is no port (None). A bad port raises the number's complaint,
+    a bad address a BadValue without a message: the caller says what was skipped."""
+    port_str = port if port and port.strip("0") else None
+    number = read_unsigned(port_str, 1, 65535) if port_str is not None else None
+    try:
+        address = ipaddress.ip_address(re.split("[-/]", ip, maxsplit=1)[0])
+    except ValueError:
+        raise BadValue() from None
+    if (address.version == 6) != (":" in ip):
+        raise BadValue()
+    return str(address), number
 
 
 def read_netmask(text: str) -> str:

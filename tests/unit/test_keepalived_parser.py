@@ -411,20 +411,32 @@ def test_unknown_keywords_are_warnings_with_file_and_line():
 
 
 def test_bad_values_are_logged_and_ignored():
+    # every message, in order, as `keepalived -t` (2.2.7) gives them: for a bad number the number
+    # reader's complaint comes first, then the keyword's
     path = os.path.join(DATA, "broken", "bad_values.conf")
     config = load(path, echo=False)
-    by_line = {d.line: d.message for d in config.diagnostics if d.level == "error"}
-    assert by_line[2] == "Invalid lvs_scheduler 'roundrobin' - ignoring"
-    assert by_line[3] == "PARSER : unknown [dr] routing method for virtual server."
-    assert by_line[4] == "Unknown protocol ICMP - ignoring"
-    assert by_line[5] == "invalid number 'soon'"
-    assert by_line[6] == "persistence_timeout invalid"
-    assert by_line[9] == "number '-5' outside range [0, 2147483647]"
-    assert by_line[12] == "Invalid port '99999'"
-    assert by_line[17] == "digest 'nothex' is not a valid MD5 hex string"
-    assert by_line[18] == "number '700' outside range [100, 599]"
-    assert by_line[23] == "HTTP/SSL_GET checker has no urls specified - ignoring"  # at its `}`, as keepalived
-    assert by_line[25] == "Invalid real server ip address '10.1.0.300' - skipping real server"
+    assert [(d.line, d.message) for d in config.diagnostics] == [
+        (2, "Invalid lvs_scheduler 'roundrobin' - ignoring"),
+        (3, "PARSER : unknown [dr] routing method for virtual server."),
+        (4, "Unknown protocol ICMP - ignoring"),
+        (5, "invalid number 'soon'"),
+        (5, "virtual server delay loop 'soon' invalid - ignoring"),
+        (6, "number '9999999' outside range [1, 2678400]"),
+        (6, "persistence_timeout invalid"),
+        (7, "number '0' outside range [1, 4294967295]"),
+        (7, "Quorum 0 must be in [1, 4294967295]. Setting to 1."),
+        (9, "negative number '-5'"),
+        (9, "Real server weight -5 is outside range 0-2147483647"),
+        (12, "number '99999' outside range [1, 65535]"),
+        (12, "Invalid checker connect_port '99999'"),
+        (17, "digest 'nothex' character length should be 32 rather than 6"),
+        (18, "Invalid HTTP_GET status code '700'"),
+        (23, "HTTP/SSL_GET checker has no urls specified - ignoring"),  # at its `}`
+        (25, "Invalid real server ip address/port 10.1.0.300/80 - skipping"),
+        (1, "Virtual server [10.0.0.1]:none:80: no protocol set - defaulting to UDP"),
+        (1, "Virtual server [10.0.0.1]:udp:80: no scheduler set, setting default 'wlc'"),
+        (1, "Virtual server [10.0.0.1]:udp:80: no forwarding method set, setting default NAT"),
+    ]
     vs = config.virtual_servers[0]
     assert (vs.scheduler, vs.forwarding.method, vs.protocol, vs.delay_loop, vs.quorum) == ("wlc", "NAT", "UDP", None, 1)
     (rs,) = vs.real_servers

@@ -216,7 +216,7 @@ def test_a_bad_block_header_skips_the_block_by_counting_braces():
 }
 """, echo=False)
     assert table(config) == [("192.0.2.100", 80, "rr", [("192.0.2.11", 80, 2)])]
-    assert len(config.diagnostics) == 1 and "skipping real server" in config.warnings[0]
+    assert config.warnings == ["(keepalived.conf:5) Invalid real server ip address/port 192.0.2.300/80 - skipping"]
 
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "keepalived", "broken")
