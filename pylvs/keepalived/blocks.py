@@ -14,7 +14,7 @@ from typing import Any
 from pylvs.keepalived.errors import Diagnostics
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import At, Config
-from pylvs.keepalived.values import BadValue, need, read_bool
+from pylvs.keepalived.values import BadValue, Warned, need, read_bool
 
 Handler = Callable[[Node, Any, "Ctx"], Any]
 Close = Callable[[Node, Any, Any, "Ctx"], None]
@@ -50,13 +50,27 @@ def ignored(node: Node, target: Any, ctx: Ctx) -> None:
     """A keyword keepalived knows that has nothing to do with what pylvs builds."""
 
 
+def report(exc: BadValue, node: Node, ctx: Ctx) -> None:
+    for message in exc.messages:
+        ctx.diags.error(message, node)
+
+
+def accept(read: Callable[[], Any], node: Node, ctx: Ctx) -> Any:
+    """What `read` returns; a value keepalived logs a complaint about and uses (Warned) is both."""
+    try:
+        return read()
+    except Warned as warned:
+        report(warned, node, ctx)
+        return warned.value
+
+
 def setter(attr: str, reader: Callable[[str], Any], max_args: int = 1, invalid: str | None = None) -> Kw:
     """A keyword that stores its one parameter, read by `reader`, into `attr`. `invalid`, with `{}`
     for the parameter, is the keyword's own message after the reader's when the value is bad."""
     def fn(node: Node, target: Any, ctx: Ctx) -> None:
         need(node, 1)
         try:
-            value = reader(node.args[0])
+            value = accept(lambda: reader(node.args[0]), node, ctx)
         except BadValue as exc:
             raise exc.then(invalid.format(node.args[0])) if invalid else exc from None
         setattr(target, attr, value)

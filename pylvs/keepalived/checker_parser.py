@@ -7,7 +7,7 @@ import copy
 import re
 from typing import Any
 
-from pylvs.keepalived.blocks import Ctx, Kw, at, flag, setter, switch, text
+from pylvs.keepalived.blocks import Ctx, Kw, accept, at, flag, setter, switch, text
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import (
     BfdCheck,
@@ -44,7 +44,7 @@ def _nb_get_retry(node: Node, chk: Checker, ctx: Ctx) -> None:
     ctx.diags.warn("nb_get_retry is deprecated - please use 'retry'", node)
     need(node, 1)
     try:
-        chk.retry = read_unsigned(node.args[0])
+        chk.retry = accept(lambda: read_unsigned(node.args[0]), node, ctx)
     except BadValue as exc:
         raise exc.then(f"Invalid nb_get_retry value '{node.args[0]}'") from None
 

@@ -13,7 +13,7 @@ from dataclasses import astuple
 from typing import Any
 
 from pylvs.keepalived import checker_parser, global_parser, stream
-from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, at, flag, ignored, setter, switch, text
+from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, accept, at, flag, ignored, setter, switch, text
 from pylvs.keepalived.dpvs import dpvs_keyword, dpvs_method
 from pylvs.keepalived.errors import ConfigError, Diagnostics
 from pylvs.keepalived.lexer import Line, Node, read_lines
@@ -74,7 +74,7 @@ def read_forwarding(node: Node, server: str, current: Forwarding | None) -> tupl
             i += 1
         elif option == "port":
             try:
-                port = read_unsigned(words[i + 1], 1, 65535)
+                port = read_unsigned(words[i + 1], 1, 65535, strict=True)
             except BadValue:
                 return kept, f"Invalid gue tunnel port {words[i + 1]} for {server} server."
             i += 1
@@ -156,7 +156,7 @@ def _timing(server: str) -> dict[str, Kw]:
     return {
         "connect_timeout": setter("connect_timeout", lambda s: read_timer(s, 1, UINT_MAX),
                                   invalid=invalid["connect_timeout"]),
-        "retry": setter("retry", lambda s: read_unsigned(s, 1), invalid="retry value invalid - {}"),
+        "retry": setter("retry", lambda s: read_unsigned(s, 1, strict=True), invalid="retry value invalid - {}"),
         "delay_before_retry": setter("delay_before_retry", read_timer, invalid=invalid["delay_before_retry"]),
         "warmup": setter("warmup", read_timer, invalid=invalid["warmup"]),
         "delay_loop": setter("delay_loop", lambda s: read_timer(s, 1), invalid=invalid["delay_loop"]),
@@ -188,7 +188,7 @@ def _server_words(node: Node) -> tuple[str, str | None]:
 def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> RealServer:
     ip, port = _server_words(node)
     try:
-        addr, number = read_sockaddr(ip, port)
+        addr, number = accept(lambda: read_sockaddr(ip, port), node, ctx)
     except BadValue as exc:
         raise exc.then(f"Invalid real server ip address/port {ip}/{port or '(null)'} - skipping") from None
     rs = RealServer(addr, number, at=at(node))
@@ -240,7 +240,7 @@ def _persistence_timeout(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
         vs.persistence_timeout = 360
         return
     try:
-        vs.persistence_timeout = read_unsigned(node.args[0], 1, MAX_PERSISTENCE)
+        vs.persistence_timeout = read_unsigned(node.args[0], 1, MAX_PERSISTENCE, strict=True)
     except BadValue as exc:
         raise exc.then("persistence_timeout invalid") from None
 
@@ -263,7 +263,7 @@ def _protocol(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
 def _quorum(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     need(node, 1)
     try:
-        vs.quorum = read_unsigned(node.args[0], 1)
+        vs.quorum = accept(lambda: read_unsigned(node.args[0], 1), node, ctx)
     except BadValue as exc:
         vs.quorum = 1
         raise exc.then(f"Quorum {node.args[0]} must be in [1, {UINT_MAX}]. Setting to 1.") from None
@@ -281,7 +281,7 @@ def _vs_script(attr: str) -> Kw:
 def _sorry(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     ip, port = _server_words(node)
     try:
-        addr, number = read_sockaddr(ip, port)
+        addr, number = accept(lambda: read_sockaddr(ip, port), node, ctx)
     except BadValue as exc:
         raise exc.then(f"Invalid sorry server IP address {ip} - skipping") from None
     vs.sorry_server = SorryServer(addr, number, at=at(node))
@@ -349,7 +349,7 @@ VS = {
 }
 
 
-def parse_vs_header(node: Node) -> VirtualServer:
+def parse_vs_header(node: Node, ctx: Ctx) -> VirtualServer:
     first, second = _server_words(node)
     if first == "group":
         need(node, 2)
@@ -357,11 +357,11 @@ def parse_vs_header(node: Node) -> VirtualServer:
     if first == "fwmark":
         need(node, 2)
         try:
-            return VirtualServer(fwmark=read_unsigned(second), at=at(node))
+            return VirtualServer(fwmark=accept(lambda: read_unsigned(second), node, ctx), at=at(node))
         except BadValue as exc:
             raise exc.then(f"virtual server fwmark '{second}' must be in [0, {UINT_MAX}] - ignoring") from None
     try:
-        addr, port = read_sockaddr(first, second)
+        addr, port = accept(lambda: read_sockaddr(first, second), node, ctx)
     except BadValue as exc:
         given = f"/port {first}/{second}" if second and second.strip("0") else f" {first}"
         raise exc.then(f"Invalid virtual server IP address{given} - skipping") from None
@@ -369,7 +369,7 @@ def parse_vs_header(node: Node) -> VirtualServer:
 
 
 def _virtual_server(node: Node, config: Config, ctx: Ctx) -> VirtualServer:
-    vs = parse_vs_header(node)
+    vs = parse_vs_header(node, ctx)
     config.virtual_servers.append(vs)
     return vs
 

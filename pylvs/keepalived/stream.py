@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw
+from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, report
 from pylvs.keepalived.lexer import Line, Node
 from pylvs.keepalived.values import BadValue
 
@@ -129,11 +129,6 @@ class _Reader:
             if count:
                 inside.append(ln)
         return nest(inside)
-
-
-def report(exc: BadValue, node: Node, ctx: Ctx) -> None:
-    for message in exc.messages:
-        ctx.diags.error(message, node)
 
 
 def nest(lines: list[Line]) -> list[Node]:

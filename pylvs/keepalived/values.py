@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from pylvs.keepalived.errors import ConfigError
 from pylvs.keepalived.lexer import WHITE, Node, split_command
@@ -29,6 +30,14 @@ class BadValue(ValueError):
         return BadValue(*self.messages, message)
 
 
+class Warned(BadValue):
+    """A value keepalived complains about and uses all the same: `value`, after `messages`."""
+
+    def __init__(self, value: Any, *messages: str):
+        super().__init__(*messages)
+        self.value = value
+
+
 def need(node: Node, count: int) -> None:
     """Fail like keepalived's null_strvec when fewer than `count` parameters follow the keyword."""
     if len(node.args) < count:
@@ -37,44 +46,69 @@ def need(node: Node, count: int) -> None:
                           f"`{node.words[-1]}` at word position {pos}", node.file, node.line)
 
 
-_SIGNED = re.compile(r"([+-]?[0-9]+)?")
-_UNSIGNED = re.compile(r"(\+?[0-9]+)?")
+# keepalived's number readers (lib/parser.c) with ignore_error set, as the daemon runs them: a
+# word with something left after its digits is logged ("WARNING - invalid number") and, if the
+# digits read so far are in range, used; `strict` is for the handlers that pass ignore_error=false.
+# (`keepalived -t` prints the same messages without "WARNING - ", and refuses such integers.)
+_LEADING = re.compile(r"([+-]?)([0-9]*)")
+ULONG_MAX = 2**64 - 1
 
 
-def _integer(text: str) -> int | None:
-    """What strtol/strtoul make of a whole word: leading C white space, ASCII digits (an empty
-    word is 0, as strtol leaves nothing unread); None if anything is left over."""
+def _strtoul(text: str) -> tuple[int, bool, bool]:
+    """strtoul/strtoull of a word: (value, nothing left over, overflow)."""
     body = text.lstrip(WHITE)
-    if not _SIGNED.fullmatch(body):
-        return None
-    return int(body, 10) if body else 0
+    match = _LEADING.match(body)
+    assert match is not None
+    sign, digits = match.groups()
+    if not digits:
+        return 0, body == "", False
+    value = int(digits, 10)
+    if value > ULONG_MAX:
+        return ULONG_MAX, match.end() == len(body), True
+    return (ULONG_MAX + 1 - value) % (ULONG_MAX + 1) if sign == "-" else value, match.end() == len(body), False
 
 
-def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
-    """keepalived's read_int: a signed integer in [lo, hi], with its messages."""
-    value = _integer(text)
-    if value is None:
-        raise BadValue(f"invalid number '{text}'")
-    if not -(2**31) <= value <= 2**31 - 1:
-        raise BadValue(f"number '{text}' outside integer range")
-    if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
-    return value
+def _finish(value: Any, ok: bool, lenient: bool, message: str) -> Any:
+    if lenient and ok:
+        raise Warned(value, message)
+    raise BadValue(message)
 
 
-def read_unsigned(text: str, lo: int = 0, hi: int = UINT_MAX) -> int:
+def read_unsigned(text: str, lo: int = 0, hi: int = UINT_MAX, strict: bool = False) -> int:
     """keepalived's read_unsigned: an unsigned integer in [lo, hi], with its messages."""
+    warn = "" if strict else "WARNING - "
+    value, whole, overflow = _strtoul(text)
+    if text.lstrip(WHITE).startswith("-"):
+        message = f"{warn}negative number '{text}'"
+    elif not whole:
+        message = f"{warn}invalid number '{text}'"
+    elif overflow or value > UINT_MAX:
+        message = f"{warn}number '{text}' outside unsigned integer range"
+    elif not lo <= value <= hi:
+        message = f"{warn}number '{text}' outside range [{lo}, {hi}]"
+    else:
+        return value
+    return _finish(value, lo <= value <= hi, not strict, message)
+
+
+def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1, strict: bool = False) -> int:
+    """keepalived's read_int: a signed integer in [lo, hi], with its messages."""
+    warn = "" if strict else "WARNING - "
     body = text.lstrip(WHITE)
-    if body.startswith("-"):
-        raise BadValue(f"negative number '{text}'")
-    if not _UNSIGNED.fullmatch(body):
-        raise BadValue(f"invalid number '{text}'")
-    value = int(body, 10) if body else 0
-    if value > UINT_MAX:
-        raise BadValue(f"number '{text}' outside unsigned integer range")
-    if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
-    return value
+    match = _LEADING.match(body)
+    assert match is not None
+    sign, digits = match.groups()
+    value = int(sign + digits, 10) if digits else 0
+    whole = match.end() == len(body) and (bool(digits) or text == "")
+    if not whole:
+        message = f"{warn}invalid number '{text}'"
+    elif not -(2**63) <= value < 2**63 or not -(2**31) <= value <= 2**31 - 1:
+        message = f"{warn}number '{text}' outside integer range"
+    elif not lo <= value <= hi:
+        message = f"number '{text}' outside range [{lo}, {hi}]"
+    else:
+        return value
+    return _finish(value, lo <= value <= hi, not strict, message)
 
 
 def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
@@ -87,20 +121,31 @@ def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
 
 
 def read_timer(text: str, lo: int = 0, hi: int = TIMER_MAXIMUM) -> float:
-    """keepalived's read_timer: seconds with up to 6 decimals (more are rounded), between lo and
-    hi microseconds; returns seconds."""
+    """keepalived's read_timer: seconds with up to 6 decimals, between lo and hi microseconds;
+    returns seconds. As in keepalived, more decimals are rounded with a warning, and a word with
+    something left over is logged and its leading digits used (as microseconds) when in range."""
+    warn = "WARNING - "
     if text.startswith("-"):
-        raise BadValue(f"negative number '{text}'")
+        raise BadValue(f"{warn}negative number '{text}'")
+    notes: list[str] = []
     whole, _, fraction = text.partition(".")
-    round_up = len(fraction) > 6 and fraction[6] >= "5"
-    digits = (whole + fraction[:6].ljust(6, "0")).lstrip(WHITE)
-    if not _UNSIGNED.fullmatch(digits):
-        raise BadValue(f"invalid number '{text}'")
-    value = int(digits, 10) + round_up
-    if value > 2**64 - 1:
-        raise BadValue(f"number '{text}' outside unsigned decimal range")
-    if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{_micro(lo)}, {_micro(hi)}]")
+    round_up = False
+    if len(fraction) > 6:
+        notes.append(f"{warn}number '{text}' has too many decimal places")
+        round_up = fraction[6] >= "5"
+        fraction = fraction[:6]
+    value, complete, overflow = _strtoul(whole + fraction.ljust(6, "0"))
+    value += round_up
+    if not complete:
+        notes.append(f"{warn}invalid number '{text}'")
+    elif overflow:
+        raise BadValue(*notes, f"{warn}number '{text}' outside unsigned decimal range")
+    elif not lo <= value <= hi:
+        raise BadValue(*notes, f"{warn}number '{text}' outside range [{_micro(lo)}, {_micro(hi)}]")
+    if not complete and not lo <= value <= hi:
+        raise BadValue(*notes)
+    if notes:
+        raise Warned(value / 1_000_000, *notes)
     return value / 1_000_000
 
 
@@ -132,8 +177,8 @@ def read_ip(text: str, what: str = "address") -> str:
 
 
 def read_port(text: str, what: str = "port") -> int:
-    value = _integer(text)
-    if value is None or not 0 <= value <= 65535:
+    value, whole, _ = _strtoul(text)
+    if not whole or text.lstrip(WHITE).startswith("-") or not 0 <= value <= 65535:
         raise BadValue(f"Invalid {what} '{text}'")
     return value
 
@@ -143,13 +188,19 @@ def read_sockaddr(ip: str, port: str | None) -> tuple[str, int | None]:
     a port 1..65535; a port of zeros is no port (None). A bad port raises the number's complaint,
     a bad address a BadValue without a message: the caller says what was skipped."""
     port_str = port if port and port.strip("0") else None
-    number = read_unsigned(port_str, 1, 65535) if port_str is not None else None
+    notes: tuple[str, ...] = ()
+    try:
+        number = read_unsigned(port_str, 1, 65535) if port_str is not None else None
+    except Warned as warned:
+        number, notes = warned.value, warned.messages
     try:
         address = ipaddress.ip_address(re.split("[-/]", ip, maxsplit=1)[0])
     except ValueError:
-        raise BadValue() from None
+        raise BadValue(*notes) from None
     if (address.version == 6) != (":" in ip):
-        raise BadValue()
+        raise BadValue(*notes)
+    if notes:
+        raise Warned((str(address), number), *notes)
     return str(address), number
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pylvs.keepalived import ConfigError, Diagnostics, load
+from pylvs.keepalived import ConfigError, Diagnostics, load, loads
 from pylvs.keepalived.lexer import (
     decomment,
     expand_braces,
@@ -143,3 +143,20 @@ def test_white_space_is_keepaliveds_only():
     assert words("\u00a0\u00a0weight 2") == [["\u00a0\u00a0weight", "2"]]
     assert words("@lb1\u00a0router_id ONE\n@lb1 router_id TWO", "lb1") == [["router_id", "TWO"]]
 
+
+
+def test_numbers_as_the_keepalived_daemon_reads_them():
+    # keepalived's readers stop at the first character that is not a digit (a no-break space is
+    # not white space); the daemon logs "WARNING - invalid number" and uses the digits read when
+    # they are in range (for a timer: as microseconds). `keepalived -t` gives the same messages
+    # without "WARNING - ", and refuses the two integers (weight and port) instead, with one more
+    # message each.
+    config = loads("virtual_server 10.0.0.1 80 {\n lvs_sched rr\n lvs_method NAT\n protocol TCP\n"
+                   " real_server 10.0.0.2 80 {\n  weight 5\u00a0\n  connect_timeout 1e3\n }\n"
+                   " real_server 10.0.0.3 8\u00a0 {\n }\n}\n", echo=False)
+    rs = config.virtual_servers[0].real_servers
+    assert [(r.addr, r.port, r.weight) for r in rs] == [("10.0.0.2", 80, 5), ("10.0.0.3", 8, 1)]
+    assert rs[0].connect_timeout == 0.000001
+    assert [(d.line, d.message) for d in config.diagnostics] == [(6, "WARNING - invalid number '5\u00a0'"),
+                                                                 (7, "WARNING - invalid number '1e3'"),
+                                                                 (9, "WARNING - invalid number '8\u00a0'")]

@@ -411,23 +411,24 @@ def test_unknown_keywords_are_warnings_with_file_and_line():
 
 
 def test_bad_values_are_logged_and_ignored():
-    # every message, in order, as `keepalived -t` (2.2.7) gives them: for a bad number the number
-    # reader's complaint comes first, then the keyword's
+    # every message, in order, as keepalived 2.2.7 gives them: for a bad number the number reader's
+    # complaint comes first, then the keyword's. `keepalived -t` printed exactly these, less the
+    # "WARNING - " the daemon puts before a complaint from a reader told to carry on (lib/parser.c)
     path = os.path.join(DATA, "broken", "bad_values.conf")
     config = load(path, echo=False)
     assert [(d.line, d.message) for d in config.diagnostics] == [
         (2, "Invalid lvs_scheduler 'roundrobin' - ignoring"),
         (3, "PARSER : unknown [dr] routing method for virtual server."),
         (4, "Unknown protocol ICMP - ignoring"),
-        (5, "invalid number 'soon'"),
+        (5, "WARNING - invalid number 'soon'"),
         (5, "virtual server delay loop 'soon' invalid - ignoring"),
         (6, "number '9999999' outside range [1, 2678400]"),
         (6, "persistence_timeout invalid"),
-        (7, "number '0' outside range [1, 4294967295]"),
+        (7, "WARNING - number '0' outside range [1, 4294967295]"),
         (7, "Quorum 0 must be in [1, 4294967295]. Setting to 1."),
-        (9, "negative number '-5'"),
+        (9, "WARNING - negative number '-5'"),
         (9, "Real server weight -5 is outside range 0-2147483647"),
-        (12, "number '99999' outside range [1, 65535]"),
+        (12, "WARNING - number '99999' outside range [1, 65535]"),
         (12, "Invalid checker connect_port '99999'"),
         (17, "digest 'nothex' character length should be 32 rather than 6"),
         (18, "Invalid HTTP_GET status code '700'"),
