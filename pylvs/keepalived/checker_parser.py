@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from pylvs.keepalived.blocks import Ctx, Kw, accept, at, flag, setter, switch, text
+from pylvs.keepalived.extensions import later_keyword
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import (
     BfdCheck,
@@ -129,7 +130,7 @@ URL = {
     "regex_min_offset": setter("regex_min_offset", read_unsigned),
     "regex_max_offset": setter("regex_max_offset", read_unsigned),
     "regex_stack": Kw(_regex_stack),
-    "tls_compliant": switch("tls_compliant"),
+    "tls_compliant": later_keyword(switch("tls_compliant"), "2.2.8"),
 }
 
 
@@ -164,8 +165,8 @@ HTTP = {
 
 SSL_ONLY = {
     "enable_sni": flag("enable_sni"),
-    "sni_name": setter("sni_name", text),
-    "tls_compliant": flag("tls_compliant"),
+    "sni_name": later_keyword(setter("sni_name", text), "2.2.8"),
+    "tls_compliant": later_keyword(flag("tls_compliant"), "2.2.8"),
 }
 
 
@@ -175,13 +176,17 @@ def _dns_type(node: Node, chk: DnsCheck, ctx: Ctx) -> None:
     need(node, 1)
     kind = node.args[0].upper()
     if kind not in DNS_TYPES:
-        raise BadValue(f"DNS_CHECK: unknown type '{node.args[0]}'")
+        raise BadValue(f"Unknown DNS check type {node.args[0]} - ignoring")
     chk.type = kind
 
 
 def _payload(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
-    need(node, 1)
-    chk.payload = read_hex(node.args[0])
+    if not node.args:
+        raise BadValue("UDP_CHECK payload requires a payload")
+    try:
+        chk.payload = read_hex(node.args[0])
+    except BadValue:
+        raise BadValue("Invalid hex string for UDP_CHECK payload") from None
 
 
 def _require_reply(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
@@ -189,7 +194,7 @@ def _require_reply(node: Node, chk: UdpCheck, ctx: Ctx) -> None:
     if node.args:
         pattern = node.args[0]
         if not _HEX_PATTERN.match(pattern):
-            raise BadValue(f"Invalid require_reply hex string '{pattern}'")
+            raise BadValue("Invalid hex string for UDP_CHECK reply")
         chk.reply_pattern = pattern
 
 
@@ -273,8 +278,14 @@ TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
                                "host": Kw(_smtp_host, sub=CONNECT, close=_smtp_host_end), **CONNECT}),
     "DNS_CHECK": (DnsCheck, {"type": Kw(_dns_type, max_args=1), "name": setter("name", text), **CONNECT}),
     "UDP_CHECK": (UdpCheck, {"payload": Kw(_payload, max_args=1), "require_reply": Kw(_require_reply, max_args=1),
-                             "min_reply_length": setter("min_reply_length", lambda s: read_unsigned(s, 0, 65535)),
-                             "max_reply_length": setter("max_reply_length", lambda s: read_unsigned(s, 0, 65535)),
+                             "min_reply_length": setter("min_reply_length",
+                                                        lambda s: read_unsigned(s, 0, 65535, strict=True),
+                                                        invalid="UDP_CHECK min length {} not valid - must be "
+                                                                "between 0 & 65535"),
+                             "max_reply_length": setter("max_reply_length",
+                                                        lambda s: read_unsigned(s, 0, 65535, strict=True),
+                                                        invalid="UDP_CHECK max length {} not valid - must be "
+                                                                "between 0 & 65535"),
                              **CONNECT}),
     "PING_CHECK": (PingCheck, CONNECT),
     "MISC_CHECK": (MiscCheck, {"misc_path": Kw(_misc_path, max_args=1),
@@ -283,19 +294,18 @@ TABLES: dict[str, tuple[type[Checker], dict[str, Kw]]] = {
                                                       invalid="Invalid misc_timeout value '{}'"),
                                "misc_dynamic": flag("misc_dynamic"), "user": Kw(_misc_user, max_args=2),
                                **TIMING}),
-    "FILE_CHECK": (FileCheck, {"track_file": setter("track_file", text), "track": setter("track_file", text),
-                               "file": setter("track_file", text), "weight": Kw(_file_weight, max_args=2)}),
+    "FILE_CHECK": (FileCheck, {"track_file": setter("track_file", text), "weight": Kw(_file_weight, max_args=2)}),
     "BFD_CHECK": (BfdCheck, {"name": setter("name", text), "alpha": flag("alpha")}),
 }
 
 
-def _finish(chk: Checker, ctx: Ctx) -> list[Checker]:
+def _finish(chk: Checker, node: Node, ctx: Ctx) -> list[Checker]:
     """Block-end checks; returns the checkers to keep (none, one, or the SMTP hosts)."""
     if isinstance(chk, HttpCheck) and not chk.urls:
         raise BadValue("HTTP/SSL_GET checker has no urls specified - ignoring")
     if isinstance(chk, UdpCheck) and chk.min_reply_length > chk.max_reply_length:
-        raise BadValue(f"UDP_CHECK min_reply_length {chk.min_reply_length} > max_reply_length "
-                       f"{chk.max_reply_length} - ignoring")
+        ctx.diags.error(f"UDP_CHECK min_reply length {chk.min_reply_length} > max_reply_length "
+                        f"{chk.max_reply_length} - will always fail", node)  # and keepalived keeps it
     if isinstance(chk, MiscCheck) and (chk.script is None or not chk.script.command):
         raise BadValue("No script path has been specified for MISC_CHECKER - ignoring")
     if isinstance(chk, FileCheck) and not chk.track_file:
@@ -308,7 +318,7 @@ def _finish(chk: Checker, ctx: Ctx) -> list[Checker]:
 
 
 def _checker_end(node: Node, rs: RealServer, chk: Checker, ctx: Ctx) -> None:
-    rs.checkers.extend(_finish(chk, ctx))
+    rs.checkers.extend(_finish(chk, node, ctx))
 
 
 def _checker_handler(name: str) -> Kw:

@@ -14,8 +14,8 @@ from typing import Any
 
 from pylvs.keepalived import checker_parser, global_parser, stream
 from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, accept, at, flag, ignored, setter, switch, text
-from pylvs.keepalived.dpvs import dpvs_keyword, dpvs_method
 from pylvs.keepalived.errors import ConfigError, Diagnostics
+from pylvs.keepalived.extensions import dpvs_keyword, dpvs_method
 from pylvs.keepalived.lexer import Line, Node, read_lines
 from pylvs.keepalived.model import (
     MAX_WEIGHT,

@@ -48,15 +48,15 @@ def test_dpvs_extensions_are_built_and_named_in_warnings():
     assert vs.sorry_server.forwarding.method == "FNAT" and vs.syn_proxy and vs.laddr_group_name == "laddr_g1"
     assert config.local_address_groups["laddr_g1"].addresses == [("192.168.88.240", "dpdk0.102")]
     assert config.warnings == [
-        "(keepalived.conf:1) pylvs: DPVS extension 'local_address_group' accepted (stock keepalived: Unknown keyword)",
+        "(keepalived.conf:1) pylvs: DPVS extension 'local_address_group' accepted (keepalived 2.2.7 does not know it)",
         "(keepalived.conf:6) pylvs: DPVS extension 'lb_kind FNAT' accepted (stock keepalived rejects it and uses NAT)",
-        "(keepalived.conf:8) pylvs: DPVS extension 'laddr_group_name' accepted (stock keepalived: Unknown keyword)",
-        "(keepalived.conf:9) pylvs: DPVS extension 'syn_proxy' accepted (stock keepalived: Unknown keyword)",
+        "(keepalived.conf:8) pylvs: DPVS extension 'laddr_group_name' accepted (keepalived 2.2.7 does not know it)",
+        "(keepalived.conf:9) pylvs: DPVS extension 'syn_proxy' accepted (keepalived 2.2.7 does not know it)",
         "(keepalived.conf:11) pylvs: DPVS extension 'lvs_method FULLNAT' accepted (stock keepalived rejects it and "
         "uses the virtual server's method)",
         "(keepalived.conf:14) pylvs: DPVS extension 'sorry_server_lvs_method FNAT' accepted (stock keepalived rejects "
         "it and uses the virtual server's method)",
-        "(keepalived.conf:16) pylvs: DPVS extension 'tunnel_group' accepted (stock keepalived: Unknown keyword)",
+        "(keepalived.conf:16) pylvs: DPVS extension 'tunnel_group' accepted (keepalived 2.2.7 does not know it)",
     ]
 
 
