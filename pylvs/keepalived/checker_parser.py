@@ -307,7 +307,7 @@ def _finish(chk: Checker, node: Node, ctx: Ctx) -> list[Checker]:
         ctx.diags.error(f"UDP_CHECK min_reply length {chk.min_reply_length} > max_reply_length "
                         f"{chk.max_reply_length} - will always fail", node)  # and keepalived keeps it
     if isinstance(chk, MiscCheck) and (chk.script is None or not chk.script.command):
-        raise BadValue("No script path has been specified for MISC_CHECKER - ignoring")
+        raise BadValue("No script path has been specified for MISC_CHECKER - skipping")
     if isinstance(chk, FileCheck) and not chk.track_file:
         raise BadValue("FILE_CHECK has no track_file specified - ignoring")
     if isinstance(chk, BfdCheck) and not chk.name:

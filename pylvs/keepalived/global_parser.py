@@ -172,8 +172,9 @@ def _vrrp_vips(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
 
 def _vrrp_syncd(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
     need(node, 1)
-    ctx.diags.warn("Specifying lvs_sync_daemon_interface against a vrrp is deprecated. "
-                   "Please use global lvs_sync_daemon", node)
+    # keepalived's VRRP process says it in two lines
+    ctx.diags.warn(f"({vi.name}) Specifying lvs_sync_daemon_interface against a vrrp is deprecated.", node)
+    ctx.diags.warn("        Please use global lvs_sync_daemon", node)
     vi.lvs_sync_daemon_interface = node.args[0]
 
 

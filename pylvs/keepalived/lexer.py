@@ -56,6 +56,7 @@ class Node:
     file: str
     line: int
     children: list[Node] | None = None
+    closing: Line | None = None  # the line that ended its block (where keepalived reports from after it)
 
     @property
     def words(self) -> list[str]:

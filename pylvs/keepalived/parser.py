@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Any
 
-from pylvs.keepalived import checker_parser, global_parser, stream
+from pylvs.keepalived import checker_parser, global_parser, stream, vsg
 from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, accept, at, flag, ignored, setter, switch, text
 from pylvs.keepalived.errors import ConfigError, Diagnostics
 from pylvs.keepalived.extensions import dpvs_keyword, dpvs_method
@@ -23,20 +23,16 @@ from pylvs.keepalived.model import (
     SCHEDULERS,
     Config,
     Forwarding,
-    GroupEntry,
     RealServer,
     SorryServer,
     VirtualServer,
-    VirtualServerGroup,
     family_of,
 )
 from pylvs.keepalived.values import (
     UINT_MAX,
     BadValue,
     need,
-    parse_range,
     read_netmask,
-    read_port,
     read_script,
     read_sockaddr,
     read_timer,
@@ -103,35 +99,6 @@ def _forwarding(node: Node, target: Any, attr: str, server: str, ctx: Ctx, fallb
 
 # -- virtual_server_group ------------------------------------------------------------------------
 
-def parse_group_entry(node: Node) -> GroupEntry:
-    words = node.words
-    if words[0] == "fwmark":
-        need(node, 1)
-        entry = GroupEntry(fwmark=read_unsigned(words[1], 1), at=at(node))
-        if len(words) > 2:
-            if words[2] not in ("inet", "inet6"):
-                raise BadValue(f"unknown address family {words[2]}")
-            entry.family = 4 if words[2] == "inet" else 6
-        return entry
-    first, last = parse_range(words[0])
-    port = read_port(words[1], "virtual server group port") if len(words) > 1 else None
-    return GroupEntry(first=first, last=last, port=port, at=at(node))
-
-
-def _vsg(node: Node, config: Config, ctx: Ctx) -> None:
-    need(node, 1)
-    group = VirtualServerGroup(node.args[0], at=at(node))
-    for child in node.children or []:
-        try:
-            group.entries.append(parse_group_entry(child))
-        except BadValue as exc:
-            ctx.diags.error(str(exc), child)
-    if not group.entries:
-        ctx.diags.error(f"virtual server group {group.name} has no entries - removing", node)
-        return
-    config.virtual_server_groups[group.name] = group
-
-
 # -- real_server ---------------------------------------------------------------------------------
 
 def _rs_method(node: Node, rs: RealServer, ctx: Ctx) -> None:
@@ -196,10 +163,26 @@ def _real_server(node: Node, vs: VirtualServer, ctx: Ctx) -> RealServer:
     return rs
 
 
+def _parse_family(vs: VirtualServer) -> int | None:
+    """keepalived's vs->af while reading: the address's, else set by ip_family or the first server
+    that is not tunnelled."""
+    return vs.family if vs.addr is not None else vs.af
+
+
+def _same_family(vs: VirtualServer, addr: str, method: Forwarding | None) -> bool:
+    """Whether a server fits the virtual server's family; the first one sets it (tunnels fit any)."""
+    if method is not None and method.method == "TUN":
+        return True
+    family = _parse_family(vs)
+    if family is None:
+        vs.af = family_of(addr)
+        return True
+    return family == family_of(addr)
+
+
 def _real_server_end(node: Node, vs: VirtualServer, rs: RealServer, ctx: Ctx) -> None:
-    """keepalived drops a real server of the other address family at its `}` (tunnels excepted)."""
-    method = rs.forwarding or vs.forwarding
-    if vs.addr is not None and rs.family != vs.family and (method is None or method.method != "TUN"):
+    """keepalived drops a real server of the other address family at its `}`."""
+    if not _same_family(vs, rs.addr, rs.forwarding or vs.forwarding):
         ctx.diags.warn(f"Address family of virtual server and real server {rs.addr} don't match - skipping real "
                        f"server.", node)
         vs.real_servers.remove(rs)
@@ -304,9 +287,9 @@ def _ip_family(node: Node, vs: VirtualServer, ctx: Ctx) -> None:
     if node.args[0] not in ("inet", "inet6"):
         raise BadValue(f"unknown address family {node.args[0]}")
     family = 4 if node.args[0] == "inet" else 6
-    if vs.addr is not None and vs.family != family:
+    if _parse_family(vs) not in (None, family):
         raise BadValue(f"Virtual server specified family {node.args[0]} conflicts with server family")
-    vs.ip_family = family
+    vs.ip_family = vs.af = family
 
 
 VS = {
@@ -376,12 +359,14 @@ def _virtual_server(node: Node, config: Config, ctx: Ctx) -> VirtualServer:
 
 def _virtual_server_end(node: Node, config: Config, vs: VirtualServer, ctx: Ctx) -> None:
     ss = vs.sorry_server
-    if ss is None or vs.addr is None or (ss.forwarding and ss.forwarding.method == "TUN"):
-        return
-    if family_of(ss.addr) != vs.family:
+    if ss is not None and not _same_family(vs, ss.addr, ss.forwarding or vs.forwarding):
         ctx.diags.warn(f"Address family of virtual server and sorry server {ss.addr} don't match - skipping sorry "
                        f"server.", node)
         vs.sorry_server = None
+    if _parse_family(vs) is None and vs.fwmark is not None:
+        # every server is tunnelled: their family if they agree, else IPv4
+        families = {family_of(s.addr) for s in [*vs.real_servers, *([ss] if vs.sorry_server else [])]}
+        vs.af = families.pop() if len(families) == 1 else 4
 
 
 # -- top level -----------------------------------------------------------------------------------
@@ -404,7 +389,7 @@ def _net_namespace_ipvs(node: Node, config: Config, ctx: Ctx) -> None:
 TOP = {
     "global_defs": Kw(global_parser.global_defs, sub=global_parser.GLOBAL),
     "SSL": Kw(global_parser.ssl_block, sub=global_parser.SSL_KW),
-    "virtual_server_group": Kw(_vsg, sub=VALUES, max_args=1),
+    "virtual_server_group": Kw(vsg.virtual_server_group, sub=VALUES, max_args=1),
     "virtual_server": Kw(_virtual_server, sub=VS, close=_virtual_server_end, max_args=2),
     "track_file": global_parser.TRACK_FILE_KW,
     "vrrp_track_file": global_parser.TRACK_FILE_KW,

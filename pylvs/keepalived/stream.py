@@ -74,10 +74,9 @@ class _Reader:
         if kw.max_args is not None and len(node.args) > kw.max_args:
             extra = " ".join(node.args[kw.max_args:])
             self.ctx.diags.warn(f"pylvs: extra parameters ignored after '{node.keyword}': {extra}", node)
-        if kw.sub == VALUES:
-            node.children = self.values(node)
-        elif kw.sub == SKIP:
-            node.children = self.skip()
+        if kw.sub in (VALUES, SKIP):
+            node.children = self.values(node) if kw.sub == VALUES else self.skip()
+            node.closing = self.lines[self.pos - 1]
         if not isinstance(kw.sub, dict):
             self.call(kw.fn, node, target)
             return

@@ -29,6 +29,7 @@ from pylvs.keepalived.model import (
     SorryServer,
     SyncDaemon,
     VirtualServer,
+    family_of,
 )
 from pylvs.keepalived.names import format_rs, format_vs
 
@@ -244,6 +245,33 @@ def _checkers(vs: VirtualServer, g: GlobalDefs, config: Config, diags: Diagnosti
         rs.checkers = [c for c in rs.checkers if _checker(c, rs, vs, g, config, diags)]
 
 
+def _linked(vs: VirtualServer, config: Config, diags: Diagnostics) -> bool:
+    """keepalived's link_vsg_to_vs, before the checks: a group virtual server needs its group, and
+    the group's address families must fit the virtual server's."""
+    if vs.group is None:
+        return True
+    group = config.virtual_server_groups.get(vs.group)
+    name = format_vs(vs)
+    if group is None:
+        diags.error(f"Virtual server group {vs.group} specified but not configured - ignoring virtual server {name}",
+                    vs.at)
+        return False
+    have = {family_of(e.first) if e.first else e.family for e in group.entries} - {None}
+    if have == {4, 6} and vs.af is not None:
+        diags.error(f"{vs.group}: virtual server group with IPv4 & IPv6 doesn't match virtual server {name} - "
+                    f"ignoring", vs.at)
+        return False
+    if vs.af is not None and have and vs.af not in have:
+        diags.error(f"{vs.group}: address family doesn't match virtual server {name} - ignoring", vs.at)
+        return False
+    if len(have) == 1:
+        vs.af = vs.af or have.pop()
+    elif vs.af is None and any(e.fwmark is not None and e.family is None for e in group.entries):
+        diags.warn(f"{vs.group}: Virtual server {name} address family cannot be determined, defaulting to IPv4",
+                   vs.at)
+    return True
+
+
 def validate(config: Config, diags: Diagnostics | None = None) -> Config:
     diags = diags if diags is not None else Diagnostics()
     g = config.global_defs
@@ -253,13 +281,9 @@ def validate(config: Config, diags: Diagnostics | None = None) -> Config:
                 g.lvs_sync_daemon = SyncDaemon(vi.lvs_sync_daemon_interface, vi.name)
                 break
     kept: list[VirtualServer] = []
-    for vs in config.virtual_servers:
+    for vs in [vs for vs in config.virtual_servers if _linked(vs, config, diags)]:
         if not vs.real_servers:
             diags.warn(f"Virtual server {format_vs(vs)} has no real servers - ignoring", vs.at)
-            continue
-        if vs.group is not None and vs.group not in config.virtual_server_groups:
-            diags.error(f"Virtual server group {vs.group} specified but not configured - ignoring virtual server "
-                        f"{format_vs(vs)}", vs.at)
             continue
         _service_defaults(vs, config, diags)
         _real_servers(vs, g, config, diags)

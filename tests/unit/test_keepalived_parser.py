@@ -187,10 +187,55 @@ def test_group_ranges_and_cidr():
     assert g.entries[1].addresses() == ["10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.11"]
     assert g.entries[2].fwmark == 5 and g.entries[2].family == 4 and len(g.entries) == 3
     assert "EMPTY" not in config.virtual_server_groups
-    text = "\n".join(config.warnings)
-    assert "(keepalived.conf:4) Invalid virtual server group IP address/prefix 10.0.0.9/30" in text
-    assert "(keepalived.conf:6) Invalid virtual server group IP address range 10.0.0.5-3" in text
-    assert "virtual server group EMPTY has no entries - removing" in text
+    assert config.warnings == [
+        "(keepalived.conf:4) Address mask bits not empty - 10.0.0.9/30 - skipping",
+        "(keepalived.conf:6) Address range end is not greater than address range start - 10.0.0.5-3 - skipping",
+        "(keepalived.conf:9) virtual server group EMPTY has no entries - removing",
+    ]
+
+
+def test_group_entries_as_keepalived_reads_them():
+    # the messages and lines of `keepalived -t` (2.2.7) for the same group; the daemon adds
+    # "WARNING - " to two of them, and keeps those two entries (-t drops them)
+    config = conf("""virtual_server_group G {
+ 10.0.0.5-5 80
+ 10.0.0.5-300
+ 10.0.0.5-7x 80
+ 10.0.0.1/33
+ 2001:db8::1-2001:db8::0
+ 10.0.0.1-2001:db8::5
+ fwmark x1
+ fwmark 7 ipx
+ 2001:db8::10-1f 443
+ 10.1.1.1 0
+ bogus 80
+}
+""")
+    assert config.warnings == [
+        "(keepalived.conf:2) Address range end is not greater than address range start - 10.0.0.5-5 - skipping",
+        "(keepalived.conf:3) Virtual server group range '10.0.0.5-300' end '300' too large",
+        "(keepalived.conf:4) WARNING - Virtual server group range '10.0.0.5-7x' has extra characters at end 'x'",
+        "(keepalived.conf:5) Invalid netmask - 10.0.0.1/33 - skipping",
+        "(keepalived.conf:6) Address range end is less than address range start - 2001:db8::1-2001:db8::0 - skipping",
+        "(keepalived.conf:7) Invalid virtual server group IP address 10.0.0.1-2001:db8::5  - skipping",
+        "(keepalived.conf:8) WARNING - invalid number 'x1'",
+        "(keepalived.conf:9) (G): fwmark '7' family ipx unknown - ignoring",
+        "(keepalived.conf:12) Invalid virtual server group IP address bogus /port/80 - skipping",
+    ]
+    entries = [(e.first, e.last, e.port, e.fwmark) for e in config.virtual_server_groups["G"].entries]
+    assert entries == [("10.0.0.5", "10.0.0.7", 80, None), (None, None, None, 0),
+                       ("2001:db8::10", "2001:db8::1f", 443, None), ("10.1.1.1", "10.1.1.1", None, None)]
+
+
+def test_group_and_virtual_server_families_must_agree():
+    # keepalived's link_vsg_to_vs: a group with IPv4 and IPv6 cannot serve a virtual server whose
+    # real servers fixed its family (log_message: keepalived -t does not print it)
+    config = conf("virtual_server_group G {\n 10.0.0.1 80\n 2001:db8::1 80\n}\n"
+                  "virtual_server group G {\n lvs_sched rr\n lvs_method NAT\n protocol TCP\n"
+                  " real_server 192.0.2.1 80 {\n }\n}\n")
+    assert config.virtual_servers == []
+    assert config.warnings == ["(keepalived.conf:5) G: virtual server group with IPv4 & IPv6 doesn't match virtual "
+                               "server [G]:0 - ignoring"]
 
 
 def test_checker_types_and_options():
