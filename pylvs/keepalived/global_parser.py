@@ -16,7 +16,7 @@ from pylvs.keepalived.model import (
     TrackFile,
     VrrpInstance,
 )
-from pylvs.keepalived.stream import dispatch
+from pylvs.keepalived.stream import dispatch, read_inner
 from pylvs.keepalived.values import BadValue, need, parse_range, read_file_weight, read_int, read_ip, read_timer
 
 LVS_MAX_TIMEOUT = 86400 * 31
@@ -189,8 +189,10 @@ VRRP = {
 
 
 
-def global_defs(node: Node, config: Config, ctx: Ctx) -> Any:
-    return config.global_defs
+def global_defs(node: Node, config: Config, ctx: Ctx) -> None:
+    """keepalived's checker process skips global_defs, counting braces (its parent reads it and
+    hands the values over): the block's extent is the checker's, its contents the parent's."""
+    read_inner(node, GLOBAL, config.global_defs, ctx)
 
 
 def ssl_block(node: Node, config: Config, ctx: Ctx) -> SSLConfig:

@@ -57,6 +57,7 @@ class Node:
     line: int
     children: list[Node] | None = None
     closing: Line | None = None  # the line that ended its block (where keepalived reports from after it)
+    inner: list[Line] | None = None  # a skipped block's lines, as read
 
     @property
     def words(self) -> list[str]:

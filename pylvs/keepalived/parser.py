@@ -387,7 +387,7 @@ def _net_namespace_ipvs(node: Node, config: Config, ctx: Ctx) -> None:
 
 
 TOP = {
-    "global_defs": Kw(global_parser.global_defs, sub=global_parser.GLOBAL),
+    "global_defs": Kw(global_parser.global_defs, sub=SKIP),
     "SSL": Kw(global_parser.ssl_block, sub=global_parser.SSL_KW),
     "virtual_server_group": Kw(vsg.virtual_server_group, sub=VALUES, max_args=1),
     "virtual_server": Kw(_virtual_server, sub=VS, close=_virtual_server_end, max_args=2),

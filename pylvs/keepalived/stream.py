@@ -74,8 +74,12 @@ class _Reader:
         if kw.max_args is not None and len(node.args) > kw.max_args:
             extra = " ".join(node.args[kw.max_args:])
             self.ctx.diags.warn(f"pylvs: extra parameters ignored after '{node.keyword}': {extra}", node)
-        if kw.sub in (VALUES, SKIP):
-            node.children = self.values(node) if kw.sub == VALUES else self.skip()
+        if kw.sub == VALUES:
+            node.children = self.values(node)
+            node.closing = self.lines[self.pos - 1]
+        elif kw.sub == SKIP:
+            node.inner = self.skip()
+            node.children = None if node.inner is None else nest(node.inner)
             node.closing = self.lines[self.pos - 1]
         if not isinstance(kw.sub, dict):
             self.call(kw.fn, node, target)
@@ -112,8 +116,8 @@ class _Reader:
             values.append(Node(ln.words[0], ln.words[1:], ln.file, ln.line))
         return values
 
-    def skip(self) -> list[Node] | None:
-        """Skip a `{ ... }` that follows, counting braces; its lines nested by braces."""
+    def skip(self) -> list[Line] | None:
+        """Skip a `{ ... }` that follows, counting braces; the lines inside."""
         ln = self.peek()
         if ln is None or ln.words[0] != OPEN:
             return None
@@ -127,7 +131,7 @@ class _Reader:
                     break
             if count:
                 inside.append(ln)
-        return nest(inside)
+        return inside
 
 
 def nest(lines: list[Line]) -> list[Node]:
@@ -154,6 +158,15 @@ def run(lines: list[Line], table: dict[str, Kw], target: Any, ctx: Ctx) -> None:
     reader.block(table, target, 0, need_open=False)
     if reader.depth > 0:
         ctx.diags.error(f"There are {reader.depth} missing '}}'s or extra '{{'s")
+
+
+def read_inner(node: Node, table: dict[str, Kw], target: Any, ctx: Ctx) -> None:
+    """Read a skipped block's lines with `table`, as another keepalived process does (its parent
+    reads global_defs, which the checker process skips): up to the `}` that ends the block for
+    that reader; what it would read after that is the other process's business."""
+    reader = _Reader(node.inner or [], ctx)
+    reader.depth = 1
+    reader.block(table, target, 1, need_open=False)
 
 
 def dispatch(nodes: list[Node], table: dict[str, Kw], target: Any, ctx: Ctx) -> None:

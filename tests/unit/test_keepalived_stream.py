@@ -232,3 +232,22 @@ def test_unbalanced_files_are_read_as_keepalived_reads_them():
     config = load(path, echo=False)
     assert table(config) == [("10.0.0.1", 80, "rr", [("10.1.0.1", 80, 1)])]
     assert config.warnings == [f"({path}:9) Extra '}}' found", f"({path}:9) Unknown keyword '}}'"]
+
+
+def test_global_defs_extent_is_the_checkers_its_contents_the_parents():
+    # keepalived's checker process skips global_defs by counting braces, so a stray `{` in it
+    # swallows the rest of the file; its parent reads the block by keywords (and logs the `{`)
+    config = loads("""global_defs {
+   router_id LVS_DEVEL
+{
+}
+virtual_server 10.0.0.1 80 {
+    lvs_sched rr
+    protocol TCP
+    real_server 10.0.0.2 80 {
+    }
+}
+""", echo=False)
+    assert config.global_defs.router_id == "LVS_DEVEL" and table(config) == []
+    assert parse_messages(config) == ["(keepalived.conf:3) Unexpected '{' - ignoring",
+                                      "There are 1 missing '}'s or extra '{'s"]
