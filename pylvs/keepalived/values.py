@@ -102,7 +102,7 @@ def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1, strict: bool = 
     whole = match.end() == len(body) and (bool(digits) or text == "")
     if not whole:
         message = f"{warn}invalid number '{text}'"
-    elif not -(2**63) <= value < 2**63 or not -(2**31) <= value <= 2**31 - 1:
+    elif not -(2**31) <= value <= 2**31 - 1:
         message = f"{warn}number '{text}' outside integer range"
     elif not lo <= value <= hi:
         message = f"number '{text}' outside range [{lo}, {hi}]"
