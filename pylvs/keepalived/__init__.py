@@ -10,9 +10,9 @@ checkers.
 from __future__ import annotations
 
 from pylvs.keepalived.errors import ConfigError, Diagnostic, Diagnostics
-from pylvs.keepalived.lexer import build_tree, read_text_lines
+from pylvs.keepalived.lexer import read_text_lines
 from pylvs.keepalived.model import Config
-from pylvs.keepalived.parser import parse_file, parse_nodes
+from pylvs.keepalived.parser import parse_file, parse_lines
 from pylvs.keepalived.validate import validate
 
 
@@ -26,7 +26,7 @@ def loads(text: str, name: str = "keepalived.conf", base: str = ".", config_id: 
           echo: bool = True) -> Config:
     """As `load`, for configuration text in memory."""
     diags = Diagnostics(echo=echo)
-    config = parse_nodes(build_tree(read_text_lines(text, name, diags, base, config_id)), diags)
+    config = parse_lines(read_text_lines(text, name, diags, base, config_id), diags)
     config.files = [name]
     return validate(config, diags)
 

@@ -1,4 +1,9 @@
-"""Keyword tables: how a block's statements are dispatched to handlers, and common handlers."""
+"""Keyword tables: what each keyword does and what follows it, and the common handlers.
+
+A table maps the keywords of one level of the configuration to `Kw`s, as keepalived's
+`install_keyword`/`install_sublevel` do. `stream.run` reads the statements with them, so the
+tables decide which `}` closes which block, exactly as keepalived's reader does.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,26 @@ from typing import Any
 from pylvs.keepalived.errors import Diagnostics
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import At, Config
-from pylvs.keepalived.values import BadValue, need, read_bool
+from pylvs.keepalived.values import BadValue, Warned, need, read_bool
 
-Handler = Callable[[Node, Any, "Ctx"], None]
+Handler = Callable[[Node, Any, "Ctx"], Any]
+Close = Callable[[Node, Any, Any, "Ctx"], None]
+
+# What follows a keyword besides its own line (`Kw.sub`):
+VALUES = "values"  # a `{ ... }` of plain value lines ended by the first `}` (keepalived's alloc_value_block)
+SKIP = "skip"  # an optional `{ ... }` skipped by counting braces (a keyword not active in the checker)
 
 
 @dataclass
 class Kw:
+    """One keyword. Without `sub` it is a single line. With a table as `sub` it opens a block:
+    `fn` returns the object the block's keywords fill in, and `close` runs at its `}`. With
+    VALUES or SKIP, `fn` gets the block's lines as `node.children` (SKIP: nested by braces)."""
+
     fn: Handler
-    block: bool | None = False  # the keyword opens a { } block (None: with or without one)
-    max_args: int | None = None  # more words than this are reported as ignored
+    sub: dict[str, Kw] | str | None = None
+    close: Close | None = None
+    max_args: int | None = None  # more words than this are reported as ignored (pylvs's own warning)
 
 
 @dataclass
@@ -31,34 +46,34 @@ def at(node: Node) -> At:
     return At(node.file, node.line)
 
 
-def run_block(nodes: list[Node], table: dict[str, Kw], target: Any, ctx: Ctx,
-              ignore: Callable[[str], bool] | None = None) -> None:
-    """Dispatch each statement of a block to its handler; report what keepalived would report."""
-    for node in nodes:
-        kw = table.get(node.keyword)
-        if kw is None:
-            if not (ignore and ignore(node.keyword)):
-                ctx.diags.warn(f"Unknown keyword '{node.keyword}'", node)
-            continue
-        if kw.block is True and node.children is None:
-            ctx.diags.error(f"Missing '{{' at beginning of configuration block '{node.keyword}' - ignoring", node)
-            continue
-        if kw.block is False and node.children is not None:
-            ctx.diags.warn(f"Unexpected '{{' after '{node.keyword}' - ignoring the block", node)
-        if kw.max_args is not None and len(node.args) > kw.max_args:
-            extra = " ".join(node.args[kw.max_args:])
-            ctx.diags.warn(f"WARNING - extra parameters ignored after '{node.keyword}': {extra}", node)
-        try:
-            kw.fn(node, target, ctx)
-        except BadValue as exc:
-            ctx.diags.error(str(exc), node)
+def ignored(node: Node, target: Any, ctx: Ctx) -> None:
+    """A keyword keepalived knows that has nothing to do with what pylvs builds."""
 
 
-def setter(attr: str, reader: Callable[[str], Any], max_args: int = 1) -> Kw:
-    """A keyword that stores its one parameter, read by `reader`, into `attr`."""
+def report(exc: BadValue, node: Node, ctx: Ctx) -> None:
+    for message in exc.messages:
+        ctx.diags.error(message, node)
+
+
+def accept(read: Callable[[], Any], node: Node, ctx: Ctx) -> Any:
+    """What `read` returns; a value keepalived logs a complaint about and uses (Warned) is both."""
+    try:
+        return read()
+    except Warned as warned:
+        report(warned, node, ctx)
+        return warned.value
+
+
+def setter(attr: str, reader: Callable[[str], Any], max_args: int = 1, invalid: str | None = None) -> Kw:
+    """A keyword that stores its one parameter, read by `reader`, into `attr`. `invalid`, with `{}`
+    for the parameter, is the keyword's own message after the reader's when the value is bad."""
     def fn(node: Node, target: Any, ctx: Ctx) -> None:
         need(node, 1)
-        setattr(target, attr, reader(node.args[0]))
+        try:
+            value = accept(lambda: reader(node.args[0]), node, ctx)
+        except BadValue as exc:
+            raise exc.then(invalid.format(node.args[0])) if invalid else exc from None
+        setattr(target, attr, value)
     return Kw(fn, max_args=max_args)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pylvs.keepalived.blocks import Ctx, Kw, at, flag, run_block, setter, switch, text
+from pylvs.keepalived.blocks import VALUES, Ctx, Kw, at, flag, ignored, setter, switch, text
 from pylvs.keepalived.lexer import Node
 from pylvs.keepalived.model import (
     Config,
@@ -16,6 +16,7 @@ from pylvs.keepalived.model import (
     TrackFile,
     VrrpInstance,
 )
+from pylvs.keepalived.stream import dispatch, read_inner
 from pylvs.keepalived.values import BadValue, need, parse_range, read_file_weight, read_int, read_ip, read_timer
 
 LVS_MAX_TIMEOUT = 86400 * 31
@@ -73,7 +74,7 @@ def _script_user(node: Node, g: Any, ctx: Ctx) -> None:
 
 GLOBAL = {
     "router_id": setter("router_id", text),
-    "notification_email": Kw(_emails, block=True),
+    "notification_email": Kw(_emails, sub=VALUES),
     "notification_email_from": setter("notification_email_from", text),
     "smtp_server": setter("smtp_server", text, max_args=2),
     "smtp_connect_timeout": setter("smtp_connect_timeout", read_timer),
@@ -84,34 +85,49 @@ GLOBAL = {
     "rs_init_notifies": switch("rs_init_notifies"),
     "lvs_flush": switch("lvs_flush"),
     "lvs_flush_on_stop": Kw(_lvs_flush_on_stop, max_args=1),
+    "lvs_flush_onstop": Kw(_lvs_flush_on_stop, max_args=1),
     "lvs_timeouts": Kw(_lvs_timeouts),
     "lvs_sync_daemon": Kw(_lvs_sync_daemon),
     "notify_fifo": setter("notify_fifo", text, max_args=3),
     "lvs_notify_fifo": setter("lvs_notify_fifo", text, max_args=3),
     "enable_script_security": switch("enable_script_security"),
     "script_user": Kw(_script_user, max_args=2),
-    "net_namespace_ipvs": setter("net_namespace_ipvs", text),
     "nftables_ipvs": switch("nftables_ipvs"),
 }
 
-# Global keywords keepalived knows that are about VRRP, BFD, SNMP, processes...: accepted silently.
-_GLOBAL_OTHER_PREFIXES = ("vrrp_", "bfd_", "snmp", "enable_snmp", "enable_traps", "dbus", "checker_",
-                          "max_auto_priority", "min_auto_priority_delay", "umask", "instance",
-                          "dynamic_interfaces", "default_interface", "random_seed", "process_names",
-                          "process_name", "linkbeat_", "nftables", "iptables", "ipset", "notify_fifo_script",
-                          "lvs_notify_fifo_script", "smtp_helo_name", "smtp_alert_vrrp", "no_email_faults",
-                          "script_", "child_wait_time", "disable_local_igmp", "use_pid_dir", "net_namespace",
-                          "namespace_with_ipsets", "reload_", "config_save_dir", "data_use_instance",
-                          "startup_script", "shutdown_script", "fifo_write_vrrp_states_on_reload",
-                          "local_name", "tmp_config_directory", "json_version", "secure_fd_passing",
-                          "include_check", "keepalived_script", "vrrp", "garp_", "gna_", "lvs_netlink",
-                          "network_namespace", "cpu_affinity", "rlimit", "sync_interface", "ipvs_")
-
-
-def _global_other(keyword: str) -> bool:
-    return keyword.startswith(_GLOBAL_OTHER_PREFIXES) or keyword.endswith(("_process_name", "_priority",
-                                                                           "_no_swap", "_cpu_affinity",
-                                                                           "_rlimit_rttime"))
+# Every keyword of keepalived 2.2.7's global_defs (core/global_parser.c). Those pylvs has no use
+# for (VRRP, SNMP, process settings...) are accepted without a word; anything else is unknown.
+KEEPALIVED_GLOBAL = (
+    "process_names", "process_name", "vrrp_process_name", "checker_process_name", "lvs_process_name",
+    "bfd_process_name", "router_id", "notification_email_from", "smtp_server", "smtp_helo_name",
+    "smtp_connect_timeout", "notification_email", "smtp_alert", "startup_script", "startup_script_timeout",
+    "shutdown_script", "shutdown_script_timeout", "max_auto_priority", "min_auto_priority_delay",
+    "smtp_alert_vrrp", "smtp_alert_checker", "checker_log_all_failures", "dynamic_interfaces", "no_email_faults",
+    "default_interface", "disable_local_igmp", "lvs_timeouts", "lvs_flush", "lvs_flush_on_stop",
+    "lvs_flush_onstop", "lvs_sync_daemon", "vrrp_mcast_group4", "vrrp_mcast_group6", "vrrp_garp_master_delay",
+    "vrrp_garp_master_repeat", "vrrp_garp_master_refresh", "vrrp_garp_master_refresh_repeat",
+    "vrrp_garp_lower_prio_delay", "vrrp_garp_lower_prio_repeat", "vrrp_down_timer_adverts", "vrrp_garp_interval",
+    "vrrp_gna_interval", "vrrp_min_garp", "vrrp_garp_extra_if", "vrrp_vmac_garp_intvl",
+    "vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert", "vrrp_version", "vrrp_iptables", "vrrp_ipsets",
+    "nftables", "nftables_priority", "nftables_ifindex", "nftables_ipvs", "nftables_ipvs_priority",
+    "nftables_ipvs_start_fwmark", "nftables_counters", "vrrp_check_unicast_src", "vrrp_skip_check_adv_addr",
+    "vrrp_strict", "vrrp_priority", "vrrp_no_swap", "vrrp_rt_priority", "vrrp_cpu_affinity", "vrrp_rlimit_rttime",
+    "vrrp_rlimit_rtime", "notify_fifo", "notify_fifo_script", "vrrp_notify_fifo", "vrrp_notify_fifo_script",
+    "vrrp_notify_priority_changes", "fifo_write_vrrp_states_on_reload", "lvs_notify_fifo",
+    "lvs_notify_fifo_script", "checker_priority", "checker_no_swap", "checker_rt_priority",
+    "checker_cpu_affinity", "checker_rlimit_rttime", "checker_rlimit_rtime", "bfd_priority", "bfd_no_swap",
+    "bfd_rt_priority", "bfd_cpu_affinity", "bfd_rlimit_rttime", "bfd_rlimit_rtime", "snmp_socket", "enable_traps",
+    "enable_snmp_vrrp", "enable_snmp_keepalived", "enable_snmp_rfc", "enable_snmp_rfcv2", "enable_snmp_rfcv3",
+    "enable_snmp_checker", "enable_dbus", "dbus_service_name", "script_user", "enable_script_security",
+    "vrrp_netlink_cmd_rcv_bufs", "vrrp_netlink_cmd_rcv_bufs_force", "vrrp_netlink_monitor_rcv_bufs",
+    "vrrp_netlink_monitor_rcv_bufs_force", "process_monitor_rcv_bufs", "process_monitor_rcv_bufs_force",
+    "lvs_netlink_cmd_rcv_bufs", "lvs_netlink_cmd_rcv_bufs_force", "lvs_netlink_monitor_rcv_bufs",
+    "lvs_netlink_monitor_rcv_bufs_force", "rs_init_notifies", "no_checker_emails", "vrrp_rx_bufs_policy",
+    "vrrp_rx_bufs_multiplier", "vrrp_startup_delay", "log_unknown_vrids", "vmac_prefix", "vmac_addr_prefix",
+    "umask", "random_seed", "reload_check_config", "reload_time_file", "reload_repeat", "reload_file",
+    "include_check", "config_save_dir", "tmp_config_directory", "data_use_instance",
+)
+GLOBAL = {**{name: Kw(ignored) for name in KEEPALIVED_GLOBAL}, **GLOBAL}
 
 
 # -- SSL, track_file, local_address_group, vrrp_instance -----------------------------------------
@@ -156,8 +172,9 @@ def _vrrp_vips(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
 
 def _vrrp_syncd(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
     need(node, 1)
-    ctx.diags.warn("Specifying lvs_sync_daemon_interface against a vrrp is deprecated. "
-                   "Please use global lvs_sync_daemon", node)
+    # keepalived's VRRP process says it in two lines
+    ctx.diags.warn(f"({vi.name}) Specifying lvs_sync_daemon_interface against a vrrp is deprecated.", node)
+    ctx.diags.warn("        Please use global lvs_sync_daemon", node)
     vi.lvs_sync_daemon_interface = node.args[0]
 
 
@@ -166,30 +183,37 @@ VRRP = {
     "interface": setter("interface", text),
     "virtual_router_id": setter("virtual_router_id", lambda s: read_int(s, 1, 255)),
     "priority": setter("priority", lambda s: read_int(s, 1, 255)),
-    "virtual_ipaddress": Kw(_vrrp_vips, block=True),
+    "virtual_ipaddress": Kw(_vrrp_vips),
     "lvs_sync_daemon_interface": Kw(_vrrp_syncd, max_args=1),
 }
 
 
 
 def global_defs(node: Node, config: Config, ctx: Ctx) -> None:
-    run_block(node.children or [], GLOBAL, config.global_defs, ctx, ignore=_global_other)
+    """keepalived's checker process skips global_defs, counting braces (its parent reads it and
+    hands the values over): the block's extent is the checker's, its contents the parent's."""
+    read_inner(node, GLOBAL, config.global_defs, ctx)
 
 
-def ssl_block(node: Node, config: Config, ctx: Ctx) -> None:
+def ssl_block(node: Node, config: Config, ctx: Ctx) -> SSLConfig:
     if config.ssl is not None:
         ctx.diags.warn("SSL context already specified - replacing", node)
     config.ssl = SSLConfig()
-    run_block(node.children or [], SSL_KW, config.ssl, ctx)
+    return config.ssl
 
 
-def track_file(node: Node, config: Config, ctx: Ctx) -> None:
+def _track_file(node: Node, config: Config, ctx: Ctx) -> TrackFile:
     need(node, 1)
-    tf = TrackFile(node.args[0], at=at(node))
-    run_block(node.children or [], TRACK_FILE, tf, ctx)
+    return TrackFile(node.args[0], at=at(node))
+
+
+def _track_file_end(node: Node, config: Config, tf: TrackFile, ctx: Ctx) -> None:
     if not tf.file:
         raise BadValue(f"No file set for track_file {tf.name} - ignoring")
     config.track_files[tf.name] = tf
+
+
+TRACK_FILE_KW = Kw(_track_file, sub=TRACK_FILE, close=_track_file_end, max_args=1)
 
 
 def local_address_group(node: Node, config: Config, ctx: Ctx) -> None:
@@ -212,5 +236,5 @@ def local_address_group(node: Node, config: Config, ctx: Ctx) -> None:
 def vrrp_instance(node: Node, config: Config, ctx: Ctx) -> None:
     need(node, 1)
     vi = VrrpInstance(node.args[0], at=at(node))
-    run_block(node.children or [], VRRP, vi, ctx, ignore=lambda _kw: True)
+    dispatch(node.children or [], VRRP, vi, ctx)
     config.vrrp_instances[vi.name] = vi

@@ -54,13 +54,13 @@ def expand(vs: VirtualServer, config: Config) -> list[ServiceSpec]:
     """Every IPVS service the virtual_server stands for, in configuration order."""
     proto = vs.protocol or "TCP"
     if vs.fwmark is not None:
-        return [ServiceSpec(None, 0, proto, vs.fwmark, vs.ip_family or 4)]
+        return [ServiceSpec(None, 0, proto, vs.fwmark, vs.family)]
     if vs.group is None:
         return [ServiceSpec(vs.addr, vs.port or 0, proto, family=vs.family)]
     specs: list[ServiceSpec] = []
     for entry in config.virtual_server_groups[vs.group].entries:
         if entry.fwmark is not None:
-            specs.append(ServiceSpec(None, 0, proto, entry.fwmark, entry.family or vs.ip_family or 4))
+            specs.append(ServiceSpec(None, 0, proto, entry.fwmark, entry.family or vs.family))
             continue
         for addr in entry.addresses():
             specs.append(ServiceSpec(addr, entry.port or 0, proto, family=ipaddress.ip_address(addr).version))

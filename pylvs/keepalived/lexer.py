@@ -14,7 +14,10 @@ The rules follow keepalived's reader (reference §0):
   line continuation keepalived has), `$NAME` / `${NAME}` substitution, and `@id` / `@^id`
   conditional lines matched against the config id.
 
-Unbalanced braces are fatal here (keepalived only logs them and then misreads the blocks).
+White space is keepalived's: space, tab, form feed, newline, carriage return and vertical tab,
+nothing else. A no-break space (U+00A0) or any other Unicode space is part of a word, as the
+bytes are for keepalived. Which `{`/`}` opens or closes which block is decided by the keyword
+tables (`stream`), not here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pylvs.keepalived.errors import ConfigError, Diagnostics
 
 INCLUDES = ("include", "includer", "includem", "includew", "includeb", "includea")
 MAX_INCLUDE_DEPTH = 32
-_DEF_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+WHITE = " \t\f\n\r\v"  # keepalived's WHITE_SPACE_STR
+BLANK = " \t"  # what it strips around a line (isblank in the C locale)
+_DEF_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)$")
 _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -51,6 +56,8 @@ class Node:
     file: str
     line: int
     children: list[Node] | None = None
+    closing: Line | None = None  # the line that ended its block (where keepalived reports from after it)
+    inner: list[Line] | None = None  # a skipped block's lines, as read
 
     @property
     def words(self) -> list[str]:
@@ -83,7 +90,7 @@ def decomment(text: str) -> tuple[str, bool]:
             quote = not quote
         elif c == "\\":
             if i + 1 == len(text):
-                return "".join(out).strip(" \t"), True
+                return "".join(out).strip(BLANK), True
             nxt = text[i + 1]
             if not quote and nxt in "#!":
                 out.append(nxt)  # an escaped comment character is literal
@@ -95,7 +102,7 @@ def decomment(text: str) -> tuple[str, bool]:
             break
         out.append(c)
         i += 1
-    return "".join(out).strip(" \t\r\n\v\f"), False
+    return "".join(out).strip(BLANK), False
 
 
 def split_braces(text: str) -> list[str]:
@@ -113,7 +120,7 @@ def split_braces(text: str) -> list[str]:
         else:
             current.append(c)
     parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip(BLANK) for p in parts if p.strip(BLANK)]
 
 
 def split_words(text: str, file: str, line: int) -> list[str]:
@@ -121,7 +128,7 @@ def split_words(text: str, file: str, line: int) -> list[str]:
     words: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        if text[i].isspace():
+        if text[i] in WHITE:
             i += 1
             continue
         if text[i] == '"':
@@ -132,7 +139,7 @@ def split_words(text: str, file: str, line: int) -> list[str]:
             i = end + 1
             continue
         start = i
-        while i < n and not text[i].isspace() and text[i] != '"':
+        while i < n and text[i] not in WHITE and text[i] != '"':
             i += 1
         words.append(text[start:i])
     return words
@@ -146,13 +153,13 @@ def split_command(text: str) -> list[str]:
     words: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        while i < n and text[i].isspace():
+        while i < n and text[i] in WHITE:
             i += 1
         if i >= n:
             break
         word: list[str] = []
         quote = ""
-        while i < n and (quote or not text[i].isspace()):
+        while i < n and (quote or text[i] not in WHITE):
             c = text[i]
             if c == "\\" and i + 1 < n:
                 i, ch = _escape(text, i + 1)
@@ -255,7 +262,7 @@ def _logical_lines(raw_lines: list[str], path: str, state: _State) -> Iterator[t
                 continue
         m = _DEF_RE.match(text)
         if m:
-            value = m.group(2).strip()
+            value = m.group(2).strip(BLANK)
             d = _Definition([value] if value else [])
             state.defs[m.group(1)] = d
             pending = d if cont else None
@@ -273,11 +280,11 @@ def _conditional(text: str, config_id: str | None) -> str:
     """`@id line` is kept only on that config id, `@^id line` everywhere else."""
     negate = text.startswith("@^")
     body = text[2:] if negate else text[1:]
-    parts = body.split(None, 1)
-    if len(parts) < 2:
+    cut = min((i for i in (body.find(" "), body.find("\t")) if i >= 0), default=-1)
+    if cut < 0:
         return ""
-    matches = config_id is not None and parts[0] == config_id
-    return parts[1] if matches != negate else ""
+    matches = config_id is not None and body[:cut] == config_id
+    return body[cut:].lstrip(BLANK) if matches != negate else ""
 
 
 def _include(words: list[str], base: str, file: str, line: int, state: _State, depth: int) -> Iterator[Line]:
@@ -312,10 +319,16 @@ def _read(path: str, state: _State, depth: int) -> Iterator[Line]:
             raise ConfigError(f"Configuration file '{path}' is not a regular non-executable file")
         state.diags.warn(f"Configuration file '{path}' is not a regular non-executable file - skipping")
         return
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        raw_lines = fh.readlines()
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        raw_lines = _split_lines(fh.read())
     state.files.append(path)
     yield from _statements(raw_lines, path, os.path.dirname(path), state, depth)
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines end at newline only, as fgets reads them (a lone CR, FF, VT or U+2028 does not end one)."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _statements(raw_lines: list[str], path: str, base: str, state: _State, depth: int) -> Iterator[Line]:
@@ -344,38 +357,4 @@ def read_lines(path: str, diags: Diagnostics, config_id: str | None = None,
 def read_text_lines(text: str, name: str, diags: Diagnostics, base: str = ".",
                     config_id: str | None = None) -> list[Line]:
     """As `read_lines` for configuration text held in memory (includes relative to `base`)."""
-    return list(_statements(text.splitlines(), name, base, _State(diags, config_id), 0))
-
-
-def build_tree(lines: list[Line]) -> list[Node]:
-    """Nest statements by braces; a `{` belongs to the statement just before it."""
-    root: list[Node] = []
-    stack: list[tuple[Node, list[Node]]] = []
-    level = root
-    last: Node | None = None  # the statement a following `{` would open
-    for ln in lines:
-        if ln.words == ["{"]:
-            if last is None or last.children is not None:
-                raise ConfigError("Unexpected '{' - no keyword before it", ln.file, ln.line)
-            last.children = []
-            stack.append((last, level))
-            level = last.children
-            last = None
-        elif ln.words == ["}"]:
-            if not stack:
-                raise ConfigError("Extra '}' found", ln.file, ln.line)
-            _, level = stack.pop()
-            last = None
-        else:
-            last = Node(ln.words[0], ln.words[1:], ln.file, ln.line)
-            level.append(last)
-    if stack:
-        node = stack[-1][0]
-        raise ConfigError(f"There are {len(stack)} missing '}}'s or extra '{{'s (block '{node.keyword}' "
-                          f"opened here is not closed)", node.file, node.line)
-    return root
-
-
-def read_tree(path: str, diags: Diagnostics, config_id: str | None = None,
-              files: list[str] | None = None) -> list[Node]:
-    return build_tree(read_lines(path, diags, config_id, files))
+    return list(_statements(_split_lines(text), name, base, _State(diags, config_id), 0))

@@ -367,7 +367,8 @@ class VirtualServer:
     quorum_down: Script | None = None
     sorry_server: SorryServer | None = None
     smtp_alert: bool | None = None
-    ip_family: int | None = None
+    ip_family: int | None = None  # as written (`ip_family`)
+    af: int | None = None  # keepalived's vs->af: the address's, ip_family's, or the first non-tunnelled server's
     weight: int = 1
     snmp_name: str | None = None
     laddr_group_name: str | None = None
@@ -389,7 +390,7 @@ class VirtualServer:
     def family(self) -> int:
         if self.addr is not None:
             return family_of(self.addr)
-        return self.ip_family or 4
+        return self.af or self.ip_family or 4
 
 
 @dataclass

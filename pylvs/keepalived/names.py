@@ -6,7 +6,8 @@ from pylvs.keepalived.model import RealServer, SorryServer, VirtualServer
 
 
 def proto_name(vs: VirtualServer) -> str:
-    return (vs.protocol or "TCP").lower()
+    """As inet_sockaddrtotrio names it: `none` while no protocol is set, and for fwmark services."""
+    return (vs.protocol or "none").lower()
 
 
 def trio(addr: str, proto: str, port: int | None) -> str:

@@ -54,31 +54,51 @@ def _zero_port(vs: VirtualServer, config: Config) -> bool:
 
 
 def _service_defaults(vs: VirtualServer, config: Config, diags: Diagnostics) -> None:
+    """keepalived 2.2.7's checks of a virtual server itself, in its order and words."""
     name = format_vs(vs)
+    if vs.ha_suspend and _uses_fwmark(vs, config):
+        diags.error(f"Virtual server {name}: cannot use ha_suspend with fwmarks - clearing ha_suspend", vs.at)
+        vs.ha_suspend = False
+    if _uses_addresses(vs, config):
+        if vs.protocol is None:
+            diags.warn(f"Virtual server {name}: no protocol set - defaulting to UDP", vs.at)
+            vs.protocol = "UDP"
+        if vs.ops and vs.protocol != "UDP":
+            diags.warn(f"Virtual server {name}: one packet scheduling requires UDP - resetting", vs.at)
+            vs.ops = False
+    if _zero_port(vs, config) and not vs.persistence_timeout:
+        diags.warn(f"Virtual server {name}: zero port only valid for persistent services - setting", vs.at)
+        vs.persistence_timeout = DEFAULT_PERSISTENCE_TIMEOUT
+    if vs.protocol is not None and not _uses_addresses(vs, config):
+        diags.warn(f"Warning: Virtual server {name}: protocol specified for fwmark - protocol will be ignored",
+                   vs.at)
+        vs.protocol = None
+    name = format_vs(vs)  # with the protocol as now set
     if vs.scheduler is None:
         diags.warn(f"Virtual server {name}: no scheduler set, setting default '{DEFAULT_SCHEDULER}'", vs.at)
         vs.scheduler = DEFAULT_SCHEDULER
-    if vs.forwarding is None:
-        diags.warn(f"Virtual server {name}: no forwarding method set, setting default NAT", vs.at)
-        vs.forwarding = Forwarding("NAT")
-    if vs.fwmark is not None:
-        if vs.protocol is not None:
-            diags.warn(f"Virtual server {name}: protocol specified for fwmark - protocol will be ignored", vs.at)
-            vs.protocol = None
-        if vs.ha_suspend:
-            diags.error(f"Virtual server {name}: cannot use ha_suspend with fwmark - clearing ha_suspend", vs.at)
-            vs.ha_suspend = False
-    elif vs.protocol is None:
-        diags.warn(f"Virtual server {format_vs(vs)}: no protocol set - defaulting to UDP", vs.at)
-        vs.protocol = "UDP"
-    if vs.ops and vs.protocol != "UDP":
-        diags.warn(f"Virtual server {format_vs(vs)}: one packet scheduling requires UDP - resetting", vs.at)
-        vs.ops = False
-    if _zero_port(vs, config) and not vs.persistence_timeout:
-        diags.warn(f"Virtual server {format_vs(vs)}: zero port only valid for persistent services - setting", vs.at)
-        vs.persistence_timeout = DEFAULT_PERSISTENCE_TIMEOUT
     if vs.laddr_group_name and vs.laddr_group_name not in config.local_address_groups:
-        diags.error(f"Virtual server {format_vs(vs)}: local_address_group {vs.laddr_group_name} not found", vs.at)
+        diags.error(f"Virtual server {name}: local_address_group {vs.laddr_group_name} not found", vs.at)
+
+
+def _uses_fwmark(vs: VirtualServer, config: Config) -> bool:
+    if vs.group is not None:
+        return any(e.fwmark is not None for e in config.virtual_server_groups[vs.group].entries)
+    return vs.fwmark is not None
+
+
+def _uses_addresses(vs: VirtualServer, config: Config) -> bool:
+    if vs.group is not None:
+        return any(e.fwmark is None for e in config.virtual_server_groups[vs.group].entries)
+    return vs.fwmark is None
+
+
+def _default_method(vs: VirtualServer, diags: Diagnostics) -> Forwarding:
+    """The virtual server's method for a server without its own; NAT, said once, when unset."""
+    if vs.forwarding is None:
+        diags.warn(f"Virtual server {format_vs(vs)}: no forwarding method set, setting default NAT", vs.at)
+        vs.forwarding = Forwarding("NAT")
+    return copy.deepcopy(vs.forwarding)
 
 
 def _resolve_port(vs: VirtualServer, server: RealServer | SorryServer, method: str, what: str,
@@ -86,15 +106,21 @@ def _resolve_port(vs: VirtualServer, server: RealServer | SorryServer, method: s
     """NAT: a missing port is the VS port; DR/TUN: the port must be the VS port (fwmark: 0)."""
     if vs.group is not None:
         return  # resolved per service entry when translated
-    if vs.fwmark is not None:
-        if method in ("DR", "TUN"):
-            server.port = 0
+    if method not in ("DR", "TUN"):
+        if vs.fwmark is None and server.port is None:
+            server.port = vs.port or 0
         return
-    if server.port is None:
+    if vs.fwmark is not None:
+        if server.port:
+            detail = f"real server {format_rs(vs, server)}" if what == "real server" else "sorry server"
+            lead = "fwmark virtual server" if what == "real server" else "virtual server"
+            diags.warn(f"WARNING - {lead} {format_vs(vs)}, {detail} has port specified - clearing", server.at)
+        server.port = 0
+    elif server.port is None:
         server.port = vs.port or 0
-    elif method in ("DR", "TUN") and server.port != (vs.port or 0):
-        diags.warn(f"WARNING - virtual server {format_vs(vs)} and {what} {format_rs(vs, server)} ports don't match "
-                   f"- resetting", server.at)
+    elif server.port != (vs.port or 0):
+        detail = f"real server {format_rs(vs, server)}" if what == "real server" else "sorry server"
+        diags.warn(f"WARNING - virtual server {format_vs(vs)} and {detail} ports don't match - resetting", server.at)
         server.port = vs.port or 0
 
 
@@ -130,8 +156,6 @@ def _checker(chk: Checker, rs: RealServer, vs: VirtualServer, g: GlobalDefs, con
     if isinstance(chk, ConnectChecker):
         chk.connect_timeout = first(chk.connect_timeout, rs.connect_timeout, vs.connect_timeout,
                                     DEFAULT_CONNECT_TIMEOUT)
-        if not chk.connect_port and not rs.port and chk.kind != "PING_CHECK":
-            diags.warn(f"{chk.kind} for real server {format_rs(vs, rs)} has no port - set connect_port", chk.at)
     if isinstance(chk, HttpCheck):
         chk.virtualhost = first(chk.virtualhost, rs.virtualhost, vs.virtualhost)
     if isinstance(chk, MiscCheck):
@@ -142,57 +166,110 @@ def _checker(chk: Checker, rs: RealServer, vs: VirtualServer, g: GlobalDefs, con
 def _real_servers(vs: VirtualServer, g: GlobalDefs, config: Config, diags: Diagnostics) -> None:
     name = format_vs(vs)
     kept: list[RealServer] = []
-    seen: set[tuple[str, int | None]] = set()
+    written: set[tuple[str, int | None]] = set()
     for rs in vs.real_servers:
-        rs.forwarding = rs.forwarding or copy.deepcopy(vs.forwarding)
-        assert rs.forwarding is not None
-        if vs.addr is not None and rs.family != vs.family and rs.forwarding.method != "TUN":
-            diags.warn(f"Address family of virtual server and real server {rs.addr} don't match - skipping "
-                       f"real server.", rs.at)
+        if (rs.addr, rs.port) in written:
+            diags.warn(f"VS {name}: real server {format_rs(vs, rs)} is duplicated - removing second rs", rs.at)
             continue
-        _resolve_port(vs, rs, rs.forwarding.method, "real server", diags)
-        if (rs.addr, rs.port) in seen:
-            diags.warn(f"Virtual server {name}: real server {format_rs(vs, rs)} is duplicated - removing second rs",
-                       rs.at)
-            continue
-        seen.add((rs.addr, rs.port))
+        written.add((rs.addr, rs.port))
+        rs.forwarding = rs.forwarding or _default_method(vs, diags)
         rs.weight = vs.weight if rs.weight is None else rs.weight
         rs.inhibit_on_failure = bool(first(rs.inhibit_on_failure, vs.inhibit_on_failure))
         rs.alpha = bool(first(rs.alpha, vs.alpha))
-        rs.checkers = [c for c in rs.checkers if _checker(c, rs, vs, g, config, diags)]
         kept.append(rs)
     vs.real_servers = kept
+    if vs.sorry_server is not None:
+        ss = vs.sorry_server
+        ss.forwarding = ss.forwarding or _default_method(vs, diags)
+        for rs in kept:
+            if (rs.addr, rs.port) == (ss.addr, ss.port):
+                ss.inhibit = bool(rs.inhibit_on_failure)  # one IPVS entry, one inhibit setting
+    if vs.forwarding is None:
+        vs.forwarding = Forwarding("NAT")  # every server has its own: keepalived says nothing
 
 
-def _sorry_server(vs: VirtualServer, diags: Diagnostics) -> None:
-    ss = vs.sorry_server
-    if ss is None:
-        return
-    ss.forwarding = ss.forwarding or copy.deepcopy(vs.forwarding)
-    assert ss.forwarding is not None
-    if vs.addr is not None and family_of(ss.addr) != vs.family and ss.forwarding.method != "TUN":
-        diags.warn(f"Address family of virtual server and sorry server {ss.addr} don't match - skipping sorry "
-                   f"server.", ss.at)
-        vs.sorry_server = None
-        return
-    _resolve_port(vs, ss, ss.forwarding.method, "sorry server", diags)
+def _ports(vs: VirtualServer, diags: Diagnostics) -> None:
+    """Ports as keepalived corrects them, then the duplicates that only the correction reveals
+    (keepalived would add the same destination twice; pylvs keeps the first)."""
+    seen: set[tuple[str, int | None]] = set()
+    kept: list[RealServer] = []
     for rs in vs.real_servers:
-        if (rs.addr, rs.port) == (ss.addr, ss.port):
-            ss.inhibit = bool(rs.inhibit_on_failure)  # one IPVS entry, one inhibit setting
+        assert rs.forwarding is not None
+        written = rs.port
+        _resolve_port(vs, rs, rs.forwarding.method, "real server", diags)
+        _checker_ports(vs, rs, written, diags)
+        if (rs.addr, rs.port) in seen:
+            diags.warn(f"pylvs: VS {format_vs(vs)}: real server {format_rs(vs, rs)} is duplicated once its port is "
+                       f"set - removing second rs", rs.at)
+            continue
+        seen.add((rs.addr, rs.port))
+        kept.append(rs)
+    vs.real_servers = kept
+    ss = vs.sorry_server
+    if ss is not None:
+        assert ss.forwarding is not None
+        _resolve_port(vs, ss, ss.forwarding.method, "sorry server", diags)
+
+
+def _checker_ports(vs: VirtualServer, rs: RealServer, written: int | None, diags: Diagnostics) -> None:
+    """A checker without connect_port connects to the real server's port as written: keepalived
+    copies the address when the checker is read, before the port rules above change it. Without
+    a written port keepalived checks port 0; pylvs checks the port the rules gave, and says so."""
+    for chk in rs.checkers:
+        if not isinstance(chk, ConnectChecker) or chk.kind == "PING_CHECK" or chk.connect_port is not None:
+            continue
+        if written is not None:
+            chk.connect_port = written
+            continue
+        checked = f"pylvs checks port {rs.port}" if rs.port else "so does pylvs"
+        diags.warn(f"pylvs: {chk.kind} for real server {format_rs(vs, rs)} has no port: keepalived checks port 0, "
+                   f"{checked} - set connect_port", chk.at)
 
 
 def _quorum(vs: VirtualServer, diags: Diagnostics) -> None:
     name = format_vs(vs)
     total = min(sum(max(0, rs.weight or 0) for rs in vs.real_servers), MAX_WEIGHT)
     if vs.quorum > total:
-        diags.warn(f"Warning - quorum {vs.quorum} for {name} exceeds total weight {total}, reducing to {total}",
-                   vs.at)
+        diags.warn(f"Warning - quorum {vs.quorum} for {name} exceeds total weight of real servers {total}, reducing "
+                   f"quorum to {total}", vs.at)
         vs.quorum = total
     if vs.hysteresis and vs.hysteresis >= vs.quorum:
         new = max(0, vs.quorum - 1)
         diags.warn(f"Virtual server {name}: hysteresis {vs.hysteresis} >= quorum {vs.quorum}; setting hysteresis "
                    f"to {new}", vs.at)
         vs.hysteresis = new
+
+
+def _checkers(vs: VirtualServer, g: GlobalDefs, config: Config, diags: Diagnostics) -> None:
+    for rs in vs.real_servers:
+        rs.checkers = [c for c in rs.checkers if _checker(c, rs, vs, g, config, diags)]
+
+
+def _linked(vs: VirtualServer, config: Config, diags: Diagnostics) -> bool:
+    """keepalived's link_vsg_to_vs, before the checks: a group virtual server needs its group, and
+    the group's address families must fit the virtual server's."""
+    if vs.group is None:
+        return True
+    group = config.virtual_server_groups.get(vs.group)
+    name = format_vs(vs)
+    if group is None:
+        diags.error(f"Virtual server group {vs.group} specified but not configured - ignoring virtual server {name}",
+                    vs.at)
+        return False
+    have = {family_of(e.first) if e.first else e.family for e in group.entries} - {None}
+    if have == {4, 6} and vs.af is not None:
+        diags.error(f"{vs.group}: virtual server group with IPv4 & IPv6 doesn't match virtual server {name} - "
+                    f"ignoring", vs.at)
+        return False
+    if vs.af is not None and have and vs.af not in have:
+        diags.error(f"{vs.group}: address family doesn't match virtual server {name} - ignoring", vs.at)
+        return False
+    if len(have) == 1:
+        vs.af = vs.af or have.pop()
+    elif vs.af is None and any(e.fwmark is not None and e.family is None for e in group.entries):
+        diags.warn(f"{vs.group}: Virtual server {name} address family cannot be determined, defaulting to IPv4",
+                   vs.at)
+    return True
 
 
 def validate(config: Config, diags: Diagnostics | None = None) -> Config:
@@ -204,24 +281,23 @@ def validate(config: Config, diags: Diagnostics | None = None) -> Config:
                 g.lvs_sync_daemon = SyncDaemon(vi.lvs_sync_daemon_interface, vi.name)
                 break
     kept: list[VirtualServer] = []
-    keys: set[tuple] = set()
-    for vs in config.virtual_servers:
-        if vs.group is not None and vs.group not in config.virtual_server_groups:
-            diags.error(f"Virtual server group {vs.group} specified but not configured - ignoring virtual server "
-                        f"{format_vs(vs)}", vs.at)
-            continue
-        _service_defaults(vs, config, diags)
-        _real_servers(vs, g, config, diags)
+    for vs in [vs for vs in config.virtual_servers if _linked(vs, config, diags)]:
         if not vs.real_servers:
             diags.warn(f"Virtual server {format_vs(vs)} has no real servers - ignoring", vs.at)
             continue
+        _service_defaults(vs, config, diags)
+        _real_servers(vs, g, config, diags)
+        _quorum(vs, diags)
+        _ports(vs, diags)
+        kept.append(vs)
+    config.virtual_servers = []
+    keys: set[tuple] = set()
+    for vs in kept:
         if vs.key in keys:
-            diags.error(f"Virtual server {format_vs(vs)} is duplicated - ignoring the second one", vs.at)
+            diags.error(f"pylvs: virtual server {format_vs(vs)} is duplicated - ignoring the second one", vs.at)
             continue
         keys.add(vs.key)
-        _sorry_server(vs, diags)
-        _quorum(vs, diags)
-        kept.append(vs)
-    config.virtual_servers = kept
+        _checkers(vs, g, config, diags)
+        config.virtual_servers.append(vs)
     config.diagnostics = diags.items
     return config

@@ -7,35 +7,108 @@ A missing parameter is fatal (keepalived exits), so `need` raises `ConfigError`.
 from __future__ import annotations
 
 import ipaddress
-import math
+import re
+from typing import Any
 
 from pylvs.keepalived.errors import ConfigError
-from pylvs.keepalived.lexer import Node, split_command
+from pylvs.keepalived.lexer import WHITE, Node, split_command
 from pylvs.keepalived.model import Script
 
-TIMER_MAX = 1e9  # keepalived caps timers far beyond any real use
+UINT_MAX = 2**32 - 1
+TIMER_MAXIMUM = 2**64 - 2  # microseconds (keepalived's TIMER_MAXIMUM, ULONG_MAX - 1)
 
 
 class BadValue(ValueError):
-    pass
+    """A rejected value. `messages` are what keepalived logs for it, in order: usually the number
+    reader's complaint, then the keyword's own (`then`)."""
+
+    def __init__(self, *messages: str):
+        super().__init__(messages[-1] if messages else "")
+        self.messages = messages
+
+    def then(self, message: str) -> BadValue:
+        return BadValue(*self.messages, message)
+
+
+class Warned(BadValue):
+    """A value keepalived complains about and uses all the same: `value`, after `messages`."""
+
+    def __init__(self, value: Any, *messages: str):
+        super().__init__(*messages)
+        self.value = value
 
 
 def need(node: Node, count: int) -> None:
     """Fail like keepalived's null_strvec when fewer than `count` parameters follow the keyword."""
     if len(node.args) < count:
         pos = len(node.args) + 2
-        raise ConfigError(f"Configuration line starting `{node.keyword}` is missing a parameter after keyword "
+        raise ConfigError(f"*** Configuration line starting `{node.keyword}` is missing a parameter after keyword "
                           f"`{node.words[-1]}` at word position {pos}", node.file, node.line)
 
 
-def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1) -> int:
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise BadValue(f"invalid number '{text}'") from None
-    if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{lo}, {hi}]")
-    return value
+# keepalived's number readers (lib/parser.c) with ignore_error set, as the daemon runs them: a
+# word with something left after its digits is logged ("WARNING - invalid number") and, if the
+# digits read so far are in range, used; `strict` is for the handlers that pass ignore_error=false.
+# (`keepalived -t` prints the same messages without "WARNING - ", and refuses such integers.)
+_LEADING = re.compile(r"([+-]?)([0-9]*)")
+ULONG_MAX = 2**64 - 1
+
+
+def _strtoul(text: str) -> tuple[int, bool, bool]:
+    """strtoul/strtoull of a word: (value, nothing left over, overflow)."""
+    body = text.lstrip(WHITE)
+    match = _LEADING.match(body)
+    assert match is not None
+    sign, digits = match.groups()
+    if not digits:
+        return 0, body == "", False
+    value = int(digits, 10)
+    if value > ULONG_MAX:
+        return ULONG_MAX, match.end() == len(body), True
+    return (ULONG_MAX + 1 - value) % (ULONG_MAX + 1) if sign == "-" else value, match.end() == len(body), False
+
+
+def _finish(value: Any, ok: bool, lenient: bool, message: str) -> Any:
+    if lenient and ok:
+        raise Warned(value, message)
+    raise BadValue(message)
+
+
+def read_unsigned(text: str, lo: int = 0, hi: int = UINT_MAX, strict: bool = False) -> int:
+    """keepalived's read_unsigned: an unsigned integer in [lo, hi], with its messages."""
+    warn = "" if strict else "WARNING - "
+    value, whole, overflow = _strtoul(text)
+    if text.lstrip(WHITE).startswith("-"):
+        message = f"{warn}negative number '{text}'"
+    elif not whole:
+        message = f"{warn}invalid number '{text}'"
+    elif overflow or value > UINT_MAX:
+        message = f"{warn}number '{text}' outside unsigned integer range"
+    elif not lo <= value <= hi:
+        message = f"{warn}number '{text}' outside range [{lo}, {hi}]"
+    else:
+        return value
+    return _finish(value, lo <= value <= hi, not strict, message)
+
+
+def read_int(text: str, lo: int = -(2**31), hi: int = 2**31 - 1, strict: bool = False) -> int:
+    """keepalived's read_int: a signed integer in [lo, hi], with its messages."""
+    warn = "" if strict else "WARNING - "
+    body = text.lstrip(WHITE)
+    match = _LEADING.match(body)
+    assert match is not None
+    sign, digits = match.groups()
+    value = int(sign + digits, 10) if digits else 0
+    whole = match.end() == len(body) and (bool(digits) or text == "")
+    if not whole:
+        message = f"{warn}invalid number '{text}'"
+    elif not -(2**31) <= value <= 2**31 - 1:
+        message = f"{warn}number '{text}' outside integer range"
+    elif not lo <= value <= hi:
+        message = f"number '{text}' outside range [{lo}, {hi}]"
+    else:
+        return value
+    return _finish(value, lo <= value <= hi, not strict, message)
 
 
 def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
@@ -47,25 +120,37 @@ def read_file_weight(node: Node, what: str) -> tuple[int, bool]:
     return weight, len(node.args) > 1
 
 
-def read_unsigned(text: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
-    if text.strip().startswith("-"):
-        raise BadValue(f"negative number '{text}'")
-    return read_int(text, lo, hi)
+def read_timer(text: str, lo: int = 0, hi: int = TIMER_MAXIMUM) -> float:
+    """keepalived's read_timer: seconds with up to 6 decimals, between lo and hi microseconds;
+    returns seconds. As in keepalived, more decimals are rounded with a warning, and a word with
+    something left over is logged and its leading digits used (as microseconds) when in range."""
+    warn = "WARNING - "
+    if text.startswith("-"):
+        raise BadValue(f"{warn}negative number '{text}'")
+    notes: list[str] = []
+    whole, _, fraction = text.partition(".")
+    round_up = False
+    if len(fraction) > 6:
+        notes.append(f"{warn}number '{text}' has too many decimal places")
+        round_up = fraction[6] >= "5"
+        fraction = fraction[:6]
+    value, complete, overflow = _strtoul(whole + fraction.ljust(6, "0"))
+    value += round_up
+    if not complete:
+        notes.append(f"{warn}invalid number '{text}'")
+    elif overflow:
+        raise BadValue(*notes, f"{warn}number '{text}' outside unsigned decimal range")
+    elif not lo <= value <= hi:
+        raise BadValue(*notes, f"{warn}number '{text}' outside range [{_micro(lo)}, {_micro(hi)}]")
+    if not complete and not lo <= value <= hi:
+        raise BadValue(*notes)
+    if notes:
+        raise Warned(value / 1_000_000, *notes)
+    return value / 1_000_000
 
 
-def read_timer(text: str, lo: float = 0.0, hi: float = TIMER_MAX) -> float:
-    """Seconds with fractions, microsecond resolution."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadValue(f"invalid number '{text}'") from None
-    if math.isinf(value):
-        raise BadValue(f"infinite number '{text}'")
-    if math.isnan(value):
-        raise BadValue(f"not a number '{text}'")
-    if not lo <= value <= hi:
-        raise BadValue(f"number '{text}' outside range [{lo:g}, {hi:g}]")
-    return round(value * 1_000_000) / 1_000_000
+def _micro(us: int) -> str:
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
 _TRUE = ("true", "on", "yes")
@@ -92,13 +177,31 @@ def read_ip(text: str, what: str = "address") -> str:
 
 
 def read_port(text: str, what: str = "port") -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadValue(f"Invalid {what} '{text}'") from None
-    if not 0 <= value <= 65535:
+    value, whole, _ = _strtoul(text)
+    if not whole or text.lstrip(WHITE).startswith("-") or not 0 <= value <= 65535:
         raise BadValue(f"Invalid {what} '{text}'")
     return value
+
+
+def read_sockaddr(ip: str, port: str | None) -> tuple[str, int | None]:
+    """keepalived's inet_stosockaddr: an address (from a '-' or '/' on, the word is ignored) and
+    a port 1..65535; a port of zeros is no port (None). A bad port raises the number's complaint,
+    a bad address a BadValue without a message: the caller says what was skipped."""
+    port_str = port if port and port.strip("0") else None
+    notes: tuple[str, ...] = ()
+    try:
+        number = read_unsigned(port_str, 1, 65535) if port_str is not None else None
+    except Warned as warned:
+        number, notes = warned.value, warned.messages
+    try:
+        address = ipaddress.ip_address(re.split("[-/]", ip, maxsplit=1)[0])
+    except ValueError:
+        raise BadValue(*notes) from None
+    if (address.version == 6) != (":" in ip):
+        raise BadValue(*notes)
+    if notes:
+        raise Warned((str(address), number), *notes)
+    return str(address), number
 
 
 def read_netmask(text: str) -> str:

@@ -166,7 +166,9 @@ def test_a_broken_reload_keeps_the_running_table(ka_lab):
         good = f.read()
     try:
         with open(lab.conf, "w") as f:
-            f.write(good + "\nvirtual_server 203.0.113.100 82 {\n")  # unbalanced brace: fatal
+            # a keyword missing its parameter is fatal (an unbalanced brace is not, in keepalived)
+            f.write(good + "\nvirtual_server 203.0.113.100 82 {\n  real_server 192.0.2.11 80 {\n    weight\n"
+                           "  }\n}\n")
         lab.lvsadm("--reload")
         time.sleep(2)
         assert table(lab) == before
@@ -181,7 +183,7 @@ def test_a_broken_config_at_start_exits_as_keepalived_does():
     try:
         path = os.path.join(lab.net.tmp, "bad.conf")
         with open(path, "w") as f:
-            f.write("virtual_server 203.0.113.100 80 {\n  lb_algo rr\n")
+            f.write("virtual_server 203.0.113.100 80 {\n  lb_algo\n}\n")
         r = subprocess.run(["ip", "netns", "exec", lab.net.name("director"), sys.executable, "-m", "pylvs.cli.lvsd",
                             "-i", "vip0", "--control", lab.control, "--keepalived", path],
                            capture_output=True, text=True, timeout=30)

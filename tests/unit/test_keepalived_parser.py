@@ -144,7 +144,7 @@ def test_method_names_are_case_sensitive_protocol_is_not():
     config = conf("virtual_server 10.0.0.1 80 {\n lb_kind dr\n protocol udp\n real_server 10.0.0.2 80 {\n }\n}\n")
     vs = config.virtual_servers[0]
     assert vs.forwarding.method == "NAT" and vs.protocol == "UDP"
-    assert "(keepalived.conf:2) PARSER : unknown [dr] routing method." in config.warnings
+    assert "(keepalived.conf:2) PARSER : unknown [dr] routing method for virtual server." in config.warnings
 
 
 def test_persistence_options():
@@ -187,10 +187,55 @@ def test_group_ranges_and_cidr():
     assert g.entries[1].addresses() == ["10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.11"]
     assert g.entries[2].fwmark == 5 and g.entries[2].family == 4 and len(g.entries) == 3
     assert "EMPTY" not in config.virtual_server_groups
-    text = "\n".join(config.warnings)
-    assert "(keepalived.conf:4) Invalid virtual server group IP address/prefix 10.0.0.9/30" in text
-    assert "(keepalived.conf:6) Invalid virtual server group IP address range 10.0.0.5-3" in text
-    assert "virtual server group EMPTY has no entries - removing" in text
+    assert config.warnings == [
+        "(keepalived.conf:4) Address mask bits not empty - 10.0.0.9/30 - skipping",
+        "(keepalived.conf:6) Address range end is not greater than address range start - 10.0.0.5-3 - skipping",
+        "(keepalived.conf:9) virtual server group EMPTY has no entries - removing",
+    ]
+
+
+def test_group_entries_as_keepalived_reads_them():
+    # the messages and lines of `keepalived -t` (2.2.7) for the same group; the daemon adds
+    # "WARNING - " to two of them, and keeps those two entries (-t drops them)
+    config = conf("""virtual_server_group G {
+ 10.0.0.5-5 80
+ 10.0.0.5-300
+ 10.0.0.5-7x 80
+ 10.0.0.1/33
+ 2001:db8::1-2001:db8::0
+ 10.0.0.1-2001:db8::5
+ fwmark x1
+ fwmark 7 ipx
+ 2001:db8::10-1f 443
+ 10.1.1.1 0
+ bogus 80
+}
+""")
+    assert config.warnings == [
+        "(keepalived.conf:2) Address range end is not greater than address range start - 10.0.0.5-5 - skipping",
+        "(keepalived.conf:3) Virtual server group range '10.0.0.5-300' end '300' too large",
+        "(keepalived.conf:4) WARNING - Virtual server group range '10.0.0.5-7x' has extra characters at end 'x'",
+        "(keepalived.conf:5) Invalid netmask - 10.0.0.1/33 - skipping",
+        "(keepalived.conf:6) Address range end is less than address range start - 2001:db8::1-2001:db8::0 - skipping",
+        "(keepalived.conf:7) Invalid virtual server group IP address 10.0.0.1-2001:db8::5  - skipping",
+        "(keepalived.conf:8) WARNING - invalid number 'x1'",
+        "(keepalived.conf:9) (G): fwmark '7' family ipx unknown - ignoring",
+        "(keepalived.conf:12) Invalid virtual server group IP address bogus /port/80 - skipping",
+    ]
+    entries = [(e.first, e.last, e.port, e.fwmark) for e in config.virtual_server_groups["G"].entries]
+    assert entries == [("10.0.0.5", "10.0.0.7", 80, None), (None, None, None, 0),
+                       ("2001:db8::10", "2001:db8::1f", 443, None), ("10.1.1.1", "10.1.1.1", None, None)]
+
+
+def test_group_and_virtual_server_families_must_agree():
+    # keepalived's link_vsg_to_vs: a group with IPv4 and IPv6 cannot serve a virtual server whose
+    # real servers fixed its family (log_message: keepalived -t does not print it)
+    config = conf("virtual_server_group G {\n 10.0.0.1 80\n 2001:db8::1 80\n}\n"
+                  "virtual_server group G {\n lvs_sched rr\n lvs_method NAT\n protocol TCP\n"
+                  " real_server 192.0.2.1 80 {\n }\n}\n")
+    assert config.virtual_servers == []
+    assert config.warnings == ["(keepalived.conf:5) G: virtual server group with IPv4 & IPv6 doesn't match virtual "
+                               "server [G]:0 - ignoring"]
 
 
 def test_checker_types_and_options():
@@ -266,7 +311,7 @@ virtual_server 10.0.0.1 80 {
     assert (url.regex_min_offset, url.regex_max_offset, url.tls_compliant) == (2, 100, True)
     assert (chk.http_protocol, chk.fast_recovery, chk.enable_sni, chk.sni_name, chk.retry) == ("1.1", True, True,
                                                                                                "api.example", 5)
-    assert "(keepalived.conf:15) url has no path - ignoring" in config.warnings
+    assert "(keepalived.conf:17) HTTP/SSL_GET checker url has no path - ignoring" in config.warnings  # at its `}`
     assert "(keepalived.conf:22) nb_get_retry is deprecated - please use 'retry'" in config.warnings
 
 
@@ -283,21 +328,30 @@ def test_tunnel_options_and_fnat():
     assert vs.real_servers[0].weight == 100 and vs.real_servers[0].inhibit_on_failure
 
 
+# keepalived 2.2.7 (`keepalived -t`): the method is set once known, a bad tunnel option is
+# logged and leaves the tunnel as it was
 @pytest.mark.parametrize("method, message", [
-    ("TUN type gue", "gue tunnel requires port"),
-    ("TUN type ipip port 5", "port is only valid for gue tunnels"),
-    ("TUN type ipip csum", "ipip tunnels do not support checksum options"),
-    ("TUN type gre remcsum", "gre tunnels do not support remcsum"),
-    ("TUN type vxlan", "unknown tunnel type vxlan"),
+    ("TUN type gue", "gue tunnels require port, otherwise cannot have port."),
+    ("TUN type ipip port 5", "gue tunnels require port, otherwise cannot have port."),
+    ("TUN type ipip csum", "ipip tunnels do not support checksum option."),
+    ("TUN type gre remcsum", "gre tunnels do not support remote checksum option."),
+    ("TUN type vxlan", "Unknown tunnel type vxlan for virtual server."),
+    ("TUN type", "Missing tunnel type for virtual server."),
+    ("NAT foo", "Invalid tunnel option foo for virtual server."),
 ])
 def test_bad_tunnel_options(method, message):
     config = conf(f"virtual_server 10.0.0.1 80 {{\n protocol TCP\n lvs_method {method}\n"
                   f" real_server 10.0.0.2 80 {{\n }}\n}}\n")
-    assert f"(keepalived.conf:3) {message}" in config.warnings
+    assert config.warnings == [f"(keepalived.conf:3) {message}",
+                               "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: no scheduler set, setting "
+                               "default 'wlc'"]
+    fwd = config.virtual_servers[0].forwarding
+    assert (fwd.method, fwd.tun_type, fwd.tun_port) == (method.split()[0], None, None)
 
 
 def test_global_defs_lvs_items():
-    g = conf("""
+    config = conf("""
+net_namespace_ipvs lvs
 global_defs {
     router_id X
     checker_log_all_failures
@@ -310,11 +364,14 @@ global_defs {
     notify_fifo /run/all.fifo
     enable_script_security
     script_user nobody nogroup
-    net_namespace_ipvs lvs
     vrrp_garp_master_delay 5
     enable_snmp_checker
+    net_namespace_ipvs misplaced
 }
-""").global_defs
+""")
+    g = config.global_defs
+    # net_namespace_ipvs is a top-level keyword in keepalived 2.2.7, not one of global_defs
+    assert config.warnings == ["(keepalived.conf:17) Unknown keyword 'net_namespace_ipvs'"]
     assert g.checker_log_all_failures and g.rs_init_notifies and g.lvs_flush and g.lvs_flush_on_stop == "VS"
     assert g.lvs_timeouts == {"tcp": 900, "tcpfin": 30, "udp": 60}
     sd = g.lvs_sync_daemon
@@ -399,20 +456,33 @@ def test_unknown_keywords_are_warnings_with_file_and_line():
 
 
 def test_bad_values_are_logged_and_ignored():
+    # every message, in order, as keepalived 2.2.7 gives them: for a bad number the number reader's
+    # complaint comes first, then the keyword's. `keepalived -t` printed exactly these, less the
+    # "WARNING - " the daemon puts before a complaint from a reader told to carry on (lib/parser.c)
     path = os.path.join(DATA, "broken", "bad_values.conf")
     config = load(path, echo=False)
-    by_line = {d.line: d.message for d in config.diagnostics if d.level == "error"}
-    assert by_line[2] == "Invalid lvs_scheduler 'roundrobin' - ignoring"
-    assert by_line[3] == "PARSER : unknown [dr] routing method."
-    assert by_line[4] == "Unknown protocol ICMP - ignoring"
-    assert by_line[5] == "invalid number 'soon'"
-    assert by_line[6] == "persistence_timeout invalid"
-    assert by_line[9] == "number '-5' outside range [0, 2147483647]"
-    assert by_line[12] == "Invalid port '99999'"
-    assert by_line[17] == "digest 'nothex' is not a valid MD5 hex string"
-    assert by_line[18] == "number '700' outside range [100, 599]"
-    assert by_line[21] == "HTTP/SSL_GET checker has no urls specified - ignoring"
-    assert by_line[25] == "Invalid real server ip address '10.1.0.300' - skipping real server"
+    assert [(d.line, d.message) for d in config.diagnostics] == [
+        (2, "Invalid lvs_scheduler 'roundrobin' - ignoring"),
+        (3, "PARSER : unknown [dr] routing method for virtual server."),
+        (4, "Unknown protocol ICMP - ignoring"),
+        (5, "WARNING - invalid number 'soon'"),
+        (5, "virtual server delay loop 'soon' invalid - ignoring"),
+        (6, "number '9999999' outside range [1, 2678400]"),
+        (6, "persistence_timeout invalid"),
+        (7, "WARNING - number '0' outside range [1, 4294967295]"),
+        (7, "Quorum 0 must be in [1, 4294967295]. Setting to 1."),
+        (9, "WARNING - negative number '-5'"),
+        (9, "Real server weight -5 is outside range 0-2147483647"),
+        (12, "WARNING - number '99999' outside range [1, 65535]"),
+        (12, "Invalid checker connect_port '99999'"),
+        (17, "digest 'nothex' character length should be 32 rather than 6"),
+        (18, "Invalid HTTP_GET status code '700'"),
+        (23, "HTTP/SSL_GET checker has no urls specified - ignoring"),  # at its `}`
+        (25, "Invalid real server ip address/port 10.1.0.300/80 - skipping"),
+        (1, "Virtual server [10.0.0.1]:none:80: no protocol set - defaulting to UDP"),
+        (1, "Virtual server [10.0.0.1]:udp:80: no scheduler set, setting default 'wlc'"),
+        (1, "Virtual server [10.0.0.1]:udp:80: no forwarding method set, setting default NAT"),
+    ]
     vs = config.virtual_servers[0]
     assert (vs.scheduler, vs.forwarding.method, vs.protocol, vs.delay_loop, vs.quorum) == ("wlc", "NAT", "UDP", None, 1)
     (rs,) = vs.real_servers
@@ -425,3 +495,52 @@ def test_vrrp_and_other_blocks_are_skipped_quietly():
     assert config.warnings == []
     assert config.vrrp_instances["VI_2"].virtual_ipaddress == ["192.168.100.10"]
     assert [vs.sorry_server is not None for vs in config.virtual_servers] == [True, False]
+
+
+def test_checker_bad_values_as_keepalived_logs_them():
+    # messages and lines as `keepalived -t` (2.2.7) gave them for the same text
+    config = conf("""virtual_server 192.0.2.100 53 {
+    lvs_sched rr
+    lvs_method NAT
+    protocol UDP
+    real_server 192.0.2.11 53 {
+        UDP_CHECK {
+            payload zz
+            require_reply 0g
+            min_reply_length 9
+            max_reply_length 4
+            min_reply_length x70000
+        }
+        DNS_CHECK {
+            type BOGUS
+            type aaaa
+        }
+        HTTP_GET {
+            url {
+                path /
+                status_code 200 7000 300-250 404
+                digest 0123456789abcdef0123456789abcdeZ
+            }
+        }
+        FILE_CHECK {
+            file /tmp/x
+        }
+    }
+}
+""")
+    assert config.warnings == [
+        "(keepalived.conf:7) Invalid hex string for UDP_CHECK payload",
+        "(keepalived.conf:8) Invalid hex string for UDP_CHECK reply",
+        "(keepalived.conf:11) invalid number 'x70000'",
+        "(keepalived.conf:11) UDP_CHECK min length x70000 not valid - must be between 0 & 65535",
+        "(keepalived.conf:12) UDP_CHECK min_reply length 9 > max_reply_length 4 - will always fail",
+        "(keepalived.conf:14) Unknown DNS check type BOGUS - ignoring",
+        "(keepalived.conf:20) Invalid HTTP_GET status code '7000'",
+        "(keepalived.conf:20) Invalid HTTP_GET status code '300-250'",
+        "(keepalived.conf:21) Unable to interpret hex digit in '0123456789abcdef0123456789abcdeZ' at offset 30/31",
+        "(keepalived.conf:25) Unknown keyword 'file'",
+        "(keepalived.conf:26) FILE_CHECK has no track_file specified - ignoring",
+    ]
+    udp, dns, http = config.virtual_servers[0].real_servers[0].checkers
+    assert udp.require_reply and (udp.min_reply_length, udp.max_reply_length) == (9, 4)  # kept: it will always fail
+    assert dns.type == "AAAA" and http.urls[0].status_codes == [(200, 200), (404, 404)] and http.urls[0].digest is None

@@ -1,4 +1,8 @@
-"""keepalived's config-time corrections and their warnings (reference §1.2, §3.8)."""
+"""keepalived's config-time corrections and their warnings (reference §1.2, §3.8).
+
+The expected messages, and their order, are those `keepalived -t` of Debian's keepalived 2.2.7 gave
+for the same text (it reports them without a location; pylvs adds the block's).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,15 @@ def vs_block(body: str, head: str = "10.0.0.1 80") -> str:
 def test_missing_scheduler_method_protocol():
     config = conf(vs_block("real_server 10.0.0.2 80 {\n}"))
     assert config.warnings == [
-        "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: no scheduler set, setting default 'wlc'",
-        "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: no forwarding method set, setting default NAT",
-        "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: no protocol set - defaulting to UDP",
+        "(keepalived.conf:1) Virtual server [10.0.0.1]:none:80: no protocol set - defaulting to UDP",
+        "(keepalived.conf:1) Virtual server [10.0.0.1]:udp:80: no scheduler set, setting default 'wlc'",
+        "(keepalived.conf:1) Virtual server [10.0.0.1]:udp:80: no forwarding method set, setting default NAT",
     ]
+
+
+def test_no_forwarding_warning_when_every_server_has_its_own():
+    config = conf(vs_block("lb_algo rr\nprotocol TCP\nreal_server 10.0.0.2 80 {\nlvs_method DR\n}"))
+    assert config.warnings == [] and config.virtual_servers[0].real_servers[0].forwarding.method == "DR"
 
 
 def test_ops_requires_udp():
@@ -54,8 +63,8 @@ def test_protocol_on_fwmark_is_ignored():
     vs = config.virtual_servers[0]
     assert vs.protocol is None and not vs.ha_suspend
     assert config.warnings == [
-        "(keepalived.conf:1) Virtual server FWM 3: protocol specified for fwmark - protocol will be ignored",
-        "(keepalived.conf:1) Virtual server FWM 3: cannot use ha_suspend with fwmark - clearing ha_suspend"]
+        "(keepalived.conf:1) Virtual server FWM 3: cannot use ha_suspend with fwmarks - clearing ha_suspend",
+        "(keepalived.conf:1) Warning: Virtual server FWM 3: protocol specified for fwmark - protocol will be ignored"]
 
 
 def test_quorum_and_hysteresis_are_corrected():
@@ -64,7 +73,8 @@ def test_quorum_and_hysteresis_are_corrected():
     vs = config.virtual_servers[0]
     assert (vs.quorum, vs.hysteresis) == (5, 4)
     assert config.warnings == [
-        "(keepalived.conf:1) Warning - quorum 10 for [10.0.0.1]:tcp:80 exceeds total weight 5, reducing to 5",
+        "(keepalived.conf:1) Warning - quorum 10 for [10.0.0.1]:tcp:80 exceeds total weight of real servers 5, "
+        "reducing quorum to 5",
         "(keepalived.conf:1) Virtual server [10.0.0.1]:tcp:80: hysteresis 5 >= quorum 5; setting hysteresis to 4"]
 
 
@@ -72,8 +82,18 @@ def test_duplicate_real_server_is_removed():
     config = conf(vs_block("lb_algo rr\nlb_kind NAT\nprotocol TCP\nreal_server 10.0.0.2 80 {\nweight 1\n}\n"
                            "real_server 10.0.0.2 80 {\nweight 9\n}\nreal_server 10.0.0.2 81 {\n}"))
     assert [(r.port, r.weight) for r in config.virtual_servers[0].real_servers] == [(80, 1), (81, 1)]
-    assert config.warnings == ["(keepalived.conf:8) Virtual server [10.0.0.1]:tcp:80: real server [10.0.0.2]:tcp:80 "
+    assert config.warnings == ["(keepalived.conf:8) VS [10.0.0.1]:tcp:80: real server [10.0.0.2]:tcp:80 "
                                "is duplicated - removing second rs"]
+
+
+def test_real_servers_that_are_duplicates_once_their_port_is_set():
+    # keepalived compares real servers as written (80 and no port differ) and would then add the same
+    # destination twice; pylvs keeps the first and says so in its own words
+    config = conf(vs_block("lb_algo rr\nlb_kind NAT\nprotocol TCP\nreal_server 10.0.0.2 80 {\nweight 1\n}\n"
+                           "real_server 10.0.0.2 {\nweight 9\n}"))
+    assert [(r.port, r.weight) for r in config.virtual_servers[0].real_servers] == [(80, 1)]
+    assert config.warnings == ["(keepalived.conf:8) pylvs: VS [10.0.0.1]:tcp:80: real server [10.0.0.2]:tcp:80 is "
+                               "duplicated once its port is set - removing second rs"]
 
 
 def test_virtual_server_without_real_servers_is_ignored():
@@ -99,17 +119,22 @@ def test_port_rules_per_forwarding_method():
     assert config.warnings == [
         "(keepalived.conf:6) WARNING - virtual server [10.0.0.1]:tcp:80 and real server [10.0.0.2]:tcp:8080 ports "
         "don't match - resetting",
-        "(keepalived.conf:5) WARNING - virtual server [10.0.0.1]:tcp:80 and sorry server [10.0.0.9]:tcp:8080 ports "
-        "don't match - resetting"]
-    fw = conf(vs_block("lb_algo rr\nlb_kind DR\npersistence_timeout\nreal_server 10.0.0.2 80 {\n}", "fwmark 1"))
-    assert fw.virtual_servers[0].real_servers[0].port == 0
+        "(keepalived.conf:5) WARNING - virtual server [10.0.0.1]:tcp:80 and sorry server ports don't match - resetting"]
+    fw = conf(vs_block("lb_algo rr\nlb_kind DR\npersistence_timeout\nreal_server 10.0.0.2 80 {\n}\n"
+                       "sorry_server 10.0.0.9 80", "fwmark 1"))
+    assert fw.virtual_servers[0].real_servers[0].port == 0 and fw.virtual_servers[0].sorry_server.port == 0
+    assert fw.warnings == [
+        "(keepalived.conf:5) WARNING - fwmark virtual server FWM 1, real server [10.0.0.2]:none:80 has port specified "
+        "- clearing",
+        "(keepalived.conf:7) WARNING - virtual server FWM 1, sorry server has port specified - clearing"]
 
 
 def test_address_family_mismatch_skips_the_real_server_unless_tunnelled():
     config = conf(vs_block("lb_algo rr\nlb_kind NAT\nprotocol TCP\nreal_server 2001:db8::2 80 {\n}\n"
                            "real_server 2001:db8::3 80 {\nlvs_method TUN\n}\nreal_server 10.0.0.2 80 {\n}"))
     assert [r.addr for r in config.virtual_servers[0].real_servers] == ["2001:db8::3", "10.0.0.2"]
-    assert config.warnings == ["(keepalived.conf:5) Address family of virtual server and real server 2001:db8::2 "
+    # reported at the real server's `}`, when keepalived drops it
+    assert config.warnings == ["(keepalived.conf:6) Address family of virtual server and real server 2001:db8::2 "
                                "don't match - skipping real server."]
 
 
