@@ -8,7 +8,10 @@ import os
 import socket
 from typing import Any
 
-DEFAULT_PATH = "/run/pylvs/lvsd.sock"
+# "@NAME" is an abstract Unix socket: the kernel scopes abstract names to the network namespace, so
+# every namespace has its own lvsd at the default address (as IPVS is per namespace) and no file
+# is left behind. Any other string is a filesystem path.
+DEFAULT_PATH = "@pylvs/lvsd"
 ENV_VAR = "PYLVS_CONTROL"
 DEFAULT_TIMEOUT = 30.0  # seconds; a wedged daemon must not hang scripts forever
 
@@ -37,6 +40,11 @@ def socket_path(explicit: str | None = None) -> str:
     return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
 
 
+def sockaddr(address: str) -> str:
+    """The address to bind or connect: "@NAME" is the abstract name NAME, anything else a path."""
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
 class Client:
     """A connection to lvsd; `request` may be called several times."""
 
@@ -45,7 +53,7 @@ class Client:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(self.path)
+            self._sock.connect(sockaddr(self.path))
         except OSError as err:
             self._sock.close()
             raise ConnectFailed(self.path, err) from None
@@ -54,7 +62,10 @@ class Client:
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         line = json.dumps(obj, separators=(",", ":")) + "\n"
         try:
-            self._sock.sendall(line.encode())
+            try:
+                self._sock.sendall(line.encode())
+            except BrokenPipeError:
+                pass  # lvsd may have refused us (and said why) before reading: read its answer
             reply = self._reader.readline()
         except OSError as err:
             raise ControlError(f"lvsd control connection failed: {err}") from None

@@ -18,11 +18,11 @@ from pyroute2 import IPRoute
 
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
-from pylvs.control.server import ControlServer
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.forward.base import Output
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
+from pylvs.io.control_socket import ControlServer
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
 from pylvs.sync.config import SyncSettings

@@ -20,6 +20,8 @@ from pylvs.engine.services import Method, ip
 log = logging.getLogger(__name__)
 
 TABLE = "pylvs"
+MISSING = ("nft (nftables) is not installed: install it (apt-get install nftables), "
+           "or start lvsd with --no-steering and keep the kernel off the VIPs yourself")
 _PROTO = {6: "tcp", 17: "udp"}
 
 
@@ -27,8 +29,15 @@ class SteeringError(RuntimeError):
     pass
 
 
+def _run(*args: str, script: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["nft", *args], input=script, text=True, capture_output=True)
+    except FileNotFoundError:
+        raise SteeringError(MISSING) from None
+
+
 def _nft(script: str) -> None:
-    result = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+    result = _run("-f", "-", script=script)
     if result.returncode:
         raise SteeringError(f"nft failed: {result.stderr.strip()}")
 
@@ -75,6 +84,9 @@ def update(engine: Engine) -> None:
 
 
 def remove() -> None:
-    result = subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True, text=True)
+    try:
+        result = _run("delete", "table", "ip", TABLE)
+    except SteeringError:
+        return  # nothing was installed without nft
     if result.returncode and "No such file" not in result.stderr:
         log.warning("could not remove nftables table %s: %s", TABLE, result.stderr.strip())
