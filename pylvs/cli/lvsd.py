@@ -66,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
                         expire_quiescent_template=args.expire_quiescent_template,
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp)
     from pylvs.io import steering
-    from pylvs.io.control_socket import ControlSocketError
+    from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
 
     if not args.no_steering and not steering.available():
         print(f"lvsd: {steering.MISSING}", file=sys.stderr)
+        return 1
+    try:
+        check_free(args.control)  # before anything is set up: never disturb a running lvsd's rules
+    except ControlSocketError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
         return 1
     from pylvs.sched import lblc
 

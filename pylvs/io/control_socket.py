@@ -72,8 +72,33 @@ def peer_allowed(sock: socket.socket) -> bool:
     return uid == 0 or has_cap_net_admin(pid)
 
 
+def answering(address: str) -> bool:
+    """Whether something accepts connections at `address` (a connect test, at most a second)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(sockaddr(address))
+    except (ConnectionRefusedError, FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # a full backlog or a slow listener is still a listener
+    finally:
+        probe.close()
+    return True
+
+
+def check_free(address: str) -> None:
+    """Refuse, with what to do, an address where another lvsd (or anything else) answers."""
+    if not answering(address):
+        return
+    if address.startswith("@"):
+        raise ControlSocketError(f"another lvsd is running in this network namespace (control socket {address} "
+                                 "answers): stop it first, or give this one another --control")
+    raise ControlSocketError(f"another lvsd answers on {address}: stop it first or choose another --control")
+
+
 def _clear_stale(path: str) -> None:
-    """Remove a socket left by a killed lvsd; refuse if something still answers there."""
+    """Remove a socket file left by a killed lvsd; refuse if something still answers there."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -81,18 +106,8 @@ def _clear_stale(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         raise ControlSocketError(f"control socket {path} exists and is not a socket: "
                                  "remove it or choose another --control")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # nobody listens: stale
-        return
-    except OSError:
-        pass  # a full backlog or a slow listener is still a listener
-    finally:
-        probe.close()
-    raise ControlSocketError(f"another lvsd answers on {path}: stop it first or choose another --control")
+    check_free(path)
+    os.unlink(path)  # nobody listens: stale
 
 
 class _Client:
@@ -136,9 +151,8 @@ class ControlServer:
                 except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:
                         raise
-                    raise ControlSocketError(
-                        f"another lvsd is running in this network namespace (control socket {path} is in use)"
-                    ) from None
+                    check_free(path)  # says who answers
+                    raise ControlSocketError(f"control socket {path} is in use") from None
             else:
                 os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
                 _clear_stale(path)

@@ -258,7 +258,7 @@ def test_default_address_is_abstract():
 
 
 def test_abstract_address_in_use_is_refused(served):
-    with pytest.raises(ControlSocketError, match="another lvsd is running in this network namespace"):
+    with pytest.raises(ControlSocketError, match="another lvsd is running in this network namespace .* answers"):
         ControlServer(served.address, echo, selectors.DefaultSelector())
     with control_client.Client(served.address) as conn:
         assert conn.request({"op": "x"})["ok"]
