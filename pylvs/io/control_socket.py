@@ -172,20 +172,25 @@ class ControlServer:
     # -- events -----------------------------------------------------------------------------
 
     def ready(self, fd: int, events: int) -> None:
-        if fd == self.sock.fileno():
-            self._accept()
-            return
         client = self.clients.get(fd)
-        if client is None:
-            return
         try:
-            if events & selectors.EVENT_WRITE:
+            if fd == self.sock.fileno():
+                self._accept()
+            elif client is None:
+                return
+            elif events & selectors.EVENT_WRITE:
                 self._flush(client)
+                if self._alive(client) and not client.outbuf:
+                    self._process(client)  # requests that arrived while the answer was waiting
             elif events & selectors.EVENT_READ:
                 self._read(client)
         except Exception:  # noqa: BLE001 - no client may stop the daemon
-            log.exception("control client failed; dropping it")
-            self._drop(client)
+            log.exception("control socket failed; dropping the client")
+            if client is not None:
+                self._drop(client)
+
+    def _alive(self, client: _Client) -> bool:
+        return self.clients.get(client.sock.fileno()) is client
 
     def _accept(self) -> None:
         try:
@@ -231,7 +236,7 @@ class ControlServer:
         client.inbuf += data
         if last >= 0:
             self._process(client)
-            if client.sock.fileno() not in self.clients:
+            if not self._alive(client):
                 return
         if client.partial > MAX_REQUEST:
             self._refuse(client, "EMSGSIZE", f"request too large (lvsd accepts up to {MAX_REQUEST >> 20} MB per line)")
@@ -248,7 +253,7 @@ class ControlServer:
             del client.inbuf[:end + 1]
             client.outbuf += self._answer(line)
             self._flush(client)
-            if client.sock.fileno() not in self.clients:
+            if not self._alive(client):
                 return
 
     def _refuse(self, client: _Client, errno_name: str, text: str) -> None:
@@ -279,8 +284,6 @@ class ControlServer:
             client.writing = writing
             self.selector.modify(client.sock, selectors.EVENT_WRITE if writing else selectors.EVENT_READ,
                                  self.ready)
-        if not writing and not client.closing and b"\n" in client.inbuf:
-            self._process(client)  # requests that arrived while the answer was waiting
 
     def _answer(self, line: bytes) -> bytes:
         try:
