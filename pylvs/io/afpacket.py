@@ -18,8 +18,10 @@ Two ring layouts (`version`):
 The reader must never lose its place in the ring: it moves on before handing a frame over (a
 failing handler does not leave it behind), and a wakeup that finds nothing where the next frame
 should be scans the ring and continues from the oldest frame the kernel has handed over
-(`resyncs` counts it). Frames the kernel dropped because the ring was full are read from
-PACKET_STATISTICS when a frame says so (TP_STATUS_LOSING) and added to `drops`.
+(`resyncs` counts it). A frame ready for less than RESYNC_AGE may only mean that another CPU is
+still writing the expected slot: then the reader waits rather than reorder. Frames the kernel
+dropped because the ring was full are read from PACKET_STATISTICS when a frame says so
+(TP_STATUS_LOSING) and added to `drops`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import itertools
 import mmap
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 
 from pylvs.packet.vnet import VNET_HDR_LEN
@@ -61,6 +64,10 @@ _STAMP2 = struct.Struct("=I12xII")  # tpacket2_hdr: status, then sec, nsec (when
 _STATS = struct.Struct("II")  # tpacket_stats: packets (received + dropped), drops; reading resets them
 _KERNEL = bytes(4)  # TP_STATUS_KERNEL: the slot belongs to the kernel again
 V2_SLOT = 17 * 4096  # holds a 64 KB GSO frame with its headers
+# A frame ready beyond an empty expected slot may only mean that another CPU is still writing that
+# slot (the kernel claims slots in order but fills them concurrently): the reader jumps only when
+# the waiting frame is older than this, which such a write never takes.
+RESYNC_AGE = 0.05
 _REQ3 = struct.Struct("7I")
 _BLOCK = struct.Struct("=8xIII")         # block_status, num_pkts, offset_to_first_pkt (at 8)
 _PKT = struct.Struct("=IIIIIIHH")              # next_offset, sec, nsec, snaplen, len, status, mac, net
@@ -88,8 +95,10 @@ class SlotRing:
 
     Kept apart from the socket so that it can be tested on a bytearray laid out as a ring."""
 
-    def __init__(self, view: memoryview, slot_size: int, slots: int) -> None:
+    def __init__(self, view: memoryview, slot_size: int, slots: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.view = view
+        self.clock = clock  # the kernel stamps frames with CLOCK_REALTIME
         self.slot_size = slot_size
         self.slots = slots
         self.next = 0         # the slot the next frame should be in
@@ -134,7 +143,7 @@ class SlotRing:
 
     def _oldest_ready(self, start: int) -> int | None:
         """The slot of the oldest frame handed to us (by kernel timestamp, then ring order from
-        `start`), or None if the kernel has handed us nothing."""
+        `start`), or None if there is none or it is too recent to be sure we are out of step."""
         view, unpack, slot_size, slots = self.view, _STAMP2.unpack_from, self.slot_size, self.slots
         best: tuple[int, int, int] | None = None
         for step in range(slots):
@@ -142,7 +151,9 @@ class SlotRing:
             status, sec, nsec = unpack(view, slot * slot_size)
             if status & TP_STATUS_USER and (best is None or (sec, nsec) < best[:2]):
                 best = (sec, nsec, slot)
-        return None if best is None else best[2]
+        if best is None or abs(self.clock() - (best[0] + best[1] / 1e9)) < RESYNC_AGE:
+            return None
+        return best[2]
 
 
 class RingSocket:

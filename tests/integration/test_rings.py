@@ -9,7 +9,7 @@ import sys
 from pylvs.lab.netns import Netns
 
 PROBE = r"""
-import json, socket
+import json, socket, time
 from pylvs.io.afpacket import RingSocket
 
 ring = RingSocket("lo", slots=4, mark=None)
@@ -35,9 +35,12 @@ drops_seen_by_drain = ring.drops
 # (3) while the kernel fills 1 and 2.
 ring.slot_ring.next = 3
 send(2, b"c")
+ring.drain(handle)             # too soon to be sure: another CPU could still be writing slot 3
+early = len(seen)
+time.sleep(0.1)
 ring.drain(handle)
 print(json.dumps({"first": [f.decode() for f in first], "all": [f.decode() for f in seen],
-                  "drops_seen_by_drain": drops_seen_by_drain, "counters": ring.counters()}))
+                  "drops_seen_by_drain": drops_seen_by_drain, "early": early, "counters": ring.counters()}))
 """
 
 
@@ -51,6 +54,7 @@ def test_overflow_is_counted_and_a_lost_place_is_found_again():
         net.teardown()
     assert report["first"] == ["a0000000", "a0000001", "a0000002", "a0000003"]
     assert report["drops_seen_by_drain"] == 36  # without anyone asking for counters
+    assert report["early"] == 5
     assert report["all"][4:] == ["b0000000", "c0000000", "c0000001"]
     counters = report["counters"]
     assert counters["drops"] == 36 and counters["packets"] == 43

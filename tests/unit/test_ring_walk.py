@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from pylvs.io.afpacket import TP_STATUS_COPY, TP_STATUS_LOSING, TP_STATUS_USER, SlotRing
+from pylvs.io.afpacket import RESYNC_AGE, TP_STATUS_COPY, TP_STATUS_LOSING, TP_STATUS_USER, SlotRing
 from pylvs.packet.vnet import VNET_HDR_LEN
 
 SLOTS = 8
@@ -21,8 +21,9 @@ class Ring:
 
     def __init__(self) -> None:
         self.buf = bytearray(SLOTS * SLOT)
-        self.walk = SlotRing(memoryview(self.buf), SLOT, SLOTS)
-        self.clock = 1000
+        self.clock = 1000  # seconds, as the kernel stamps frames
+        self.now = 2000.0  # the reader's wall clock: frames are long ready unless a test says so
+        self.walk = SlotRing(memoryview(self.buf), SLOT, SLOTS, clock=lambda: self.now)
 
     def put(self, slot: int, payload: bytes, status: int = TP_STATUS_USER, length: int | None = None) -> None:
         self.clock += 1
@@ -72,6 +73,22 @@ def test_resync_goes_to_the_oldest_frame_not_the_nearest():
     assert ring.drain() == [b"older"]  # slot 7 is the kernel's: the run ends there
     assert ring.drain() == [b"newer"]
     assert ring.walk.resyncs == 2
+
+
+def test_slot_still_being_written_is_waited_for_not_skipped():
+    """Another CPU may still be filling the expected slot while a later one is ready: the reader
+    does not jump (which would reorder frames) unless the ready frame has waited too long."""
+    ring = Ring()
+    ring.walk.next = 2
+    ring.put(3, b"later")
+    ring.now = ring.clock + RESYNC_AGE / 2
+    assert ring.drain() == [] and ring.walk.resyncs == 0
+    ring.put(2, b"earlier")  # the write finished
+    assert ring.drain() == [b"earlier", b"later"] and ring.walk.resyncs == 0
+    ring.walk.next = 5
+    ring.put(6, b"stuck")
+    ring.now = ring.clock + RESYNC_AGE * 2
+    assert ring.drain() == [b"stuck"] and ring.walk.resyncs == 1
 
 
 def test_a_failing_handler_does_not_lose_the_place():
