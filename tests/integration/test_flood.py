@@ -67,8 +67,11 @@ def test_syn_flood_from_random_sources_then_recovery():
               f"idle CPU after {idle_after} s; new connection served {recovered:.1f} s after the flood")
         assert lab.lvsd.poll() is None, lab.lvsd_log()[-2000:]
         assert idle_after is not None, "lvsd stayed busy after the flood"
-        assert conns >= 0.75 * sent  # new client addresses cost no kernel round trip in the loop
-        assert served and sum(served) >= 0.9 * len(served), served
+        # New client addresses cost no kernel round trip in the loop: ~100 % of the SYNs become
+        # connections on a quiet machine (26 % with a route lookup per new client); 50 % leaves room
+        # for a busy shared machine.
+        assert conns >= 0.5 * sent
+        assert served and sum(served) >= 0.8 * len(served), served
         assert all(lab.curl(url).returncode == 0 for _ in range(5))
     finally:
         lab.down()
