@@ -13,6 +13,7 @@ from typing import Any
 # is left behind. Any other string is a filesystem path.
 DEFAULT_PATH = "@pylvs/lvsd"
 ENV_VAR = "PYLVS_CONTROL"
+CAP_NET_ADMIN = 12
 DEFAULT_TIMEOUT = 30.0  # seconds; a wedged daemon must not hang scripts forever
 
 
@@ -45,11 +46,26 @@ def sockaddr(address: str) -> str:
     return "\0" + address[1:] if address.startswith("@") else address
 
 
+def has_cap_net_admin(pid: int | str = "self") -> bool:
+    """Whether a process has CAP_NET_ADMIN in its effective set (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 class Client:
     """A connection to lvsd; `request` may be called several times."""
 
     def __init__(self, path: str | None = None, timeout: float | None = DEFAULT_TIMEOUT):
         self.path = socket_path(path)
+        if self.path.startswith("@") and os.geteuid() != 0 and not has_cap_net_admin():
+            # lvsd would refuse us (an abstract socket has no file mode to do it): fail as ipvsadm does
+            raise ConnectFailed(self.path, PermissionError(errno.EPERM, os.strerror(errno.EPERM)))
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:

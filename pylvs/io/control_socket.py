@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pylvs.control.client import sockaddr
+from pylvs.control.client import has_cap_net_admin, sockaddr
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ MAX_BUFFERED = 32 << 20  # unfinished requests of all clients together
 IDLE_TIMEOUT = 60.0      # seconds without a byte from a client that has nothing pending
 STALL_TIMEOUT = 10.0     # seconds without progress sending an answer to a client
 RECV_SIZE = 1 << 18
-CAP_NET_ADMIN = 12
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 DENIED = "Permission denied (you must be root)"  # ipvsadm's words for EPERM
 
@@ -52,18 +51,6 @@ def _answer_line(answer: dict) -> bytes:
 
 def _error(errno_name: str, text: str) -> bytes:
     return _answer_line({"ok": False, "errno": errno_name, "error": text})
-
-
-def has_cap_net_admin(pid: int) -> bool:
-    """Whether process `pid` has CAP_NET_ADMIN in its effective set (from /proc)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
 
 
 def peer_allowed(sock: socket.socket) -> bool:

@@ -236,7 +236,8 @@ def test_peer_without_privileges_is_refused(served, monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_unprivileged_user_is_refused_on_the_abstract_socket(served):
-    """A forked child becomes nobody (no capabilities) and asks; root is then served as before."""
+    """A forked child becomes nobody (no capabilities) and connects; lvsd refuses it at once, and
+    root is then served as before."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no pytest machinery from here on
@@ -244,7 +245,10 @@ def test_unprivileged_user_is_refused_on_the_abstract_socket(served):
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
-            os.write(write_end, json.dumps(control_client.request({"op": "x"}, served.address)).encode())
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a raw client: no client-side check
+            sock.settimeout(5)
+            sock.connect(control_client.sockaddr(served.address))
+            os.write(write_end, sock.makefile("rb").readline())
         finally:
             os._exit(0)
     os.close(write_end)
@@ -257,11 +261,22 @@ def test_unprivileged_user_is_refused_on_the_abstract_socket(served):
 
 
 def test_cap_net_admin_is_read_from_proc():
-    mine = control_socket.has_cap_net_admin(os.getpid())
+    assert control_client.has_cap_net_admin() == control_client.has_cap_net_admin(os.getpid())
+    mine = control_client.has_cap_net_admin(os.getpid())
     with open("/proc/self/status") as f:
         eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
     assert mine == bool(eff & (1 << 12))
-    assert control_socket.has_cap_net_admin(0) is False
+    assert control_client.has_cap_net_admin(0) is False
+
+
+def test_unprivileged_lvsadm_fails_before_connecting_as_ipvsadm_does(monkeypatch, capsys):
+    from pylvs.cli import lvsadm
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(control_client, "has_cap_net_admin", lambda pid="self": False)
+    assert lvsadm.main(["--control", "@pylvs-test/none", "-Ln"]) == 2
+    assert capsys.readouterr().err == ("Can't initialize ipvs: Permission denied (you must be root)\n"
+                                       "Are you sure that lvsd is running?\n")
 
 
 # -- addresses ---------------------------------------------------------------------------------
