@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
+    from pylvs.sched import lblc
 
     if not args.no_steering and not steering.available():
         print(f"lvsd: {steering.MISSING}", file=sys.stderr)
@@ -77,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     except ControlSocketError as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
-    from pylvs.sched import lblc
 
     lblc.settings.lblc_expiration = args.lblc_expiration
     lblc.settings.lblcr_expiration = args.lblcr_expiration
