@@ -212,7 +212,7 @@ Daemon Options:
   --mcast-port port                   UDP port (default=8848)
   --mcast-ttl ttl                     Multicast TTL (default=1)
 lvsadm extensions:
-  --control PATH                      lvsd control socket (default $PYLVS_CONTROL or /run/pylvs/lvsd.sock)
+  --control PATH                      lvsd control socket (default $PYLVS_CONTROL or {control_client.DEFAULT_PATH})
   --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
   --atomic                            with -R: apply all lines or none (lines numbered in errors)
   --reload                            re-read lvsd's keepalived.conf (as SIGHUP)

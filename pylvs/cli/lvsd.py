@@ -7,9 +7,9 @@ import logging
 import sys
 
 from pylvs import __version__
+from pylvs.control.client import DEFAULT_PATH
 from pylvs.control.config_file import ConfigFileError
 from pylvs.control.keepalived_runner import EXIT_CONFIG
-from pylvs.control.server import DEFAULT_PATH
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine.engine import Settings
 from pylvs.keepalived import ConfigError as KeepalivedConfigError
@@ -20,7 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lvsd", description="pylvs director: IPVS-compatible layer-4 load balancer")
     p.add_argument("-i", "--interface", action="append", required=True, metavar="IF",
                    help="interface the director sends and receives on (repeat for each)")
-    p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH", help=f"control socket (default {DEFAULT_PATH})")
+    p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"control socket: a file path, or @NAME for an abstract socket of this network namespace "
+                        f"(default {DEFAULT_PATH})")
     p.add_argument("--config", metavar="FILE", help="load virtual services from an ipvsadm-save file at start")
     p.add_argument("--save-config", action="store_true",
                    help="write the service table back to --config FILE after every change")
@@ -67,8 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
                         expire_quiescent_template=args.expire_quiescent_template,
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp)
+    from pylvs.io import steering
+    from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
     from pylvs.sched import lblc
+
+    if not args.no_steering and not steering.available():
+        print(f"lvsd: {steering.MISSING}", file=sys.stderr)
+        return 1
+    try:
+        check_free(args.control)  # before anything is set up: never disturb a running lvsd's rules
+    except ControlSocketError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return 1
 
     lblc.settings.lblc_expiration = args.lblc_expiration
     lblc.settings.lblcr_expiration = args.lblcr_expiration
@@ -83,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1
-    except (OSError, ConfigFileError, BpfError) as exc:
+    except (OSError, ConfigFileError, ControlSocketError, steering.SteeringError, BpfError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
     except KeepalivedConfigError as exc:

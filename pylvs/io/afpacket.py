@@ -12,8 +12,16 @@ Two ring layouts (`version`):
 - TPACKET_V3: variable-size frames packed into blocks. The kernel hands a block over only when it
   is full or its retire timer (>= 1 ms) fires, which adds up to that much latency to every request
   at moderate rates (measured: ~2 ms p50 for HTTP keep-alive); it uses memory better for bulk.
-Both are presented the same way: `blocks()` yields ready blocks (a V2 "block" is one slot),
-`frames(block)` their frames, `release(block)` hands a block back.
+`drain(handle)` hands every ready frame over: V2 walks its slots with `SlotRing`, V3 goes through
+`blocks()`, `frames(block)` and `release(block)`.
+
+The reader must never lose its place in the ring: it moves on before handing a frame over (a
+failing handler does not leave it behind), and a wakeup that finds nothing where the next frame
+should be scans the ring and continues from the oldest frame the kernel has handed over
+(`resyncs` counts it). A frame ready for less than RESYNC_AGE may only mean that another CPU is
+still writing the expected slot: then the reader waits rather than reorder. Frames the kernel
+dropped because the ring was full are read from PACKET_STATISTICS when a frame says so
+(TP_STATUS_LOSING) and added to `drops`.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import itertools
 import mmap
 import socket
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from pylvs.packet.vnet import VNET_HDR_LEN
 
@@ -33,6 +42,7 @@ PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
 TPACKET_V2 = 1
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
@@ -50,9 +60,14 @@ PACKET_OTHERHOST = 3
 
 _REQ = struct.Struct("4I")
 _PKT2 = struct.Struct("=IIIHH")  # tpacket2_hdr: status, len, snaplen, mac, net
-_SLL_PKTTYPE2 = 32 + 10  # sockaddr_ll follows the 32-byte tpacket2_hdr
-_KERNEL = b"\0\0\0\0"  # TP_STATUS_KERNEL: the slot belongs to the kernel again
+_STAMP2 = struct.Struct("=I12xII")  # tpacket2_hdr: status, then sec, nsec (when the kernel took the frame)
+_STATS = struct.Struct("II")  # tpacket_stats: packets (received + dropped), drops; reading resets them
+_KERNEL = bytes(4)  # TP_STATUS_KERNEL: the slot belongs to the kernel again
 V2_SLOT = 17 * 4096  # holds a 64 KB GSO frame with its headers
+# A frame ready beyond an empty expected slot may only mean that another CPU is still writing that
+# slot (the kernel claims slots in order but fills them concurrently): the reader jumps only when
+# the waiting frame is older than this, which such a write never takes.
+RESYNC_AGE = 0.05
 _REQ3 = struct.Struct("7I")
 _BLOCK = struct.Struct("=8xIII")         # block_status, num_pkts, offset_to_first_pkt (at 8)
 _PKT = struct.Struct("=IIIIIIHH")              # next_offset, sec, nsec, snaplen, len, status, mac, net
@@ -73,6 +88,72 @@ def attach_mark_filter(sock: socket.socket, mark: int) -> ctypes.Array:
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     return code
+
+
+class SlotRing:
+    """The TPACKET_V2 ring walk over any writable buffer of `slots` slots of `slot_size` bytes.
+
+    Kept apart from the socket so that it can be tested on a bytearray laid out as a ring."""
+
+    def __init__(self, view: memoryview, slot_size: int, slots: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.view = view
+        self.clock = clock  # the kernel stamps frames with CLOCK_REALTIME
+        self.slot_size = slot_size
+        self.slots = slots
+        self.next = 0         # the slot the next frame should be in
+        self.truncated = 0    # frames longer than a slot (dropped)
+        self.resyncs = 0      # wakeups that found the next frame elsewhere than expected
+        self.losing = False   # a frame said that the kernel dropped frames before it (ring full)
+
+    def drain(self, handle: Callable[[memoryview], object]) -> int:
+        """Hand every ready frame to `handle(frame)` and give its slot back right after; the count.
+
+        At most one ring's worth per call: under endless traffic the loop must still get back to
+        the selector (control requests, timers); frames left over keep the socket readable."""
+        view, unpack, slot_size, slots = self.view, _PKT2.unpack_from, self.slot_size, self.slots
+        i = self.next
+        handled = 0
+        while handled < slots:
+            off = i * slot_size
+            status, length, snaplen, mac, _net = unpack(view, off)
+            if not status & TP_STATUS_USER:
+                if handled:
+                    break
+                oldest = self._oldest_ready(i)
+                if oldest is None:
+                    break
+                self.resyncs += 1
+                i = oldest
+                continue
+            if status & TP_STATUS_LOSING:
+                self.losing = True
+            i = (i + 1) % slots
+            self.next = i  # before the handler: a failing one must not lose our place
+            handled += 1
+            try:
+                if snaplen != length or status & TP_STATUS_COPY:
+                    self.truncated += 1
+                else:
+                    start = off + mac
+                    handle(view[start - VNET_HDR_LEN:start + snaplen])
+            finally:
+                view[off:off + 4] = _KERNEL
+        return handled
+
+    def _oldest_ready(self, start: int) -> int | None:
+        """The slot of the oldest frame handed to us (by kernel timestamp, then ring order from
+        `start`), or None if there is none or it is too recent to be sure we are out of step."""
+        view, unpack, slot_size, slots = self.view, _STAMP2.unpack_from, self.slot_size, self.slots
+        best: tuple[int, int, int] | None = None
+        for step in range(slots):
+            slot = (start + step) % slots
+            status, sec, nsec = unpack(view, slot * slot_size)
+            if status & TP_STATUS_USER and (best is None or (sec, nsec) < best[:2]):
+                best = (sec, nsec, slot)
+        if best is None or abs(self.clock() - (best[0] + best[1] / 1e9)) < RESYNC_AGE:
+            return None
+        return best[2]
 
 
 class RingSocket:
@@ -112,30 +193,60 @@ class RingSocket:
         self.view = memoryview(self.ring)
         self.block_size = block_size
         self.block_nr = block_nr
-        self.next_block = 0
-        self.truncated = 0
+        self.next_block = 0  # V3
+        self.truncated = 0   # V3 frames longer than their slot (V2 counts them in `slot_ring`)
+        self.packets = 0     # PACKET_STATISTICS: frames the kernel took for this socket, drops included
+        self.drops = 0       # PACKET_STATISTICS: frames the kernel dropped because the ring was full
         self.send = sock.send
-        self._status = 0 if version == 2 else 8  # offset of the ownership word in a block
-        if version == 2:
-            self.frames = self._frames_v2  # type: ignore[method-assign]
+        self.slot_ring = SlotRing(self.view, block_size, block_nr) if version == 2 else None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def drain(self, handle: Callable[[memoryview], object]) -> None:
+        """Hand every ready frame to `handle(frame)` and give its slot back right after.
+
+        `handle` must be done with the frame when it returns (lvsd sends synchronously)."""
+        slot_ring = self.slot_ring
+        if slot_ring is not None:
+            slot_ring.drain(handle)
+            if slot_ring.losing:
+                slot_ring.losing = False
+                self.read_statistics()
+            return
+        for block in itertools.islice(self.blocks(), self.block_nr):
+            try:
+                for frame in self.frames(block):
+                    handle(frame)
+            finally:
+                self.release(block)
+
+    def read_statistics(self) -> None:
+        """Add the kernel's counters since the last reading to `packets` and `drops`."""
+        packets, drops = _STATS.unpack_from(self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
+        self.packets += packets
+        self.drops += drops
+
+    def counters(self) -> dict[str, int]:
+        """What an operator wants to know about this ring (reads the kernel's statistics first)."""
+        self.read_statistics()
+        slot_ring = self.slot_ring
+        return {"packets": self.packets, "drops": self.drops,
+                "truncated": self.truncated + (slot_ring.truncated if slot_ring else 0),
+                "resyncs": slot_ring.resyncs if slot_ring else 0}
+
     def blocks(self) -> Iterator[int]:
-        """Offsets of the blocks the kernel has handed to us, in ring order."""
+        """Offsets of the V3 blocks the kernel has handed to us, in ring order."""
         ring = self.ring
-        status_at = self._status
         while True:
             off = self.next_block * self.block_size
-            status = int.from_bytes(ring[off + status_at:off + status_at + 4], "little")
-            if not status & TP_STATUS_USER:
+            if not int.from_bytes(ring[off + 8:off + 12], "little") & TP_STATUS_USER:  # block_status
                 return
             self.next_block = (self.next_block + 1) % self.block_nr  # before yielding: a consumer may stop
             yield off
 
     def frames(self, block: int) -> Iterator[memoryview]:
-        """The frames of one block, each starting with its virtio_net_hdr."""
+        """The frames of one V3 block, each starting with its virtio_net_hdr."""
         view = self.view
         _, num, first = _BLOCK.unpack_from(view, block)
         pos = block + first
@@ -148,49 +259,9 @@ class RingSocket:
                 yield view[start - VNET_HDR_LEN:start + snaplen]
             pos += nxt
 
-    def _frames_v2(self, slot: int) -> Iterator[memoryview]:
-        view = self.view
-        status, length, snaplen, mac, _net = _PKT2.unpack_from(view, slot)
-        if snaplen != length or status & TP_STATUS_COPY:
-            self.truncated += 1
-        elif view[slot + _SLL_PKTTYPE2] != PACKET_OUTGOING:
-            start = slot + mac
-            yield view[start - VNET_HDR_LEN:start + snaplen]
-
-    def drain(self, handle) -> None:
-        """Hand every ready frame to `handle(frame)` and give its slot back right after.
-
-        For V2 this is one loop over the slots (the frame header and its ownership word are read
-        with one struct call); V3 goes through its ready blocks. `handle` must be done with the frame
-        when it returns (lvsd sends synchronously)."""
-        if self.version != 2:
-            for block in itertools.islice(self.blocks(), self.block_nr):
-                for frame in self.frames(block):
-                    handle(frame)
-                self.release(block)
-            return
-        view, unpack, slot_size, slots = self.view, _PKT2.unpack_from, self.block_size, self.block_nr
-        i = self.next_block
-        # At most one ring's worth per call: under endless traffic the loop must still get back to
-        # the selector (control requests, timers); frames left over keep the socket readable.
-        for _ in range(slots):
-            off = i * slot_size
-            status, length, snaplen, mac, _net = unpack(view, off)
-            if not status & TP_STATUS_USER:
-                break
-            if snaplen != length or status & TP_STATUS_COPY:
-                self.truncated += 1
-            else:
-                start = off + mac
-                handle(view[start - VNET_HDR_LEN:start + snaplen])
-            view[off:off + 4] = _KERNEL
-            i = (i + 1) % slots
-        self.next_block = i
-
     def release(self, block: int) -> None:
-        """Give a block back to the kernel once every frame in it has been sent."""
-        at = block + self._status
-        self.ring[at:at + 4] = b"\0\0\0\0"
+        """Give a V3 block back to the kernel once every frame in it has been sent."""
+        self.ring[block + 8:block + 12] = _KERNEL
 
     def close(self) -> None:
         self.view.release()

@@ -21,7 +21,6 @@ from pyroute2 import IPRoute
 
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
-from pylvs.control.server import ControlServer
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload
@@ -31,6 +30,7 @@ from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import ConfigError
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
+from pylvs.io.control_socket import ControlServer
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
 from pylvs.sync.config import SyncSettings
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0          # connection expiry and estimator cadence
 PARKED_TICK = 0.05  # while frames wait for a neighbour
+STEERING_CHECK = 5.0  # seconds between checks that nobody removed the nftables table
 
 
 def read_interface(ipr: IPRoute, name: str) -> Interface:
@@ -66,6 +67,8 @@ class Director:
         self.tx_errors = 0
         self.stopping = False
         self.steer = steer
+        self._steering_installed = False  # never remove a table this process did not install
+        self._next_steering_check = 0.0
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
         self.config = config if save_config else None  # where to keep the table, if anywhere
@@ -108,11 +111,13 @@ class Director:
             self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
         if self.steer:
             steering.install()
+            self._steering_installed = True
         self.events = engine.subscribe()  # ServicesChanged only
         self.api = api.Control(engine)
         self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
         self.api.register("health", lambda req: self._keepalived().status())
         self.api.register("get-datapath", lambda req: self._datapath_status())
+        self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -240,7 +245,7 @@ class Director:
             for out_if, buf in out:
                 try:
                     tx[out_if](buf)
-                except OSError as exc:
+                except (OSError, KeyError) as exc:
                     self.tx_errors += 1
                     if self.tx_errors <= 10:
                         log.warning("send on ifindex %d failed: %s", out_if, exc)
@@ -313,7 +318,22 @@ class Director:
                     self.offload.refresh(TICK)  # before expiry: kernel-forwarded packets keep connections
                 self.send(self.engine.tick(now))
                 self.sync.tick(now)
+                self._housekeeping(now)
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
+
+    def _housekeeping(self, now: float) -> None:
+        if self.control is not None:
+            self.control.expire(now)  # idle clients, clients that do not read their answers
+        for fd in list(self.rings):  # a reader out of step with its ring may get no wakeup at all
+            self.selector.get_key(fd).data(fd, 0)
+        if self.steer and now >= self._next_steering_check:
+            self._next_steering_check = now + STEERING_CHECK
+            try:
+                if not steering.present():
+                    log.warning("nftables table ip %s was removed or flushed; restoring it", steering.TABLE)
+                    steering.restore(self.engine)
+            except steering.SteeringError as exc:
+                log.error("%s", exc)
 
     def _save_config(self) -> None:
         self._saved_generation = self.engine.table.generation
@@ -347,7 +367,7 @@ class Director:
         if self.routes is not None:
             self.routes.close()
             self.routes = None
-        if self.steer:
+        if self._steering_installed:
             steering.remove()
         self.selector.close()
 

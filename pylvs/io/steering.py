@@ -6,6 +6,10 @@ answers it (no RST, no ICMP) nor forwards it (no duplicates), whatever ip_forwar
 Dropped: packets to a VIP or a FULLNAT local address, packets carrying the mark of a fwmark service,
 and NAT replies from a real server's address and port, unless they are addressed to the director's
 own addresses (health checks and administration of the real servers from the director go on).
+
+Someone else's `nft flush ruleset` removes the table without telling lvsd: `present()` is a cheap
+check (one `nft` run) for the director to call every few seconds, and `restore(engine)` puts the
+table and its sets back.
 """
 
 from __future__ import annotations
@@ -20,15 +24,25 @@ from pylvs.engine.services import Method, ip
 log = logging.getLogger(__name__)
 
 TABLE = "pylvs"
+MISSING = ("nft (nftables) is not installed: install it (apt-get install nftables), "
+           "or start lvsd with --no-steering and keep the kernel off the VIPs yourself")
 _PROTO = {6: "tcp", 17: "udp"}
+_RULES = 4  # drop rules in the prerouting chain (see install)
 
 
 class SteeringError(RuntimeError):
     pass
 
 
+def _run(*args: str, script: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["nft", *args], input=script, text=True, capture_output=True)
+    except FileNotFoundError:
+        raise SteeringError(MISSING) from None
+
+
 def _nft(script: str) -> None:
-    result = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+    result = _run("-f", "-", script=script)
     if result.returncode:
         raise SteeringError(f"nft failed: {result.stderr.strip()}")
 
@@ -58,6 +72,18 @@ table ip {TABLE} {{
 """)
 
 
+def present() -> bool:
+    """Whether the table and its prerouting rules are in place (one `nft` run, a few ms)."""
+    result = _run("list", "chain", "ip", TABLE, "prerouting")
+    return result.returncode == 0 and result.stdout.count(" drop") >= _RULES
+
+
+def restore(engine: Engine) -> None:
+    """Put the table back as it should be (after it was removed or flushed behind our back)."""
+    install()
+    update(engine)
+
+
 def update(engine: Engine) -> None:
     """Make the sets match the service table (called on every change)."""
     vips = sorted({ip(addr) for addr in engine.owned})  # VIPs and FULLNAT local addresses
@@ -75,6 +101,9 @@ def update(engine: Engine) -> None:
 
 
 def remove() -> None:
-    result = subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True, text=True)
+    try:
+        result = _run("delete", "table", "ip", TABLE)
+    except SteeringError:
+        return  # nothing was installed without nft
     if result.returncode and "No such file" not in result.stderr:
         log.warning("could not remove nftables table %s: %s", TABLE, result.stderr.strip())
