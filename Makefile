@@ -18,9 +18,15 @@ BPF_HINT := install clang, llvm and libbpf-dev (Debian: apt-get install $(BPF_AP
 demo: deps
 	$(PY) -m pylvs.lab.demo
 
+# The whole suite runs with lvsd's default data path (auto: the BPF fast path where it loads); the
+# forwarding suites run a second time through the Python data path alone.
+PYTHON_PATH_SUITES := tests/integration/test_nat.py tests/integration/test_dr.py tests/integration/test_fullnat.py \
+	tests/integration/test_fwmark.py tests/integration/test_sync.py
+
 test: deps bpf
 	$(PY) -m ruff check pylvs tests bench
 	$(PY) -m pytest -q tests
+	PYLVS_DATAPATH=python $(PY) -m pytest -q $(PYTHON_PATH_SUITES)
 
 unit: deps
 	$(PY) -m pytest -q tests/unit
