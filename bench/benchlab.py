@@ -127,7 +127,8 @@ class BenchLab(LabTools, NatLab):
         if os.path.exists(self.control):
             os.unlink(self.control)
         proc = self.net.popen("director", sys.executable, "-m", "cProfile", "-o", outfile, "-m", "pylvs.cli.lvsd",
-                              "-i", "vip0", "-i", "dip0", "--control", self.control, log="lvsd.log")
+                              "--datapath", "python", "-i", "vip0", "-i", "dip0", "--control", self.control,
+                              log="lvsd.log")
         self.lvsd = proc
         wait_for(lambda: os.path.exists(self.control) or proc.poll() is not None, what="lvsd under cProfile")
         if proc.poll() is not None:

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import socket
+import time
 
 from benchlab import IPERF_PORT, VIP, BenchLab, LabTools
 from loads import IperfResult, WrkResult
@@ -228,15 +229,19 @@ class HaproxyMode(Mode):
 
 
 class PylvsMode(Mode):
-    """lvsd on both director interfaces, NAT (masquerading) with rr; the kernel neither owns the VIP nor routes."""
+    """lvsd on both director interfaces, NAT (masquerading) with rr; the kernel neither owns the VIP nor routes.
+
+    `datapath` is lvsd's --datapath: "python" (every packet through the engine) or "bpf" (established flows
+    through the kernel fast path; its counters reach lvsd's statistics within REFRESH_WAIT)."""
 
     name = "pylvs"
     forwarding = False
     uses_lvsd = True
     profiled = True
+    datapath = "python"
 
     def setup(self, lab: BenchLab) -> None:
-        self.pid = lab.start_lvsd().pid
+        self.pid = lab.start_lvsd("--datapath", self.datapath).pid
         self.configure(lab)
 
     def configure(self, lab: BenchLab) -> None:
@@ -244,6 +249,7 @@ class PylvsMode(Mode):
         lab.add_iperf_service()
 
     def counters(self, lab: BenchLab) -> dict[str, int]:
+        settle_fast_path(self.datapath)
         stats = lab.lvsd_stats()
         found: dict[str, int] = {}
         for key, name in ((f"{VIP}:80", "http"), (f"{VIP}:{IPERF_PORT}", "iperf")):
@@ -259,13 +265,38 @@ class PylvsMode(Mode):
             check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0"),
             check(not lab.kernel_has_vip(), "VIP not on the director kernel (lvsd answers for it)"),
             check(lab.lvsd_running(), "lvsd running"),
+            *datapath_checks(lab, self.datapath),
         ]
 
     def stop(self, lab: BenchLab) -> None:
         lab.stop_lvsd()
 
 
-MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode]
+class PylvsBpfMode(PylvsMode):
+    """pylvs NAT with the kernel fast path for established flows."""
+
+    name = "pylvs-bpf"
+    profiled = False
+    datapath = "bpf"
+
+
+REFRESH_WAIT = 2.5  # lvsd reads the fast path's counters back every 2 s (pylvs.datapath.bpf.offload)
+
+
+def settle_fast_path(datapath: str) -> None:
+    if datapath == "bpf":
+        time.sleep(REFRESH_WAIT)
+
+
+def datapath_checks(lab, datapath: str) -> list[str]:
+    """The data path lvsd says it uses is the one asked for."""
+    if not lab.lvsd_running():
+        return []
+    status = json.loads(lab.lvsadm("--datapath", "--json").stdout)
+    return [check(status["datapath"] == datapath, f"lvsd data path {status['datapath']} (asked: {datapath})")]
+
+
+MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode, PylvsBpfMode]
 
 
 # -- helpers ------------------------------------------------------------------------------------

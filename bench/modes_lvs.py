@@ -14,7 +14,7 @@ from benchlab import IPERF_PORT, BenchLab, LabTools
 from benchlab import VIP as NAT_VIP
 from loads import IperfResult, WrkResult
 from modes import MODES as NAT_MODES
-from modes import Mode, PylvsMode, check
+from modes import Mode, PylvsMode, check, datapath_checks, settle_fast_path
 from routedlab import CLIENT, VIP, BenchDrLab, BenchTunLab, RoutedTools
 
 LIPS = ["192.0.2.200", "192.0.2.201"]  # FULLNAT local addresses, on the NAT lab's LAN
@@ -62,6 +62,11 @@ class FullnatMode(PylvsMode):
             check(not any(routes), "real servers have no default route (only the LIPs lead back)"),
             check(all(lip in laddrs for lip in LIPS), f"local addresses {', '.join(LIPS)} on the services"),
         ]
+
+
+class FullnatBpfMode(FullnatMode):
+    name = "fullnat-bpf"
+    datapath = "bpf"
 
 
 # -- DR and TUN ------------------------------------------------------------------------------------
@@ -131,9 +136,10 @@ class RoutedLvsMode(RoutedMode):
 
     uses_lvsd = True
     method = "Route"  # as `lvsadm -L -n` names it
+    datapath = "python"
 
     def setup(self, lab: RoutedTools) -> None:
-        self.pid = lab.start_lvsd().pid
+        self.pid = lab.start_lvsd("--datapath", self.datapath).pid
         lab.service()
         lab.lvsadm("-A", "-t", f"{VIP}:{IPERF_PORT}", "-s", "rr")
         lab.lvsadm("-a", "-t", f"{VIP}:{IPERF_PORT}", *self.iperf_server(lab))
@@ -142,6 +148,7 @@ class RoutedLvsMode(RoutedMode):
         return ["-r", f"{lab.rips[0]}:{IPERF_PORT}", "-g"]
 
     def counters(self, lab: RoutedTools) -> dict[str, int]:
+        settle_fast_path(self.datapath)
         found = super().counters(lab)
         stats = lab.lvsd_stats()
         for key, name in ((f"{VIP}:80", "http"), (f"{VIP}:{IPERF_PORT}", "iperf")):
@@ -158,6 +165,7 @@ class RoutedLvsMode(RoutedMode):
             check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0"),
             check(not lab.router_vip_route(), "router has no route for the VIP (it asks by ARP, lvsd answers)"),
             check(methods == {self.method}, f"every real server forwarded by {self.method} ({sorted(methods)})"),
+            *datapath_checks(lab, self.datapath),
         ]
 
     def min_http_conns(self, result: WrkResult, conns: int) -> int:
@@ -216,6 +224,11 @@ class DrMode(RoutedLvsMode):
     lab_class = BenchDrLab
 
 
+class DrBpfMode(DrMode):
+    name = "dr-bpf"
+    datapath = "bpf"
+
+
 class TunDirectMode(RoutedDirectMode):
     name = "tun-direct"
     lab_class = BenchTunLab
@@ -230,4 +243,5 @@ class TunMode(RoutedLvsMode):
         return ["-r", lab.rips[0], "-i", "--tun-type", "ipip"]  # rs1 decapsulates ipip
 
 
-MODES: list[type[Mode]] = [*NAT_MODES, FullnatMode, DrDirectMode, DrMode, TunDirectMode, TunMode]
+MODES: list[type[Mode]] = [*NAT_MODES, FullnatMode, FullnatBpfMode, DrDirectMode, DrMode, DrBpfMode, TunDirectMode,
+                           TunMode]

@@ -111,17 +111,19 @@ class TableSpec:
 
 
 NAT_TABLE = TableSpec(
-    "NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT",
-    ["direct", "nftables", "haproxy", "pylvs", "fullnat"],
-    {"pylvs/nftables": ("pylvs", "nftables"), "fullnat/nftables": ("fullnat", "nftables")},
-    ["direct", "nftables", "haproxy", "pylvs", "fullnat", "pylvs/nftables", "fullnat/nftables"],
+    "NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT (-bpf: with the kernel fast path)",
+    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "fullnat", "fullnat-bpf"],
+    {"pylvs/nftables": ("pylvs", "nftables"), "bpf/nftables": ("pylvs-bpf", "nftables"),
+     "fullnat/nftables": ("fullnat", "nftables"), "fnat-bpf/nftables": ("fullnat-bpf", "nftables")},
+    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "fullnat", "fullnat-bpf", "pylvs/nftables",
+     "bpf/nftables", "fullnat/nftables", "fnat-bpf/nftables"],
     METRICS,
 )
 ROUTED_TABLE = TableSpec(
     "DR and TUN labs: pylvs beside the direct path of the same topology (client -> router -> real server)",
-    ["dr-direct", "dr", "tun-direct", "tun"],
-    {"dr/direct": ("dr", "dr-direct"), "tun/direct": ("tun", "tun-direct")},
-    ["dr-direct", "dr", "dr/direct", "tun-direct", "tun", "tun/direct"],
+    ["dr-direct", "dr", "dr-bpf", "tun-direct", "tun"],
+    {"dr/direct": ("dr", "dr-direct"), "dr-bpf/direct": ("dr-bpf", "dr-direct"), "tun/direct": ("tun", "tun-direct")},
+    ["dr-direct", "dr", "dr-bpf", "dr/direct", "dr-bpf/direct", "tun-direct", "tun", "tun/direct"],
     ROUTED_METRICS,
 )
 
