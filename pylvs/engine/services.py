@@ -58,6 +58,10 @@ def ip(addr: bytes) -> str:
     return socket.inet_ntoa(addr)
 
 
+# The RealServer fields a scheduler's choice depends on; assigning one tells the schedulers watching it.
+SCHED_FIELDS = frozenset({"weight", "activeconns", "inactconns", "overloaded", "available"})
+
+
 @dataclass(eq=False)
 class RealServer:
     """A destination (IPVS `ip_vs_dest`): configuration plus the counters schedulers read."""
@@ -80,8 +84,20 @@ class RealServer:
     last_weight: int = 0
     stats: Stats = field(default_factory=Stats)
 
+    # Sets of changed dests, one per scheduler indexing this dest (pylvs.sched.tracking). A class-level
+    # empty tuple until a scheduler attaches, so plain RealServers pay one tuple test per assignment.
+    sched_watchers = ()
+
     def __post_init__(self) -> None:
         self.last_weight = self.weight
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Reads stay plain attribute reads (the packet path); only writes, which happen on connection
+        # state changes and configuration edits, pay for the notification.
+        object.__setattr__(self, name, value)
+        if self.sched_watchers and name in SCHED_FIELDS:
+            for changed in self.sched_watchers:
+                changed.add(self)
 
     @property
     def totalconns(self) -> int:

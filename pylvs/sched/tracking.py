@@ -1,0 +1,200 @@
+"""Indexes that let a scheduler find the kernel's choice without walking the whole dest list.
+
+A `TrackedScheduler` gives every dest of its service a rank that grows along the list (kernel order,
+newest first), so "the earliest dest in the list" becomes "the smallest rank". RealServer reports
+assignments to the fields schedulers read (weight, connection counts, overload, availability) into
+the scheduler's `changed` set; the scheduler re-files those dests in its indexes before its next
+choice. An index is keyed by the kernel's own comparison (e.g. overhead / weight) with the rank as
+the tie-break, so its first entry is the dest the kernel's loop would have returned.
+"""
+
+from __future__ import annotations
+
+import weakref
+from bisect import bisect_left, insort
+from collections.abc import Callable, Hashable
+from heapq import heapify, heappop, heappush
+from itertools import count
+from typing import Any
+
+from pylvs.engine.services import RealServer, VirtualService
+from pylvs.sched.base import Scheduler
+
+
+class Tracker:
+    """One scheduler's view of a dest list: a rank per dest, and the dests changed since last looked at."""
+
+    def __init__(self) -> None:
+        self.changed: set[RealServer] = set()
+        self.rank: dict[RealServer, int] = {}
+        self.at: dict[int, RealServer] = {}  # rank -> dest
+        self.dests: list[RealServer] = []  # the list as last synced
+
+    def sync(self, dests: list[RealServer]) -> bool:
+        """Follow a change of the list. Added and removed dests go into `changed` (a removed one has no
+        rank any more). Returns True when every rank was reassigned: the indexes must start over.
+
+        The kernel only adds at the head, so ranks normally survive: new dests rank below the rest.
+        """
+        if dests == self.dests:  # list equality is identity here (RealServer has eq=False)
+            return False
+        rank, at, changed = self.rank, self.at, self.changed
+        present = set(dests)
+        for dest in self.dests:
+            if dest not in present:
+                del at[rank.pop(dest)]
+                self._detach(dest)
+                changed.add(dest)
+        heads = 0
+        prev: int | None = None
+        in_order = True
+        for dest in dests:
+            r = rank.get(dest)
+            if r is None:
+                if prev is not None:
+                    in_order = False
+                    break
+                heads += 1
+            elif prev is not None and r <= prev:
+                in_order = False
+                break
+            else:
+                prev = r
+        self.dests = list(dests)
+        if in_order:
+            first = rank[dests[heads]] if heads < len(dests) else 0
+            for i, dest in enumerate(dests[:heads]):
+                self._attach(dest, first - heads + i)
+            return False
+        for dest in dests:
+            if dest in rank:
+                del at[rank.pop(dest)]
+        for i, dest in enumerate(dests):
+            self._attach(dest, i)
+        return True
+
+    def _attach(self, dest: RealServer, r: int) -> None:
+        self.rank[dest] = r
+        self.at[r] = dest
+        if not any(w is self.changed for w in dest.sched_watchers):  # sets compare by value: use `is`
+            dest.sched_watchers = (*dest.sched_watchers, self.changed)
+        self.changed.add(dest)
+
+    def _detach(self, dest: RealServer) -> None:
+        dest.sched_watchers = tuple(w for w in dest.sched_watchers if w is not self.changed)
+
+    def detach_all(self) -> None:
+        """Stop hearing about every dest (the scheduler is gone)."""
+        for dest in self.rank:
+            self._detach(dest)
+
+
+class TrackedScheduler(Scheduler):
+    """A scheduler whose indexes follow its dests; subclasses implement `reset` and `place`."""
+
+    def __init__(self, service: VirtualService) -> None:
+        self.tracker = Tracker()
+        self.changed = self.tracker.changed
+        weakref.finalize(self, self.tracker.detach_all)  # a replaced scheduler stops listening
+        super().__init__(service)
+
+    def update(self, service: VirtualService) -> None:
+        if self.tracker.sync(service.dests):
+            self.reset()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-file every dest that changed since the last call."""
+        rank = self.tracker.rank
+        for dest in self.changed:
+            self.place(dest, rank.get(dest))
+        self.changed.clear()
+
+    def reset(self) -> None:
+        """Forget every dest: ranks were reassigned (all dests are in `changed` again)."""
+
+    def place(self, dest: RealServer, rank: int | None) -> None:
+        """File `dest` under its current state; rank None = no longer in the list."""
+
+
+INEXACT = object()  # a key that would not order exactly as the kernel compares (see LeastIndex)
+
+
+class LeastIndex:
+    """The dest with the smallest (key, rank): `key(dest)` is None when the dest may not be chosen.
+
+    A heap with lazy deletion: re-filing a dest pushes a new entry and the old one is dropped when it
+    surfaces. A key function may return INEXACT (numbers too large for its exact comparison); the
+    scheduler then falls back to the kernel's loop while such a dest is present.
+    """
+
+    def __init__(self, key: Callable[[RealServer], Any]) -> None:
+        self.key = key
+        self.heap: list[tuple[Any, int, int, RealServer]] = []
+        self.entry: dict[RealServer, tuple[Any, int, int, RealServer]] = {}
+        self.inexact: set[RealServer] = set()
+        self.seq = count()  # unique per entry: equal (key, rank) entries never compare their dests
+
+    def reset(self) -> None:
+        self.heap.clear()
+        self.entry.clear()
+        self.inexact.clear()
+
+    def place(self, dest: RealServer, rank: int | None) -> None:
+        key = None if rank is None else self.key(dest)
+        if key is None or key is INEXACT:
+            self.entry.pop(dest, None)
+            if key is INEXACT:
+                self.inexact.add(dest)
+            else:
+                self.inexact.discard(dest)
+            return
+        self.inexact.discard(dest)
+        old = self.entry.get(dest)
+        if old is not None and old[0] == key and old[1] == rank:
+            return
+        new = (key, rank, next(self.seq), dest)
+        self.entry[dest] = new
+        heap = self.heap
+        heappush(heap, new)
+        if len(heap) > 2 * len(self.entry) + 64:  # too many stale entries: keep memory O(n)
+            self.heap = list(self.entry.values())
+            heapify(self.heap)
+
+    def least(self) -> RealServer | None:
+        heap, entry = self.heap, self.entry
+        while heap:
+            top = heap[0]
+            dest = top[3]
+            if entry.get(dest) is top:
+                return dest
+            heappop(heap)
+        return None
+
+
+class SortedIndex:
+    """The chosen dests' keys in order (a sorted list, for bisect), with the dest of each key."""
+
+    def __init__(self, key: Callable[[RealServer, int], Hashable | None]) -> None:
+        self.key = key
+        self.keys: list[Any] = []
+        self.entry: dict[RealServer, Any] = {}
+        self.version = 0  # bumped on every change, for caches derived from `keys`
+
+    def reset(self) -> None:
+        self.keys.clear()
+        self.entry.clear()
+        self.version += 1
+
+    def place(self, dest: RealServer, rank: int | None) -> None:
+        new = None if rank is None else self.key(dest, rank)
+        old = self.entry.get(dest)
+        if new == old:
+            return
+        if old is not None:
+            del self.keys[bisect_left(self.keys, old)]
+            del self.entry[dest]
+        if new is not None:
+            insort(self.keys, new)
+            self.entry[dest] = new
+        self.version += 1
