@@ -76,7 +76,7 @@ class LocalityScheduler(TrackedScheduler):
             return weighted_least(service.dests)
         return self.wlc.least()
 
-    def overloaded(self, dest: RealServer) -> bool:
+    def overloaded(self, service: VirtualService, dest: RealServer) -> bool:
         """locality_overloaded(dest, service.dests), from the index."""
         return dest.activeconns > dest.weight and bool(self.under_half)
 
@@ -164,7 +164,7 @@ class LocalityBasedLeastConnection(LocalityScheduler):
             dest = en.dest
             # As the kernel: a cache hit ignores the threshold OVERLOAD flag, only weight,
             # availability and the lblc overload rule count.
-            if dest.available and dest.weight > 0 and not self.overloaded(dest):
+            if dest.available and dest.weight > 0 and not self.overloaded(service, dest):
                 return dest
         dest = self.least(service)
         if dest is None:

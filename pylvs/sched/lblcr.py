@@ -86,7 +86,7 @@ class LocalityBasedLeastConnectionReplication(LocalityScheduler):
             if most is not None:
                 en.members.remove(most)
                 en.lastmod = now
-        if dest is not None and not self.overloaded(dest):
+        if dest is not None and not self.overloaded(service, dest):
             return dest
 
         dest = self.least(service)
