@@ -84,20 +84,27 @@ class RealServer:
     last_weight: int = 0
     stats: Stats = field(default_factory=Stats)
 
-    # Sets of changed dests, one per scheduler indexing this dest (pylvs.sched.tracking). A class-level
-    # empty tuple until a scheduler attaches, so plain RealServers pay one tuple test per assignment.
+    # The changed-dest sets of the schedulers indexing this dest (pylvs.sched.tracking); not a field.
     sched_watchers = ()
 
     def __post_init__(self) -> None:
         self.last_weight = self.weight
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Reads stay plain attribute reads (the packet path); only writes, which happen on connection
-        # state changes and configuration edits, pay for the notification.
+        # Reads stay plain attribute reads, so the packet path is unaffected; writes, which happen on
+        # connection state changes and configuration edits, tell the watching schedulers.
         object.__setattr__(self, name, value)
-        if self.sched_watchers and name in SCHED_FIELDS:
+        if name in SCHED_FIELDS:
             for changed in self.sched_watchers:
                 changed.add(self)
+
+    def watch(self, changed: set[RealServer]) -> None:
+        """From now on, assigning one of SCHED_FIELDS adds this dest to `changed`."""
+        if not any(w is changed for w in self.sched_watchers):  # sets compare by value: use `is`
+            self.sched_watchers = (*self.sched_watchers, changed)
+
+    def unwatch(self, changed: set[RealServer]) -> None:
+        self.sched_watchers = tuple(w for w in self.sched_watchers if w is not changed)
 
     @property
     def totalconns(self) -> int:
@@ -105,7 +112,7 @@ class RealServer:
 
     def conn_bound(self) -> None:
         """Overload is set when a connection is bound and the upper threshold is reached."""
-        if self.u_threshold and self.totalconns >= self.u_threshold:
+        if self.u_threshold and self.totalconns >= self.u_threshold and not self.overloaded:
             self.overloaded = True
 
     def conn_unbound(self) -> None:
@@ -113,14 +120,19 @@ class RealServer:
         self.update_overload()
 
     def update_overload(self) -> None:
+        # Assigned only when it changes: every assignment wakes the watching schedulers.
         if not self.u_threshold:
-            self.overloaded = False
-            return
-        low = self.l_threshold or self.u_threshold - self.u_threshold // 4
-        if self.totalconns < low:
-            self.overloaded = False
-        elif self.totalconns >= self.u_threshold:
-            self.overloaded = True
+            overloaded = False
+        else:
+            low = self.l_threshold or self.u_threshold - self.u_threshold // 4
+            if self.totalconns < low:
+                overloaded = False
+            elif self.totalconns >= self.u_threshold:
+                overloaded = True
+            else:
+                return
+        if overloaded != self.overloaded:
+            self.overloaded = overloaded
 
 
 @dataclass(eq=False)

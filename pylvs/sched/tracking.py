@@ -76,12 +76,11 @@ class Tracker:
     def _attach(self, dest: RealServer, r: int) -> None:
         self.rank[dest] = r
         self.at[r] = dest
-        if not any(w is self.changed for w in dest.sched_watchers):  # sets compare by value: use `is`
-            dest.sched_watchers = (*dest.sched_watchers, self.changed)
+        dest.watch(self.changed)
         self.changed.add(dest)
 
     def _detach(self, dest: RealServer) -> None:
-        dest.sched_watchers = tuple(w for w in dest.sched_watchers if w is not self.changed)
+        dest.unwatch(self.changed)
 
     def detach_all(self) -> None:
         """Stop hearing about every dest (the scheduler is gone)."""
