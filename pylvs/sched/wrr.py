@@ -33,6 +33,7 @@ class WeightedRoundRobin(TrackedScheduler):
         self.mw = 0  # max weight - (di - 1), so that the last pass is at cw = 1
         self.di = 1  # gcd of the positive weights
         self.by_weight = SortedIndex(heaviest_first)
+        self.pass_cw = 0  # the threshold the cached pass is for
         self.pass_size = -1  # how many dests the cached pass holds (-1: none cached)
         self.pass_version = -1
         self.pass_ranks: list[int] = []  # ranks of the dests with weight >= cw, in list order
@@ -57,12 +58,15 @@ class WeightedRoundRobin(TrackedScheduler):
         self.by_weight.place(dest, rank)
 
     def _pass(self, cw: int) -> list[int]:
-        """Ranks of the usable dests with weight >= cw, in list order."""
-        keys = self.by_weight.keys
-        size = bisect_right(keys, (-cw, inf))
-        if size != self.pass_size or self.pass_version != self.by_weight.version:
-            self.pass_ranks = sorted(map(itemgetter(1), keys[:size]))
-            self.pass_size, self.pass_version = size, self.by_weight.version
+        """Ranks of the usable dests with weight >= cw, in list order (cached while cw and the
+        dests stay the same)."""
+        if cw != self.pass_cw or self.pass_version != self.by_weight.version:
+            keys = self.by_weight.keys
+            size = bisect_right(keys, (-cw, inf))
+            if size != self.pass_size or self.pass_version != self.by_weight.version:
+                self.pass_ranks = sorted(map(itemgetter(1), keys[:size]))
+                self.pass_size = size
+            self.pass_cw, self.pass_version = cw, self.by_weight.version
         return self.pass_ranks
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
