@@ -7,7 +7,8 @@ For each scheduler and 1, 10 and 1000 real servers (weights 1..5, random connect
 active <= weight) it measures, in microseconds:
 
   schedule   one schedule() call over pre-built flows (random clients, 256 destination addresses so
-             lblc/lblcr see cache hits and misses), connection counts left as they are;
+             lblc/lblcr see cache hits and misses), connection counts left as they are; for mh also
+             with connections from 1000 client addresses that come back (mh remembers their slots);
   churn      one schedule() plus what the engine does to the counters for it: the chosen server's
              new connection (inactconns += 1, conn_bound()) and an earlier connection of a random
              server closing (activeconns or inactconns -= 1, conn_unbound()); the schedulers hear
@@ -48,9 +49,10 @@ def make_service(n: int, rng: random.Random) -> VirtualService:
     return VirtualService(6, bytes([192, 0, 2, 1]), 80, dests=dests)
 
 
-def make_flows(count: int, rng: random.Random) -> list[Flow]:
+def make_flows(count: int, rng: random.Random, clients: list[bytes] | None = None) -> list[Flow]:
     daddrs = [bytes([203, 0, 113, i]) for i in range(256)]
-    return [Flow(6, rng.randbytes(4), rng.randrange(1024, 65536), rng.choice(daddrs), 80, i * 0.001)
+    return [Flow(6, rng.choice(clients) if clients else rng.randbytes(4), rng.randrange(1024, 65536),
+                 rng.choice(daddrs), 80, i * 0.001)
             for i in range(count)]
 
 
@@ -58,18 +60,20 @@ def best_us(runs: list[float]) -> float:
     return min(runs) * 1e6
 
 
-def flows_per_run(n: int, count: int, repeats: int) -> list[list[Flow]]:
-    """Flows for each run; new clients every time (no run profits from mh's memo of earlier ones)."""
+def flows_per_run(n: int, count: int, repeats: int, clients: int = 0) -> list[list[Flow]]:
+    """Flows for each run: new clients every time (no run profits from mh's memo of earlier ones),
+    or, with `clients`, connections from that many client addresses, the same in every run."""
     rng = random.Random(n)
-    return [make_flows(count, rng) for _ in range(repeats)]
+    pool = [rng.randbytes(4) for _ in range(clients)] or None
+    return [make_flows(count, rng, pool) for _ in range(repeats)]
 
 
-def time_schedule(name: str, n: int, runs_flows: list[list[Flow]]) -> float:
+def time_schedule(name: str, n: int, runs_flows: list[list[Flow]], warmup: list[Flow] | None = None) -> float:
     """Microseconds per schedule() call, counts unchanged."""
     svc = make_service(n, random.Random(n))
     sched = SCHEDULERS[name](svc)
     schedule = sched.schedule
-    for f in runs_flows[0][:100]:  # warm up (and let lblc/lblcr fill part of their cache)
+    for f in warmup or runs_flows[0][:100]:  # warm up (and let lblc/lblcr fill part of their cache)
         schedule(svc, f)
     runs = []
     for flows in runs_flows:
@@ -166,6 +170,13 @@ def main() -> None:
         row += [fmt(time_weight(name, n, args.repeats)) for n in sizes]
         rows.append(row)
         print(".", end="", flush=True, file=sys.stderr)
+    if "mh" in names:  # mh hashes the client address: clients that come back find their slot memoised
+        row = ["mh, 1000 returning clients"]
+        for n in sizes:
+            runs = flows_per_run(n + 2, args.flows, args.repeats, 1000)
+            seen = list({f.saddr: f for run in runs for f in run}.values())  # every client once
+            row.append(fmt(time_schedule("mh", n, runs, warmup=seen)))
+        rows.append(row + [""] * (len(head) - len(row)))
     print(file=sys.stderr)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
