@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pylvs.engine.services import RealServer
 from pylvs.sched.least import LeastScheduler
-from pylvs.sched.wlc import least_overhead
 
 
 class LeastConnection(LeastScheduler):
@@ -13,7 +12,5 @@ class LeastConnection(LeastScheduler):
     @staticmethod
     def key(dest: RealServer) -> int | None:
         if dest.weight > 0 and not dest.overloaded and dest.available:
-            return (dest.activeconns << 8) + dest.inactconns
+            return (dest.activeconns << 8) + dest.inactconns  # an int: always exact, no fallback scan
         return None
-
-    scan = staticmethod(least_overhead)

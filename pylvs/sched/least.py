@@ -36,7 +36,7 @@ class LeastScheduler(TrackedScheduler):
 
     @staticmethod
     def scan(dests: list[RealServer]) -> RealServer | None:
-        """The kernel's loop, for when some key is INEXACT."""
+        """The kernel's loop, for when some key is INEXACT (only schedulers with ratio keys need it)."""
         raise NotImplementedError
 
     def __init__(self, service: VirtualService) -> None:

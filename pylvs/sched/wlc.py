@@ -39,19 +39,6 @@ def weighted_least(
     return least
 
 
-def least_overhead(dests: Iterable[RealServer]) -> RealServer | None:
-    """The lc loop: the smallest overhead among usable dests, the earlier one on a tie."""
-    least: RealServer | None = None
-    loh = 0
-    for dest in dests:
-        if not usable(dest):
-            continue
-        doh = overhead(dest)
-        if least is None or doh < loh:
-            least, loh = dest, doh
-    return least
-
-
 def wlc_key(dest: RealServer) -> float | object | None:
     """overhead / weight for a usable dest (the index key of wlc, lblc and lblcr)."""
     if dest.weight > 0 and not dest.overloaded and dest.available:
