@@ -55,26 +55,29 @@ class LocalityScheduler(TrackedScheduler):
     answered from indexes (a wlc index, and the set of dests under half of their weight)."""
 
     def __init__(self, service: VirtualService) -> None:
-        self.wlc = LeastIndex(wlc_key)
+        self.index: LeastIndex = LeastIndex(wlc_key)
         self.under_half: set[RealServer] = set()
         super().__init__(service)
 
     def reset(self) -> None:
-        self.wlc.reset()
+        self.index.reset()
         self.under_half.clear()
 
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        self.wlc.place(dest, rank)
-        if rank is not None and dest.activeconns * 2 < dest.weight:
-            self.under_half.add(dest)
-        else:
-            self.under_half.discard(dest)
+    def refresh(self) -> None:
+        changed, rank = self.changed, self.tracker.rank
+        self.index.refile(changed, rank)
+        for dest in changed:
+            if dest in rank and dest.activeconns * 2 < dest.weight:
+                self.under_half.add(dest)
+            else:
+                self.under_half.discard(dest)
+        changed.clear()
 
     def least(self, service: VirtualService) -> RealServer | None:
         """weighted_least(service.dests), from the index."""
-        if self.wlc.inexact:
+        if self.index.inexact:
             return weighted_least(service.dests)
-        return self.wlc.least()
+        return self.index.least()
 
     def overloaded(self, service: VirtualService, dest: RealServer) -> bool:
         """locality_overloaded(dest, service.dests), from the index."""

@@ -40,17 +40,8 @@ class LeastScheduler(TrackedScheduler):
         raise NotImplementedError
 
     def __init__(self, service: VirtualService) -> None:
-        self.index = LeastIndex(self.key)
+        self.index: LeastIndex = LeastIndex(self.key)
         super().__init__(service)
-
-    def reset(self) -> None:
-        self.index.reset()
-
-    def refresh(self) -> None:
-        rank, place = self.tracker.rank, self.index.place
-        for dest in self.changed:
-            place(dest, rank.get(dest))
-        self.changed.clear()
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         if self.changed:

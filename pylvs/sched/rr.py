@@ -23,7 +23,7 @@ class RoundRobin(TrackedScheduler):
 
     def __init__(self, service: VirtualService) -> None:
         self.last: RealServer | None = None  # None = the list head, as the kernel's sched_data
-        self.usable = SortedIndex(usable_in_order)
+        self.index = SortedIndex(usable_in_order)  # usable dests in list order
         super().__init__(service)
 
     def update(self, service: VirtualService) -> None:
@@ -34,16 +34,10 @@ class RoundRobin(TrackedScheduler):
             self.last = next((d for d in reversed(old[:i]) if d in service.dests), None)
         super().update(service)
 
-    def reset(self) -> None:
-        self.usable.reset()
-
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        self.usable.place(dest, rank)
-
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         if self.changed:
             self.refresh()
-        keys = self.usable.keys
+        keys = self.index.keys
         if not keys:
             return None
         i = 0 if self.last is None else bisect_right(keys, (self.tracker.rank[self.last], inf))

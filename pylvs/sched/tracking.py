@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from bisect import bisect_left, insort
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from heapq import heapify, heappop, heappush
 from itertools import count
 from typing import Any
@@ -89,7 +89,9 @@ class Tracker:
 
 
 class TrackedScheduler(Scheduler):
-    """A scheduler whose indexes follow its dests; subclasses implement `reset` and `place`."""
+    """A scheduler whose index follows its dests; subclasses set `index` before calling __init__."""
+
+    index: LeastIndex | SortedIndex
 
     def __init__(self, service: VirtualService) -> None:
         self.tracker = Tracker()
@@ -104,16 +106,12 @@ class TrackedScheduler(Scheduler):
 
     def refresh(self) -> None:
         """Re-file every dest that changed since the last call."""
-        rank = self.tracker.rank
-        for dest in self.changed:
-            self.place(dest, rank.get(dest))
+        self.index.refile(self.changed, self.tracker.rank)
         self.changed.clear()
 
     def reset(self) -> None:
         """Forget every dest: ranks were reassigned (all dests are in `changed` again)."""
-
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        """File `dest` under its current state; rank None = no longer in the list."""
+        self.index.reset()
 
 
 INEXACT = object()  # a key that would not order exactly as the kernel compares (see LeastIndex)
@@ -139,26 +137,30 @@ class LeastIndex:
         self.entry.clear()
         self.inexact.clear()
 
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        key = None if rank is None else self.key(dest)
-        if key is None or key is INEXACT:
-            self.entry.pop(dest, None)
-            if key is INEXACT:
-                self.inexact.add(dest)
-            else:
-                self.inexact.discard(dest)
-            return
-        self.inexact.discard(dest)
-        old = self.entry.get(dest)
-        if old is not None and old[0] == key and old[1] == rank:
-            return
-        new = (key, rank, next(self.seq), dest)
-        self.entry[dest] = new
-        heap = self.heap
-        heappush(heap, new)
-        if len(heap) > 2 * len(self.entry) + 64:  # too many stale entries: keep memory O(n)
-            self.heap = list(self.entry.values())
-            heapify(self.heap)
+    def refile(self, dests: Iterable[RealServer], ranks: dict[RealServer, int]) -> None:
+        """File each of `dests` under its current key (those without a rank are dropped)."""
+        key_of, entry, inexact, heap, seq = self.key, self.entry, self.inexact, self.heap, self.seq
+        for dest in dests:
+            rank = ranks.get(dest)
+            key = None if rank is None else key_of(dest)
+            if key is None or key is INEXACT:
+                entry.pop(dest, None)
+                if key is INEXACT:
+                    inexact.add(dest)
+                elif inexact:
+                    inexact.discard(dest)
+                continue
+            if inexact:
+                inexact.discard(dest)
+            old = entry.get(dest)
+            if old is not None and old[0] == key and old[1] == rank:
+                continue
+            new = (key, rank, next(seq), dest)
+            entry[dest] = new
+            heappush(heap, new)
+        if len(heap) > 2 * len(entry) + 64:  # too many stale entries: keep memory O(n)
+            heap[:] = entry.values()
+            heapify(heap)
 
     def least(self) -> RealServer | None:
         heap, entry = self.heap, self.entry
@@ -172,7 +174,7 @@ class LeastIndex:
 
 
 class SortedIndex:
-    """The chosen dests' keys in order (a sorted list, for bisect), with the dest of each key."""
+    """The keys of the dests that may be chosen, sorted (for bisect); `entry` maps a dest to its key."""
 
     def __init__(self, key: Callable[[RealServer, int], Hashable | None]) -> None:
         self.key = key
@@ -185,15 +187,19 @@ class SortedIndex:
         self.entry.clear()
         self.version += 1
 
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        new = None if rank is None else self.key(dest, rank)
-        old = self.entry.get(dest)
-        if new == old:
-            return
-        if old is not None:
-            del self.keys[bisect_left(self.keys, old)]
-            del self.entry[dest]
-        if new is not None:
-            insort(self.keys, new)
-            self.entry[dest] = new
-        self.version += 1
+    def refile(self, dests: Iterable[RealServer], ranks: dict[RealServer, int]) -> None:
+        """File each of `dests` under its current key (those without a rank are dropped)."""
+        key_of, keys, entry = self.key, self.keys, self.entry
+        for dest in dests:
+            rank = ranks.get(dest)
+            new = None if rank is None else key_of(dest, rank)
+            old = entry.get(dest)
+            if new == old:
+                continue
+            if old is not None:
+                del keys[bisect_left(keys, old)]
+                del entry[dest]
+            if new is not None:
+                insort(keys, new)
+                entry[dest] = new
+            self.version += 1

@@ -24,21 +24,15 @@ class PowerOfTwoChoices(TrackedScheduler):
 
     def __init__(self, service: VirtualService) -> None:
         self.rng = random.Random()  # replace or seed it for reproducible runs
-        self.usable = SortedIndex(usable_in_order)
+        self.index = SortedIndex(usable_in_order)  # usable dests in list order
         self.sums: list[int] = []  # running weight sums of the usable dests, in list order
         self.sums_version = -1
         super().__init__(service)
 
-    def reset(self) -> None:
-        self.usable.reset()
-
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        self.usable.place(dest, rank)
-
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         if self.changed:
             self.refresh()
-        usable = self.usable
+        usable = self.index
         keys = usable.keys
         if not keys:
             return None

@@ -32,7 +32,7 @@ class WeightedRoundRobin(TrackedScheduler):
         self.cw = 0  # current weight threshold
         self.mw = 0  # max weight - (di - 1), so that the last pass is at cw = 1
         self.di = 1  # gcd of the positive weights
-        self.by_weight = SortedIndex(heaviest_first)
+        self.index = SortedIndex(heaviest_first)  # usable dests by weight, heaviest first
         self.pass_cw = 0  # the threshold the cached pass is for
         self.pass_size = -1  # how many dests the cached pass holds (-1: none cached)
         self.pass_version = -1
@@ -51,22 +51,16 @@ class WeightedRoundRobin(TrackedScheduler):
         elif self.di > 1:
             self.cw = (self.cw // self.di) * self.di + 1
 
-    def reset(self) -> None:
-        self.by_weight.reset()
-
-    def place(self, dest: RealServer, rank: int | None) -> None:
-        self.by_weight.place(dest, rank)
-
     def _pass(self, cw: int) -> list[int]:
         """Ranks of the usable dests with weight >= cw, in list order (cached while cw and the
         dests stay the same)."""
-        if cw != self.pass_cw or self.pass_version != self.by_weight.version:
-            keys = self.by_weight.keys
+        if cw != self.pass_cw or self.pass_version != self.index.version:
+            keys = self.index.keys
             size = bisect_right(keys, (-cw, inf))
-            if size != self.pass_size or self.pass_version != self.by_weight.version:
+            if size != self.pass_size or self.pass_version != self.index.version:
                 self.pass_ranks = sorted(map(itemgetter(1), keys[:size]))
                 self.pass_size = size
-            self.pass_cw, self.pass_version = cw, self.by_weight.version
+            self.pass_cw, self.pass_version = cw, self.index.version
         return self.pass_ranks
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
@@ -74,7 +68,7 @@ class WeightedRoundRobin(TrackedScheduler):
             return None
         if self.changed:
             self.refresh()
-        keys = self.by_weight.keys
+        keys = self.index.keys
         heaviest = -keys[0][0] if keys else 0  # the largest usable weight
         last = self.pos
         start = last  # this pass looks after `start` (None: from the head)
