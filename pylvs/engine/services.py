@@ -58,10 +58,6 @@ def ip(addr: bytes) -> str:
     return socket.inet_ntoa(addr)
 
 
-# The RealServer fields a scheduler's choice depends on; assigning one tells the schedulers watching it.
-SCHED_FIELDS = frozenset({"weight", "activeconns", "inactconns", "overloaded", "available"})
-
-
 @dataclass(eq=False)
 class RealServer:
     """A destination (IPVS `ip_vs_dest`): configuration plus the counters schedulers read."""
@@ -133,6 +129,10 @@ class RealServer:
                 return
         if overloaded != self.overloaded:
             self.overloaded = overloaded
+
+
+# The RealServer fields a scheduler's choice depends on; assigning one tells the schedulers watching it.
+SCHED_FIELDS = frozenset({"weight", "activeconns", "inactconns", "overloaded", "available"})
 
 
 @dataclass(eq=False)
