@@ -80,7 +80,8 @@ class RealServer:
     last_weight: int = 0
     stats: Stats = field(default_factory=Stats)
 
-    # The changed-dest sets of the schedulers indexing this dest (pylvs.sched.tracking); not a field.
+    # (changed-dest set, fields it cares about) of each scheduler indexing this dest
+    # (pylvs.sched.tracking); a plain class attribute, not a dataclass field.
     sched_watchers = ()
 
     def __post_init__(self) -> None:
@@ -91,16 +92,17 @@ class RealServer:
         # connection state changes and configuration edits, tell the watching schedulers.
         object.__setattr__(self, name, value)
         if name in SCHED_FIELDS:
-            for changed in self.sched_watchers:
-                changed.add(self)
+            for changed, fields in self.sched_watchers:
+                if name in fields:
+                    changed.add(self)
 
-    def watch(self, changed: set[RealServer]) -> None:
-        """From now on, assigning one of SCHED_FIELDS adds this dest to `changed`."""
-        if not any(w is changed for w in self.sched_watchers):  # sets compare by value: use `is`
-            self.sched_watchers = (*self.sched_watchers, changed)
+    def watch(self, changed: set[RealServer], fields: frozenset[str]) -> None:
+        """From now on, assigning one of `fields` (a subset of SCHED_FIELDS) adds this dest to `changed`."""
+        if not any(w is changed for w, _ in self.sched_watchers):  # sets compare by value: use `is`
+            self.sched_watchers = (*self.sched_watchers, (changed, fields))
 
     def unwatch(self, changed: set[RealServer]) -> None:
-        self.sched_watchers = tuple(w for w in self.sched_watchers if w is not changed)
+        self.sched_watchers = tuple(pair for pair in self.sched_watchers if pair[0] is not changed)
 
     @property
     def totalconns(self) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pylvs.engine.services import RealServer
 from pylvs.sched.least import LeastScheduler
+from pylvs.sched.tracking import USABILITY
 
 
 class WeightedFailover(LeastScheduler):
     name = "fo"
+    watched = USABILITY
 
     @staticmethod
     def key(dest: RealServer) -> int | None:

@@ -6,6 +6,7 @@ from pylvs.engine.services import RealServer
 from pylvs.sched.base import usable
 from pylvs.sched.least import LeastScheduler, ratio
 from pylvs.sched.sed import expected_delay
+from pylvs.sched.tracking import USABILITY
 
 
 def never_queue(dests: list[RealServer]) -> RealServer | None:
@@ -25,6 +26,7 @@ def never_queue(dests: list[RealServer]) -> RealServer | None:
 
 class NeverQueue(LeastScheduler):
     name = "nq"
+    watched = USABILITY | {"activeconns"}
 
     @staticmethod
     def key(dest: RealServer) -> float | object | None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pylvs.engine.services import RealServer
 from pylvs.sched.least import LeastScheduler
+from pylvs.sched.tracking import USABILITY
 
 
 class WeightedOverflow(LeastScheduler):
     name = "ovf"
+    watched = USABILITY | {"activeconns"}
 
     @staticmethod
     def key(dest: RealServer) -> int | None:

@@ -10,7 +10,7 @@ from math import inf
 
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.sched.base import Flow, usable
-from pylvs.sched.tracking import SortedIndex, TrackedScheduler
+from pylvs.sched.tracking import USABILITY, SortedIndex, TrackedScheduler
 
 
 def usable_in_order(dest: RealServer, rank: int) -> tuple[int, int] | None:
@@ -20,6 +20,7 @@ def usable_in_order(dest: RealServer, rank: int) -> tuple[int, int] | None:
 
 class RoundRobin(TrackedScheduler):
     name = "rr"
+    watched = USABILITY
 
     def __init__(self, service: VirtualService) -> None:
         self.last: RealServer | None = None  # None = the list head, as the kernel's sched_data

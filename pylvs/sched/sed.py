@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pylvs.engine.services import RealServer
 from pylvs.sched.least import LeastScheduler, ratio
+from pylvs.sched.tracking import USABILITY
 from pylvs.sched.wlc import weighted_least
 
 
@@ -14,6 +15,7 @@ def expected_delay(dest: RealServer) -> int:
 
 class ShortestExpectedDelay(LeastScheduler):
     name = "sed"
+    watched = USABILITY | {"activeconns"}
 
     @staticmethod
     def key(dest: RealServer) -> float | object | None:

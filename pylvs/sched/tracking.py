@@ -15,16 +15,18 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable
 from heapq import heapify, heappop, heappush
 from itertools import count
-from typing import Any
+from typing import Any, ClassVar
 
-from pylvs.engine.services import RealServer, VirtualService
+from pylvs.engine.services import SCHED_FIELDS, RealServer, VirtualService
 from pylvs.sched.base import Scheduler
 
 
 class Tracker:
-    """One scheduler's view of a dest list: a rank per dest, and the dests changed since last looked at."""
+    """One scheduler's view of a dest list: a rank per dest, and the dests changed since last looked at
+    (assignments to `fields`, some of RealServer's SCHED_FIELDS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: frozenset[str]) -> None:
+        self.fields = fields
         self.changed: set[RealServer] = set()
         self.rank: dict[RealServer, int] = {}
         self.at: dict[int, RealServer] = {}  # rank -> dest
@@ -76,7 +78,7 @@ class Tracker:
     def _attach(self, dest: RealServer, r: int) -> None:
         self.rank[dest] = r
         self.at[r] = dest
-        dest.watch(self.changed)
+        dest.watch(self.changed, self.fields)
         self.changed.add(dest)
 
     def _detach(self, dest: RealServer) -> None:
@@ -92,9 +94,10 @@ class TrackedScheduler(Scheduler):
     """A scheduler whose index follows its dests; subclasses set `index` before calling __init__."""
 
     index: LeastIndex | SortedIndex
+    watched: ClassVar[frozenset[str]] = SCHED_FIELDS  # the RealServer fields its choice depends on
 
     def __init__(self, service: VirtualService) -> None:
-        self.tracker = Tracker()
+        self.tracker = Tracker(self.watched)
         self.changed = self.tracker.changed
         weakref.finalize(self, self.tracker.detach_all)  # a replaced scheduler stops listening
         super().__init__(service)
@@ -113,6 +116,8 @@ class TrackedScheduler(Scheduler):
         """Forget every dest: ranks were reassigned (all dests are in `changed` again)."""
         self.index.reset()
 
+
+USABILITY = frozenset({"weight", "overloaded", "available"})  # for schedulers that ignore the counts
 
 INEXACT = object()  # a key that would not order exactly as the kernel compares (see LeastIndex)
 

@@ -15,12 +15,13 @@ from operator import itemgetter
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.sched.base import Flow
 from pylvs.sched.rr import usable_in_order
-from pylvs.sched.tracking import SortedIndex, TrackedScheduler
+from pylvs.sched.tracking import USABILITY, SortedIndex, TrackedScheduler
 from pylvs.sched.wlc import overhead
 
 
 class PowerOfTwoChoices(TrackedScheduler):
     name = "twos"
+    watched = USABILITY  # the draw needs weights only; the two drawn dests' counts are read directly
 
     def __init__(self, service: VirtualService) -> None:
         self.rng = random.Random()  # replace or seed it for reproducible runs

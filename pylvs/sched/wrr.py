@@ -17,7 +17,7 @@ from operator import itemgetter
 
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.sched.base import Flow, usable
-from pylvs.sched.tracking import SortedIndex, TrackedScheduler
+from pylvs.sched.tracking import USABILITY, SortedIndex, TrackedScheduler
 
 
 def heaviest_first(dest: RealServer, rank: int) -> tuple[int, int] | None:
@@ -26,6 +26,7 @@ def heaviest_first(dest: RealServer, rank: int) -> tuple[int, int] | None:
 
 class WeightedRoundRobin(TrackedScheduler):
     name = "wrr"
+    watched = USABILITY
 
     def __init__(self, service: VirtualService) -> None:
         self.pos: int | None = None  # cursor: rank of the last choice; None = the list head
