@@ -78,8 +78,29 @@ class RealServer:
     last_weight: int = 0
     stats: Stats = field(default_factory=Stats)
 
+    # (changed-dest set, fields it cares about) of each scheduler indexing this dest
+    # (pylvs.sched.tracking); a plain class attribute, not a dataclass field.
+    sched_watchers = ()
+
     def __post_init__(self) -> None:
         self.last_weight = self.weight
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Reads stay plain attribute reads, so the packet path is unaffected; writes, which happen on
+        # connection state changes and configuration edits, tell the watching schedulers.
+        object.__setattr__(self, name, value)
+        if name in SCHED_FIELDS:
+            for changed, fields in self.sched_watchers:
+                if name in fields:
+                    changed.add(self)
+
+    def watch(self, changed: set[RealServer], fields: frozenset[str]) -> None:
+        """From now on, assigning one of `fields` (a subset of SCHED_FIELDS) adds this dest to `changed`."""
+        if not any(w is changed for w, _ in self.sched_watchers):  # sets compare by value: use `is`
+            self.sched_watchers = (*self.sched_watchers, (changed, fields))
+
+    def unwatch(self, changed: set[RealServer]) -> None:
+        self.sched_watchers = tuple(pair for pair in self.sched_watchers if pair[0] is not changed)
 
     @property
     def totalconns(self) -> int:
@@ -87,7 +108,7 @@ class RealServer:
 
     def conn_bound(self) -> None:
         """Overload is set when a connection is bound and the upper threshold is reached."""
-        if self.u_threshold and self.totalconns >= self.u_threshold:
+        if self.u_threshold and self.totalconns >= self.u_threshold and not self.overloaded:
             self.overloaded = True
 
     def conn_unbound(self) -> None:
@@ -95,14 +116,23 @@ class RealServer:
         self.update_overload()
 
     def update_overload(self) -> None:
+        # Assigned only when it changes: every assignment wakes the watching schedulers.
         if not self.u_threshold:
-            self.overloaded = False
-            return
-        low = self.l_threshold or self.u_threshold - self.u_threshold // 4
-        if self.totalconns < low:
-            self.overloaded = False
-        elif self.totalconns >= self.u_threshold:
-            self.overloaded = True
+            overloaded = False
+        else:
+            low = self.l_threshold or self.u_threshold - self.u_threshold // 4
+            if self.totalconns < low:
+                overloaded = False
+            elif self.totalconns >= self.u_threshold:
+                overloaded = True
+            else:
+                return
+        if overloaded != self.overloaded:
+            self.overloaded = overloaded
+
+
+# The RealServer fields a scheduler's choice depends on; assigning one tells the schedulers watching it.
+SCHED_FIELDS = frozenset({"weight", "activeconns", "inactconns", "overloaded", "available"})
 
 
 @dataclass(eq=False)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.engine.services import RealServer
+from pylvs.sched.least import LeastScheduler
+from pylvs.sched.tracking import USABILITY
 
 
-class WeightedFailover(Scheduler):
+class WeightedFailover(LeastScheduler):
     name = "fo"
+    watched = USABILITY
 
-    def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        best: RealServer | None = None
-        for dest in service.dests:
-            # strict: the earlier (newest-added) dest keeps a tie
-            if usable(dest) and (best is None or dest.weight > best.weight):
-                best = dest
-        return best
+    @staticmethod
+    def key(dest: RealServer) -> int | None:
+        # the kernel keeps the first of equal weights (strict >): the lowest rank among equal keys
+        if dest.weight > 0 and not dest.overloaded and dest.available:
+            return -dest.weight
+        return None

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler
-from pylvs.sched.wlc import weighted_least
+from pylvs.sched.base import Flow
+from pylvs.sched.tracking import LeastIndex, TrackedScheduler
+from pylvs.sched.wlc import weighted_least, wlc_key
 
 DEFAULT_EXPIRATION = 24 * 60 * 60.0  # seconds, lblc_expiration / lblcr_expiration
 CHECK_EXPIRE_INTERVAL = 60.0  # the garbage-collection timer period
@@ -47,6 +48,40 @@ def locality_overloaded(dest: RealServer, dests: Sequence[RealServer]) -> bool:
     if dest.activeconns > dest.weight:
         return any(d.activeconns * 2 < d.weight for d in dests)
     return False
+
+
+class LocalityScheduler(TrackedScheduler):
+    """What lblc and lblcr share: the wlc choice over all dests and the lblc overload rule, both
+    answered from indexes (a wlc index, and the set of dests under half of their weight)."""
+
+    def __init__(self, service: VirtualService) -> None:
+        self.index: LeastIndex = LeastIndex(wlc_key)
+        self.under_half: set[RealServer] = set()
+        super().__init__(service)
+
+    def reset(self) -> None:
+        self.index.reset()
+        self.under_half.clear()
+
+    def refresh(self) -> None:
+        changed, rank = self.changed, self.tracker.rank
+        self.index.refile(changed, rank)
+        for dest in changed:
+            if dest in rank and dest.activeconns * 2 < dest.weight:
+                self.under_half.add(dest)
+            else:
+                self.under_half.discard(dest)
+        changed.clear()
+
+    def least(self, service: VirtualService) -> RealServer | None:
+        """weighted_least(service.dests), from the index."""
+        if self.index.inexact:
+            return weighted_least(service.dests)
+        return self.index.least()
+
+    def overloaded(self, service: VirtualService, dest: RealServer) -> bool:
+        """locality_overloaded(dest, service.dests), from the index."""
+        return dest.activeconns > dest.weight and bool(self.under_half)
 
 
 class _Entry(Protocol):
@@ -114,7 +149,7 @@ class _LblcEntry:
         self.lastuse = lastuse
 
 
-class LocalityBasedLeastConnection(Scheduler):
+class LocalityBasedLeastConnection(LocalityScheduler):
     name = "lblc"
 
     def __init__(self, service: VirtualService) -> None:
@@ -123,6 +158,8 @@ class LocalityBasedLeastConnection(Scheduler):
         super().__init__(service)
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
+        if self.changed:
+            self.refresh()
         self.cache.advance(flow.now, self.settings.lblc_expiration)
         en = self.cache.entries.get(flow.daddr)
         if en is not None:
@@ -130,9 +167,9 @@ class LocalityBasedLeastConnection(Scheduler):
             dest = en.dest
             # As the kernel: a cache hit ignores the threshold OVERLOAD flag, only weight,
             # availability and the lblc overload rule count.
-            if dest.available and dest.weight > 0 and not locality_overloaded(dest, service.dests):
+            if dest.available and dest.weight > 0 and not self.overloaded(service, dest):
                 return dest
-        dest = weighted_least(service.dests)
+        dest = self.least(service)
         if dest is None:
             return None
         if en is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.sched import lblc
-from pylvs.sched.base import Flow, Scheduler
-from pylvs.sched.lblc import LocalityTable, locality_overloaded
-from pylvs.sched.wlc import overhead, weighted_least
+from pylvs.sched.base import Flow
+from pylvs.sched.lblc import LocalityScheduler, LocalityTable
+from pylvs.sched.wlc import overhead
 
 
 class _LblcrEntry:
@@ -58,7 +58,7 @@ def set_max(members: list[RealServer]) -> RealServer | None:
     return most
 
 
-class LocalityBasedLeastConnectionReplication(Scheduler):
+class LocalityBasedLeastConnectionReplication(LocalityScheduler):
     name = "lblcr"
 
     def __init__(self, service: VirtualService) -> None:
@@ -67,12 +67,14 @@ class LocalityBasedLeastConnectionReplication(Scheduler):
         super().__init__(service)
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
+        if self.changed:
+            self.refresh()
         now = flow.now
         expiration = self.settings.lblcr_expiration
         self.cache.advance(now, expiration)
         en = self.cache.entries.get(flow.daddr)
         if en is None:
-            dest = weighted_least(service.dests)
+            dest = self.least(service)
             if dest is not None:
                 self.cache.entries[flow.daddr] = _LblcrEntry(dest, now)
             return dest
@@ -84,10 +86,10 @@ class LocalityBasedLeastConnectionReplication(Scheduler):
             if most is not None:
                 en.members.remove(most)
                 en.lastmod = now
-        if dest is not None and not locality_overloaded(dest, service.dests):
+        if dest is not None and not self.overloaded(service, dest):
             return dest
 
-        dest = weighted_least(service.dests)
+        dest = self.least(service)
         if dest is not None and dest not in en.members:
             en.members.insert(0, dest)
             en.lastmod = now

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
-from pylvs.sched.wlc import overhead
+from pylvs.engine.services import RealServer
+from pylvs.sched.least import LeastScheduler
 
 
-class LeastConnection(Scheduler):
+class LeastConnection(LeastScheduler):
     name = "lc"
 
-    def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        least: RealServer | None = None
-        loh = 0
-        for dest in service.dests:
-            if not usable(dest):
-                continue
-            doh = overhead(dest)
-            if least is None or doh < loh:  # strict: the earlier dest keeps a tie
-                least, loh = dest, doh
-        return least
+    @staticmethod
+    def key(dest: RealServer) -> int | None:
+        if dest.weight > 0 and not dest.overloaded and dest.available:
+            return (dest.activeconns << 8) + dest.inactconns  # an int: always exact, no fallback scan
+        return None

@@ -11,6 +11,7 @@ Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is un
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import gcd
 
 from pylvs.engine.services import SVC_F_SCHED1, ConfigError, RealServer, VirtualService
@@ -94,12 +95,126 @@ def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> in
     return hsiphash_u32(key, offset + port + int.from_bytes(addr, "big"))
 
 
+def fixed_key_hsiphash(key: tuple[int, int]) -> Callable[[int], int]:
+    """hsiphash_u32 under one fixed key, faster: the state after the key setup and the part of the
+    first round that only depends on the key are computed here, once."""
+    k0, k1 = key
+    m = _M64
+    v0 = 0x736F6D6570736575 ^ k0
+    v1 = 0x646F72616E646F6D ^ k1
+    c2 = 0x6C7967656E657261 ^ k0
+    c3 = 0x7465646279746573 ^ k1
+    v0 = (v0 + v1) & m
+    c1 = ((v1 << 13) | (v1 >> 51)) & m ^ v0
+    c0 = ((v0 << 32) | (v0 >> 32)) & m
+    c1r = ((c1 << 17) | (c1 >> 47)) & m
+    length = 4 << 56
+
+    def hsiphash(value: int) -> int:
+        b = length | (value & _M32)
+        v3 = c3 ^ b
+        v2 = (c2 + v3) & m
+        v3 = ((v3 << 16) | (v3 >> 48)) & m ^ v2
+        v0 = (c0 + v3) & m
+        v3 = ((v3 << 21) | (v3 >> 43)) & m ^ v0
+        v2 = (v2 + c1) & m
+        v1 = c1r ^ v2
+        v2 = ((v2 << 32) | (v2 >> 32)) & m ^ 0xFF  # end of the c-round, then the finalisation xor
+        v0 ^= b
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)  # the three d-rounds
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+        return (v0 ^ v1 ^ v2 ^ v3) & _M32
+
+    return hsiphash
+
+
+hash1 = fixed_key_hsiphash(HASH1)
+hash2 = fixed_key_hsiphash(HASH2)
+
+CACHE_MAX = 1 << 16  # entries per memo below; cleared when full
+_slots: dict[int, int] = {}  # hash key (port + address) -> table slot, for clients seen before
+_permutations: dict[tuple[bytes, int], tuple[int, int]] = {}  # dest (addr, port) -> (offset, skip)
+
+
+def client_slot(value: int) -> int:
+    """The table slot of a client's hash key: hash1(value) % TAB_SIZE, remembered for repeat clients."""
+    slot = _slots.get(value)
+    if slot is None:
+        if len(_slots) >= CACHE_MAX:
+            _slots.clear()
+        slot = _slots[value] = hash1(value) % TAB_SIZE
+    return slot
+
+
+def permutation(dest: RealServer) -> tuple[int, int]:
+    """A dest's (offset, skip): where its walk over the table starts and its stride."""
+    key = (dest.addr, dest.port)
+    perm = _permutations.get(key)
+    if perm is None:
+        if len(_permutations) >= CACHE_MAX:
+            _permutations.clear()
+        value = (dest.port + int.from_bytes(dest.addr, "big")) & _M32
+        perm = _permutations[key] = (hash1(value) % TAB_SIZE, hash2(value) % (TAB_SIZE - 1) + 1)
+    return perm
+
+
+# Below this many free slots, a claim finds its slot by computing each free slot's place on the dest's
+# walk instead of stepping along it (the walk would take about TAB_SIZE / free steps).
+TAIL = 48
+
+
+def populate(setups: list[tuple[RealServer, int, int, int]]) -> list[RealServer | None]:
+    """The kernel's ip_vs_mh_populate over (dest, offset, skip, turns) in list order: rounds over the
+    dests, each claiming `turns` slots, each the next free one on its walk, until the table is full.
+
+    The order of the claims does not depend on the table, so it is laid out first; only which slot
+    each claim gets needs the walk.
+    """
+    table: list[RealServer | None] = [None] * TAB_SIZE
+    if not setups:
+        return table
+    ptrs = [offset for _, offset, _, _ in setups]
+    skips = [skip for _, _, skip, _ in setups]
+    dests = [dest for dest, _, _, _ in setups]
+    one_round: list[int] = []
+    for i, (_, _, _, turns) in enumerate(setups):
+        one_round += [i] * turns
+    rounds, rest = divmod(TAB_SIZE, len(one_round))
+    claims = one_round * rounds + one_round[:rest]
+    m = TAB_SIZE
+    for i in claims[:m - TAIL]:
+        c = ptrs[i]
+        if table[c] is not None:  # the walk stays on the last claimed slot: step off it first
+            skip = skips[i]
+            c += skip
+            if c >= m:
+                c -= m
+            while table[c] is not None:
+                c += skip
+                if c >= m:
+                    c -= m
+        table[c] = dests[i]
+        ptrs[i] = c
+    free = [c for c in range(m) if table[c] is None]
+    for i in claims[m - TAIL:]:
+        # Slot x is step (x - ptr) / skip (mod m, a prime) of the walk: take the free one reached first.
+        inv = pow(skips[i], -1, m)
+        base = ptrs[i] * inv
+        c = min(free, key=lambda x: (x * inv - base) % m)  # noqa: B023 - used at once
+        free.remove(c)
+        table[c] = dests[i]
+        ptrs[i] = c
+    return table
+
+
 class MaglevHashing(Scheduler):
     name = "mh"
 
     def __init__(self, service: VirtualService) -> None:
         self.table: list[RealServer | None] = [None] * TAB_SIZE
         self._built = False
+        self._inputs: list[tuple[RealServer, int, int, int]] | None = None  # what `table` was built from
         super().__init__(service)
 
     def update(self, service: VirtualService) -> None:
@@ -113,46 +228,22 @@ class MaglevHashing(Scheduler):
         # last_weight (the latest non-zero weight) keeps a quiesced dest's slots: its clients
         # are refused (or fall back) rather than reshuffled.
         g = gcd(*(d.last_weight for d in dests if d.last_weight > 0))
-        if g < 1:
-            self.table = [None] * TAB_SIZE
-            return
-        rshift = max(0, (max(d.last_weight for d in dests) // g).bit_length() - TAB_BITS)
-        setups: list[tuple[RealServer, int, int]] = []  # (dest, skip, turns)
-        perms: list[int] = []  # next slot to try; starts at the dest's offset
-        for dest in dests:
-            lw = dest.last_weight
-            turns = ((lw // g) >> rshift) or (1 if lw else 0)
-            if turns < 1:
-                continue
-            perms.append(mh_hash(HASH1, dest.addr, dest.port) % TAB_SIZE)
-            setups.append((dest, mh_hash(HASH2, dest.addr, dest.port) % (TAB_SIZE - 1) + 1, turns))
-        self.table = self._populate(setups, perms)
-
-    @staticmethod
-    def _populate(setups: list[tuple[RealServer, int, int]], perms: list[int]) -> list[RealServer | None]:
-        """Rounds over the dests in list order; each claims `turns` slots, each the next free one on
-        its permutation, until the table is full."""
-        table: list[RealServer | None] = [None] * TAB_SIZE
-        taken = bytearray(TAB_SIZE)
-        filled = 0
-        while True:
-            for i, (dest, skip, turns) in enumerate(setups):
-                c = perms[i]
-                for _ in range(turns):
-                    while taken[c]:
-                        c += skip
-                        if c >= TAB_SIZE:
-                            c -= TAB_SIZE
-                    taken[c] = 1
-                    table[c] = dest
-                    filled += 1
-                    if filled == TAB_SIZE:
-                        return table
-                perms[i] = c
+        setups: list[tuple[RealServer, int, int, int]] = []
+        if g >= 1:
+            rshift = max(0, (max(d.last_weight for d in dests) // g).bit_length() - TAB_BITS)
+            for dest in dests:
+                lw = dest.last_weight
+                turns = ((lw // g) >> rshift) or (1 if lw else 0)
+                if turns >= 1:
+                    setups.append((dest, *permutation(dest), turns))
+        if setups != self._inputs:  # most edits (quiescing, thresholds, methods) leave the table as it is
+            self.table = populate(setups)
+            self._inputs = setups
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         port = hash_port(service, flow)
-        ihash = mh_hash(HASH1, flow.saddr, port) % TAB_SIZE
+        addr = int.from_bytes(flow.saddr, "big")
+        ihash = client_slot((port + addr) & _M32)
         dest = self.table[ihash]
         if dest is None:
             return None
@@ -162,7 +253,7 @@ class MaglevHashing(Scheduler):
             return None
         for offset in range(TAB_SIZE):
             roffset = (offset + ihash) % TAB_SIZE
-            dest = self.table[mh_hash(HASH1, flow.saddr, port, roffset) % TAB_SIZE]
+            dest = self.table[hash1(roffset + port + addr) % TAB_SIZE]
             if dest is None:
                 break
             if usable(dest):

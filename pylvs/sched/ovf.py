@@ -5,18 +5,18 @@ Only active connections count, so UDP (always inactive) never overflows (ipvs.md
 
 from __future__ import annotations
 
-from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.engine.services import RealServer
+from pylvs.sched.least import LeastScheduler
+from pylvs.sched.tracking import USABILITY
 
 
-class WeightedOverflow(Scheduler):
+class WeightedOverflow(LeastScheduler):
     name = "ovf"
+    watched = USABILITY | {"activeconns"}
 
-    def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        best: RealServer | None = None
-        for dest in service.dests:
-            if not usable(dest) or dest.activeconns > dest.weight:
-                continue
-            if best is None or dest.weight > best.weight:  # strict: ties keep the earlier dest
-                best = dest
-        return best
+    @staticmethod
+    def key(dest: RealServer) -> int | None:
+        # ties keep the earlier dest (strict > in the kernel): the lowest rank among equal keys
+        if dest.weight > 0 and not dest.overloaded and dest.available and dest.activeconns <= dest.weight:
+            return -dest.weight
+        return None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler
+from pylvs.engine.services import RealServer
+from pylvs.sched.least import LeastScheduler, ratio
+from pylvs.sched.tracking import USABILITY
 from pylvs.sched.wlc import weighted_least
 
 
@@ -12,8 +13,16 @@ def expected_delay(dest: RealServer) -> int:
     return dest.activeconns + 1
 
 
-class ShortestExpectedDelay(Scheduler):
+class ShortestExpectedDelay(LeastScheduler):
     name = "sed"
+    watched = USABILITY | {"activeconns"}
 
-    def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        return weighted_least(service.dests, expected_delay)
+    @staticmethod
+    def key(dest: RealServer) -> float | object | None:
+        if dest.weight > 0 and not dest.overloaded and dest.available:
+            return ratio(dest.activeconns + 1, dest.weight)
+        return None
+
+    @staticmethod
+    def scan(dests: list[RealServer]) -> RealServer | None:
+        return weighted_least(dests, expected_delay)

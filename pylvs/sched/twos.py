@@ -1,42 +1,54 @@
 """Power of two choices (ip_vs_twos.c): draw two servers at random in proportion to their weights,
-take the one with the lower overhead / weight (the first draw on a tie)."""
+take the one with the lower overhead / weight (the first draw on a tie).
+
+The draw walks the usable dests in list order subtracting weights; here the running sums are kept
+(rebuilt only when the usable set or a weight changes) and each draw is one bisect.
+"""
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
+from itertools import accumulate
+from operator import itemgetter
 
 from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.sched.base import Flow
+from pylvs.sched.rr import usable_in_order
+from pylvs.sched.tracking import USABILITY, SortedIndex, TrackedScheduler
 from pylvs.sched.wlc import overhead
 
 
-class PowerOfTwoChoices(Scheduler):
+class PowerOfTwoChoices(TrackedScheduler):
     name = "twos"
+    watched = USABILITY  # the draw needs weights only; the two drawn dests' counts are read directly
 
     def __init__(self, service: VirtualService) -> None:
         self.rng = random.Random()  # replace or seed it for reproducible runs
+        self.index = SortedIndex(usable_in_order)  # usable dests in list order
+        self.sums: list[int] = []  # running weight sums of the usable dests, in list order
+        self.sums_version = -1
         super().__init__(service)
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        dests = [d for d in service.dests if usable(d)]
-        if not dests:
+        if self.changed:
+            self.refresh()
+        usable = self.index
+        keys = usable.keys
+        if not keys:
             return None
+        if self.sums_version != usable.version:
+            self.sums = list(accumulate(map(itemgetter(1), keys)))
+            self.sums_version = usable.version
+        sums = self.sums
         # The kernel draws from [0, sum of weights]: the + 1 makes the upper bound inclusive.
-        total = sum(d.weight for d in dests) + 1
+        total = sums[-1] + 1
         r1 = self.rng.randrange(total)
         r2 = self.rng.randrange(total)
-        choice1 = choice2 = None
-        for dest in dests:
-            r1 -= dest.weight
-            r2 -= dest.weight
-            if choice1 is None and r1 <= 0:
-                choice1 = dest
-            if choice2 is None and r2 <= 0:
-                choice2 = dest
-            if choice1 is not None and choice2 is not None:
-                break
-        # r <= total - 1 = the sum of the weights, so both draws land on a dest.
-        assert choice1 is not None and choice2 is not None
+        # The kernel's walk stops at the first dest whose running sum reaches the draw.
+        at = self.tracker.at
+        choice1 = at[keys[bisect_left(sums, r1)][0]]
+        choice2 = at[keys[bisect_left(sums, r2)][0]]
         if choice2.weight * overhead(choice1) > choice1.weight * overhead(choice2):
             return choice2
         return choice1

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.engine.services import RealServer
+from pylvs.sched.base import usable
+from pylvs.sched.least import LeastScheduler, ratio
 
 
 def overhead(dest: RealServer) -> int:
@@ -16,7 +17,7 @@ def overhead(dest: RealServer) -> int:
 def weighted_least(
     dests: Iterable[RealServer], cost: Callable[[RealServer], int] = overhead
 ) -> RealServer | None:
-    """The wlc rule, shared with sed, lblc and lblcr.
+    """The wlc loop, shared with sed, lblc and lblcr (their fallback when an index key is inexact).
 
     The first usable dest is the initial pick; after it only overloaded dests are skipped, as in the
     kernel (a weight-0 dest can never win `loh * w_d > doh * w_least`). Division-free and strict, so
@@ -38,8 +39,14 @@ def weighted_least(
     return least
 
 
-class WeightedLeastConnection(Scheduler):
-    name = "wlc"
+def wlc_key(dest: RealServer) -> float | object | None:
+    """overhead / weight for a usable dest (the index key of wlc, lblc and lblcr)."""
+    if dest.weight > 0 and not dest.overloaded and dest.available:
+        return ratio((dest.activeconns << 8) + dest.inactconns, dest.weight)
+    return None
 
-    def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        return weighted_least(service.dests)
+
+class WeightedLeastConnection(LeastScheduler):
+    name = "wlc"
+    key = staticmethod(wlc_key)
+    scan = staticmethod(weighted_least)

@@ -3,65 +3,102 @@
 Passes over the list with a falling weight threshold `cw`: a pass takes every dest whose weight is
 at least `cw`, then `cw` drops by `di` (the gcd of the weights) until it wraps back to `mw`. With
 A=4, B=3, C=2 that gives A A B A B C A B C.
+
+Instead of stepping through the list, a pass jumps to the next dest that passes the threshold: the
+usable dests are kept sorted by weight, the ones at or above `cw` are a prefix of that order, and
+that prefix sorted by list rank (cached while the prefix stays the same) is bisected.
 """
 
 from __future__ import annotations
 
-from math import gcd
+from bisect import bisect_right
+from math import gcd, inf
+from operator import itemgetter
 
 from pylvs.engine.services import RealServer, VirtualService
-from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.sched.base import Flow, usable
+from pylvs.sched.tracking import USABILITY, SortedIndex, TrackedScheduler
 
 
-class WeightedRoundRobin(Scheduler):
+def heaviest_first(dest: RealServer, rank: int) -> tuple[int, int] | None:
+    return (-dest.weight, rank) if usable(dest) else None
+
+
+class WeightedRoundRobin(TrackedScheduler):
     name = "wrr"
+    watched = USABILITY
 
     def __init__(self, service: VirtualService) -> None:
-        self.pos = -1  # cursor: index of the last choice; -1 = the list head
+        self.pos: int | None = None  # cursor: rank of the last choice; None = the list head
         self.cw = 0  # current weight threshold
         self.mw = 0  # max weight - (di - 1), so that the last pass is at cw = 1
         self.di = 1  # gcd of the positive weights
+        self.index = SortedIndex(heaviest_first)  # usable dests by weight, heaviest first
+        self.pass_cw = 0  # the threshold the cached pass is for
+        self.pass_size = -1  # how many dests the cached pass holds (-1: none cached)
+        self.pass_version = -1
+        self.pass_ranks: list[int] = []  # ranks of the dests with weight >= cw, in list order
         super().__init__(service)
 
     def update(self, service: VirtualService) -> None:
+        super().update(service)
         weights = [d.weight for d in service.dests]
         self.di = gcd(*(w for w in weights if w > 0)) or 1
         self.mw = max(weights, default=0) - (self.di - 1)
-        self.pos = -1  # the kernel restarts from the head after any change
+        self.pos = None  # the kernel restarts from the head after any change
         # The kernel's ip_vs_wrr_dest_changed; with cw == 0 this is also the initial cw = mw.
         if self.cw > self.mw or not self.cw:
             self.cw = self.mw
         elif self.di > 1:
             self.cw = (self.cw // self.di) * self.di + 1
 
+    def _pass(self, cw: int) -> list[int]:
+        """Ranks of the usable dests with weight >= cw, in list order (cached while cw and the
+        dests stay the same)."""
+        if cw != self.pass_cw or self.pass_version != self.index.version:
+            keys = self.index.keys
+            size = bisect_right(keys, (-cw, inf))
+            if size != self.pass_size or self.pass_version != self.index.version:
+                self.pass_ranks = sorted(map(itemgetter(1), keys[:size]))
+                self.pass_size = size
+            self.pass_cw, self.pass_version = cw, self.index.version
+        return self.pass_ranks
+
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         if self.mw == 0:
             return None
-        dests = service.dests
-        last = self.pos  # update() runs after every list change, so the index stays valid
-        i = last + 1
-        stop = -2  # index at which to give up, once every dest was checked at cw = 1
+        if self.changed:
+            self.refresh()
+        keys = self.index.keys
+        heaviest = -keys[0][0] if keys else 0  # the largest usable weight
+        last = self.pos
+        start = last  # this pass looks after `start` (None: from the head)
+        stop: int | None = None  # once set: give up if nothing qualifies up to this rank
         last_pass = restarted = False
         while True:
-            while i < len(dests):
-                dest = dests[i]
-                if dest.weight >= self.cw and usable(dest):
-                    self.pos = i
-                    return dest
-                if i == stop:
-                    self.pos = i
-                    return None
-                i += 1
-            i = 0
+            ranks = self._pass(self.cw)
+            i = 0 if start is None else bisect_right(ranks, start)
+            found = ranks[i] if i < len(ranks) else None
+            if stop is not None and (found is None or found > stop):
+                self.pos = stop
+                return None
+            if found is not None:
+                self.pos = found
+                return self.tracker.at[found]
+            start = None
             self.cw -= self.di
             if self.cw <= 0:
                 self.cw = self.mw
                 # The pass at cw <= di (weights >= 1) already covered the whole list.
-                if last_pass or last < 0:
-                    self.pos = -1
+                if last_pass or last is None:
+                    self.pos = None
                     return None
                 restarted = True
+            if self.cw > heaviest >= self.di:
+                # Passes above every usable weight find nothing: drop cw to the first pass that can
+                # (it stays above 0 and no skipped pass was a last pass, since heaviest >= di).
+                self.cw -= (self.cw - heaviest + self.di - 1) // self.di * self.di
             last_pass = self.cw <= self.di
-            if last_pass and restarted and last >= 0:
+            if last_pass and restarted and last is not None:
                 # The first weight >= 1 pass only covered the dests after `last`; finish at it.
                 stop = last

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""New connections per second through pylvs NAT with a small and a large real-server pool.
+
+    sudo python3 bench/sched_lab.py [--servers 3,300] [--scheduler wlc] [--seconds 4] [--rounds 2]
+
+The NAT lab (pylvs.lab.topology.NatLab) with a single real-server namespace that holds every real
+server: up to 100 addresses (192.0.2.11 ...) times the ports 8080-8082, all answered by one nginx,
+so the back end is the same whatever the pool size and only the pool the scheduler chooses from
+changes. Each pool size is a virtual service of its own (VIP port 80, 81, ...), all loaded at the
+start with `lvsadm -R` (a flush between runs would leave the client's reused ports matching
+connections to deleted servers, whose packets IPVS drops). After a warm-up run per service (so every
+real server's address is resolved), wrk sends Connection: close requests, each a new connection, to
+one service after the other (alternating, `--rounds` times) for `--seconds`. Printed per run:
+connections/s, lvsd's CPU time per connection (less sensitive than the rate to other load on the
+machine), and how many real servers the director's counters show as used (a check that the whole
+pool took part).
+
+Runs lvsd from the repository this script is in (PYTHONPATH), so a copy of the script in an older
+checkout measures that checkout. Needs root, nginx and wrk; everything stays in the lab namespaces
+and is torn down at the end, also on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO)] if str(REPO) not in sys.path else []
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+from benchlab import LabTools, http_check  # noqa: E402
+from loads import run_wrk  # noqa: E402
+
+from pylvs.lab import servers  # noqa: E402
+from pylvs.lab.netns import wait_for  # noqa: E402
+from pylvs.lab.topology import VIP, NatLab  # noqa: E402
+
+PORTS = (8080, 8081, 8082)
+MAX_ADDRS = 100
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/pool-nginx.pid;
+error_log {tmp}/pool-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/pool-body;
+    proxy_temp_path {tmp}/pool-proxy;
+    fastcgi_temp_path {tmp}/pool-fcgi;
+    uwsgi_temp_path {tmp}/pool-uwsgi;
+    scgi_temp_path {tmp}/pool-scgi;
+    server {{
+{listens}
+        location / {{ default_type text/plain; return 200 "pool\\n"; }}
+    }}
+}}
+"""
+
+
+def pool(n: int) -> list[tuple[str, int]]:
+    """n real servers: addresses 192.0.2.11 ... times the three ports, address-major."""
+    if n > MAX_ADDRS * len(PORTS):
+        raise SystemExit(f"at most {MAX_ADDRS * len(PORTS)} real servers")
+    return [(f"192.0.2.{11 + i // len(PORTS)}", PORTS[i % len(PORTS)]) for i in range(n)]
+
+
+class PoolLab(LabTools, NatLab):
+    """NatLab with one real-server namespace answering on many addresses and three ports."""
+
+    def __init__(self) -> None:
+        super().__init__(n_rs=1)
+
+    def build(self) -> PoolLab:
+        self.up(http=False, udp=False)
+        try:
+            for i in range(1, MAX_ADDRS):
+                self.net.addr("rs1", "eth0", f"192.0.2.{11 + i}/24")
+            self.wide_port_range("client", "director")
+            conf = os.path.join(self.net.tmp, "pool-nginx.conf")
+            listens = "\n".join(f"        listen {port} reuseport;" for port in PORTS)
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(tmp=self.net.tmp, listens=listens))
+            self.net.popen("rs1", servers.nginx_binary(), "-c", conf, log="pool-nginx.out")
+            for port in PORTS:
+                wait_for(lambda p=port: self.port_open(p), what=f"nginx on port {port}")
+            self.start_lvsd()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def port_open(self, port: int) -> bool:
+        return bool(self.net.exec("rs1", "ss", "-Htln", f"sport = :{port}", check=False).stdout.strip())
+
+    def load_services(self, sizes: list[int], scheduler: str) -> None:
+        rules = []
+        for vport, n in enumerate(sizes, start=80):
+            rules.append(f"-A -t {VIP}:{vport} -s {scheduler}")
+            rules += [f"-a -t {VIP}:{vport} -r {addr}:{port} -m -w 1" for addr, port in pool(n)]
+        self.lvsadm("-R", stdin="\n".join(rules) + "\n")
+
+    def servers_used(self, vport: int) -> int:
+        """Real servers of the service with a connection in the director's counters."""
+        out = self.lvsadm("-L", "-n", "-t", f"{VIP}:{vport}").stdout
+        used = 0
+        for line in out.splitlines():
+            fields = line.split()
+            if line.strip().startswith("->") and fields[1] != "RemoteAddress:Port" and len(fields) >= 6:
+                used += int(fields[4]) + int(fields[5]) > 0
+        return used
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default="3,300", help="pool sizes, comma separated")
+    parser.add_argument("--scheduler", default="wlc")
+    parser.add_argument("--seconds", type=int, default=4, help="wrk duration per run")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per pool size (alternating)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.servers.split(",")]
+
+    lab = PoolLab().build()
+    rates: dict[int, list[float]] = {n: [] for n in sizes}
+    costs: dict[int, list[float]] = {n: [] for n in sizes}  # lvsd CPU µs per connection
+    urls = {n: f"http://{VIP}:{vport}/" for vport, n in enumerate(sizes, start=80)}
+    try:
+        lab.load_services(sizes, args.scheduler)
+        for url in urls.values():
+            http_check(lab, url)
+            # warm up: every real server's address gets resolved (ARP) before the measured runs
+            run_wrk(lab.net, url, 3, keepalive=False, connections=args.connections)
+        for _ in range(args.rounds):
+            for vport, n in enumerate(sizes, start=80):
+                time.sleep(0.5)
+                result = run_wrk(lab.net, urls[n], args.seconds, keepalive=False,
+                                 lb_pid=lab.lvsd.pid if lab.lvsd else None, connections=args.connections)
+                rates[n].append(result.rps)
+                core = result.cpu.lb_core_pct if result.cpu else None
+                cpu = ""
+                if core is not None and result.rps:
+                    costs[n].append(core / 100 / result.rps * 1e6)
+                    cpu = f", lvsd {core:.0f} % of a core = {costs[n][-1]:.0f} µs per connection"
+                print(f"{n:4d} real servers ({args.scheduler}): {result.rps:8.0f} conn/s, "
+                      f"{result.error_total} errors, {lab.servers_used(vport)} servers used{cpu}", flush=True)
+    finally:
+        lab.down()
+    print()
+    for n in sizes:
+        cost = f", {statistics.median(costs[n]):.0f} µs of lvsd CPU per connection" if costs[n] else ""
+        print(f"{n:4d} real servers: median {statistics.median(rates[n]):8.0f} conn/s{cost} ({len(rates[n])} runs)")
+
+
+if __name__ == "__main__":
+    main()
