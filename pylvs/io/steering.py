@@ -4,8 +4,10 @@ AF_PACKET taps see every frame before netfilter does, so dropping the engine's t
 prerouting chain at a priority before conntrack leaves the engine its copy while the kernel neither
 answers it (no RST, no ICMP) nor forwards it (no duplicates), whatever ip_forward says.
 Dropped: packets to a VIP or a FULLNAT local address, packets carrying the mark of a fwmark service,
-and NAT replies from a real server's address and port, unless they are addressed to the director's
-own addresses (health checks and administration of the real servers from the director go on).
+NAT replies from a real server's address and port, and ICMP errors quoting a packet to a NAT real
+server (from the real server or a router on its side: the engine translates them), unless they are
+addressed to the director's own addresses (health checks and administration of the real servers from
+the director go on).
 
 Someone else's `nft flush ruleset` removes the table without telling lvsd: `present()` is a cheap
 check (one `nft` run) for the director to call every few seconds, and `restore(engine)` puts the
@@ -27,7 +29,11 @@ TABLE = "pylvs"
 MISSING = ("nft (nftables) is not installed: install it (apt-get install nftables), "
            "or start lvsd with --no-steering and keep the kernel off the VIPs yourself")
 _PROTO = {6: "tcp", 17: "udp"}
-_RULES = 4  # drop rules in the prerouting chain (see install)
+_RULES = 5  # drop rules in the prerouting chain (see install)
+# The quoted packet's destination address in an ICMP error: after the 8-byte ICMP header, 16 bytes into
+# the quoted IPv4 header. nftables sees it as a 32-bit integer (a raw payload), so are the set's elements.
+QUOTED_DADDR = "@th,192,32"
+ICMP_ERRORS = "destination-unreachable, source-quench, time-exceeded, parameter-problem"
 
 
 class SteeringError(RuntimeError):
@@ -61,12 +67,14 @@ table ip {TABLE} {{
     set nat_rs {{ type ipv4_addr . inet_proto . inet_service; }}
     set nat_rs_any {{ type ipv4_addr; }}
     set fwmarks {{ type mark; }}
+    set nat_rs_quoted {{ typeof {QUOTED_DADDR}; }}
     chain prerouting {{
         type filter hook prerouting priority -310; policy accept;
         ip daddr @vips counter drop
         meta mark @fwmarks counter drop
         ip saddr . meta l4proto . th sport @nat_rs fib daddr type != local counter drop
         ip saddr @nat_rs_any meta l4proto {{ tcp, udp }} fib daddr type != local counter drop
+        icmp type {{ {ICMP_ERRORS} }} {QUOTED_DADDR} @nat_rs_quoted fib daddr type != local counter drop
     }}
 }}
 """)
@@ -93,8 +101,10 @@ def update(engine: Engine) -> None:
                  for svc, d in nat if d.port or svc.port})
     rs_any = sorted({ip(d.addr) for svc, d in nat if not (d.port or svc.port)})
     marks = sorted({str(svc.fwmark) for svc in engine.table if svc.fwmark})
-    script = "".join(f"flush set ip {TABLE} {name}\n" for name in ("vips", "nat_rs", "nat_rs_any", "fwmarks"))
-    for name, elements in (("vips", vips), ("nat_rs", rs), ("nat_rs_any", rs_any), ("fwmarks", marks)):
+    quoted = sorted({f"0x{d.addr.hex()}" for _, d in nat if len(d.addr) == 4})
+    sets = (("vips", vips), ("nat_rs", rs), ("nat_rs_any", rs_any), ("fwmarks", marks), ("nat_rs_quoted", quoted))
+    script = "".join(f"flush set ip {TABLE} {name}\n" for name, _ in sets)
+    for name, elements in sets:
         if elements:
             script += f"add element ip {TABLE} {name} {{ {', '.join(elements)} }}\n"
     _nft(script)

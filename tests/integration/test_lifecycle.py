@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+import sys
 
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP
 
 from pylvs.lab.netns import Capture, run
 from pylvs.lab.topology import CLIENT, VIP, NatLab
@@ -84,5 +85,31 @@ def test_tpacket_v3_ring_forwards_too():
         assert sorted(lab.curl(f"http://{VIP}/").stdout.strip() for _ in range(4)) == ["rs1", "rs1", "rs2", "rs2"]
         r = lab.net.exec("client", "sh", "-c", f"curl -sS --max-time 30 http://{VIP}/big | wc -c", timeout=40)
         assert int(r.stdout) == 64 << 20
+    finally:
+        lab.down()
+
+
+def test_real_server_icmp_errors_reach_the_client_only_translated_with_ip_forward_on():
+    """The director's kernel would forward the real server's own error (from the RIP, quoting RIP:port)
+    beside lvsd's translated one: the steering table keeps ICMP errors about NAT traffic from it."""
+    lab = NatLab(n_rs=1, director_forwarding=True).up(http=False, udp=False)
+    try:
+        lab.start_lvsd()
+        lab.lvsadm("-A", "-u", f"{VIP}:54", "-s", "rr")
+        lab.lvsadm("-a", "-u", f"{VIP}:54", "-r", "192.0.2.11:9999", "-m")  # nothing listens there
+        script = (
+            "import socket\n"
+            "for _ in range(3):\n"
+            "    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
+            f"    s.connect(('{VIP}', 54)); s.send(b'x')\n"
+            "    try: s.recv(100); print('data')\n"
+            "    except (TimeoutError, ConnectionRefusedError) as e: print(type(e).__name__)\n"
+        )
+        with Capture(lab.net, "client", "eth0", "icmp", name="icmp") as cap:
+            r = lab.net.exec("client", sys.executable, "-c", script, timeout=30)
+        assert r.stdout.split() == ["ConnectionRefusedError"] * 3
+        icmps = [p for p in cap.packets() if ICMP in p]
+        assert [(p[IP].src, p[ICMP].type, p[ICMP].code) for p in icmps] == [(VIP, 3, 3)] * 3
+        assert all(p[ICMP].payload.src == CLIENT and p[ICMP].payload.dst == VIP for p in icmps)
     finally:
         lab.down()
