@@ -47,6 +47,13 @@ NOTHING: Output = []
 PARK_LIMIT = 16          # frames held per destination while its neighbour is resolved
 PARK_SECONDS = 3.0
 INADDR_DUMMY = bytes((192, 0, 0, 8))  # icmp_send's source when the director has no address to use
+# icmp_send's per-destination limit (icmp_ratelimit 1000 ms, icmp_ratemask 0x1818: destination
+# unreachable but fragmentation needed, source quench, time exceeded, parameter problem; a burst of
+# XRLIM_BURST_FACTOR 6 allowed).
+ICMP_RATELIMIT = 1.0
+ICMP_RATEMASK = 0x1818
+ICMP_BURST = 6
+ICMP_PEERS_LIMIT = 65536
 _ETH_IPV4 = bytes(12) + ETHERTYPE_IPV4.to_bytes(2, "big")
 _DF = IP_DF >> 8
 
@@ -68,6 +75,7 @@ class Egress:
         self.interfaces: dict[int, Interface] = {}
         self._parked: dict[bytes, list[tuple[float, Buffer]]] = {}
         self._sources: dict[int, bytes | None] = {}
+        self._icmp_peers: dict[bytes, tuple[float, float]] = {}  # destination: (tokens, last)
         # Set by the engine: a forwarder changed a connection's FlowEntry (becomes a FLOWS event).
         self.flows_changed: Callable[[object], None] = lambda conn: None
 
@@ -160,12 +168,28 @@ class Egress:
         director (`local`), else from the director's address towards the sender."""
         if icmp.is_error_about_error(packet):
             return NOTHING
+        if not self._icmp_allowed(bytes(packet[IP_SRC:IP_SRC + 4]), icmp_type, code, now):
+            return self.drop("icmp_rate_limited")
         if local:
             src = bytes(packet[IP_DST:IP_DST + 4])
         else:
             hop = self.routes.hop(bytes(packet[IP_SRC:IP_SRC + 4]))
             src = self.source_address(self.interface_for(hop)) or INADDR_DUMMY
         return self.send_ip(icmp.error(src, packet, icmp_type, code, mtu=info), now)
+
+    def _icmp_allowed(self, dst: bytes, icmp_type: int, code: int, now: float) -> bool:
+        """icmpv4_xrlim_allow: a token bucket per destination, a second a message, bursts of six."""
+        if not ICMP_RATEMASK >> icmp_type & 1 or (icmp_type, code) == (icmp.DEST_UNREACH, icmp.CODE_FRAG_NEEDED):
+            return True
+        tokens, last = self._icmp_peers.get(dst, (ICMP_BURST * ICMP_RATELIMIT, now))
+        tokens = min(tokens + now - last, ICMP_BURST * ICMP_RATELIMIT)
+        allowed = tokens >= ICMP_RATELIMIT
+        if allowed:
+            tokens -= ICMP_RATELIMIT
+        if len(self._icmp_peers) >= ICMP_PEERS_LIMIT and dst not in self._icmp_peers:
+            self._icmp_peers.clear()
+        self._icmp_peers[dst] = (tokens, now)
+        return allowed
 
     # -- frames waiting for a neighbour -----------------------------------------------------
 

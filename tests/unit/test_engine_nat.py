@@ -325,3 +325,16 @@ def test_stats_count_packets_and_bytes():
     dest = svc.find_dest(__import__("socket").inet_aton(RIPS[2]), 8080)
     assert svc.stats.counters() == (1, 1, 1, 40, 40)
     assert dest.stats.counters() == (1, 1, 1, 40, 40)
+
+
+def test_time_exceeded_is_rate_limited_per_destination_as_icmp_send():
+    """A burst of six, then one a second (icmp_ratelimit 1000 ms); fragmentation needed is never limited."""
+    engine = make_engine()
+    established(engine)
+    last = from_client(TCP(sport=40000, dport=80, flags="A", seq=1001), ttl=1)
+    sent = [len(engine.process(frame(last), 1, 10.0 + i * 0.01)) for i in range(8)]
+    assert sent == [1] * 6 + [0, 0] and engine.drops["icmp_rate_limited"] == 2
+    assert len(engine.process(frame(last), 1, 11.1)) == 1  # a second later: one more
+    assert len(engine.process(frame(last), 1, 11.2)) == 0
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1001) / (b"d" * 1960)), flags="DF")
+    assert [len(engine.process(frame(big), 1, 11.3)) for _ in range(10)] == [1] * 10
