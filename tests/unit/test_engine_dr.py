@@ -194,3 +194,22 @@ def test_too_big_with_df_gets_fragmentation_needed_from_the_vip():
     small[IP].flags = "DF"
     ifindex, buf = e.process(frame(small), 1, 0.0)[0]
     assert ifindex == 2 and parse(buf).dst == rs_mac(RIPS[2])  # forwarded: it fits
+
+
+def test_fragments_after_the_first_keep_only_the_copied_options():
+    """ip_options_fragment: record route (not copied) becomes NOPs, router alert (copied) stays."""
+    from scapy.layers.inet import IPOption_NOP, IPOption_Router_Alert, IPOption_RR
+
+    engine = dr_engine()
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    options = [IPOption_RR(routers=["0.0.0.0"]), IPOption_NOP(), IPOption_Router_Alert()]
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1) / (b"o" * 1960)), options=options)
+    assert big[IP].ihl == 8
+    out = engine.process(frame(big), 1, 0.1)
+    heads = [bytes(parse(b)[IP])[:32] for _, b in out]
+    # 1500 - 32 is no multiple of 8: 1464 payload bytes, then the remaining 1980 - 1464
+    assert [len(bytes(parse(b)[IP])) for _, b in out] == [32 + 1464, 32 + 1980 - 1464]
+    assert heads[0][20:] == bytes(big[IP])[20:32]
+    assert heads[1][20:] == b"\x01" * 8 + bytes(big[IP])[28:32]
+    whole = reassembled(out, 1500, 2)
+    assert bytes(whole[TCP].payload) == b"o" * 1960 and whole.ttl == 63
