@@ -17,15 +17,17 @@ def datagram(client: str, vip: str, sport: int, size: int, ip_id: int, df: bool 
     return bytes(pkt / (b"q" * (size - 28)))
 
 
-def exchange(lab, client: str, vip: str, sport: int, packets: list[bytes], wait: float = 1.0):
-    """Open the connection with a small datagram, then send `packets` from the client;
-    (the answers the client got, the ICMP that reached it, the client's IP packets at rs1)."""
+def exchange(lab, client: str, vip: str, sport: int, packets: list[bytes], wait: float = 1.0,
+             rs_sees: str | None = None):
+    """Open the connection with a small datagram, then send `packets` from the client; (the answers
+    the client got, the ICMP that reached it, the IP packets from the client (or `rs_sees`) at rs1)."""
     with Capture(lab.net, "client", "eth0", "icmp", name="wire-client") as at_client, \
             Capture(lab.net, "rs1", "eth0", "udp", name="wire-rs") as at_rs:
         first = datagram(client, vip, sport, 60, 1)
         answers = inject(lab.net, "client", [first, *packets], bind=f"{client}:{sport}", wait=wait)
     icmps = [p for p in at_client.packets() if ICMP in p and p[IP].dst == client]
-    return answers, icmps, [p[IP] for p in at_rs.packets() if IP in p and p[IP].src == client]
+    source = rs_sees or client
+    return answers, icmps, [p[IP] for p in at_rs.packets() if IP in p and p[IP].src == source]
 
 
 def routed(packet: bytes, ttl: int) -> bytes:
