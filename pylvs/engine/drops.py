@@ -23,6 +23,7 @@ REASONS: dict[str, str] = {
     "no_local_port": "FULLNAT local ports exhausted",
     "ttl_exceeded": "TTL ran out at the director",
     "frag_needed": "DF packet too big for the egress link (answered with fragmentation needed)",
+    "icmp_rate_limited": "ICMP error not sent: over its destination's rate (icmp_ratelimit, as the kernel)",
     "neighbour_queue_full": "too many frames waiting for one neighbour",
     "no_neighbour": "neighbour not resolved in time",
     "tunnel_no_port": "GUE real server without a port",

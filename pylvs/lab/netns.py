@@ -79,6 +79,9 @@ class Netns:
         self.ip(role, "link", "add", name, "type", "bridge")
         self.ip(role, "link", "set", name, "up")
 
+    def mtu(self, role: str, ifname: str, mtu: int) -> None:
+        self.ip(role, "link", "set", ifname, "mtu", str(mtu))
+
     def addr(self, role: str, ifname: str, cidr: str) -> None:
         self.ip(role, "addr", "add", cidr, "dev", ifname)
 

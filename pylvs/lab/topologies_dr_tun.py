@@ -10,6 +10,10 @@ DR (one-armed director, everyone on one segment, replies go through the router, 
     Real servers route by default via the router; packets *from* their RIP (NAT replies, for a
     service mixing -g and -m) go via the director, by a source rule.
 
+    With `client_mtu` (e.g. 9000) the director gets a second arm, up0 198.18.0.2, on a link of
+    that MTU from the router (dr0 198.18.0.1), which routes the VIP there; client and router links
+    carry the same MTU, the LAN keeps 1500: the path of a jumbo frame the director must cut or refuse.
+
 TUN (the real servers in another network, reached through the router)::
 
     client --- [router] lan0 192.0.2.254 --- br0 (lan) --- dip0 [director] 192.0.2.1, VIP 192.0.2.100
@@ -38,6 +42,8 @@ VIP = "192.0.2.100"
 ROUTER_RSNET = "198.51.100.1"
 GUE_PORT = 6080
 NAT_TABLE = "100"
+ROUTER_UPLINK = "198.18.0.1"
+DIRECTOR_UPLINK = "198.18.0.2"
 
 
 class _Lab(Lab):
@@ -116,12 +122,17 @@ class DrLab(_Lab):
 
     method = "dr"
 
-    def __init__(self, n_rs: int = 3, prefix: str | None = None) -> None:
+    def __init__(self, n_rs: int = 3, prefix: str | None = None, client_mtu: int | None = None) -> None:
         super().__init__([f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)], prefix)
+        self.client_mtu = client_mtu
+        if client_mtu:
+            self.director_interfaces = ("dip0", "up0")
 
     def _build(self) -> None:
         net = self.net
         self._client_and_router()
+        if self.client_mtu:
+            self._uplink(self.client_mtu)
         for i, (name, addr) in enumerate(zip(self.rs_names, self.rips, strict=True), start=1):
             net.veth(name, "eth0", "lan", f"p{i}")
             net.ip("lan", "link", "set", f"p{i}", "master", "br0")
@@ -132,6 +143,17 @@ class DrLab(_Lab):
             net.ip(name, "route", "add", "default", "via", DIP, "table", NAT_TABLE)
             net.ip(name, "rule", "add", "from", addr, "lookup", NAT_TABLE)
             self.lvs_rs(name, "up", "--vip", VIP, "--method", "dr")
+
+    def _uplink(self, mtu: int) -> None:
+        """The director's second arm towards the router, which sends VIP traffic over it."""
+        net = self.net
+        net.veth("router", "dr0", "director", "up0")
+        net.addr("router", "dr0", f"{ROUTER_UPLINK}/30")
+        net.addr("director", "up0", f"{DIRECTOR_UPLINK}/30")
+        for role, ifname in (("client", "eth0"), ("router", "eth0"), ("router", "dr0"), ("director", "up0")):
+            net.mtu(role, ifname, mtu)
+        net.sysctl("router", "net.ipv4.conf.dr0.rp_filter", 0)
+        net.ip("router", "route", "add", f"{VIP}/32", "via", DIRECTOR_UPLINK)
 
     def service(self, vport: int = 80, scheduler: str = "rr", methods: list[str] | None = None) -> None:
         """One TCP service over every real server; methods per server as lvsadm flags (-g default)."""
@@ -177,4 +199,5 @@ class TunLab(_Lab):
             self.lvsadm("-a", "-t", f"{VIP}:{vport}", "-r", addr, "-i", *self.tun_args(kind), *extra, "-w", "1")
 
 
-__all__ = ["DrLab", "TunLab", "CLIENT", "VIP", "DIP", "ROUTER_LAN", "ROUTER_RSNET", "GUE_PORT"]
+__all__ = ["DrLab", "TunLab", "CLIENT", "VIP", "DIP", "ROUTER_LAN", "ROUTER_RSNET", "GUE_PORT", "ROUTER_UPLINK",
+           "DIRECTOR_UPLINK"]

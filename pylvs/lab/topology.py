@@ -7,6 +7,9 @@ NAT (the seed's picture)::
                                  VIP 203.0.113.100 (engine)     +-- rs3 192.0.2.13
                                                                   (default gw = DIP)
 
+With `client_mtu` (e.g. 9000) the client's link (client eth0, director vip0) carries jumbo frames
+while the real servers' LAN keeps 1500: what the director must fragment or refuse.
+
 Addresses come from the documentation ranges and live only inside the lab's namespaces.
 """
 
@@ -35,8 +38,9 @@ class NatLab(Lab):
     director_interfaces = ("vip0", "dip0")
 
     def __init__(self, n_rs: int = 3, rport: int = 8080, udp_port: int = 5353, prefix: str | None = None,
-                 director_forwarding: bool = False) -> None:
+                 director_forwarding: bool = False, client_mtu: int | None = None) -> None:
         self.n_rs = n_rs
+        self.client_mtu = client_mtu
         self.rport = rport
         self.udp_port = udp_port
         self.director_forwarding = director_forwarding
@@ -61,6 +65,9 @@ class NatLab(Lab):
             net.add(role)
         net.bridge("lan", "br0")
         net.veth("client", "eth0", "director", "vip0")
+        if self.client_mtu:
+            net.mtu("client", "eth0", self.client_mtu)
+            net.mtu("director", "vip0", self.client_mtu)
         net.veth("director", "dip0", "lan", "p0")
         net.ip("lan", "link", "set", "p0", "master", "br0")
         net.addr("client", "eth0", f"{CLIENT}/24")

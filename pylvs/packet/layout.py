@@ -6,6 +6,8 @@ IP header at a fixed offset, since VLAN tags are delivered out of band by AF_PAC
 
 from pylvs.packet.vnet import VNET_HDR_LEN
 
+Buffer = bytearray | memoryview  # a frame: a received ring slot, or one the engine built
+
 ETH = VNET_HDR_LEN           # Ethernet header start
 ETH_DST = ETH
 ETH_SRC = ETH + 6

@@ -70,3 +70,52 @@ def checksums_valid(pkt: Ether) -> bool:
             layer.chksum = None
     rebuilt = Ether(bytes(fresh))
     return bytes(rebuilt) == bytes(pkt)
+
+
+def kernel_icmp_error(out, about: bytes, src: str, dst: str, icmp_type: int, code: int, mtu: int = 0,
+                      ifindex: int = 1) -> Ether:
+    """The one frame out is the ICMP error the kernel's icmp_send makes about `about` (an IP packet as
+    the kernel quotes it): from `src`, TTL 64, no DF, TOS internetwork control (0xc0) with the
+    original's TOS bits, the first 548 bytes quoted (576 in all)."""
+    from scapy.layers.inet import ICMP
+
+    assert len(out) == 1, out
+    got_ifindex, buf = out[0]
+    pkt = parse(buf)
+    assert got_ifindex == ifindex
+    ip = pkt[IP]
+    assert (ip.src, ip.dst, ip.ttl, int(ip.flags), ip.frag) == (src, dst, 64, 0, 0)
+    assert ip.tos == 0xC0 | (about[1] & 0x1E)
+    assert (pkt[ICMP].type, pkt[ICMP].code) == (icmp_type, code)
+    assert bytes(pkt[ICMP])[4:8] == (mtu.to_bytes(4, "big") if mtu else bytes(4))
+    assert bytes(pkt[ICMP])[8:] == about[:548]
+    assert checksums_valid(pkt)
+    return pkt
+
+
+def reassembled(out, mtu: int, ifindex: int) -> IP:
+    """Check that `out` is one packet as ip_fragment cuts it (same ID, DF off, MF on all but the last,
+    offsets following, each fragment within `mtu` with a valid header checksum), and put it back together."""
+    assert len(out) > 1
+    frags = [parse(buf)[IP] for _, buf in out]
+    assert {i for i, _ in out} == {ifindex}
+    assert len({f.id for f in frags}) == 1 and len({f.ttl for f in frags}) == 1
+    offset = 0
+    data = b""
+    for n, f in enumerate(frags):
+        raw = bytes(f)
+        assert len(raw) <= mtu and f.frag * 8 == offset
+        assert int(f.flags) == (0 if n == len(frags) - 1 else 1)  # MF, never DF
+        head = IP(raw[:f.ihl * 4])
+        head.chksum = None
+        assert IP(bytes(head)).chksum == f.chksum
+        body = raw[f.ihl * 4:f.len]
+        assert n == len(frags) - 1 or len(body) % 8 == 0
+        data += body
+        offset += len(body)
+    head = bytearray(bytes(frags[0])[:frags[0].ihl * 4])
+    head[2:4] = (len(head) + len(data)).to_bytes(2, "big")
+    head[6:8] = head[10:12] = b"\0\0"  # no more fragment bits; the checksum is scapy's to fill
+    whole = IP(bytes(head) + data)
+    whole.chksum = None
+    return IP(bytes(whole))

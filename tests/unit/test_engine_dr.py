@@ -17,11 +17,13 @@ from tests.unit.director import (
     frame,
     from_client,
     from_rs,
+    kernel_icmp_error,
     make_engine,
     parse,
+    reassembled,
     rs_mac,
 )
-from tests.unit.test_engine_nat import complete_partial, pseudo_sum
+from tests.unit.test_engine_nat import built, complete_partial, pseudo_sum
 
 
 def dr_engine(**kw):
@@ -135,10 +137,26 @@ def test_icmp_from_the_client_side_is_forwarded_as_it_is():
     assert checksums_valid(res)
 
 
-def test_ttl_one_is_dropped():
+def test_ttl_one_gets_time_exceeded_from_the_vip():
     engine = dr_engine()
-    assert engine.process(frame(from_client(TCP(sport=1, dport=80, flags="S"), ttl=1)), 1, 0.0) == []
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    last = from_client(TCP(sport=40000, dport=80, flags="A", seq=1) / b"data", ttl=1)
+    kernel_icmp_error(engine.process(frame(last), 1, 0.1), bytes(last[IP]), VIP, CLIENT, 11, 0)
     assert engine.drops["ttl_exceeded"] == 1
+
+
+def test_too_big_without_df_is_fragmented():
+    """The issue's case: 2000 bytes without DF leave as 1500 + 520, same ID, TTL 63, the rest untouched."""
+    engine = dr_engine()
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1) / (bytes(range(200)) * 10)[:1960]), id=777)
+    out = engine.process(frame(big), 1, 0.1)
+    assert [len(bytes(parse(b)[IP])) for _, b in out] == [1500, 520]
+    assert all(parse(b).dst == rs_mac(RIPS[2]) for _, b in out)
+    whole = reassembled(out, 1500, 2)
+    expected = big[IP].copy()
+    expected.ttl, expected.chksum = 63, None
+    assert bytes(whole) == bytes(IP(bytes(expected)))
 
 
 def test_round_robin_reaches_every_real_server_by_mac():
@@ -166,14 +184,32 @@ def test_too_big_with_df_gets_fragmentation_needed_from_the_vip():
 
     e = make_engine(method=Method.ROUTE, rport=80)
     e.routes.hops[pack_ip(RIPS[2])] = Hop(2, mac(rs_mac(RIPS[2])), mac("02:00:00:00:02:01"), mtu=1400)
-    big = from_client(TCP(sport=40000, dport=80, flags="S") / (b"x" * 1400))
-    big[IP].flags = "DF"
+    big = built(from_client(TCP(sport=40000, dport=80, flags="S") / (b"x" * 1400)), flags="DF")
     out = e.process(frame(big), 1, 0.0)
-    res = parse(out[0][1])
-    assert res[IP].src == VIP and res[IP].dst == CLIENT
-    assert (res[ICMP].type, res[ICMP].code, res[ICMP].nexthopmtu) == (3, 4, 1400)
-    assert res[IPerror].src == CLIENT and checksums_valid(res)
+    quoted = big[IP].copy()
+    quoted.ttl, quoted.chksum = 63, None  # the kernel decrements before it checks the MTU
+    res = kernel_icmp_error(out, bytes(IP(bytes(quoted))), VIP, CLIENT, 3, 4, mtu=1400)
+    assert res[IPerror].src == CLIENT and res[IPerror].ttl == 63
     small = from_client(TCP(sport=40000, dport=80, flags="S") / (b"x" * 1000))  # the same connection
     small[IP].flags = "DF"
     ifindex, buf = e.process(frame(small), 1, 0.0)[0]
     assert ifindex == 2 and parse(buf).dst == rs_mac(RIPS[2])  # forwarded: it fits
+
+
+def test_fragments_after_the_first_keep_only_the_copied_options():
+    """ip_options_fragment: record route (not copied) becomes NOPs, router alert (copied) stays."""
+    from scapy.layers.inet import IPOption_NOP, IPOption_Router_Alert, IPOption_RR
+
+    engine = dr_engine()
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    options = [IPOption_RR(routers=["0.0.0.0"]), IPOption_NOP(), IPOption_Router_Alert()]
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1) / (b"o" * 1960)), options=options)
+    assert big[IP].ihl == 8
+    out = engine.process(frame(big), 1, 0.1)
+    heads = [bytes(parse(b)[IP])[:32] for _, b in out]
+    # 1500 - 32 is no multiple of 8: 1464 payload bytes, then the remaining 1980 - 1464
+    assert [len(bytes(parse(b)[IP])) for _, b in out] == [32 + 1464, 32 + 1980 - 1464]
+    assert heads[0][20:] == bytes(big[IP])[20:32]
+    assert heads[1][20:] == b"\x01" * 8 + bytes(big[IP])[28:32]
+    whole = reassembled(out, 1500, 2)
+    assert bytes(whole[TCP].payload) == b"o" * 1960 and whole.ttl == 63

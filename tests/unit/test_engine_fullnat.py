@@ -17,11 +17,13 @@ from tests.unit.director import (
     frame,
     from_client,
     from_rs,
+    kernel_icmp_error,
     make_engine,
     parse,
+    reassembled,
     rs_mac,
 )
-from tests.unit.test_engine_nat import complete_partial, pseudo_sum
+from tests.unit.test_engine_nat import built, complete_partial, pseudo_sum
 
 LIPS = ["10.1.0.200", "10.1.0.201"]
 
@@ -173,3 +175,36 @@ def test_proxy_protocol_v1_is_a_text_line():
     got = parse(e.process(frame(data), 1, 0)[0][1])
     assert bytes(got[TCP].payload) == f"PROXY TCP4 {CLIENT} {VIP} 40000 80\r\n".encode() + b"hi"
     assert checksums_valid(got)
+
+
+def test_ttl_one_gets_time_exceeded_from_the_vip_before_toa_is_added():
+    e = fullnat_engine()
+    e.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=7))), 1, 0)
+    ack = from_client(TCP(sport=40000, dport=80, flags="A", seq=8), ttl=1)  # the one TOA would ride on
+    kernel_icmp_error(e.process(frame(ack), 1, 0.1), bytes(ack[IP]), VIP, CLIENT, 11, 0)
+    assert e.drops["ttl_exceeded"] == 1
+
+
+def test_ttl_one_reply_gets_time_exceeded_from_the_local_address():
+    e = fullnat_engine()
+    _, buf = e.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0)[0]
+    lport = parse(buf)[TCP].sport
+    reply = from_rs(RIPS[2], TCP(sport=8080, dport=lport, flags="SA"), dst=LIPS[0], ttl=1)
+    kernel_icmp_error(e.process(frame(reply), 2, 0.1), bytes(reply[IP]), LIPS[0], RIPS[2], 11, 0, ifindex=2)
+
+
+def test_too_big_with_df_gets_fragmentation_needed_and_without_is_fragmented():
+    e = fullnat_engine(proto=17, vport=53, rport=5353)
+    big = built(from_client(UDP(sport=50000, dport=53) / (b"u" * 1972)), flags="DF", id=99)
+    assert big[IP].len == 2000
+    quoted = big[IP].copy()
+    quoted.ttl, quoted.chksum = 63, None
+    kernel_icmp_error(e.process(frame(big), 1, 0), bytes(IP(bytes(quoted))), VIP, CLIENT, 3, 4, mtu=1500)
+    assert e.drops["frag_needed"] == 1
+    plain = built(from_client(UDP(sport=50000, dport=53) / (b"u" * 1972)), id=99)
+    out = e.process(frame(plain), 1, 0.1)
+    assert [len(bytes(parse(b)[IP])) for _, b in out] == [1500, 520]
+    whole = reassembled(out, 1500, 2)
+    assert whole.src == LIPS[0] and whole.dst == RIPS[2] and whole.ttl == 63 and whole.id == 99
+    assert whole[UDP].dport == 5353 and bytes(whole[UDP].payload) == b"u" * 1972
+    assert checksums_valid(Ether() / whole)

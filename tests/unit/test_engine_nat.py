@@ -20,8 +20,10 @@ from tests.unit.director import (
     frame,
     from_client,
     from_rs,
+    kernel_icmp_error,
     make_engine,
     parse,
+    reassembled,
     rs_mac,
 )
 
@@ -197,10 +199,111 @@ def test_echo_request_to_vip_is_answered():
     assert checksums_valid(res)
 
 
-def test_ttl_one_is_not_forwarded():
+def established(engine, sport: int = 40000):
+    engine.process(frame(from_client(TCP(sport=sport, dport=80, flags="S", seq=1000))), 1, 0.0)
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=sport, flags="SA", ack=1001))), 2, 0.0)
+    engine.process(frame(from_client(TCP(sport=sport, dport=80, flags="A", seq=1001))), 1, 0.0)
+
+
+def built(pkt, **ip_fields):
+    """The packet as bytes would carry it, with IP header fields set first (checksums computed after)."""
+    for name, value in ip_fields.items():
+        setattr(pkt[IP], name, value)
+    return pkt.__class__(bytes(pkt))
+
+
+def test_ttl_one_gets_time_exceeded_from_the_vip_quoting_the_packet_as_it_came():
     engine = make_engine()
-    assert engine.process(frame(from_client(TCP(sport=1, dport=80, flags="S"), ttl=1)), 1, 0.0) == []
+    established(engine)
+    last = from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001) / b"GET /", ttl=1)
+    out = engine.process(frame(last), 1, 0.1)
+    kernel_icmp_error(out, bytes(last[IP]), VIP, CLIENT, 11, 0)
     assert engine.drops["ttl_exceeded"] == 1
+
+
+def test_ttl_one_reply_gets_time_exceeded_from_the_director_not_the_vip():
+    """The kernel forwards NAT replies (ip_forward): its error comes from the director's own address
+    towards the real server, about the reply as the real server sent it."""
+    engine = make_engine()
+    established(engine)
+    reply = from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="PA", seq=5001, ack=1001) / b"200", ttl=1)
+    out = engine.process(frame(reply), 2, 0.1)
+    kernel_icmp_error(out, bytes(reply[IP]), "10.1.0.1", RIPS[2], 11, 0, ifindex=2)
+
+
+def test_icmp_error_with_ttl_one_gets_no_error_about_it():
+    engine = make_engine()
+    established(engine)
+    quoted = IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A")
+    err = from_client(ICMP(type=3, code=3) / bytes(quoted)[:28], ttl=1)
+    assert engine.process(frame(err), 1, 0.1) == []
+    assert engine.drops["ttl_exceeded"] == 1
+
+
+def test_time_exceeded_keeps_the_tos_bits_under_internetwork_control():
+    engine = make_engine()
+    established(engine)
+    last = from_client(TCP(sport=40000, dport=80, flags="A", seq=1001), ttl=1)
+    last = built(last, tos=0x11)  # icmp_send keeps RT_TOS (0x1e) of it: 0x10
+    pkt = kernel_icmp_error(engine.process(frame(last), 1, 0.1), bytes(last[IP]), VIP, CLIENT, 11, 0)
+    assert pkt[IP].tos == 0xD0
+
+
+def test_too_big_with_df_gets_fragmentation_needed_quoting_ttl_63_before_the_rewrite():
+    """ensure_mtu_is_adequate runs after the TTL decrement and before the NAT rewrite."""
+    engine = make_engine()
+    established(engine)
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1001) / (b"d" * 1960)), flags="DF")
+    assert big[IP].len == 2000
+    quoted = big[IP].copy()
+    quoted.ttl, quoted.chksum = 63, None
+    out = engine.process(frame(big), 1, 0.1)
+    pkt = kernel_icmp_error(out, bytes(IP(bytes(quoted))), VIP, CLIENT, 3, 4, mtu=1500)
+    assert pkt[IPerror].dst == VIP and pkt[IPerror].ttl == 63
+    assert engine.drops["frag_needed"] == 1
+
+
+def test_too_big_reply_with_df_gets_fragmentation_needed_from_the_director():
+    """ip_forward checks the MTU before decrementing the TTL: the real server's reply is quoted as sent."""
+    engine = make_engine()
+    established(engine)
+    reply = built(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="A", seq=5001, ack=1001) / (b"r" * 1960)),
+                  flags="DF")
+    out = engine.process(frame(reply), 2, 0.1)
+    kernel_icmp_error(out, bytes(reply[IP]), "10.1.0.1", RIPS[2], 3, 4, mtu=1500, ifindex=2)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_too_big_without_df_is_fragmented_after_the_rewrite(partial):
+    """1500 + 520 bytes, the packet's IP ID, TTL 63 once, checksums right (ip_fragment)."""
+    engine = make_engine()
+    established(engine)
+    big = built(from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001) / (bytes(range(256)) * 8)[:1960]),
+                id=4242)
+    hdr = {}
+    if partial:
+        big[TCP].chksum = pseudo_sum(CLIENT, VIP, 6, 1980)
+        hdr = dict(flags=vnet.F_NEEDS_CSUM, csum_start=34, csum_offset=16)
+    out = engine.process(frame(big, **hdr), 1, 0.1)
+    assert [len(bytes(parse(b)[IP])) for _, b in out] == [1500, 520]
+    assert all(bytes(b[:vnet.VNET_HDR_LEN]) == bytes(vnet.VNET_HDR_LEN) for _, b in out)
+    whole = reassembled(out, 1500, 2)
+    expected = IP(src=CLIENT, dst=RIPS[2], id=4242, ttl=63) / TCP(sport=40000, dport=8080, flags="PA", seq=1001)
+    expected = IP(bytes(expected / bytes(big[TCP].payload)))
+    assert bytes(whole) == bytes(expected)
+    assert all(parse(b).dst == rs_mac(RIPS[2]) and parse(b).src == DIP_MAC for _, b in out)
+
+
+def test_gso_super_frame_with_df_is_not_too_big():
+    engine = make_engine()
+    established(engine)
+    payload = bytes(range(256)) * 40
+    pkt = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1001) / payload), flags="DF")
+    pkt[TCP].chksum = pseudo_sum(CLIENT, VIP, 6, pkt[IP].len - 20)
+    out = engine.process(frame(pkt, flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV4, hdr_len=54, gso_size=1448,
+                               csum_start=34, csum_offset=16), 1, 0.1)
+    assert len(out) == 1 and out[0][0] == 2
+    assert vnet.unpack(out[0][1])[1] == vnet.GSO_TCPV4 and bytes(parse(out[0][1])[TCP].payload) == payload
 
 
 def test_client_never_sees_a_rip_in_replies():
@@ -222,3 +325,16 @@ def test_stats_count_packets_and_bytes():
     dest = svc.find_dest(__import__("socket").inet_aton(RIPS[2]), 8080)
     assert svc.stats.counters() == (1, 1, 1, 40, 40)
     assert dest.stats.counters() == (1, 1, 1, 40, 40)
+
+
+def test_time_exceeded_is_rate_limited_per_destination_as_icmp_send():
+    """A burst of six, then one a second (icmp_ratelimit 1000 ms); fragmentation needed is never limited."""
+    engine = make_engine()
+    established(engine)
+    last = from_client(TCP(sport=40000, dport=80, flags="A", seq=1001), ttl=1)
+    sent = [len(engine.process(frame(last), 1, 10.0 + i * 0.01)) for i in range(8)]
+    assert sent == [1] * 6 + [0, 0] and engine.drops["icmp_rate_limited"] == 2
+    assert len(engine.process(frame(last), 1, 11.1)) == 1  # a second later: one more
+    assert len(engine.process(frame(last), 1, 11.2)) == 0
+    big = built(from_client(TCP(sport=40000, dport=80, flags="A", seq=1001) / (b"d" * 1960)), flags="DF")
+    assert [len(engine.process(frame(big), 1, 11.3)) for _ in range(10)] == [1] * 10

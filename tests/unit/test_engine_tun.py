@@ -10,11 +10,21 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 
-from pylvs.engine.forward import segment
 from pylvs.engine.forward.tun import LOCAL_PORT_RANGE
 from pylvs.engine.services import Method, pack_ip
-from pylvs.packet import vnet
-from tests.unit.director import CLIENT, DIP_MAC, RIPS, VIP, frame, from_client, make_engine, parse, rs_mac
+from pylvs.packet import offload, vnet
+from tests.unit.director import (
+    CLIENT,
+    DIP_MAC,
+    RIPS,
+    VIP,
+    frame,
+    from_client,
+    kernel_icmp_error,
+    make_engine,
+    parse,
+    rs_mac,
+)
 from tests.unit.test_engine_nat import pseudo_sum
 
 DIP = "10.1.0.1"  # the address of the interface towards the real servers (tests.unit.director)
@@ -186,14 +196,10 @@ def test_too_big_with_df_gets_frag_needed_from_the_vip(kind, overhead):
     big[IP].flags = "DF"
     assert len(IP(bytes(big[IP]))) == 1500
     out = send(engine, big)
-    assert len(out) == 1
-    ifindex, buf = out[0]
-    res = parse(buf)
-    assert ifindex == 1
-    assert res[IP].src == VIP and res[IP].dst == CLIENT
-    assert res[ICMP].type == 3 and res[ICMP].code == 4 and res[ICMP].nexthopmtu == 1500 - overhead
+    quoted = IP(bytes(big[IP]))
+    quoted.ttl, quoted.chksum = 63, None
+    res = kernel_icmp_error(out, bytes(IP(bytes(quoted))), VIP, CLIENT, 3, 4, mtu=1500 - overhead)
     assert res[IPerror].src == CLIENT and res[TCPerror].sport == 40000
-    assert checksums_valid(res)
     assert engine.drops["frag_needed"] == 1
     # One that fits exactly goes through.
     fits = from_client(TCP(sport=40000, dport=80, flags="A", seq=1001) / (b"z" * (1460 - overhead)))
@@ -335,10 +341,47 @@ def test_icmp_error_from_the_client_side_goes_through_the_tunnel():
     assert checksums_valid(pkt) and checksums_valid(inner)
 
 
-def test_ttl_one_is_not_tunneled():
-    engine = tun_engine()
-    assert send(engine, syn(ttl=1)) == []
+@pytest.mark.parametrize("kind", ["ipip", "gue", "gre"])
+def test_ttl_one_gets_time_exceeded_from_the_vip(kind):
+    engine = tun_engine(kind)
+    established(engine)
+    last = from_client(TCP(sport=40000, dport=80, flags="A", seq=1001), ttl=1)
+    kernel_icmp_error(send(engine, last), bytes(last[IP]), VIP, CLIENT, 11, 0)
     assert engine.drops["ttl_exceeded"] == 1
+
+
+def test_outer_id_is_zero_with_df():
+    """ip_select_ident without a socket: ID 0 when DF is set; a counter otherwise."""
+    engine = tun_engine("gue")
+    first = from_client(TCP(sport=1, dport=80, flags="S"))
+    first[IP].flags = "DF"
+    second = from_client(TCP(sport=1, dport=80, flags="A", seq=1))
+    second[IP].flags = "DF"
+    assert [parse(send(engine, p)[0][1])[IP].id for p in (first, second)] == [0, 0]
+
+
+def test_gso_segments_with_df_count_their_outer_ids_up_from_zero():
+    engine = tun_engine("ipip")
+    established(engine)
+    pkt = gso_frame(PAYLOAD[:4000])
+    pkt_ip = IP(bytes(pkt[vnet.VNET_HDR_LEN + 14:]))
+    assert pkt_ip.flags == "DF"
+    out = engine.process(pkt, 1, 0.0)
+    assert [parse(b)[IP].id for _, b in out] == list(range(len(out))) and len(out) == 3
+
+
+def test_gue_port_of_an_icmp_error_is_its_own_flows():
+    """udp_flow_src_port hashes the packet it encapsulates: an ICMP error is a flow of its own."""
+    engine = tun_engine("gue")
+    established(engine)
+    conn_port = parse(send(engine, from_client(TCP(sport=40000, dport=80, flags="A", seq=1001)))[0][1])[UDP].sport
+    quoted = IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="A")
+    ports = []
+    for code in (4, 3):
+        err = from_client(ICMP(type=3, code=code, nexthopmtu=1400) / bytes(quoted)[:28])
+        ports.append(parse(send(engine, err)[0][1])[UDP].sport)
+    assert ports[0] == ports[1] != conn_port
+    assert LOCAL_PORT_RANGE[0] <= ports[0] <= LOCAL_PORT_RANGE[1]
 
 
 def test_replies_are_not_expected_through_the_director():
@@ -388,11 +431,11 @@ def test_segmentation_cost_per_64k_frame():
 def test_segment_helpers_match_scapy_on_odd_sizes():
     pkt = IP(src=CLIENT, dst=VIP, id=7) / TCP(sport=1, dport=2, flags="PA", seq=5) / (b"\x01\xff" * 500 + b"\x07")
     raw = bytearray(bytes(pkt))
-    segs = segment.tcp_segments(memoryview(raw), 20, 333)
+    segs = offload.tcp_segments(memoryview(raw), 20, 333)
     assert [len(bytes(IP(s)[TCP].payload)) for s in segs] == [333, 333, 333, 2]
     for s in segs:
         assert checksums_valid(IP(bytes(s)))
-    fr = segment.fragments(bytes(IP(src=DIP, dst=RIPS[0], proto=4)), bytes(1000), 500)
+    fr = offload.fragments(bytes(IP(src=DIP, dst=RIPS[0], proto=4)), bytes(1000), 500)
     assert [(struct.unpack("!H", h[2:4])[0], off) for h, off in fr] == [(500, 0), (500, 480), (60, 960)]
 
 

@@ -13,7 +13,6 @@ from pylvs.engine.flow import DIR_IN, FlowEntry
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.rewrite import TTL_ONLY, decrement_ttl
 from pylvs.ipvs_uapi import Method
-from pylvs.packet import icmp
 from pylvs.packet.layout import IP, IP_TTL
 
 if TYPE_CHECKING:
@@ -33,15 +32,11 @@ class DirectRouting(Forwarder):
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         f = conn.in_flow
         hop = f.hop or self.hop(f, conn.daddr)
-        if buf[IP + IP_TTL] <= 1:
-            return self.egress.drop("ttl_exceeded")
-        totlen = buf[IP + 2] << 8 | buf[IP + 3]
-        if hop is not None and totlen > hop.mtu and buf[IP + 6] & 0x40 and not buf[1]:
-            # DF and too big for the real server's link (GSO frames are cut to size later):
-            # fragmentation needed, as ip_vs_xmit's ensure_mtu_is_adequate answers.
-            self.egress.drops["frag_needed"] += 1
-            return self.egress.send_ip(icmp.error(conn.vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
-                                                  icmp.CODE_FRAG_NEEDED, mtu=hop.mtu), now)
+        if buf[IP + IP_TTL] <= 1 or (hop is not None and len(buf) - IP > hop.mtu):
+            # time exceeded, or fragmentation needed (Egress.refuse); too big without DF: fragmented by send
+            refused = self.egress.refuse(buf, hop.mtu if hop is not None else 0, now)
+            if refused is not None:
+                return refused
         decrement_ttl(buf)
         return self.egress.send(buf, hop, conn.daddr, now)
 

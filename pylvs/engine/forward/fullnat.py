@@ -16,7 +16,7 @@ from pylvs.engine.forward import clientaddr
 from pylvs.engine.forward.nat import AddressRewrite
 from pylvs.engine.forward.rewrite import Deltas, finish_rebuilt, patch
 from pylvs.ipvs_uapi import Method
-from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
+from pylvs.packet.layout import IP, IP_SRC, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn, ConnTable
@@ -48,6 +48,7 @@ class ClientAddress:
 
 class FullNat(AddressRewrite):
     method = Method.FULLNAT
+    replies_local = True  # replies come to the local address
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         svc = conn.svc
@@ -95,16 +96,23 @@ class FullNat(AddressRewrite):
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         ca: ClientAddress | None = conn.slow
         if ca is not None:
+            f = conn.in_flow
+            hop = f.hop or self.hop(f, conn.daddr)
+            # The checks see the packet as the client sent it; what the client's address adds to it
+            # is fragmented if it no longer fits.
+            refused = self.egress.refuse(buf, hop.mtu if hop is not None else 0, now)
+            if refused is not None:
+                return refused
             rebuilt = self._client_addr_in(conn, ca, buf, l4, partial)
             if rebuilt is not None:
                 return self._send_rebuilt(conn, rebuilt, l4, partial, now)
-        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now)
+        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now, True)
 
     def outbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         ca: ClientAddress | None = conn.slow
         if ca is not None and ca.pp_header:
             self._client_addr_out(ca, buf, l4, partial)
-        return self.rewrite(conn.out_flow, buf, l4, partial, conn.caddr, now)
+        return self.rewrite(conn.out_flow, buf, l4, partial, conn.caddr, now, True)
 
     def _client_addr_in(self, conn: Conn, ca: ClientAddress, buf: Buffer, l4: int,
                         partial: bool) -> bytearray | None:
@@ -137,8 +145,6 @@ class FullNat(AddressRewrite):
 
     def _send_rebuilt(self, conn: Conn, buf: bytearray, l4: int, partial: bool, now: float) -> Output:
         f = conn.in_flow
-        if buf[IP + IP_TTL] <= 1:
-            return self.egress.drop("ttl_exceeded")
         buf[IP + IP_SRC:IP + IP_SRC + 8] = f.addrs
         buf[l4:l4 + 4] = f.ports
         finish_rebuilt(buf, l4, TCP_CSUM, PROTO_TCP, partial)

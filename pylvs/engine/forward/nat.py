@@ -1,7 +1,9 @@
 """NAT (masquerading, `-m`): DNAT requests to RIP:rport, SNAT replies back to VIP:vport (ipvs.md §4.2).
 
-`AddressRewrite` is the per-packet work NAT and FULLNAT share: write the recipe's addresses and ports,
-TTL - 1, patch both checksums by the recipe's deltas, send (ip_vs_nat_xmit's core).
+`AddressRewrite` is the per-packet work NAT and FULLNAT share: the checks before a packet leaves
+(Egress.refuse: TTL, DF and MTU, made on the packet as it came, so an ICMP error quotes it so), then
+write the recipe's addresses and ports, TTL - 1, patch both checksums by the recipe's deltas, send
+(ip_vs_nat_xmit's core; Egress.send fragments what is longer than the link's MTU).
 """
 
 from __future__ import annotations
@@ -23,20 +25,28 @@ if TYPE_CHECKING:
 
 class AddressRewrite(Forwarder):
     sees_replies = True
+    # Whether replies are addressed to the director (FULLNAT's local address) or forwarded through it
+    # (NAT: to the client); it decides where an ICMP error about one comes from (Egress.refuse).
+    replies_local = False
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
-        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now)
+        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now, True)
 
     def outbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
-        return self.rewrite(conn.out_flow, buf, l4, partial, conn.caddr, now)
+        return self.rewrite(conn.out_flow, buf, l4, partial, conn.caddr, now, self.replies_local)
 
-    def rewrite(self, f: FlowEntry, buf: Buffer, l4: int, partial: bool, towards: bytes, now: float) -> Output:
+    def rewrite(self, f: FlowEntry, buf: Buffer, l4: int, partial: bool, towards: bytes, now: float,
+                local: bool) -> Output:
+        hop = f.hop or self.hop(f, towards)
+        if buf[IP + IP_TTL] <= 1 or (hop is not None and len(buf) - IP > hop.mtu):
+            refused = self.egress.refuse(buf, hop.mtu if hop is not None else 0, now, local)
+            if refused is not None:
+                return refused
         buf[IP + IP_SRC:IP + IP_SRC + 8] = f.addrs
         buf[l4:l4 + 4] = f.ports
         udp = f.proto == PROTO_UDP
-        if not finish(buf, l4, UDP_CSUM if udp else TCP_CSUM, f.deltas, partial, udp):
-            return self.egress.drop("ttl_exceeded")
-        return self.egress.send(buf, f.hop or self.hop(f, towards), towards, now)
+        finish(buf, l4, UDP_CSUM if udp else TCP_CSUM, f.deltas, partial, udp)
+        return self.egress.send(buf, hop, towards, now)
 
 
 class Nat(AddressRewrite):
@@ -64,6 +74,9 @@ class Nat(AddressRewrite):
     def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
              now: float) -> Output:
         """Translate an ICMP error about a NAT connection (ip_vs_nat_icmp, ipvs.md §3.9)."""
+        ttl = buf[IP + IP_TTL]
+        if ttl <= 1:
+            return self.egress.ttl_exceeded(buf, now, direction == DIR_IN)  # counted; errors get no error
         if direction == DIR_IN:  # from the client side, quoting a reply VIP:vport -> CIP:cport
             buf[IP + IP_DST:IP + IP_DST + 4] = conn.daddr
             buf[emb + IP_SRC:emb + IP_SRC + 4] = conn.daddr
@@ -74,9 +87,6 @@ class Nat(AddressRewrite):
             buf[emb + IP_DST:emb + IP_DST + 4] = conn.vaddr
             buf[el4 + 2:el4 + 4] = conn.vport
             flow, towards = conn.out_flow, conn.caddr
-        ttl = buf[IP + IP_TTL]
-        if ttl <= 1:
-            return self.egress.drop("ttl_exceeded")
         buf[IP + IP_TTL] = ttl - 1
         eihl = (buf[emb] & 0x0F) << 2
         set_checksum(buf, emb, emb + eihl, emb + IP_CSUM)

@@ -6,9 +6,8 @@ once per connection binding (pylvs.packet.checksum), so this is a few integer op
 
 from __future__ import annotations
 
-from pylvs.engine.egress import Buffer
 from pylvs.packet import checksum
-from pylvs.packet.layout import IP, IP_CSUM, IP_TTL
+from pylvs.packet.layout import IP, IP_CSUM, IP_TTL, Buffer
 
 TTL_DELTA = 0xFEFF  # one's-complement of 0x0100: the TTL is the high byte of its 16-bit word
 
@@ -38,12 +37,9 @@ def decrement_ttl(buf: Buffer) -> None:
     buf[o + 1] = c & 0xFF
 
 
-def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool) -> bool:
-    """Decrement TTL and patch both checksums. False if the TTL ran out (nothing written)."""
-    ttl = buf[IP + IP_TTL]
-    if ttl <= 1:
-        return False
-    buf[IP + IP_TTL] = ttl - 1
+def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool) -> None:
+    """Decrement the TTL and patch both checksums (the caller has checked that TTL > 1: Egress.refuse)."""
+    buf[IP + IP_TTL] -= 1
     o = IP + IP_CSUM
     c = ((buf[o] << 8 | buf[o + 1]) ^ 0xFFFF) + d.ip
     c = (c & 0xFFFF) + (c >> 16)
@@ -64,7 +60,6 @@ def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: b
             c = 0xFFFF
     buf[o] = c >> 8
     buf[o + 1] = c & 0xFF
-    return True
 
 
 def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:
@@ -75,12 +70,9 @@ def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:
     buf[field + 1] = c & 0xFF
 
 
-def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: bool) -> bool:
+def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: bool) -> None:
     """As `finish`, for a packet whose length changed: both checksums are computed afresh."""
-    ttl = buf[IP + IP_TTL]
-    if ttl <= 1:
-        return False
-    buf[IP + IP_TTL] = ttl - 1
+    buf[IP + IP_TTL] -= 1
     ihl = (buf[IP] & 0x0F) << 2
     end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
     set_checksum(buf, IP, IP + ihl, IP + IP_CSUM)
@@ -91,7 +83,6 @@ def finish_rebuilt(buf: Buffer, l4: int, csum_off: int, proto: int, partial: boo
     else:
         buf[o] = buf[o + 1] = 0
         buf[o:o + 2] = checksum.checksum(buf[l4:end], pseudo).to_bytes(2, "big")
-    return True
 
 
 def patch(buf: Buffer, off: int, value: int, size: int, csum: int, partial: bool) -> None:

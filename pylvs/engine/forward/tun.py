@@ -20,11 +20,21 @@ from pylvs.engine.egress import NOTHING, Buffer, Output
 from pylvs.engine.flow import DIR_IN, ENCAP_BY_TUN_TYPE, ENCAP_GRE, ENCAP_GUE, F_ENCAP_CSUM, FlowEntry
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.rewrite import TTL_ONLY, decrement_ttl
-from pylvs.engine.forward.segment import complete_partial, csum_of, fragments, tcp_segments, udp_segments, words
 from pylvs.engine.hops import Hop
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import icmp
-from pylvs.packet.layout import ETHERTYPE_IPV4, IP, IP_CSUM, IP_TTL, PROTO_GRE, PROTO_IPIP, PROTO_TCP, PROTO_UDP
+from pylvs.packet.layout import (
+    ETHERTYPE_IPV4,
+    IP,
+    IP_CSUM,
+    IP_SRC,
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_IPIP,
+    PROTO_TCP,
+    PROTO_UDP,
+)
+from pylvs.packet.offload import complete_partial, csum_of, fragments, tcp_segments, udp_segments, words
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, VNET_HDR_LEN
 
@@ -43,6 +53,8 @@ _OUTER = struct.Struct("!BBHHHBB2s4s4s")
 _UDP = struct.Struct("!HHHH")
 _H = struct.Struct("!H")
 _ZERO2 = b"\0\0"
+# The outer header's fields: TOS, TTL, DF, the link's MTU, and the UDP source port (GUE).
+Outer = tuple[int, int, int, int, int]
 
 
 def encap_layout(f: FlowEntry) -> tuple[int, int]:
@@ -96,12 +108,16 @@ class Tunnel(Forwarder):
         return None
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
-        return self._tunnel(conn, buf, partial, False, now)
+        return self._tunnel(conn, buf, partial, conn.in_flow.encap_sport, now)
 
     def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
              now: float) -> Output:
-        """ICMP errors from the client side go through the tunnel like the connection's packets."""
-        return self._tunnel(conn, buf, bool(buf[0] & F_NEEDS_CSUM), True, now)
+        """ICMP errors from the client side go through the tunnel like the connection's packets.
+
+        GUE's source port is the hash of the packet's own flow (udp_flow_src_port): for an ICMP error,
+        its addresses and protocol, not the connection it is about."""
+        sport = flow_port(bytes(buf[IP + IP_SRC:IP + IP_SRC + 8]) + bytes((PROTO_ICMP,)), self._seed)
+        return self._tunnel(conn, buf, bool(buf[0] & F_NEEDS_CSUM), sport, now)
 
     @staticmethod
     def inner_quote(buf: Buffer, emb: int, end: int) -> int | None:
@@ -144,15 +160,13 @@ class Tunnel(Forwarder):
                 # the client may fragment; the tunnel will carry its fragments
                 return self.egress.drop("icmp_tunnel_no_df")
             mtu = max((buf[body + 6] << 8 | buf[body + 7]) - 20 - encap_layout(conn.in_flow)[1], MIN_MTU)
-        return self.egress.send_ip(icmp.error(conn.vaddr, buf[inner:end], itype, code, mtu=mtu), now)
+        # The error is about the client's packet: it comes from the VIP (the quote's destination).
+        return self.egress.icmp_error(memoryview(buf)[inner:end], itype, code, mtu, now)
 
     # -- the packet path --------------------------------------------------------------------
 
-    def _tunnel(self, conn: Conn, buf: Buffer, partial: bool, is_icmp: bool, now: float) -> Output:
+    def _tunnel(self, conn: Conn, buf: Buffer, partial: bool, sport: int, now: float) -> Output:
         egress = self.egress
-        ttl = buf[IP + IP_TTL]
-        if ttl <= 1:
-            return egress.drop("ttl_exceeded")
         f = conn.in_flow
         hop = f.hop or self.hop(f, conn.daddr)
         src = f.outer_src or self._outer_source(f, hop)
@@ -162,9 +176,13 @@ class Tunnel(Forwarder):
         mtu = link_mtu - 20 - encap_layout(f)[1]
         if mtu < MIN_MTU:
             return egress.drop("tunnel_mtu")
-        # The inner TTL goes down first (so an ICMP error quotes it so, as in the kernel).
+        # TTL, then DF against what the tunnel leaves of the MTU (a fragmentation needed quotes the
+        # packet with its TTL already decremented, as in the kernel).
+        refused = egress.refuse(buf, mtu, now)
+        if refused is not None:
+            return refused
         decrement_ttl(buf)
-        ttl -= 1
+        ttl = buf[IP + 8]
         totlen = buf[IP + 2] << 8 | buf[IP + 3]
         end = IP + totlen
         tos = ecn_encapsulate(buf[IP + 1])
@@ -172,15 +190,11 @@ class Tunnel(Forwarder):
         gso = buf[1] & ~GSO_ECN
         eth = hop.eth if hop is not None else _NO_MACS
         if gso == GSO_NONE:
-            if totlen > mtu and df and not is_icmp:
-                egress.drops["frag_needed"] += 1
-                err = icmp.error(conn.vaddr, buf[IP:end], icmp.DEST_UNREACH, icmp.CODE_FRAG_NEEDED, mtu)
-                return egress.send_ip(err, now)
             if partial and not complete_partial(buf, end):
                 return egress.drop("bad_partial_checksum")
-            frames = self._encapsulate(f, src, eth, buf[IP:end], tos, ttl, df, link_mtu)
+            frames = self._encapsulate(f, src, eth, buf[IP:end], (tos, ttl, df, link_mtu, sport))
         else:
-            frames = self._encapsulate_segments(f, src, eth, buf, gso, end, mtu, (tos, ttl, df, link_mtu))
+            frames = self._encapsulate_segments(f, src, eth, buf, gso, end, mtu, (tos, ttl, df, link_mtu, sport))
         if hop is None:
             for frame in frames:
                 egress.park(conn.daddr, frame, now)
@@ -189,9 +203,12 @@ class Tunnel(Forwarder):
         return [(ifindex, frame) for frame in frames]
 
     def _encapsulate_segments(self, r: FlowEntry, src: bytes, eth: bytes, buf: Buffer, gso: int,
-                              end: int, mtu: int, outer: tuple[int, int, int, int]) -> list[bytearray]:
-        """Cut a GSO super-frame into segments that fit the tunnel, and encapsulate each in place."""
-        tos, ttl, df, link_mtu = outer
+                              end: int, mtu: int, outer: Outer) -> list[bytearray]:
+        """Cut a GSO super-frame into segments that fit the tunnel, and encapsulate each in place.
+
+        With DF the outer IDs count up from 0, as the kernel's GSO numbers the outer headers of a
+        tunnel super-frame whose own ID is 0 (ip_select_ident: DF and no socket)."""
+        tos, ttl, df, link_mtu, sport = outer
         ihl = (buf[IP] & 0x0F) << 2
         proto = buf[IP + 9]
         size = buf[4] | buf[5] << 8  # gso_size
@@ -213,21 +230,23 @@ class Tunnel(Forwarder):
         # the IP header sums to zero and the L4 part to minus its pseudo header.
         pseudo = words(buf[IP + 12:IP + 20]) + proto - ihl
         out: list[bytearray] = []
-        for seg in segs:
+        for i, seg in enumerate(segs):
             n = len(seg) - room
             if 20 + encap_len + n > link_mtu:  # a UDP datagram too big for the tunnel
-                out += self._encapsulate(r, src, eth, memoryview(seg)[room:], tos, ttl, df, link_mtu)
+                out += self._encapsulate(r, src, eth, memoryview(seg)[room:], outer)
                 continue
-            seg[:room] = self._head(r, src, eth, n, tos, ttl, df, -(pseudo + n) % 0xFFFF)
+            seg[:room] = self._head(r, src, eth, n, outer, -(pseudo + n) % 0xFFFF, i)
             out.append(seg)
         return out
 
-    def _head(self, r: FlowEntry, src: bytes, eth: bytes, n: int, tos: int, ttl: int, df: int,
-              inner_sum: int) -> bytes:
+    def _head(self, r: FlowEntry, src: bytes, eth: bytes, n: int, outer: Outer, inner_sum: int,
+              index: int = 0) -> bytes:
         """virtio_net_hdr, Ethernet, outer IPv4 and UDP+GUE or GRE for an `n`-byte inner packet.
 
-        `inner_sum` is the inner packet's one's-complement sum (mod 0xFFFF), for tunnel checksums.
+        `inner_sum` is the inner packet's one's-complement sum (mod 0xFFFF), for tunnel checksums;
+        `index` numbers the segments of one super-frame (their outer IDs with DF).
         """
+        tos, ttl, df, _, sport = outer
         proto = encap_layout(r)[0]
         csum = r.flags & F_ENCAP_CSUM
         if proto == PROTO_UDP:
@@ -235,9 +254,9 @@ class Tunnel(Forwarder):
             check = 0
             if csum:
                 # pseudo header (addresses, protocol, length), UDP header (ports, length), GUE header
-                fixed = words(src) + words(r.outer_dst) + PROTO_UDP + r.encap_sport + r.encap_dport + words(GUE_HEADER)
+                fixed = words(src) + words(r.outer_dst) + PROTO_UDP + sport + r.encap_dport + words(GUE_HEADER)
                 check = csum_of((fixed + ulen + ulen + inner_sum) % 0xFFFF) or 0xFFFF
-            encap = _UDP.pack(r.encap_sport, r.encap_dport, ulen, check) + GUE_HEADER
+            encap = _UDP.pack(sport, r.encap_dport, ulen, check) + GUE_HEADER
         elif proto == PROTO_GRE:
             if csum:
                 encap = GRE_CSUM_HEADER + _H.pack(csum_of((GRE_CSUM_SUM + inner_sum) % 0xFFFF)) + _ZERO2
@@ -245,18 +264,20 @@ class Tunnel(Forwarder):
                 encap = GRE_HEADER
         else:
             encap = b""
-        self._ident = ident = (self._ident + 1) & 0xFFFF
+        if df:
+            ident = index  # ip_select_ident: DF and no socket, ID 0
+        else:
+            self._ident = ident = (self._ident + 1) & 0xFFFF
         hdr = bytearray(_OUTER.pack(0x45, tos, 20 + len(encap) + n, ident, df << 8, ttl, proto, _ZERO2, src,
                                     r.outer_dst))
         _H.pack_into(hdr, IP_CSUM, csum_of(int.from_bytes(hdr, "big") % 0xFFFF))
         return b"".join((EMPTY_VNET, eth, _ETH_TAIL, hdr, encap))
 
-    def _encapsulate(self, r: FlowEntry, src: bytes, eth: bytes, pkt: Buffer, tos: int, ttl: int, df: int,
-                     link_mtu: int) -> list[bytearray]:
+    def _encapsulate(self, r: FlowEntry, src: bytes, eth: bytes, pkt: Buffer, outer: Outer) -> list[bytearray]:
         """One inner packet as one frame, or as outer fragments if it may be cut and does not fit."""
         n = len(pkt)
-        head = self._head(r, src, eth, n, tos, ttl, df, words(pkt) if r.flags & F_ENCAP_CSUM else 0)
-        if 20 + encap_layout(r)[1] + n <= link_mtu:
+        head = self._head(r, src, eth, n, outer, words(pkt) if r.flags & F_ENCAP_CSUM else 0)
+        if 20 + encap_layout(r)[1] + n <= outer[3]:
             frame = bytearray(head)
             frame += pkt
             return [frame]
@@ -264,7 +285,7 @@ class Tunnel(Forwarder):
         lead = VNET_HDR_LEN + 14
         payload = head[lead + 20:] + bytes(pkt)
         frames = []
-        for h, off in fragments(head[lead:lead + 20], payload, link_mtu):
+        for h, off in fragments(head[lead:lead + 20], payload, outer[3]):
             frames.append(bytearray(b"".join((head[:lead], h, payload[off:off + (h[2] << 8 | h[3]) - 20]))))
         return frames
 

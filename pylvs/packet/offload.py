@@ -3,7 +3,8 @@
 An encapsulated frame cannot be handed back to AF_PACKET as a tunnel GSO super-frame, and nothing
 completes a partial checksum after the director adds an outer header, so the tunnel method does
 here what a NIC would: finish checksums, cut TCP/UDP super-frames into segments (with the kernel's
-tcp_gso_segment rules) and fragment outer packets that do not fit.
+tcp_gso_segment rules). Packets that do not fit their link are fragmented here too (ip_fragment),
+for every method (pylvs.engine.egress) and for the tunnels' outer packets.
 
 Sums use the fact that 2**16 == 1 (mod 0xFFFF): the one's-complement sum of an even-length byte
 string is its big-endian integer value mod 0xFFFF, computed in C by int.from_bytes.
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.engine.egress import Buffer
-from pylvs.packet.layout import IP, IP_CSUM, IP_MF, PROTO_UDP, TCP_FIN
+from pylvs.packet.layout import IP, IP_CSUM, IP_MF, PROTO_UDP, TCP_FIN, Buffer
 from pylvs.packet.vnet import VNET_HDR_LEN
 
 TCP_PSH = 0x08
@@ -142,21 +142,46 @@ def udp_segments(pkt: Buffer, ihl: int, size: int, headroom: int = 0) -> list[by
     return out
 
 
-def fragments(header: bytes, payload: Buffer, mtu: int) -> list[tuple[bytearray, int]]:
-    """Split an IPv4 packet (20-byte `header`, no options) into fragments that fit `mtu`.
+def fragments(header: Buffer, payload: Buffer, mtu: int) -> list[tuple[bytearray, int]]:
+    """Split an IPv4 packet (its `header`, options included) into fragments that fit `mtu`, as ip_fragment.
 
-    Returns (IP header, payload offset) pairs; the caller appends payload[offset:offset+len].
-    Each header carries its length, offset, MF and checksum.
+    Returns (IP header, payload offset) pairs; the caller appends payload[offset:offset+len]. Each
+    header carries its length, offset, MF and checksum, and the packet's ID and TTL; DF is cleared
+    (IPVS sets ignore_df: what it sends is cut, never refused here). Fragments after the first keep
+    only the options marked "copied" (the others become NOPs, as ip_options_fragment).
     """
-    step = (mtu - 20) & ~7
+    hl = len(header)
+    step = (mtu - hl) & ~7
     n = len(payload)
+    first = bytearray(header)
+    later = _later_fragment_header(first) if hl > 20 else first
     out: list[tuple[bytearray, int]] = []
     for off in range(0, n, step):
         size = min(step, n - off)
-        h = bytearray(header)
+        h = bytearray(later if off else first)
         frag = (off >> 3) | (IP_MF if off + size < n else 0)
-        h[2:4] = _H.pack(20 + size)
-        h[6:8] = _H.pack(frag)  # DF is off: we fragment only what may be
+        h[2:4] = _H.pack(hl + size)
+        h[6:8] = _H.pack(frag)
         ip_checksum(h)
         out.append((h, off))
     return out
+
+
+def _later_fragment_header(header: bytearray) -> bytearray:
+    """The header of fragments after the first: options without the "copied" bit become NOPs."""
+    h = bytearray(header)
+    i, end = 20, len(h)
+    while i < end:
+        kind = h[i]
+        if kind == 0:  # end of options
+            break
+        if kind == 1:  # NOP
+            i += 1
+            continue
+        size = h[i + 1] if i + 1 < end else 0
+        if size < 2 or i + size > end:
+            break
+        if not kind & 0x80:
+            h[i:i + size] = b"\x01" * size
+        i += size
+    return h
