@@ -289,7 +289,7 @@ def _listing(cmd: Command, session: _Session) -> str:
     return fmt.format_laddrs((session.result(request, 1) or {}).get("services", []))
 
 
-RESTORE_RUN = 4096  # ops per `sequence` request: a 10,000-line restore is three requests
+RESTORE_RUN = 64  # ops per `sequence` request: a few ms of the packet loop each, so forwarding never waits long
 
 
 class _Restore:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -140,12 +141,13 @@ class Engine:
         """Grows with every change to the service table or to what the director owns."""
         return self.table.generation + self._standby_changes
 
-    def announce(self) -> Output:
-        """Gratuitous ARP for every owned address on every interface (on start and on change)."""
+    def announce(self, addrs: Iterable[bytes] | None = None) -> Output:
+        """Gratuitous ARP on every interface for `addrs` (owned ones only), or for every owned address."""
+        chosen = self.owned if addrs is None else [a for a in addrs if a in self.owned]
         return [
             (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr)))
             for iface in self.interfaces.values()
-            for addr in sorted(self.owned)
+            for addr in sorted(chosen)
         ]
 
     # -- events -----------------------------------------------------------------------------
@@ -389,9 +391,8 @@ class Engine:
             dest = svc.sched.schedule(svc, flow)
         if dest is None:
             self.drops["no_dest"] += 1
-            # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9)
-            return self.egress.send_ip(icmp.error(vaddr, buf[IP:IP + totlen], icmp.DEST_UNREACH,
-                                                  icmp.CODE_PORT_UNREACH), now)
+            # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9), rate limited as icmp_send
+            return self.egress.icmp_error(buf[IP:IP + totlen], icmp.DEST_UNREACH, icmp.CODE_PORT_UNREACH, 0, now)
         conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
         if conn is None:
             return NOTHING

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0          # connection expiry and estimator cadence
 PARKED_TICK = 0.05  # while frames wait for a neighbour
+SAVE_INTERVAL = 1.0  # --save-config writes at most once a second (a restore is one write, not one per line)
+RECONCILE_INTERVAL = 0.25  # a large table's steering and ARP follow changes at most this often
+RECONCILE_AT_ONCE = 200    # up to this many services, every change is reconciled (nft included) before the
+                           # answer leaves; beyond, nft runs in the steering worker's thread
 STEERING_CHECK = 5.0  # seconds between checks that nobody removed the nftables table
 
 
@@ -68,11 +72,16 @@ class Director:
         self.stopping = False
         self.steer = steer
         self._steering_installed = False  # never remove a table this process did not install
+        self.steering: steering.Worker | None = None
+        self._announced: set[bytes] = set()  # the addresses a gratuitous ARP went out for
+        self._reconcile_pending = False
+        self._last_reconcile = 0.0
         self._next_steering_check = 0.0
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
         self.config = config if save_config else None  # where to keep the table, if anywhere
         self._saved_generation = 0  # the table generation the file holds
+        self._saved_at = 0.0
         self.keepalived: KeepalivedRunner | None = None
         self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
         self._reload_requested = False
@@ -112,6 +121,7 @@ class Director:
         if self.steer:
             steering.install()
             self._steering_installed = True
+            self.steering = steering.Worker()
         self.events = engine.subscribe()  # ServicesChanged only
         self.api = api.Control(engine)
         self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
@@ -171,7 +181,9 @@ class Director:
     # -- callbacks --------------------------------------------------------------------------
 
     def _request(self, request: dict) -> dict:
-        return self.api.handle(request, time.monotonic())
+        answer = self.api.handle(request, time.monotonic())
+        self._drain_events()  # steering and ARP follow before the answer leaves, as IPVS's table is live
+        return answer
 
     def _keepalived(self) -> KeepalivedRunner:
         if self.keepalived is None:
@@ -191,12 +203,19 @@ class Director:
                     log.warning("health-check change %s not applied: %s", request.get("op"), answer["error"])
 
     def _drain_events(self) -> None:
-        """Act on what the engine reports: reconcile once for however many table changes there were."""
-        changed = False
+        """Act on what the engine reports: reconcile once for however many table changes there were.
+
+        A large table is reconciled at most every RECONCILE_INTERVAL (its snapshot costs milliseconds),
+        so a burst of changes such as a 10,000-line restore is reconciled a handful of times."""
         for event in self.events:
-            changed = changed or isinstance(event, ServicesChanged)
-        if changed:
-            self._services_changed()
+            if isinstance(event, ServicesChanged):
+                self._reconcile_pending = True
+        if self._reconcile_pending:
+            now = time.monotonic()
+            if len(self.engine.table) <= RECONCILE_AT_ONCE or now >= self._last_reconcile + RECONCILE_INTERVAL:
+                self._reconcile_pending = False
+                self._last_reconcile = now
+                self._services_changed()
         if self.sync is not None:
             self.sync.drain()
         if self.offload is not None:
@@ -204,12 +223,16 @@ class Director:
 
     def _services_changed(self) -> None:
         self._sync_fwmark_rings()
-        if self.steer:
-            try:
-                steering.update(self.engine)
-            except steering.SteeringError as exc:
-                log.error("%s", exc)
-        self.send(self.engine.announce())
+        if self.steering is not None:
+            sets = steering.elements(self.engine)
+            self.steering.submit(sets)  # nft runs in the worker's thread
+            if len(self.engine.table) <= RECONCILE_AT_ONCE:
+                self.steering.wait_idle()  # a few ms: the kernel is off the new VIPs before anything else
+        # Gratuitous ARP for the addresses the director has just taken (all of them after standing by).
+        owned = set(self.engine.owned)
+        new, self._announced = owned - self._announced, owned
+        if new:
+            self.send(self.engine.announce(new))
 
     def _open_ring(self, ifname: str, protocol: int, mark: int | None, **kw) -> RingSocket:
         ring = RingSocket(ifname, protocol=protocol, mark=mark, **kw)
@@ -306,13 +329,16 @@ class Director:
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
         while not self.stopping:
-            timeout = max(0.0, next_tick - time.monotonic())
+            deadline = min(next_tick, self._last_reconcile + RECONCILE_INTERVAL) if self._reconcile_pending \
+                else next_tick
+            timeout = max(0.0, deadline - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
             self._drain_events()
-            if self.config and self.engine.table.generation != self._saved_generation:
-                self._save_config()
             now = time.monotonic()
+            if self.config and self.engine.table.generation != self._saved_generation \
+                    and now - self._saved_at >= SAVE_INTERVAL:
+                self._save_config()
             if now >= next_tick:
                 if self.offload is not None:
                     self.offload.refresh(TICK)  # before expiry: kernel-forwarded packets keep connections
@@ -331,18 +357,23 @@ class Director:
             try:
                 if not steering.present():
                     log.warning("nftables table ip %s was removed or flushed; restoring it", steering.TABLE)
-                    steering.restore(self.engine)
+                    steering.install()
+                    self.steering.submit(steering.elements(self.engine))
             except steering.SteeringError as exc:
                 log.error("%s", exc)
 
     def _save_config(self) -> None:
         self._saved_generation = self.engine.table.generation
+        self._saved_at = time.monotonic()
         try:
             config_file.save(self.engine, self.config)
         except OSError as exc:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self.config and getattr(self, "engine", None) is not None \
+                and self.engine.table.generation != self._saved_generation:
+            self._save_config()  # the last changes, still inside their second
         if self.offload is not None:
             self.offload.close()
             self.offload = None
@@ -367,6 +398,9 @@ class Director:
         if self.routes is not None:
             self.routes.close()
             self.routes = None
+        if self.steering is not None:
+            self.steering.close()
+            self.steering = None
         if self._steering_installed:
             steering.remove()
         self.selector.close()

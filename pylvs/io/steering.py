@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
 
 from pylvs.engine.engine import Engine
 from pylvs.engine.services import Method, ip
@@ -92,8 +93,8 @@ def restore(engine: Engine) -> None:
     update(engine)
 
 
-def update(engine: Engine) -> None:
-    """Make the sets match the service table (called on every change)."""
+def elements(engine: Engine) -> dict[str, list[str]]:
+    """What the sets must hold for the engine's table: a snapshot, cheap enough for the packet loop."""
     vips = sorted({ip(addr) for addr in engine.owned})  # VIPs and FULLNAT local addresses
     nat = [(svc, d) for svc in engine.table for d in svc.dests if d.method in (Method.MASQ, Method.FULLNAT)]
     # A real server reached on "any port" (port 0: fwmark or port-zero services) answers from any port.
@@ -102,12 +103,71 @@ def update(engine: Engine) -> None:
     rs_any = sorted({ip(d.addr) for svc, d in nat if not (d.port or svc.port)})
     marks = sorted({str(svc.fwmark) for svc in engine.table if svc.fwmark})
     quoted = sorted({f"0x{d.addr.hex()}" for _, d in nat if len(d.addr) == 4})
-    sets = (("vips", vips), ("nat_rs", rs), ("nat_rs_any", rs_any), ("fwmarks", marks), ("nat_rs_quoted", quoted))
-    script = "".join(f"flush set ip {TABLE} {name}\n" for name, _ in sets)
-    for name, elements in sets:
-        if elements:
-            script += f"add element ip {TABLE} {name} {{ {', '.join(elements)} }}\n"
+    return {"vips": vips, "nat_rs": rs, "nat_rs_any": rs_any, "fwmarks": marks, "nat_rs_quoted": quoted}
+
+
+def apply(sets: dict[str, list[str]]) -> None:
+    """Make the sets hold `sets` (one nft run, atomic for the kernel)."""
+    script = "".join(f"flush set ip {TABLE} {name}\n" for name in sets)
+    for name, items in sets.items():
+        if items:
+            script += f"add element ip {TABLE} {name} {{ {', '.join(items)} }}\n"
     _nft(script)
+
+
+def update(engine: Engine) -> None:
+    """Make the sets match the service table now."""
+    apply(elements(engine))
+
+
+class Worker:
+    """Runs `apply` in a thread of its own, so a large table's nft run never stalls the packet loop.
+
+    `submit` hands over the latest snapshot; snapshots that arrive while nft runs are coalesced, so a
+    burst of changes (a big restore) costs one or two nft runs, the last one with the final table."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[str, list[str]] | None = None
+        self._busy = False
+        self._stopping = False
+        self.runs = 0
+        self._thread = threading.Thread(target=self._run, name="pylvs-steering", daemon=True)
+        self._thread.start()
+
+    def submit(self, sets: dict[str, list[str]]) -> None:
+        with self._cond:
+            self._pending = sets
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """True once every submitted snapshot is applied (tests, and before removing the table)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._stopping)
+                if self._pending is None:
+                    return
+                sets, self._pending, self._busy = self._pending, None, True
+            try:
+                apply(sets)
+                self.runs += 1
+            except SteeringError as exc:
+                log.error("%s", exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        self.wait_idle()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
 
 
 def remove() -> None:
