@@ -345,23 +345,27 @@ class Engine:
 
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
         """Packets a second data path forwarded for `conn` by its FlowEntry, counted there since the last
-        call: the statistics, the expiry (from `last_seen`, on this engine's clock) and sync follow."""
-        if conn.dead or packets <= 0:
+        call: the statistics, the expiry (from `last_seen`, on this engine's clock) and sync follow. The
+        statistics count them also for a connection that has just gone (its last packets)."""
+        if packets <= 0:
             return
         if direction == DIR_IN:
-            before = conn.in_pkts
-            conn.in_pkts += packets
             for st in (conn.dest.stats, conn.svc.stats):
                 st.inpkts += packets
                 st.inbytes += nbytes
-            if self._packet_queues:
-                event = ConnEvent(ConnEventKind.COUNTED, conn, conn.in_pkts, before)
-                for q in self._packet_queues:
-                    q.append(event)
         else:
             for st in (conn.dest.stats, conn.svc.stats):
                 st.outpkts += packets
                 st.outbytes += nbytes
+        if conn.dead:
+            return
+        if direction == DIR_IN:
+            before = conn.in_pkts
+            conn.in_pkts += packets
+            if self._packet_queues:
+                event = ConnEvent(ConnEventKind.COUNTED, conn, conn.in_pkts, before)
+                for q in self._packet_queues:
+                    q.append(event)
         expires = last_seen + conn.timeout
         if expires > conn.expires:
             conn.expires = expires  # later than its heap entry: tick re-queues it (ConnTable.due)

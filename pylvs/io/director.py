@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0          # connection expiry and estimator cadence
 PARKED_TICK = 0.05  # while frames wait for a neighbour
+COUNTING_OPS = ("list", "list-conns", "zero")  # requests that read or reset packet counters
 SAVE_INTERVAL = 1.0  # --save-config writes at most once a second (a restore is one write, not one per line)
 RECONCILE_INTERVAL = 0.25  # a large table's steering and ARP follow changes at most this often
 RECONCILE_AT_ONCE = 200    # up to this many services, every change is reconciled (nft included) before the
@@ -181,6 +182,8 @@ class Director:
     # -- callbacks --------------------------------------------------------------------------
 
     def _request(self, request: dict) -> dict:
+        if self.offload is not None and isinstance(request, dict) and request.get("op") in COUNTING_OPS:
+            self.offload.refresh_all()  # what the kernel forwarded is in the numbers, as in IPVS
         answer = self.api.handle(request, time.monotonic())
         self._drain_events()  # steering and ARP follow before the answer leaves, as IPVS's table is live
         return answer

@@ -11,13 +11,15 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from pylvs.ipvs_uapi import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
 from pylvs.keepalived.errors import Diagnostics
 from pylvs.keepalived.model import Config, RealServer, SorryServer, VirtualServer
 
 METHOD = {"NAT": "masq", "DR": "route", "TUN": "tunnel", "FNAT": "fullnat"}
-PERSISTENT, ONEPACKET = 0x1, 0x4
-SCHED_FLAG = {"flag-1": 0x8, "flag-2": 0x10, "flag-3": 0x20,
-              "sh-fallback": 0x8, "sh-port": 0x10, "mh-fallback": 0x8, "mh-port": 0x10}
+PERSISTENT, ONEPACKET = SVC_F_PERSISTENT, SVC_F_ONEPACKET
+SCHED_FLAG = {"flag-1": SVC_F_SCHED1, "flag-2": SVC_F_SCHED2, "flag-3": SVC_F_SCHED3,
+              "sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2, "mh-fallback": SVC_F_SCHED1,
+              "mh-port": SVC_F_SCHED2}
 SUPPORTED_PROTOCOLS = ("TCP", "UDP")  # what lvsd's engine forwards
 
 Dest = dict[str, Any]

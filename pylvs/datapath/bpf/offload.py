@@ -13,7 +13,8 @@ it may not:
   decapsulator (real servers without ipip/gre/fou) does not handle yet.
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
 so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
-has), and always before its entry is deleted. The engine turns the counts into statistics, expiry and
+has; all of them on every call while there are few), before its entry is deleted, and before lvsadm
+lists or zeroes statistics and connections (`refresh_all`). The engine turns the counts into statistics, expiry and
 sync (`Engine.account`).
 """
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
+FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
 OFFLOAD_TUNNELS = False
 
 
@@ -122,9 +124,12 @@ class FlowOffload:
     # -- counters --------------------------------------------------------------------------
 
     def refresh(self, interval: float) -> None:
-        """Read back a share of the offloaded connections; called every `interval` seconds."""
+        """Read back the offloaded connections, all of them or a share (called every `interval` seconds)."""
         for conn in list(self._waiting):
             self._offload(conn)
+        if len(self._offloaded) <= FULL_REFRESH:
+            self.refresh_all()
+            return
         if not self._cursor:
             self._cursor = list(self._offloaded)
         share = math.ceil(len(self._offloaded) * interval / REFRESH_SECONDS) or 1
@@ -132,6 +137,11 @@ class FlowOffload:
             conn = self._cursor.pop()
             if conn in self._offloaded:
                 self._read(conn)
+
+    def refresh_all(self) -> None:
+        """Read back every offloaded connection (before statistics are listed or zeroed)."""
+        for conn in list(self._offloaded):
+            self._read(conn)
 
     def _read(self, conn: Conn) -> None:
         entries = self._offloaded[conn]

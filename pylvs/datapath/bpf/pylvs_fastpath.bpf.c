@@ -192,8 +192,9 @@ static __always_inline int encapsulate(struct __sk_buff *skb, const struct pylvs
 	h.ip.ihl = 5;
 	h.ip.tos = ecn_encapsulate(tos);
 	h.ip.tot_len = bpf_htons(tot + extra);
-	h.ip.id = (__u16)bpf_get_prandom_u32();
 	h.ip.frag_off = frag_off & bpf_htons(IP_DF);
+	/* The kernel's tunnels: ID 0 with DF (GSO segments then count up from it), else a random one. */
+	h.ip.id = h.ip.frag_off ? 0 : (__u16)bpf_get_prandom_u32();
 	h.ip.ttl = ttl - 1;
 	h.ip.protocol = proto;
 	__builtin_memcpy(&h.ip.saddr, &v->outer_saddr[12], 4);
