@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
-OFFLOAD_TUNNELS = False
+OFFLOAD_TUNNELS = True
 
 
 class FlowOffload:
