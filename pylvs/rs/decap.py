@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from pylvs.packet import checksum, vnet
 from pylvs.rs import capture, net, offload, sysctl
@@ -151,6 +151,28 @@ def outer_span(kind: str, packet: memoryview, port: int, partial: bool) -> tuple
     return ihl + 8, ihl + length, ""
 
 
+def from_link(kind: str, frame: memoryview, hatype: int, port: int, vips: set[bytes],
+              local: Container[bytes]) -> tuple[bytes | None, memoryview | None, str]:
+    """What to write to the TUN device for a frame of the link-level socket (its virtio_net_hdr, the
+    link header, the outer packet): (virtio_net_hdr, inner packet, "") or (None, None, why not)."""
+    link = capture.link_header_len(hatype, frame[vnet.VNET_HDR_LEN:]) if len(frame) > vnet.VNET_HDR_LEN else -1
+    if link < 0:
+        return None, None, "not_ours"
+    hdr = vnet.unpack(frame)
+    packet = frame[vnet.VNET_HDR_LEN + link:]
+    partial = bool(hdr[0] & vnet.F_NEEDS_CSUM)
+    at, total, why = outer_span(kind, packet, port, partial)
+    if at >= 0 and bytes(packet[16:20]) not in local:
+        why = "not_local"  # the kernel would forward it (or drop it), not decapsulate it
+    if why:
+        return None, None, why
+    start, end, why = inner_span(kind, packet[:total], at, vips, verify=not partial)
+    if why:
+        return None, None, why
+    header, why = offload.inner_header(hdr, link + start, packet[start:end])  # csum_start counts the link header
+    return (header, packet[start:end], "") if header is not None else (None, None, why)
+
+
 class LocalAddresses:
     """This host's IPv4 addresses, read again (at most once a second) when one is not known."""
 
@@ -212,31 +234,19 @@ class Decapsulator:
 
     def handle_frame(self, frame: memoryview, hatype: int = capture.ARPHRD_ETHER, ifname: str = "",
                      pkttype: int = capture.PACKET_HOST) -> None:
-        """A frame from the link-level socket: its virtio_net_hdr, the link header, the outer packet."""
-        link = capture.link_header_len(hatype, frame[vnet.VNET_HDR_LEN:]) if len(frame) > vnet.VNET_HDR_LEN else -1
-        if link < 0 or pkttype != capture.PACKET_HOST or ifname == self.dev:
+        """A frame from the link-level socket (see from_link)."""
+        if pkttype != capture.PACKET_HOST or ifname == self.dev:
             self.counts["not_ours"] += 1
             return
-        hdr = vnet.unpack(frame)
-        packet = frame[vnet.VNET_HDR_LEN + link:]
-        partial = bool(hdr[0] & vnet.F_NEEDS_CSUM)
-        at, total, why = outer_span(self.kind, packet, self.port, partial)
-        if at >= 0 and bytes(packet[16:20]) not in self.local:
-            why = "not_local"  # the kernel would forward it (or drop it), not decapsulate it
-        if not why:
-            start, end, why = inner_span(self.kind, packet[:total], at, self.vips, verify=not partial)
-        if why:
-            self.counts[why] += 1
-            return
-        header, why = offload.inner_header(hdr, link + start, packet[start:end])  # csum_start: from the link header
+        header, inner, why = from_link(self.kind, frame, hatype, self.port, self.vips, self.local)
         if header is None:
             self.counts[why] += 1
             return
-        if partial:
+        if header[0] & vnet.F_NEEDS_CSUM:
             self.counts["partial"] += 1
-        if hdr[1] != vnet.GSO_NONE:
+        if header[1] != vnet.GSO_NONE:
             self.counts["gso"] += 1
-        self.inject(header, packet[start:end])
+        self.inject(header, inner)
 
     def inject(self, header: bytes, inner: memoryview) -> None:
         try:

@@ -15,13 +15,15 @@ import json
 import os
 import signal
 import sys
+import time
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.l2 import GRE
 
 from pylvs.lab import servers
 from pylvs.lab.netns import Capture, wait_for
-from pylvs.lab.topologies_dr_tun import CLIENT, DIP, ROUTER_RSNET, VIP, TunLab
+from pylvs.lab.topologies_dr_tun import CLIENT, DIP, GUE_PORT, ROUTER_RSNET, VIP, TunLab
 
 SINK_PORT = 8080
 BIG = 16 << 20
@@ -47,8 +49,8 @@ class Sink(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), Sink).serve_forever()
 """
-SEND_RAW = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW); "
-            "s.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], 0))")
+SEND_RAW = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+            "for p in map(bytes.fromhex, sys.argv[1:]): s.sendto(p, (socket.inet_ntoa(p[16:20]), 0))")
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +118,22 @@ def test_uploads_through_ipip_gue_and_gre_arrive_whole_as_gso_frames(lab):
 
 def test_a_wrong_inner_checksum_is_still_dropped_by_the_real_server(lab):
     """Complete checksums are not vouched for: the real server's kernel verifies them as always."""
-    rip = lab.rips[0]  # ipip
     good = IP(src=CLIENT, dst=VIP) / TCP(sport=41001, dport=80, flags="S", seq=1)
     bad = IP(src=CLIENT, dst=VIP) / TCP(sport=41002, dport=80, flags="S", seq=1, chksum=0x1234)
     errors = tcp_csum_errors(lab, "rs1")
-    with Capture(lab.net, "router", "rs0", f"tcp and src host {VIP}", name="fp-csum") as cap:
-        for inner in (bad, good):
-            outer = IP(src=ROUTER_RSNET, dst=rip, proto=4, ttl=64) / inner
-            lab.net.exec("router", sys.executable, "-c", SEND_RAW, bytes(outer).hex(), rip)
-        wait_for(lambda: any(TCP in p and p[TCP].dport == 41001 for p in cap.packets()), what="SYN-ACK")
-    answered = {p[TCP].dport for p in cap.packets() if TCP in p and p[TCP].flags & 0x12 == 0x12}
-    assert answered == {41001}
+    packets = [tunnelled("ipip", lab.rips[0], bad), tunnelled("ipip", lab.rips[0], good)]
+    assert syn_acked(lab, packets, range(41001, 41003)) == {41001}
     assert tcp_csum_errors(lab, "rs1") == errors + 1
+
+
+def test_outer_fragments_are_reassembled_by_the_kernel_and_decapsulated(lab):
+    """The link-level socket leaves fragments out; the protocol socket delivers them reassembled."""
+    packets = []
+    for i, (rip, kind) in enumerate(zip(lab.rips, lab.tun_types, strict=True)):
+        inner = IP(src=CLIENT, dst=VIP) / TCP(sport=42000 + i, dport=80, flags="S", seq=1) / bytes(1800)
+        packets += fragment(tunnelled(kind, rip, inner), fragsize=1000)
+    assert len(packets) == 6
+    assert syn_acked(lab, packets, range(42000, 42003)) == {42000, 42001, 42002}
 
 
 def test_the_decapsulators_carried_partial_checksums_and_gso_frames(lab):
@@ -152,6 +158,26 @@ def decap_counts(lab, role: str) -> dict[str, int]:
     os.kill(pid, signal.SIGUSR1)
     wait_for(lambda: len(reports()) > seen, what=f"counters of {role}'s decapsulator")
     return ast.literal_eval(reports()[-1].split("counts: ", 1)[1])
+
+
+def tunnelled(kind: str, rip: str, inner: IP) -> IP:
+    """A packet as the director would tunnel it to `rip`, sent from the router (no DF)."""
+    outer = IP(src=ROUTER_RSNET, dst=rip, ttl=64)
+    if kind == "ipip":
+        return outer / inner
+    if kind == "gre":
+        return outer / GRE(proto=0x0800) / inner
+    return outer / UDP(sport=40000, dport=GUE_PORT, chksum=0) / (b"\x00\x04\x00\x00" + bytes(inner))
+
+
+def syn_acked(lab, packets: list[IP], ports: range) -> set[int]:
+    """Send the packets from the router; which of the client `ports` the real servers answered with a
+    SYN-ACK (earlier tests' SYN-ACKs may be retransmitted meanwhile)."""
+    bpf = f"tcp and src host {VIP} and dst portrange {ports[0]}-{ports[-1]}"
+    with Capture(lab.net, "router", "rs0", bpf, name="fp-synack") as cap:
+        lab.net.exec("router", sys.executable, "-c", SEND_RAW, *(bytes(p).hex() for p in packets))
+        time.sleep(0.5)
+    return {p[TCP].dport for p in cap.packets() if TCP in p and p[TCP].flags & 0x12 == 0x12}
 
 
 def tcp_csum_errors(lab, role: str) -> int:

@@ -8,9 +8,10 @@ it may not:
 - UDP: from creation until expiry or removal;
 - a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
   hop is still being resolved waits for the next refresh;
-- tunnel recipes stay with the engine for now (OFFLOAD_TUNNELS): the program keeps CHECKSUM_PARTIAL
-  and GSO frames whole inside the tunnel, which a kernel decapsulates well but `lvs-rs`'s userspace
-  decapsulator (real servers without ipip/gre/fou) does not handle yet.
+- tunnel recipes too (OFFLOAD_TUNNELS): the program keeps CHECKSUM_PARTIAL and GSO frames whole
+  inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
+  decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
+  reads the inner packet from a raw socket without that state would see unfinished checksums.
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
 so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
 has), and always before its entry is deleted. The engine turns the counts into statistics, expiry and
