@@ -17,14 +17,10 @@ import ctypes
 import socket
 import struct
 
+from pylvs.io.afpacket import ETH_P_IP, PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR, SO_ATTACH_FILTER, SOL_PACKET
 from pylvs.packet.vnet import VNET_HDR_LEN
 
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-PACKET_IGNORE_OUTGOING = 23
 PACKET_HOST = 0
-ETH_P_IP = 0x0800
-SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 IP_RECVFRAGSIZE = 25
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load of skb->pkt_type
