@@ -1,19 +1,21 @@
-"""The sockets the userspace decapsulator reads: tunnelled packets with their offload state.
+"""The sockets the userspace decapsulator opens: tunnelled packets with their offload state.
 
 - A link-level socket (AF_PACKET on every interface; SOCK_RAW, as PACKET_VNET_HDR requires) with
   PACKET_VNET_HDR: each packet comes with the kernel's virtio_net_hdr, which says whether its
   checksum is still partial and whether it is a GSO super-frame (offload.py). A classic BPF filter
-  keeps only unfragmented packets addressed to this host's link address, of the tunnel's protocol
-  (and the GUE port). It sees packets before IP reassembly, so outer fragments are left out.
+  keeps only packets addressed to this host's link address, of the tunnel's protocol (and the GUE
+  port). The socket is alone in a fanout group with PACKET_FANOUT_FLAG_DEFRAG, so the kernel
+  reassembles outer fragments for it (in a queue of its own) before the filter sees them.
 - The protocol socket (raw IPPROTO_IPIP/GRE, or UDP bound to the GUE port) is what makes the kernel
-  deliver these packets quietly instead of answering protocol/port unreachable. Of what it receives
-  only reassembled packets are used (IP_RECVFRAGSIZE marks them): everything else was already taken
-  from the link-level socket. Reassembled packets are never partial nor GSO.
+  deliver these packets quietly instead of answering protocol/port unreachable. Its copies are not
+  needed: a raw socket drops them in its filter; the UDP socket's are read and discarded (a filter
+  would count every GUE packet in the host's UDP InErrors).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import socket
 import struct
 
@@ -22,14 +24,15 @@ from pylvs.packet.vnet import VNET_HDR_LEN
 
 PACKET_HOST = 0
 SO_RCVBUFFORCE = 33
-IP_RECVFRAGSIZE = 25
+PACKET_FANOUT = 18
+PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # classic BPF ancillary load of skb->pkt_type
 SKF_NET_OFF = 0xFFF00000         # classic BPF loads relative to the network header (-0x100000)
 ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 0xFFFE
 LINK_HEADER = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}  # bytes before the IP header
 MAX_PACKET = 256 * 1024          # a GSO super-frame (BIG TCP may exceed 64 KB) with its vnet header
 RCVBUF = 8 << 20
-FRAGSIZE_CMSG = socket.CMSG_SPACE(4)
 
 # Classic BPF opcodes (linux/filter.h) for the filter below.
 LD_W_ABS, LD_H_ABS, LD_B_ABS, LDX_MSH, LD_H_IND = 0x20, 0x28, 0x30, 0xB1, 0x48
@@ -37,9 +40,9 @@ JEQ_K, JSET_K, RET_K = 0x15, 0x45, 0x06
 
 
 def tunnel_filter(proto: int, udp_port: int = 0) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program that accepts, whole, unfragmented IPv4 packets of `proto` sent to this
-    host's link address (and to `udp_port` for UDP). It reads the IP header wherever the link
-    header leaves it (SKF_NET_OFF)."""
+    """A classic BPF program that accepts, whole, unfragmented (or reassembled) IPv4 packets of
+    `proto` sent to this host's link address (and to `udp_port` for UDP). It reads the IP header
+    wherever the link header leaves it (SKF_NET_OFF)."""
     accept, drop = (RET_K, 0, 0, 0x40000), (RET_K, 0, 0, 0)
     tail = [accept, drop]
     port = []
@@ -81,14 +84,15 @@ def set_rcvbuf(sock: socket.socket, size: int = RCVBUF) -> None:
 def open_link_socket(proto: int, udp_port: int = 0) -> socket.socket:
     """The AF_PACKET socket for the tunnel's packets on every interface, each after its vnet header.
 
-    It receives from creation on, before the filter is attached: the first packets may be anything,
-    which is why the decapsulator checks every packet as if there were no filter."""
+    It receives from creation on, before the filter is attached: the first packets may be anything
+    (fragments too), which is why the decapsulator checks every packet as if there were no filter."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
     try:
         attach_filter(sock, tunnel_filter(proto, udp_port))
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         set_rcvbuf(sock)
+        join_defrag_fanout(sock)
     except BaseException:
         sock.close()
         raise
@@ -96,8 +100,24 @@ def open_link_socket(proto: int, udp_port: int = 0) -> socket.socket:
     return sock
 
 
+def join_defrag_fanout(sock: socket.socket) -> None:
+    """Make `sock` the only member of a fanout group that reassembles IPv4 fragments.
+
+    Group ids are per network namespace; one taken by someone else's group refuses us."""
+    first = os.getpid() & 0xFFFF
+    for step in range(64):
+        group = (first + step) & 0xFFFF
+        try:
+            arg = group | (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16  # beyond a C int: as bytes
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
+            return
+        except OSError as exc:
+            last = exc
+    raise last
+
+
 def open_protocol_socket(kind: str, port: int = 0) -> socket.socket:
-    """The raw (ipip, gre) or UDP (gue) socket, marking reassembled packets with their fragment size."""
+    """The raw (ipip, gre) socket, which drops what it takes, or the UDP (gue) socket."""
     if kind == "gue":
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -106,18 +126,15 @@ def open_protocol_socket(kind: str, port: int = 0) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW,
                              socket.IPPROTO_IPIP if kind == "ipip" else socket.IPPROTO_GRE)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVFRAGSIZE, 1)
-        set_rcvbuf(sock, 4 << 20)
+        if kind == "gue":
+            set_rcvbuf(sock, 1 << 20)
+        else:
+            attach_filter(sock, [(RET_K, 0, 0, 0)])  # the kernel found a taker: enough
     except BaseException:
         sock.close()
         raise
     sock.setblocking(False)
     return sock
-
-
-def reassembled(ancdata: list[tuple[int, int, bytes]]) -> bool:
-    """Whether recvmsg's ancillary data says the packet was put together from fragments."""
-    return any(level == socket.IPPROTO_IP and kind == IP_RECVFRAGSIZE for level, kind, _ in ancdata)
 
 
 def link_header_len(hatype: int, frame: memoryview) -> int:
@@ -129,5 +146,5 @@ def link_header_len(hatype: int, frame: memoryview) -> int:
     return n
 
 
-__all__ = ["VNET_HDR_LEN", "MAX_PACKET", "link_header_len", "FRAGSIZE_CMSG", "PACKET_HOST", "open_link_socket",
-           "open_protocol_socket", "reassembled", "tunnel_filter"]
+__all__ = ["VNET_HDR_LEN", "MAX_PACKET", "PACKET_HOST", "link_header_len", "open_link_socket",
+           "open_protocol_socket", "tunnel_filter"]

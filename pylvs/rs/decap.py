@@ -2,12 +2,12 @@
 
 The director's tunneled packets are read from a link-level socket with their offload state
 (capture.py): unfinished checksums and GSO super-frames, as the director's kernel fast path and GRO
-leave them, are handed on as such (offload.py). The raw socket (IPPROTO_IPIP, IPPROTO_GRE) or UDP
-socket (GUE) stays open: once it has taken a packet of a protocol the kernel has no handler for,
-the kernel drops it quietly instead of answering ICMP protocol-unreachable (a bound UDP socket
-likewise keeps port-unreachable away), and it delivers what the kernel reassembled from outer
-fragments. The inner packet, if addressed to one of our VIPs, is written to a TUN device and so
-enters the stack as received there: the local server answers the client directly.
+leave them, are handed on as such (offload.py); outer fragments come reassembled. The raw socket
+(IPPROTO_IPIP, IPPROTO_GRE) or UDP socket (GUE) stays open: once it has taken a packet of a protocol
+the kernel has no handler for, the kernel drops it quietly instead of answering ICMP
+protocol-unreachable (a bound UDP socket likewise keeps port-unreachable away). The inner packet,
+if addressed to one of our VIPs, is written to a TUN device and so enters the stack as received
+there: the local server answers the client directly.
 The link-level socket sees packets before the host's firewall (netfilter INPUT) does.
 """
 
@@ -19,6 +19,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Container, Iterable
@@ -35,6 +36,7 @@ GRE_C, GRE_R, GRE_K, GRE_S = 0x8000, 0x4000, 0x2000, 0x1000
 GRE_VERSION = 0x0007
 ETH_P_IP = 0x0800
 GUE_PROTO_IPIP = 4
+_HEADER20 = struct.Struct("!10H")
 
 
 def ip_header_len(data: bytes | memoryview) -> int:
@@ -108,18 +110,10 @@ def inner_span(kind: str, data: memoryview, at: int, vips: set[bytes], verify: b
     return (at + off, end, "") if end >= 0 else (-1, -1, why)
 
 
-def inner_for(kind: str, data: bytes | memoryview, vips: set[bytes]) -> tuple[memoryview | None, str]:
-    """The inner packet to inject for what the protocol socket delivered (raw: from the IP header,
-    UDP: the GUE header on), or (None, reason)."""
-    view = memoryview(data)
-    if kind == "gue":
-        at = 0
-    else:
-        at = ip_header_len(view)
-        if not at:
-            return None, "malformed"
-    start, end, why = inner_span(kind, view, at, vips)
-    return (view[start:end], "") if start >= 0 else (None, why)
+def header_sum_ok(packet: memoryview, ihl: int) -> bool:
+    """The IPv4 header checksum verifies (words summed by struct: this runs for every packet)."""
+    words = _HEADER20.unpack_from(packet) if ihl == 20 else struct.unpack_from(f"!{ihl >> 1}H", packet)
+    return checksum.fold(sum(words)) == 0xFFFF
 
 
 def outer_span(kind: str, packet: memoryview, port: int, partial: bool) -> tuple[int, int, str]:
@@ -130,10 +124,10 @@ def outer_span(kind: str, packet: memoryview, port: int, partial: bool) -> tuple
     if not ihl:
         return -1, -1, "malformed"
     total = packet[2] << 8 | packet[3]
-    if total < ihl or total > len(packet) or checksum.ones_sum(packet[:ihl]) != 0xFFFF:
+    if total < ihl or total > len(packet) or not header_sum_ok(packet, ihl):
         return -1, -1, "bad_outer"
     if (packet[6] << 8 | packet[7]) & 0x3FFF:
-        return -1, -1, "fragment"  # reassembled by the kernel, taken from the protocol socket
+        return -1, -1, "fragment"  # only before the socket joined its defragmenting fanout group
     if packet[9] != (socket.IPPROTO_UDP if kind == "gue" else PROTO[kind]):
         return -1, -1, "other_protocol"
     if kind != "gue":
@@ -224,14 +218,6 @@ class Decapsulator:
             self.close()
             raise
 
-    def handle(self, data: bytes) -> None:
-        """A packet from the protocol socket: used only if the kernel reassembled it."""
-        inner, why = inner_for(self.kind, data, self.vips)
-        if inner is None:
-            self.counts[why] += 1
-            return
-        self.inject(vnet.EMPTY, inner)
-
     def handle_frame(self, frame: memoryview, hatype: int = capture.ARPHRD_ETHER, ifname: str = "",
                      pkttype: int = capture.PACKET_HOST) -> None:
         """A frame from the link-level socket (see from_link)."""
@@ -267,14 +253,14 @@ class Decapsulator:
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGUSR1, self._report)
         sel = selectors.DefaultSelector()
-        sel.register(self.link, selectors.EVENT_READ)
-        sel.register(self.sock, selectors.EVENT_READ)
-        sel.register(wake_r, selectors.EVENT_READ)
+        sel.register(self.link, selectors.EVENT_READ, self._drain_link)
+        if self.kind == "gue":
+            sel.register(self.sock, selectors.EVENT_READ, self._discard)
+        sel.register(wake_r, selectors.EVENT_READ, self._discard)
         try:
             while not self.stopping:
-                if sel.select(5.0):
-                    self._drain_link()
-                    self._drain_protocol()
+                for key, _ in sel.select(5.0):
+                    key.data(key.fileobj)
                 if self.report_due:
                     self.report_due = False
                     log.info("counts: %s", dict(self.counts))
@@ -284,8 +270,8 @@ class Decapsulator:
             wake_r.close()
             wake_w.close()
 
-    def _drain_link(self) -> None:
-        recv, buf, view = self.link.recvfrom_into, self.buf, self.view
+    def _drain_link(self, sock: socket.socket) -> None:
+        recv, buf, view = sock.recvfrom_into, self.buf, self.view
         while True:  # drain: one wake-up, many packets
             try:
                 n, addr = recv(buf, 0, socket.MSG_TRUNC)
@@ -298,19 +284,16 @@ class Decapsulator:
                 continue
             self.handle_frame(view[:n], addr[3], addr[0], addr[2])
 
-    def _drain_protocol(self) -> None:
-        recvmsg = self.sock.recvmsg
+    def _discard(self, sock: socket.socket) -> None:
+        """Empty the GUE socket (its packets came in through the link-level socket) or the wake-up one."""
+        recv_into, buf = sock.recv_into, self.view[:2048]
         while True:
             try:
-                data, ancdata, _flags, _addr = recvmsg(65535, capture.FRAGSIZE_CMSG)
+                recv_into(buf)
             except BlockingIOError:
                 return
             except InterruptedError:
                 continue
-            if capture.reassembled(ancdata):
-                self.handle(data)
-            else:
-                self.counts["seen_on_link"] += 1  # taken whole from the link-level socket
 
     def _stop(self, *_: object) -> None:
         self.stopping = True

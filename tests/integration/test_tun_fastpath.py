@@ -127,7 +127,7 @@ def test_a_wrong_inner_checksum_is_still_dropped_by_the_real_server(lab):
 
 
 def test_outer_fragments_are_reassembled_by_the_kernel_and_decapsulated(lab):
-    """The link-level socket leaves fragments out; the protocol socket delivers them reassembled."""
+    """The kernel reassembles them for the link-level socket (its defragmenting fanout group)."""
     packets = []
     for i, (rip, kind) in enumerate(zip(lab.rips, lab.tun_types, strict=True)):
         inner = IP(src=CLIENT, dst=VIP) / TCP(sport=42000 + i, dport=80, flags="S", seq=1) / bytes(1800)

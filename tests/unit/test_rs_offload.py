@@ -243,7 +243,3 @@ def test_the_filter_takes_whole_unfragmented_tunnel_packets_for_this_host_only()
         assert run_filter(ipip_f, bytes(IP(src="192.0.2.1", dst=RIP, proto=4, flags=flags, frag=frag) / inner)) == 0
     assert run_filter(ipip_f, bytes(IP(src="192.0.2.1", dst=RIP, proto=4, flags="DF") / inner)) == 0x40000
 
-
-def test_reassembled_packets_are_told_by_their_fragment_size():
-    assert capture.reassembled([(socket.IPPROTO_IP, capture.IP_RECVFRAGSIZE, struct.pack("i", 1480))])
-    assert not capture.reassembled([])
