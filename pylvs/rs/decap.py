@@ -240,8 +240,9 @@ class Decapsulator:
             self.counts["injected"] += 1
         except OSError as exc:
             self.counts["inject_error"] += 1
-            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                log.warning("TUN write failed: %s", exc)
+            n = self.counts["inject_error"]
+            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS) and not n & (n - 1):  # 1st, 2nd, 4th...
+                log.warning("TUN write failed (%d so far): %s", n, exc)
 
     def run(self) -> None:
         # A signal writes to the wake-up socket, so select returns at once (PEP 475 would retry).
