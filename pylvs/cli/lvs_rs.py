@@ -3,7 +3,8 @@
     lvs-rs up --vip VIP [--vip ...] --method dr|tun [--tun-type ipip|gue|gre] [--tun-port N]
     lvs-rs down [--vip ...]
     lvs-rs check [--vip ... --method ...]
-    lvs-rs decap --vip VIP --tun-type T [--tun-port N]   (the userspace decapsulator, foreground)
+    lvs-rs decap --vip VIP --tun-type T [--tun-port N]   (the userspace decapsulator, foreground;
+                                                          SIGUSR1 logs its counters)
 
 Everything applies to the current network namespace (run it under `ip netns exec` for another).
 """
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check = sub.add_parser("check", help="say what is missing")
     _common(check, False)
     _tunnel(check)
-    decap = sub.add_parser("decap", help="run the userspace decapsulator in the foreground")
+    decap = sub.add_parser("decap", help="run the userspace decapsulator in the foreground (SIGUSR1: log counters)")
     _common(decap, True)
     decap.add_argument("--tun-type", choices=TUN_TYPES, required=True)
     decap.add_argument("--tun-port", type=int, default=0)

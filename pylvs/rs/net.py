@@ -31,10 +31,7 @@ def ip(*args: str, runner: Runner = run, check: bool = True) -> subprocess.Compl
 
 def addresses(dev: str, runner: Runner = run) -> set[str]:
     """IPv4 addresses on `dev` (without prefix length)."""
-    out = ip("-j", "-4", "addr", "show", "dev", dev, runner=runner, check=False)
-    if out.returncode or not out.stdout.strip():
-        return set()
-    return {a["local"] for link in json.loads(out.stdout) for a in link.get("addr_info", []) if "local" in a}
+    return _addresses(("dev", dev), runner)
 
 
 def add_address(dev: str, addr: str, runner: Runner = run) -> bool:
@@ -63,3 +60,15 @@ def link_state(dev: str, runner: Runner = run) -> str | None:
 
 def set_up(dev: str, runner: Runner = run) -> None:
     ip("link", "set", "dev", dev, "up", runner=runner)
+
+
+def local_addresses(runner: Runner = run) -> set[str]:
+    """IPv4 addresses on every interface of this namespace."""
+    return _addresses((), runner)
+
+
+def _addresses(which: tuple[str, ...], runner: Runner) -> set[str]:
+    out = ip("-j", "-4", "addr", "show", *which, runner=runner, check=False)
+    if out.returncode or not out.stdout.strip():
+        return set()
+    return {a["local"] for link in json.loads(out.stdout) for a in link.get("addr_info", []) if "local" in a}

@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import GRE
+from scapy.layers.l2 import GRE, Ether
 
 from pylvs.cli import lvs_rs
-from pylvs.rs import decap
+from pylvs.packet import vnet
+from pylvs.rs import capture, decap
 from pylvs.rs.host import Config, Host, SetupError
 from pylvs.rs.state import State
 
@@ -19,62 +20,77 @@ VIP = "192.0.2.100"
 VIPS = {socket.inet_aton(VIP)}
 INNER = IP(src="203.0.113.10", dst=VIP) / TCP(sport=40000, dport=80, flags="S")
 OUTER = IP(src="192.0.2.1", dst="198.51.100.11")
+LOCAL = {socket.inet_aton("198.51.100.11")}
+GUE_PORT = 6080
 
 
 # -- decapsulation ----------------------------------------------------------------------------
 
-def test_ipip_as_a_raw_socket_delivers_it():
-    got, why = decap.inner_for("ipip", bytes(OUTER / INNER), VIPS)
+def inner_for(kind: str, data: bytes, vips=VIPS):
+    """Decapsulate what a tunnel carries as the link-level socket hands it over: an Ethernet frame
+    with an empty virtio_net_hdr. `data` is the IP packet (ipip, gre) or the UDP payload (gue)."""
+    if kind == "gue":
+        data = bytes(OUTER / UDP(sport=40000, dport=GUE_PORT, chksum=0) / data)
+    frame = memoryview(vnet.EMPTY + bytes(Ether(type=0x0800)) + data)
+    header, inner, why = decap.from_link(kind, frame, capture.ARPHRD_ETHER, GUE_PORT, vips, LOCAL)
+    assert header in (None, vnet.EMPTY)
+    return inner, why
+
+
+def test_ipip_as_the_link_delivers_it():
+    got, why = inner_for("ipip", bytes(OUTER / INNER))
     assert why == "" and bytes(got) == bytes(INNER)
 
 
 @pytest.mark.parametrize("gre", [GRE(proto=0x0800), GRE(proto=0x0800, chksum_present=1),
                                  GRE(proto=0x0800, key_present=1, key=7, seqnum_present=1, sequence_number=9)])
 def test_gre_with_its_optional_fields(gre):
-    got, why = decap.inner_for("gre", bytes(OUTER / gre / INNER), VIPS)
+    got, why = inner_for("gre", bytes(OUTER / gre / INNER))
     assert why == "" and bytes(got) == bytes(INNER)
 
 
 def test_gre_with_a_bad_checksum_is_dropped():
     raw = bytearray(bytes(OUTER / GRE(proto=0x0800, chksum_present=1) / INNER))
     raw[-1] ^= 0xFF
-    assert decap.inner_for("gre", bytes(raw), VIPS) == (None, "bad_checksum")
+    assert inner_for("gre", bytes(raw)) == (None, "bad_checksum")
 
 
 def test_gre_carrying_something_else_is_dropped():
-    assert decap.inner_for("gre", bytes(OUTER / GRE(proto=0x86DD) / INNER), VIPS)[1] == "not_ipv4"
+    assert inner_for("gre", bytes(OUTER / GRE(proto=0x86DD) / INNER))[1] == "not_ipv4"
 
 
 def test_gue_version_0_with_and_without_options_and_version_1():
-    got, why = decap.inner_for("gue", b"\x00\x04\x00\x00" + bytes(INNER), VIPS)
+    got, why = inner_for("gue", b"\x00\x04\x00\x00" + bytes(INNER))
     assert why == "" and bytes(got) == bytes(INNER)
     with_opts = b"\x02\x04\x00\x00" + bytes(8) + bytes(INNER)  # hlen 2: two option words
-    assert bytes(decap.inner_for("gue", with_opts, VIPS)[0]) == bytes(INNER)
-    assert bytes(decap.inner_for("gue", bytes(INNER), VIPS)[0]) == bytes(INNER)  # v1: 0x45 = 01|00...
-    assert decap.inner_for("gue", b"\x20\x00\x00\x00" + bytes(INNER), VIPS)[1] == "gue_control"
-    assert decap.inner_for("gue", b"\x00\x29\x00\x00" + bytes(INNER), VIPS)[1] == "not_ipv4"
+    assert bytes(inner_for("gue", with_opts)[0]) == bytes(INNER)
+    assert bytes(inner_for("gue", bytes(INNER))[0]) == bytes(INNER)  # v1: 0x45 = 01|00...
+    assert inner_for("gue", b"\x20\x00\x00\x00" + bytes(INNER))[1] == "gue_control"
+    assert inner_for("gue", b"\x00\x29\x00\x00" + bytes(INNER))[1] == "not_ipv4"
 
 
 def test_only_packets_for_our_vips_get_in():
     other = IP(src="203.0.113.10", dst="192.0.2.99") / TCP(dport=22)
-    assert decap.inner_for("ipip", bytes(OUTER / other), VIPS) == (None, "not_vip")
+    assert inner_for("ipip", bytes(OUTER / other)) == (None, "not_vip")
 
 
 def test_trailing_bytes_are_cut_to_the_inner_total_length():
-    got, _ = decap.inner_for("ipip", bytes(OUTER / INNER) + b"\0" * 6, VIPS)
+    outer = OUTER.copy()
+    outer.len = 20 + len(INNER) + 6  # bytes the inner packet's length leaves out
+    got, _ = inner_for("ipip", bytes(outer / INNER) + b"\0" * 6)
     assert bytes(got) == bytes(INNER)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x45", bytes(OUTER)[:10], bytes(OUTER) + bytes(INNER)[:19]])
 def test_malformed_input_never_raises(data):
     for kind in decap.KINDS:
-        got, why = decap.inner_for(kind, data, VIPS)
+        got, why = inner_for(kind, data)
         assert got is None and why
 
 
 def test_udp_through_gue_is_untouched():
     pkt = IP(src="203.0.113.10", dst=VIP) / UDP(sport=5, dport=53) / b"q"
-    assert bytes(decap.inner_for("gue", b"\x00\x04\x00\x00" + bytes(pkt), VIPS)[0]) == bytes(pkt)
+    assert bytes(inner_for("gue", b"\x00\x04\x00\x00" + bytes(pkt))[0]) == bytes(pkt)
 
 
 # -- up / down / check against a fake host -----------------------------------------------------

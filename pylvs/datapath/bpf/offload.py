@@ -8,9 +8,10 @@ it may not:
 - UDP: from creation until expiry or removal;
 - a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
   hop is still being resolved waits for the next refresh;
-- tunnel recipes stay with the engine for now (OFFLOAD_TUNNELS): the program keeps CHECKSUM_PARTIAL
-  and GSO frames whole inside the tunnel, which a kernel decapsulates well but `lvs-rs`'s userspace
-  decapsulator (real servers without ipip/gre/fou) does not handle yet.
+- tunnel recipes too: the program keeps CHECKSUM_PARTIAL and GSO frames whole
+  inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
+  decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
+  reads the inner packet from a raw socket without that state would see unfinished checksums.
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
 so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
 has; all of them on every call while there are few), before its entry is deleted, and before lvsadm
@@ -28,7 +29,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY
-from pylvs.ipvs_uapi import CONN_F_TEMPLATE, PROTO_UDP, Method
+from pylvs.ipvs_uapi import CONN_F_TEMPLATE, PROTO_UDP
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.maps import FlowMap
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
-OFFLOAD_TUNNELS = False
 
 
 class FlowOffload:
@@ -90,8 +90,6 @@ class FlowOffload:
         waiting = False
         for f in (conn.in_flow, conn.out_flow):
             if f is None or f.flags & F_ENGINE_ONLY or id(f) in done:
-                continue
-            if f.method == Method.TUNNEL and not OFFLOAD_TUNNELS:
                 continue
             if f.hop is None:
                 waiting = True  # resolved by the first packet that direction sends through the engine
