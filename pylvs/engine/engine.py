@@ -124,6 +124,18 @@ class Engine:
         self._macs[iface.ifindex] = iface.mac
         self._local_addrs.update(iface.addrs)
 
+    def replace_interface(self, old_ifindex: int, iface: Interface) -> None:
+        """An interface came back under a new ifindex: forget the old one and every hop through it (each
+        recipe finds its hop again on its next packet)."""
+        self.egress.interfaces.pop(old_ifindex, None)
+        self._macs.pop(old_ifindex, None)
+        self.add_interface(iface)
+        self._local_addrs = {a for i in self.interfaces.values() for a in i.addrs}
+        for conn in self.conns.conns():
+            for f in (conn.in_flow, conn.out_flow):
+                if f is not None:
+                    f.hop = None
+
     def set_standby(self, standby: bool) -> None:
         """Stand by for another director: claim no address (no ARP, no new connections) until told not to.
 

@@ -9,6 +9,7 @@ through its own subscription.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -77,6 +78,7 @@ class Director:
         self._announced: set[bytes] = set()  # the addresses a gratuitous ARP went out for
         self._reconcile_pending = False
         self._last_reconcile = 0.0
+        self._lost: set[str] = set()  # names of interfaces that disappeared
         self._next_steering_check = 0.0
         self.control: ControlServer | None = None
         self.routes: KernelRoutes | None = None
@@ -114,11 +116,9 @@ class Director:
         for iface in interfaces:
             engine.add_interface(iface)
         self.selector.register(self.routes.fileno(), selectors.EVENT_READ, self._netlink)
+        self._ring_args = {"version": ring_version, "retire_ms": retire_ms}
         for iface in interfaces:
-            # IPv4 frames without a mark (the main ring, also used to send), and ARP.
-            ring = self._open_ring(iface.name, ETH_P_IP, 0, version=ring_version, retire_ms=retire_ms)
-            self.tx[ring.ifindex] = ring.send
-            self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
+            self._open_interface_rings(iface)
         if self.steer:
             steering.install()
             self._steering_installed = True
@@ -237,6 +237,51 @@ class Director:
         if new:
             self.send(self.engine.announce(new))
 
+    def _open_interface_rings(self, iface: Interface) -> None:
+        # IPv4 frames without a mark (the main ring, also used to send), and ARP.
+        ring = self._open_ring(iface.name, ETH_P_IP, 0, **self._ring_args)
+        self.tx[ring.ifindex] = ring.send
+        self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
+
+    # -- interfaces that go away and come back ------------------------------------------------
+
+    def _interface_lost(self, ifname: str, reason: str) -> None:
+        """Close the rings of an interface that is gone; the rest of the director goes on."""
+        for fd, ring in list(self.rings.items()):
+            if ring.ifname == ifname:
+                self.selector.unregister(fd)
+                self.tx.pop(ring.ifindex, None)
+                del self.rings[fd]
+                try:
+                    ring.close()
+                except (BufferError, OSError):
+                    pass
+        self._lost.add(ifname)
+        log.warning("interface %s is gone (%s): its rings are closed; they reopen when it returns", ifname, reason)
+
+    def _look_for_lost_interfaces(self) -> None:
+        """Reopen what an interface that returned (under the same name, any ifindex) needs."""
+        for name in sorted(self._lost):
+            try:
+                socket.if_nametoindex(name)
+                with IPRoute() as ipr:
+                    iface = read_interface(ipr, name)
+            except (OSError, SystemExit):
+                continue
+            old = next(i.ifindex for i in self.engine.interfaces.values() if i.name == name)
+            self.routes.interfaces.pop(old, None)
+            self.routes.interfaces[iface.ifindex] = iface
+            self.routes.reload()
+            self.engine.replace_interface(old, iface)
+            if self.offload is not None:
+                self.offload.reroute()  # recipes held the old interface's hops
+                self.fast.attach(iface.ifindex)
+            self._lost.discard(name)
+            self._open_interface_rings(iface)
+            self._sync_fwmark_rings()
+            self.send(self.engine.announce())
+            log.warning("interface %s is back (ifindex %d): rings reopened, forwarding resumes", name, iface.ifindex)
+
     def _open_ring(self, ifname: str, protocol: int, mark: int | None, **kw) -> RingSocket:
         ring = RingSocket(ifname, protocol=protocol, mark=mark, **kw)
         self.rings[ring.fileno()] = ring
@@ -246,7 +291,7 @@ class Director:
     def _sync_fwmark_rings(self) -> None:
         """One small ring per (interface, fwmark service): its BPF filter passes only that mark."""
         wanted = {(iface.name, svc.fwmark) for iface in self.engine.interfaces.values()
-                  for svc in self.engine.table if svc.fwmark}
+                  for svc in self.engine.table if svc.fwmark and iface.name not in self._lost}
         have = {(r.ifname, r.mark): fd for fd, r in self.rings.items() if r.mark}
         for key in wanted - have.keys():
             self._open_ring(key[0], ETH_P_IP, key[1], slots=64)
@@ -279,8 +324,14 @@ class Director:
         clock = [0.0]
 
         def receive(fd: int, events: int) -> None:
+            if fd not in self.rings:
+                return  # closed earlier in this round (its interface went away)
             clock[0] = time.monotonic()  # one reading per wakeup, shared by the frames it drains
             ring.drain(handle)
+            if events:
+                err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):
+                    self._interface_lost(ring.ifname, os.strerror(err))  # else the socket stays readable
 
         return receive
 
@@ -351,6 +402,8 @@ class Director:
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
 
     def _housekeeping(self, now: float) -> None:
+        if self._lost:
+            self._look_for_lost_interfaces()
         if self.control is not None:
             self.control.expire(now)  # idle clients, clients that do not read their answers
         for fd in list(self.rings):  # a reader out of step with its ring may get no wakeup at all

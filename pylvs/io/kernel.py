@@ -279,6 +279,11 @@ class KernelRoutes:
             hop.eth = mac + hop.eth[6:]  # connections holding the hop follow
         return True
 
+    def reload(self) -> None:
+        """Read routes and neighbours afresh, and forget hops of interfaces no longer in `interfaces`."""
+        self._hops = {key: hop for key, hop in self._hops.items() if key[0] in self.interfaces}
+        self._load()
+
     def close(self) -> None:
         self.ipr.close()
         self.events.close()

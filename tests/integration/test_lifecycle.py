@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 
 from scapy.layers.inet import ICMP, IP, TCP
 
-from pylvs.lab.netns import Capture, run
-from pylvs.lab.topology import CLIENT, VIP, NatLab
+from pylvs.lab.netns import Capture, run, wait_for
+from pylvs.lab.topology import CLIENT, DIP, VIP, NatLab
 
 
 def nft_tables(lab) -> str:
@@ -113,3 +115,33 @@ def test_real_server_icmp_errors_reach_the_client_only_translated_with_ip_forwar
         assert all(p[ICMP].payload.src == CLIENT and p[ICMP].payload.dst == VIP for p in icmps)
     finally:
         lab.down()
+
+
+def test_an_interface_that_goes_away_costs_nothing_and_forwarding_resumes_when_it_returns():
+    """issue 10 item 3: no busy loop on a lost interface, a log line, and its rings back when it returns."""
+    lab = NatLab(n_rs=1).up(udp=False)
+    try:
+        lab.start_lvsd()
+        lab.nat_service()
+        assert lab.curl(f"http://{VIP}/").returncode == 0
+        lab.net.ip("director", "link", "del", "dip0")
+        wait_for(lambda: "interface dip0 is gone" in lab.lvsd_log(), timeout=5, what="the log line")
+        used = cpu_seconds(lab.lvsd.pid)
+        time.sleep(2)
+        assert cpu_seconds(lab.lvsd.pid) - used < 0.5, "lvsd spins on the lost interface"
+        assert lab.lvsadm("-L", "-n").returncode == 0  # the rest of the director goes on
+        lab.net.veth("director", "dip0", "lan", "p0")
+        lab.net.ip("lan", "link", "set", "p0", "master", "br0")
+        lab.net.addr("director", "dip0", f"{DIP}/24")
+        lab.net.ip("rs1", "neigh", "flush", "all")  # the real server learns the new interface's MAC
+        wait_for(lambda: "interface dip0 is back" in lab.lvsd_log(), timeout=5, what="the rings reopened")
+        wait_for(lambda: lab.curl(f"http://{VIP}/", timeout=2).returncode == 0, timeout=10,
+                 what="forwarding through the returned interface")
+    finally:
+        lab.down()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

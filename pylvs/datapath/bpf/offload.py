@@ -136,6 +136,12 @@ class FlowOffload:
             if conn in self._offloaded:
                 self._read(conn)
 
+    def reroute(self) -> None:
+        """The engine forgot its hops (an interface changed): take the recipes out until it has new ones."""
+        for conn in list(self._offloaded):
+            self._withdraw(conn)
+            self._waiting.add(conn)
+
     def refresh_all(self) -> None:
         """Read back every offloaded connection (before statistics are listed or zeroed)."""
         for conn in list(self._offloaded):
