@@ -91,4 +91,6 @@ def test_an_established_download_survives_the_failover(ha):
     assert states[client] != "ESTABLISHED"
     stats = next(line for line in ha.backup.lvsadm("-L", "-n", "--stats").stdout.splitlines()
                  if line.startswith("TCP"))
-    assert int(stats.split()[3]) > 100  # inpkts: the client's ACKs came in through the backup
+    # inpkts: the client's ACKs came in through the backup (how many varies with delayed ACKs and window
+    # updates: 95 to several hundred have been seen for the same second or more of download)
+    assert int(stats.split()[3]) > 20
