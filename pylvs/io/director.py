@@ -222,7 +222,7 @@ class Director:
         if self.sync is not None:
             self.sync.drain()
         if self.offload is not None:
-            self.offload.drain()
+            self.offload.drain(time.monotonic())
 
     def _services_changed(self) -> None:
         self._sync_fwmark_rings()

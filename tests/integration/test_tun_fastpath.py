@@ -79,6 +79,14 @@ def datapath(lab) -> dict:
     return json.loads(lab.lvsadm("--datapath", "--json").stdout)
 
 
+def inpkts(lab, port: int = 80) -> int:
+    """InPkts of the VIP:port service (lvsd reads the fast path's counters back before listing)."""
+    for line in lab.lvsadm("-L", "-n", "--stats", "--exact").stdout.splitlines():
+        if line.startswith(f"TCP  {VIP}:{port} "):
+            return int(line.split()[3])
+    raise AssertionError(f"no service {VIP}:{port}")
+
+
 def sha256_of(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -87,15 +95,19 @@ def sha256_of(path: str) -> str:
 def test_downloads_through_ipip_gue_and_gre_arrive_whole(lab):
     status = datapath(lab)
     assert status["datapath"] == "bpf", status
-    hits = status["counters"]["hit"]
+    hits, packets = status["counters"]["hit"], inpkts(lab)
     expected = sha256_of(os.path.join(lab.net.tmp, "big.bin"))
     before = {n: len(lab.access_log(n)) for n in lab.rs_names}
     for _ in lab.rs_names:
-        r = lab.net.exec("client", "sh", "-c", f"curl -sS --max-time 30 http://{VIP}/big | sha256sum", timeout=40)
+        # Paced to last a few of lvsd's ticks: recipes go to the kernel on the tick after ESTABLISHED.
+        r = lab.net.exec("client", "sh", "-c", f"curl -sS --max-time 30 --limit-rate 4M http://{VIP}/big | sha256sum",
+                         timeout=40)
         assert r.stdout.split()[0] == expected, (r.stdout, r.stderr)
     assert {n: len(lab.access_log(n)) - before[n] for n in lab.rs_names} == {"rs1": 1, "rs2": 1, "rs3": 1}
-    # The client's acknowledgements went through the kernel path, into each kind of tunnel.
-    assert datapath(lab)["counters"]["hit"] - hits > 300
+    # Most of the client's acknowledgements went through the kernel path, into each kind of tunnel (the
+    # first ones, before lvsd's tick hands the connection to the kernel, through the engine).
+    got, total = datapath(lab)["counters"]["hit"] - hits, inpkts(lab) - packets
+    assert got > 0.5 * total and got > 30, (got, total, datapath(lab))
 
 
 def test_uploads_through_ipip_gue_and_gre_arrive_whole_as_gso_frames(lab):
@@ -106,7 +118,7 @@ def test_uploads_through_ipip_gue_and_gre_arrive_whole_as_gso_frames(lab):
     hits = datapath(lab)["counters"]["hit"]
     with Capture(lab.net, "router", "rs0", f"ip and src host {DIP}", name="fp-up") as cap:
         for _ in lab.rs_names:
-            r = lab.curl(f"http://{VIP}:{SINK_PORT}/up", "-T", body, timeout=30)
+            r = lab.curl(f"http://{VIP}:{SINK_PORT}/up", "-T", body, "--limit-rate", "4M", timeout=30)
             assert (r.returncode, r.stdout) == (0, expected), (r.stderr, r.stdout)
     status = datapath(lab)
     assert status["counters"]["hit"] - hits > 100, status

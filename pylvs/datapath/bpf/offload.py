@@ -6,6 +6,8 @@ it may not:
 - TCP: from ESTABLISHED (STATE event) until any other state, expiry or removal; SYN, FIN and RST are
   punted by the program, so the engine sees every state change;
 - UDP: from creation until expiry or removal;
+- written OFFLOAD_DELAY after the event (or on the next tick, whichever comes first), not at once: a
+  connection that ends sooner (a Connection: close request) costs no map writes, reads or deletes;
 - a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
   hop is still being resolved waits for the next refresh;
 - tunnel recipes too: the program keeps CHECKSUM_PARTIAL and GSO frames whole
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from pylvs.datapath.bpf.libbpf import BpfError
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
+OFFLOAD_DELAY = 0.05    # seconds a connection waits in the engine before its recipes go to the kernel
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
 
 
@@ -50,7 +54,10 @@ class FlowOffload:
         self.events = engine.subscribe(services=False, conns=True)
         # Connections with recipes in the map, and what of their counts the engine has already been told.
         self._offloaded: dict[Conn, list[tuple[FlowEntry, int, int]]] = {}
-        self._waiting: set[Conn] = set()  # offloadable, but a recipe had no hop yet
+        # Offloadable: due at a time (OFFLOAD_DELAY after the event, in time order), or waiting for a hop.
+        self._due: deque[tuple[float, Conn]] = deque()
+        self._pending: set[Conn] = set()
+        self._waiting: set[Conn] = set()
         self._cursor: list[Conn] = []
         self.errors = 0
 
@@ -59,27 +66,38 @@ class FlowOffload:
 
     # -- events ----------------------------------------------------------------------------
 
-    def drain(self) -> None:
-        """Act on every pending connection event (call after each round of the loop)."""
+    def drain(self, now: float) -> None:
+        """Act on every pending connection event, and offload what is due (after each round of the loop)."""
         for event in self.events:
             if isinstance(event, ConnEvent) and not event.conn.flags & CONN_F_TEMPLATE:
-                self._handle(event)
+                self._handle(event, now)
+        while self._due and self._due[0][0] <= now:
+            self._promote(self._due.popleft()[1])
 
-    def _handle(self, event: ConnEvent) -> None:
+    def _promote(self, conn: Conn) -> None:
+        if conn in self._pending:
+            self._pending.discard(conn)
+            self._offload(conn)
+
+    def _schedule(self, conn: Conn, now: float) -> None:
+        if conn not in self._pending:
+            self._pending.add(conn)
+            self._due.append((now + OFFLOAD_DELAY, conn))
+
+    def _handle(self, event: ConnEvent, now: float) -> None:
         conn, kind = event.conn, event.kind
         if kind in (ConnEventKind.EXPIRED, ConnEventKind.REMOVED):
             self._withdraw(conn)
         elif kind == ConnEventKind.CREATED:
             if conn.proto == PROTO_UDP:
-                self._offload(conn)
+                self._schedule(conn, now)
         elif kind == ConnEventKind.STATE:
             if event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
-                self._offload(conn)
+                self._schedule(conn, now)
             else:
                 self._withdraw(conn)
         elif kind == ConnEventKind.FLOWS and (conn.proto == PROTO_UDP or conn.state == tcpstate.ESTABLISHED):
-            self._withdraw(conn)
-            self._offload(conn)
+            self._schedule(conn, now)  # a recipe that was engine-only may go to the kernel now
 
     def _offload(self, conn: Conn) -> None:
         """Write the connection's recipes that may go to the kernel; one still without a hop waits."""
@@ -109,6 +127,7 @@ class FlowOffload:
             self._waiting.discard(conn)
 
     def _withdraw(self, conn: Conn) -> None:
+        self._pending.discard(conn)  # (its entry in _due is skipped)
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return
@@ -122,7 +141,9 @@ class FlowOffload:
     # -- counters --------------------------------------------------------------------------
 
     def refresh(self, interval: float) -> None:
-        """Read back the offloaded connections, all of them or a share (called every `interval` seconds)."""
+        """Offload what waits; read back the offloaded connections, all or a share (every `interval` s)."""
+        while self._due:
+            self._promote(self._due.popleft()[1])
         for conn in list(self._waiting):
             self._offload(conn)
         if len(self._offloaded) <= FULL_REFRESH:
