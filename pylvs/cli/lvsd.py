@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--datapath", choices=("auto", "bpf", "python"), default="auto",
                    help="established flows in the kernel (bpf: tc ingress program), or every packet in Python; "
                         "auto (default): bpf where it loads, else python with a log line saying why")
+    p.add_argument("--keep-conns", metavar="FILE",
+                   help="at a graceful stop (SIGTERM/SIGINT) write the connection table to FILE, and read it back "
+                        "at the next start, so established connections survive a restart")
     p.add_argument("--ring", type=int, choices=(2, 3), default=2,
                    help="receive ring layout: TPACKET_V2 (default, no added latency) or TPACKET_V3 (block batching)")
     p.add_argument("--retire-ms", type=int, default=1, help="TPACKET_V3 block retire timeout (ms)")
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
                             config_id=args.config_id,
                             sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
-                            datapath=args.datapath)
+                            datapath=args.datapath, keep_conns=args.keep_conns)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

@@ -34,7 +34,7 @@ from pylvs.engine.hops import Routes
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.table import ServiceTable
-from pylvs.ipvs_uapi import CONN_F_FWD_MASK, Method
+from pylvs.ipvs_uapi import CONN_F_FWD_MASK, CONN_F_SYNC, Method
 from pylvs.packet import arp, icmp
 from pylvs.packet.layout import (
     ETH,
@@ -70,6 +70,7 @@ STATE_FLAGS = TCP_FIN | TCP_SYN | TCP_RST
 FORWARDERS: dict[Method, type[Forwarder]] = {
     Method.MASQ: Nat, Method.ROUTE: DirectRouting, Method.FULLNAT: FullNat, Method.TUNNEL: Tunnel}
 _EMPTY: frozenset[bytes] = frozenset()
+UNLIMITED = 1 << 62
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Engine:
         self._packet_queues: list[deque[Event]] = []
         self._standby_changes = 0
         self._published = 0
+        self._new_budget = UNLIMITED  # connections the current round of frames may still create
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -147,6 +149,12 @@ class Engine:
         self.owned = _EMPTY if standby else self.table.addresses
         self.egress.owned = self.owned
         self._standby_changes += 1
+
+    def start_round(self, new_conns: int = UNLIMITED) -> None:
+        """A new round of frames (one wakeup of a ring): at most `new_conns` of them may create a
+        connection; the rest are dropped (counted as new_conn_budget; their clients retransmit), so a
+        flood of new connections cannot starve the established ones sharing the round."""
+        self._new_budget = new_conns
 
     @property
     def generation(self) -> int:
@@ -398,6 +406,10 @@ class Engine:
         if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp)):
             self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
             return NOTHING
+        if self._new_budget <= 0:
+            self.drops["new_conn_budget"] += 1
+            return NOTHING
+        self._new_budget -= 1
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
         flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
         template = None
@@ -506,12 +518,14 @@ class Engine:
 
     # -- connection sync: what a backup receives (pylvs.sync.backup) -------------------------
 
-    def adopt(self, rec: SyncConn, now: float) -> Conn | None:
+    def adopt(self, rec: SyncConn, now: float, in_pkts: int = 0) -> Conn | None:
         """Create or update a connection from a sync message, as ip_vs_proc_conn does (ipvs.md §5).
 
-        `rec.flags` come masked by the caller. The connection is bound to this director's own service
-        and real server (by address, port and fwmark); None when there is none, for FULLNAT (its local
-        address and port are not in the message), and for the expiry of a connection replaced here.
+        `rec.flags` come masked by the caller; an adopted connection is marked IP_VS_CONN_F_SYNC and its
+        packet count set to `in_pkts` (the backup's sync threshold, as the kernel does). It is bound to
+        this director's own service and real server (by address, port and fwmark); None when there is
+        none, for FULLNAT (its local address and port are not in the message), and for the expiry of a
+        connection replaced here.
         """
         if rec.flags & F_TEMPLATE:
             return self._adopt_template(rec, now)
@@ -545,6 +559,8 @@ class Engine:
         conn.timeout = rec.timeout or (self.settings.udp_timeout if rec.protocol == PROTO_UDP
                                        else self.settings.tcp_timeouts[rec.state])
         self.conns.refresh(conn, now)
+        conn.flags |= CONN_F_SYNC
+        conn.in_pkts = in_pkts
         return conn
 
     def _adopt_template(self, rec: SyncConn, now: float) -> Conn | None:

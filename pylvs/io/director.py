@@ -34,12 +34,14 @@ from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.control_socket import ControlServer
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0          # connection expiry and estimator cadence
 PARKED_TICK = 0.05  # while frames wait for a neighbour
+NEW_CONNS_PER_ROUND = 64  # of up to a ring's 256 frames per wakeup: the rest is left for established flows
 COUNTING_OPS = ("list", "list-conns", "zero")  # requests that read or reset packet counters
 SAVE_INTERVAL = 1.0  # --save-config writes at most once a second (a restore is one write, not one per line)
 RECONCILE_INTERVAL = 0.25  # a large table's steering and ARP follow changes at most this often
@@ -65,7 +67,7 @@ class Director:
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
-                 datapath: str = "auto") -> None:
+                 datapath: str = "auto", keep_conns: str | None = None) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -92,6 +94,8 @@ class Director:
         self.fast: FastPath | None = None  # the kernel fast path, when it runs
         self.offload: FlowOffload | None = None
         self.datapath = {"datapath": "python", "reason": ""}
+        self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
+        self._running = False
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self._start_fast_path(datapath)
@@ -103,6 +107,8 @@ class Director:
                 count = config_file.load(self.engine, config)
                 log.info("loaded %d rules from %s", count, config)
             self._saved_generation = self.engine.table.generation
+            if keep_conns is not None:
+                self._restore_conns(keep_conns)
         except BaseException:
             self.close()
             raise
@@ -134,6 +140,32 @@ class Director:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+
+    def _restore_conns(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("could not read the connection table in %s: %s", path, exc)
+            return
+        try:
+            count = snapshot.load(self.engine, data, time.monotonic())
+            log.info("restored %d connections from %s", count, path)
+        except snapshot.SnapshotError as exc:
+            log.warning("connection table in %s not used: %s", path, exc)
+        os.unlink(path)  # used once: a later start must not revive these connections again
+
+    def _save_conns(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(snapshot.dump(self.engine))
+            os.replace(tmp, path)
+            log.info("connection table kept in %s for the next start", path)
+        except OSError as exc:
+            log.error("could not keep the connection table in %s: %s", path, exc)
 
     def _start_fast_path(self, mode: str) -> None:
         """--datapath auto|bpf|python: the kernel fast path executes established flows where it loads."""
@@ -327,6 +359,7 @@ class Director:
             if fd not in self.rings:
                 return  # closed earlier in this round (its interface went away)
             clock[0] = time.monotonic()  # one reading per wakeup, shared by the frames it drains
+            self.engine.start_round(NEW_CONNS_PER_ROUND)
             ring.drain(handle)
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -376,6 +409,7 @@ class Director:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
         signal.signal(signal.SIGHUP, self._sighup)
+        self._running = True
         self._drain_events()  # the table loaded at start: steering, rings and the first announcement
         if self.keepalived is not None:
             self.keepalived.start()  # its startup table arrives through queue_requests
@@ -431,8 +465,11 @@ class Director:
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
         if self.offload is not None:
+            self.offload.refresh_all()  # the kernel's last counts, into the table that is kept
             self.offload.close()
             self.offload = None
+        if self.keep_conns is not None and self._running:
+            self._save_conns(self.keep_conns)
         if self.fast is not None:
             self._detach(self.fast)
             self.fast = None

@@ -14,7 +14,6 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
-from pylvs.ipvs_uapi import CONN_F_SYNC
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 from pylvs.sync import proto
 
@@ -52,12 +51,10 @@ class SyncBackup:
             self.stats[why] += 1
             return
         rec.flags &= proto.BACKUP_MASK
-        conn = self.engine.adopt(rec, now)
+        conn = self.engine.adopt(rec, now, in_pkts=self.threshold)
         if conn is None:
             self.stats["not_adopted"] += 1  # no such service or real server here, or a stale expiry
             return
-        conn.flags |= CONN_F_SYNC
-        conn.in_pkts = self.threshold
         self.stats["conns"] += 1
 
     @staticmethod

@@ -145,3 +145,31 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_download_survives_a_graceful_restart_with_keep_conns():
+    """issue 10: established connections survive SIGTERM and a new start (--keep-conns); the same download
+    without it hangs for good, its packets dropped as no_conn."""
+    lab = NatLab(n_rs=1).up(udp=False)
+    try:
+        config, kept = os.path.join(lab.net.tmp, "rules"), os.path.join(lab.net.tmp, "conns")
+        args = ("--config", config, "--save-config", "--keep-conns", kept)
+        lab.start_lvsd(*args)
+        lab.nat_service()
+        out = os.path.join(lab.net.tmp, "download.bin")
+        curl = lab.net.popen("client", "curl", "-sS", "--max-time", "40", "--limit-rate", "8M", "-o", out,
+                             f"http://{VIP}/big", log="download.log")
+        time.sleep(2)
+        assert lab.stop_lvsd() == 0
+        assert curl.poll() is None, "the download ended before the restart"
+        assert os.path.getsize(kept) > 0
+        lab.start_lvsd(*args)
+        wait_for(lambda: "restored 1 connections" in lab.lvsd_log(), timeout=5, what="the connection restored")
+        assert not os.path.exists(kept)
+        code = curl.wait(40)
+        with open(os.path.join(lab.net.tmp, "download.log")) as log:
+            assert code == 0, log.read()
+        with open(out, "rb") as got, open(os.path.join(lab.net.tmp, "big.bin"), "rb") as want:
+            assert got.read() == want.read()
+    finally:
+        lab.down()

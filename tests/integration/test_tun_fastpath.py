@@ -95,19 +95,25 @@ def sha256_of(path: str) -> str:
 def test_downloads_through_ipip_gue_and_gre_arrive_whole(lab):
     status = datapath(lab)
     assert status["datapath"] == "bpf", status
-    hits, packets = status["counters"]["hit"], inpkts(lab)
     expected = sha256_of(os.path.join(lab.net.tmp, "big.bin"))
     before = {n: len(lab.access_log(n)) for n in lab.rs_names}
+    steady = []
     for _ in lab.rs_names:
-        # Paced to last a few of lvsd's ticks: recipes go to the kernel on the tick after ESTABLISHED.
-        r = lab.net.exec("client", "sh", "-c", f"curl -sS --max-time 30 --limit-rate 4M http://{VIP}/big | sha256sum",
-                         timeout=40)
-        assert r.stdout.split()[0] == expected, (r.stdout, r.stderr)
+        # Paced to take a few seconds. Recipes go to the kernel 50 ms after ESTABLISHED: the burst that
+        # fills the client's receive window first is acknowledged through the engine, the rest through
+        # the kernel, which the counts between 1.5 s in and the end show.
+        curl = lab.net.popen("client", "sh", "-c",
+                             f"curl -sS --max-time 30 --limit-rate 4M http://{VIP}/big | sha256sum", log="dl.log")
+        time.sleep(1.5)
+        hits, packets = datapath(lab)["counters"]["hit"], inpkts(lab)
+        assert curl.wait(40) == 0
+        steady.append((datapath(lab)["counters"]["hit"] - hits, inpkts(lab) - packets))
+        with open(os.path.join(lab.net.tmp, "dl.log")) as f:
+            assert f.read().split()[0] == expected
     assert {n: len(lab.access_log(n)) - before[n] for n in lab.rs_names} == {"rs1": 1, "rs2": 1, "rs3": 1}
-    # Most of the client's acknowledgements went through the kernel path, into each kind of tunnel (the
-    # first ones, before lvsd's tick hands the connection to the kernel, through the engine).
-    got, total = datapath(lab)["counters"]["hit"] - hits, inpkts(lab) - packets
-    assert got > 0.5 * total and got > 30, (got, total, datapath(lab))
+    # Each kind of tunnel: the client's acknowledgements went through the kernel path once established.
+    for got, total in steady:
+        assert got > 10 and got >= 0.9 * total, steady
 
 
 def test_uploads_through_ipip_gue_and_gre_arrive_whole_as_gso_frames(lab):
