@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 
 from pylvs import __version__
 from pylvs.control import client as control_client
+from pylvs.engine.drops import REASONS
 from pylvs.ipvsadm import format as fmt
 from pylvs.ipvsadm.args import Command, ParseError, parse_command
 from pylvs.ipvsadm.rules import RuleError, rules_to_requests
@@ -218,6 +219,7 @@ lvsadm extensions:
   --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
+  --drops                             frames lvsd dropped, by reason, and its receive rings' counters
 """
 
 
@@ -367,6 +369,17 @@ def _restore_atomic(session: _Session, stdin: TextIO, prog: str) -> None:
     raise _Exit(255, where + error_text(str(failed.get("op", "batch")), answer))
 
 
+def drops_text(drops: dict[str, int], rings: dict[str, dict[str, int]]) -> str:
+    lines = ["Dropped frames by reason:"]
+    lines += [f"  {reason:<22} {count:>12}  {REASONS.get(reason, '')}" for reason, count in sorted(drops.items())]
+    if not drops:
+        lines.append("  none")
+    lines.append("Receive rings (interface/mark): packets, drops (ring full), truncated, resyncs:")
+    lines += [f"  {name:<22} {c.get('packets', 0):>12} {c.get('drops', 0):>8} {c.get('truncated', 0):>8} "
+              f"{c.get('resyncs', 0):>8}" for name, c in sorted(rings.items())]
+    return "\n".join(lines) + "\n"
+
+
 def datapath_text(status: dict) -> str:
     if status["datapath"] != "bpf":
         return f"data path: python ({status.get('reason') or 'the fast path is not in use'})\n"
@@ -400,6 +413,12 @@ def run(
             result = session.result({"op": args[0][2:]}, 255)
             if args[0] == "--health":
                 stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+            return 0
+        if args == ["--drops"]:  # pylvs extension: not part of ipvsadm's outputs
+            session = _Session(control, transport)
+            drops, rings = session.result({"op": "get-drops"}, 255), session.result({"op": "rings"}, 255)
+            stdout.write(json.dumps({"drops": drops, "rings": rings}, sort_keys=True) + "\n" if as_json
+                         else drops_text(drops, rings))
             return 0
         if args == ["--datapath"]:  # pylvs extension: not part of ipvsadm's outputs
             session = _Session(control, transport)

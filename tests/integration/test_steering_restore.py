@@ -25,3 +25,11 @@ def test_ring_counters_are_readable(lab):
     assert answer["ok"], answer
     counters = answer["result"]["vip0/0"]
     assert set(counters) == {"packets", "drops", "truncated", "resyncs"}
+
+
+def test_lvsadm_drops_shows_reasons_and_ring_counters(lab):
+    lab.nat_service()
+    assert lab.curl(f"http://{VIP}:81/", timeout=1).returncode != 0  # no service on port 81: dropped
+    out = lab.lvsadm("--drops").stdout
+    assert "no_service" in out and "to a VIP port without a virtual service" in out, out
+    assert "vip0/0" in out and "dip0/0" in out, out
