@@ -111,9 +111,9 @@ def test_downloads_through_ipip_gue_and_gre_arrive_whole(lab):
         with open(os.path.join(lab.net.tmp, "dl.log")) as f:
             assert f.read().split()[0] == expected
     assert {n: len(lab.access_log(n)) - before[n] for n in lab.rs_names} == {"rs1": 1, "rs2": 1, "rs3": 1}
-    # Each kind of tunnel: the client's acknowledgements went through the kernel path once established.
-    for got, total in steady:
-        assert got > 10 and got >= 0.9 * total, steady
+    # Each kind of tunnel: once established, the client's packets went through the kernel path, all but
+    # those that close the connection (FIN and the ACK after it change its state: the engine's).
+    assert all(total - got <= 3 for got, total in steady) and sum(got for got, _ in steady) > 10, steady
 
 
 def test_uploads_through_ipip_gue_and_gre_arrive_whole_as_gso_frames(lab):
