@@ -24,7 +24,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pylvs.control.client import has_cap_net_admin, sockaddr
@@ -43,6 +43,15 @@ DENIED = "Permission denied (you must be root)"  # ipvsadm's words for EPERM
 
 class ControlSocketError(Exception):
     """The control socket could not be opened; the message says why and what to do."""
+
+
+class Streamed:
+    """An answer too big to build at once: `head`, then the pieces `parts` yields, then `tail`, make one
+    line. The server takes a piece whenever the client has read what came before, so building a large
+    answer (a connection listing) is spread over rounds of the packet loop instead of stalling it."""
+
+    def __init__(self, head: bytes, parts: Iterator[bytes], tail: bytes) -> None:
+        self.head, self.parts, self.tail = head, parts, tail
 
 
 def _answer_line(answer: dict) -> bytes:
@@ -98,7 +107,7 @@ def _clear_stale(path: str) -> None:
 
 
 class _Client:
-    __slots__ = ("sock", "inbuf", "outbuf", "partial", "since", "closing", "writing")
+    __slots__ = ("sock", "inbuf", "outbuf", "partial", "since", "closing", "writing", "stream")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -108,6 +117,7 @@ class _Client:
         self.since = now      # last progress in either direction
         self.closing = False  # drop once the answer is out
         self.writing = False  # registered for EVENT_WRITE (not reading) while an answer waits
+        self.stream: Streamed | None = None  # the rest of a streamed answer, built as it is read
 
 
 class ControlServer:
@@ -116,7 +126,7 @@ class ControlServer:
     `expire(now)` drops idle and stalled clients; call it every few seconds (it also runs when a
     new client finds every slot taken)."""
 
-    def __init__(self, path: str, handler: Callable[[Any], dict], selector: selectors.BaseSelector,
+    def __init__(self, path: str, handler: Callable[[Any], dict | Streamed], selector: selectors.BaseSelector,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.handler = handler
@@ -167,7 +177,7 @@ class ControlServer:
                 return
             elif events & selectors.EVENT_WRITE:
                 self._flush(client)
-                if self._alive(client) and not client.outbuf:
+                if self._alive(client) and not client.outbuf and client.stream is None:
                     self._process(client)  # requests that arrived while the answer was waiting
             elif events & selectors.EVENT_READ:
                 self._read(client)
@@ -232,13 +242,19 @@ class ControlServer:
 
     def _process(self, client: _Client) -> None:
         """Answer complete lines, one answer at a time: a client that does not read gets no more."""
-        while not client.outbuf and not client.closing:
+        while not client.outbuf and client.stream is None and not client.closing:
             end = client.inbuf.find(b"\n")
             if end < 0:
                 break
             line = bytes(client.inbuf[:end])
             del client.inbuf[:end + 1]
-            client.outbuf += self._answer(line)
+            answer = self._answer(line)
+            if isinstance(answer, Streamed):
+                client.stream = answer
+                client.outbuf += answer.head
+                self._next_part(client)
+            else:
+                client.outbuf += answer
             self._flush(client)
             if not self._alive(client):
                 return
@@ -251,7 +267,24 @@ class ControlServer:
         client.closing = True
         self._flush(client)
 
+    def _next_part(self, client: _Client) -> None:
+        """One more piece of a streamed answer (or its end), at most one per round of the loop."""
+        stream = client.stream
+        try:
+            client.outbuf += next(stream.parts)
+        except StopIteration:
+            client.outbuf += stream.tail
+            client.stream = None
+        except Exception as exc:  # noqa: BLE001 - a failing listing must not stop the daemon
+            log.exception("streamed control answer failed")
+            client.stream = None
+            client.inbuf.clear()
+            client.outbuf += b"\n" + _error("EIO", f"internal error: {exc}")
+            client.closing = True
+
     def _flush(self, client: _Client) -> None:
+        if not client.outbuf and client.stream is not None:
+            self._next_part(client)
         if client.outbuf:
             try:
                 sent = client.sock.send(client.outbuf)
@@ -266,19 +299,20 @@ class ControlServer:
         if client.closing and not client.outbuf:
             self._drop(client)
             return
-        writing = bool(client.outbuf)
+        writing = bool(client.outbuf) or client.stream is not None
         if writing != client.writing:
             client.writing = writing
             self.selector.modify(client.sock, selectors.EVENT_WRITE if writing else selectors.EVENT_READ,
                                  self.ready)
 
-    def _answer(self, line: bytes) -> bytes:
+    def _answer(self, line: bytes) -> bytes | Streamed:
         try:
             request = json.loads(line)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             return _error("EINVAL", "request is not valid JSON")
         try:
-            return _answer_line(self.handler(request))
+            answer = self.handler(request)
+            return answer if isinstance(answer, Streamed) else _answer_line(answer)
         except Exception as exc:  # noqa: BLE001 - a bug in one request must not stop the daemon
             log.exception("control request failed")
             return _error("EIO", f"internal error: {exc}")

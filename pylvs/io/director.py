@@ -31,7 +31,7 @@ from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import ConfigError
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
-from pylvs.io.control_socket import ControlServer
+from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
 from pylvs.sync import snapshot
@@ -213,9 +213,13 @@ class Director:
 
     # -- callbacks --------------------------------------------------------------------------
 
-    def _request(self, request: dict) -> dict:
-        if self.offload is not None and isinstance(request, dict) and request.get("op") in COUNTING_OPS:
+    def _request(self, request: dict) -> dict | Streamed:
+        op = request.get("op") if isinstance(request, dict) else None
+        if self.offload is not None and op in COUNTING_OPS:
             self.offload.refresh_all()  # what the kernel forwarded is in the numbers, as in IPVS
+        if op == "list-conns":  # possibly huge: built piece by piece between rounds of the loop
+            return Streamed(b'{"ok":true,"result":{"conns":[', api.conns_json(self.engine, time.monotonic()),
+                            b"]}}\n")
         answer = self.api.handle(request, time.monotonic())
         self._drain_events()  # steering and ARP follow before the answer leaves, as IPVS's table is live
         return answer

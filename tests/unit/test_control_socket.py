@@ -351,3 +351,52 @@ def test_close_leaves_a_socket_file_that_is_not_its_own(short_dir):
         assert os.path.exists(path)
     finally:
         other.close()
+
+
+# -- big answers are built piece by piece ------------------------------------------------------
+
+def test_a_streamed_answer_is_built_one_piece_per_round_and_reads_as_one_line():
+    built = []
+
+    def pieces():
+        for i in range(50):
+            built.append(i)
+            yield (b"," if i else b"") + json.dumps(list(range(i * 10, i * 10 + 10))).encode()[1:-1]
+
+    def handler(request):
+        if request.get("op") == "stream":
+            return control_socket.Streamed(b'{"ok":true,"result":[', pieces(), b"]}\n")
+        return echo(request)
+
+    selector = selectors.DefaultSelector()
+    server = ControlServer(abstract_name(), handler, selector)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(control_client.sockaddr(server.path))
+    client.settimeout(5)
+    try:
+        client.sendall(b'{"op":"stream"}\n')
+        rounds = 0
+        data = b""
+        while not data.endswith(b"\n"):
+            for key, events in selector.select(1.0):
+                key.data(key.fd, events)
+            rounds += 1
+            # The loop gets control back between pieces: never more than one new piece per round.
+            assert len(built) <= rounds, (len(built), rounds)
+            client.setblocking(False)
+            try:
+                data += client.recv(1 << 20)
+            except BlockingIOError:
+                pass
+        assert json.loads(data) == {"ok": True, "result": list(range(500))}
+        assert rounds > 10
+        client.setblocking(True)
+        client.sendall(b'{"op":"after"}\n')  # the connection serves the next request as usual
+        for _ in range(3):
+            for key, events in selector.select(0.2):
+                key.data(key.fd, events)
+        assert answer(client) == {"ok": True, "result": {"op": "after"}}
+    finally:
+        client.close()
+        server.close()
+        selector.close()
