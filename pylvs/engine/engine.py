@@ -660,6 +660,8 @@ class Engine:
         """Expire connections and run the rate estimator; call about once a second."""
         for conn in self.conns.due(now):
             self._expire(conn)
+        if self.table.trash:
+            self.table.prune_trash(now)
         if self._next_estimate is None:
             self._next_estimate = now + ESTIMATOR_PERIOD
         while now >= self._next_estimate:

@@ -27,7 +27,12 @@ from pylvs.engine.services import (
 from pylvs.sched import UnknownScheduler, scheduler_class
 
 MAX_WEIGHT = 2**31 - 1
+TRASH_PERIOD = 120.0  # IP_VS_DEST_TRASH_PERIOD: how long a deleted real server without connections is kept
 EINVAL_TEXT = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
+
+
+def _identity(svc: VirtualService) -> tuple[int, bytes, int, int]:
+    return (svc.protocol, svc.addr, svc.port, svc.fwmark)
 
 
 def usable_unicast(addr: bytes, loopback: bool = False) -> bool:
@@ -48,6 +53,10 @@ class ServiceTable:
         self.index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
         self.addresses: set[bytes] = set()
         self._address_refs: Counter[bytes] = Counter()
+        # Deleted real servers, by (service identity, address, port), with when they were first seen idle:
+        # as the kernel's dest_trash, one added again to the same service comes back with its connection
+        # counts and statistics (a -d/-a, a -C and a reload do not reset what lc, wlc or sed see).
+        self.trash: dict[tuple[tuple[int, bytes, int, int], bytes, int], list] = {}
 
     def _changed(self) -> None:
         self.generation += 1
@@ -119,6 +128,7 @@ class ServiceTable:
             self._unref(laddr.addr)
         for dest in svc.dests:
             dest.available = False  # existing connections see a dest that is gone (ipvs.md §3.7)
+            self.trash[(_identity(svc), dest.addr, dest.port)] = [dest, None]
         self._changed()
         return svc
 
@@ -132,6 +142,12 @@ class ServiceTable:
         if svc.find_dest(dest.addr, dest.port) is not None:
             raise ConfigError("EEXIST", "Destination already exists")
         self._check_dest(dest)
+        trashed = self.trash.pop((_identity(svc), dest.addr, dest.port), None)
+        if trashed is not None:  # ip_vs_trash_get_dest: the same server again, counters and all
+            old = trashed[0]
+            self._configure(old, dest)
+            old.available = True
+            dest = old
         svc.dests.insert(0, dest)  # the kernel adds at the head: newest first
         svc.sched.update(svc)
         self._changed()
@@ -142,12 +158,7 @@ class ServiceTable:
         if dest is None:
             raise ConfigError("ENOENT", "No such destination")
         self._check_dest(new)
-        dest.weight, dest.method = new.weight, new.method
-        if new.weight:
-            dest.last_weight = new.weight
-        dest.u_threshold, dest.l_threshold = new.u_threshold, new.l_threshold
-        dest.tun_type, dest.tun_port, dest.tun_flags = new.tun_type, new.tun_port, new.tun_flags
-        dest.update_overload()
+        self._configure(dest, new)
         svc.sched.update(svc)
         self._changed()
         return dest
@@ -158,9 +169,31 @@ class ServiceTable:
             raise ConfigError("ENOENT", "No such destination")
         svc.dests.remove(dest)
         dest.available = False
+        self.trash[(_identity(svc), addr, port)] = [dest, None]
         svc.sched.update(svc)
         self._changed()
         return dest
+
+    @staticmethod
+    def _configure(dest: RealServer, new: RealServer) -> None:
+        """The configuration of `new` on `dest`, whose counters stay (__ip_vs_update_dest)."""
+        dest.weight, dest.method = new.weight, new.method
+        if new.weight:
+            dest.last_weight = new.weight
+        dest.u_threshold, dest.l_threshold = new.u_threshold, new.l_threshold
+        dest.tun_type, dest.tun_port, dest.tun_flags = new.tun_type, new.tun_port, new.tun_flags
+        dest.update_overload()
+
+    def prune_trash(self, now: float) -> None:
+        """Forget deleted real servers that have had no connection for TRASH_PERIOD (ip_vs_dest_trash_expire)."""
+        for key, entry in list(self.trash.items()):
+            dest = entry[0]
+            if dest.activeconns or dest.inactconns or dest.persistconns:
+                entry[1] = None
+            elif entry[1] is None:
+                entry[1] = now
+            elif now - entry[1] >= TRASH_PERIOD:
+                del self.trash[key]
 
     # -- FULLNAT local addresses ------------------------------------------------------------
 
