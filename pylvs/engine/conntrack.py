@@ -18,10 +18,7 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
-from pylvs.ipvs_uapi import CONN_F_ASSURED as F_ASSURED
-from pylvs.ipvs_uapi import CONN_F_INACTIVE as F_INACTIVE
-from pylvs.ipvs_uapi import CONN_F_NOOUTPUT as F_NOOUTPUT
-from pylvs.ipvs_uapi import CONN_F_TEMPLATE as F_TEMPLATE
+from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_TEMPLATE
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
@@ -29,7 +26,7 @@ if TYPE_CHECKING:
     from pylvs.engine.forward.base import Forwarder
     from pylvs.engine.services import RealServer, VirtualService
 
-__all__ = ["DIR_IN", "DIR_OUT", "F_ASSURED", "F_INACTIVE", "F_NOOUTPUT", "F_TEMPLATE", "Conn", "ConnTable"]
+__all__ = ["DIR_IN", "DIR_OUT", "Conn", "ConnTable"]
 
 UDP_TIMEOUT = 300
 CONTROLLED_RETRY = 60  # a connection that still controls others retries expiry after 60 s
@@ -62,7 +59,7 @@ class Conn:
         self.state = tcpstate.NONE
         self.timeout = tcpstate.INITIAL_TIMEOUT
         self.expires = 0.0
-        self.flags = F_INACTIVE
+        self.flags = CONN_F_INACTIVE
         self.in_key = caddr + vaddr + cport + vport
         self.out_key = b""
         self.control: Conn | None = None
@@ -75,11 +72,11 @@ class Conn:
 
     @property
     def template(self) -> bool:
-        return bool(self.flags & F_TEMPLATE)
+        return bool(self.flags & CONN_F_TEMPLATE)
 
     def state_name(self) -> str:
-        if self.flags & F_TEMPLATE:
-            return "ASSURED" if self.flags & F_ASSURED else "NONE"
+        if self.flags & CONN_F_TEMPLATE:
+            return "ASSURED" if self.flags & CONN_F_ASSURED else "NONE"
         if self.proto == PROTO_UDP:
             return "UDP"
         return tcpstate.NAMES[self.state]
@@ -140,7 +137,7 @@ class ConnTable:
             return
         conn.dead = True
         self.count -= 1
-        if conn.flags & F_TEMPLATE:
+        if conn.flags & CONN_F_TEMPLATE:
             if self.templates.get(conn.in_key) is conn:  # type: ignore[call-overload]
                 del self.templates[conn.in_key]  # type: ignore[arg-type]
             return

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
-from pylvs.engine.conntrack import DIR_IN, F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, Conn, ConnTable
+from pylvs.engine.conntrack import DIR_IN, Conn, ConnTable
 from pylvs.engine.drops import Drops
 from pylvs.engine.egress import NOTHING, Buffer, Egress, Interface, Output
 from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
@@ -34,7 +34,15 @@ from pylvs.engine.hops import Routes
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.table import ServiceTable
-from pylvs.ipvs_uapi import CONN_F_FWD_MASK, CONN_F_SYNC, Method
+from pylvs.ipvs_uapi import (
+    CONN_F_ASSURED,
+    CONN_F_FWD_MASK,
+    CONN_F_INACTIVE,
+    CONN_F_NOOUTPUT,
+    CONN_F_SYNC,
+    CONN_F_TEMPLATE,
+    Method,
+)
 from pylvs.packet import arp, icmp
 from pylvs.packet.layout import (
     ETH,
@@ -309,14 +317,14 @@ class Engine:
 
     def _out(self, conn: Conn, buf: Buffer, flags: int, l4: int, totlen: int, partial: bool, now: float) -> Output:
         if conn.proto == PROTO_TCP:
-            if conn.state == tcpstate.ESTABLISHED and not flags & STATE_FLAGS and not conn.flags & F_NOOUTPUT:
+            if conn.state == tcpstate.ESTABLISHED and not flags & STATE_FLAGS and not conn.flags & CONN_F_NOOUTPUT:
                 conn.expires = now + conn.timeout
             else:
                 self._tcp_state(conn, tcpstate.OUTPUT, flags, now)
         else:
             conn.expires = now + conn.timeout
             if conn.control is not None:
-                conn.control.flags |= F_ASSURED  # a UDP reply assures the template
+                conn.control.flags |= CONN_F_ASSURED  # a UDP reply assures the template
         st = conn.dest.stats
         st.outpkts += 1
         st.outbytes += totlen
@@ -334,12 +342,12 @@ class Engine:
             return True
         if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
             return True
-        return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & F_NOOUTPUT)
+        return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT)
 
     def _tcp_state(self, conn: Conn, offset: int, flags: int, now: float) -> None:
-        if conn.flags & F_NOOUTPUT:
+        if conn.flags & CONN_F_NOOUTPUT:
             if offset == tcpstate.OUTPUT:
-                conn.flags &= ~F_NOOUTPUT
+                conn.flags &= ~CONN_F_NOOUTPUT
             else:
                 offset = tcpstate.INPUT_ONLY
         new = tcpstate.next_state(conn.state, offset, flags)
@@ -347,17 +355,17 @@ class Engine:
         if changed:
             dest = conn.dest
             if new in tcpstate.ACTIVE:
-                if conn.flags & F_INACTIVE:
-                    conn.flags &= ~F_INACTIVE
+                if conn.flags & CONN_F_INACTIVE:
+                    conn.flags &= ~CONN_F_INACTIVE
                     dest.inactconns -= 1
                     dest.activeconns += 1
-            elif not conn.flags & F_INACTIVE:
-                conn.flags |= F_INACTIVE
+            elif not conn.flags & CONN_F_INACTIVE:
+                conn.flags |= CONN_F_INACTIVE
                 dest.activeconns -= 1
                 dest.inactconns += 1
             conn.state = new
             if new == tcpstate.ESTABLISHED and conn.control is not None:
-                conn.control.flags |= F_ASSURED
+                conn.control.flags |= CONN_F_ASSURED
         conn.timeout = self.settings.tcp_timeouts[new]
         self.conns.refresh(conn, now)
         if changed and self._conn_queues:
@@ -456,7 +464,7 @@ class Engine:
                       dport: bytes, now: float) -> Conn:
         tproto, snet, taddr, tport, _ = key
         tmpl = Conn(tproto, snet, b"\0\0", taddr, tport, dest.addr, dport)
-        tmpl.flags = F_TEMPLATE
+        tmpl.flags = CONN_F_TEMPLATE
         tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
         dest.persistconns += 1
         self.conns.add_template(key, tmpl, now)
@@ -478,7 +486,7 @@ class Engine:
             self.drops[refused] += 1
             return None
         if not forwarder.sees_replies:
-            conn.flags |= F_NOOUTPUT
+            conn.flags |= CONN_F_NOOUTPUT
         if proto == PROTO_UDP:
             conn.timeout = self.settings.udp_timeout
         dest.inactconns += 1  # every connection starts inactive (ip_vs_conn_new)
@@ -495,11 +503,11 @@ class Engine:
         if conn.dead:
             return
         dest = conn.dest
-        if conn.flags & F_TEMPLATE:
+        if conn.flags & CONN_F_TEMPLATE:
             dest.persistconns -= 1
             self.conns.unlink(conn)
         else:
-            if conn.flags & F_INACTIVE:
+            if conn.flags & CONN_F_INACTIVE:
                 dest.inactconns -= 1
             else:
                 dest.activeconns -= 1
@@ -513,7 +521,7 @@ class Engine:
             conn.control = None
             ctl.n_control -= 1
             # A template that never saw an established connection goes with its last one.
-            if not ctl.n_control and not ctl.flags & F_ASSURED:
+            if not ctl.n_control and not ctl.flags & CONN_F_ASSURED:
                 self._expire(ctl, why)
 
     # -- connection sync: what a backup receives (pylvs.sync.backup) -------------------------
@@ -527,12 +535,12 @@ class Engine:
         none, for FULLNAT (its local address and port are not in the message), and for the expiry of a
         connection replaced here.
         """
-        if rec.flags & F_TEMPLATE:
+        if rec.flags & CONN_F_TEMPLATE:
             return self._adopt_template(rec, now)
         hit = self.conns.lookup(rec.protocol, rec.caddr + rec.vaddr + rec.cport + rec.vport)
         conn = hit[0] if hit is not None and hit[1] == DIR_IN else None
         if conn is not None and (conn.daddr != rec.daddr or conn.dport != rec.dport):
-            if rec.flags & F_INACTIVE:
+            if rec.flags & CONN_F_INACTIVE:
                 return None  # news of the old connection: this one replaced it already
             self._expire(conn, ConnEventKind.REMOVED)
             conn = None
@@ -547,9 +555,9 @@ class Engine:
             dest.stats.conns -= 1
             svc.stats.conns -= 1
             self.total.conns -= 1
-        if (conn.flags ^ rec.flags) & F_INACTIVE:
-            conn.flags ^= F_INACTIVE
-            moved = 1 if conn.flags & F_INACTIVE else -1
+        if (conn.flags ^ rec.flags) & CONN_F_INACTIVE:
+            conn.flags ^= CONN_F_INACTIVE
+            moved = 1 if conn.flags & CONN_F_INACTIVE else -1
             conn.dest.inactconns += moved
             conn.dest.activeconns -= moved
         if rec.state != conn.state and self._conn_queues:
@@ -572,7 +580,7 @@ class Engine:
                 return None
             tmpl = self._add_template(key, svc, dest, rec.dport, now)
         # Template states: 0 NONE, 1 ASSURED. Version 0 sends no timeout: templates then live 180 s.
-        tmpl.flags = tmpl.flags | F_ASSURED if rec.state == 1 else tmpl.flags & ~F_ASSURED
+        tmpl.flags = tmpl.flags | CONN_F_ASSURED if rec.state == 1 else tmpl.flags & ~CONN_F_ASSURED
         tmpl.timeout = rec.timeout or 180
         self.conns.refresh(tmpl, now)
         return tmpl

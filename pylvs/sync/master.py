@@ -20,10 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pylvs.engine import tcpstate
-from pylvs.engine.conntrack import F_ASSURED, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.services import Method
-from pylvs.ipvs_uapi import CONN_F_SYNC
+from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_SYNC, CONN_F_TEMPLATE
 from pylvs.packet.layout import PROTO_TCP
 from pylvs.sync import proto
 from pylvs.sync.config import SyncSettings
@@ -100,12 +99,12 @@ class SyncMaster:
 
     def _entry(self, conn: Conn) -> bytes:
         method = int(conn.dest.method)
-        if conn.flags & F_TEMPLATE:
+        if conn.flags & CONN_F_TEMPLATE:
             # A template carries its real server's connection flags, as the kernel binds it.
-            flags = F_TEMPLATE | F_INACTIVE | method | (0 if method == Method.MASQ else F_NOOUTPUT)
-            state = proto.TEMPLATE_ASSURED if conn.flags & F_ASSURED else proto.TEMPLATE_NONE
+            flags = CONN_F_TEMPLATE | CONN_F_INACTIVE | method | (0 if method == Method.MASQ else CONN_F_NOOUTPUT)
+            state = proto.TEMPLATE_ASSURED if conn.flags & CONN_F_ASSURED else proto.TEMPLATE_NONE
         else:
-            flags = conn.flags & (F_NOOUTPUT | F_INACTIVE | CONN_F_SYNC) | method
+            flags = conn.flags & (CONN_F_NOOUTPUT | CONN_F_INACTIVE | CONN_F_SYNC) | method
             state = conn.state
         if self.version == 0:
             return proto.pack_v0(conn.proto, flags, state, conn.cport, conn.vport, conn.dport,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror
 from scapy.layers.l2 import Ether
 
-from pylvs.engine.conntrack import F_NOOUTPUT
 from pylvs.engine.services import Method, pack_ip
+from pylvs.ipvs_uapi import CONN_F_NOOUTPUT
 from pylvs.packet import vnet
 from tests.unit.director import (
     CLIENT,
@@ -104,7 +104,7 @@ def test_connection_expects_no_replies():
     engine = dr_engine()
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
     conn = engine.conns.conns()[0]
-    assert conn.flags & F_NOOUTPUT and conn.out_key == b""
+    assert conn.flags & CONN_F_NOOUTPUT and conn.out_key == b""
     # A reply the real server sends from the VIP is not the director's business, even if it sees it.
     reply = from_rs(RIPS[2], TCP(sport=80, dport=40000, flags="SA"))
     reply[IP].src = VIP

@@ -388,7 +388,7 @@ def test_replies_are_not_expected_through_the_director():
     engine = tun_engine()
     established(engine)
     conn = next(iter(engine.conns.conns()))
-    assert conn.out_key == b"" and conn.flags & 0x80  # F_NOOUTPUT: the real server answers directly
+    assert conn.out_key == b"" and conn.flags & 0x80  # CONN_F_NOOUTPUT: the real server answers directly
 
 
 def test_unresolved_neighbour_parks_the_encapsulated_frame():
