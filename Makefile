@@ -63,11 +63,11 @@ $(BPF_OBJ): $(BPF_DIR)/pylvs_fastpath.bpf.c $(BPF_DIR)/pylvs_flow.h | apt
 	@mkdir -p $(@D)
 	clang -O2 -g -Wall -Werror -target bpf -I/usr/include/$$(clang -print-multiarch) -c $< -o $@
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py pylvs/sched/_maglev.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache pylvs/sched/*.so

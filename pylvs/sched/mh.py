@@ -1,8 +1,8 @@
 """Maglev hashing (ip_vs_mh.c): consistent hashing of the client address over a 4093-slot table.
 
-Every dest walks its own permutation of the slots (start `offset`, stride `skip`, both from fixed-key
-SipHash of its address and port) and claims free slots in turns proportional to its weight, so adding
-or removing one server moves only about 1/N of the clients. The hash keys are fixed, so equal dest
+Every dest walks its own permutation of the slots (start `offset`, stride `skip`, both from the
+kernel's fixed-key hsiphash of its address and port) and claims free slots in turns proportional to
+its weight, so adding or removing one server moves only about 1/N of the clients. The hash keys are fixed, so equal dest
 lists always build equal tables, across restarts and across directors.
 
 Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is unusable; mh-port
@@ -11,10 +11,14 @@ Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is un
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from array import array
 from math import gcd
 
+from siphash24 import siphash13
+
 from pylvs.engine.services import SVC_F_SCHED1, ConfigError, RealServer, VirtualService
+from pylvs.sched import _maglev
 from pylvs.sched.base import Flow, Scheduler, usable
 from pylvs.sched.sh import hash_port
 
@@ -29,108 +33,37 @@ HASH2 = (2654446892, 2654446892)
 
 MH_FALLBACK = SVC_F_SCHED1
 
-_M64 = (1 << 64) - 1
 _M32 = (1 << 32) - 1
+_U32_LE = struct.Struct("<I").pack
 
 
-def _sipround(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
-    v0 = (v0 + v1) & _M64
-    v1 = ((v1 << 13) | (v1 >> 51)) & _M64 ^ v0
-    v0 = ((v0 << 32) | (v0 >> 32)) & _M64
-    v2 = (v2 + v3) & _M64
-    v3 = ((v3 << 16) | (v3 >> 48)) & _M64 ^ v2
-    v0 = (v0 + v3) & _M64
-    v3 = ((v3 << 21) | (v3 >> 43)) & _M64 ^ v0
-    v2 = (v2 + v1) & _M64
-    v1 = ((v1 << 17) | (v1 >> 47)) & _M64 ^ v2
-    v2 = ((v2 << 32) | (v2 >> 32)) & _M64
-    return v0, v1, v2, v3
+def key_bytes(key: tuple[int, int]) -> bytes:
+    """hsiphash_key_t as it lies in memory: two little-endian 64-bit words."""
+    return struct.pack("<QQ", *key)
 
 
-def siphash(key: tuple[int, int], data: bytes, c_rounds: int = 2, d_rounds: int = 4) -> int:
-    """SipHash-c-d of `data` under the two 64-bit key words, as a 64-bit integer."""
-    k0, k1 = key
-    v0 = 0x736F6D6570736575 ^ k0
-    v1 = 0x646F72616E646F6D ^ k1
-    v2 = 0x6C7967656E657261 ^ k0
-    v3 = 0x7465646279746573 ^ k1
-    tail = len(data) - len(data) % 8
-    for off in range(0, tail, 8):
-        m = int.from_bytes(data[off:off + 8], "little")
-        v3 ^= m
-        for _ in range(c_rounds):
-            v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-        v0 ^= m
-    b = ((len(data) & 0xFF) << 56) | int.from_bytes(data[tail:], "little")
-    v3 ^= b
-    for _ in range(c_rounds):
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    v0 ^= b
-    v2 ^= 0xFF
-    for _ in range(d_rounds):
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    return v0 ^ v1 ^ v2 ^ v3
+def hsiphash_u32(key: bytes, value: int) -> int:
+    """The kernel's hsiphash_1u32 on a 64-bit machine: SipHash-1-3 of the u32's 4 little-endian bytes,
+    truncated to 32 bits (siphash24's C implementation: this runs once per new client)."""
+    return siphash13(_U32_LE(value & _M32), key=key).intdigest() & _M32
 
 
-def hsiphash_u32(key: tuple[int, int], value: int) -> int:
-    """The kernel's hsiphash of one u32 on a 64-bit machine: SipHash-1-3 of its 4 little-endian bytes,
-    truncated to 32 bits. Unrolled: this runs once per new connection."""
-    k0, k1 = key
-    b = (4 << 56) | (value & _M32)
-    v0 = 0x736F6D6570736575 ^ k0
-    v1 = 0x646F72616E646F6D ^ k1
-    v2 = 0x6C7967656E657261 ^ k0
-    v3 = 0x7465646279746573 ^ k1 ^ b
-    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    v0 ^= b
-    v2 ^= 0xFF
-    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    return (v0 ^ v1 ^ v2 ^ v3) & _M32
-
-
-def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> int:
+def mh_hash(key: bytes, addr: bytes, port: int, offset: int = 0) -> int:
     """ip_vs_mh_hashkey: the u32 sum offset + port + address (host order), hashed."""
     return hsiphash_u32(key, offset + port + int.from_bytes(addr, "big"))
 
 
-def fixed_key_hsiphash(key: tuple[int, int]) -> Callable[[int], int]:
-    """hsiphash_u32 under one fixed key, faster: the state after the key setup and the part of the
-    first round that only depends on the key are computed here, once."""
-    k0, k1 = key
-    m = _M64
-    v0 = 0x736F6D6570736575 ^ k0
-    v1 = 0x646F72616E646F6D ^ k1
-    c2 = 0x6C7967656E657261 ^ k0
-    c3 = 0x7465646279746573 ^ k1
-    v0 = (v0 + v1) & m
-    c1 = ((v1 << 13) | (v1 >> 51)) & m ^ v0
-    c0 = ((v0 << 32) | (v0 >> 32)) & m
-    c1r = ((c1 << 17) | (c1 >> 47)) & m
-    length = 4 << 56
-
-    def hsiphash(value: int) -> int:
-        b = length | (value & _M32)
-        v3 = c3 ^ b
-        v2 = (c2 + v3) & m
-        v3 = ((v3 << 16) | (v3 >> 48)) & m ^ v2
-        v0 = (c0 + v3) & m
-        v3 = ((v3 << 21) | (v3 >> 43)) & m ^ v0
-        v2 = (v2 + c1) & m
-        v1 = c1r ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m ^ 0xFF  # end of the c-round, then the finalisation xor
-        v0 ^= b
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)  # the three d-rounds
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-        return (v0 ^ v1 ^ v2 ^ v3) & _M32
-
-    return hsiphash
+KEY1 = key_bytes(HASH1)
+KEY2 = key_bytes(HASH2)
 
 
-hash1 = fixed_key_hsiphash(HASH1)
-hash2 = fixed_key_hsiphash(HASH2)
+def hash1(value: int) -> int:
+    return hsiphash_u32(KEY1, value)
+
+
+def hash2(value: int) -> int:
+    return hsiphash_u32(KEY2, value)
+
 
 CACHE_MAX = 1 << 16  # entries per memo below; cleared when full
 _slots: dict[int, int] = {}  # hash key (port + address) -> table slot, for clients seen before
@@ -159,53 +92,14 @@ def permutation(dest: RealServer) -> tuple[int, int]:
     return perm
 
 
-# Below this many free slots, a claim finds its slot by computing each free slot's place on the dest's
-# walk instead of stepping along it (the walk would take about TAB_SIZE / free steps).
-TAIL = 48
-
-
 def populate(setups: list[tuple[RealServer, int, int, int]]) -> list[RealServer | None]:
     """The kernel's ip_vs_mh_populate over (dest, offset, skip, turns) in list order: rounds over the
     dests, each claiming `turns` slots, each the next free one on its walk, until the table is full.
-
-    The order of the claims does not depend on the table, so it is laid out first; only which slot
-    each claim gets needs the walk.
-    """
-    table: list[RealServer | None] = [None] * TAB_SIZE
+    The walk is in C (pylvs/sched/_maglev.c): in Python it cost 2-4 ms at 1000 dests."""
     if not setups:
-        return table
-    ptrs = [offset for _, offset, _, _ in setups]
-    skips = [skip for _, _, skip, _ in setups]
-    dests = [dest for dest, _, _, _ in setups]
-    one_round: list[int] = []
-    for i, (_, _, _, turns) in enumerate(setups):
-        one_round += [i] * turns
-    rounds, rest = divmod(TAB_SIZE, len(one_round))
-    claims = one_round * rounds + one_round[:rest]
-    m = TAB_SIZE
-    for i in claims[:m - TAIL]:
-        c = ptrs[i]
-        if table[c] is not None:  # the walk stays on the last claimed slot: step off it first
-            skip = skips[i]
-            c += skip
-            if c >= m:
-                c -= m
-            while table[c] is not None:
-                c += skip
-                if c >= m:
-                    c -= m
-        table[c] = dests[i]
-        ptrs[i] = c
-    free = [c for c in range(m) if table[c] is None]
-    for i in claims[m - TAIL:]:
-        # Slot x is step (x - ptr) / skip (mod m, a prime) of the walk: take the free one reached first.
-        inv = pow(skips[i], -1, m)
-        base = ptrs[i] * inv
-        c = min(free, key=lambda x: (x * inv - base) % m)  # noqa: B023 - used at once
-        free.remove(c)
-        table[c] = dests[i]
-        ptrs[i] = c
-    return table
+        return [None] * TAB_SIZE
+    dests, offsets, skips, turns = zip(*setups, strict=True)
+    return _maglev.fill(TAB_SIZE, array("I", offsets), array("I", skips), array("I", turns), dests)
 
 
 class MaglevHashing(Scheduler):
@@ -227,15 +121,14 @@ class MaglevHashing(Scheduler):
         self._built = True
         # last_weight (the latest non-zero weight) keeps a quiesced dest's slots: its clients
         # are refused (or fall back) rather than reshuffled.
-        g = gcd(*(d.last_weight for d in dests if d.last_weight > 0))
+        weights = [d.last_weight for d in dests]
+        g = gcd(*(w for w in weights if w > 0))
         setups: list[tuple[RealServer, int, int, int]] = []
         if g >= 1:
-            rshift = max(0, (max(d.last_weight for d in dests) // g).bit_length() - TAB_BITS)
-            for dest in dests:
-                lw = dest.last_weight
-                turns = ((lw // g) >> rshift) or (1 if lw else 0)
-                if turns >= 1:
-                    setups.append((dest, *permutation(dest), turns))
+            rshift = max(0, (max(weights) // g).bit_length() - TAB_BITS)
+            perms = _permutations
+            setups = [(d, *(perms.get((d.addr, d.port)) or permutation(d)), ((w // g) >> rshift) or 1)
+                      for d, w in zip(dests, weights, strict=True) if w > 0]
         if setups != self._inputs:  # most edits (quiescing, thresholds, methods) leave the table as it is
             self.table = populate(setups)
             self._inputs = setups
