@@ -157,6 +157,7 @@ def encode_conn(conn, now: float) -> dict[str, Any]:
         "vaddr": ip(conn.vaddr), "vport": int.from_bytes(conn.vport, "big"),
         "daddr": ip(conn.daddr), "dport": int.from_bytes(conn.dport, "big"),
         "template": conn.template,
+        **({"pe_name": conn.svc.pe, "pe_data": conn.pe_data.decode("latin-1")} if conn.pe_data else {}),
     }
 
 

@@ -41,7 +41,7 @@ class Conn:
         "proto", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "laddr", "lport",
         "svc", "dest", "forwarder", "in_flow", "out_flow", "slow", "state", "timeout", "expires", "flags",
         "in_key", "out_key", "control", "n_control", "dead", "in_pkts",
-        "heap_at", "heap_seq", "local",
+        "heap_at", "heap_seq", "local", "pe_data",
     )
 
     def __init__(self, proto: int, caddr: bytes, cport: bytes, vaddr: bytes, vport: bytes,
@@ -69,6 +69,7 @@ class Conn:
         self.heap_at = 0.0  # the time of this connection's live heap entry
         self.heap_seq = -1
         self.local = None  # FULLNAT: the LocalAddress the connection took its port from
+        self.pe_data = b""  # a template's persistence-engine key (the SIP Call-ID)
 
     @property
     def template(self) -> bool:
@@ -82,13 +83,16 @@ class Conn:
         return tcpstate.NAMES[self.state]
 
 
+TemplateKey = tuple[int, bytes, bytes, bytes, int, bytes]
+
+
 class ConnTable:
     """Connections of all protocols, indexed by (protocol, 12-byte key), with lazy timed expiry."""
 
     def __init__(self) -> None:
         self.by_proto: dict[int, dict[bytes, tuple[Conn, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}}
-        # Persistence templates by (protocol, client network, VIP, vport or 0, fwmark).
-        self.templates: dict[tuple[int, bytes, bytes, bytes, int], Conn] = {}
+        # Persistence templates by (protocol, client network, VIP, vport or 0, fwmark, pe data).
+        self.templates: dict[TemplateKey, Conn] = {}
         self.count = 0
         self._heap: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
@@ -105,7 +109,7 @@ class ConnTable:
         tab = self.by_proto.get(proto)
         return tab is not None and key in tab
 
-    def add_template(self, key: tuple[int, bytes, bytes, bytes, int], tmpl: Conn, now: float) -> None:
+    def add_template(self, key: TemplateKey, tmpl: Conn, now: float) -> None:
         tmpl.in_key = key  # type: ignore[assignment] - a template is found under this tuple
         self.templates[key] = tmpl
         tmpl.expires = now + tmpl.timeout

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pylvs.engine import tcpstate
-from pylvs.engine.conntrack import DIR_IN, Conn, ConnTable
+from pylvs.engine import pe_sip, tcpstate
+from pylvs.engine.conntrack import DIR_IN, Conn, ConnTable, TemplateKey
 from pylvs.engine.drops import Drops
 from pylvs.engine.egress import NOTHING, Buffer, Egress, Interface, Output
 from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
@@ -39,8 +39,10 @@ from pylvs.ipvs_uapi import (
     CONN_F_FWD_MASK,
     CONN_F_INACTIVE,
     CONN_F_NOOUTPUT,
+    CONN_F_ONE_PACKET,
     CONN_F_SYNC,
     CONN_F_TEMPLATE,
+    SVC_F_ONEPACKET,
     Method,
 )
 from pylvs.packet import arp, icmp
@@ -281,6 +283,8 @@ class Engine:
             if scheduled.__class__ is not Conn:
                 return scheduled  # type: ignore[return-value] - dropped, or answered with an ICMP error
             conn = scheduled  # type: ignore[assignment]
+            if conn.flags & CONN_F_ONE_PACKET:
+                return self._one_packet(conn, buf, l4, totlen, partial, now)
         # 5. account and execute
         return self._in(conn, buf, flags, l4, totlen, partial, now)
 
@@ -314,6 +318,17 @@ class Engine:
         st.inpkts += 1
         st.inbytes += totlen
         return conn.forwarder.inbound(conn, buf, l4, partial, now)
+
+    def _one_packet(self, conn: Conn, buf: Buffer, l4: int, totlen: int, partial: bool, now: float) -> Output:
+        """One-packet scheduling (-o): the datagram goes with a connection that is never entered in the
+        table, so the next one is scheduled again (ip_vs_conn_put expires it at once); not synced."""
+        for st in (conn.dest.stats, conn.svc.stats):
+            st.inpkts += 1
+            st.inbytes += totlen
+        out = conn.forwarder.inbound(conn, buf, l4, partial, now)
+        conn.forwarder.release(conn)
+        conn.dead = True
+        return out
 
     def _out(self, conn: Conn, buf: Buffer, flags: int, l4: int, totlen: int, partial: bool, now: float) -> Output:
         if conn.proto == PROTO_TCP:
@@ -422,30 +437,39 @@ class Engine:
         flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
         template = None
         if svc.persistent:
-            dest, template = self._persist(svc, flow, vport, now)
+            pe_data = b""
+            if svc.pe:  # "sip", the one persistence engine there is (ip_vs_pe_sip)
+                if proto == PROTO_UDP:
+                    l4 = IP + ((buf[IP] & 0x0F) << 2)
+                    pe_data = pe_sip.call_id(bytes(buf[l4 + 8:IP + totlen]), l4 - IP + 8)
+                if not pe_data:
+                    self.drops["pe_no_callid"] += 1  # ip_vs_sched_persist: fill_param failed, NF_DROP
+                    return NOTHING
+            dest, template = self._persist(svc, flow, vport, now, pe_data)
         else:
             dest = svc.sched.schedule(svc, flow)
         if dest is None:
             self.drops["no_dest"] += 1
             # ip_vs_leave: port unreachable to the client, even for TCP (ipvs.md §3.9), rate limited as icmp_send
             return self.egress.icmp_error(buf[IP:IP + totlen], icmp.DEST_UNREACH, icmp.CODE_PORT_UNREACH, 0, now)
-        conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now)
+        one_packet = bool(svc.flags & SVC_F_ONEPACKET) and proto == PROTO_UDP
+        conn = self._create(svc, dest, proto, caddr, cport, vaddr, vport, now, one_packet)
         if conn is None:
             return NOTHING
-        if template is not None:
+        if template is not None and not one_packet:
             conn.control = template
             template.n_control += 1
         return conn
 
-    def _persist(self, svc: VirtualService, flow: Flow, vport: bytes,
-                 now: float) -> tuple[RealServer | None, Conn | None]:
+    def _persist(self, svc: VirtualService, flow: Flow, vport: bytes, now: float,
+                 pe_data: bytes = b"") -> tuple[RealServer | None, Conn | None]:
         """Persistence: reuse the client network's template, or schedule and make one (ipvs.md §3.5)."""
         snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(4, "big")
         # Port-zero and FTP services keep one template for all ports; others one per virtual port.
         tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
         # A fwmark template is protocol IP (0): one per client for every protocol and address of the mark.
         tproto, taddr = (0, svc.fwmark.to_bytes(4, "big")) if svc.fwmark else (flow.protocol, flow.daddr)
-        key = (tproto, snet, taddr, tport, svc.fwmark)
+        key = (tproto, snet, taddr, tport, svc.fwmark, pe_data)  # pe data: ip_vs_sip_ct_match adds the Call-ID
         tmpl = self.conns.templates.get(key)
         if tmpl is not None and not tmpl.dead:
             dest = tmpl.dest
@@ -460,11 +484,12 @@ class Engine:
         dport = tport if svc.port in (0, 21) or svc.fwmark else dest.port.to_bytes(2, "big")
         return dest, self._add_template(key, svc, dest, dport, now)
 
-    def _add_template(self, key: tuple[int, bytes, bytes, bytes, int], svc: VirtualService, dest: RealServer,
-                      dport: bytes, now: float) -> Conn:
-        tproto, snet, taddr, tport, _ = key
+    def _add_template(self, key: TemplateKey, svc: VirtualService, dest: RealServer, dport: bytes,
+                      now: float) -> Conn:
+        tproto, snet, taddr, tport, _, pe_data = key
         tmpl = Conn(tproto, snet, b"\0\0", taddr, tport, dest.addr, dport)
         tmpl.flags = CONN_F_TEMPLATE
+        tmpl.pe_data = pe_data
         tmpl.svc, tmpl.dest, tmpl.timeout = svc, dest, svc.timeout
         dest.persistconns += 1
         self.conns.add_template(key, tmpl, now)
@@ -473,7 +498,7 @@ class Engine:
         return tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
-                vaddr: bytes, vport: bytes, now: float) -> Conn | None:
+                vaddr: bytes, vport: bytes, now: float, one_packet: bool = False) -> Conn | None:
         forwarder = self.forwarders.get(dest.method)
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
@@ -489,11 +514,14 @@ class Engine:
             conn.flags |= CONN_F_NOOUTPUT
         if proto == PROTO_UDP:
             conn.timeout = self.settings.udp_timeout
-        dest.inactconns += 1  # every connection starts inactive (ip_vs_conn_new)
-        dest.conn_bound()
         dest.stats.conns += 1
         svc.stats.conns += 1
         self.total.conns += 1
+        if one_packet:
+            conn.flags |= CONN_F_ONE_PACKET  # bound and unbound at once: the counts do not move
+            return conn
+        dest.inactconns += 1  # every connection starts inactive (ip_vs_conn_new)
+        dest.conn_bound()
         self.conns.add(conn, now)
         if self._conn_queues:
             self._emit(ConnEventKind.CREATED, conn)
@@ -572,7 +600,8 @@ class Engine:
         return conn
 
     def _adopt_template(self, rec: SyncConn, now: float) -> Conn | None:
-        key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport, rec.fwmark)  # as _persist keys them
+        pe_data = rec.pe_data if rec.pe_name == pe_sip.NAME else b""
+        key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport, rec.fwmark, pe_data)  # as _persist keys them
         tmpl = self.conns.templates.get(key)
         if tmpl is None or tmpl.dead:
             svc, dest = self._sync_dest(rec)

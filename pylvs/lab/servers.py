@@ -60,6 +60,15 @@ def access_log(net: Netns, name: str) -> list[str]:
         return []
 
 
+def udp_log(net: Netns, name: str) -> list[tuple[str, bytes]]:
+    """(client ip:port, payload) of each datagram a lab UDP server received."""
+    try:
+        with open(os.path.join(net.tmp, f"{name}-udp.log")) as f:
+            return [(peer, bytes.fromhex(data)) for peer, _, data in (line.rstrip("\n").partition(" ") for line in f)]
+    except FileNotFoundError:
+        return []
+
+
 def start_udp(net: Netns, role: str, addr: str, port: int, name: str):
     log = os.path.join(net.tmp, f"{name}-udp.log")
     return net.popen(role, sys.executable, "-m", "pylvs.lab.udp_echo", "--bind", f"{addr}:{port}",

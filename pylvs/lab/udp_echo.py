@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--bind", required=True, help="IP:PORT")
     p.add_argument("--name", required=True)
-    p.add_argument("--log", help="append one line per datagram: client ip:port")
+    p.add_argument("--log", help="append one line per datagram: client ip:port and the payload in hex")
     args = p.parse_args(argv)
     host, port = args.bind.rsplit(":", 1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         data, peer = sock.recvfrom(65535)
         if log:
-            log.write(f"{peer[0]}:{peer[1]}\n")
+            log.write(f"{peer[0]}:{peer[1]} {data.hex()}\n")
         sock.sendto(f"{args.name} {peer[0]}:{peer[1]} ".encode() + data[:64], peer)
 
 

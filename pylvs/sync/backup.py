@@ -3,7 +3,7 @@ ip_vs_proc_conn; ipvs.md §5).
 
 Messages of another syncid are ignored unless ours is 0; a malformed message is dropped whole; a
 connection this director cannot represent (IPv6, another protocol, an out-of-range state, data for a
-persistence engine, an unknown mandatory option) is skipped on its own. Every drop is counted.
+persistence engine other than sip, an unknown mandatory option) is skipped on its own. Every drop is counted.
 Adopted connections get the received state, flags and timeout, in_pkts = sync_threshold (so that as
 a master this director resyncs them on the kernel's schedule) and the SYNC flag.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from pylvs.engine import tcpstate
+from pylvs.engine import pe_sip, tcpstate
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 from pylvs.sync import proto
 
@@ -63,8 +63,8 @@ class SyncBackup:
             return "skipped_ipv6"
         if rec.unknown_param:
             return "skipped_unknown_option"
-        if rec.pe_data:
-            return "skipped_persistence_engine"  # pylvs has no persistence engines (sip)
+        if rec.pe_data and rec.pe_name != pe_sip.NAME:
+            return "skipped_persistence_engine"  # ip_vs_proc_conn: an engine this director does not have
         if rec.template:
             return ""
         states = STATES.get(rec.protocol)

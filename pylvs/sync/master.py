@@ -95,7 +95,7 @@ class SyncMaster:
                             or len(self._slots) >= MAX_CONNS):
             self.flush()
         self._slots[conn] = len(self._body)
-        self._body += entry  # entries are 36 (v1) or 24 (v0) bytes: always 32-bit aligned
+        self._body += entry  # entries are padded to 32 bits (v1: 36 bytes and options; v0: 24 bytes)
 
     def _entry(self, conn: Conn) -> bytes:
         method = int(conn.dest.method)
@@ -110,7 +110,8 @@ class SyncMaster:
             return proto.pack_v0(conn.proto, flags, state, conn.cport, conn.vport, conn.dport,
                                  conn.caddr, conn.vaddr, conn.daddr)
         return proto.pack_v1(conn.proto, flags, state, conn.cport, conn.vport, conn.dport, conn.svc.fwmark,
-                             int(conn.timeout), conn.caddr, conn.vaddr, conn.daddr)
+                             int(conn.timeout), conn.caddr, conn.vaddr, conn.daddr,
+                             conn.svc.pe.encode(), conn.pe_data)
 
     def flush(self) -> None:
         if not self._slots:

@@ -107,11 +107,17 @@ class _Bad(Exception):
 # -- encoding -----------------------------------------------------------------------------------
 
 def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes, fwmark: int,
-            timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes) -> bytes:
-    """A version-1 IPv4 connection without options: what the master sends for every pylvs connection."""
-    flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)  # no sequence data follows
-    return CONN_V4.pack(0, protocol, CONN_V4.size, flags, state, cport, vport, dport, fwmark, timeout,
-                        caddr, vaddr, daddr)
+            timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes,
+            pe_name: bytes = b"", pe_data: bytes = b"") -> bytes:
+    """A version-1 IPv4 connection, with a template's persistence-engine options when it has them (no
+    sequence data: pylvs has no application helpers), padded so that the next one starts aligned."""
+    flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)
+    options = b""
+    if pe_data:
+        options = bytes((OPT_PE_DATA, len(pe_data))) + pe_data + bytes((OPT_PE_NAME, len(pe_name))) + pe_name
+    size = CONN_V4.size + len(options)
+    return CONN_V4.pack(0, protocol, size, flags, state, cport, vport, dport, fwmark, timeout,
+                        caddr, vaddr, daddr) + options + bytes(-size & 3)
 
 
 def pack_v0(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes,

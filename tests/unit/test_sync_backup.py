@@ -148,7 +148,7 @@ def test_connections_the_backup_cannot_represent_are_skipped_one_by_one():
     v6.caddr = v6.vaddr = v6.daddr = bytes(16)
     sctp = record(cport=b"\0\2")
     sctp.protocol = 132
-    skipped = [v6, sctp, record(state=11, cport=b"\0\3"), record(cport=b"\0\4", pe_data=b"call", pe_name=b"sip")]
+    skipped = [v6, sctp, record(state=11, cport=b"\0\3"), record(cport=b"\0\4", pe_data=b"call", pe_name=b"bogus")]
     receive(backup, *skipped, record())
     assert len(engine.conns) == 1
     assert {k: v for k, v in backup.stats.items() if k.startswith("skipped")} == {
