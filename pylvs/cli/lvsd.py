@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--expire-quiescent-template", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--conn-reuse-mode", type=int, default=1, help="as the IPVS sysctl (default 1)")
     p.add_argument("--sloppy-tcp", action="store_true", help="as the IPVS sysctl (default 0)")
+    p.add_argument("--sloppy-sctp", action="store_true", help="as the IPVS sysctl (default 0)")
     for name in ("lblc", "lblcr"):
         p.add_argument(f"--{name}-expiration", type=int, default=86400, metavar="S",
                        help="as the IPVS sysctl (default 86400)")
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="lvsd: %(levelname)s %(message)s")
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
                         expire_quiescent_template=args.expire_quiescent_template,
-                        conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp)
+                        conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp,
+                        sloppy_sctp=args.sloppy_sctp)
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free

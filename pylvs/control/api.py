@@ -18,13 +18,13 @@ from pylvs.engine.conntrack import DIR_IN
 from pylvs.engine.engine import Engine
 from pylvs.engine.services import DEFAULT_SCHEDULER, ConfigError, RealServer, VirtualService, ip, pack_ip
 from pylvs.engine.table import ServiceTable
-from pylvs.ipvs_uapi import PROTO_NAMES, PROTO_TCP, PROTO_UDP, Method
+from pylvs.ipvs_uapi import PROTO_NAMES, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Method
 from pylvs.sync.config import BACKUP, MASTER, DaemonConfig
 from pylvs.sync.proto import SYNC_GROUP, SYNC_PORT
 
 IPVS_VERSION = "1.2.1"
 CONN_TAB_SIZE = 4096
-PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}  # what the engine forwards
+PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}  # what the engine forwards
 METHODS = {method.name.lower(): method for method in Method}  # the protocol's method names
 PERSISTENCE_ENGINES = ("sip",)  # the kernel's ip_vs_pe_<name> modules
 

@@ -16,9 +16,9 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING
 
-from pylvs.engine import tcpstate
+from pylvs.engine import sctpstate, tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
-from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_TEMPLATE
+from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_TEMPLATE, PROTO_SCTP
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class Conn:
             return "ASSURED" if self.flags & CONN_F_ASSURED else "NONE"
         if self.proto == PROTO_UDP:
             return "UDP"
+        if self.proto == PROTO_SCTP:
+            return sctpstate.NAMES[self.state]
         return tcpstate.NAMES[self.state]
 
 
@@ -90,7 +92,7 @@ class ConnTable:
     """Connections of all protocols, indexed by (protocol, 12-byte key), with lazy timed expiry."""
 
     def __init__(self) -> None:
-        self.by_proto: dict[int, dict[bytes, tuple[Conn, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        self.by_proto: dict[int, dict[bytes, tuple[Conn, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}, PROTO_SCTP: {}}
         # Persistence templates by (protocol, client network, VIP, vport or 0, fwmark, pe data).
         self.templates: dict[TemplateKey, Conn] = {}
         self.count = 0

@@ -16,7 +16,7 @@ REASONS: dict[str, str] = {
     "fragment": "IP fragment (not reassembled)",
     "unknown_protocol": "to a VIP with a protocol other than TCP, UDP or ICMP",
     "no_service": "to a VIP port without a virtual service",
-    "no_conn": "TCP segment other than a SYN for an unknown connection",
+    "no_conn": "TCP segment other than a SYN (SCTP: packet not starting with INIT) for an unknown connection",
     "no_dest": "no real server available (answered with ICMP port unreachable)",
     "pe_no_callid": "new datagram to a --pe sip service without a usable SIP Call-ID (as IPVS drops it)",
     "new_conn_budget": "a new connection beyond the round's budget (a flood: established flows go first)",

@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pylvs.engine import pe_sip, tcpstate
+from pylvs.engine import pe_sip, sctpstate, tcpstate
 from pylvs.engine.conntrack import DIR_IN, Conn, ConnTable, TemplateKey
 from pylvs.engine.drops import Drops
 from pylvs.engine.egress import NOTHING, Buffer, Egress, Interface, Output
 from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
+from pylvs.engine.flow import F_ENGINE_ONLY
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.dr import DirectRouting
 from pylvs.engine.forward.fullnat import FullNat
@@ -42,6 +43,7 @@ from pylvs.ipvs_uapi import (
     CONN_F_ONE_PACKET,
     CONN_F_SYNC,
     CONN_F_TEMPLATE,
+    PROTO_SCTP,
     SVC_F_ONEPACKET,
     Method,
 )
@@ -93,6 +95,8 @@ class Settings:
     expire_quiescent_template: bool = False
     conn_reuse_mode: int = 1
     sloppy_tcp: bool = False
+    sloppy_sctp: bool = False
+    sctp_timeouts: list[int] = field(default_factory=lambda: list(sctpstate.TIMEOUTS))
 
 
 class Engine:
@@ -237,6 +241,8 @@ class Engine:
         if proto not in (PROTO_TCP, PROTO_UDP):
             if proto == PROTO_ICMP:
                 return self._icmp(buf, ihl, totlen, now)
+            if proto == PROTO_SCTP:
+                return self._sctp(buf, ihl, totlen, key, now, mark)
             if key[4:8] in self.owned:
                 self.drops["unknown_protocol"] += 1
             return NOTHING
@@ -288,6 +294,81 @@ class Engine:
         # 5. account and execute
         return self._in(conn, buf, flags, l4, totlen, partial, now)
 
+    def _sctp(self, buf: Buffer, ihl: int, totlen: int, key: bytes, now: float, mark: int) -> Output:
+        """process() for SCTP: the same steps; a connection starts with an INIT chunk and its state
+        follows the first chunk of each packet (pylvs.engine.sctpstate)."""
+        l4 = IP + ihl
+        if totlen < ihl + 12:  # the common header: ports, verification tag, CRC32c
+            self.drops["malformed"] += 1
+            return NOTHING
+        if ihl != 20:
+            key = key[:8] + _KEY4.unpack_from(buf, l4)[0]
+        hit = self._tables[PROTO_SCTP].get(key)
+        if hit is None and key[4:8] not in self.owned and not mark:
+            return NOTHING
+        if int.from_bytes(buf[IP:l4], "big") % 0xFFFF:
+            self.drops["bad_ip_checksum"] += 1
+            return NOTHING
+        if (buf[IP + 6] << 8 | buf[IP + 7]) & 0x3FFF:  # MF or an offset
+            self.drops["fragment"] += 1
+            return NOTHING
+        partial = buf[0] & F_NEEDS_CSUM
+        chunks = bytes(buf[l4 + 12:min(IP + totlen, l4 + 12 + 4096)])
+        cid = chunks[0] if len(chunks) >= 4 else -1  # no chunk: no new connection, no transition
+        ev = sctpstate.event(chunks) if cid >= 0 else -1
+        conn: Conn | None = None
+        if hit is not None:
+            conn, direction = hit
+            if direction != DIR_IN:
+                return self._out(conn, buf, ev, l4, totlen, partial, now)
+            if cid == sctpstate.CID_INIT and self._reuse(conn):
+                mark = conn.svc.fwmark
+                self._expire(conn, ConnEventKind.REMOVED)
+                conn = None
+            elif not conn.dest.available:
+                if not self.settings.expire_nodest_conn:
+                    self.drops["dest_unavailable"] += 1
+                    return NOTHING
+                mark = conn.svc.fwmark
+                self._expire(conn, ConnEventKind.REMOVED)
+                conn = None
+        if conn is None:
+            scheduled = self._schedule(buf, key, PROTO_SCTP, cid, totlen, now, mark)
+            if scheduled.__class__ is not Conn:
+                return scheduled  # type: ignore[return-value]
+            conn = scheduled  # type: ignore[assignment]
+        return self._in(conn, buf, ev, l4, totlen, partial, now)
+
+    def _sctp_state(self, conn: Conn, direction: int, ev: int, now: float) -> None:
+        """set_sctp_state: as _tcp_state, with the SCTP table; active only in ESTABLISHED."""
+        if ev < 0:
+            return
+        if conn.flags & CONN_F_NOOUTPUT:
+            if direction == sctpstate.OUTPUT:
+                conn.flags &= ~CONN_F_NOOUTPUT
+            else:
+                direction = sctpstate.INPUT_ONLY
+        new = sctpstate.next_state(conn.state, direction, ev)
+        changed = new != conn.state
+        if changed:
+            dest = conn.dest
+            if new == sctpstate.ESTABLISHED:
+                if conn.flags & CONN_F_INACTIVE:
+                    conn.flags &= ~CONN_F_INACTIVE
+                    dest.inactconns -= 1
+                    dest.activeconns += 1
+                if conn.control is not None:
+                    conn.control.flags |= CONN_F_ASSURED
+            elif not conn.flags & CONN_F_INACTIVE:
+                conn.flags |= CONN_F_INACTIVE
+                dest.activeconns -= 1
+                dest.inactconns += 1
+            conn.state = new
+        conn.timeout = self.settings.sctp_timeouts[new]
+        self.conns.refresh(conn, now)
+        if changed and self._conn_queues:
+            self._emit(ConnEventKind.STATE, conn, new)
+
     def _short(self, buf: Buffer, ifindex: int) -> Output:
         """Frames too short for the IPv4 fast path: ARP, or runts."""
         if len(buf) >= IP and (buf[ETH_TYPE] << 8 | buf[ETH_TYPE + 1]) == ETHERTYPE_ARP:
@@ -304,6 +385,8 @@ class Engine:
                 conn.expires = now + conn.timeout  # the common case: no transition (sES + ack = sES)
             else:
                 self._tcp_state(conn, tcpstate.INPUT, flags, now)
+        elif conn.proto == PROTO_SCTP:
+            self._sctp_state(conn, sctpstate.INPUT, flags, now)  # flags: the SCTP event
         else:
             conn.expires = now + conn.timeout
         conn.in_pkts += 1
@@ -336,6 +419,8 @@ class Engine:
                 conn.expires = now + conn.timeout
             else:
                 self._tcp_state(conn, tcpstate.OUTPUT, flags, now)
+        elif conn.proto == PROTO_SCTP:
+            self._sctp_state(conn, sctpstate.OUTPUT, flags, now)
         else:
             conn.expires = now + conn.timeout
             if conn.control is not None:
@@ -355,6 +440,10 @@ class Engine:
             return False
         if self.settings.expire_nodest_conn and conn.dest.weight == 0:
             return True
+        if conn.control is not None:
+            return False  # is_new_conn_expected: a controlled (persistent) connection is reused as it is
+        if conn.proto == PROTO_SCTP:
+            return conn.state == sctpstate.CLOSED
         if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
             return True
         return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT)
@@ -428,6 +517,10 @@ class Engine:
             return NOTHING
         if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp)):
             self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
+            return NOTHING
+        if proto == PROTO_SCTP and (flags in (sctpstate.CID_ABORT, -1) or not (
+                flags == sctpstate.CID_INIT or self.settings.sloppy_sctp)):
+            self.drops["no_conn"] += 1  # only an INIT chunk starts one (sctp_conn_schedule; flags: the chunk)
             return NOTHING
         if self._new_budget <= 0:
             self.drops["new_conn_budget"] += 1
@@ -514,6 +607,11 @@ class Engine:
             conn.flags |= CONN_F_NOOUTPUT
         if proto == PROTO_UDP:
             conn.timeout = self.settings.udp_timeout
+        elif proto == PROTO_SCTP:
+            conn.timeout = self.settings.sctp_timeouts[sctpstate.NONE]
+            for f in (conn.in_flow, conn.out_flow):  # the kernel fast path has no CRC32c: SCTP stays here
+                if f is not None:
+                    f.flags |= F_ENGINE_ONLY
         dest.stats.conns += 1
         svc.stats.conns += 1
         self.total.conns += 1
@@ -593,6 +691,7 @@ class Engine:
         conn.state = rec.state
         # Version 0 sends no timeout: the state's own applies.
         conn.timeout = rec.timeout or (self.settings.udp_timeout if rec.protocol == PROTO_UDP
+                                       else self.settings.sctp_timeouts[rec.state] if rec.protocol == PROTO_SCTP
                                        else self.settings.tcp_timeouts[rec.state])
         self.conns.refresh(conn, now)
         conn.flags |= CONN_F_SYNC
@@ -671,7 +770,7 @@ class Engine:
                 out = forwarder.icmp_about_own_packet(buf, ihl, totlen, emb, self.conns, now)
                 if out is not None:
                     return out
-        if eihl < 20 or totlen < ihl + 8 + eihl + 4 or eproto not in (PROTO_TCP, PROTO_UDP):
+        if eihl < 20 or totlen < ihl + 8 + eihl + 4 or eproto not in (PROTO_TCP, PROTO_UDP, PROTO_SCTP):
             if ours:
                 self.drops["icmp_unrelated"] += 1
             return NOTHING

@@ -24,6 +24,7 @@ from pylvs.engine.services import (
     RealServer,
     VirtualService,
 )
+from pylvs.ipvs_uapi import PROTO_SCTP
 from pylvs.sched import UnknownScheduler, scheduler_class
 
 MAX_WEIGHT = 2**31 - 1
@@ -50,7 +51,7 @@ class ServiceTable:
         self.services: dict[tuple[int, bytes, int], VirtualService] = {}
         self.by_fwmark: dict[int, VirtualService] = {}
         self.generation = 0
-        self.index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        self.index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}, PROTO_SCTP: {}}
         self.addresses: set[bytes] = set()
         self._address_refs: Counter[bytes] = Counter()
         # Deleted real servers, by (service identity, address, port), with when they were first seen idle:
@@ -228,7 +229,7 @@ class ServiceTable:
 
     @staticmethod
     def _check_service(svc: VirtualService) -> None:
-        if svc.protocol not in (6, 17):
+        if svc.protocol not in (PROTO_TCP, PROTO_UDP, PROTO_SCTP):
             raise ConfigError("ENOPROTOOPT", "Protocol not available")
         if svc.flags & SVC_F_PERSISTENT and svc.timeout <= 0:
             raise ConfigError("EINVAL", EINVAL_TEXT)

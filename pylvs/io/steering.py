@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 TABLE = "pylvs"
 MISSING = ("nft (nftables) is not installed: install it (apt-get install nftables), "
            "or start lvsd with --no-steering and keep the kernel off the VIPs yourself")
-_PROTO = {6: "tcp", 17: "udp"}
+_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 _RULES = 5  # drop rules in the prerouting chain (see install)
 # The quoted packet's destination address in an ICMP error: after the 8-byte ICMP header, 16 bytes into
 # the quoted IPv4 header. nftables sees it as a 32-bit integer (a raw payload), so are the set's elements.
@@ -74,7 +74,7 @@ table ip {TABLE} {{
         ip daddr @vips counter drop
         meta mark @fwmarks counter drop
         ip saddr . meta l4proto . th sport @nat_rs fib daddr type != local counter drop
-        ip saddr @nat_rs_any meta l4proto {{ tcp, udp }} fib daddr type != local counter drop
+        ip saddr @nat_rs_any meta l4proto {{ tcp, udp, sctp }} fib daddr type != local counter drop
         icmp type {{ {ICMP_ERRORS} }} {QUOTED_DADDR} @nat_rs_quoted fib daddr type != local counter drop
     }}
 }}

@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from pylvs.engine import pe_sip, tcpstate
+from pylvs.engine import pe_sip, sctpstate, tcpstate
+from pylvs.ipvs_uapi import PROTO_SCTP
 from pylvs.packet.layout import PROTO_TCP, PROTO_UDP
 from pylvs.sync import proto
 
 if TYPE_CHECKING:
     from pylvs.engine.engine import Engine
 
-STATES = {PROTO_TCP: len(tcpstate.NAMES), PROTO_UDP: 1}  # IP_VS_TCP_S_LAST, IP_VS_UDP_S_LAST
+STATES = {PROTO_TCP: len(tcpstate.NAMES), PROTO_UDP: 1, PROTO_SCTP: sctpstate.LAST}  # IP_VS_*_S_LAST
 
 
 class SyncBackup:

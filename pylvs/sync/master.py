@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pylvs.engine import tcpstate
+from pylvs.engine import sctpstate, tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.services import Method
-from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_SYNC, CONN_F_TEMPLATE
+from pylvs.ipvs_uapi import CONN_F_ASSURED, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_SYNC, CONN_F_TEMPLATE, PROTO_SCTP
 from pylvs.packet.layout import PROTO_TCP
 from pylvs.sync import proto
 from pylvs.sync.config import SyncSettings
@@ -35,7 +35,11 @@ FLUSH_SECONDS = 2.0  # IPVS_SYNC_FLUSH_TIME
 MAX_CONNS = 255      # nr_conns is one byte
 TCP_SYNCED = frozenset({tcpstate.ESTABLISHED, tcpstate.FIN_WAIT, tcpstate.CLOSE, tcpstate.CLOSE_WAIT,
                         tcpstate.TIME_WAIT})
-TCP_AT_ONCE = TCP_SYNCED - {tcpstate.ESTABLISHED}
+SCTP_SYNCED = frozenset({sctpstate.ESTABLISHED, sctpstate.SHUTDOWN_SENT, sctpstate.SHUTDOWN_RECEIVED,
+                         sctpstate.SHUTDOWN_ACK_SENT, sctpstate.CLOSED})
+# By protocol: the states a connection is sent in, and those sent at once when entered (UDP: any, by count).
+SYNCED = {PROTO_TCP: TCP_SYNCED, PROTO_SCTP: SCTP_SYNCED}
+AT_ONCE = {PROTO_TCP: TCP_SYNCED - {tcpstate.ESTABLISHED}, PROTO_SCTP: SCTP_SYNCED - {sctpstate.ESTABLISHED}}
 
 
 class SyncMaster:
@@ -66,11 +70,12 @@ class SyncMaster:
         if conn.dead:
             return  # gone before its news was read: the backup expires it by its own timeout
         if event.kind == ConnEventKind.STATE:
-            if event.value in TCP_AT_ONCE:
+            if event.value in AT_ONCE.get(conn.proto, ()):
                 self.add(conn)
         elif event.kind == ConnEventKind.COUNTED:
             due = any(self._due(pkts) for pkts in range(event.since + 1, event.value + 1))
-            if (conn.proto != PROTO_TCP or conn.state in TCP_SYNCED) and due:
+            synced = SYNCED.get(conn.proto)
+            if (synced is None or conn.state in synced) and due:
                 self.add(conn)
             if conn.control is not None:
                 self.add(conn.control)

@@ -63,7 +63,7 @@ def test_fragments_are_dropped():
 
 def test_unknown_protocol_to_vip():
     e = make_engine()
-    assert run(e, frame(Ether(src=CLIENT_MAC, dst=VIP_MAC) / IP(src=CLIENT, dst=VIP, proto=132) / (b"x" * 20))) == []
+    assert run(e, frame(Ether(src=CLIENT_MAC, dst=VIP_MAC) / IP(src=CLIENT, dst=VIP, proto=50) / (b"x" * 20))) == []
     assert e.drops["unknown_protocol"] == 1
 
 

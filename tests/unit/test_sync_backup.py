@@ -146,9 +146,9 @@ def test_connections_the_backup_cannot_represent_are_skipped_one_by_one():
     v6 = record(cport=b"\0\1")
     v6.ipv6 = True
     v6.caddr = v6.vaddr = v6.daddr = bytes(16)
-    sctp = record(cport=b"\0\2")
-    sctp.protocol = 132
-    skipped = [v6, sctp, record(state=11, cport=b"\0\3"), record(cport=b"\0\4", pe_data=b"call", pe_name=b"bogus")]
+    esp = record(cport=b"\0\2")
+    esp.protocol = 50  # no IPVS protocol
+    skipped = [v6, esp, record(state=11, cport=b"\0\3"), record(cport=b"\0\4", pe_data=b"call", pe_name=b"bogus")]
     receive(backup, *skipped, record())
     assert len(engine.conns) == 1
     assert {k: v for k, v in backup.stats.items() if k.startswith("skipped")} == {

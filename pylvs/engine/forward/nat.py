@@ -14,8 +14,8 @@ from pylvs.engine.conntrack import DIR_IN
 from pylvs.engine.egress import Buffer, Output
 from pylvs.engine.flow import DIR_OUT, FlowEntry
 from pylvs.engine.forward.base import Forwarder
-from pylvs.engine.forward.rewrite import Deltas, finish, set_checksum
-from pylvs.ipvs_uapi import Method
+from pylvs.engine.forward.rewrite import Deltas, finish, finish_sctp, set_checksum
+from pylvs.ipvs_uapi import PROTO_SCTP, Method
 from pylvs.packet.layout import ICMP_CSUM, IP, IP_CSUM, IP_DST, IP_SRC, IP_TTL, PROTO_UDP, TCP_CSUM, UDP_CSUM
 from pylvs.packet.vnet import F_NEEDS_CSUM
 
@@ -43,8 +43,12 @@ class AddressRewrite(Forwarder):
             if refused is not None:
                 return refused
         buf[IP + IP_SRC:IP + IP_SRC + 8] = f.addrs
+        proto = f.proto
+        if proto == PROTO_SCTP:
+            finish_sctp(buf, l4, f.ports, f.deltas, partial)
+            return self.egress.send(buf, hop, towards, now)
         buf[l4:l4 + 4] = f.ports
-        udp = f.proto == PROTO_UDP
+        udp = proto == PROTO_UDP
         finish(buf, l4, UDP_CSUM if udp else TCP_CSUM, f.deltas, partial, udp)
         return self.egress.send(buf, hop, towards, now)
 

@@ -6,8 +6,13 @@ once per connection binding (pylvs.packet.checksum), so this is a few integer op
 
 from __future__ import annotations
 
+from crc32c import crc32c
+
 from pylvs.packet import checksum
 from pylvs.packet.layout import IP, IP_CSUM, IP_TTL, Buffer
+from pylvs.packet.vnet import F_NEEDS_CSUM
+
+SCTP_CRC = 8  # offset of the CRC32c in the SCTP common header
 
 TTL_DELTA = 0xFEFF  # one's-complement of 0x0100: the TTL is the high byte of its 16-bit word
 
@@ -60,6 +65,22 @@ def finish(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: b
             c = 0xFFFF
     buf[o] = c >> 8
     buf[o + 1] = c & 0xFF
+
+
+def finish_sctp(buf: Buffer, l4: int, ports: bytes, d: Deltas, partial: bool) -> None:
+    """`finish` for SCTP, with the new ports written here: TTL - 1 and the IP checksum by the deltas;
+    the CRC32c covers no address, so it is computed afresh only when a port changes or the sender left
+    it to offload (sctp_dnat_handler, sctp_snat_handler), and is then complete."""
+    changed = buf[l4:l4 + 4] != ports
+    buf[l4:l4 + 4] = ports
+    buf[IP + IP_TTL] -= 1
+    o = IP + IP_CSUM
+    buf[o:o + 2] = checksum.apply(buf[o] << 8 | buf[o + 1], d.ip).to_bytes(2, "big")
+    if changed or partial:
+        end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
+        buf[l4 + SCTP_CRC:l4 + SCTP_CRC + 4] = bytes(4)
+        buf[l4 + SCTP_CRC:l4 + SCTP_CRC + 4] = crc32c(bytes(buf[l4:end])).to_bytes(4, "little")
+        buf[0] &= ~F_NEEDS_CSUM
 
 
 def set_checksum(buf: Buffer, start: int, end: int, field: int) -> None:

@@ -21,7 +21,7 @@ from pylvs.engine.flow import DIR_IN, ENCAP_BY_TUN_TYPE, ENCAP_GRE, ENCAP_GUE, F
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.rewrite import TTL_ONLY, decrement_ttl
 from pylvs.engine.hops import Hop
-from pylvs.ipvs_uapi import Method
+from pylvs.ipvs_uapi import PROTO_SCTP, Method
 from pylvs.packet import icmp
 from pylvs.packet.layout import (
     ETHERTYPE_IPV4,
@@ -145,7 +145,7 @@ class Tunnel(Forwarder):
             return None
         iproto = buf[inner + 9]
         il4 = inner + ((buf[inner] & 0x0F) << 2)
-        if iproto not in (PROTO_TCP, PROTO_UDP) or il4 + 4 > end:
+        if iproto not in (PROTO_TCP, PROTO_UDP, PROTO_SCTP) or il4 + 4 > end:
             return None
         key = bytes(buf[inner + 12:inner + 20]) + bytes(buf[il4:il4 + 4])
         hit = conns.lookup(iproto, key)
