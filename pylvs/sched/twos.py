@@ -43,8 +43,14 @@ class PowerOfTwoChoices(TrackedScheduler):
         sums = self.sums
         # The kernel draws from [0, sum of weights]: the + 1 makes the upper bound inclusive.
         total = sums[-1] + 1
-        r1 = self.rng.randrange(total)
-        r2 = self.rng.randrange(total)
+        bits, k = self.rng.getrandbits, total.bit_length()
+        # randrange(total) as Random does it (uniform, by rejection), without its argument checks
+        r1 = bits(k)
+        while r1 >= total:
+            r1 = bits(k)
+        r2 = bits(k)
+        while r2 >= total:
+            r2 = bits(k)
         # The kernel's walk stops at the first dest whose running sum reaches the draw.
         at = self.tracker.at
         choice1 = at[keys[bisect_left(sums, r1)][0]]
