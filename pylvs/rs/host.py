@@ -126,9 +126,21 @@ class Host:
             st.device = self._spawn_decap(cfg)
             self.say(f"decapsulation in userspace: lvs-rs decap on TUN device {st.device} (pid "
                      f"{state.read_pid(self.dir)})")
-        # The decapsulated packets come in on the tunnel device; the client is routed elsewhere.
-        if sysctl.get("all", "rp_filter", self.root) == 1:
-            self._set(st, "all", "rp_filter", 2)
+        self._relax_all_rp_filter(st)
+
+    def _relax_all_rp_filter(self, st: state.State) -> None:
+        """The decapsulated packets come in on the tunnel device, which has no address, and the kernel
+        drops every packet on an address-less device unless its rp_filter, max(all, device), is 0
+        (fib_validate_source), loose mode (2) included. So `all` goes to 0, and each other interface
+        that took its value from `all` gets that value of its own, so that it stays as strict."""
+        old = sysctl.get("all", "rp_filter", self.root)
+        if not old:
+            return
+        for iface in sysctl.interfaces(self.root):
+            own = sysctl.get(iface, "rp_filter", self.root)
+            if iface != st.device and own is not None and own < old:
+                self._set(st, iface, "rp_filter", old)
+        self._set(st, "all", "rp_filter", 0)
 
     def _refresh_decap(self, st: state.State, cfg: Config) -> None:
         """Already decapsulating this tunnel: a userspace decapsulator must learn new VIPs."""
@@ -257,9 +269,9 @@ class Host:
         link = net.link_state(st.device, self.runner)
         if link != "up":
             problems.append(f"the tunnel device {st.device} is {'missing' if link is None else 'down'}")
-        elif sysctl.effective(st.device, "rp_filter", self.root) == 1:
-            problems.append(f"rp_filter is strict on {st.device}: decapsulated packets from clients would be "
-                            f"dropped (set net.ipv4.conf.all.rp_filter and .{st.device}.rp_filter to 0 or 2)")
+        elif sysctl.effective(st.device, "rp_filter", self.root):
+            problems.append(f"rp_filter is on for {st.device}, which has no address: the kernel drops every "
+                            f"decapsulated packet (set net.ipv4.conf.all.rp_filter and .{st.device}.rp_filter to 0)")
         return problems
 
 

@@ -144,3 +144,22 @@ def test_lvs_rs_check_down_and_up_again(lab):
     assert lab.lvs_rs("rs1", "check").returncode == 0
     lab.service()
     assert sorted(get(lab, 3)) == ["rs1", "rs2", "rs3"]
+
+
+def test_lvs_rs_on_a_host_with_loose_rp_filter_everywhere(lab):
+    """Debian/systemd hosts often run with rp_filter=2: on lvs-rs's address-less tunnel device even the
+    loose check drops every decapsulated packet, so lvs-rs turns `all` to 0 and keeps eth0 at 2."""
+    lab.lvs_rs("rs1", "down")
+    lab.net.exec("rs1", "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2")
+    try:
+        lab.lvs_rs("rs1", "up", "--vip", VIP, "--method", "tun", "--tun-type", "ipip")
+        rp = {i: lab.net.exec("rs1", "cat", f"/proc/sys/net/ipv4/conf/{i}/rp_filter").stdout.strip()
+              for i in ("all", "eth0", "lvsrs0")}
+        assert rp == {"all": "0", "eth0": "2", "lvsrs0": "0"}, rp
+        assert lab.lvs_rs("rs1", "check").returncode == 0
+        lab.service()
+        assert sorted(get(lab, 3)) == ["rs1", "rs2", "rs3"]
+    finally:
+        lab.lvs_rs("rs1", "down")
+        lab.lvs_rs("rs1", "up", "--vip", VIP, "--method", "tun", "--tun-type", "ipip")
+    assert lab.net.exec("rs1", "cat", "/proc/sys/net/ipv4/conf/all/rp_filter").stdout.strip() == "0"

@@ -196,11 +196,17 @@ def test_tun_uses_the_kernel_device_when_there_is_one(host):
     assert (st.decap, st.device, st.fou_port) == ("kernel", "tunl0", 6080)
     assert ["fou", "add", "port", "6080", "gue"] in host.fake.calls
     assert host.fake.links["tunl0"] == "up" and value(host, "tunl0", "rp_filter") == 0
-    assert value(host, "all", "rp_filter") == 2  # strict everywhere would still drop decapsulated packets
+    # tunl0 has no address: any rp_filter there, loose included, drops every decapsulated packet; the
+    # other interfaces keep the strict check they had from `all`
+    assert value(host, "all", "rp_filter") == 0
+    assert [value(host, i, "rp_filter") for i in ("lo", "eth0", "gre0")] == [1, 1, 1]
     assert host.check() == []
+    (host.root_path / "all" / "rp_filter").write_text("2\n")
+    assert any("rp_filter is on for tunl0" in p for p in host.check())
+    (host.root_path / "all" / "rp_filter").write_text("0\n")
     host.down()
     assert ["fou", "del", "port", "6080"] in host.fake.calls
-    assert value(host, "all", "rp_filter") == 1
+    assert [value(host, i, "rp_filter") for i in ("all", "lo", "eth0", "gre0")] == [1, 0, 0, 0]
 
 
 def test_tun_check_notices_a_missing_decapsulator(host):
