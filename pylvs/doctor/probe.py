@@ -1,0 +1,306 @@
+"""The doctor's I/O: routes and links from the kernel, AF_PACKET sockets, probes out, answers in.
+
+Runs in the director's network namespace beside lvsd. Nothing here changes the host: packets are
+sent from the director's own address, so the answers come back to it. lvsd's rings are bound to a
+protocol and see only incoming frames, so they never see a probe; what comes back is addressed to
+the director's own address, which lvsd's engine and its nftables steering leave alone (steering
+drops only packets to a VIP, marked ones, and replies from NAT real servers *not* addressed to the
+director); and the doctor reads the answers from its own AF_PACKET sockets, before netfilter. Each
+SYN-ACK is answered with a RST through the path the SYN took, so nothing stays open on the real server.
+(The director's kernel, which knows nothing of the probe, answers a SYN-ACK with a RST of its own;
+it goes to the VIP's route and may be lost, which is harmless.)
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from pylvs.doctor import frames
+from pylvs.doctor.diagnose import answered, tunnel_size
+from pylvs.doctor.model import OVERHEAD, Observation, Reply, Target
+from pylvs.packet import arp
+from pylvs.packet.layout import ETHERTYPE_ARP, ETHERTYPE_IPV4
+
+DEFAULT_TIMEOUT = 1.0  # per round of probes: ARP, then the SYNs, then the full-size tunnel packets
+SELECT_STEP = 0.05
+
+
+def _mac_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass
+class Link:
+    ifindex: int
+    name: str
+    mac: bytes
+    mtu: int
+    sockets: list[socket.socket] = field(default_factory=list)
+
+
+@dataclass
+class Path:
+    """How one target is reached: the link, our address on it, the next hop and its MAC."""
+
+    target: Target
+    obs: Observation
+    link: Link | None = None
+    src: bytes = b""
+    hop: bytes = b""
+    hop_mac: bytes | None = None
+    rs_mac: bytes | None = None  # on a shared segment: the real server's own MAC (= hop_mac)
+
+
+@dataclass
+class Probe:
+    path: Path
+    which: str                    # the Observation field it fills: method, plain_vip, rip, big
+    send: Callable[[bytes, int, int, int], bytes]  # (dst, sport, dport, seq) -> frame of a RST the same way
+    reply: Reply | None = None
+
+
+class Prober:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, ipr: IPRoute | None = None) -> None:
+        self.timeout = timeout
+        self.ipr = ipr or IPRoute()
+        self.links: dict[int, Link] = {}
+        self.own_macs: set[bytes] = set()
+        self.probes: dict[int, Probe] = {}
+        self._next_id = random.randrange(1024, 30000)
+        self.paths: list[Path] = []
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _read_links(self) -> None:
+        for msg in self.ipr.get_links():
+            mac = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+            link = Link(msg["index"], msg.get_attr("IFLA_IFNAME"), _mac_bytes(mac), msg.get_attr("IFLA_MTU") or 1500)
+            self.links[link.ifindex] = link
+            self.own_macs.add(link.mac)
+
+    def _client_mtu(self, fallback: int) -> int:
+        """The MTU towards the clients: the link of the default route (lvsd's clients come from there)."""
+        for route in self.ipr.get_default_routes(family=socket.AF_INET):
+            link = self.links.get(route.get_attr("RTA_OIF"))
+            if link is not None:
+                return link.mtu
+        return fallback
+
+    def _path(self, t: Target) -> Path:
+        p = Path(t, Observation())
+        if not t.vip:
+            p.obs.error = "a fwmark service does not say which addresses its clients use"
+            return p
+        try:
+            route = self.ipr.route("get", dst=t.rip)[0]
+        except Exception as exc:  # pyroute2 raises NetlinkError (unreachable) and others
+            p.obs.error = f"no route to {t.rip}: {exc}"
+            return p
+        link = self.links.get(route.get_attr("RTA_OIF"))
+        src = route.get_attr("RTA_PREFSRC")
+        if link is None or not src or link.mac == bytes(6):
+            p.obs.error = f"the route to {t.rip} leaves through no Ethernet link with an address"
+            return p
+        gateway = route.get_attr("RTA_GATEWAY")
+        p.link, p.src = link, socket.inet_aton(src)
+        p.hop = socket.inet_aton(gateway or t.rip)
+        p.obs.source, p.obs.onlink, p.obs.next_hop = src, gateway is None, gateway or t.rip
+        p.obs.egress_mtu = link.mtu
+        p.obs.client_mtu = self._client_mtu(link.mtu)
+        return p
+
+    def _open(self, link: Link) -> None:
+        if link.sockets:
+            return
+        for proto in (ETHERTYPE_IPV4, ETHERTYPE_ARP):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+            sock.setblocking(False)
+            sock.bind((link.name, proto))
+            link.sockets.append(sock)
+
+    def close(self) -> None:
+        for link in self.links.values():
+            for sock in link.sockets:
+                sock.close()
+            link.sockets.clear()
+        self.ipr.close()
+
+    # -- the rounds ---------------------------------------------------------------------------
+
+    def run(self, targets: list[Target]) -> list[Observation]:
+        try:
+            self._read_links()
+            self.paths = [self._path(t) for t in targets]
+            live = [p for p in self.paths if p.link is not None]
+            for p in live:
+                self._open(p.link)
+            self._arp_round(live)
+            for p in live:
+                if p.hop_mac is not None:
+                    p.obs.next_hop_mac = _mac_text(p.hop_mac)
+                    if p.obs.onlink:
+                        p.rs_mac = p.hop_mac
+                        p.obs.rs_mac = p.obs.next_hop_mac
+            self._attribute_arp(live)
+            ready = [p for p in live if p.hop_mac is not None]
+            self._round([probe for p in ready for probe in self._syn_probes(p)])
+            self._round([probe for p in ready for probe in self._big_probe(p)])
+            return [p.obs for p in self.paths]
+        finally:
+            self.close()
+
+    @staticmethod
+    def _attribute_arp(paths: list[Path]) -> None:
+        """A MAC answering for the VIP that is another real server's is that one's finding, not everyone's."""
+        for p in paths:
+            others = {q.obs.rs_mac for q in paths if q.link is p.link and q.obs.rs_mac != p.obs.rs_mac}
+            p.obs.vip_arp = [m for m in p.obs.vip_arp if m not in others]
+            p.obs.vip_announced = [m for m in p.obs.vip_announced if m not in others]
+
+    def _send(self, link: Link, frame: bytes) -> None:
+        try:
+            link.sockets[0].send(frame)
+        except OSError:
+            pass  # a full queue or a vanished link: the probe goes unanswered and says so
+
+    def _arp_round(self, paths: list[Path]) -> None:
+        asks = {(p.link.ifindex, p.src, p.hop) for p in paths}
+        vips = {(p.link.ifindex, p.src, socket.inet_aton(p.target.vip)) for p in paths if p.obs.onlink}
+        for resend in (0, 1):
+            for ifindex, src, target in sorted(asks | vips if not resend else asks):
+                link = self.links[ifindex]
+                self._send(link, arp.request(link.mac, src, target))
+            self._listen(self.timeout / 2, lambda: all(p.hop_mac is not None for p in paths) and not vips)
+
+    def _probe(self, path: Path, which: str, dst_mac: bytes, packet: Callable[[int], bytes],
+               wrap: Callable[[bytes, int], bytes]) -> Probe:
+        """Send `wrap(packet(id), id)` to `dst_mac`; a SYN-ACK is answered with a RST wrapped the same way."""
+        ident = self._next_id
+        self._next_id += 1
+        link = path.link
+
+        def rst(dst: bytes, sport: int, dport: int, seq: int) -> bytes:
+            return frames.ethernet(dst_mac, link.mac, wrap(frames.rst(path.src, dst, sport, dport, seq, ident), ident))
+
+        probe = Probe(path, which, rst)
+        self.probes[ident] = probe
+        self._send(link, frames.ethernet(dst_mac, link.mac, wrap(packet(ident), ident)))
+        return probe
+
+    def _tunnel(self, path: Path) -> Callable[[bytes, int], bytes]:
+        t = path.target
+        rip = socket.inet_aton(t.rip)
+        return lambda inner, ident: frames.encapsulate(t.tun_type, path.src, rip, inner, ident, t.tun_port)
+
+    def _syn_probes(self, p: Path) -> list[Probe]:
+        t = p.target
+        vip, rip = socket.inet_aton(t.vip), socket.inet_aton(t.rip)
+
+        def to(dst: bytes, ttl: int) -> Callable[[int], bytes]:
+            # TTL 1 for the VIP: a host that does not own it cannot pass it on (it answers "time exceeded").
+            return lambda ident: frames.syn(p.src, dst, ident, t.port, ident, ttl)
+
+        plain = lambda packet, ident: packet  # noqa: E731 - the packet as it is
+        probes = [self._probe(p, "rip", p.hop_mac, to(rip, 64), plain)]
+        if t.method == "dr":
+            probes.append(self._probe(p, "method", p.hop_mac, to(vip, 1), plain))
+        else:
+            probes.append(self._probe(p, "method", p.hop_mac, to(vip, 1), self._tunnel(p)))
+            if p.obs.onlink:
+                probes.append(self._probe(p, "plain_vip", p.hop_mac, to(vip, 1), plain))
+        return probes
+
+    def _big_probe(self, p: Path) -> list[Probe]:
+        t, o = p.target, p.obs
+        if t.method != "tun" or not answered(o.method):
+            return []
+        size = tunnel_size(t, o.method.mss, o.client_mtu)
+        if size > o.egress_mtu:
+            return []  # the director cannot send it: the diagnosis says so from the MTUs alone
+        o.big_size = size
+        inner = size - OVERHEAD[t.tun_type]
+        vip = socket.inet_aton(t.vip)
+        return [self._probe(p, "big", p.hop_mac,
+                            lambda ident: frames.syn(p.src, vip, ident, t.port, ident, 1, inner), self._tunnel(p))]
+
+    def _round(self, probes: list[Probe]) -> None:
+        if not probes:
+            return
+        self._listen(self.timeout, lambda: all(pr.reply is not None for pr in probes))
+        for pr in probes:
+            setattr(pr.path.obs, pr.which, pr.reply or Reply("none"))
+
+    # -- listening ------------------------------------------------------------------------------
+
+    def _listen(self, seconds: float, done: Callable[[], bool]) -> None:
+        socks = {s.fileno(): s for link in self.links.values() for s in link.sockets}
+        if not socks:
+            return
+        poller = select.poll()
+        for fd in socks:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + seconds
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for fd, _ in poller.poll(min(left, SELECT_STEP) * 1000):
+                self._drain(socks[fd])
+
+    def _drain(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                frame, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            if addr[1] == ETHERTYPE_ARP:
+                self._arp_frame(frame)
+            else:
+                self._ip_frame(frame)
+
+    def _arp_frame(self, frame: bytes) -> None:
+        parsed = frames.parse_arp(frame)
+        if parsed is None or parsed[1] in self.own_macs:
+            return
+        op, sha, spa, tpa = parsed
+        for p in self.paths:
+            if p.link is None:
+                continue
+            if op == arp.OP_REPLY and spa == p.hop and tpa == p.src:
+                p.hop_mac = sha
+            if p.obs.onlink and spa == socket.inet_aton(p.target.vip):
+                seen = p.obs.vip_arp if op == arp.OP_REPLY else p.obs.vip_announced
+                if _mac_text(sha) not in seen:
+                    seen.append(_mac_text(sha))
+
+    def _ip_frame(self, frame: bytes) -> None:
+        for src in {p.src for p in self.paths if p.link is not None}:
+            answer = frames.parse_ipv4(frame, src)
+            if answer is not None:
+                break
+        else:
+            return
+        probe = self.probes.get(answer.key)
+        if probe is None or probe.path.src != src:
+            return
+        t = probe.path.target
+        if answer.kind == "icmp" and answer.quoted_dst not in (socket.inet_aton(t.vip), socket.inet_aton(t.rip)):
+            return  # an error about another packet of this host that happens to carry the same IP ID
+        if answer.kind == "synack":
+            self._send(probe.path.link, probe.send(answer.src, answer.key, answer.sport, answer.ack))
+        if probe.reply is None:
+            probe.reply = Reply(answer.kind, socket.inet_ntoa(answer.src), answer.mss, answer.icmp_type,
+                                answer.icmp_code, answer.icmp_mtu, answer.about_outer)
