@@ -216,7 +216,10 @@ class _Diagnosis:
             return
         size = client_packet_size(o.method.mss, o.client_mtu)
         need = size + OVERHEAD[t.tun_type]
-        inner_mtu = o.egress_mtu - OVERHEAD[t.tun_type]
+        b = o.big
+        told = b is not None and b.kind == "icmp" and b.icmp_type == ICMP_DEST_UNREACH and \
+            b.icmp_code == CODE_FRAG_NEEDED and b.icmp_mtu
+        inner_mtu = min(o.egress_mtu, b.icmp_mtu if told else o.egress_mtu) - OVERHEAD[t.tun_type]
         fix = (f"raise the MTU of the path between director and {t.rip} to {need} or more, or make {t.rip} "
                f"advertise a smaller MSS: ip route change <its route to the clients> advmss "
                f"{min(inner_mtu, size) - TCP_IP_HEADERS}")
@@ -227,12 +230,11 @@ class _Diagnosis:
                      f"answer such packets with 'fragmentation needed' (MTU {inner_mtu}), and clients behind "
                      f"filters that drop ICMP stall", fix=fix)
             return
-        b = o.big
         if b is None:
             self.say("mtu", UNKNOWN, "could not tell: the full-size probe was not sent")
         elif answered(b):
             self.say("mtu", OK, f"{why}; such a packet with DF reaches {t.rip}")
-        elif b.kind == "icmp" and b.icmp_type == ICMP_DEST_UNREACH and b.icmp_code == CODE_FRAG_NEEDED:
+        elif told:
             self.say("mtu", PROBLEM, f"{why}, but {b.src} says the path carries only {b.icmp_mtu}: lvsd sends "
                      f"'fragmentation needed' to clients with DF, and the rest is fragmented", fix=fix)
         elif b.kind == "none":

@@ -99,9 +99,6 @@ class Prober:
 
     def _path(self, t: Target) -> Path:
         p = Path(t, Observation())
-        if not t.vip:
-            p.obs.error = "a fwmark service does not say which addresses its clients use"
-            return p
         try:
             route = self.ipr.route("get", dst=t.rip)[0]
         except Exception as exc:  # pyroute2 raises NetlinkError (unreachable) and others

@@ -35,13 +35,18 @@ def targets(services: list[dict[str, Any]]) -> list[Target]:
 
 def examine(found: list[Target], observe) -> list[Report]:
     """Probe (`observe(targets) -> observations`) and diagnose every target."""
-    probed = [t for t in found if ":" not in t.rip + t.vip]
+    probed = [t for t in found if not unprobed(t)]
     observations = dict(zip(probed, observe(probed), strict=True)) if probed else {}
-    reports = []
-    for t in found:
-        obs = observations.get(t) or Observation(error="IPv6 real servers are not probed yet")
-        reports.append(Report(t, diagnose(t, obs)))
-    return reports
+    return [Report(t, diagnose(t, observations.get(t) or Observation(error=unprobed(t)))) for t in found]
+
+
+def unprobed(t: Target) -> str:
+    """Why a target cannot be probed ("" when it can)."""
+    if not t.vip:
+        return "a fwmark service does not say which addresses its clients use"
+    if ":" in t.rip + t.vip:
+        return "IPv6 real servers are not probed yet"
+    return ""
 
 
 def probe_all(found: list[Target], timeout: float | None = None) -> list[Report]:
