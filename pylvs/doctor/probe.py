@@ -13,14 +13,15 @@ it goes to the VIP's route and may be lost, which is harmless.)
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from pyroute2 import IPRoute
 
 from pylvs.doctor import frames
 from pylvs.doctor.diagnose import answered, tunnel_size
@@ -30,6 +31,38 @@ from pylvs.packet.layout import ETHERTYPE_ARP, ETHERTYPE_IPV4
 
 DEFAULT_TIMEOUT = 1.0  # per round of probes: ARP, then the SYNs, then the full-size tunnel packets
 SELECT_STEP = 0.05
+SYS_NET = "/sys/class/net"
+
+
+class RouteError(RuntimeError):
+    pass
+
+
+def ip_json(*args: str) -> list[dict]:
+    """`ip -j ...` (iproute2): a route lookup costs a few ms, where importing a netlink library costs a second."""
+    try:
+        result = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RouteError(f"ip {' '.join(args)}: {exc}") from None
+    if result.returncode:
+        raise RouteError(result.stderr.strip() or f"ip {' '.join(args)} failed")
+    return json.loads(result.stdout or "[]")
+
+
+def read_links(root: str = SYS_NET) -> list[Link]:
+    links = []
+    for name in sorted(os.listdir(root)):
+        try:
+            with open(os.path.join(root, name, "ifindex")) as f:
+                ifindex = int(f.read())
+            with open(os.path.join(root, name, "address")) as f:
+                mac = f.read().strip() or "00:00:00:00:00:00"
+            with open(os.path.join(root, name, "mtu")) as f:
+                mtu = int(f.read())
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or no link-layer address
+        links.append(Link(ifindex, name, _mac_bytes(mac) if len(mac) == 17 else bytes(6), mtu))
+    return links
 
 
 def _mac_bytes(text: str) -> bytes:
@@ -66,15 +99,14 @@ class Path:
 class Probe:
     path: Path
     which: str                    # the Observation field it fills: method, plain_vip, rip, big
-    send: Callable[[bytes, int, int, int], bytes]  # (dst, sport, dport, seq) -> frame of a RST the same way
+    rst: Callable[[int, int, int], bytes]  # (sport, dport, seq) -> a RST that goes where the SYN went
     reply: Reply | None = None
 
 
 class Prober:
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, ipr: IPRoute | None = None) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        self.ipr = ipr or IPRoute()
-        self.links: dict[int, Link] = {}
+        self.links: dict[str, Link] = {}
         self.own_macs: set[bytes] = set()
         self.probes: dict[int, Probe] = {}
         self._next_id = random.randrange(1024, 30000)
@@ -83,16 +115,18 @@ class Prober:
     # -- setup --------------------------------------------------------------------------------
 
     def _read_links(self) -> None:
-        for msg in self.ipr.get_links():
-            mac = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
-            link = Link(msg["index"], msg.get_attr("IFLA_IFNAME"), _mac_bytes(mac), msg.get_attr("IFLA_MTU") or 1500)
-            self.links[link.ifindex] = link
+        for link in read_links():
+            self.links[link.name] = link
             self.own_macs.add(link.mac)
 
     def _client_mtu(self, fallback: int) -> int:
         """The MTU towards the clients: the link of the default route (lvsd's clients come from there)."""
-        for route in self.ipr.get_default_routes(family=socket.AF_INET):
-            link = self.links.get(route.get_attr("RTA_OIF"))
+        try:
+            routes = ip_json("-4", "route", "show", "default")
+        except RouteError:
+            return fallback
+        for route in routes:
+            link = self.links.get(route.get("dev", ""))
             if link is not None:
                 return link.mtu
         return fallback
@@ -100,16 +134,16 @@ class Prober:
     def _path(self, t: Target) -> Path:
         p = Path(t, Observation())
         try:
-            route = self.ipr.route("get", dst=t.rip)[0]
-        except Exception as exc:  # pyroute2 raises NetlinkError (unreachable) and others
+            route = ip_json("-4", "route", "get", t.rip)[0]
+        except (RouteError, IndexError) as exc:
             p.obs.error = f"no route to {t.rip}: {exc}"
             return p
-        link = self.links.get(route.get_attr("RTA_OIF"))
-        src = route.get_attr("RTA_PREFSRC")
-        if link is None or not src or link.mac == bytes(6):
+        link = self.links.get(route.get("dev", ""))
+        src = route.get("prefsrc")
+        if link is None or not src or link.mac == bytes(6) or route.get("type", "unicast") != "unicast":
             p.obs.error = f"the route to {t.rip} leaves through no Ethernet link with an address"
             return p
-        gateway = route.get_attr("RTA_GATEWAY")
+        gateway = route.get("gateway")
         p.link, p.src = link, socket.inet_aton(src)
         p.hop = socket.inet_aton(gateway or t.rip)
         p.obs.source, p.obs.onlink, p.obs.next_hop = src, gateway is None, gateway or t.rip
@@ -131,7 +165,6 @@ class Prober:
             for sock in link.sockets:
                 sock.close()
             link.sockets.clear()
-        self.ipr.close()
 
     # -- the rounds ---------------------------------------------------------------------------
 
@@ -172,27 +205,33 @@ class Prober:
             pass  # a full queue or a vanished link: the probe goes unanswered and says so
 
     def _arp_round(self, paths: list[Path]) -> None:
-        asks = {(p.link.ifindex, p.src, p.hop) for p in paths}
-        vips = {(p.link.ifindex, p.src, socket.inet_aton(p.target.vip)) for p in paths if p.obs.onlink}
+        asks = {(p.link.name, p.src, p.hop) for p in paths}
+        vips = {(p.link.name, p.src, socket.inet_aton(p.target.vip)) for p in paths if p.obs.onlink}
+        # Answers on a segment take well under a millisecond; a second request covers one lost frame.
         for resend in (0, 1):
-            for ifindex, src, target in sorted(asks | vips if not resend else asks):
-                link = self.links[ifindex]
+            for name, src, target in sorted(asks | vips if not resend else asks):
+                link = self.links[name]
                 self._send(link, arp.request(link.mac, src, target))
-            self._listen(self.timeout / 2, lambda: all(p.hop_mac is not None for p in paths) and not vips)
+            self._listen(self.timeout / 4, lambda: all(p.hop_mac is not None for p in paths) and not vips)
 
-    def _probe(self, path: Path, which: str, dst_mac: bytes, packet: Callable[[int], bytes],
-               wrap: Callable[[bytes, int], bytes]) -> Probe:
-        """Send `wrap(packet(id), id)` to `dst_mac`; a SYN-ACK is answered with a RST wrapped the same way."""
+    def _probe(self, path: Path, which: str, dst: bytes, ttl: int, wrap: Callable[[bytes, int], bytes] | None = None,
+               size: int = 0) -> Probe:
+        """A SYN to `dst` (wrapped in the tunnel, if given) to the next hop. Its SYN-ACK is answered with a RST
+        the same way and to the same address: whatever rewrite the SYN met on the real server, the RST
+        meets too, and finds the connection."""
         ident = self._next_id
         self._next_id += 1
-        link = path.link
+        link, port = path.link, path.target.port
 
-        def rst(dst: bytes, sport: int, dport: int, seq: int) -> bytes:
-            return frames.ethernet(dst_mac, link.mac, wrap(frames.rst(path.src, dst, sport, dport, seq, ident), ident))
+        def frame(packet: bytes) -> bytes:
+            return frames.ethernet(path.hop_mac, link.mac, wrap(packet, ident) if wrap else packet)
+
+        def rst(sport: int, dport: int, seq: int) -> bytes:
+            return frame(frames.rst(path.src, dst, sport, dport, seq, ident))
 
         probe = Probe(path, which, rst)
         self.probes[ident] = probe
-        self._send(link, frames.ethernet(dst_mac, link.mac, wrap(packet(ident), ident)))
+        self._send(link, frame(frames.syn(path.src, dst, ident, port, ident, ttl, size)))
         return probe
 
     def _tunnel(self, path: Path) -> Callable[[bytes, int], bytes]:
@@ -203,19 +242,14 @@ class Prober:
     def _syn_probes(self, p: Path) -> list[Probe]:
         t = p.target
         vip, rip = socket.inet_aton(t.vip), socket.inet_aton(t.rip)
-
-        def to(dst: bytes, ttl: int) -> Callable[[int], bytes]:
-            # TTL 1 for the VIP: a host that does not own it cannot pass it on (it answers "time exceeded").
-            return lambda ident: frames.syn(p.src, dst, ident, t.port, ident, ttl)
-
-        plain = lambda packet, ident: packet  # noqa: E731 - the packet as it is
-        probes = [self._probe(p, "rip", p.hop_mac, to(rip, 64), plain)]
+        # TTL 1 for the VIP: a host that does not own it cannot pass it on (it answers "time exceeded").
+        probes = [self._probe(p, "rip", rip, 64)]
         if t.method == "dr":
-            probes.append(self._probe(p, "method", p.hop_mac, to(vip, 1), plain))
+            probes.append(self._probe(p, "method", vip, 1))
         else:
-            probes.append(self._probe(p, "method", p.hop_mac, to(vip, 1), self._tunnel(p)))
+            probes.append(self._probe(p, "method", vip, 1, self._tunnel(p)))
             if p.obs.onlink:
-                probes.append(self._probe(p, "plain_vip", p.hop_mac, to(vip, 1), plain))
+                probes.append(self._probe(p, "plain_vip", vip, 1))
         return probes
 
     def _big_probe(self, p: Path) -> list[Probe]:
@@ -226,10 +260,7 @@ class Prober:
         if size > o.egress_mtu:
             return []  # the director cannot send it: the diagnosis says so from the MTUs alone
         o.big_size = size
-        inner = size - OVERHEAD[t.tun_type]
-        vip = socket.inet_aton(t.vip)
-        return [self._probe(p, "big", p.hop_mac,
-                            lambda ident: frames.syn(p.src, vip, ident, t.port, ident, 1, inner), self._tunnel(p))]
+        return [self._probe(p, "big", socket.inet_aton(t.vip), 1, self._tunnel(p), size - OVERHEAD[t.tun_type])]
 
     def _round(self, probes: list[Probe]) -> None:
         if not probes:
@@ -297,7 +328,7 @@ class Prober:
         if answer.kind == "icmp" and answer.quoted_dst not in (socket.inet_aton(t.vip), socket.inet_aton(t.rip)):
             return  # an error about another packet of this host that happens to carry the same IP ID
         if answer.kind == "synack":
-            self._send(probe.path.link, probe.send(answer.src, answer.key, answer.sport, answer.ack))
+            self._send(probe.path.link, probe.rst(answer.key, answer.sport, answer.ack))
         if probe.reply is None:
             probe.reply = Reply(answer.kind, socket.inet_ntoa(answer.src), answer.mss, answer.icmp_type,
                                 answer.icmp_code, answer.icmp_mtu, answer.about_outer)
