@@ -166,7 +166,8 @@ class _Diagnosis:
         m = o.method
         dev = {"ipip": "tunl0", "gue": "tunl0", "gre": "gre0"}[t.tun_type]
         rp_fix = (f"on {t.rip}: sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.{dev}.rp_filter=0 "
-                  f"(the tunnel device; lvs-rs's own: lvsrs0)")
+                  f"(the tunnel device; lvs-rs's own: lvsrs0; loose mode, 2, drops too on a device without an "
+                  f"IPv4 address)")
         if m is None:
             return
         if answered(m) or (m.kind == "icmp" and not m.about_outer and m.icmp_type == ICMP_TIME_EXCEEDED):
