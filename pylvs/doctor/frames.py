@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pylvs.engine.forward.clientaddr import tcp_options
 from pylvs.engine.forward.tun import GRE_HEADER, GUE_HEADER
 from pylvs.packet import arp, checksum
 from pylvs.packet.layout import (
@@ -92,20 +93,13 @@ class Answer:
     quoted_dst: bytes = b""  # an ICMP error's: where the quoted packet was going
 
 
-def _mss(options: bytes) -> int:
-    i = 0
-    while i < len(options):
-        kind = options[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(options) or options[i + 1] < 2:
-            break
-        if kind == 2 and options[i + 1] == 4 and i + 4 <= len(options):
-            return struct.unpack_from("!H", options, i + 2)[0]
-        i += options[i + 1]
+def _mss(segment: bytes) -> int:
+    """The MSS option of a TCP segment, 0 when it has none."""
+    if len(segment) < (segment[12] >> 4) * 4:
+        return 0
+    for at, kind, length in tcp_options(segment, 0):
+        if kind == 2 and length == 4:
+            return struct.unpack_from("!H", segment, at + 2)[0]
     return 0
 
 
@@ -123,7 +117,7 @@ def parse_ipv4(frame: bytes, to: bytes) -> Answer | None:
     if proto == PROTO_TCP and len(body) >= 20:
         sport, dport, _, ack, off, flags = _TCP.unpack_from(body)[:6]
         if flags & TCP_SYN and flags & TCP_ACK:
-            return Answer("synack", dport, src, sport, ack, _mss(body[20:(off >> 4) * 4]))
+            return Answer("synack", dport, src, sport, ack, _mss(body))
         if flags & TCP_RST:
             return Answer("rst", dport, src, sport, ack)
         return None

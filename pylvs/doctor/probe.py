@@ -28,6 +28,7 @@ from pylvs.doctor.diagnose import answered, tunnel_size
 from pylvs.doctor.model import OVERHEAD, Observation, Reply, Target
 from pylvs.packet import arp
 from pylvs.packet.layout import ETHERTYPE_ARP, ETHERTYPE_IPV4
+from pylvs.rs import capture
 
 DEFAULT_TIMEOUT = 1.0  # per round of probes: ARP, then the SYNs, then the full-size tunnel packets
 SELECT_STEP = 0.05
@@ -47,6 +48,14 @@ def ip_json(*args: str) -> list[dict]:
     if result.returncode:
         raise RouteError(result.stderr.strip() or f"ip {' '.join(args)} failed")
     return json.loads(result.stdout or "[]")
+
+
+def to_addresses(addrs: set[bytes]) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program that accepts IPv4 packets whose destination is one of `addrs`."""
+    program = [(capture.LD_W_ABS, 0, 0, capture.SKF_NET_OFF + 16)]
+    for i, addr in enumerate(sorted(addrs)):
+        program.append((capture.JEQ_K, len(addrs) - i, 0, int.from_bytes(addr, "big")))  # -> accept
+    return [*program, (capture.RET_K, 0, 0, 0), (capture.RET_K, 0, 0, 0x40000)]
 
 
 def read_links(root: str = SYS_NET) -> list[Link]:
@@ -151,14 +160,25 @@ class Prober:
         p.obs.client_mtu = self._client_mtu(link.mtu)
         return p
 
-    def _open(self, link: Link) -> None:
+    def _open(self, link: Link, addrs: set[bytes]) -> None:
+        """An IPv4 socket that takes only what is addressed to `addrs` (a busy director's traffic stays in
+        the kernel), and an ARP one; first the IPv4 one, which probes are also sent from."""
         if link.sockets:
             return
-        for proto in (ETHERTYPE_IPV4, ETHERTYPE_ARP):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
-            sock.setblocking(False)
-            sock.bind((link.name, proto))
-            link.sockets.append(sock)
+        try:
+            for proto in (ETHERTYPE_IPV4, ETHERTYPE_ARP):
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+                link.sockets.append(sock)
+                if proto == ETHERTYPE_IPV4:
+                    capture.attach_filter(sock, to_addresses(addrs))
+                    capture.set_rcvbuf(sock)
+                sock.setblocking(False)
+                sock.bind((link.name, proto))
+        except OSError:
+            for sock in link.sockets:
+                sock.close()
+            link.sockets.clear()
+            raise
 
     def close(self) -> None:
         for link in self.links.values():
@@ -172,9 +192,14 @@ class Prober:
         try:
             self._read_links()
             self.paths = [self._path(t) for t in targets]
+            for p in self.paths:
+                if p.link is not None:
+                    try:
+                        self._open(p.link, {q.src for q in self.paths if q.link is p.link})
+                    except OSError as exc:  # no CAP_NET_RAW, or the link went away
+                        p.obs.error = f"cannot open a packet socket on {p.link.name}: {exc.strerror or exc}"
+                        p.link = None
             live = [p for p in self.paths if p.link is not None]
-            for p in live:
-                self._open(p.link)
             self._arp_round(live)
             for p in live:
                 if p.hop_mac is not None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
 
+from pylvs.control.client import Client
 from pylvs.lab.topologies_dr_tun import DIP, NAT_TABLE, ROUTER_RSNET, VIP, DrLab, TunLab
 from pylvs.rs.host import DEFAULT_DEV
 from tests.integration.labs import shared_lab
@@ -29,6 +31,17 @@ def doctor(lab, *selection: str) -> tuple[int, dict[str, dict[str, tuple[str, st
                           for rs in found["real_servers"]}
 
 
+def control(lab, op: str):
+    """One answer from lvsd's control socket (a file in the lab's directory: no namespace to enter)."""
+    client = Client(lab.control)
+    try:
+        answer = client.request({"op": op})
+    finally:
+        client.close()
+    assert answer["ok"], answer
+    return answer["result"]
+
+
 def clean(checks: dict[str, tuple[str, str]]) -> bool:
     return all(status in ("ok", "n/a") for status, _ in checks.values())
 
@@ -41,6 +54,15 @@ def clamp_mss(lab, role: str, mss: int, *routes: str) -> None:
     """The usual cure for the tunnel's overhead: the real server advertises an MSS that fits."""
     for route in routes:
         lab.net.ip(role, "route", "change", *route.split(), "advmss", str(mss))
+
+
+@contextmanager
+def sysctl(lab, role: str, key: str, value: int, back: int):
+    lab.net.sysctl(role, key, value)
+    try:
+        yield
+    finally:
+        lab.net.sysctl(role, key, back)
 
 
 def rewrite_vip_to_rip(lab, role: str, rip: str) -> None:
@@ -85,24 +107,21 @@ def dr_lab():
 
 def test_a_healthy_dr_and_tun_setup_gives_a_clean_report_and_leaves_nothing_behind(dr_lab):
     lab = dr_lab
-    drops = json.loads(lab.lvsadm("--drops", "--json").stdout)["drops"]
+    drops = control(lab, "get-drops")
     code, found = doctor(lab)
     assert code == 0, found
     assert set(found) == set(lab.rips) and all(clean(c) for c in found.values()), found
     assert found[lab.rips[1]]["mtu"] == ("ok", "certain")  # the full-size tunnel packet went through
     assert half_open(lab) == []  # every SYN-ACK was answered with a RST
     # lvsd's rings saw the answers (they come in), but took them for no client's and dropped none
-    assert json.loads(lab.lvsadm("--drops", "--json").stdout)["drops"] == drops
-    assert lab.lvsadm("-L", "-c", "-n").stdout.count("\n") == 2  # the two heading lines: no connection
+    assert control(lab, "get-drops") == drops
+    assert control(lab, "list-conns")["conns"] == []
 
 
 def test_dr_real_server_answering_arp_for_the_vip(dr_lab):
     lab = dr_lab
-    lab.net.sysctl("rs1", "net.ipv4.conf.all.arp_ignore", 0)
-    try:
+    with sysctl(lab, "rs1", "net.ipv4.conf.all.arp_ignore", 0, back=1):
         code, found = doctor(lab, "-t", f"{VIP}:80")
-    finally:
-        lab.net.sysctl("rs1", "net.ipv4.conf.all.arp_ignore", 1)
     assert code == 1
     assert problems(found[lab.rips[0]]) == {"arp": "certain"}, found
     assert clean(found[lab.rips[1]]), found
@@ -142,11 +161,8 @@ def test_dr_and_tun_real_servers_answering_from_their_rip(dr_lab):
 
 def test_tun_real_server_dropping_decapsulated_packets_by_rp_filter(dr_lab):
     lab = dr_lab
-    lab.net.sysctl("rs2", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 1)
-    try:
+    with sysctl(lab, "rs2", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 1, back=0):
         code, found = doctor(lab)
-    finally:
-        lab.net.sysctl("rs2", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 0)
     assert code == 1
     assert problems(found[lab.rips[1]]) == {"rp_filter": "likely"}, found  # the VIP answers without the tunnel
     assert found[lab.rips[1]]["vip"] == ("ok", "certain")
@@ -185,11 +201,8 @@ def test_healthy_tunnels_give_a_clean_report(tun_lab):
 
 def test_rp_filter_on_the_decapsulation_path(tun_lab):
     lab = tun_lab
-    lab.net.sysctl("rs1", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 1)
-    try:
+    with sysctl(lab, "rs1", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 1, back=0):
         code, found = doctor(lab)
-    finally:
-        lab.net.sysctl("rs1", f"net.ipv4.conf.{DEFAULT_DEV}.rp_filter", 0)
     assert code == 1
     # Behind a router the VIP cannot be probed without the tunnel: rp_filter named, with the doubt said.
     assert problems(found[lab.rips[0]]) == {"rp_filter": "possible"}, found
