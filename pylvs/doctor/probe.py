@@ -58,19 +58,25 @@ def to_addresses(addrs: set[bytes]) -> list[tuple[int, int, int, int]]:
     return [*program, (capture.RET_K, 0, 0, 0), (capture.RET_K, 0, 0, 0x40000)]
 
 
+@dataclass
+class Link:
+    name: str
+    mac: bytes
+    mtu: int
+    sockets: list[socket.socket] = field(default_factory=list)  # IPv4, then ARP
+
+
 def read_links(root: str = SYS_NET) -> list[Link]:
     links = []
     for name in sorted(os.listdir(root)):
         try:
-            with open(os.path.join(root, name, "ifindex")) as f:
-                ifindex = int(f.read())
             with open(os.path.join(root, name, "address")) as f:
                 mac = f.read().strip() or "00:00:00:00:00:00"
             with open(os.path.join(root, name, "mtu")) as f:
                 mtu = int(f.read())
         except (OSError, ValueError):
             continue  # gone meanwhile, or no link-layer address
-        links.append(Link(ifindex, name, _mac_bytes(mac) if len(mac) == 17 else bytes(6), mtu))
+        links.append(Link(name, _mac_bytes(mac) if len(mac) == 17 else bytes(6), mtu))
     return links
 
 
@@ -83,15 +89,6 @@ def _mac_text(raw: bytes) -> str:
 
 
 @dataclass
-class Link:
-    ifindex: int
-    name: str
-    mac: bytes
-    mtu: int
-    sockets: list[socket.socket] = field(default_factory=list)
-
-
-@dataclass
 class Path:
     """How one target is reached: the link, our address on it, the next hop and its MAC."""
 
@@ -100,8 +97,7 @@ class Path:
     link: Link | None = None
     src: bytes = b""
     hop: bytes = b""
-    hop_mac: bytes | None = None
-    rs_mac: bytes | None = None  # on a shared segment: the real server's own MAC (= hop_mac)
+    hop_mac: bytes | None = None  # on a shared segment: the real server's own MAC
 
 
 @dataclass
@@ -205,12 +201,11 @@ class Prober:
                 if p.hop_mac is not None:
                     p.obs.next_hop_mac = _mac_text(p.hop_mac)
                     if p.obs.onlink:
-                        p.rs_mac = p.hop_mac
                         p.obs.rs_mac = p.obs.next_hop_mac
-            self._attribute_arp(live)
             ready = [p for p in live if p.hop_mac is not None]
             self._round([probe for p in ready for probe in self._syn_probes(p)])
             self._round([probe for p in ready for probe in self._big_probe(p)])
+            self._attribute_arp(live)  # ARP seen in any round counts
             return [p.obs for p in self.paths]
         finally:
             self.close()
@@ -223,9 +218,9 @@ class Prober:
             p.obs.vip_arp = [m for m in p.obs.vip_arp if m not in others]
             p.obs.vip_announced = [m for m in p.obs.vip_announced if m not in others]
 
-    def _send(self, link: Link, frame: bytes) -> None:
+    def _send(self, link: Link, frame: bytes, arp_frame: bool = False) -> None:
         try:
-            link.sockets[0].send(frame)
+            link.sockets[1 if arp_frame else 0].send(frame)
         except OSError:
             pass  # a full queue or a vanished link: the probe goes unanswered and says so
 
@@ -236,7 +231,7 @@ class Prober:
         for resend in (0, 1):
             for name, src, target in sorted(asks | vips if not resend else asks):
                 link = self.links[name]
-                self._send(link, arp.request(link.mac, src, target))
+                self._send(link, arp.request(link.mac, src, target), arp_frame=True)
             self._listen(self.timeout / 4, lambda: all(p.hop_mac is not None for p in paths) and not vips)
 
     def _probe(self, path: Path, which: str, dst: bytes, ttl: int, wrap: Callable[[bytes, int], bytes] | None = None,

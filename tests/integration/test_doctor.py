@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 
@@ -223,7 +225,7 @@ def test_path_mtu_too_small_for_the_tunnel(tun_lab):
 
 
 def test_tunnel_not_decapsulated(tun_lab):
-    """The module's last test: it leaves both decapsulators stopped for the teardown to clean up."""
+    """The TUN lab's last test: it leaves both decapsulators stopped for the teardown to clean up."""
     lab = tun_lab
     for role in lab.rs_names:
         stop_decapsulator(lab, role)
@@ -231,3 +233,31 @@ def test_tunnel_not_decapsulated(tun_lab):
     assert code == 1
     for rip in lab.rips:  # ipip: protocol unreachable; GUE: port unreachable
         assert problems(found[rip]) == {"decap": "certain"}, found
+
+
+def test_the_probe_socket_takes_only_packets_to_the_probing_address():
+    """The classic BPF filter of the doctor's IPv4 socket, on loopback in a namespace of its own."""
+    name = f"plvsdoc{os.getpid()}"
+    script = (
+        "import socket\n"
+        "from pylvs.doctor.probe import to_addresses\n"
+        "from pylvs.rs import capture\n"
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))\n"
+        "capture.attach_filter(s, to_addresses({socket.inet_aton('127.0.0.2'), socket.inet_aton('127.0.0.3')}))\n"
+        "s.bind(('lo', 0x0800)); s.settimeout(0.3)\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for last in (1, 2, 3, 4): u.sendto(b'x', (f'127.0.0.{last}', 9))\n"
+        "got = set()\n"
+        "try:\n"
+        "    while True: got.add(socket.inet_ntoa(s.recv(2000)[30:34]))\n"
+        "except TimeoutError: pass\n"
+        "print(sorted(got))\n"
+    )
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", script], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+    assert out.strip() == "['127.0.0.2', '127.0.0.3']"

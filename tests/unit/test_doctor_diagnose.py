@@ -206,3 +206,13 @@ def test_reports_in_text_and_json_carry_status_certainty_and_fix():
     assert (arp["status"], arp["certainty"]) == (PROBLEM, CERTAIN)
     assert report.exit_code(r) == 1
     assert report.exit_code([]) == 0 and "No DR or TUN" in report.text([])
+
+
+def test_a_mac_answering_for_the_vip_is_charged_to_its_own_real_server_only():
+    from pylvs.doctor.probe import Link, Path, Prober
+
+    link = Link("dip0", b"\x02" * 6, 1500)
+    rs1, rs2 = (Path(DR, seen(rs_mac=mac, vip_arp=[RS_MAC, OTHER_MAC]), link) for mac in (RS_MAC, "02:00:00:00:00:12"))
+    Prober._attribute_arp([rs1, rs2])
+    assert rs1.obs.vip_arp == [RS_MAC, OTHER_MAC]  # its own, and an unknown host's
+    assert rs2.obs.vip_arp == [OTHER_MAC]  # rs1's MAC is rs1's finding
