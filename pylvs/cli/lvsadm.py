@@ -220,6 +220,8 @@ lvsadm extensions:
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
+  --doctor [-t|-u|-f service]         probe the DR and TUN real servers with real packets and say what is
+                                      wrong (exit 1 if anything is, or could not be told)
 """
 
 
@@ -390,6 +392,26 @@ def datapath_text(status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _doctor(selection: list[str], session: _Session, as_json: bool, stdout: TextIO, prog: str) -> int:
+    from pylvs.doctor import report, run  # the prober's dependencies only when asked for
+
+    request: dict[str, Any] = {"op": "list"}
+    if selection:
+        try:
+            cmd = parse_command(["-L", *selection], prog)  # ipvsadm's own -t/-u/-f parsing and messages
+        except ParseError as err:
+            raise _Exit(err.code, err.message) from None
+        if cmd.svc is None:
+            raise _Exit(2, "--doctor takes one service: -t|-u VIP:PORT or -f MARK")
+        request["svc"] = cmd.svc
+    services = (session.result(request, 1) or {}).get("services", [])
+    if selection and not services:
+        raise _Exit(1, _OP_ERRORS[("list", "ESRCH")])
+    reports = run.probe_all(run.targets(services))
+    stdout.write(report.as_json(reports) if as_json else report.text(reports))
+    return report.exit_code(reports)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -425,6 +447,9 @@ def run(
             result = session.result({"op": "get-datapath"}, 255)
             stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else datapath_text(result))
             return 0
+        if args[:1] == ["--doctor"]:  # pylvs extension: probes DR and TUN real servers
+            session = _Session(control, transport)
+            return _doctor(args[1:], session, as_json, stdout, prog)
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))
             cmd = parse_command(args or ["-L"], prog)
