@@ -256,3 +256,29 @@ def test_dr_real_server_cannot_be_proxied():
     cookie = syn(e)[TCP].seq
     assert client(e, ack=cookie + 1) == []
     assert e.drops["synproxy_no_replies"] == 1
+
+
+def test_proxied_connections_are_not_synced_their_deltas_have_no_place_in_the_message():
+    from pylvs.sync.master import SyncMaster
+
+    e = proxy_engine()
+    handshake(e)
+    sent: list[bytes] = []
+    master = SyncMaster(sent.append)
+    master.add(e.conns.conns()[0])
+    master.flush()
+    assert sent == [] and master.stats["skipped_synproxy"] == 1
+
+
+def test_proxy_protocol_shift_composes_with_the_proxys():
+    e = proxy_engine(Method.FULLNAT)
+    e.table.edit_service(VirtualService(6, pack_ip(VIP), 80, "rr", synproxy=True, proxy_protocol="v2"))
+    synack, _, replay = handshake(e)
+    cookie, header = synack[TCP].seq, 16 + 12
+    assert opts(synack)["MSS"] == 1460 - header  # room for the header in front of the first data
+    payload = bytes(replay[TCP].payload)
+    assert payload.startswith(b"\r\n\r\n\x00\r\nQUIT\n") and payload[header:] == REQUEST
+    assert replay[TCP].seq == CISN + 1 and replay[TCP].ack == RISN + 1
+    back = one(server(e, flags="PA", seq=RISN + 1, ack=CISN + 1 + header + len(REQUEST), payload=b"ok",
+                      options=[("NOP", None), ("NOP", None), ("Timestamp", (90010, 5001))]), 1)
+    assert back[TCP].seq == cookie + 1 and back[TCP].ack == CISN + 1 + len(REQUEST)
