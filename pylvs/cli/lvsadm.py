@@ -220,6 +220,7 @@ lvsadm extensions:
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
+  --synproxy     -j enable|disable    with -A/-E: lvsd answers the service's SYNs with SYN cookies (DPVS)
 """
 
 

@@ -46,6 +46,7 @@ SETUP_QUEUE = 16     # client frames held per connection until the real server a
 SYN_RETRY = 1.0      # seconds before the SYN to a silent real server is sent again
 DEFAULT_MSS = 1460
 OPT_MSS, OPT_WSCALE, OPT_SACK_PERM, OPT_SACK, OPT_TS = 2, 3, 4, 5, 8
+_OPT_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_TS: 10}
 _TCP = struct.Struct("!2s2sIIBBHHH")
 _ETH = b"\0" * 12 + ETHERTYPE_IPV4.to_bytes(2, "big")  # MACs are set by Egress.send
 
@@ -99,7 +100,7 @@ def _options(buf: Buffer, l4: int) -> dict[int, int]:
     """kind -> offset of the first option of each kind (lengths checked for the kinds read here)."""
     found: dict[int, int] = {}
     for off, kind, length in tcp_options(buf, l4):
-        if kind not in found and length == {OPT_MSS: 4, OPT_WSCALE: 3, OPT_TS: 10}.get(kind, length):
+        if kind not in found and length == _OPT_LEN.get(kind, length):
             found[kind] = off
     return found
 

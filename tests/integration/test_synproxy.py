@@ -4,6 +4,7 @@ download; then FULLNAT with the PROXY protocol behind the proxy, whose shifts mu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -64,6 +65,7 @@ def test_spoofed_syn_flood_leaves_no_entries_and_never_reaches_the_real_servers(
                 most_entries = max(most_entries, len(entries))
                 foreign |= set(entries) - {CLIENT}
             assert flood.wait(30) == 0
+            datapath = json.loads(lab.lvsadm("--datapath", "--json").stdout)  # the download still runs
             assert download.wait(45) == 0
         finally:
             for cap in captures:
@@ -77,7 +79,7 @@ def test_spoofed_syn_flood_leaves_no_entries_and_never_reaches_the_real_servers(
         conns = int(next(line for line in stats.splitlines() if line.startswith("TCP")).split()[2])
         print(f"\nsynproxy flood: {sent:.0f} spoofed SYNs at {RATE}/s; real requests served {sum(served)}/"
               f"{len(served)}; connections created {conns}; most entries listed {most_entries}; "
-              f"SYNs at the real servers {len(syns)}")
+              f"SYNs at the real servers {len(syns)}; data path {datapath['datapath']}")
         assert lab.lvsd.poll() is None and "Traceback" not in lab.lvsd_log(), lab.lvsd_log()[-2000:]
         assert sent >= 0.9 * SYNS
         assert not foreign, sorted(foreign)[:5]  # no spoofed source ever had an entry
@@ -85,6 +87,7 @@ def test_spoofed_syn_flood_leaves_no_entries_and_never_reaches_the_real_servers(
         assert conns <= len(served) + 2
         assert served and sum(served) >= 0.8 * len(served), served  # as test_flood: a busy shared machine
         assert downloaded == digest(lab)
+        assert datapath.get("offloaded_conns", 0) == 0  # proxied connections stay in the engine (their shifts)
         assert syns and {p[IP].src for p in syns} == {CLIENT}  # the real servers saw real clients only
         assert len(syns) >= sum(served)
     finally:
