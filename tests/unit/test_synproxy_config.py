@@ -77,3 +77,10 @@ def test_engine_settings_build_the_defence():
 
     e = Engine(StaticRoutes(), Settings(drop_packet=3, am_droprate=4, max_conns=7))
     assert e.defense.drop_rate == 4 and e.defense.max_conns == 7
+
+
+def test_lvsd_refuses_negative_defence_values(capsys):
+    from pylvs.cli.lvsd import main
+
+    assert main(["-i", "eth0", "--max-conns", "-1"]) == 2
+    assert "must not be negative" in capsys.readouterr().err
