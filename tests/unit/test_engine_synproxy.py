@@ -282,3 +282,32 @@ def test_proxy_protocol_shift_composes_with_the_proxys():
     back = one(server(e, flags="PA", seq=RISN + 1, ack=CISN + 1 + header + len(REQUEST), payload=b"ok",
                       options=[("NOP", None), ("NOP", None), ("Timestamp", (90010, 5001))]), 1)
     assert back[TCP].seq == cookie + 1 and back[TCP].ack == CISN + 1 + len(REQUEST)
+
+
+def test_partial_checksum_frames_are_shifted_and_finish_right():
+    from pylvs.packet import vnet
+    from tests.unit.test_engine_nat import complete_partial, pseudo_sum
+
+    e = proxy_engine()
+    synack, _, _ = handshake(e)
+    cookie = synack[TCP].seq
+    sack = [("NOP", None), ("NOP", None), ("SAck", (cookie + 201, cookie + 301))]
+    pkt = from_client(TCP(sport=CPORT, dport=80, flags="PA", seq=CISN + 1 + len(REQUEST), ack=cookie + 101,
+                          options=sack) / Raw(b"more"))
+    pkt = pkt.__class__(bytes(pkt))
+    pkt[TCP].chksum = pseudo_sum(CLIENT, VIP, 6, pkt[IP].len - 20)
+    buf = frame(pkt, flags=vnet.F_NEEDS_CSUM, csum_start=34, csum_offset=16)
+    (ifindex, out), = e.process(buf, 1, NOW + 1)
+    assert ifindex == 2 and vnet.unpack(out)[0] & vnet.F_NEEDS_CSUM
+    res = parse(out)
+    assert res[TCP].ack == RISN + 101 and dict(res[TCP].options)["SAck"] == (RISN + 201, RISN + 301)
+    assert checksums_valid(res.__class__(complete_partial(res)))
+
+
+def test_sack_edges_at_odd_offsets_keep_a_complete_checksum_right():
+    e = proxy_engine()
+    synack, _, _ = handshake(e)
+    cookie = synack[TCP].seq
+    sack = [("NOP", None), ("SAck", (cookie + 201, cookie + 301, cookie + 401, cookie + 501))]
+    out = one(client(e, seq=CISN + 1 + len(REQUEST), ack=cookie + 101, options=sack, now=NOW + 1), 2)
+    assert dict(out[TCP].options)["SAck"] == (RISN + 201, RISN + 301, RISN + 401, RISN + 501)
