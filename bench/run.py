@@ -165,7 +165,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also run the pylvs keep-alive load with lvsd under cProfile and print the top 25 (tottime)")
     p.add_argument("--modes", default=",".join(m.name for m in MODES),
                    help="comma-separated subset of: " + ", ".join(m.name for m in MODES))
+    p.add_argument("--flood", action="store_true",
+                   help="instead: req/s under a bounded spoofed SYN flood (nftables, pylvs, pylvs-synproxy; "
+                        "bench/flood.py)")
+    p.add_argument("--flood-syns", type=int, default=20_000, help="SYNs the flood sends (default 20000)")
+    p.add_argument("--flood-rate", type=int, default=5_000, help="SYNs per second (default 5000)")
     args = p.parse_args(argv)
+    if args.flood:
+        return args
     args.seconds = args.duration or (3 if args.quick else 10)
     wanted = args.modes.split(",")
     known = {m.name: m for m in MODES}
@@ -192,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     preflight()
     signal.signal(signal.SIGTERM, on_sigterm)
+    if args.flood:
+        from flood import run_flood
+        chosen = [] if args.modes == ",".join(m.name for m in MODES) else args.modes.split(",")  # [] = all
+        return run_flood(chosen, args.flood_syns, args.flood_rate, RESULTS, log)
     info = machine()
     log(f"{info['cpus']} CPUs, load average {' '.join(info['loadavg_at_start'])}, {args.seconds} s per load run, "
         f"pylvs {info['pylvs_revision']}")

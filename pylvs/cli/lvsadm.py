@@ -222,6 +222,7 @@ lvsadm extensions:
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
   --doctor [-t|-u|-f service]         probe the DR and TUN real servers with real packets and say what is
                                       wrong (exit 1 if anything is, or could not be told)
+  --synproxy     -j enable|disable    with -A/-E: lvsd answers the service's SYNs with SYN cookies (DPVS)
 """
 
 

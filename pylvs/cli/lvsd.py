@@ -45,6 +45,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--conn-reuse-mode", type=int, default=1, help="as the IPVS sysctl (default 1)")
     p.add_argument("--sloppy-tcp", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--sloppy-sctp", action="store_true", help="as the IPVS sysctl (default 0)")
+    defence = p.add_argument_group("memory-pressure defence, as the IPVS sysctls (docs/design.md)")
+    defence.add_argument("--amemthresh", type=int, default=1024, metavar="PAGES",
+                         help="available memory below which the automatic modes act (default 1024)")
+    defence.add_argument("--am-droprate", type=int, default=10, metavar="N",
+                         help="drop_packet mode 3 drops 1 of N new connections (default 10)")
+    for name in ("drop-entry", "drop-packet", "secure-tcp"):
+        defence.add_argument(f"--{name}", type=int, choices=(0, 1, 2, 3), default=0,
+                             help="0 off, 1/2 automatic, 3 always (default 0)")
+    defence.add_argument("--max-conns", type=int, default=0, metavar="N",
+                         help="hard cap on connection entries; refusals counted as max_conns (default 0: none)")
     for name in ("lblc", "lblcr"):
         p.add_argument(f"--{name}-expiration", type=int, default=86400, metavar="S",
                        help="as the IPVS sysctl (default 86400)")
@@ -65,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print("lvsd: --save-config needs --config FILE", file=sys.stderr)
         return 2
     threshold, period = args.sync_threshold
+    if min(args.amemthresh, args.am_droprate, args.max_conns) < 0:
+        print("lvsd: --amemthresh, --am-droprate and --max-conns must not be negative", file=sys.stderr)
+        return 2
     if threshold < 0 or period < 0 or (period and threshold >= period):
         print("lvsd: --sync-threshold needs 0 <= T < P (or P = 0)", file=sys.stderr)
         return 2
@@ -73,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
                         expire_quiescent_template=args.expire_quiescent_template,
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp,
-                        sloppy_sctp=args.sloppy_sctp)
+                        sloppy_sctp=args.sloppy_sctp,
+                        amemthresh=args.amemthresh, am_droprate=args.am_droprate, drop_entry=args.drop_entry,
+                        drop_packet=args.drop_packet, secure_tcp=args.secure_tcp, max_conns=args.max_conns)
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free

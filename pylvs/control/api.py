@@ -73,6 +73,7 @@ def decode_service(obj: Any) -> VirtualService:
         protocol=proto, addr=addr, port=port, fwmark=fwmark, scheduler=scheduler,
         flags=_int(obj, "flags", 0), timeout=_int(obj, "timeout", 0),
         netmask=_addr(obj.get("netmask", "255.255.255.255")), pe=str(obj.get("pe") or ""), proxy_protocol=proxy,
+        synproxy=bool(obj.get("synproxy", False)),
     )
 
 
@@ -118,6 +119,7 @@ def encode_service(svc: VirtualService) -> dict[str, Any]:
     out.update({
         "scheduler": svc.scheduler, "flags": svc.flags, "timeout": svc.timeout,
         "netmask": ip(svc.netmask), "pe": svc.pe, "proxy_protocol": svc.proxy_protocol,
+        "synproxy": svc.synproxy,
         **_stats(svc.stats), "dests": [encode_dest(d) for d in svc.dests],
         "laddrs": [encode_laddr(la) for la in svc.laddrs],
     })

@@ -41,7 +41,7 @@ class Conn:
         "proto", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "laddr", "lport",
         "svc", "dest", "forwarder", "in_flow", "out_flow", "slow", "state", "timeout", "expires", "flags",
         "in_key", "out_key", "control", "n_control", "dead", "in_pkts",
-        "heap_at", "heap_seq", "local", "pe_data",
+        "heap_at", "heap_seq", "local", "pe_data", "synproxy",
     )
 
     def __init__(self, proto: int, caddr: bytes, cport: bytes, vaddr: bytes, vport: bytes,
@@ -70,6 +70,7 @@ class Conn:
         self.heap_seq = -1
         self.local = None  # FULLNAT: the LocalAddress the connection took its port from
         self.pe_data = b""  # a template's persistence-engine key (the SIP Call-ID)
+        self.synproxy = None  # the SYN proxy's ProxiedConn (pylvs.engine.synproxy), for its services only
 
     @property
     def template(self) -> bool:
@@ -169,6 +170,16 @@ class ConnTable:
             else:
                 out.append(conn)
         return out
+
+    def sample(self, k: int, rng) -> list[Conn]:
+        """Up to `k` live entries picked at random (from the expiry heap: no scan of the table)."""
+        heap = self._heap
+        picked: dict[int, Conn] = {}
+        for _ in range(min(k, len(heap))):
+            conn = heap[rng.randrange(len(heap))][2]
+            if not conn.dead:
+                picked[id(conn)] = conn
+        return list(picked.values())
 
     def conns(self) -> list[Conn]:
         seen: dict[int, Conn] = {id(t): t for t in self.templates.values()}

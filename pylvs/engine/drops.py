@@ -36,6 +36,12 @@ REASONS: dict[str, str] = {
     "icmp_no_conn": "ICMP error about no known connection",
     "icmp_unsupported": "ICMP error about a connection whose method does not translate it",
     "icmp_tunnel_no_df": "fragmentation needed about a tunnelled packet the client may fragment",
+    "synproxy_bad_cookie": "ACK to a SYN-proxy service whose SYN cookie is wrong or too old",
+    "synproxy_setup": "client segment (or a SYN) beyond what the SYN proxy holds while the real server has not "
+                      "answered, or an unexpected reply then",
+    "synproxy_no_replies": "SYN-proxy connection scheduled to a DR/TUN real server (its replies bypass the director)",
+    "max_conns": "new connection refused: the table holds --max-conns entries",
+    "drop_packet": "new connection dropped by the drop_packet defence (memory short, or mode 3)",
 }
 
 

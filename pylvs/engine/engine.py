@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine import pe_sip, sctpstate, tcpstate
 from pylvs.engine.conntrack import DIR_IN, Conn, ConnTable, TemplateKey
+from pylvs.engine.defense import Defense
 from pylvs.engine.drops import Drops
 from pylvs.engine.egress import NOTHING, Buffer, Egress, Interface, Output
 from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
@@ -34,6 +35,7 @@ from pylvs.engine.forward.tun import Tunnel
 from pylvs.engine.hops import Routes
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
+from pylvs.engine.synproxy import Handshake, SynProxy
 from pylvs.engine.table import ServiceTable
 from pylvs.ipvs_uapi import (
     CONN_F_ASSURED,
@@ -97,6 +99,13 @@ class Settings:
     sloppy_tcp: bool = False
     sloppy_sctp: bool = False
     sctp_timeouts: list[int] = field(default_factory=lambda: list(sctpstate.TIMEOUTS))
+    # Memory-pressure defence (pylvs.engine.defense), the sysctls' defaults; max_conns 0: no cap.
+    amemthresh: int = 1024
+    am_droprate: int = 10
+    drop_entry: int = 0
+    drop_packet: int = 0
+    secure_tcp: int = 0
+    max_conns: int = 0
 
 
 class Engine:
@@ -124,6 +133,9 @@ class Engine:
         self._standby_changes = 0
         self._published = 0
         self._new_budget = UNLIMITED  # connections the current round of frames may still create
+        s = self.settings
+        self.defense = Defense(s.amemthresh, s.drop_entry, s.drop_packet, s.secure_tcp, s.am_droprate, s.max_conns)
+        self.synproxy = SynProxy(self.egress, self._inject)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -454,7 +466,7 @@ class Engine:
                 conn.flags &= ~CONN_F_NOOUTPUT
             else:
                 offset = tcpstate.INPUT_ONLY
-        new = tcpstate.next_state(conn.state, offset, flags)
+        new = self.defense.next_state(conn.state, offset, flags)
         changed = new != conn.state
         if changed:
             dest = conn.dest
@@ -515,12 +527,23 @@ class Engine:
         if svc is None:
             self.drops["no_service"] += 1
             return NOTHING
-        if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp)):
+        handshake = None
+        if proto == PROTO_TCP and svc.synproxy:
+            handshake = self.synproxy.screen(svc, buf, IP + ((buf[IP] & 0x0F) << 2), flags, now)
+            if handshake.__class__ is not Handshake:
+                return handshake  # type: ignore[return-value] - the SYN answered with a cookie, or dropped
+        elif proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or self.settings.sloppy_tcp)):
             self.drops["no_conn"] += 1  # only a SYN starts a connection (tcp_conn_schedule)
             return NOTHING
         if proto == PROTO_SCTP and (flags in (sctpstate.CID_ABORT, -1) or not (
                 flags == sctpstate.CID_INIT or self.settings.sloppy_sctp)):
             self.drops["no_conn"] += 1  # only an INIT chunk starts one (sctp_conn_schedule; flags: the chunk)
+            return NOTHING
+        if self.defense.full(len(self.conns)):
+            self.drops["max_conns"] += 1
+            return NOTHING
+        if self.defense.todrop():
+            self.drops["drop_packet"] += 1
             return NOTHING
         if self._new_budget <= 0:
             self.drops["new_conn_budget"] += 1
@@ -552,7 +575,15 @@ class Engine:
         if template is not None and not one_packet:
             conn.control = template
             template.n_control += 1
+        if handshake is not None:
+            return self.synproxy.open(conn, handshake, buf, now)  # type: ignore[arg-type]
         return conn
+
+    def _inject(self, conn: Conn, frame: bytearray, now: float) -> Output:
+        """A client frame of `conn` the SYN proxy made or held, taken as if it had just arrived."""
+        l4 = IP + ((frame[IP] & 0x0F) << 2)
+        return self._in(conn, frame, frame[l4 + 13], l4, frame[IP + 2] << 8 | frame[IP + 3],
+                        bool(frame[0] & F_NEEDS_CSUM), now)
 
     def _persist(self, svc: VirtualService, flow: Flow, vport: bytes, now: float,
                  pe_data: bytes = b"") -> tuple[RealServer | None, Conn | None]:
@@ -597,6 +628,9 @@ class Engine:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
         dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \
             else dest.port.to_bytes(2, "big")
+        if self.defense.full(len(self.conns)):
+            self.drops["max_conns"] += 1  # (a scheduled packet was counted by _schedule's own check)
+            return None
         conn = Conn(proto, caddr, cport, vaddr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
         refused = forwarder.bind(conn, self.conns)
@@ -792,10 +826,15 @@ class Engine:
         """Frames that waited for a neighbour the kernel now knows (call on neighbour events and ticks)."""
         return self.egress.flush_parked(now)
 
-    def tick(self, now: float) -> Output:
-        """Expire connections and run the rate estimator; call about once a second."""
+    def tick(self, now: float, host_pages: int | None = None) -> Output:
+        """Expire connections, run the memory-pressure defence and the rate estimator; call about once a
+        second, with the host's available memory in pages when the I/O layer knows it."""
         for conn in self.conns.due(now):
             self._expire(conn)
+        if self.defense.due(now):
+            self.defense.update(len(self.conns), host_pages)
+            for conn in self.defense.entries_to_drop(self.conns, now):
+                self._expire(conn, ConnEventKind.REMOVED)
         if self.table.trash:
             self.table.prune_trash(now)
         if self._next_estimate is None:

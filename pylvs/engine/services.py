@@ -163,6 +163,7 @@ class VirtualService:
     laddrs: list[LocalAddress] = field(default_factory=list)  # FULLNAT local addresses
     proxy_protocol: str = ""  # FULLNAT client address: "" = TOA option, "v1"/"v2" = PROXY protocol header
     pe: str = ""  # persistence engine ("sip"), kept and listed as IPVS does
+    synproxy: bool = False  # TCP: the director answers SYNs with SYN cookies (pylvs.engine.synproxy)
     laddr_cursor: int = 0
 
     @property

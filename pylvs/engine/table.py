@@ -113,6 +113,7 @@ class ServiceTable:
             svc.scheduler = new.scheduler
         svc.flags, svc.timeout, svc.netmask = new.flags, new.timeout, new.netmask
         svc.proxy_protocol, svc.pe = new.proxy_protocol, new.pe
+        svc.synproxy = new.synproxy
         svc.sched.update(svc)
         self._changed()
         return svc

@@ -62,6 +62,18 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
     return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500)
 
 
+def mem_available_pages() -> int | None:
+    """The host's MemAvailable in pages, the memory-pressure defence's measure (None if unreadable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class Director:
     def __init__(self, ifnames: list[str], control_path: str, steer: bool = True,
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
@@ -434,7 +446,7 @@ class Director:
             if now >= next_tick:
                 if self.offload is not None:
                     self.offload.refresh(TICK)  # before expiry: kernel-forwarded packets keep connections
-                self.send(self.engine.tick(now))
+                self.send(self.engine.tick(now, mem_available_pages()))
                 self.sync.tick(now)
                 self._housekeeping(now)
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)

@@ -58,30 +58,30 @@ OPTNAMES = (
     "nosort", "syncid", "exact", "ops", "pe", "sched-flags",
     "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen", "tun-info", "tun-type",
     "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "ifname",
-    "proxy-protocol",
+    "proxy-protocol", "synproxy",
 )
 _OPT_INDEX = {name: i for i, name in enumerate(OPTNAMES)}
 
 # '+' required, 'x' illegal, '1' at most one of the '1's, '.' optional; columns as OPTNAMES,
 # written in groups of six.
 _MATRIX_ROWS = {
-    "add-service":    "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx .",
-    "edit-service":   "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx .",
-    "delete-service": "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "flush":          "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "list":           ".11xxx xxxxxx 11.... ...xxx xxxx.x xxxxxx x",
-    "add-server":     "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx x",
-    "delete-server":  "xx+xxx +xxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "edit-server":    "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx x",
-    "set":            "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "start-daemon":   "xxxxxx xxxxx. xxxxxx x.xxxx ....xx xxxxxx x",
-    "stop-daemon":    "xxxxxx xxxxxx xxxxxx x.xxxx xxxxxx xxxxxx x",
-    "restore":        "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "save":           ".xxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "zero":           "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
-    "add-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. x",
-    "del-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. x",
-    "get-laddr":      "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx x",
+    "add-service":    "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx ..",
+    "edit-service":   "xx+... xxxxxx xxxxxx xxx... xxxxxx xxxxxx ..",
+    "delete-service": "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "flush":          "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "list":           ".11xxx xxxxxx 11.... ...xxx xxxx.x xxxxxx xx",
+    "add-server":     "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx xx",
+    "delete-server":  "xx+xxx +xxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "edit-server":    "xx+xxx +....x xxxxxx xxxxxx xxxxx. ....xx xx",
+    "set":            "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "start-daemon":   "xxxxxx xxxxx. xxxxxx x.xxxx ....xx xxxxxx xx",
+    "stop-daemon":    "xxxxxx xxxxxx xxxxxx x.xxxx xxxxxx xxxxxx xx",
+    "restore":        "xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "save":           ".xxxxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "zero":           "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
+    "add-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. xx",
+    "del-laddr":      "xx+xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxx+. xx",
+    "get-laddr":      "xx.xxx xxxxxx xxxxxx xxxxxx xxxxxx xxxxxx xx",
 }
 MATRIX = {cmd: row.replace(" ", "") for cmd, row in _MATRIX_ROWS.items()}
 
@@ -139,6 +139,7 @@ _SPECS = (
     _OptSpec("X", "exact", "X", "none"), _OptSpec("6", "ipv6", "6", "none"),
     _OptSpec("o", "ops", "o", "none"), _OptSpec("pe", "pe", None, "required"),
     _OptSpec("proxy-protocol", "proxy-protocol", None, "required"),
+    _OptSpec("j", "synproxy", "j", "required"),
     _OptSpec("b", "sched-flags", "b", "required"),
     _OptSpec("mcast-group", "mcast-group", None, "required"),
     _OptSpec("mcast-port", "mcast-port", None, "required"),
@@ -218,6 +219,7 @@ _EXTENSION_COMMANDS = {
     "P": (), "Q": (), "G": (),
     "z": ("add-laddr", "del-laddr", "get-laddr"), "F": ("add-laddr", "del-laddr", "get-laddr"),
     "fullnat": ("add-server", "edit-server"), "proxy-protocol": ("add-service", "edit-service"),
+    "j": ("add-service", "edit-service"),
 }
 
 
@@ -466,6 +468,7 @@ class _Entry:
     netmask: str | int = "255.255.255.255"
     pe: str = ""
     proxy_protocol: str = ""  # FULLNAT client address header (DPVS --proxy-protocol)
+    synproxy: bool = False  # the director answers SYNs with cookies (DPVS -j/--synproxy enable)
     sched_flags_arg: str = ""
     # destination (defaults as process_options sets them: weight 1, DR, ipip)
     dest: _Addr = field(default_factory=_Addr)
@@ -634,6 +637,11 @@ def _option(entry: _Entry, key: str, value: str | None, bad_token: str) -> None:
         if arg not in ("disable", "v1", "v2"):
             raise _fail(f"invalid proxy protocol `{arg}' (disable, v1 or v2)")
         entry.proxy_protocol = "" if arg == "disable" else arg
+    elif key == "j":
+        entry.set_option("synproxy")
+        if arg not in ("enable", "disable"):
+            raise _fail(f"invalid synproxy `{arg}' (enable or disable)")
+        entry.synproxy = arg == "enable"
     elif key == "b":
         entry.set_option("sched-flags")
         entry.sched_flags_arg = arg[:127]
@@ -802,6 +810,8 @@ def _service(entry: _Entry) -> dict[str, Any]:
     }
     if entry.proxy_protocol:
         service["proxy_protocol"] = entry.proxy_protocol
+    if entry.synproxy:
+        service["synproxy"] = True
     return service
 
 

@@ -216,6 +216,8 @@ def service_line(svc: Obj, fmt: Fmt) -> str:
             out += " -b " + sched_flag_names(sched, flags)
         if svc.get("proxy_protocol"):
             out += f" --proxy-protocol {svc['proxy_protocol']}"
+        if svc.get("synproxy"):
+            out += " -j enable"
         for la in svc.get("laddrs") or []:  # FULLNAT local addresses, as DPVS ipvsadm -P lines
             out += f"\n-P {name} -z {la.get('addr', '')}"
     elif fmt & (Fmt.STATS | Fmt.RATE):

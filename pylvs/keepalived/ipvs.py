@@ -101,8 +101,11 @@ def service_object(vs: VirtualServer, spec: ServiceSpec) -> dict[str, Any]:
     netmask = "255.255.255.255"
     if vs.persistence_granularity and "." in vs.persistence_granularity:
         netmask = vs.persistence_granularity
-    return {**spec.ident, "scheduler": vs.scheduler or "wlc", "flags": flags,
-            "timeout": vs.persistence_timeout or 0, "netmask": netmask, "pe": vs.persistence_engine or ""}
+    service = {**spec.ident, "scheduler": vs.scheduler or "wlc", "flags": flags,
+               "timeout": vs.persistence_timeout or 0, "netmask": netmask, "pe": vs.persistence_engine or ""}
+    if vs.syn_proxy:  # DPVS keepalived's syn_proxy
+        service["synproxy"] = True
+    return service
 
 
 def dest_port(server: RealServer | SorryServer, method: str, spec: ServiceSpec) -> int:

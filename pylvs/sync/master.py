@@ -91,6 +91,9 @@ class SyncMaster:
         if conn.dest.method == Method.FULLNAT:
             self.stats["skipped_fullnat"] += 1  # its local address and port have no place in the message
             return
+        if conn.synproxy is not None:
+            self.stats["skipped_synproxy"] += 1  # nor have the SYN proxy's sequence deltas
+            return
         entry = self._entry(conn)
         slot = self._slots.get(conn)
         if slot is not None:

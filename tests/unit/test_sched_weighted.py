@@ -58,15 +58,15 @@ def test_ovf_counts_only_active_and_skips_unusable():
 
 
 class Draws(random.Random):
-    """Hands out fixed draws and records the bound each was asked for."""
+    """Hands out fixed draws and records how many random bits each was asked for."""
 
     def __init__(self, *values: int) -> None:
         super().__init__(0)
         self.values = list(values)
         self.bounds: list[int] = []
 
-    def randrange(self, n, *args, **kwargs):  # noqa: D401 - the only call twos makes
-        self.bounds.append(n)
+    def getrandbits(self, k):  # the only call twos makes (randrange's rejection draws)
+        self.bounds.append(k)
         return self.values.pop(0)
 
 
@@ -77,9 +77,11 @@ def twos_pick(svc, d, *draws: int) -> tuple[str, list[int]]:
 
 
 def test_twos_draws_map_onto_cumulative_weights():
-    # weights A1 B2 C3: total = 7, r in 0..6; r <= 1 -> A, 2..3 -> B, 4..6 -> C (all conns 0: choice 1)
+    # weights A1 B2 C3: total = 7, r in 0..6 (3 random bits, 7 drawn again); r <= 1 -> A, 2..3 -> B,
+    # 4..6 -> C (all conns 0: choice 1)
     svc, d = make(A=1, B=2, C=3)
-    assert twos_pick(svc, d, 0, 0) == ("A", [7, 7])
+    assert twos_pick(svc, d, 0, 0) == ("A", [3, 3])
+    assert twos_pick(svc, d, 7, 7, 2, 0) == ("B", [3, 3, 3, 3])  # 7 is out of range: drawn again
     assert twos_pick(svc, d, 1, 0)[0] == "A"
     assert twos_pick(svc, d, 2, 0)[0] == "B"
     assert twos_pick(svc, d, 3, 0)[0] == "B"
@@ -104,8 +106,8 @@ def test_twos_takes_the_second_only_when_strictly_lighter():
 def test_twos_skips_quiesced_and_overloaded_in_the_draw():
     svc, d = make(A=1, B=0, C=3, D=2)
     d["C"].overloaded = True
-    # usable: A1 D2 -> total 4; r=1 -> A, r=3 -> D
-    assert twos_pick(svc, d, 1, 1) == ("A", [4, 4])
+    # usable: A1 D2 -> total 4 (3 random bits); r=1 -> A, r=3 -> D
+    assert twos_pick(svc, d, 1, 1) == ("A", [3, 3])
     assert twos_pick(svc, d, 3, 3)[0] == "D"
 
 
