@@ -2,10 +2,11 @@
 
 Nothing here needs root or touches the network: the files are parsed and validated by the code lvsd
 starts with, and the table is built in an engine without interfaces. The table is printed as
-`ipvsadm -S -n` rules: that form carries every service and real-server option (a `-L -n` listing
-drops some and adds counters that mean nothing before start), it can be diffed against
-`ipvsadm -S -n` on a host running the kernel's IPVS, and it is what `lvsd --config` and
-`lvsadm -R` read.
+`ipvsadm -S -n` rules, the very lines `lvsadm -S -n` prints once lvsd runs: unlike a `-L -n`
+listing they carry persistence, netmasks, flags and tunnel options and no counters (which mean
+nothing before start), they diff against `ipvsadm -S -n` on a host running the kernel's IPVS,
+and `lvsd --config` and `lvsadm -R` read them. As in ipvsadm 1.31, thresholds (-x/-y) are not
+part of that form.
 
 Exit codes follow `keepalived -t` (2.2.7 as reference, see tests/data/configtest/):
   0  nothing to report (`pylvs:` notes about deliberate differences do not count);
