@@ -2,6 +2,7 @@
 #   make demo   - sets up and runs the NAT demo on an embedded namespace lab
 #   make test   - sets up and runs the unit and integration tests
 #   make bpf    - compiles the kernel fast path (build/bpf/pylvs_fastpath.bpf.o; make test needs it)
+#   make man    - regenerates the man pages and bash completions in share/ from the parsers
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ BPF_DIR := pylvs/datapath/bpf
 BPF_OBJ := build/bpf/pylvs_fastpath.bpf.o
 BPF_HINT := install clang, llvm and libbpf-dev (Debian: apt-get install $(BPF_APT_PACKAGES), or run make as root)
 
-.PHONY: demo test deps unit integration lint bench clean apt bpf
+.PHONY: demo test deps unit integration lint bench clean apt bpf man
 
 demo: deps
 	$(PY) -m pylvs.lab.demo
@@ -39,6 +40,11 @@ lint: deps
 
 bench: deps
 	$(PY) bench/run.py
+
+# Man pages and bash completions (share/), generated from the parsers; tests/unit/test_doc.py fails
+# when the committed files differ from what the parsers give.
+man: deps
+	$(PY) -m pylvs.doc.generate
 
 deps: $(STAMP) apt
 

@@ -178,6 +178,7 @@ Options:
   --ipip         -i                   ipip encapsulation (tunneling)
   --masquerading -m                   masquerading (NAT)
   --fullnat                           full NAT (source and destination NAT)
+  --proxy-protocol version            FULLNAT client address header: v1, v2 or disable
   --tun-type      type                one of ipip|gue|gre,
                                       the default tunnel type is ipip.
   --tun-port      port                tunnel destination port
