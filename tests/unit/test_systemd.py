@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -116,3 +117,13 @@ def test_systemd_analyze_verifies_the_units(name, tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_security_rates_the_sandbox_ok(tmp_path):
+    path = tmp_path / "lvsd.service"
+    path.write_text(units.render("lvsd.service", command=sys.executable))
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    exposure = float(re.search(r"Overall exposure level for lvsd.service: ([\d.]+)", r.stdout)[1])
+    assert exposure <= 4.0, r.stdout  # 3.6 today; CAP_SYS_ADMIN (BPF before kernel 5.8) costs the most
