@@ -136,7 +136,8 @@ class Director:
             self.steering = steering.Worker()
         self.events = engine.subscribe()  # ServicesChanged only
         self.api = api.Control(engine)
-        self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
+        # a reload from lvsadm also reports to systemd: one SIGHUP may have arrived while it ran
+        self.api.register("reload", lambda req: {"started": self._keepalived().reload(done=self._reloaded)})
         self.api.register("health", lambda req: self._keepalived().status())
         self.api.register("get-keepalived", lambda req: {"path": os.path.abspath(self._keepalived().path),
                                                          "config_id": self._keepalived().config_id})
