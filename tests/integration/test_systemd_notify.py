@@ -94,6 +94,12 @@ def test_ready_reloading_ready_stopping(lab, monkeypatch):
     assert ready["STATUS"].startswith("reload failed, running configuration kept: ")
     assert len(rules(lab)) == 3
 
+    with open(path, "w") as f:  # a reload lvsadm asks for also ends in READY=1
+        f.write(conf("192.0.2.12"))
+    lab.lvsadm("--reload")
+    ready = systemd.next("READY")
+    assert ready["STATUS"].startswith(f"reloaded {path}: 1 change(s); 1 virtual services, 1 real servers")
+
     pid = lab.lvsd.pid
     os.kill(pid, signal.SIGTERM)
     stopping = systemd.next("STOPPING")
