@@ -2,10 +2,11 @@
 #   make demo   - sets up and runs the NAT demo on an embedded namespace lab
 #   make test   - sets up and runs the unit and integration tests
 #   make bpf    - compiles the kernel fast path (build/bpf/pylvs_fastpath.bpf.o; make test needs it)
+#   make man    - regenerates the man pages and bash completions in share/ from the parsers
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps
+APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps keepalived
 # The fast path: clang -target bpf, libbpf's headers and shared library, the kernel's uapi headers.
 BPF_APT_PACKAGES := clang llvm libbpf-dev libbpf1 linux-libc-dev
 STAMP := $(VENV)/.installed
@@ -13,7 +14,7 @@ BPF_DIR := pylvs/datapath/bpf
 BPF_OBJ := build/bpf/pylvs_fastpath.bpf.o
 BPF_HINT := install clang, llvm and libbpf-dev (Debian: apt-get install $(BPF_APT_PACKAGES), or run make as root)
 
-.PHONY: demo test deps unit integration lint bench clean apt bpf
+.PHONY: demo test deps unit integration lint bench clean apt bpf man
 
 demo: deps
 	$(PY) -m pylvs.lab.demo
@@ -40,11 +41,16 @@ lint: deps
 bench: deps
 	$(PY) bench/run.py
 
+# Man pages and bash completions (share/), generated from the parsers; tests/unit/test_doc.py fails
+# when the committed files differ from what the parsers give.
+man: deps
+	$(PY) -m pylvs.doc.generate
+
 deps: $(STAMP) apt
 
 # Debian packages: only when something is missing, so repeated runs stay fast and offline-safe.
 apt:
-	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy; do \
+	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy keepalived; do \
 	  command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	for f in /usr/include/bpf/bpf_helpers.h /usr/include/linux/bpf.h; do [ -f $$f ] || missing="$$missing $$f"; done; \
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \

@@ -33,7 +33,7 @@ def _tunnel(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev", default=DEFAULT_DEV, help=f"TUN device of the userspace decapsulator ({DEFAULT_DEV})")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvs-rs", description="Real-server side of LVS direct routing and tunneling")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="hold the VIP, quiet ARP about it, decapsulate tunnels")
@@ -52,7 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     decap.add_argument("--tun-port", type=int, default=0)
     decap.add_argument("--dev", default=DEFAULT_DEV)
     decap.add_argument("--pidfile", help="written once the decapsulator is ready, removed when it stops")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def _config(args: argparse.Namespace, method: str | None) -> Config:

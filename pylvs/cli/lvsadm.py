@@ -178,6 +178,7 @@ Options:
   --ipip         -i                   ipip encapsulation (tunneling)
   --masquerading -m                   masquerading (NAT)
   --fullnat                           full NAT (source and destination NAT)
+  --proxy-protocol version            FULLNAT client address header: v1, v2 or disable
   --tun-type      type                one of ipip|gue|gre,
                                       the default tunnel type is ipip.
   --tun-port      port                tunnel destination port
@@ -216,7 +217,7 @@ lvsadm extensions:
   --control PATH                      lvsd control socket (default $PYLVS_CONTROL or {control_client.DEFAULT_PATH})
   --json                              with -L/-S/-G: print the daemon's data as JSON instead of text
   --atomic                            with -R: apply all lines or none (lines numbered in errors)
-  --reload                            re-read lvsd's keepalived.conf (as SIGHUP)
+  --reload                            test lvsd's keepalived.conf (as lvsd -t), re-read it if it passes
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
@@ -372,6 +373,19 @@ def _restore_atomic(session: _Session, stdin: TextIO, prog: str) -> None:
     raise _Exit(255, where + error_text(str(failed.get("op", "batch")), answer))
 
 
+def check_before_reload(session: _Session, stderr: TextIO, prog: str) -> None:
+    """`--reload` tests lvsd's keepalived.conf as `lvsd -t` does and refuses a file that fails."""
+    from pylvs.cli import configtest  # the keepalived parser: only --reload needs it
+
+    where = session.result({"op": "get-keepalived"}, 255)
+    verdict = configtest.check(keepalived_conf=where["path"], config_id=where.get("config_id"))
+    for message in verdict.messages:
+        stderr.write(message + "\n")
+    if not verdict.ok:
+        raise _Exit(verdict.code, f"{prog}: {where['path']}: test failed, not reloaded "
+                                  f"(lvsd keeps its running configuration)")
+
+
 def drops_text(drops: dict[str, int], rings: dict[str, dict[str, int]]) -> str:
     lines = ["Dropped frames by reason:"]
     lines += [f"  {reason:<22} {count:>12}  {REASONS.get(reason, '')}" for reason, count in sorted(drops.items())]
@@ -433,6 +447,8 @@ def run(
         args = [a for a in args if a not in ("--json", "--atomic")]
         if args in (["--reload"], ["--health"]):  # lvsadm extensions for a keepalived-driven lvsd
             session = _Session(control, transport)
+            if args == ["--reload"]:
+                check_before_reload(session, stderr, prog)
             result = session.result({"op": args[0][2:]}, 255)
             if args[0] == "--health":
                 stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")

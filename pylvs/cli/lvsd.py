@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pylvs import __version__
+from pylvs.cli import configtest
 from pylvs.control.client import DEFAULT_PATH
 from pylvs.control.config_file import ConfigFileError
 from pylvs.control.keepalived_runner import EXIT_CONFIG
@@ -14,12 +15,14 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine.engine import Settings
 from pylvs.keepalived import ConfigError as KeepalivedConfigError
 from pylvs.sync.config import SyncSettings
+from pylvs.systemd import journal, units
+from pylvs.systemd.units import UNITS
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvsd", description="pylvs director: IPVS-compatible layer-4 load balancer")
-    p.add_argument("-i", "--interface", action="append", required=True, metavar="IF",
-                   help="interface the director sends and receives on (repeat for each)")
+    p.add_argument("-i", "--interface", action="append", metavar="IF",
+                   help="interface the director sends and receives on (repeat for each; required to run)")
     p.add_argument("--control", default=DEFAULT_PATH, metavar="PATH",
                    help=f"control socket: a file path, or @NAME for an abstract socket of this network namespace "
                         f"(default {DEFAULT_PATH})")
@@ -64,13 +67,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="sync a connection when its packet count %% P == T (default 3 50)")
     sync.add_argument("--backup-only", action="store_true",
                       help="while a backup sync daemon runs, leave the VIPs to the master (no ARP, no new connections)")
+    check = p.add_argument_group("configuration test (no root, no network)")
+    check.add_argument("-t", "--config-test", action="store_true",
+                       help="check --config and/or --keepalived FILE as keepalived -t does, print the table lvsd "
+                            "would build (ipvsadm -S -n form) and exit: 0 ok, 5 configuration errors, 4 (or 1 for "
+                            "--config) lvsd would not start")
+    check.add_argument("-q", "--quiet", action="store_true", help="with --config-test: print only the problems")
+    p.add_argument("--print-unit", choices=UNITS, metavar="UNIT",
+                   help=f"print a systemd unit for this lvsd and exit ({', '.join(UNITS)})")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"lvsd {__version__}")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = parser()
+    args = p.parse_args(argv)
+    if not args.interface and not args.config_test and not args.print_unit:
+        p.error("the following arguments are required: -i/--interface")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.config_test:
+        return configtest.run(args)
+    if args.print_unit:
+        sys.stdout.write(units.render(args.print_unit))
+        return 0
     if args.save_config and not args.config:
         print("lvsd: --save-config needs --config FILE", file=sys.stderr)
         return 2
@@ -81,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if threshold < 0 or period < 0 or (period and threshold >= period):
         print("lvsd: --sync-threshold needs 0 <= T < P (or P = 0)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="lvsd: %(levelname)s %(message)s")
+    journal.configure_logging("lvsd", logging.DEBUG if args.verbose else logging.INFO)
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
                         expire_quiescent_template=args.expire_quiescent_template,
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp,

@@ -31,24 +31,30 @@ class KeepalivedRunner:
     def start(self) -> None:
         self.manager.start()
 
-    def reload(self) -> bool:
-        """Re-read the file and apply the difference, in the background. False if one is running."""
+    def reload(self, done: Callable[[str], None] | None = None) -> bool:
+        """Re-read the file and apply the difference, in the background. False if one is running.
+        `done` hears the outcome in words from the reload's thread, after its changes were applied."""
         if not self._reloading.acquire(blocking=False):
             return False
-        threading.Thread(target=self._reload, name="pylvs-reload", daemon=True).start()
+        threading.Thread(target=self._reload, args=(done,), name="pylvs-reload", daemon=True).start()
         return True
 
-    def _reload(self) -> None:
+    def _reload(self, done: Callable[[str], None] | None = None) -> None:
+        outcome = f"reload of {self.path} did not finish"
         try:
             config = keepalived.load(self.path, self.config_id)
         except keepalived.ConfigError as exc:
             log.error("Reload failed, keeping the running configuration: %s", exc)
+            outcome = f"reload failed, running configuration kept: {exc}"
             return
         else:
             changes = self.manager.reload(config)
             log.info("Reloaded %s: %d change(s) applied", self.path, len(changes))
+            outcome = f"reloaded {self.path}: {len(changes)} change(s)"
         finally:
             self._reloading.release()
+            if done is not None:
+                done(outcome)
 
     def status(self) -> dict[str, Any]:
         return self.manager.status()

@@ -36,6 +36,7 @@ from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
+from pylvs.systemd.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ RECONCILE_INTERVAL = 0.25  # a large table's steering and ARP follow changes at 
 RECONCILE_AT_ONCE = 200    # up to this many services, every change is reconciled (nft included) before the
                            # answer leaves; beyond, nft runs in the steering worker's thread
 STEERING_CHECK = 5.0  # seconds between checks that nobody removed the nftables table
+STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates (only under systemd)
 
 
 def read_interface(ipr: IPRoute, name: str) -> Interface:
@@ -80,6 +82,9 @@ class Director:
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
                  datapath: str = "auto", keep_conns: str | None = None) -> None:
+        self.notify = Notifier.from_environment()  # systemd's Type=notify, when started by it
+        self._reload_outcomes: deque[str] = deque()  # finished SIGHUP reloads, for READY=1
+        self._next_status = 0.0
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -143,8 +148,11 @@ class Director:
             self.steering = steering.Worker()
         self.events = engine.subscribe()  # ServicesChanged only
         self.api = api.Control(engine)
-        self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
+        # a reload from lvsadm also reports to systemd: one SIGHUP may have arrived while it ran
+        self.api.register("reload", lambda req: {"started": self._keepalived().reload(done=self._reloaded)})
         self.api.register("health", lambda req: self._keepalived().status())
+        self.api.register("get-keepalived", lambda req: {"path": os.path.abspath(self._keepalived().path),
+                                                         "config_id": self._keepalived().config_id})
         self.api.register("get-datapath", lambda req: self._datapath_status())
         self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
@@ -394,9 +402,34 @@ class Director:
         except BlockingIOError:
             pass
         self._apply_queued()
-        if self._reload_requested and self.keepalived is not None:
+        if self._reload_requested:
             self._reload_requested = False
-            self.keepalived.reload()
+            self._reload()
+        while self._reload_outcomes:
+            self._apply_queued()  # the reload's changes were queued before its outcome
+            self.notify.ready(f"{self._reload_outcomes.popleft()}; {self._status_line()}")
+
+    def _reload(self) -> None:
+        """SIGHUP: systemd hears RELOADING=1 now and READY=1 once the new table is in place."""
+        if self.keepalived is None:
+            self.notify.reloading("SIGHUP")
+            log.info("SIGHUP: nothing to re-read (lvsd was not started with --keepalived)")
+            self.notify.ready(f"SIGHUP: nothing to re-read; {self._status_line()}")
+            return
+        self.notify.reloading(f"reloading {self.keepalived.path}")
+        self.keepalived.reload(done=self._reloaded)  # False: one is running; its READY=1 follows
+
+    def _reloaded(self, outcome: str) -> None:
+        """From the reload's thread: READY=1 goes out from the loop, after the changes."""
+        self._reload_outcomes.append(outcome)
+        self._wake()
+
+    def _status_line(self) -> str:
+        """What `systemctl status lvsd` shows on its Status: line."""
+        table = self.engine.table
+        dests = sum(len(svc.dests) for svc in table)
+        return (f"{len(table)} virtual services, {dests} real servers, {len(self.engine.conns)} connections; "
+                f"data path {self.datapath['datapath']}")
 
     def _wake(self) -> None:
         try:
@@ -429,9 +462,13 @@ class Director:
         self._drain_events()  # the table loaded at start: steering, rings and the first announcement
         if self.keepalived is not None:
             self.keepalived.start()  # its startup table arrives through queue_requests
+            self._apply_queued()
+            self._drain_events()
         next_tick = time.monotonic()
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
+        self.notify.ready(f"forwarding on {', '.join(i.name for i in self.engine.interfaces.values())}: "
+                          f"{self._status_line()}")
         while not self.stopping:
             deadline = min(next_tick, self._last_reconcile + RECONCILE_INTERVAL) if self._reconcile_pending \
                 else next_tick
@@ -452,6 +489,9 @@ class Director:
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
 
     def _housekeeping(self, now: float) -> None:
+        if self.notify.enabled and now >= self._next_status:
+            self._next_status = now + STATUS_INTERVAL
+            self.notify.status(self._status_line())
         if self._lost:
             self._look_for_lost_interfaces()
         if self.control is not None:
@@ -477,6 +517,7 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        self.notify.stopping("stopping: removing rules and programs")
         if self.config and getattr(self, "engine", None) is not None \
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
@@ -513,5 +554,6 @@ class Director:
         if self._steering_installed:
             steering.remove()
         self.selector.close()
+        self.notify.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -137,7 +138,7 @@ def test_reload_changes_only_what_changed_and_keeps_a_running_download(ka_lab):
     before = lab.lvsadm("-L", "-n", "-c").stdout
     download = subprocess.Popen(
         ["ip", "netns", "exec", lab.net.name("client"), "sh", "-c",
-         f"curl -sS --max-time 40 --limit-rate 16M http://{VIP}/big | sha256sum"],
+         f"curl -sS --max-time 40 --limit-rate 8M http://{VIP}/big | sha256sum"],
         stdout=subprocess.PIPE, text=True)
     # the download's real server: the one connection to VIP:80 that is new and established
     def serving() -> str | None:
@@ -169,10 +170,11 @@ def test_a_broken_reload_keeps_the_running_table(ka_lab):
             # a keyword missing its parameter is fatal (an unbalanced brace is not, in keepalived)
             f.write(good + "\nvirtual_server 203.0.113.100 82 {\n  real_server 192.0.2.11 80 {\n    weight\n"
                            "  }\n}\n")
-        lab.lvsadm("--reload")
-        time.sleep(2)
+        refused = lab.lvsadm("--reload", check=False)  # lvsadm tests the file first (lvsd -t) and refuses it
+        assert refused.returncode == 4 and "not reloaded" in refused.stderr, refused.stderr
+        os.kill(lab.lvsd.pid, signal.SIGHUP)  # lvsd itself refuses it too
+        wait_for(lambda: "Reload failed" in lab.lvsd_log(), timeout=5, what="the refused reload")
         assert table(lab) == before
-        assert "Reload failed" in lab.lvsd_log()
     finally:
         with open(lab.conf, "w") as f:
             f.write(good)

@@ -1,0 +1,1 @@
+"""Man pages and shell completion generated from the parsers of lvsd, lvsadm and lvs-rs."""
