@@ -220,6 +220,7 @@ lvsadm extensions:
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
+  --metrics                           lvsd's metrics in Prometheus's text format (with --json: as JSON)
 """
 
 
@@ -380,6 +381,13 @@ def drops_text(drops: dict[str, int], rings: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_text(result: list) -> str:
+    from pylvs.metrics.exporter import text  # prometheus_client: only for this option
+    from pylvs.metrics.families import from_json
+
+    return text(from_json(result))
+
+
 def datapath_text(status: dict) -> str:
     if status["datapath"] != "bpf":
         return f"data path: python ({status.get('reason') or 'the fast path is not in use'})\n"
@@ -419,6 +427,11 @@ def run(
             drops, rings = session.result({"op": "get-drops"}, 255), session.result({"op": "rings"}, 255)
             stdout.write(json.dumps({"drops": drops, "rings": rings}, sort_keys=True) + "\n" if as_json
                          else drops_text(drops, rings))
+            return 0
+        if args == ["--metrics"]:  # pylvs extension: what `lvsd --metrics` serves, through the control socket
+            session = _Session(control, transport)
+            result = session.result({"op": "get-metrics"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else metrics_text(result))
             return 0
         if args == ["--datapath"]:  # pylvs extension: not part of ipvsadm's outputs
             session = _Session(control, transport)

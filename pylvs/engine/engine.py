@@ -313,6 +313,9 @@ class Engine:
         st = conn.svc.stats
         st.inpkts += 1
         st.inbytes += totlen
+        st = self.total  # the kernel's tot_stats (/proc/net/ip_vs_stats): survives deleted services
+        st.inpkts += 1
+        st.inbytes += totlen
         return conn.forwarder.inbound(conn, buf, l4, partial, now)
 
     def _out(self, conn: Conn, buf: Buffer, flags: int, l4: int, totlen: int, partial: bool, now: float) -> Output:
@@ -329,6 +332,9 @@ class Engine:
         st.outpkts += 1
         st.outbytes += totlen
         st = conn.svc.stats
+        st.outpkts += 1
+        st.outbytes += totlen
+        st = self.total
         st.outpkts += 1
         st.outbytes += totlen
         return conn.forwarder.outbound(conn, buf, l4, partial, now)
@@ -378,11 +384,11 @@ class Engine:
         if packets <= 0:
             return
         if direction == DIR_IN:
-            for st in (conn.dest.stats, conn.svc.stats):
+            for st in (conn.dest.stats, conn.svc.stats, self.total):
                 st.inpkts += packets
                 st.inbytes += nbytes
         else:
-            for st in (conn.dest.stats, conn.svc.stats):
+            for st in (conn.dest.stats, conn.svc.stats, self.total):
                 st.outpkts += packets
                 st.outbytes += nbytes
         if conn.dead:

@@ -1,0 +1,119 @@
+"""lvsd's HTTP listeners on loopback: the Prometheus exporter (/metrics, read back with prometheus_client's
+parser) and the status page (its assets, its JSON, its headers, read-only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from importlib import resources
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pylvs.metrics import snapshot
+from pylvs.metrics.exporter import Exporter
+from pylvs.metrics.publisher import Publisher
+from pylvs.web.server import StatusPage
+from tests.unit.director import RIPS, VIP, make_engine
+
+
+@pytest.fixture
+def publisher():
+    """A publisher with one snapshot of a three-server NAT service already published."""
+    engine = make_engine()
+    pub = Publisher(lambda: snapshot.build(snapshot.Sources(engine)))
+    pub.current(wait=0)  # a reader asked: the loop's next step copies
+    pub.step(time.monotonic())
+    return pub
+
+
+def get(address, path, method="GET"):
+    conn = http.client.HTTPConnection(*address, timeout=5)
+    try:
+        conn.request(method, path)
+        res = conn.getresponse()
+        return res.status, dict(res.getheaders()), res.read()
+    finally:
+        conn.close()
+
+
+def test_exporter_serves_the_snapshot_on_metrics(publisher):
+    exporter = Exporter(publisher, "127.0.0.1", 0)
+    try:
+        status, headers, body = get(exporter.address, "/metrics")
+    finally:
+        exporter.close()
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    weights = {s.labels["remote_address"]: s.value for s in fams["node_ipvs_backend_weight"].samples}
+    assert weights == dict.fromkeys(RIPS, 1.0)
+    assert "process_cpu_seconds" in fams  # the process's own metrics come along
+
+
+def test_exporter_on_a_taken_port_is_an_oserror(publisher):
+    first = Exporter(publisher, "127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            Exporter(publisher, "127.0.0.1", first.address[1])
+    finally:
+        first.close()
+
+
+@pytest.fixture
+def page(publisher):
+    page = StatusPage(publisher, "127.0.0.1", 0)
+    yield page
+    page.close()
+
+
+def test_status_page_serves_its_own_assets_with_a_strict_policy(page):
+    for path, ctype in (("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, headers, body = get(page.address, path)
+        assert status == 200 and headers["Content-Type"].startswith(ctype), path
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    html = get(page.address, "/")[2].decode()
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing from elsewhere
+
+
+def test_status_json_is_the_snapshot(page):
+    status, headers, body = get(page.address, "/api/status")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    data = json.loads(body)
+    (svc,) = data["services"]
+    assert (svc["proto"], svc["addr"], svc["port"], svc["scheduler"]) == ("TCP", VIP, 80, "rr")
+    assert sorted(d["addr"] for d in svc["dests"]) == sorted(RIPS)
+    assert {d["method"] for d in svc["dests"]} == {"Masq"}
+    assert data["health"] is None and data["datapath"] == "python"
+    assert {d["reason"] for d in data["drops"]} >= {"runt", "no_service"}
+    assert all(d["meaning"] for d in data["drops"])
+
+
+def test_status_page_is_read_only(page):
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, _ = get(page.address, "/api/status", method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert get(page.address, "/nothing-here")[0] == 404
+    status, _, body = get(page.address, "/", "HEAD")
+    assert status == 200 and body == b""
+
+
+def test_status_page_without_a_snapshot_says_so():
+    pub = Publisher(lambda: iter(()), interval=1.0)  # a loop that never publishes
+    page = StatusPage(pub, "127.0.0.1", 0)
+    try:
+        pub.current(wait=0)
+        start = time.monotonic()
+        status, _, _ = get(page.address, "/api/status")
+    finally:
+        page.close()
+    assert status == 503 and time.monotonic() - start < 4
+
+
+def test_the_page_script_never_writes_markup():
+    # Every value from lvsd (service names, checker messages, keepalived names) goes in as text.
+    script = (resources.files("pylvs.web") / "static" / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script
