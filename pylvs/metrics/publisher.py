@@ -70,14 +70,14 @@ class Publisher:
 
     # -- any other thread -------------------------------------------------------------------------
 
-    def current(self, max_age: float = INTERVAL * 2, wait: float = WAIT) -> Snapshot | None:
+    def current(self, max_age: float = INTERVAL, wait: float = WAIT) -> Snapshot | None:
         """The latest snapshot, with the health checks' state; waits (up to `wait`) for one no older than
         `max_age`. None if the loop published nothing in that time."""
         now = self._clock()
         idle = now - self._asked > IDLE
         self._asked = now
-        if idle or self._latest is None:
-            self._wake()
+        if idle or now - self._latest_at > max_age:
+            self._wake()  # the loop may be waiting for traffic or its tick: it copies now
         with self._published:
             self._published.wait_for(lambda: self._clock() - self._latest_at <= max_age, timeout=wait)
             snap = self._latest
