@@ -14,7 +14,7 @@ import logging
 import socket
 import socketserver
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -40,10 +40,17 @@ SECURITY_HEADERS = {
 }
 
 
+MAX_SERVICES = 250  # services the page draws; the JSON of thousands would cost the loop's GIL every second
+
+
 def status_json(snap: Snapshot, host: str) -> dict[str, Any]:
-    """The page's data: the snapshot as it is, with the drop reasons' meanings."""
-    data = asdict(snap)
+    """The page's data: the snapshot as it is (its first MAX_SERVICES services), with the totals of all
+    services' connections and the drop reasons' meanings."""
+    data = asdict(replace(snap, services=snap.services[:MAX_SERVICES]))
     data["host"] = host
+    data["services_total"] = len(snap.services)
+    data["active"] = sum(d.active for svc in snap.services for d in svc.dests)
+    data["inactive"] = sum(d.inactive for svc in snap.services for d in svc.dests)
     data["drops"] = [{"reason": r, "count": n, "meaning": REASONS.get(r, "")} for r, n in snap.drops]
     return data
 

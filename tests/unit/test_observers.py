@@ -11,12 +11,15 @@ from importlib import resources
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import TCP
 
+from pylvs.engine.services import RealServer, VirtualService, pack_ip
+from pylvs.ipvs_uapi import PROTO_TCP, Method
 from pylvs.metrics import snapshot
 from pylvs.metrics.exporter import Exporter
 from pylvs.metrics.publisher import Publisher
-from pylvs.web.server import StatusPage
-from tests.unit.director import RIPS, VIP, make_engine
+from pylvs.web.server import MAX_SERVICES, StatusPage, status_json
+from tests.unit.director import RIPS, VIP, frame, from_client, make_engine
 
 
 @pytest.fixture
@@ -117,3 +120,15 @@ def test_the_page_script_never_writes_markup():
     script = (resources.files("pylvs.web") / "static" / "app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script
+
+
+def test_status_json_draws_a_bounded_number_of_services_but_counts_all():
+    engine = make_engine()
+    for port in range(1000, 1000 + MAX_SERVICES):
+        svc = engine.table.add_service(VirtualService(PROTO_TCP, pack_ip(VIP), port))
+        engine.table.add_dest(svc, RealServer(pack_ip(RIPS[0]), port, method=Method.ROUTE))
+    engine.process(frame(from_client(TCP(sport=40001, dport=80, flags="S"))), 1, 0.0)
+    data = status_json(snapshot.take(snapshot.Sources(engine)), "director")
+    assert len(data["services"]) == MAX_SERVICES and data["services_total"] == MAX_SERVICES + 1
+    assert (data["active"], data["inactive"]) == (1, 0)  # SYN_RECV counts as active, as in the kernel
+    json.dumps(data)

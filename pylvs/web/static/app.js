@@ -5,7 +5,6 @@
 const POLL_MS = 1000;
 const HISTORY = 120;      // points in the overview charts (two minutes)
 const SVC_HISTORY = 60;   // points in a service's chart
-const MAX_SERVICES = 250; // services drawn; the rest are counted
 const STALE_S = 5;
 
 const st = {
@@ -116,15 +115,7 @@ function sumDrops(snap) {
 }
 
 function activeTotals(snap) {
-  let active = 0;
-  let inactive = 0;
-  for (const s of snap.services) {
-    for (const d of s.dests) {
-      active += d.active;
-      inactive += d.inactive;
-    }
-  }
-  return { active, inactive };
+  return { active: snap.active, inactive: snap.inactive }; // of every service, drawn or not
 }
 
 function updateRates(snap) {
@@ -165,7 +156,7 @@ function sparkline(series, opts) {
   const w = opts.width || 240;
   const h = opts.height || 48;
   const pad = 2;
-  const n = opts.points || HISTORY;
+  const window = opts.points || HISTORY;
   const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", class: "spark", "aria-hidden": "true" });
   let max = 0;
   for (const s of series) for (const v of s.values) max = Math.max(max, v);
@@ -174,6 +165,8 @@ function sparkline(series, opts) {
   for (const s of series) {
     const vals = s.values;
     if (vals.length === 0) continue;
+    // Young history is spread over the whole width; once full, the chart scrolls (newest on the right).
+    const n = Math.min(Math.max(vals.length, 2), window);
     const x = (i) => w - (vals.length - 1 - i) * (w / (n - 1));
     const y = (v) => h - pad - (v / max) * (h - 2 * pad - 2);
     let line = "";
@@ -313,14 +306,14 @@ function renderServices(snap) {
   const box = byId("services");
   const withHealth = snap.health !== null;
   const health = healthIndex(snap);
-  byId("svc-count").textContent = snap.services.length ? String(snap.services.length) : "";
+  byId("svc-count").textContent = snap.services_total ? num(snap.services_total) : "";
   if (!snap.services.length) {
     box.replaceChildren(el("div", "card empty", "No virtual services yet. Add one with ",
       el("code", null, "lvsadm -A -t VIP:PORT"), " or start lvsd with --config or --keepalived."));
     return;
   }
   const cards = [];
-  for (const s of snap.services.slice(0, MAX_SERVICES)) {
+  for (const s of snap.services) {
     const k = svcKey(s);
     const r = st.rates.get(k) || { cps: 0, inB: 0, outB: 0 };
     let active = 0;
@@ -364,8 +357,9 @@ function renderServices(snap) {
     card.dataset.service = k;
     cards.push(card);
   }
-  if (snap.services.length > MAX_SERVICES) {
-    cards.push(el("div", "card empty", `${num(snap.services.length - MAX_SERVICES)} more services not drawn (lvsadm -L -n lists them all).`));
+  if (snap.services_total > snap.services.length) {
+    cards.push(el("div", "card empty", `${num(snap.services_total - snap.services.length)} more services not drawn `
+      + "(lvsadm -L -n lists them all)."));
   }
   box.replaceChildren(...cards);
 }
@@ -395,14 +389,17 @@ function renderDrops(snap) {
 
 function renderSync(snap) {
   const rows = snap.sync.map((d) => [
-    d.daemon,
+    el("div", null, el("div", null, d.daemon),
+      d.running ? el("div", "muted small", `${d.interface} · syncid ${d.syncid} · ${d.group}`) : null),
     pill(d.running ? "running" : "stopped", d.running ? "good" : ""),
-    d.running ? `${d.interface} · syncid ${d.syncid} · ${d.group}` : "—",
     d.running ? num(d.messages) : "—",
     d.running ? num(d.conns) : "—",
-    d.running && d.problems.length ? d.problems.map(([k, v]) => `${k} ${num(v)}`).join(", ") : "—",
   ]);
-  byId("sync").replaceChildren(table(["Daemon", "State", "Where", "Messages", "Connections", "Problems"], rows, [3, 4]));
+  const parts = [table(["Daemon", "State", "Messages", "Connections"], rows, [2, 3])];
+  for (const d of snap.sync.filter((x) => x.running && x.problems.length)) {
+    parts.push(el("div", "muted small", `${d.daemon}: ${d.problems.map(([k, v]) => `${k} ${num(v)}`).join(", ")}`));
+  }
+  byId("sync").replaceChildren(...parts);
 }
 
 function renderDatapath(snap) {
