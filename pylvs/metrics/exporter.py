@@ -51,9 +51,15 @@ def registry(publisher: Publisher) -> CollectorRegistry:
     """lvsd's metrics, plus the process's own (CPU, memory, open files)."""
     reg = CollectorRegistry(auto_describe=False)
 
+    cache: list = [None, []]  # (snapshot, its families): scrapes of one snapshot share the work
+
     def latest() -> list[Family]:
         snap = publisher.current()
-        return families(snap) if snap is not None else []
+        if snap is None:
+            return []
+        if cache[0] is not snap:
+            cache[:] = [snap, families(snap)]
+        return cache[1]
 
     reg.register(_Families(latest))
     ProcessCollector(registry=reg)

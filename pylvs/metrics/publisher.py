@@ -44,6 +44,7 @@ class Publisher:
         self._published = threading.Condition()
         self._health_lock = threading.Lock()
         self._health_cache: tuple[float, tuple[HealthView, ...] | None] = (-IDLE, None)
+        self._merged: tuple[Snapshot | None, object, Snapshot | None] = (None, None, None)
 
     # -- the loop's thread ------------------------------------------------------------------------
 
@@ -83,7 +84,12 @@ class Publisher:
             snap = self._latest
         if snap is None or self._health is None:
             return snap
-        return replace(snap, health=self._health_views(now))
+        views = self._health_views(now)
+        base, seen, merged = self._merged
+        if base is not snap or seen is not views:  # the same pair gives the same object: readers cache by it
+            merged = replace(snap, health=views)
+            self._merged = (snap, views, merged)
+        return merged
 
     def _health_views(self, now: float) -> tuple[HealthView, ...] | None:
         with self._health_lock:  # one question to the health thread per interval, whoever reads

@@ -377,3 +377,16 @@ def test_listen_addresses():
     for bad in ("9100", "localhost:9100", "::1:9100", "1.2.3.4:0", "1.2.3.4:70000", "1.2.3.4:x", "[1.2.3.4]:80"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+def test_readers_get_the_same_object_while_nothing_changed():
+    clock = Clock()
+    pub = Publisher(lambda: snapshot.build(snapshot.Sources(make_engine())), health=lambda: {"virtual_servers": []},
+                    clock=clock)
+    pub.current(wait=0)
+    pub.step(clock.now)
+    first = pub.current(wait=0)
+    assert pub.current(wait=0) is first  # the exporter and the page encode a snapshot once
+    clock.now += 1.0
+    pub.step(clock.now)
+    assert pub.current(wait=0) is not first
