@@ -6,13 +6,16 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import time
+import types
 from importlib import resources
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import TCP
 
+from pylvs.cli import lvsd
 from pylvs.engine.services import RealServer, VirtualService, pack_ip
 from pylvs.ipvs_uapi import PROTO_TCP, Method
 from pylvs.metrics import snapshot
@@ -132,3 +135,24 @@ def test_status_json_draws_a_bounded_number_of_services_but_counts_all():
     assert len(data["services"]) == MAX_SERVICES and data["services_total"] == MAX_SERVICES + 1
     assert (data["active"], data["inactive"]) == (1, 0)  # SYN_RECV counts as active, as in the kernel
     json.dumps(data)
+
+
+def test_lvsd_names_the_option_whose_address_is_taken(publisher):
+    director = types.SimpleNamespace(metrics=publisher)
+    with socket.socket() as free, socket.socket() as taken:
+        free.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free_port = free.getsockname()[1]
+        free.close()  # the exporter gets this one; the page's is taken
+        args = lvsd.parse_args(["-i", "eth0", "--metrics", f"127.0.0.1:{free_port}", "--web", f"127.0.0.1:{port}"])
+        with pytest.raises(OSError, match=rf"^\[Errno 98\] --web 127\.0\.0\.1:{port}: Address already in use"):
+            lvsd.start_observers(director, args)
+
+
+def test_lvsd_refuses_a_listen_address_that_is_not_one(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        lvsd.parse_args(["-i", "eth0", "--web", "localhost:8080"])
+    assert exit_.value.code == 2
+    assert "argument --web: 'localhost:8080': 'localhost' is not an IP address" in capsys.readouterr().err

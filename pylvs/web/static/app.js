@@ -193,6 +193,7 @@ function pill(text, cls, title) {
 function renderHeader(snap) {
   const when = new Date(snap.taken * 1000).toLocaleTimeString("en-GB");
   byId("who").textContent = `pylvs ${snap.version} on ${snap.host} · snapshot ${when}`;
+  document.title = `lvsd · ${snap.host}`;
   const pills = [];
   pills.push(pill(`data path: ${snap.datapath}`, snap.datapath === "bpf" ? "good" : "", snap.datapath_reason));
   const running = snap.sync.filter((d) => d.running).map((d) => `${d.daemon} on ${d.interface}`);
