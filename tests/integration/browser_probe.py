@@ -67,7 +67,8 @@ def main(url: str, screenshot: str) -> int:
         reads.append(driver.execute_script(READ))
         height, chrome = driver.execute_script(
             "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]")
-        driver.set_window_size(1440, min(max(height + chrome, 600), 4000))  # the whole page in one picture
+        width = driver.get_window_size()["width"]
+        driver.set_window_size(width, min(max(height + chrome, 600), 4000))  # the whole page in one picture
         time.sleep(0.3)
         driver.save_screenshot(screenshot)
         console = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

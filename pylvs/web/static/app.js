@@ -287,7 +287,7 @@ function destRow(s, d, h, withHealth, totalConns) {
     el("td", "num", perSec(r.cps)),
     el("td", "num", bytes(r.inB)),
     el("td", "num", bytes(r.outB)),
-    el("td", null, bar(totalConns ? (d.active + d.inactive) / totalConns : 0)));
+    el("td", "share-col", bar(totalConns ? (d.active + d.inactive) / totalConns : 0)));
   tr.dataset.dest = hostPort(d.addr, d.port);
   return tr;
 }
@@ -333,7 +333,7 @@ function renderServices(snap) {
         stat("active", num(active)), stat("inactive", num(inactive)),
         sparkline([{ values: st.svcHistory.get(k) || [], cls: "c1", fill: true }], { width: 160, height: 34, points: SVC_HISTORY })));
     const cols = [["Real server"], ["Forward"], ["Weight", "num"], ...(withHealth ? [["Health"], ["Last check"]] : []),
-      ["Active", "num"], ["Inactive", "num"], ["Conn/s", "num"], ["In", "num"], ["Out", "num"], ["Share of connections"]];
+      ["Active", "num"], ["Inactive", "num"], ["Conn/s", "num"], ["In", "num"], ["Out", "num"], ["Share of connections", "share-col"]];
     const thead = el("thead", null, el("tr", null, ...cols.map(([c, cls]) => el("th", cls, c))));
     const tbody = el("tbody");
     const seen = new Set();
@@ -352,7 +352,9 @@ function renderServices(snap) {
       }
     }
     if (!tbody.children.length) {
-      tbody.append(el("tr", null, Object.assign(el("td", "muted", "no real servers"), { colSpan: cols.length })));
+      const none = el("td", "muted", "no real servers");
+      none.colSpan = cols.length;
+      tbody.append(el("tr", null, none));
     }
     const card = el("div", "card svc", head, el("div", "table-wrap", el("table", "dests", thead, tbody)));
     card.dataset.service = k;
