@@ -156,3 +156,18 @@ def test_lvsd_refuses_a_listen_address_that_is_not_one(capsys):
         lvsd.parse_args(["-i", "eth0", "--web", "localhost:8080"])
     assert exit_.value.code == 2
     assert "argument --web: 'localhost:8080': 'localhost' is not an IP address" in capsys.readouterr().err
+
+
+def test_both_listen_on_ipv6(publisher):
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    exporter, page = Exporter(publisher, "::1", 0), StatusPage(publisher, "::1", 0)
+    try:
+        assert get(exporter.address, "/metrics")[0] == 200
+        assert json.loads(get(page.address, "/api/status")[2])["services_total"] == 1
+    finally:
+        exporter.close()
+        page.close()
