@@ -80,6 +80,20 @@ def test_prometheus_sees_the_open_connections_per_real_server(lab, prom):
             lab.net.kill(proc, signal.SIGINT)
 
 
+def test_prometheus_follows_the_sync_daemon(lab, prom):
+    assert prom.eventually('pylvs_sync_daemon_running{daemon="master"} == 0', bool)
+    lab.lvsadm("--start-daemon", "master", "--mcast-interface", "dip0")
+    try:
+        labs.http_get_all(lab, 6, f"http://{VIP}/")
+        running = prom.eventually('pylvs_sync_daemon_running{daemon="master"} == 1', bool)
+        sent = prom.eventually('pylvs_sync_messages_total{daemon="master"} > 0', bool)
+        conns = prom.eventually('pylvs_sync_connections_total{daemon="master"} >= 6', bool)
+        assert running and sent and conns, (running, sent, conns)
+    finally:
+        lab.lvsadm("--stop-daemon", "master")
+    assert prom.eventually('pylvs_sync_daemon_running{daemon="master"} == 0', bool)
+
+
 def test_lvsadm_metrics_prints_the_same_families(lab, prom):
     printed = {f.name for f in text_string_to_metric_families(lab.lvsadm("--metrics").stdout)}
     stored = {r["metric"]["__name__"] for r in prom.query('{job="lvsd",__name__=~"node_ipvs_.*|pylvs_.*"}')}
