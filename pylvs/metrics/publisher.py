@@ -66,6 +66,10 @@ class Publisher:
             with self._published:
                 self._latest, self._latest_at = done.value, now
                 self._published.notify_all()
+        except Exception:  # noqa: BLE001 - metrics must never stop forwarding: log, retry in an interval
+            self._building = None
+            self._next = now + self.interval
+            log.exception("metrics snapshot failed")
         else:
             self._wake()  # more pieces to copy: do not wait for traffic or the tick
 

@@ -390,3 +390,16 @@ def test_readers_get_the_same_object_while_nothing_changed():
     clock.now += 1.0
     pub.step(clock.now)
     assert pub.current(wait=0) is not first
+
+
+def test_a_failing_copy_never_reaches_the_loop(caplog):
+    clock = Clock()
+
+    def rings():
+        raise OSError("ring gone")
+
+    pub = Publisher(lambda: snapshot.build(snapshot.Sources(make_engine(), rings=rings)), clock=clock)
+    pub.current(wait=0)
+    pub.step(clock.now)  # logged, not raised
+    assert "metrics snapshot failed" in caplog.text and not pub.building
+    assert pub.current(wait=0) is None
