@@ -224,6 +224,7 @@ lvsadm extensions:
   --doctor [-t|-u|-f service]         probe the DR and TUN real servers with real packets and say what is
                                       wrong (exit 1 if anything is, or could not be told)
   --synproxy     -j enable|disable    with -A/-E: lvsd answers the service's SYNs with SYN cookies (DPVS)
+  --metrics                           lvsd's metrics in Prometheus's text format (with --json: as JSON)
 """
 
 
@@ -397,6 +398,13 @@ def drops_text(drops: dict[str, int], rings: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_text(result: list) -> str:
+    from pylvs.metrics.exporter import text  # prometheus_client: only for this option
+    from pylvs.metrics.families import from_json
+
+    return text(from_json(result))
+
+
 def datapath_text(status: dict) -> str:
     if status["datapath"] != "bpf":
         return f"data path: python ({status.get('reason') or 'the fast path is not in use'})\n"
@@ -458,6 +466,11 @@ def run(
             drops, rings = session.result({"op": "get-drops"}, 255), session.result({"op": "rings"}, 255)
             stdout.write(json.dumps({"drops": drops, "rings": rings}, sort_keys=True) + "\n" if as_json
                          else drops_text(drops, rings))
+            return 0
+        if args == ["--metrics"]:  # pylvs extension: what `lvsd --metrics` serves, through the control socket
+            session = _Session(control, transport)
+            result = session.result({"op": "get-metrics"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else metrics_text(result))
             return 0
         if args == ["--datapath"]:  # pylvs extension: not part of ipvsadm's outputs
             session = _Session(control, transport)

@@ -19,6 +19,15 @@ from pylvs.systemd import journal, units
 from pylvs.systemd.units import UNITS
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    from pylvs.metrics.address import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvsd", description="pylvs director: IPVS-compatible layer-4 load balancer")
     p.add_argument("-i", "--interface", action="append", metavar="IF",
@@ -75,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="with --config-test: print only the problems")
     p.add_argument("--print-unit", choices=UNITS, metavar="UNIT",
                    help=f"print a systemd unit for this lvsd and exit ({', '.join(UNITS)})")
+    observe = p.add_argument_group("observing lvsd (read-only HTTP, off by default)")
+    observe.add_argument("--metrics", type=listen_address, metavar="ADDR:PORT",
+                         help="serve Prometheus metrics on http://ADDR:PORT/metrics (node_exporter's IPVS names, "
+                              "then pylvs_*); ADDR may be [IPv6], or empty for every address")
+    observe.add_argument("--web", type=listen_address, metavar="ADDR:PORT",
+                         help="serve the live status page on http://ADDR:PORT/")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"lvsd {__version__}")
     return p
@@ -146,10 +161,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lvsd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        observers = start_observers(director, args)
+    except OSError as exc:
+        director.close()
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return 1
+    try:
         director.run()
     finally:
+        for observer in observers:
+            observer.close()
         director.close()
     return 0
+
+
+def start_observers(director, args: argparse.Namespace) -> list:
+    """The HTTP listeners asked for (--metrics, --web), each in a thread of its own."""
+    from pylvs.metrics.exporter import Exporter
+    from pylvs.web.server import StatusPage
+
+    observers: list = []
+    for option, address, cls, path in (("--metrics", args.metrics, Exporter, "/metrics"),
+                                       ("--web", args.web, StatusPage, "/")):
+        if address is None:
+            continue
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        try:
+            observers.append(cls(director.metrics, *address))
+        except OSError as exc:
+            for observer in observers:
+                observer.close()
+            raise OSError(exc.errno, f"{option} {host}:{address[1]}: {exc.strerror or exc}") from None
+        logging.getLogger("lvsd").info("%s: http://%s:%d%s", option, host, address[1], path)
+    return observers
 
 
 if __name__ == "__main__":

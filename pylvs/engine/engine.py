@@ -412,12 +412,15 @@ class Engine:
         st = conn.svc.stats
         st.inpkts += 1
         st.inbytes += totlen
+        st = self.total  # the kernel's tot_stats (/proc/net/ip_vs_stats): survives deleted services
+        st.inpkts += 1
+        st.inbytes += totlen
         return conn.forwarder.inbound(conn, buf, l4, partial, now)
 
     def _one_packet(self, conn: Conn, buf: Buffer, l4: int, totlen: int, partial: bool, now: float) -> Output:
         """One-packet scheduling (-o): the datagram goes with a connection that is never entered in the
         table, so the next one is scheduled again (ip_vs_conn_put expires it at once); not synced."""
-        for st in (conn.dest.stats, conn.svc.stats):
+        for st in (conn.dest.stats, conn.svc.stats, self.total):
             st.inpkts += 1
             st.inbytes += totlen
         out = conn.forwarder.inbound(conn, buf, l4, partial, now)
@@ -441,6 +444,9 @@ class Engine:
         st.outpkts += 1
         st.outbytes += totlen
         st = conn.svc.stats
+        st.outpkts += 1
+        st.outbytes += totlen
+        st = self.total
         st.outpkts += 1
         st.outbytes += totlen
         return conn.forwarder.outbound(conn, buf, l4, partial, now)
@@ -494,11 +500,11 @@ class Engine:
         if packets <= 0:
             return
         if direction == DIR_IN:
-            for st in (conn.dest.stats, conn.svc.stats):
+            for st in (conn.dest.stats, conn.svc.stats, self.total):
                 st.inpkts += packets
                 st.inbytes += nbytes
         else:
-            for st in (conn.dest.stats, conn.svc.stats):
+            for st in (conn.dest.stats, conn.svc.stats, self.total):
                 st.outpkts += packets
                 st.outbytes += nbytes
         if conn.dead:

@@ -99,6 +99,7 @@ class RSState:
         self.vs = vs
         self.checkers = [CheckerState(c, self) for c in cfg.checkers]
         self.alive = self.failed == 0
+        self.transitions = 0  # up <-> down changes, kept across reloads (metrics)
 
     @property
     def failed(self) -> int:
@@ -115,7 +116,16 @@ class RSState:
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "alive": self.alive, "weight": real_weight(self.weight),
-                "inhibit": bool(self.cfg.inhibit_on_failure), "checkers": [c.snapshot() for c in self.checkers]}
+                "inhibit": bool(self.cfg.inhibit_on_failure), "checkers": [c.snapshot() for c in self.checkers],
+                "transitions": self.transitions, "ipvs": self.ipvs_dests()}
+
+    def ipvs_dests(self) -> list[dict[str, Any]]:
+        """The IPVS destinations this real server stands for: one per service of its virtual server."""
+        dests = []
+        for spec in self.vs.specs:
+            dest = dest_object(self.cfg, spec, 0)
+            dests.append({"service": spec.ident, "addr": dest["addr"], "port": dest["port"]})
+        return dests
 
 
 class VSState:
@@ -175,6 +185,7 @@ class VSState:
 
     def set_alive(self, rs: RSState, alive: bool, eff: Effects) -> None:
         rs.alive = alive
+        rs.transitions += 1
         inhibit = rs.cfg.inhibit_on_failure
         if alive:
             eff.log(f"{'Enabling' if inhibit else 'Adding'} service {rs.name} {'of' if inhibit else 'to'} VS "
@@ -355,6 +366,7 @@ class Runtime:
                     elif prev_rs.alive:
                         chk.fsm.up = True
                 rs.alive = rs.failed == 0
+                rs.transitions = prev_rs.transitions
             vs.quorum_up = vs.weight_sum() >= vs.cfg.quorum + vs.cfg.hysteresis
 
     def reload_effects(self, old: Runtime) -> Effects:

@@ -9,6 +9,7 @@ through its own subscription.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -16,7 +17,7 @@ import selectors
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 
 from pyroute2 import IPRoute
 
@@ -34,6 +35,9 @@ from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.metrics import families as metrics_families
+from pylvs.metrics import snapshot as metrics_snapshot
+from pylvs.metrics.publisher import Publisher
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 from pylvs.systemd.notify import Notifier
@@ -113,6 +117,7 @@ class Director:
         self.datapath = {"datapath": "python", "reason": ""}
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
+        self.requests: Counter[tuple[str, str]] = Counter()  # control requests by (op, ok|error), for metrics
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self._start_fast_path(datapath)
@@ -160,6 +165,30 @@ class Director:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+        self._setup_metrics()
+
+    def _setup_metrics(self) -> None:
+        """The metrics surface (pylvs.metrics): copied by this loop, read by the exporter, the status
+        page (other threads, through the publisher) and `lvsadm --metrics` (the get-metrics op)."""
+        self.metrics_sources = metrics_snapshot.Sources(
+            self.engine,
+            rings=lambda: [(r.ifname, r.mark, r.counters()) for r in self.rings.values()],
+            datapath=self._datapath_status,
+            sync=lambda: self.sync.list() if self.sync is not None else [],
+            frame_errors=lambda: {"engine": self.errors, "send": self.tx_errors},
+            requests=self.requests)
+        self.metrics = Publisher(lambda: metrics_snapshot.build(self.metrics_sources), self._health_status, self._wake)
+        self.api.register("get-metrics", lambda req: self._metrics_now())
+
+    def _metrics_now(self) -> list[dict]:
+        """get-metrics: a fresh copy, whole (the loop answers requests between rounds anyway)."""
+        snap = dataclasses.replace(metrics_snapshot.take(self.metrics_sources), health=self.metrics.health_now())
+        return metrics_families.to_json(metrics_families.families(snap))
+
+    def _health_status(self) -> dict | None:
+        """The health checks' state, from their thread (any thread but theirs may ask)."""
+        runner = self.keepalived
+        return runner.status() if runner is not None else None
 
     def _restore_conns(self, path: str) -> None:
         try:
@@ -235,6 +264,13 @@ class Director:
 
     def _request(self, request: dict) -> dict | Streamed:
         op = request.get("op") if isinstance(request, dict) else None
+        answer = self._answer(op, request)
+        ok = isinstance(answer, Streamed) or answer.get("ok")
+        known = isinstance(op, str) and op in self.api.ops  # any other name counts as "unknown": bounded labels
+        self.requests[(op if known else "unknown", "ok" if ok else "error")] += 1
+        return answer
+
+    def _answer(self, op: object, request: dict) -> dict | Streamed:
         if self.offload is not None and op in COUNTING_OPS:
             self.offload.refresh_all()  # what the kernel forwarded is in the numbers, as in IPVS
         if op == "list-conns":  # possibly huge: built piece by piece between rounds of the loop
@@ -477,6 +513,7 @@ class Director:
                 key.data(key.fd, events)
             self._drain_events()
             now = time.monotonic()
+            self.metrics.step(now)  # a piece of the metrics snapshot, while someone reads them
             if self.config and self.engine.table.generation != self._saved_generation \
                     and now - self._saved_at >= SAVE_INTERVAL:
                 self._save_config()
