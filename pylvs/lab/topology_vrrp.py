@@ -1,0 +1,166 @@
+"""Two NAT directors on the client LAN, paired by VRRP from keepalived.conf (issue 16)::
+
+    client 203.0.113.10 --- br0 (cnet) --+-- vip0 [d1] dip0 --+-- br0 (lan) --- rs1..rsN 192.0.2.11..
+                                         |  .2           .2   |               (default gw 192.0.2.1)
+                                         +-- vip0 [d2] dip0 --+
+                                            .3           .3
+
+Each director runs `lvsd --keepalived` with two vrrp_instances in a vrrp_sync_group, as LVS-NAT
+sites do (keepalived.md §5.2/5.3): VI_1 holds the VIP 203.0.113.100 on vip0, VI_2 the real
+servers' gateway 192.0.2.1 on dip0; `lvs_sync_daemon dip0 VI_1` makes the master's connections
+follow to the backup. `d2` may instead run Debian's keepalived (VRRP only) as the peer.
+Addresses come from the documentation ranges and live only inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from pylvs.lab import servers
+from pylvs.lab.netns import LabError, Netns, wait_for
+from pylvs.lab.topology_ha import DirectorNode
+
+CLIENT = "203.0.113.10"
+VIP = "203.0.113.100"
+GATEWAY = "192.0.2.1"
+ADDRS = {"d1": ("203.0.113.2", "192.0.2.2"), "d2": ("203.0.113.3", "192.0.2.3")}
+RPORT = 8080
+
+
+def keepalived_conf(priority: int, *, advert_int: float = 1, version: int = 2, state: str = "BACKUP",
+                    rips: list[str] | tuple[str, ...] = (), gateway: bool = True, sync: bool = True,
+                    auth: str | None = None, nopreempt: bool = False, notify: str | None = None) -> str:
+    """One director's keepalived.conf: the VRRP pair and, with `rips`, the NAT virtual server."""
+    glob = [f"    vrrp_version {version}"] + (["    lvs_sync_daemon dip0 VI_1"] if sync else [])
+    lines = ["global_defs {", *glob, "}"]
+    members = ["VI_1", "VI_2"] if gateway else ["VI_1"]
+    if gateway:
+        lines += ["vrrp_sync_group VG1 {", "    group {", *[f"        {m}" for m in members], "    }", "}"]
+    for name, vrid, ifname, addr in (("VI_1", 51, "vip0", f"{VIP}/24"), ("VI_2", 52, "dip0", f"{GATEWAY}/24")):
+        if name not in members:
+            continue
+        lines += [f"vrrp_instance {name} {{", f"    state {state}", f"    interface {ifname}",
+                  f"    virtual_router_id {vrid}", f"    priority {priority}", f"    advert_int {advert_int}"]
+        lines += ["    nopreempt"] if nopreempt else []
+        lines += [f'    notify "{notify}"'] if notify else []
+        if auth:
+            lines += ["    authentication {", "        auth_type PASS", f"        auth_pass {auth}", "    }"]
+        lines += ["    virtual_ipaddress {", f"        {addr}", "    }", "}"]
+    if rips:
+        lines += [f"virtual_server {VIP} 80 {{", "    lb_algo rr", "    lb_kind NAT", "    protocol TCP"]
+        for rip in rips:
+            lines += [f"    real_server {rip} {RPORT} {{", "        weight 1", "    }"]
+        lines += ["}"]
+    return "\n".join(lines) + "\n"
+
+
+class KeepalivedNode:
+    """Debian's keepalived in a director's namespace, VRRP only, in the foreground."""
+
+    def __init__(self, net: Netns, role: str) -> None:
+        self.net, self.role = net, role
+        self.proc: subprocess.Popen | None = None
+        self.log = f"{role}-keepalived.log"
+
+    def start(self, conf: str) -> None:
+        path = os.path.join(self.net.tmp, f"{self.role}-keepalived.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        pids = {opt: os.path.join(self.net.tmp, f"{self.role}-{opt}.pid") for opt in ("pid", "vrrp_pid",
+                                                                                     "checkers_pid")}
+        self.proc = self.net.popen(self.role, "keepalived", "--dont-fork", "--log-console", "--log-detail",
+                                   "--vrrp", "-f", path, *[f"--{opt}={p}" for opt, p in pids.items()],
+                                   log=self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.net.kill(self.proc)
+            self.proc = None
+
+    def output(self) -> str:
+        try:
+            with open(os.path.join(self.net.tmp, self.log)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+class VrrpLab:
+    def __init__(self, n_rs: int = 3, big_mb: int = 8, prefix: str | None = None) -> None:
+        self.net = Netns(prefix)
+        self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
+        self.rips = [f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)]
+        self.big_mb = big_mb
+        self.d1 = DirectorNode(self.net, "d1")
+        self.d2 = DirectorNode(self.net, "d2")
+        self.kad = KeepalivedNode(self.net, "d2")
+
+    def up(self) -> VrrpLab:
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self) -> None:
+        net = self.net
+        for role in ("client", "cnet", "d1", "d2", "lan", *self.rs_names):
+            net.add(role)
+        net.bridge("cnet", "br0")
+        net.bridge("lan", "br0")
+        net.veth("client", "eth0", "cnet", "pc")
+        net.ip("cnet", "link", "set", "pc", "master", "br0")
+        net.addr("client", "eth0", f"{CLIENT}/24")
+        for role, (outside, inside) in ADDRS.items():
+            net.veth(role, "vip0", "cnet", f"p{role}")
+            net.veth(role, "dip0", "lan", f"p{role}")
+            net.ip("cnet", "link", "set", f"p{role}", "master", "br0")
+            net.ip("lan", "link", "set", f"p{role}", "master", "br0")
+            net.addr(role, "vip0", f"{outside}/24")
+            net.addr(role, "dip0", f"{inside}/24")
+            net.sysctl(role, "net.ipv4.ip_forward", 0)
+        if self.rs_names:
+            servers.make_big_file(net, self.big_mb << 20)
+        for name, addr in zip(self.rs_names, self.rips, strict=True):
+            net.veth(name, "eth0", "lan", f"r{name}")
+            net.ip("lan", "link", "set", f"r{name}", "master", "br0")
+            net.addr(name, "eth0", f"{addr}/24")
+            net.ip(name, "route", "add", "default", "via", GATEWAY)
+            servers.start_nginx(net, name, addr, RPORT, name)
+        for name, addr in zip(self.rs_names, self.rips, strict=True):
+            wait_for(lambda n=name, a=addr: bool(self.net.exec(n, "ss", "-Htln", f"src {a}:{RPORT}",
+                                                                check=False).stdout.strip()), what=f"nginx on {name}")
+
+    def start_lvsd(self, node: DirectorNode, conf: str, *extra: str) -> None:
+        path = os.path.join(self.net.tmp, f"{node.role}-keepalived.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        node.start("--keepalived", path, *extra)
+
+    def vrrp_state(self, node: DirectorNode) -> dict[str, str]:
+        """Instance -> state, from `lvsadm --vrrp --json`."""
+        import json
+        result = node.lvsadm("--vrrp", "--json", check=False)
+        if result.returncode:
+            raise LabError(f"{node.role}: lvsadm --vrrp: {result.stderr.strip()}")
+        return {i["name"]: i["state"] for i in json.loads(result.stdout)["instances"]}
+
+    def has_addr(self, role: str, ifname: str, addr: str) -> bool:
+        out = self.net.exec(role, "ip", "-4", "-o", "addr", "show", "dev", ifname, check=False).stdout
+        return f" {addr}/" in out
+
+    def curl(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+        return self.net.exec("client", "curl", "-sS", "--max-time", str(timeout), *args, check=False,
+                             timeout=timeout + 5)
+
+    def down(self) -> None:
+        self.d1.proc = self.d2.proc = self.kad.proc = None
+        self.net.teardown()
+
+    def __enter__(self) -> VrrpLab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
