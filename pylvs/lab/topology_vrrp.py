@@ -14,7 +14,9 @@ Addresses come from the documentation ranges and live only inside the lab's name
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 
 from pylvs.lab import servers
@@ -64,12 +66,15 @@ class KeepalivedNode:
         self.log = f"{role}-keepalived.log"
 
     def start(self, conf: str) -> None:
+        binary = shutil.which("keepalived") or "/usr/sbin/keepalived"
+        if not os.path.exists(binary):
+            raise LabError("keepalived is not installed (apt-get install keepalived)")
         path = os.path.join(self.net.tmp, f"{self.role}-keepalived.conf")
         with open(path, "w") as f:
             f.write(conf)
         pids = {opt: os.path.join(self.net.tmp, f"{self.role}-{opt}.pid") for opt in ("pid", "vrrp_pid",
                                                                                      "checkers_pid")}
-        self.proc = self.net.popen(self.role, "keepalived", "--dont-fork", "--log-console", "--log-detail",
+        self.proc = self.net.popen(self.role, binary, "--dont-fork", "--log-console", "--log-detail",
                                    "--vrrp", "-f", path, *[f"--{opt}={p}" for opt, p in pids.items()],
                                    log=self.log)
 
@@ -141,7 +146,6 @@ class VrrpLab:
 
     def vrrp_state(self, node: DirectorNode) -> dict[str, str]:
         """Instance -> state, from `lvsadm --vrrp --json`."""
-        import json
         result = node.lvsadm("--vrrp", "--json", check=False)
         if result.returncode:
             raise LabError(f"{node.role}: lvsadm --vrrp: {result.stderr.strip()}")

@@ -104,7 +104,9 @@ def test_kill_9_of_the_master_fails_over_with_established_connections_intact(pai
     assert lab.has_addr("d2", "dip0", GATEWAY)  # the real servers' gateway moved with the VIP (sync group)
     assert "master sync daemon (mcast=dip0, syncid=51" in lab.d2.lvsadm("-L", "--daemon").stdout
     # The download that started on d1 ends on d2, complete, on the same connection.
-    assert curl.wait(40) == 0, open(os.path.join(lab.net.tmp, "download.log")).read()
+    code = curl.wait(40)
+    with open(os.path.join(lab.net.tmp, "download.log")) as log:
+        assert code == 0, log.read()
     with open(out, "rb") as got, open(os.path.join(lab.net.tmp, "big.bin"), "rb") as want:
         assert hashlib.sha256(got.read()).digest() == hashlib.sha256(want.read()).digest()
     assert conns(lab, lab.d2)[download] != "ESTABLISHED"  # d2 saw its end
