@@ -121,3 +121,28 @@ def test_kill_9_of_the_master_fails_over_with_established_connections_intact(pai
     assert int(re.search(r"(\d+) requests in", after.stdout).group(1)) > 100
     stats = next(line for line in lab.d2.lvsadm("-L", "-n", "--stats").stdout.splitlines() if line.startswith("TCP"))
     assert int(stats.split()[3]) > 100  # inpkts: the new master forwarded
+
+
+def test_the_old_master_returns_preempts_and_hands_over_cleanly_on_sigterm(pair):
+    lab = pair
+    os.unlink(lab.d1.control)  # the killed lvsd's socket file (lvsd would replace it; start() waits for it)
+    lab.start_lvsd(lab.d1, keepalived_conf(PRIO["d1"], version=3, advert_int=ADVERT_INT, rips=lab.rips))
+    wait_for(lambda: lab.vrrp_state(lab.d1) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=10,
+             what="d1 preempting")
+    wait_for(lambda: lab.vrrp_state(lab.d2) == {"VI_1": "BACKUP", "VI_2": "BACKUP"}, timeout=5, what="d2 backup")
+    assert not lab.has_addr("d2", "dip0", GATEWAY)
+    assert "backup sync daemon" in lab.d2.lvsadm("-L", "--daemon").stdout
+    r = lab.curl(f"http://{VIP}/")
+    assert r.returncode == 0 and r.stdout.strip() in ("rs1", "rs2", "rs3"), r.stderr
+    with Capture(lab.net, "client", "eth0", "ip proto 112", name="sigterm") as cap:
+        stopped = time.monotonic()
+        lab.d1.stop()  # SIGTERM: priority 0, addresses removed
+        wait_for(lambda: lab.vrrp_state(lab.d2) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=5,
+                 what="d2 master")
+        took = time.monotonic() - stopped
+    zero = [p for p in cap.packets() if VRRPv3 in p and p[IP].src == ADDRS["d1"][0] and p[VRRPv3].priority == 0]
+    assert zero, "d1's priority-0 advert"
+    assert took < BACKUP_DOWN_INTERVAL, took  # skew time after the priority-0 advert, not the down interval
+    assert not lab.has_addr("d1", "dip0", GATEWAY) and lab.has_addr("d2", "dip0", GATEWAY)
+    r = lab.curl(f"http://{VIP}/")
+    assert r.returncode == 0 and r.stdout.strip() in ("rs1", "rs2", "rs3"), r.stderr
