@@ -4,6 +4,8 @@ preempt. The adverts of both sides are checked on the wire with scapy."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 
@@ -66,7 +68,12 @@ def pair(request):
     try:
         options = {"gateway": False, "sync": False, "version": version,
                    "advert_int": 1 if version == 2 else 0.5, "auth": "k3epal1v" if version == 2 else None}
-        service = keepalived_conf(PYLVS_PRIO, rips=[RS], **options)
+        lab.notified = os.path.join(lab.net.tmp, "notify.out")
+        script = os.path.join(lab.net.tmp, "notify.sh")
+        with open(script, "w") as f:
+            f.write(f'#!/bin/sh\necho "$@" >> {lab.notified}\n')
+        os.chmod(script, 0o755)
+        service = keepalived_conf(PYLVS_PRIO, rips=[RS], notify=script, **options)
         lab.start_lvsd(lab.d1, service)
         lab.kad_conf = keepalived_conf(KEEPALIVED_PRIO, **options)
         lab.options = options
@@ -121,3 +128,11 @@ def test_pylvs_and_keepalived_agree_takeover_and_preempt(pair):
     status = lab.d1.lvsadm("--vrrp").stdout.splitlines()
     assert status[0].split() == ["Instance", "State", "VRID", "Ver", "Prio", "Interface", "Master", "Addresses"]
     assert status[1].split() == ["VI_1", "BACKUP", "51", f"v{o['version']}", "100", "vip0", ADDRS["d2"][0], VIP]
+    # keepalived's notify convention: INSTANCE name state priority, once for every transition (with
+    # advert_int 0.5, lvsd may time out once before keepalived, started after it, speaks).
+    became_master = json.loads(lab.d1.lvsadm("--vrrp", "--json").stdout)["instances"][0]["stats"]["became_master"]
+    with open(lab.notified) as f:
+        lines = f.read().splitlines()
+    assert lines == ["INSTANCE VI_1 BACKUP 100"] + ["INSTANCE VI_1 MASTER 100", "INSTANCE VI_1 BACKUP 100"] * \
+        became_master
+    assert became_master in (1, 2)
