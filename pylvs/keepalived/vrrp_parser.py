@@ -146,6 +146,10 @@ def _syncd(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
     vi.lvs_sync_daemon_interface = node.args[0]
 
 
+def _unsupported(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
+    ctx.diags.warn(f"pylvs: ({vi.name}) {node.keyword} is not supported - adverts go to the multicast group", node)
+
+
 def _set(attr: str, value: Any) -> Kw:
     def fn(node: Node, target: Any, ctx: Ctx) -> None:
         setattr(target, attr, value)
@@ -181,6 +185,8 @@ INSTANCE = {
     **_NOTIFY,
     "notify_stop": _script_kw("notify_stop"),
     "lvs_sync_daemon_interface": Kw(_syncd),
+    "unicast_peer": Kw(_unsupported),
+    "unicast_src_ip": Kw(_unsupported),
     "garp_master_delay": _value("garp_master_delay", lambda s: read_int(s, 0, 255, strict=True)),
     "garp_master_repeat": _value("garp_master_repeat", lambda s: read_int(s, 1, 255, strict=True)),
     **{name: Kw(ignored) for name in (
@@ -188,7 +194,7 @@ INSTANCE = {
         "strict_mode", "garp_master_refresh", "garp_master_refresh_repeat", "garp_lower_prio_delay",
         "garp_lower_prio_repeat", "lower_prio_no_advert", "higher_prio_send_advert", "kernel_rx_buf_size",
         "notify_priority_changes", "native_ipv6", "vmac_xmit_base", "track_file", "track_process",
-        "track_bfd", "unicast_src_ip", "unicast_peer", "unicast_ttl", "virtual_routes", "virtual_rules",
+        "track_bfd", "unicast_ttl", "virtual_routes", "virtual_rules",
         "old_unicast_checksum", "check_unicast_src", "no_check_unicast_src")},
 }
 
