@@ -5,6 +5,8 @@
                                          +-- vip0 [d2] dip0 --+
                                             .3           .3
 
+(pylvs.lab.topology_ha's lab, namespaces `master` = d1 and `backup` = d2, without a fixed gateway.)
+
 Each director runs `lvsd --keepalived` with two vrrp_instances in a vrrp_sync_group, as LVS-NAT
 sites do (keepalived.md §5.2/5.3): VI_1 holds the VIP 203.0.113.100 on vip0, VI_2 the real
 servers' gateway 192.0.2.1 on dip0; `lvs_sync_daemon dip0 VI_1` makes the master's connections
@@ -19,15 +21,10 @@ import os
 import shutil
 import subprocess
 
-from pylvs.lab import servers
-from pylvs.lab.netns import LabError, Netns, wait_for
-from pylvs.lab.topology_ha import DirectorNode
+from pylvs.lab.netns import LabError, Netns
+from pylvs.lab.topology_ha import ADDRS, CLIENT, GATEWAY, RPORT, VIP, DirectorNode, HaNatLab
 
-CLIENT = "203.0.113.10"
-VIP = "203.0.113.100"
-GATEWAY = "192.0.2.1"
-ADDRS = {"d1": ("203.0.113.2", "192.0.2.2"), "d2": ("203.0.113.3", "192.0.2.3")}
-RPORT = 8080
+__all__ = ["ADDRS", "CLIENT", "GATEWAY", "VIP", "KeepalivedNode", "VrrpLab", "keepalived_conf"]
 
 
 def keepalived_conf(priority: int, *, advert_int: float = 1, version: int = 2, state: str = "BACKUP",
@@ -91,52 +88,18 @@ class KeepalivedNode:
             return ""
 
 
-class VrrpLab:
-    def __init__(self, n_rs: int = 3, big_mb: int = 8, prefix: str | None = None) -> None:
-        self.net = Netns(prefix)
-        self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
-        self.rips = [f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)]
-        self.big_mb = big_mb
-        self.d1 = DirectorNode(self.net, "d1")
-        self.d2 = DirectorNode(self.net, "d2")
-        self.kad = KeepalivedNode(self.net, "d2")
+class VrrpLab(HaNatLab):
+    """HaNatLab's two directors and real servers, with the gateway left to VRRP: `d1` is the
+    namespace `master` and `d2` the namespace `backup` of that lab, whichever VRRP elects."""
 
-    def up(self) -> VrrpLab:
-        try:
-            self._build()
-        except BaseException:
-            self.down()
-            raise
-        return self
+    def __init__(self, n_rs: int = 3, big_mb: int = 8, prefix: str | None = None) -> None:
+        super().__init__(n_rs, big_mb, prefix)
+        self.d1, self.d2 = self.master, self.backup
+        self.kad = KeepalivedNode(self.net, self.d2.role)
 
     def _build(self) -> None:
-        net = self.net
-        for role in ("client", "cnet", "d1", "d2", "lan", *self.rs_names):
-            net.add(role)
-        net.bridge("cnet", "br0")
-        net.bridge("lan", "br0")
-        net.veth("client", "eth0", "cnet", "pc")
-        net.ip("cnet", "link", "set", "pc", "master", "br0")
-        net.addr("client", "eth0", f"{CLIENT}/24")
-        for role, (outside, inside) in ADDRS.items():
-            net.veth(role, "vip0", "cnet", f"p{role}")
-            net.veth(role, "dip0", "lan", f"p{role}")
-            net.ip("cnet", "link", "set", f"p{role}", "master", "br0")
-            net.ip("lan", "link", "set", f"p{role}", "master", "br0")
-            net.addr(role, "vip0", f"{outside}/24")
-            net.addr(role, "dip0", f"{inside}/24")
-            net.sysctl(role, "net.ipv4.ip_forward", 0)
-        if self.rs_names:
-            servers.make_big_file(net, self.big_mb << 20)
-        for name, addr in zip(self.rs_names, self.rips, strict=True):
-            net.veth(name, "eth0", "lan", f"r{name}")
-            net.ip("lan", "link", "set", f"r{name}", "master", "br0")
-            net.addr(name, "eth0", f"{addr}/24")
-            net.ip(name, "route", "add", "default", "via", GATEWAY)
-            servers.start_nginx(net, name, addr, RPORT, name)
-        for name, addr in zip(self.rs_names, self.rips, strict=True):
-            wait_for(lambda n=name, a=addr: bool(self.net.exec(n, "ss", "-Htln", f"src {a}:{RPORT}",
-                                                                check=False).stdout.strip()), what=f"nginx on {name}")
+        super()._build()
+        self.net.ip(self.master.role, "addr", "del", f"{GATEWAY}/24", "dev", "dip0")  # VRRP's to place
 
     def start_lvsd(self, node: DirectorNode, conf: str, *extra: str) -> None:
         path = os.path.join(self.net.tmp, f"{node.role}-keepalived.conf")
@@ -151,20 +114,13 @@ class VrrpLab:
             raise LabError(f"{node.role}: lvsadm --vrrp: {result.stderr.strip()}")
         return {i["name"]: i["state"] for i in json.loads(result.stdout)["instances"]}
 
-    def has_addr(self, role: str, ifname: str, addr: str) -> bool:
-        out = self.net.exec(role, "ip", "-4", "-o", "addr", "show", "dev", ifname, check=False).stdout
+    def has_addr(self, node: DirectorNode, ifname: str, addr: str) -> bool:
+        out = self.net.exec(node.role, "ip", "-4", "-o", "addr", "show", "dev", ifname, check=False).stdout
         return f" {addr}/" in out
 
-    def curl(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
-        return self.net.exec("client", "curl", "-sS", "--max-time", str(timeout), *args, check=False,
-                             timeout=timeout + 5)
+    def mac(self, node: DirectorNode, ifname: str) -> str:
+        return self.net.exec(node.role, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
 
     def down(self) -> None:
-        self.d1.proc = self.d2.proc = self.kad.proc = None
-        self.net.teardown()
-
-    def __enter__(self) -> VrrpLab:
-        return self.up()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
+        self.kad.proc = None
+        super().down()

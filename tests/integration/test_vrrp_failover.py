@@ -24,8 +24,8 @@ from pylvs.lab.netns import Capture, wait_for
 from pylvs.lab.topology_vrrp import ADDRS, CLIENT, GATEWAY, VIP, VrrpLab, keepalived_conf
 
 ADVERT_INT = 0.5  # VRRPv3 takes fractions (keepalived's centiseconds)
-PRIO = {"d1": 150, "d2": 100}
-BACKUP_DOWN_INTERVAL = 3 * ADVERT_INT + (256 - PRIO["d2"]) / 256 * ADVERT_INT  # 1.80 s
+D1_PRIO, D2_PRIO = 150, 100
+BACKUP_DOWN_INTERVAL = 3 * ADVERT_INT + (256 - D2_PRIO) / 256 * ADVERT_INT  # 1.80 s
 SLACK = 0.3  # timer and scheduling latency allowed on a busy 2-core machine
 
 
@@ -33,8 +33,8 @@ SLACK = 0.3  # timer and scheduling latency allowed on a busy 2-core machine
 def pair():
     lab = VrrpLab(n_rs=3, big_mb=12).up()
     try:
-        for node in (lab.d1, lab.d2):
-            lab.start_lvsd(node, keepalived_conf(PRIO[node.role], version=3, advert_int=ADVERT_INT, rips=lab.rips))
+        for node, prio in ((lab.d1, D1_PRIO), (lab.d2, D2_PRIO)):
+            lab.start_lvsd(node, keepalived_conf(prio, version=3, advert_int=ADVERT_INT, rips=lab.rips))
         wait_for(lambda: lab.vrrp_state(lab.d1) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=10,
                  what="d1 master")
         assert lab.vrrp_state(lab.d2) == {"VI_1": "BACKUP", "VI_2": "BACKUP"}
@@ -59,8 +59,8 @@ def wrk_errors(output: str) -> int:
 
 def test_the_master_holds_the_vip_the_gateway_and_the_master_sync_daemon(pair):
     lab = pair
-    assert lab.has_addr("d1", "dip0", GATEWAY) and not lab.has_addr("d2", "dip0", GATEWAY)
-    assert not lab.has_addr("d1", "vip0", VIP)  # the VIP is lvsd's own (ARP from the engine), never the kernel's
+    assert lab.has_addr(lab.d1, "dip0", GATEWAY) and not lab.has_addr(lab.d2, "dip0", GATEWAY)
+    assert not lab.has_addr(lab.d1, "vip0", VIP)  # the VIP is lvsd's own (ARP from the engine), never the kernel's
     assert "master sync daemon (mcast=dip0, syncid=51" in lab.d1.lvsadm("-L", "--daemon").stdout
     assert "backup sync daemon (mcast=dip0, syncid=51" in lab.d2.lvsadm("-L", "--daemon").stdout
     for _ in range(3):
@@ -93,7 +93,7 @@ def test_kill_9_of_the_master_fails_over_with_established_connections_intact(pai
         wait_for(lambda: lab.vrrp_state(lab.d2) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=10,
                  what="d2 master")
         time.sleep(0.5)
-    d2_out, d2_in = ADDRS["d2"]
+    d2_out, d2_in = ADDRS[lab.d2.role]
     first_advert = min(p.time for p in cap.packets() if VRRPv3 in p and p[IP].src == d2_out)
     first_garp = min(p.time for p in cap.packets() if ARP in p and p[ARP].psrc == VIP == p[ARP].pdst)
     failover, garp = float(first_advert) - killed, float(first_garp) - killed
@@ -101,7 +101,7 @@ def test_kill_9_of_the_master_fails_over_with_established_connections_intact(pai
           f"{garp:.3f} s (master down interval {BACKUP_DOWN_INTERVAL:.3f} s)")
     assert 0 < failover <= BACKUP_DOWN_INTERVAL + SLACK, failover
     assert garp <= BACKUP_DOWN_INTERVAL + SLACK, garp
-    assert lab.has_addr("d2", "dip0", GATEWAY)  # the real servers' gateway moved with the VIP (sync group)
+    assert lab.has_addr(lab.d2, "dip0", GATEWAY)  # the real servers' gateway moved with the VIP (sync group)
     assert "master sync daemon (mcast=dip0, syncid=51" in lab.d2.lvsadm("-L", "--daemon").stdout
     # The download that started on d1 ends on d2, complete, on the same connection.
     code = curl.wait(40)
@@ -126,11 +126,11 @@ def test_kill_9_of_the_master_fails_over_with_established_connections_intact(pai
 def test_the_old_master_returns_preempts_and_hands_over_cleanly_on_sigterm(pair):
     lab = pair
     os.unlink(lab.d1.control)  # the killed lvsd's socket file (lvsd would replace it; start() waits for it)
-    lab.start_lvsd(lab.d1, keepalived_conf(PRIO["d1"], version=3, advert_int=ADVERT_INT, rips=lab.rips))
+    lab.start_lvsd(lab.d1, keepalived_conf(D1_PRIO, version=3, advert_int=ADVERT_INT, rips=lab.rips))
     wait_for(lambda: lab.vrrp_state(lab.d1) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=10,
              what="d1 preempting")
     wait_for(lambda: lab.vrrp_state(lab.d2) == {"VI_1": "BACKUP", "VI_2": "BACKUP"}, timeout=5, what="d2 backup")
-    assert not lab.has_addr("d2", "dip0", GATEWAY)
+    assert not lab.has_addr(lab.d2, "dip0", GATEWAY)
     assert "backup sync daemon" in lab.d2.lvsadm("-L", "--daemon").stdout
     r = lab.curl(f"http://{VIP}/")
     assert r.returncode == 0 and r.stdout.strip() in ("rs1", "rs2", "rs3"), r.stderr
@@ -140,9 +140,9 @@ def test_the_old_master_returns_preempts_and_hands_over_cleanly_on_sigterm(pair)
         wait_for(lambda: lab.vrrp_state(lab.d2) == {"VI_1": "MASTER", "VI_2": "MASTER"}, timeout=5,
                  what="d2 master")
         took = time.monotonic() - stopped
-    zero = [p for p in cap.packets() if VRRPv3 in p and p[IP].src == ADDRS["d1"][0] and p[VRRPv3].priority == 0]
+    zero = [p for p in cap.packets() if VRRPv3 in p and p[IP].src == ADDRS[lab.d1.role][0] and p[VRRPv3].priority == 0]
     assert zero, "d1's priority-0 advert"
     assert took < BACKUP_DOWN_INTERVAL, took  # skew time after the priority-0 advert, not the down interval
-    assert not lab.has_addr("d1", "dip0", GATEWAY) and lab.has_addr("d2", "dip0", GATEWAY)
+    assert not lab.has_addr(lab.d1, "dip0", GATEWAY) and lab.has_addr(lab.d2, "dip0", GATEWAY)
     r = lab.curl(f"http://{VIP}/")
     assert r.returncode == 0 and r.stdout.strip() in ("rs1", "rs2", "rs3"), r.stderr

@@ -21,11 +21,6 @@ PYLVS_PRIO, KEEPALIVED_PRIO = 100, 150
 RS = "192.0.2.11"  # no real server needed: lvsd answers ARP for the VIPs it owns
 
 
-def mac(lab: VrrpLab, role: str, ifname: str) -> str:
-    out = lab.net.exec(role, "cat", f"/sys/class/net/{ifname}/address").stdout
-    return out.strip()
-
-
 def client_arp(lab: VrrpLab) -> str | None:
     """Who answers the client's ARP for the VIP now (a fresh resolution, not the cache)."""
     lab.net.exec("client", "ip", "neigh", "flush", "dev", "eth0", check=False)
@@ -87,15 +82,15 @@ def pair(request):
 def test_pylvs_and_keepalived_agree_takeover_and_preempt(pair):
     lab, o = pair, pair.options
     layer = VRRP if o["version"] == 2 else VRRPv3
-    d1_mac, d2_mac = mac(lab, "d1", "vip0"), mac(lab, "d2", "vip0")
+    d1_mac, d2_mac = lab.mac(lab.d1, "vip0"), lab.mac(lab.d2, "vip0")
     # 1. keepalived has the higher priority: it is master, pylvs backs it up and owns nothing.
     wait_for(lambda: "Entering MASTER STATE" in lab.kad.output(), timeout=10, what="keepalived master")
     with Capture(lab.net, "client", "eth0", "ip proto 112", name="ka") as cap:
         time.sleep(2.2 * o["advert_int"])
     assert lab.vrrp_state(lab.d1) == {"VI_1": "BACKUP"}
-    assert lab.has_addr("d2", "vip0", VIP) and not lab.has_addr("d1", "vip0", VIP)
-    theirs = adverts(cap, ADDRS["d2"][0], layer)
-    assert len(theirs) >= 2 and not adverts(cap, ADDRS["d1"][0], layer)  # a backup stays silent
+    assert lab.has_addr(lab.d2, "vip0", VIP) and not lab.has_addr(lab.d1, "vip0", VIP)
+    theirs = adverts(cap, ADDRS[lab.d2.role][0], layer)
+    assert len(theirs) >= 2 and not adverts(cap, ADDRS[lab.d1.role][0], layer)  # a backup stays silent
     check_on_wire(theirs[0], layer, o["version"], KEEPALIVED_PRIO, d2_mac, o["advert_int"])
     if o["version"] == 2:
         assert theirs[0][VRRP].authtype == 1
@@ -108,9 +103,9 @@ def test_pylvs_and_keepalived_agree_takeover_and_preempt(pair):
         took = time.monotonic() - stopped
         time.sleep(2.2 * o["advert_int"])
     assert took < 3 * o["advert_int"], took  # the priority-0 advert: skew time, not the down interval
-    zero = [p for p in adverts(cap, ADDRS["d2"][0], layer) if p[layer].priority == 0]
+    zero = [p for p in adverts(cap, ADDRS[lab.d2.role][0], layer) if p[layer].priority == 0]
     assert zero, "keepalived's priority-0 advert"
-    ours = adverts(cap, ADDRS["d1"][0], layer)
+    ours = adverts(cap, ADDRS[lab.d1.role][0], layer)
     assert len(ours) >= 2
     for pkt in ours:
         check_on_wire(pkt, layer, o["version"], PYLVS_PRIO, d1_mac, o["advert_int"])
@@ -123,11 +118,11 @@ def test_pylvs_and_keepalived_agree_takeover_and_preempt(pair):
     # 3. keepalived comes back with the higher priority and preempts.
     lab.kad.start(lab.kad_conf)
     wait_for(lambda: lab.vrrp_state(lab.d1) == {"VI_1": "BACKUP"}, timeout=15, what="keepalived preempting")
-    wait_for(lambda: lab.has_addr("d2", "vip0", VIP), timeout=5, what="keepalived's VIP")
+    wait_for(lambda: lab.has_addr(lab.d2, "vip0", VIP), timeout=5, what="keepalived's VIP")
     assert client_arp(lab) == d2_mac
     status = lab.d1.lvsadm("--vrrp").stdout.splitlines()
     assert status[0].split() == ["Instance", "State", "VRID", "Ver", "Prio", "Interface", "Master", "Addresses"]
-    assert status[1].split() == ["VI_1", "BACKUP", "51", f"v{o['version']}", "100", "vip0", ADDRS["d2"][0], VIP]
+    assert status[1].split() == ["VI_1", "BACKUP", "51", f"v{o['version']}", "100", "vip0", ADDRS[lab.d2.role][0], VIP]
     # keepalived's notify convention: INSTANCE name state priority, once for every transition (with
     # advert_int 0.5, lvsd may time out once before keepalived, started after it, speaks).
     became_master = json.loads(lab.d1.lvsadm("--vrrp", "--json").stdout)["instances"][0]["stats"]["became_master"]
