@@ -148,7 +148,7 @@ class Router:
                 elif action.new == BACKUP and inst.state == MASTER:
                     forced = inst.become_backup(now, f"sync group with {name}")
                 elif action.new == FAULT:
-                    forced = inst.enter(FAULT, now, f"sync group with {name}")
+                    forced = inst.fault(now, f"sync group with {name}")
                 else:
                     continue
                 out += [(other, a) for a in forced]

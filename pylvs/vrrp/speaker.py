@@ -32,6 +32,7 @@ IFF_UP, IFF_RUNNING = 0x1, 0x40
 SIOCGIFFLAGS = 0x8913
 LINK_POLL = 0.2  # seconds between looks at the tracked interfaces
 RECEIVE_BATCH = 64
+NOTIFY_AT_EXIT = 1.0  # seconds the notify scripts of a stop may take before lvsd goes on exiting
 
 
 def link_up(ifname: str) -> bool:
@@ -107,8 +108,8 @@ class Speaker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._stopped = threading.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._notifying: set[asyncio.Task] = set()
 
     # -- from lvsd's thread ----------------------------------------------------------------------
 
@@ -164,14 +165,21 @@ class Speaker:
             loop.run_until_complete(asyncio.sleep(0))
             loop.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _shutdown(self) -> None:
         self._act(self.router.shutdown(self.loop.time()))
-        self.loop.call_later(0.05, self.loop.stop)  # let the notify scripts start
+        self._spawn(self._stop_after_notify())
+
+    async def _stop_after_notify(self) -> None:
+        """The STOP notify scripts get a second to finish (later they are killed with the thread)."""
+        if self._notifying:
+            await asyncio.wait(list(self._notifying), timeout=NOTIFY_AT_EXIT)
+        self.loop.stop()
 
     def _readable(self, link: _Link) -> None:
         now = self.loop.time()
@@ -267,7 +275,9 @@ class Speaker:
         for script, args in scripts:
             if script is not None:
                 full = replace(script, command=[*script.command, *args])
-                self._spawn(self._notify_one(full, name, t.new))
+                task = self._spawn(self._notify_one(full, name, t.new))
+                self._notifying.add(task)
+                task.add_done_callback(self._notifying.discard)
 
     async def _notify_one(self, script: Any, name: str, state: str) -> None:
         result = await self.scripts.run(script, None)

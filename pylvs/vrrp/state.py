@@ -14,7 +14,8 @@ Semantics are RFC 5798 §6.4 with keepalived's choices (keepalived.md §4):
   one that hears a lower priority answers at once with its own advert (keepalived does so);
 * `nopreempt`: a backup accepts any master; `preempt_delay`: a backup with the higher priority
   tolerates a lower master for that long before it lets its timer run out;
-* priority 255 (the address owner) starts as master; the others start as backup;
+* priority 255 (the address owner) starts as master; the others start as backup (keepalived
+  2.2.7 does the same with `state MASTER`); a master leaving for FAULT or STOP sends priority 0;
 * gratuitous ARP on becoming master: `garp_repeat` at once and again after `garp_delay`.
 """
 
@@ -172,10 +173,15 @@ class Instance:
         if self.state == STOP:
             return []
         if self.faulted and self.state != FAULT:
-            return self.enter(FAULT, now, "tracking " + ", ".join(sorted(self.faulted)))
+            return self.fault(now, "tracking " + ", ".join(sorted(self.faulted)))
         if not self.faulted and self.state == FAULT:
             return self.start(now)
         return []
+
+    def fault(self, now: float, reason: str) -> list[Action]:
+        """Enter FAULT; a master first tells the others (priority 0), as keepalived does."""
+        step_down = [self._advert(0)] if self.state == MASTER else []
+        return step_down + self.enter(FAULT, now, reason)
 
     def shutdown(self, now: float) -> list[Action]:
         """Leave for good: a master tells the others at once (priority 0), as keepalived at exit."""

@@ -163,3 +163,13 @@ def test_script_weights_move_the_priority():
     assert insts["VI_1"].priority == 90
     out = r.script_result("must", False, 4.0)
     assert [a.new for _, a in out if isinstance(a, Transition)] == [FAULT]
+
+
+def test_a_master_entering_fault_steps_down_with_priority_zero():
+    r = router()
+    r.start(0.0)
+    r.expire(4.0)
+    assert {i.state for i in r.instances.values()} == {MASTER}
+    out = r.link("vip0", False, 5.0)
+    assert [(n, a) for n, a in out if isinstance(a, SendAdvert)] == [("VI_1", SendAdvert(0)), ("VI_2", SendAdvert(0))]
+    assert {i.state for i in r.instances.values()} == {FAULT}
