@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import astuple
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from pylvs.engine.engine import Engine
 from pylvs.io.sync_daemons import SyncDaemons
-from pylvs.keepalived import Config
+from pylvs.keepalived import Config, ConfigError
+from pylvs.keepalived.errors import where
 from pylvs.vrrp import plan as vrrp_plan
 from pylvs.vrrp.roles import DirectorRoles
 from pylvs.vrrp.speaker import Speaker
@@ -33,9 +35,25 @@ def primary_ipv4(ifname: str) -> str:
     return "0.0.0.0"
 
 
+def check_interfaces(config: Config) -> None:
+    """keepalived's VRRP process stops on an instance whose interface does not exist."""
+    missing = False
+    for name, vi in config.vrrp_instances.items():
+        try:
+            if vi.interface is not None:
+                socket.if_nametoindex(vi.interface)
+        except OSError:
+            log.warning("%sWARNING - interface %s for vrrp_instance %s doesn't exist", where(*astuple(vi.at)),
+                        vi.interface, name)
+            missing = True
+    if missing:
+        raise ConfigError("Non-existent interface specified in configuration")
+
+
 class VrrpDirector:
     def __init__(self, config: Config, engine: Engine, sync: SyncDaemons,
                  queue_call: Callable[[Callable[[], None]], None]) -> None:
+        check_interfaces(config)
         self.plan = vrrp_plan.build(config, primary_ipv4)
         self.roles = DirectorRoles(engine, sync, self.plan)
         self.queue_call = queue_call

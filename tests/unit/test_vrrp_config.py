@@ -3,6 +3,8 @@ the ones `keepalived -t` (Debian's 2.2.7) printed for the same lines."""
 
 from __future__ import annotations
 
+import pytest
+
 from pylvs import keepalived
 from pylvs.keepalived import Diagnostics
 from pylvs.vrrp import plan as vrrp_plan
@@ -138,3 +140,18 @@ def test_virtual_servers_are_read_as_before_beside_vrrp_blocks():
     config, _, _ = load()
     assert config.virtual_servers == []  # none in this file; the checker side still parsed it
     assert config.vrrp_instances["VI_1"].virtual_ipaddress == ["203.0.113.100", "203.0.113.101"]
+
+
+def test_an_instance_on_a_missing_interface_stops_lvsd_as_keepalived_stops(caplog):
+    from pylvs.keepalived import ConfigError
+    from pylvs.vrrp.director import check_interfaces
+
+    config = keepalived.loads("""
+vrrp_instance VI_1 {
+    interface nosuch0
+    virtual_router_id 51
+}
+""", echo=False)
+    with pytest.raises(ConfigError, match="Non-existent interface specified in configuration"):
+        check_interfaces(config)
+    assert "WARNING - interface nosuch0 for vrrp_instance VI_1 doesn't exist" in caplog.text
