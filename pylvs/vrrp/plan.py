@@ -3,6 +3,7 @@ instance, what the I/O side needs (interface, addresses, notify scripts, the syn
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,11 @@ class Plan:
     scripts: dict[str, tuple[Script, float, float | None]]  # name -> script, interval, timeout
     sync_daemon: SyncDaemon | None = None  # driven by the instance it names (keepalived's lvs_sync_daemon)
     mcast_group: str = "224.0.0.18"
+    service_ranges: tuple[tuple[int, int], ...] = ()  # the virtual servers' VIPs: the engine's, not the kernel's
+
+    def is_service_address(self, addr: str) -> bool:
+        value = int(ipaddress.ip_address(addr))
+        return any(lo <= value <= hi for lo, hi in self.service_ranges)
 
     def interfaces(self) -> set[str]:
         return {p.interface for p in self.instances.values()}
@@ -78,4 +84,8 @@ def build(config: Config, primary_ip: Callable[[str], str], diags: Diagnostics |
     if sync is not None and sync.instance is not None and sync.instance not in instances:
         diags.error(f"lvs_sync_daemon vrrp instance {sync.instance} not found", None)
         sync = None
-    return Plan(router, plans, scripts, sync, g.vrrp_mcast_group4)
+    ranges = [(vs.addr, vs.addr) for vs in config.virtual_servers if vs.addr]
+    ranges += [(e.first, e.last) for group in config.virtual_server_groups.values() for e in group.entries
+               if e.first and e.last]
+    service_ranges = tuple((int(ipaddress.ip_address(lo)), int(ipaddress.ip_address(hi))) for lo, hi in ranges)
+    return Plan(router, plans, scripts, sync, g.vrrp_mcast_group4, service_ranges)

@@ -70,8 +70,8 @@ class DirectorRoles:
         services = self.engine.table.addresses
         with IPRoute() as ipr:
             for addr, options in plan.addresses.items():
-                if socket.inet_aton(addr) in services:
-                    continue  # the engine's: claimed by leaving standby
+                if socket.inet_aton(addr) in services or self.plan.is_service_address(addr):
+                    continue  # the engine's (also before the checkers load the table): claimed by leaving standby
                 dev = options.dev or plan.interface
                 try:
                     ipr.addr("add", index=ipr.link_lookup(ifname=dev)[0], address=addr, prefixlen=options.prefix)

@@ -136,6 +136,27 @@ vrrp_instance VI_1 {
     assert (cfg.version, cfg.advert_int, cfg.priority) == (3, 0.25, 255)
 
 
+def test_virtual_server_addresses_stay_the_engines():
+    config = keepalived.loads(CONF + """
+virtual_server_group VSG {
+    198.51.100.10-20 80
+}
+virtual_server 203.0.113.100 80 {
+    protocol TCP
+    real_server 192.0.2.11 80 {
+    }
+}
+virtual_server group VSG {
+    protocol TCP
+    real_server 192.0.2.11 80 {
+    }
+}
+""", echo=False)
+    plan = vrrp_plan.build(config, lambda ifname: "203.0.113.2", Diagnostics(echo=False))
+    assert plan.is_service_address("203.0.113.100") and plan.is_service_address("198.51.100.15")
+    assert not plan.is_service_address("203.0.113.101") and not plan.is_service_address("192.0.2.1")
+
+
 def test_virtual_servers_are_read_as_before_beside_vrrp_blocks():
     config, _, _ = load()
     assert config.virtual_servers == []  # none in this file; the checker side still parsed it
