@@ -133,7 +133,7 @@ KEEPALIVED_GLOBAL = (
 GLOBAL = {**{name: Kw(ignored) for name in KEEPALIVED_GLOBAL}, **GLOBAL}
 
 
-# -- SSL, track_file, local_address_group -----------------------------------------
+# -- SSL, track_file, local_address_group ------------------------------------------------------
 
 SSL_KW = {
     "password": setter("password", text),

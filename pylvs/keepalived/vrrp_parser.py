@@ -23,6 +23,7 @@ from pylvs.keepalived.model import (
     VrrpSyncGroup,
     VrrpTrack,
 )
+from pylvs.keepalived.stream import dispatch
 from pylvs.keepalived.values import BadValue, need, read_int, read_ip, read_script, read_timer
 
 PRIO_DEFAULT, PRIO_OWNER = 100, 255
@@ -222,29 +223,17 @@ SYNC_GROUP = {
 }
 
 
-def _read(node: Node, table: dict[str, Kw], target: Any, ctx: Ctx) -> None:
-    for child in node.children or []:
-        kw = table.get(child.keyword)
-        if kw is None:
-            ctx.diags.warn(f"Unknown keyword '{child.keyword}'", child)
-            continue
-        try:
-            kw.fn(child, target, ctx)
-        except BadValue as exc:
-            report(exc, child, ctx)
-
-
 def vrrp_instance(node: Node, config: Config, ctx: Ctx) -> None:
     need(node, 1)
     vi = VrrpInstance(node.args[0], at=at(node))
-    _read(node, INSTANCE, vi, ctx)
+    dispatch(node.children or [], INSTANCE, vi, ctx)
     config.vrrp_instances[vi.name] = vi
 
 
 def vrrp_script(node: Node, config: Config, ctx: Ctx) -> None:
     need(node, 1)
     vs = VrrpScript(node.args[0], at=at(node))
-    _read(node, SCRIPT, vs, ctx)
+    dispatch(node.children or [], SCRIPT, vs, ctx)
     config.vrrp_scripts[vs.name] = vs
 
 
@@ -254,7 +243,7 @@ def vrrp_sync_group(node: Node, config: Config, ctx: Ctx) -> None:
     if node.children and not any(c.keyword in SYNC_GROUP for c in node.children):
         sg.group = [w for c in node.children for w in c.words]  # the old form: `vrrp_sync_group VG { VI_1 VI_2 }`
     else:
-        _read(node, SYNC_GROUP, sg, ctx)
+        dispatch(node.children or [], SYNC_GROUP, sg, ctx)
     config.vrrp_sync_groups[sg.name] = sg
 
 
