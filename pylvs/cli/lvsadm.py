@@ -26,6 +26,7 @@ from pylvs.ipvsadm import format as fmt
 from pylvs.ipvsadm.args import Command, ParseError, parse_command
 from pylvs.ipvsadm.rules import RuleError, rules_to_requests
 from pylvs.ipvsadm.rules import tokens as rule_tokens
+from pylvs.vrrp import status as vrrp_status
 
 VERSION_LINE = f"lvsadm v{__version__} (ipvsadm v1.31 compatible)"
 
@@ -219,6 +220,7 @@ lvsadm extensions:
   --atomic                            with -R: apply all lines or none (lines numbered in errors)
   --reload                            test lvsd's keepalived.conf (as lvsd -t), re-read it if it passes
   --health                            health-check state of a keepalived-driven lvsd, as JSON
+  --vrrp                              VRRP instances of a keepalived-driven lvsd: state, priority, master
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
   --doctor [-t|-u|-f service]         probe the DR and TUN real servers with real packets and say what is
@@ -471,6 +473,11 @@ def run(
             session = _Session(control, transport)
             result = session.result({"op": "get-metrics"}, 255)
             stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else metrics_text(result))
+            return 0
+        if args == ["--vrrp"]:  # pylvs extension: keepalived's vrrp_instance state in lvsd
+            session = _Session(control, transport)
+            result = session.result({"op": "vrrp"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else vrrp_status.text(result))
             return 0
         if args == ["--datapath"]:  # pylvs extension: not part of ipvsadm's outputs
             session = _Session(control, transport)

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalived", metavar="FILE",
                    help="take virtual services and health checks from a keepalived.conf (SIGHUP reloads it)")
     p.add_argument("--config-id", metavar="ID", help="keepalived config id, for @ID conditional lines")
+    p.add_argument("--no-vrrp", action="store_true",
+                   help="with --keepalived: do not run its vrrp_instance blocks (keepalived --check: checkers only)")
     p.add_argument("--no-steering", action="store_true",
                    help="do not install the nftables rules that keep the kernel off the director's traffic")
     p.add_argument("--datapath", choices=("auto", "bpf", "python"), default="auto",
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
                             config_id=args.config_id,
                             sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
-                            datapath=args.datapath, keep_conns=args.keep_conns)
+                            datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

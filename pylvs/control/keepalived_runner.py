@@ -25,7 +25,8 @@ class KeepalivedRunner:
                  **manager_options: Any) -> None:
         self.path = path
         self.config_id = config_id
-        self.manager = HealthManager(keepalived.load(path, config_id), apply, **manager_options)
+        self.config = keepalived.load(path, config_id)  # as loaded at start (VRRP is not reloaded)
+        self.manager = HealthManager(self.config, apply, **manager_options)
         self._reloading = threading.Lock()
 
     def start(self) -> None:

@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
@@ -41,6 +42,7 @@ from pylvs.metrics.publisher import Publisher
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 from pylvs.systemd.notify import Notifier
+from pylvs.vrrp.director import VrrpDirector
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class Director:
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
-                 datapath: str = "auto", keep_conns: str | None = None) -> None:
+                 datapath: str = "auto", keep_conns: str | None = None, vrrp: bool = True) -> None:
         self.notify = Notifier.from_environment()  # systemd's Type=notify, when started by it
         self._reload_outcomes: deque[str] = deque()  # finished SIGHUP reloads, for READY=1
         self._next_status = 0.0
@@ -110,6 +112,8 @@ class Director:
         self._saved_at = 0.0
         self.keepalived: KeepalivedRunner | None = None
         self._queued: deque[list[dict]] = deque()  # requests from other threads (health checks)
+        self._calls: deque[Callable[[], None]] = deque()  # work from other threads (VRRP transitions)
+        self.vrrp: VrrpDirector | None = None
         self._reload_requested = False
         self.sync: SyncDaemons | None = None  # connection sync daemons (start-daemon)
         self.fast: FastPath | None = None  # the kernel fast path, when it runs
@@ -125,6 +129,8 @@ class Director:
             api.register_daemons(self.api, self.sync)
             if keepalived is not None:
                 self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
+                if vrrp and self.keepalived.config.vrrp_instances:
+                    self.vrrp = VrrpDirector(self.keepalived.config, self.engine, self.sync, self.queue_call)
             if config is not None and (os.path.exists(config) or not save_config):
                 count = config_file.load(self.engine, config)
                 log.info("loaded %d rules from %s", count, config)
@@ -158,6 +164,7 @@ class Director:
         self.api.register("health", lambda req: self._keepalived().status())
         self.api.register("get-keepalived", lambda req: {"path": os.path.abspath(self._keepalived().path),
                                                          "config_id": self._keepalived().config_id})
+        self.api.register("vrrp", lambda req: self._vrrp_status())
         self.api.register("get-datapath", lambda req: self._datapath_status())
         self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
@@ -285,12 +292,24 @@ class Director:
             raise ConfigError("EOPNOTSUPP", "lvsd was not started with --keepalived")
         return self.keepalived
 
+    def _vrrp_status(self) -> dict:
+        if self.vrrp is None:
+            raise ConfigError("EOPNOTSUPP", "lvsd runs no VRRP instance (--keepalived with vrrp_instance blocks)")
+        return self.vrrp.status()
+
     def queue_requests(self, requests: list[dict]) -> None:
         """Thread-safe: requests from the health checks, applied in order by the packet loop."""
         self._queued.append(requests)
         self._wake()
 
+    def queue_call(self, fn: Callable[[], None]) -> None:
+        """Thread-safe: `fn` runs in the packet loop, in order (VRRP transitions)."""
+        self._calls.append(fn)
+        self._wake()
+
     def _apply_queued(self) -> None:
+        while self._calls:
+            self._calls.popleft()()
         while self._queued:
             for request in self._queued.popleft():
                 answer = self.api.handle(request, time.monotonic())
@@ -500,6 +519,8 @@ class Director:
             self.keepalived.start()  # its startup table arrives through queue_requests
             self._apply_queued()
             self._drain_events()
+        if self.vrrp is not None:
+            self.vrrp.start()
         next_tick = time.monotonic()
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
@@ -567,6 +588,9 @@ class Director:
         if self.fast is not None:
             self._detach(self.fast)
             self.fast = None
+        if self.vrrp is not None:
+            self.vrrp.close()  # a master steps down (priority 0) before the sync daemons go
+            self.vrrp = None
         if self.sync is not None:
             self.sync.close()
             self.sync = None

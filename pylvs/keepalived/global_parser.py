@@ -1,5 +1,5 @@
 """Top-level blocks other than the virtual servers: global_defs, SSL, track_file,
-local_address_group (FULLNAT extension) and the LVS-relevant bits of vrrp_instance."""
+local_address_group (FULLNAT extension). The VRRP blocks are `vrrp_parser`'s."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from pylvs.keepalived.model import (
     SSLConfig,
     SyncDaemon,
     TrackFile,
-    VrrpInstance,
 )
-from pylvs.keepalived.stream import dispatch, read_inner
+from pylvs.keepalived.stream import read_inner
 from pylvs.keepalived.values import BadValue, need, parse_range, read_file_weight, read_int, read_ip, read_timer
 
 LVS_MAX_TIMEOUT = 86400 * 31
@@ -93,6 +92,10 @@ GLOBAL = {
     "enable_script_security": switch("enable_script_security"),
     "script_user": Kw(_script_user, max_args=2),
     "nftables_ipvs": switch("nftables_ipvs"),
+    "vrrp_version": setter("vrrp_version", lambda s: read_int(s, 2, 3, strict=True)),
+    "vrrp_mcast_group4": setter("vrrp_mcast_group4", lambda s: read_ip(s, "vrrp_mcast_group4")),
+    "vrrp_garp_master_delay": setter("vrrp_garp_master_delay", lambda s: read_int(s, 0, 255, strict=True)),
+    "vrrp_garp_master_repeat": setter("vrrp_garp_master_repeat", lambda s: read_int(s, 1, 255, strict=True)),
 }
 
 # Every keyword of keepalived 2.2.7's global_defs (core/global_parser.c). Those pylvs has no use
@@ -130,7 +133,7 @@ KEEPALIVED_GLOBAL = (
 GLOBAL = {**{name: Kw(ignored) for name in KEEPALIVED_GLOBAL}, **GLOBAL}
 
 
-# -- SSL, track_file, local_address_group, vrrp_instance -----------------------------------------
+# -- SSL, track_file, local_address_group ------------------------------------------------------
 
 SSL_KW = {
     "password": setter("password", text),
@@ -159,34 +162,6 @@ TRACK_FILE = {
     "weight": Kw(_tf_weight, max_args=2),
     "init_file": Kw(_tf_init, max_args=2),
 }
-
-
-def _vrrp_vips(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
-    for child in node.children or []:
-        addr = child.keyword.split("/")[0]
-        try:
-            vi.virtual_ipaddress.append(read_ip(addr, "virtual_ipaddress"))
-        except BadValue as exc:
-            ctx.diags.error(str(exc), child)
-
-
-def _vrrp_syncd(node: Node, vi: VrrpInstance, ctx: Ctx) -> None:
-    need(node, 1)
-    # keepalived's VRRP process says it in two lines
-    ctx.diags.warn(f"({vi.name}) Specifying lvs_sync_daemon_interface against a vrrp is deprecated.", node)
-    ctx.diags.warn("        Please use global lvs_sync_daemon", node)
-    vi.lvs_sync_daemon_interface = node.args[0]
-
-
-VRRP = {
-    "state": setter("state", text),
-    "interface": setter("interface", text),
-    "virtual_router_id": setter("virtual_router_id", lambda s: read_int(s, 1, 255)),
-    "priority": setter("priority", lambda s: read_int(s, 1, 255)),
-    "virtual_ipaddress": Kw(_vrrp_vips),
-    "lvs_sync_daemon_interface": Kw(_vrrp_syncd, max_args=1),
-}
-
 
 
 def global_defs(node: Node, config: Config, ctx: Ctx) -> None:
@@ -231,10 +206,3 @@ def local_address_group(node: Node, config: Config, ctx: Ctx) -> None:
         except BadValue as exc:
             ctx.diags.error(str(exc), child)
     config.local_address_groups[group.name] = group
-
-
-def vrrp_instance(node: Node, config: Config, ctx: Ctx) -> None:
-    need(node, 1)
-    vi = VrrpInstance(node.args[0], at=at(node))
-    dispatch(node.children or [], VRRP, vi, ctx)
-    config.vrrp_instances[vi.name] = vi

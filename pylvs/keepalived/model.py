@@ -96,6 +96,10 @@ class GlobalDefs:
     script_group: str | None = None
     net_namespace_ipvs: str | None = None
     nftables_ipvs: bool = False
+    vrrp_version: int = 2
+    vrrp_mcast_group4: str = "224.0.0.18"
+    vrrp_garp_master_delay: float = 5.0
+    vrrp_garp_master_repeat: int = 5
 
 
 @dataclass
@@ -129,8 +133,24 @@ class LocalAddressGroup:
 
 
 @dataclass
+class VipOptions:
+    """What follows an address in virtual_ipaddress that pylvs uses: `/prefix` and `dev IF`."""
+
+    prefix: int = 32
+    dev: str | None = None
+
+
+@dataclass
+class VrrpTrack:
+    """A track_interface or track_script entry: the object and its weight (None: FAULT when bad)."""
+
+    name: str
+    weight: int | None = None
+
+
+@dataclass
 class VrrpInstance:
-    """Only what the LVS side looks at: the VIPs (ha_suspend) and the deprecated sync interface."""
+    """A vrrp_instance, as keepalived's VRRP process reads it (pylvs.vrrp runs it)."""
 
     name: str
     state: str | None = None
@@ -138,7 +158,51 @@ class VrrpInstance:
     virtual_router_id: int | None = None
     priority: int | None = None
     virtual_ipaddress: list[str] = field(default_factory=list)
+    vip_options: dict[str, VipOptions] = field(default_factory=dict)
+    virtual_ipaddress_excluded: list[str] = field(default_factory=list)
     lvs_sync_daemon_interface: str | None = None
+    advert_int: float | None = None
+    version: int | None = None  # None: global vrrp_version
+    nopreempt: bool = False
+    preempt_delay: float = 0.0
+    auth_type: str | None = None  # "PASS" or "AH"
+    auth_pass: str | None = None
+    use_vmac: bool = False
+    mcast_src_ip: str | None = None
+    track_interface: list[VrrpTrack] = field(default_factory=list)
+    track_script: list[VrrpTrack] = field(default_factory=list)
+    notify: Script | None = None
+    notify_master: Script | None = None
+    notify_backup: Script | None = None
+    notify_fault: Script | None = None
+    notify_stop: Script | None = None
+    garp_master_delay: float | None = None
+    garp_master_repeat: int | None = None
+    at: At = _at()
+
+
+@dataclass
+class VrrpScript:
+    """A vrrp_script block: the command run every `interval`, and how its results count."""
+
+    name: str
+    script: Script | None = None
+    interval: float = 1.0
+    timeout: float | None = None
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+    at: At = _at()
+
+
+@dataclass
+class VrrpSyncGroup:
+    name: str
+    group: list[str] = field(default_factory=list)
+    notify: Script | None = None
+    notify_master: Script | None = None
+    notify_backup: Script | None = None
+    notify_fault: Script | None = None
     at: At = _at()
 
 
@@ -402,6 +466,8 @@ class Config:
     local_address_groups: dict[str, LocalAddressGroup] = field(default_factory=dict)
     track_files: dict[str, TrackFile] = field(default_factory=dict)
     vrrp_instances: dict[str, VrrpInstance] = field(default_factory=dict)
+    vrrp_scripts: dict[str, VrrpScript] = field(default_factory=dict)
+    vrrp_sync_groups: dict[str, VrrpSyncGroup] = field(default_factory=dict)
     files: list[str] = field(default_factory=list, compare=False)
     diagnostics: list = field(default_factory=list, compare=False)
 

@@ -3,8 +3,8 @@
 Keyword tables map each keyword to a handler; `stream` reads the statements with them as
 keepalived does (an unknown keyword is logged and skipped, its braces are not). A bad value is
 logged and the keyword ignored, and only a missing parameter stops the parse (`ConfigError`).
-Checker blocks are read by `checker_parser`, global_defs/SSL/track_file/vrrp_instance by
-`global_parser`, and the §3.8 corrections are made by `validate`.
+Checker blocks are read by `checker_parser`, global_defs/SSL/track_file by
+`global_parser`, the VRRP blocks by `vrrp_parser`, and the §3.8 corrections are made by `validate`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Any
 
-from pylvs.keepalived import checker_parser, global_parser, stream, vsg
+from pylvs.keepalived import checker_parser, global_parser, stream, vrrp_parser, vsg
 from pylvs.keepalived.blocks import SKIP, VALUES, Ctx, Kw, accept, at, flag, ignored, setter, switch, text
 from pylvs.keepalived.errors import ConfigError, Diagnostics
 from pylvs.keepalived.extensions import dpvs_keyword, dpvs_method
@@ -373,8 +373,8 @@ def _virtual_server_end(node: Node, config: Config, vs: VirtualServer, ctx: Ctx)
 
 # Top-level keywords of keepalived 2.2.7 that its checker process does not handle (VRRP, BFD, the
 # process-wide settings): their blocks are skipped whole, without a word.
-INACTIVE = ("static_ipaddress", "static_routes", "static_rules", "vrrp_sync_group", "garp_group",
-            "linkbeat_interfaces", "vrrp_script", "vrrp_track_process", "interface_up_down_delays", "track_group",
+INACTIVE = ("static_ipaddress", "static_routes", "static_rules", "garp_group",
+            "linkbeat_interfaces", "vrrp_track_process", "interface_up_down_delays", "track_group",
             "bfd_instance", "linkbeat_use_polling", "net_namespace", "namespace_with_ipsets", "use_pid_dir",
             "instance", "child_wait_time")
 # DPVS's top-level blocks: accepted and skipped, with a warning (stock keepalived does not know them).
@@ -394,7 +394,9 @@ TOP = {
     "track_file": global_parser.TRACK_FILE_KW,
     "vrrp_track_file": global_parser.TRACK_FILE_KW,
     "local_address_group": dpvs_keyword(Kw(global_parser.local_address_group, sub=VALUES, max_args=1)),
-    "vrrp_instance": Kw(global_parser.vrrp_instance, sub=SKIP),
+    "vrrp_instance": Kw(vrrp_parser.vrrp_instance, sub=SKIP),
+    "vrrp_script": Kw(vrrp_parser.vrrp_script, sub=SKIP),
+    "vrrp_sync_group": Kw(vrrp_parser.vrrp_sync_group, sub=SKIP),
     "net_namespace_ipvs": Kw(_net_namespace_ipvs, max_args=1),
     **{name: Kw(ignored, sub=SKIP) for name in INACTIVE},
     **{name: dpvs_keyword(Kw(ignored, sub=SKIP)) for name in DPVS_BLOCKS},

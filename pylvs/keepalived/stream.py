@@ -170,12 +170,14 @@ def read_inner(node: Node, table: dict[str, Kw], target: Any, ctx: Ctx) -> None:
 
 
 def dispatch(nodes: list[Node], table: dict[str, Kw], target: Any, ctx: Ctx) -> None:
-    """Apply the keywords pylvs reads from a skipped block's statements; the rest is ignored
-    without a word, as keepalived's checker process ignores the whole block."""
+    """Read a skipped block's statements (nested by `nest`) with `table`, as the keepalived process
+    that owns the block reads it (the VRRP process for vrrp_instance): an unknown keyword is logged."""
     for node in nodes:
         kw = table.get(node.keyword)
-        if kw is not None:
-            try:
-                kw.fn(node, target, ctx)
-            except BadValue as exc:
-                report(exc, node, ctx)
+        if kw is None:
+            ctx.diags.warn(f"Unknown keyword '{node.keyword}'", node)
+            continue
+        try:
+            kw.fn(node, target, ctx)
+        except BadValue as exc:
+            report(exc, node, ctx)
