@@ -192,9 +192,15 @@ class Director:
             log.info("fast path: removed %d flows left by a previous lvsd", stale)
         self.fast = fast
         self.offload = FlowOffload(self.engine, fast.flows)
+        self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
         log.info("data path: bpf (tc ingress on %s) for established flows, python for the rest", names)
+
+    def _kernel_events(self, fd: int = -1, events: int = 0) -> None:
+        """The TCP state changes the fast path made, applied before any frame that followed them."""
+        if self.offload is not None:
+            self.offload.apply(self.fast.events.read())
 
     def _detach(self, fast: FastPath) -> None:
         for ifindex in self.engine.interfaces:
@@ -364,7 +370,11 @@ class Director:
                 return  # closed earlier in this round (its interface went away)
             clock[0] = time.monotonic()  # one reading per wakeup, shared by the frames it drains
             self.engine.start_round(NEW_CONNS_PER_ROUND)
+            if self.offload is not None:
+                self._kernel_events()  # a frame punted after a kernel-made state change sees that change
             ring.drain(handle)
+            if self.offload is not None:
+                self.offload.drain(clock[0])  # an established connection's recipes go to the kernel at once
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):
@@ -469,12 +479,14 @@ class Director:
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
         if self.offload is not None:
-            self.offload.refresh_all()  # the kernel's last counts, into the table that is kept
+            self._kernel_events()  # the kernel's last state changes and counts, into the table that is kept
+            self.offload.refresh_all()
             self.offload.close()
             self.offload = None
         if self.keep_conns is not None and self._running:
             self._save_conns(self.keep_conns)
         if self.fast is not None:
+            self.selector.unregister(self.fast.events.fileno())
             self._detach(self.fast)
             self.fast = None
         if self.sync is not None:
