@@ -8,8 +8,8 @@ from pylvs.datapath.bpf.events import FlowEvent
 from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
-from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from pylvs.engine.services import Method, pack_ip
+from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.unit.director import RIPS, frame, from_client, from_rs, make_engine
 
 

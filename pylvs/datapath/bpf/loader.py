@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
+from pylvs.datapath.bpf.events import EventRing
 from pylvs.datapath.bpf.libbpf import (
     BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
@@ -34,7 +35,6 @@ from pylvs.datapath.bpf.libbpf import (
     TestRunOpts,
     libbpf,
 )
-from pylvs.datapath.bpf.events import EventRing
 from pylvs.datapath.bpf.maps import Counters, FlowMap
 from pylvs.engine import tcpstate
 
