@@ -34,6 +34,7 @@ from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.io.txring import TxRing
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 
@@ -71,6 +72,7 @@ class Director:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
+        self.tx_rings: dict[int, TxRing] = {}  # frames of a round leave together (pylvs.io.txring)
         self.errors = 0
         self.tx_errors = 0
         self.stopping = False
@@ -283,6 +285,11 @@ class Director:
         # IPv4 frames without a mark (the main ring, also used to send), and ARP.
         ring = self._open_ring(iface.name, ETH_P_IP, 0, **self._ring_args)
         self.tx[ring.ifindex] = ring.send
+        try:
+            self.tx_rings[ring.ifindex] = tx_ring = TxRing(iface.name, ring.send)
+            self.tx[ring.ifindex] = tx_ring.queue
+        except OSError as exc:
+            log.warning("%s: no transmit ring (%s): each frame is sent on its own", iface.name, exc)
         self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
 
     # -- interfaces that go away and come back ------------------------------------------------
@@ -293,6 +300,9 @@ class Director:
             if ring.ifname == ifname:
                 self.selector.unregister(fd)
                 self.tx.pop(ring.ifindex, None)
+                tx_ring = self.tx_rings.pop(ring.ifindex, None)
+                if tx_ring is not None:
+                    tx_ring.close()
                 del self.rings[fd]
                 try:
                     ring.close()
@@ -373,6 +383,7 @@ class Director:
             if self.offload is not None:
                 self._kernel_events()  # a frame punted after a kernel-made state change sees that change
             ring.drain(handle)
+            self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if self.offload is not None:
                 self.offload.drain(clock[0])  # an established connection's recipes go to the kernel at once
             if events:
@@ -412,6 +423,17 @@ class Director:
                 self.tx[ifindex](buf)
             except (OSError, KeyError):
                 self.tx_errors += 1
+        self.flush_tx()
+
+    def flush_tx(self) -> None:
+        for tx_ring in self.tx_rings.values():
+            if tx_ring.pending:
+                try:
+                    tx_ring.flush()
+                except OSError as exc:
+                    self.tx_errors += 1
+                    if self.tx_errors <= 10:
+                        log.warning("send on ifindex %s failed: %s", tx_ring.ifname, exc)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -498,12 +520,13 @@ class Director:
         if self.control is not None:
             self.control.close()
             self.control = None
-        for ring in self.rings.values():
+        for ring in [*self.rings.values(), *self.tx_rings.values()]:
             try:
                 ring.close()
             except (BufferError, OSError):
                 pass
         self.rings.clear()
+        self.tx_rings.clear()
         if self.routes is not None:
             self.routes.close()
             self.routes = None
