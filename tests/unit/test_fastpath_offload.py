@@ -216,3 +216,12 @@ def test_recipes_go_to_the_kernel_once_the_delay_has_passed_without_waiting_for_
     offload.drain(1.0 + OFFLOAD_DELAY)
     (conn,) = engine.conns.conns()
     assert set(fake.entries) == {conn.in_flow.pack_key()}
+
+
+def test_dr_recipes_leave_at_a_kernel_made_fin_wait():
+    engine, fake, offload, conn = tcp_established(Method.ROUTE)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.apply([kernel_event(conn, DIR_IN, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.FIN_WAIT)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.FIN_WAIT and fake.entries == {} and not offload.mismatches
+    assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)

@@ -7,7 +7,9 @@ it may not:
   CLOSE_WAIT and LAST_ACK: the program forwards FIN, RST and the ACKs of a closing connection itself
   and reports each state change it makes on its event ring; `apply()` hands them to the engine in
   that order (`Engine.tcp_transition`). The recipes leave when the kernel's change reaches TIME_WAIT or
-  CLOSE (what is left is a last ACK or two), and at any state change the engine made itself (a SYN, a
+  CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
+  two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
+  made itself (a SYN, a
   segment the program punted) or one where the engine's state table and the kernel's disagree: from
   then on the engine sees every packet again. SYN is always punted (scheduling, connection reuse).
   Written at once because a short connection (Connection: close) lives well under a tick: its
@@ -39,7 +41,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY
-from pylvs.ipvs_uapi import CONN_F_TEMPLATE, PROTO_UDP
+from pylvs.ipvs_uapi import CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.maps import FlowMap
@@ -107,7 +109,7 @@ class FlowOffload:
             if made:  # the kernel made this change: its recipes go on, up to TIME_WAIT or CLOSE
                 if made > 1:
                     self._kernel_made[conn] = made - 1
-                if event.value in KERNEL_DONE:
+                if event.value in KERNEL_DONE or (event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
                     self._withdraw(conn)
             elif event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
                 self._offload(conn)
