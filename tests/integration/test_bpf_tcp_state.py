@@ -16,24 +16,19 @@ from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT, VALUE, VALUE_FIELDS
 from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.integration.bpf_flows import RIP, TC_ACT_OK, TC_ACT_REDIRECT, dr, nat
-from tests.integration.test_bpf_prog import forwarded
+from tests.integration.test_bpf_prog import fast, forwarded  # noqa: F401 - fast is a fixture
 from tests.unit.director import CLIENT, VIP, checksums_valid, from_client, from_rs
 
 _NAMES = [name for name, _, _ in VALUE_FIELDS]
 
 
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=1024) as f:
-        yield f
-
-
 @pytest.fixture
-def fp(fast):
-    fast.events.read()
-    yield fast
-    fast.flows.clear()
-    fast.events.read()
+def fp(request):
+    prog = request.getfixturevalue("fast")  # the program loaded once for the module (test_bpf_prog's)
+    prog.events.read()
+    yield prog
+    prog.flows.clear()
+    prog.events.read()
 
 
 def entry_state(fp, entry) -> tuple[int, int, int]:
