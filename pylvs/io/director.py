@@ -433,7 +433,7 @@ class Director:
                 except OSError as exc:
                     self.tx_errors += 1
                     if self.tx_errors <= 10:
-                        log.warning("send on ifindex %s failed: %s", tx_ring.ifname, exc)
+                        log.warning("send on %s failed: %s", tx_ring.ifname, exc)
 
     # -- loop -------------------------------------------------------------------------------
 

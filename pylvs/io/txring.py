@@ -29,6 +29,7 @@ SLOTS = 1024
 _REQ = struct.Struct("4I")
 _HDR = struct.Struct("=III")  # tp_status, tp_len, tp_snaplen
 _SEND_REQUEST = struct.pack("=I", TP_STATUS_SEND_REQUEST)
+_AVAILABLE = struct.pack("=I", TP_STATUS_AVAILABLE)
 
 
 class TxRing:
@@ -77,9 +78,9 @@ class TxRing:
             return
         off = self.next * self.slot_size
         view = self.view
-        if view[off] != TP_STATUS_AVAILABLE or view[off + 1:off + 4] != b"\0\0\0":
+        if view[off:off + 4] != _AVAILABLE:
             self.flush()  # every slot is queued or still being sent: send them, then look again
-            if view[off:off + 4] != b"\0\0\0\0":
+            if view[off:off + 4] != _AVAILABLE:
                 self.direct += 1
                 self.fallback(frame)
                 return

@@ -9,9 +9,9 @@ it may not:
   that order (`Engine.tcp_transition`). The recipes leave when the kernel's change reaches TIME_WAIT or
   CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
   two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
-  made itself (a SYN, a
-  segment the program punted) or one where the engine's state table and the kernel's disagree: from
-  then on the engine sees every packet again. SYN is always punted (scheduling, connection reuse).
+  made itself (a SYN, a segment the program punted) or one where the engine's state table and the
+  kernel's disagree: from then on the engine sees every packet again. SYN is always punted
+  (scheduling, connection reuse).
   Written at once because a short connection (Connection: close) lives well under a tick: its
   response and FIN must not wait for Python behind each other (issue 19);
 - UDP: from creation until expiry or removal, written OFFLOAD_DELAY after the event (or on the next
