@@ -216,6 +216,7 @@ class Director:
         status = dict(self.datapath)
         if self.fast is not None and self.offload is not None:
             status["offloaded_conns"] = len(self.offload)
+            status["tcp_state_mismatches"] = self.offload.mismatches  # kernel and engine disagreed: withdrawn
             status["counters"] = self.fast.counters.read()
         return status
 

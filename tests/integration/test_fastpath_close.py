@@ -118,3 +118,4 @@ def test_a_connection_closed_through_the_kernel_ends_as_in_the_engine(lab, mode)
     assert conns(lab) == (active0, inactive0 + 1)  # counted, and inactive (as IPVS: not ESTABLISHED)
     # What is left after TIME_WAIT, CLOSE and DR's FIN_WAIT is a last ACK or two: the recipes are out.
     assert offloaded(lab) == offloaded0
+    assert json.loads(lab.lvsadm("--datapath", "--json").stdout)["tcp_state_mismatches"] == 0
