@@ -145,3 +145,12 @@ def test_a_full_event_ring_sends_the_segment_to_the_engine_unchanged():
         fp.flows.put(inbound)
         assert fp.test_run(raw).verdict == TC_ACT_REDIRECT  # read: room again
         assert counts(fp.flows.lookup(inbound.pack_key()))[0] == 1
+
+
+def test_take_reads_the_last_counts_and_deletes_in_one_step(fp):
+    inbound, _ = nat()
+    forwarded(fp, client("PA", b"data"), inbound)
+    forwarded(fp, client("FA"))
+    assert fp.flows.take(inbound) and inbound.packets == 2 and inbound.last_seen_ns > 0
+    assert fp.flows.lookup(inbound.pack_key()) is None
+    assert not fp.flows.take(inbound)

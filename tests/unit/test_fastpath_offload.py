@@ -34,6 +34,9 @@ class FakeFlowMap:
         entry.packets, entry.bytes, entry.last_seen_ns = counts
         return True
 
+    def take(self, entry) -> bool:
+        return self.refresh(entry) and self.delete(entry)
+
     def forward(self, entry, packets: int, nbytes: int, at: float) -> None:
         counts = self.entries[entry.pack_key()]
         counts[0] += packets

@@ -174,12 +174,13 @@ class FlowOffload:
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return
-        self._read(conn)
-        for f, _, _ in self._offloaded.pop(conn):
+        for f, packets, nbytes in self._offloaded.pop(conn):
             try:
-                self.flows.delete(f)
+                present = self.flows.take(f)  # the last counts and the deletion in one step: none lost
             except BpfError as exc:
                 self._error("deleting", exc)
+                continue
+            self._account(conn, f, present, packets, nbytes)
 
     # -- counters --------------------------------------------------------------------------
 
@@ -219,10 +220,15 @@ class FlowOffload:
             except BpfError as exc:
                 self._error("reading", exc)
                 continue
-            if not present or f.packets <= packets:
-                continue  # evicted (the engine's path serves it again) or nothing new
-            self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
-            entries[i] = (f, f.packets, f.bytes)
+            if self._account(conn, f, present, packets, nbytes):
+                entries[i] = (f, f.packets, f.bytes)
+
+    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> bool:
+        """Tell the engine what the kernel counted for `f` since (packets, nbytes); False if nothing new."""
+        if not present or f.packets <= packets:
+            return False  # evicted (the engine's path serves it again) or nothing new
+        self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
+        return True
 
     def close(self) -> None:
         """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""
