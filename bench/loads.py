@@ -144,9 +144,9 @@ def write_wrk_script(net: Netns) -> str:
 
 
 def run_wrk(net: Netns, url: str, seconds: int, keepalive: bool, lb_pid: int | None = None,
-            connections: int = WRK_CONNECTIONS, side_pids: Sequence[int] = ()) -> WrkResult:
+            connections: int = WRK_CONNECTIONS, side_pids: Sequence[int] = (), threads: int = WRK_THREADS) -> WrkResult:
     script = write_wrk_script(net)
-    threads = min(WRK_THREADS, connections)
+    threads = min(threads, connections)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
            "-s", script]
     if not keepalive:

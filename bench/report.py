@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loads import IperfResult, WrkResult
+from sustained import SustainedResult
 
 
 @dataclass
@@ -22,18 +23,20 @@ class ModeRun:
     iperf_down: IperfResult | None = None
     wrk_keepalive: WrkResult | None = None
     wrk_close: WrkResult | None = None
+    sustained: SustainedResult | None = None  # Connection: close for a minute, TIME_WAIT counted (sustained.py)
     checks: list[str] = field(default_factory=list)
     error: str | None = None
 
     def all_checks(self) -> list[str]:
-        runs = (self.iperf_up, self.iperf_down, self.wrk_keepalive, self.wrk_close)
+        runs = (self.iperf_up, self.iperf_down, self.wrk_keepalive, self.wrk_close, self.sustained)
         return self.checks + [c for run in runs if run is not None for c in run.checks]
 
     def as_dict(self) -> dict[str, Any]:
         runs = {"iperf_up": self.iperf_up, "iperf_down": self.iperf_down,
                 "wrk_keepalive": self.wrk_keepalive, "wrk_close": self.wrk_close}
         return {"error": self.error, "checks": self.checks,
-                **{key: run.as_dict() if run else None for key, run in runs.items()}}
+                **{key: run.as_dict() if run else None for key, run in runs.items()},
+                "sustained_close": self.sustained.as_dict() if self.sustained else None}
 
 
 Getter = Callable[[ModeRun], float | None]
@@ -60,6 +63,27 @@ def _host(attr: str, name: str) -> Getter:
     return get
 
 
+def _sustained(get: Callable[[SustainedResult], float | None]) -> Getter:
+    def value(run: ModeRun) -> float | None:
+        return get(run.sustained) if run.sustained is not None else None
+    return value
+
+
+def _share_pct(r: SustainedResult) -> float | None:
+    return None if r.client_share is None else round(100 * r.client_share, 1)
+
+
+SUSTAINED_METRICS: list[tuple[str, Getter]] = [
+    ("Connection: close sustained, mean (conn/s)", _sustained(lambda r: r.rps)),
+    ("  sustained: slowest 10-s window (conn/s)", _sustained(lambda r: r.slowest)),
+    ("  sustained: TIME_WAIT on the client (% of all)", _sustained(_share_pct)),
+    ("  sustained: TIME_WAIT at the end, client", _sustained(lambda r: r.samples[-1].client if r.samples else None)),
+    ("  sustained: TIME_WAIT at the end, real servers",
+     _sustained(lambda r: r.samples[-1].servers if r.samples else None)),
+    ("  sustained: wrk socket errors", _sustained(lambda r: float(sum(r.errors.values())))),
+]
+
+
 def _errors(run: ModeRun) -> float | None:
     results = [r for r in (run.wrk_keepalive, run.wrk_close) if r is not None]
     return float(sum(r.error_total for r in results)) if results else None
@@ -75,6 +99,7 @@ METRICS: list[tuple[str, Getter]] = [
     ("  new-connection latency p50 (ms)", _field("wrk_close", "p50_ms")),
     ("  new-connection latency p99 (ms)", _field("wrk_close", "p99_ms")),
     ("wrk socket errors (keep-alive + close)", _errors),
+    *SUSTAINED_METRICS,
     ("LB process CPU, iperf3 upload (% of 1 core)", _lb_cpu("iperf_up")),
     ("LB process CPU, keep-alive (% of 1 core)", _lb_cpu("wrk_keepalive")),
     ("LB process CPU, new connections (% of 1 core)", _lb_cpu("wrk_close")),
@@ -85,7 +110,7 @@ METRICS: list[tuple[str, Getter]] = [
 
 
 ROUTED_METRICS: list[tuple[str, Getter]] = [
-    *METRICS[:9],
+    *METRICS[:9 + len(SUSTAINED_METRICS)],
     ("LB process CPU, iperf3 upload (% of 1 core)", _lb_cpu("iperf_up")),
     ("LB process CPU, iperf3 download (% of 1 core)", _lb_cpu("iperf_down")),
     ("LB process CPU, keep-alive (% of 1 core)", _lb_cpu("wrk_keepalive")),

@@ -4,9 +4,11 @@ NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT. DR and TUN 
 the direct path of the same topology (client -> router -> real server, no director).
 
 Run as root from anywhere:  python3 bench/run.py [--quick] [--profile] [--modes direct,pylvs,dr-direct,dr]
+                            [--sustained SECONDS] [--sustained-only]
 Every mode gets a freshly built lab (namespaces, nginx, iperf3), is measured with iperf3 and wrk
-from the client namespace, is checked to have carried the traffic the intended way, and is torn
-down again, also on errors and Ctrl-C. Results: tables on stdout and bench/results/latest.json.
+from the client namespace, then with a minute of Connection: close in 10-s windows with TIME_WAIT
+counted on every side (sustained.py), is checked to have carried the traffic the intended way, and
+is torn down again, also on errors and Ctrl-C. Results: tables on stdout and bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from modes import Mode, PylvsMode  # noqa: E402
 from modes_lvs import MODES  # noqa: E402
 from profile_report import summarize  # noqa: E402
 from report import NAT_TABLE, ROUTED_TABLE, ModeRun, lb_details, metrics_table, render, render_details  # noqa: E402
+from sustained import CONNECTIONS as SUSTAINED_CONNECTIONS  # noqa: E402
+from sustained import render_sustained, run_sustained  # noqa: E402
 from verify import Snapshot, verify_iperf, verify_wrk  # noqa: E402
 
 from pylvs.lab.netns import LabError  # noqa: E402
@@ -48,7 +52,8 @@ def log(text: str) -> None:
 
 # -- one mode -------------------------------------------------------------------------------------
 
-def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict | None:
+def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool, sustained: int = 0,
+                 short_loads: bool = True) -> dict | None:
     """Build the lab, turn the director into `mode`, run every load into `run`, tear everything down."""
     profiled = None
     lab = mode.make_lab()
@@ -58,7 +63,10 @@ def measure_mode(mode: Mode, run: ModeRun, seconds: int, profile: bool) -> dict 
         run.checks = mode.static_checks(lab)
         answer = http_check(lab, mode.http_url(lab))
         log(f"{mode.name}: ready, GET {mode.http_url(lab)} -> {answer!r}")
-        measure_loads(lab, mode, run, seconds)
+        if short_loads:
+            measure_loads(lab, mode, run, seconds)
+        if sustained:
+            measure_sustained(lab, mode, run, sustained)
         run.checks += mode.static_checks(lab)  # still the same director after the load
         if profile and mode.profiled and isinstance(mode, PylvsMode) and isinstance(lab, BenchLab):
             profiled = profile_keepalive(lab, mode, seconds)
@@ -100,6 +108,18 @@ def measure_loads(lab: LabTools, mode: Mode, run: ModeRun, seconds: int) -> None
             run.wrk_keepalive = result
         else:
             run.wrk_close = result
+
+
+def measure_sustained(lab: LabTools, mode: Mode, run: ModeRun, seconds: int) -> None:
+    """Connection: close for `seconds` (never halved), the rate per 10 s and TIME_WAIT on every side."""
+    before = Snapshot.take(lab, mode)
+    result = run_sustained(lab.net, mode.http_url(lab), seconds, lab.rs_names, lb_pid=mode.pid,
+                           side_pids=mode.side_pids(lab))
+    result.checks = verify_wrk(lab, mode, before, result.total, SUSTAINED_CONNECTIONS)
+    share = "-" if result.client_share is None else f"{100 * result.client_share:.1f}%"
+    log(f"{mode.name}: sustained close {result.rps} conn/s (windows {', '.join(f'{r:.0f}' for r in result.rates)}), "
+        f"TIME_WAIT on the client {share}, errors {sum(result.errors.values())}")
+    run.sustained = result
 
 
 def quiet_teardown(lab: LabTools) -> None:
@@ -170,10 +190,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "bench/flood.py)")
     p.add_argument("--flood-syns", type=int, default=20_000, help="SYNs the flood sends (default 20000)")
     p.add_argument("--flood-rate", type=int, default=5_000, help="SYNs per second (default 5000)")
+    p.add_argument("--sustained", type=int, metavar="SECONDS",
+                   help="seconds of the sustained Connection: close load per mode, in 10-s windows with TIME_WAIT "
+                        "counted (default 60, 20 with --quick; 0 leaves it out)")
+    p.add_argument("--sustained-only", action="store_true",
+                   help="run only the sustained Connection: close load in each mode (no iperf3, no short wrk runs)")
     args = p.parse_args(argv)
     if args.flood:
         return args
     args.seconds = args.duration or (3 if args.quick else 10)
+    if args.sustained is None:
+        args.sustained = 20 if args.quick else 60
     wanted = args.modes.split(",")
     known = {m.name: m for m in MODES}
     unknown = [name for name in wanted if name not in known]
@@ -211,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for cls in args.mode_classes:
             runs[cls.name] = ModeRun(cls.name)
-            profiled = measure_mode(cls(), runs[cls.name], args.seconds, args.profile) or profiled
+            profiled = measure_mode(cls(), runs[cls.name], args.seconds, args.profile, args.sustained,
+                                    not args.sustained_only) or profiled
     except KeyboardInterrupt:
         log("interrupted; labs torn down, partial results follow")
     return finish(runs, profiled, info, args)
@@ -228,6 +256,9 @@ def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: ar
     details = lb_details(runs)
     if details:
         print("\n" + render_details(details))
+    sustained = {name: run.sustained for name, run in runs.items() if run.sustained is not None}
+    if sustained:
+        print("\n" + render_sustained(sustained))
     failed = [f"{name}: {c}" for name, run in runs.items() for c in run.all_checks() if not c.startswith("ok")]
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
@@ -241,6 +272,7 @@ def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: ar
     RESULTS.mkdir(exist_ok=True)
     document = {
         "machine": info, "seconds_per_run": args.seconds, "wrk": "-t2 -c50 --latency --timeout 5s",
+        "sustained_close_seconds": args.sustained,
         "short_runs": "fullnat, dr*, tun*: iperf3 download the full duration, the other loads half of it",
         "metrics": table, "metrics_dr_tun": routed, "lb_cpu": details,
         "modes": {name: run.as_dict() for name, run in runs.items()},

@@ -493,6 +493,17 @@ class Engine:
         if changed and self._conn_queues:
             self._emit(ConnEventKind.STATE, conn, new)
 
+    def tcp_transition(self, key: bytes, tcp_flags: int, now: float) -> Conn | None:
+        """A TCP segment a second data path forwarded by its FlowEntry and reported because it changed the
+        state there (a FIN, a RST, the ACK ending LAST_ACK): the state machine runs here as for a segment
+        of our own, reports applied in the order they were made. The connection, or None if gone."""
+        hit = self._tables[PROTO_TCP].get(key)
+        if hit is None:
+            return None
+        conn, direction = hit
+        self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
+        return conn
+
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
         """Packets a second data path forwarded for `conn` by its FlowEntry, counted there since the last
         call: the statistics, the expiry (from `last_seen`, on this engine's clock) and sync follow. The

@@ -11,10 +11,13 @@ compares every offset and size).
 What a FlowEntry never covers, so that a second data path can only be faster, never different,
 goes to the engine (the "punt rules", docs/design.md):
 - any packet of a direction flagged ENGINE_ONLY;
-- TCP segments with SYN, FIN or RST (they change the connection's state), fragments, IP options,
-  TTL/hop limit <= 1, packets longer than `mtu` (PMTU and fragmentation), ICMP, bad IP checksums.
-Entries are only worth offloading while the connection is ESTABLISHED (TCP) or for UDP; the engine
-says when with its connection events.
+- TCP segments with SYN (they may schedule anew), fragments, IP options, TTL/hop limit <= 1, packets
+  longer than `mtu` (PMTU and fragmentation), ICMP, bad IP checksums.
+FIN, RST and the ACKs of a closing connection are executed like data: a data path that executes an
+entry also runs the IPVS TCP state machine on the entry's `tcp_state` and reports every change (an
+EVENT, in order), which the engine applies to the connection (docs/design.md, "Kernel fast path").
+Entries go to a data path once the connection is ESTABLISHED (TCP) or for UDP; the engine says when
+with its connection events.
 
 Addresses are carried in the packet's own byte form (4 bytes IPv4, 16 bytes IPv6); the packed
 form stores 16 bytes, IPv4 as an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
@@ -72,17 +75,29 @@ VALUE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("csum_l4_partial", "H", "__u16"),  # delta for a CHECKSUM_PARTIAL field (pseudo-header only)
     ("encap_sport", "2s", "__be16"),  # GUE: outer UDP source port (a hash of the flow)
     ("encap_dport", "2s", "__be16"),  # GUE: outer UDP destination port
-    ("pad2", "H", "__u16"),
+    ("tcp_state", "B", "__u8"),       # TCP: the connection's state as the entry last saw it (tcpstate)
+    ("tcp_flags", "B", "__u8"),       # TCP: the flags of every segment the entry forwarded, or'ed
     ("outer_saddr", "16s", "__u8[16]"),
     ("outer_daddr", "16s", "__u8[16]"),
     ("seq_delta", "I", "__u32"),      # reserved: TCP sequence shift once a FULLNAT header was delivered
-    ("pad3", "I", "__u32"),
+    ("transitions", "I", "__u32"),    # TCP state changes the kernel reported for this entry (EVENT)
     ("packets", "Q", "__u64"),        # counters, written by the data path that executes the entry
     ("bytes", "Q", "__u64"),
     ("last_seen_ns", "Q", "__u64"),   # monotonic (bpf_ktime_get_ns)
 )
+# A TCP state change the kernel made while executing an entry (struct pylvs_flow_event), in ring order.
+EVENT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("ts_ns", "Q", "__u64"),          # monotonic (bpf_ktime_get_ns)
+    ("key", "40s", "struct pylvs_flow_key"),
+    ("tcp_flags", "B", "__u8"),       # the segment's TCP flags byte
+    ("direction", "B", "__u8"),
+    ("old_state", "B", "__u8"),
+    ("new_state", "B", "__u8"),
+    ("transitions", "I", "__u32"),
+)
 KEY = struct.Struct("=" + "".join(code for _, code, _ in KEY_FIELDS))
 VALUE = struct.Struct("=" + "".join(code for _, code, _ in VALUE_FIELDS))
+EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS))
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 _NO_ADDR = bytes(16)
 
@@ -106,7 +121,7 @@ class FlowEntry:
 
     __slots__ = ("proto", "key", "method", "direction", "flags", "addrs", "ports", "deltas", "hop",
                  "encap", "outer_src", "outer_dst", "encap_sport", "encap_dport", "seq_delta",
-                 "packets", "bytes", "last_seen_ns")
+                 "tcp_state", "packets", "bytes", "last_seen_ns")
 
     def __init__(self, proto: int, key: bytes, method: Method, direction: int, addrs: bytes, ports: bytes,
                  deltas: Deltas, hop: Hop | None = None, flags: int = 0) -> None:
@@ -123,6 +138,7 @@ class FlowEntry:
         self.outer_src = self.outer_dst = b""
         self.encap_sport = self.encap_dport = 0
         self.seq_delta = 0
+        self.tcp_state = 0  # TCP: the connection's state when the entry goes to the kernel
         self.packets = self.bytes = self.last_seen_ns = 0
 
     @property
@@ -151,8 +167,8 @@ class FlowEntry:
         return VALUE.pack(
             int(self.method), self.direction, self.flags, family_of(self.addrs[:n]), self.encap, mtu, ifindex,
             eth[:6], eth[6:], addr16(self.addrs[:n]), addr16(self.addrs[n:]), self.ports[:2], self.ports[2:],
-            d.ip, d.l4, d.l4_partial, self.encap_sport.to_bytes(2, "big"), self.encap_dport.to_bytes(2, "big"), 0,
-            addr16(self.outer_src) if self.outer_src else _NO_ADDR,
+            d.ip, d.l4, d.l4_partial, self.encap_sport.to_bytes(2, "big"), self.encap_dport.to_bytes(2, "big"),
+            self.tcp_state, 0, addr16(self.outer_src) if self.outer_src else _NO_ADDR,
             addr16(self.outer_dst) if self.outer_dst else _NO_ADDR,
             self.seq_delta, 0, self.packets, self.bytes, self.last_seen_ns)
 

@@ -36,6 +36,7 @@ from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.io.txring import TxRing
 from pylvs.metrics import families as metrics_families
 from pylvs.metrics import snapshot as metrics_snapshot
 from pylvs.metrics.publisher import Publisher
@@ -94,6 +95,7 @@ class Director:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
+        self.tx_rings: dict[int, TxRing] = {}  # frames of a round leave together (pylvs.io.txring)
         self.errors = 0
         self.tx_errors = 0
         self.stopping = False
@@ -248,9 +250,15 @@ class Director:
             log.info("fast path: removed %d flows left by a previous lvsd", stale)
         self.fast = fast
         self.offload = FlowOffload(self.engine, fast.flows)
+        self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
         log.info("data path: bpf (tc ingress on %s) for established flows, python for the rest", names)
+
+    def _kernel_events(self, fd: int = -1, events: int = 0) -> None:
+        """The TCP state changes the fast path made, applied before any frame that followed them."""
+        if self.offload is not None:
+            self.offload.apply(self.fast.events.read())
 
     def _detach(self, fast: FastPath) -> None:
         for ifindex in self.engine.interfaces:
@@ -264,6 +272,7 @@ class Director:
         status = dict(self.datapath)
         if self.fast is not None and self.offload is not None:
             status["offloaded_conns"] = len(self.offload)
+            status["tcp_state_mismatches"] = self.offload.mismatches  # kernel and engine disagreed: withdrawn
             status["counters"] = self.fast.counters.read()
         return status
 
@@ -352,6 +361,11 @@ class Director:
         # IPv4 frames without a mark (the main ring, also used to send), and ARP.
         ring = self._open_ring(iface.name, ETH_P_IP, 0, **self._ring_args)
         self.tx[ring.ifindex] = ring.send
+        try:
+            self.tx_rings[ring.ifindex] = tx_ring = TxRing(iface.name, ring.send)
+            self.tx[ring.ifindex] = tx_ring.queue
+        except OSError as exc:
+            log.warning("%s: no transmit ring (%s): each frame is sent on its own", iface.name, exc)
         self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
 
     # -- interfaces that go away and come back ------------------------------------------------
@@ -362,6 +376,9 @@ class Director:
             if ring.ifname == ifname:
                 self.selector.unregister(fd)
                 self.tx.pop(ring.ifindex, None)
+                tx_ring = self.tx_rings.pop(ring.ifindex, None)
+                if tx_ring is not None:
+                    tx_ring.close()
                 del self.rings[fd]
                 try:
                     ring.close()
@@ -439,7 +456,12 @@ class Director:
                 return  # closed earlier in this round (its interface went away)
             clock[0] = time.monotonic()  # one reading per wakeup, shared by the frames it drains
             self.engine.start_round(NEW_CONNS_PER_ROUND)
+            if self.offload is not None:
+                self._kernel_events()  # a frame punted after a kernel-made state change sees that change
             ring.drain(handle)
+            self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
+            if self.offload is not None:
+                self.offload.drain(clock[0])  # an established connection's recipes go to the kernel at once
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):
@@ -502,6 +524,17 @@ class Director:
                 self.tx[ifindex](buf)
             except (OSError, KeyError):
                 self.tx_errors += 1
+        self.flush_tx()
+
+    def flush_tx(self) -> None:
+        for tx_ring in self.tx_rings.values():
+            if tx_ring.pending:
+                try:
+                    tx_ring.flush()
+                except OSError as exc:
+                    self.tx_errors += 1
+                    if self.tx_errors <= 10:
+                        log.warning("send on %s failed: %s", tx_ring.ifname, exc)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -580,12 +613,14 @@ class Director:
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
         if self.offload is not None:
-            self.offload.refresh_all()  # the kernel's last counts, into the table that is kept
+            self._kernel_events()  # the kernel's last state changes and counts, into the table that is kept
+            self.offload.refresh_all()
             self.offload.close()
             self.offload = None
         if self.keep_conns is not None and self._running:
             self._save_conns(self.keep_conns)
         if self.fast is not None:
+            self.selector.unregister(self.fast.events.fileno())
             self._detach(self.fast)
             self.fast = None
         if self.vrrp is not None:
@@ -600,12 +635,13 @@ class Director:
         if self.control is not None:
             self.control.close()
             self.control = None
-        for ring in self.rings.values():
+        for ring in [*self.rings.values(), *self.tx_rings.values()]:
             try:
                 ring.close()
             except (BufferError, OSError):
                 pass
         self.rings.clear()
+        self.tx_rings.clear()
         if self.routes is not None:
             self.routes.close()
             self.routes = None

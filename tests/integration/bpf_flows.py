@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 
+from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_BY_TUN_TYPE, FlowEntry
 from pylvs.engine.forward.rewrite import Deltas
 from pylvs.engine.hops import Hop
@@ -42,8 +43,11 @@ def entry(method: Method, direction: int, proto: int, src: tuple[str, int], dst:
     """One direction: packets src -> dst leave as new_src -> new_dst through `hop`."""
     key_addrs, key_ports = ip(src[0]) + ip(dst[0]), port(src[1]) + port(dst[1])
     addrs, ports = ip(new_src[0]) + ip(new_dst[0]), port(new_src[1]) + port(new_dst[1])
-    return FlowEntry(proto, key_addrs + key_ports, method, direction, addrs, ports,
-                     Deltas(key_addrs, addrs, key_ports, ports), hop, flags)
+    e = FlowEntry(proto, key_addrs + key_ports, method, direction, addrs, ports,
+                  Deltas(key_addrs, addrs, key_ports, ports), hop, flags)
+    if proto == 6:
+        e.tcp_state = tcpstate.ESTABLISHED  # as the engine offloads TCP connections
+    return e
 
 
 def nat(proto: int = 6, cport: int = 40000, vport: int = 80, rport: int = 8080, rip: str = RIP,

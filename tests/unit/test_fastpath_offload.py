@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from scapy.layers.inet import TCP, UDP
 
+from pylvs.datapath.bpf.events import FlowEvent
 from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
+from pylvs.engine.flow import DIR_IN, DIR_OUT
 from pylvs.engine.services import Method, pack_ip
+from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.unit.director import RIPS, frame, from_client, from_rs, make_engine
 
 
@@ -15,9 +18,11 @@ class FakeFlowMap:
 
     def __init__(self) -> None:
         self.entries: dict[bytes, list[int]] = {}
+        self.states: dict[bytes, int] = {}  # tcp_state as written
 
     def put(self, entry) -> None:
         self.entries[entry.pack_key()] = [entry.packets, entry.bytes, entry.last_seen_ns]
+        self.states[entry.pack_key()] = entry.tcp_state
 
     def delete(self, entry) -> bool:
         return self.entries.pop(entry.pack_key(), None) is not None
@@ -28,6 +33,9 @@ class FakeFlowMap:
             return False
         entry.packets, entry.bytes, entry.last_seen_ns = counts
         return True
+
+    def take(self, entry) -> bool:
+        return self.refresh(entry) and self.delete(entry)
 
     def forward(self, entry, packets: int, nbytes: int, at: float) -> None:
         counts = self.entries[entry.pack_key()]
@@ -50,18 +58,74 @@ def tcp_established(method=Method.MASQ):
     offload.drain(0.0)
     assert fake.entries == {}  # SYN_RECV: not yet
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
-    offload.drain(0.0)
-    assert fake.entries == {}  # written on the next tick, not at the event
-    offload.refresh(1.0)
+    offload.drain(0.0)  # written at once: a short connection's response and FIN go through the kernel
     return engine, fake, offload, conn
 
 
-def test_tcp_flows_enter_the_map_when_established_and_leave_on_fin():
+def kernel_event(conn, direction: int, flags: int, old: int, new: int, at: float = 2.0) -> FlowEvent:
+    """What the program reports when it forwards a segment that changes the state."""
+    key = conn.in_key if direction == DIR_IN else conn.out_key
+    return FlowEvent(int(at * 1e9), 6, key, flags, direction, old, new, 1)
+
+
+def test_tcp_flows_enter_the_map_when_established_with_their_state():
     engine, fake, offload, conn = tcp_established()
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()} and len(offload) == 1
+    assert set(fake.states.values()) == {tcpstate.ESTABLISHED}
+
+
+def test_a_fin_the_engine_sees_itself_takes_the_recipes_out():
+    engine, fake, offload, conn = tcp_established()  # (a FIN the program punted: ring full, MTU, ...)
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="FA"))), 1, 1.3)
     offload.drain(0.0)
     assert fake.entries == {} and len(offload) == 0
+
+
+def test_kernel_made_closing_states_keep_the_recipes_until_time_wait():
+    engine, fake, offload, conn = tcp_established()
+    dest = conn.dest
+    assert (dest.activeconns, dest.inactconns) == (1, 0)
+    offload.apply([kernel_event(conn, DIR_IN, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.CLOSE_WAIT)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.CLOSE_WAIT and (dest.activeconns, dest.inactconns) == (0, 1)
+    assert conn.expires == 2.0 + engine.settings.tcp_timeouts[tcpstate.CLOSE_WAIT]
+    assert len(fake.entries) == 2 and len(offload) == 1  # the server's FIN goes through the kernel too
+    offload.apply([kernel_event(conn, DIR_OUT, TCP_FIN | TCP_ACK, tcpstate.CLOSE_WAIT, tcpstate.TIME_WAIT, 2.1)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.TIME_WAIT and fake.entries == {} and len(offload) == 0
+    assert conn.expires == 2.1 + engine.settings.tcp_timeouts[tcpstate.TIME_WAIT]
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 2.2)  # the last ACK: engine
+    assert conn.state == tcpstate.TIME_WAIT and not engine.drops
+
+
+def test_a_kernel_made_reset_closes_the_connection_and_its_counts():
+    engine, fake, offload, conn = tcp_established()
+    offload.apply([kernel_event(conn, DIR_OUT, TCP_RST, tcpstate.ESTABLISHED, tcpstate.CLOSE)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.CLOSE and fake.entries == {}
+    assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)
+    engine.tick(2.0 + engine.settings.tcp_timeouts[tcpstate.CLOSE] + 0.1)
+    assert conn.dead and (conn.dest.activeconns, conn.dest.inactconns) == (0, 0)
+
+
+def test_kernel_changes_apply_in_order_and_a_disagreement_withdraws():
+    engine, fake, offload, conn = tcp_established()
+    offload.apply([
+        kernel_event(conn, DIR_OUT, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.FIN_WAIT),
+        # The engine's table says FIN_WAIT + ack stays FIN_WAIT: a report of anything else disagrees.
+        kernel_event(conn, DIR_IN, TCP_ACK, tcpstate.FIN_WAIT, tcpstate.CLOSE),
+    ])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.FIN_WAIT and offload.mismatches == 1 and fake.entries == {}
+
+
+def test_a_report_for_a_connection_already_gone_is_ignored():
+    engine, fake, offload, conn = tcp_established()
+    engine.tick(10_000.0)
+    assert conn.dead
+    offload.apply([kernel_event(conn, DIR_IN, TCP_RST, tcpstate.ESTABLISHED, tcpstate.CLOSE)])
+    offload.drain(0.0)
+    assert fake.entries == {} and not offload.mismatches
 
 
 def test_kernel_counts_become_engine_statistics_and_keep_the_connection():
@@ -106,19 +170,17 @@ def test_udp_flows_enter_at_creation():
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
 
 
-def test_a_connection_shorter_than_a_tick_never_touches_the_map():
-    engine = make_engine()
+def test_a_udp_exchange_shorter_than_the_delay_never_touches_the_map():
+    engine = make_engine(proto=17)
     fake = FakeFlowMap()
     writes = []
     fake.put = writes.append  # type: ignore[method-assign]
     offload = FlowOffload(engine, fake)
-    for flags, rs in (("S", False), ("SA", True), ("A", False), ("FA", False)):
-        if rs:
-            engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags=flags))), 2, 1.0)
-        else:
-            engine.process(frame(from_client(TCP(sport=40000, dport=80, flags=flags))), 1, 1.0)
-        offload.drain(0.0)
-    offload.refresh(1.0)
+    engine.process(frame(from_client(UDP(sport=40000, dport=80))), 1, 1.0)
+    offload.drain(1.0)
+    (conn,) = engine.conns.conns()
+    engine._expire(conn)  # (as the tick would)
+    offload.drain(1.0 + OFFLOAD_DELAY)
     assert writes == [] and len(offload) == 0
 
 
@@ -157,3 +219,12 @@ def test_recipes_go_to_the_kernel_once_the_delay_has_passed_without_waiting_for_
     offload.drain(1.0 + OFFLOAD_DELAY)
     (conn,) = engine.conns.conns()
     assert set(fake.entries) == {conn.in_flow.pack_key()}
+
+
+def test_dr_recipes_leave_at_a_kernel_made_fin_wait():
+    engine, fake, offload, conn = tcp_established(Method.ROUTE)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.apply([kernel_event(conn, DIR_IN, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.FIN_WAIT)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.FIN_WAIT and fake.entries == {} and not offload.mismatches
+    assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)

@@ -42,6 +42,7 @@ def c_layout(tmp_path: pathlib.Path, struct_name: str, names: list[str]) -> tupl
 @pytest.mark.parametrize(("struct_name", "fields", "packer"), [
     ("pylvs_flow_key", flow.KEY_FIELDS, flow.KEY),
     ("pylvs_flow_value", flow.VALUE_FIELDS, flow.VALUE),
+    ("pylvs_flow_event", flow.EVENT_FIELDS, flow.EVENT),
 ])
 def test_c_header_matches_python(tmp_path, struct_name, fields, packer):
     expected = python_layout(fields)
@@ -52,9 +53,10 @@ def test_c_header_matches_python(tmp_path, struct_name, fields, packer):
 
 def test_header_declares_every_field_in_order():
     text = HEADER.read_text()
-    for struct_name, fields in (("pylvs_flow_key", flow.KEY_FIELDS), ("pylvs_flow_value", flow.VALUE_FIELDS)):
+    for struct_name, fields in (("pylvs_flow_key", flow.KEY_FIELDS), ("pylvs_flow_value", flow.VALUE_FIELDS),
+                                ("pylvs_flow_event", flow.EVENT_FIELDS)):
         body = re.search(r"struct " + struct_name + r" \{(.*?)\};", text, re.S).group(1)
-        declared = re.findall(r"^\s*(__\w+)\s+(\w+)(\[\d+\])?;", body, re.M)
+        declared = re.findall(r"^\s*(__\w+|struct \w+)\s+(\w+)(\[\d+\])?;", body, re.M)
         assert [(t + (a or ""), n) for t, n, a in declared] == [(c, n) for n, _, c in fields]
 
 
@@ -68,3 +70,15 @@ def test_flag_and_encap_values_match():
         assert int(defines[f"FLOW_ENCAP_{name}"]) == value
     for method in ("MASQ", "TUNNEL", "ROUTE", "FULLNAT"):
         assert int(defines[f"FLOW_METHOD_{method}"]) == flow.Method[method]
+
+
+def test_tcp_state_table_dimensions_match_the_engine():
+    from pylvs.engine import tcpstate
+
+    text = HEADER.read_text()
+    defined = dict(re.findall(r"#define PYLVS_TCP_(\w+) (\d+)", text))
+    assert int(defined["STATES"]) == len(tcpstate.NAMES) == len(tcpstate.TRANSITIONS[0])
+    assert int(defined["ROWS"]) == len(tcpstate.TRANSITIONS)
+    assert (int(defined["INPUT"]), int(defined["OUTPUT"]), int(defined["INPUT_ONLY"])) == (
+        tcpstate.INPUT, tcpstate.OUTPUT, tcpstate.INPUT_ONLY)
+    assert (int(defined["S_ESTABLISHED"]), int(defined["S_CLOSE"])) == (tcpstate.ESTABLISHED, tcpstate.CLOSE)

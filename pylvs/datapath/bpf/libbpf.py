@@ -45,6 +45,7 @@ class TcOpts(Structure):
 BPF_TC_INGRESS = 1
 BPF_TC_F_REPLACE = 1
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RING_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)  # ring_buffer_sample_fn
 
 # name: (result type, argument types)
 _SIGNATURES = {
@@ -61,12 +62,17 @@ _SIGNATURES = {
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+    "bpf_map_lookup_and_delete_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(TestRunOpts)]),
     "bpf_tc_hook_create": (c_int, [POINTER(TcHook)]),
     "bpf_tc_attach": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),
     "bpf_tc_detach": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),
     "libbpf_num_possible_cpus": (c_int, []),
+    "ring_buffer__new": (c_void_p, [c_int, RING_SAMPLE_FN, c_void_p, c_void_p]),
+    "ring_buffer__consume": (c_int, [c_void_p]),
+    "ring_buffer__epoll_fd": (c_int, [c_void_p]),
+    "ring_buffer__free": (None, [c_void_p]),
     "libbpf_set_print": (c_void_p, [_PRINT_FN]),
 }
 

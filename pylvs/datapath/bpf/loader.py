@@ -5,6 +5,7 @@
     fast.flows.put(entry)              # FlowEntry recipes in (pylvs.engine.flow)
     fast.flows.refresh(entry)          # what the kernel counted for it
     fast.counters.read()               # hits, misses, punts by reason
+    fast.events.read()                 # TCP state changes the program made (pollable: fast.events.fileno())
     fast.detach(ifindex); fast.close()
 
 The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows (bpffs
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
+from pylvs.datapath.bpf.events import EventRing
 from pylvs.datapath.bpf.libbpf import (
     BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
@@ -34,11 +36,15 @@ from pylvs.datapath.bpf.libbpf import (
     libbpf,
 )
 from pylvs.datapath.bpf.maps import Counters, FlowMap
+from pylvs.engine import tcpstate
 
 OBJECT = pathlib.Path(__file__).resolve().parents[3] / "build" / "bpf" / "pylvs_fastpath.bpf.o"
 PROGRAM = b"pylvs_fastpath"
 FLOW_MAP = b"pylvs_flows"
 COUNTER_MAP = b"pylvs_counters"
+TCP_TABLE_MAP = b"pylvs_tcp_table"
+EVENT_MAP = b"pylvs_events"
+EVENT_RING_BYTES = 1 << 20  # 16,384 events of 64 bytes: the loop drains it before every ring of frames
 BPFFS = "/sys/fs/bpf"
 BPFFS_MAGIC = 0xCAFE4A11
 FILTER_HANDLE = 0x1F10  # our tc filter: fixed, so a restarted lvsd replaces or removes its own
@@ -122,7 +128,7 @@ class FastPath:
     """One loaded instance of the program with its maps (flow map pinned unless pin_root is None)."""
 
     def __init__(self, obj_path: str | os.PathLike = OBJECT, pin_root: str | None = BPFFS,
-                 netns: str | None = None, max_flows: int = 65536) -> None:
+                 netns: str | None = None, max_flows: int = 65536, event_bytes: int = EVENT_RING_BYTES) -> None:
         if not os.path.exists(obj_path):
             raise BpfError(f"the fast path program {obj_path} is not built: run `make bpf` "
                            "(it needs clang, llvm and libbpf-dev)")
@@ -133,7 +139,10 @@ class FastPath:
         try:
             flows = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, FLOW_MAP), "finding the flow map")
             counters = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, COUNTER_MAP), "finding counters")
+            table = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, TCP_TABLE_MAP), "finding the TCP table")
+            events = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, EVENT_MAP), "finding the event ring")
             lib.check(lib.bpf_map__set_max_entries(flows, max_flows), "sizing the flow map")
+            lib.check(lib.bpf_map__set_max_entries(events, event_bytes), "sizing the event ring")
             self.pin_path = None
             if pin_root is not None:
                 ensure_bpffs(pin_root)
@@ -149,11 +158,19 @@ class FastPath:
             self.prog_fd = lib.bpf_program__fd(prog)
             self.flows = FlowMap(lib, lib.bpf_map__fd(flows))
             self.counters = Counters(lib, lib.bpf_map__fd(counters))
+            self._load_tcp_table(lib.bpf_map__fd(table))
+            self.events = EventRing(lib, lib.bpf_map__fd(events))
             self.max_flows = max_flows
         except BaseException:
             lib.bpf_object__close(self._obj)
             self._obj = None
             raise
+
+    def _load_tcp_table(self, fd: int) -> None:
+        """The engine's TCP state table, so the program's transitions are the engine's by construction."""
+        table = bytes(state for row in tcpstate.TRANSITIONS for state in row)
+        key = ctypes.c_uint32(0)
+        self.lib.check(self.lib.bpf_map_update_elem(fd, ctypes.byref(key), table, 0), "writing the TCP state table")
 
     def _load_failure(self, err: int) -> str:
         log = "".join(self.lib.log[-12:]).strip()
@@ -208,6 +225,7 @@ class FastPath:
     def close(self) -> None:
         """Unload (the pinned flow map and any attached filter stay; the kernel holds them)."""
         if self._obj:
+            self.events.close()
             self.lib.bpf_object__close(self._obj)
             self._obj = None
 

@@ -17,8 +17,9 @@ from pylvs.engine.flow import KEY, VALUE, FlowEntry
 
 COUNTERS = ("hit", "miss", "pass_other", "punt_engine_only", "punt_tcp_flags", "punt_fragment",
             "punt_ip_options", "punt_ttl", "punt_mtu", "punt_bad_header", "punt_unsupported", "punt_no_room",
-            "drop_error")
+            "drop_error", "tcp_event", "punt_ring_full")
 BPF_ANY = 0
+ENOTSUPP = 524  # the kernel's internal "operation not supported", which bpf() can return
 _COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields
 _COUNTS = VALUE.size - _COUNT_FIELDS.size
 
@@ -41,6 +42,20 @@ class FlowMap:
         if rc == -errno.ENOENT:
             return False
         self.lib.check(rc, f"deleting flow {entry!r}")
+        return True
+
+    def take(self, entry: FlowEntry) -> bool:
+        """Delete the entry's recipe and copy its last counts into `entry` in one step (nothing the kernel
+        counts in between is lost); False if it was not there."""
+        value = ctypes.create_string_buffer(VALUE.size)
+        rc = self.lib.bpf_map_lookup_and_delete_elem(self.fd, entry.pack_key(), value)
+        if rc == -errno.ENOENT:
+            return False
+        if rc in (-errno.EINVAL, -ENOTSUPP, -errno.EOPNOTSUPP):  # before Linux 5.14: two steps
+            present = self.refresh(entry)
+            return self.delete(entry) and present
+        self.lib.check(rc, f"taking flow {entry!r}")
+        entry.packets, entry.bytes, entry.last_seen_ns = counts(value.raw)
         return True
 
     def lookup(self, key: bytes) -> bytes | None:

@@ -3,11 +3,19 @@
 The engine stays the authority (docs/design.md, "The engine's contract"). This consumer writes a
 connection's FlowEntry recipes into the map when the kernel may execute them and deletes them when
 it may not:
-- TCP: from ESTABLISHED (STATE event) until any other state, expiry or removal; SYN, FIN and RST are
-  punted by the program, so the engine sees every state change;
-- UDP: from creation until expiry or removal;
-- written OFFLOAD_DELAY after the event (or on the next tick, whichever comes first), not at once: a
-  connection that ends sooner (a Connection: close request) costs no map writes, reads or deletes;
+- TCP: from ESTABLISHED (STATE event, written at once) until expiry or removal, through FIN_WAIT,
+  CLOSE_WAIT and LAST_ACK: the program forwards FIN, RST and the ACKs of a closing connection itself
+  and reports each state change it makes on its event ring; `apply()` hands them to the engine in
+  that order (`Engine.tcp_transition`). The recipes leave when the kernel's change reaches TIME_WAIT or
+  CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
+  two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
+  made itself (a SYN, a segment the program punted) or one where the engine's state table and the
+  kernel's disagree: from then on the engine sees every packet again. SYN is always punted
+  (scheduling, connection reuse).
+  Written at once because a short connection (Connection: close) lives well under a tick: its
+  response and FIN must not wait for Python behind each other (issue 19);
+- UDP: from creation until expiry or removal, written OFFLOAD_DELAY after the event (or on the next
+  tick, whichever comes first), so a single request and answer costs no map writes, reads or deletes;
 - a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
   hop is still being resolved waits for the next refresh;
 - tunnel recipes too: the program keeps CHECKSUM_PARTIAL and GSO frames whole
@@ -28,11 +36,12 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pylvs.datapath.bpf.events import FlowEvent
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY
-from pylvs.ipvs_uapi import CONN_F_TEMPLATE, PROTO_UDP
+from pylvs.ipvs_uapi import CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.maps import FlowMap
@@ -43,7 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
-OFFLOAD_DELAY = 0.05    # seconds a connection waits in the engine before its recipes go to the kernel
+OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
+KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
 
 
@@ -59,7 +69,10 @@ class FlowOffload:
         self._pending: set[Conn] = set()
         self._waiting: set[Conn] = set()
         self._cursor: list[Conn] = []
+        # State changes the kernel made and the engine applied, whose STATE events are still queued.
+        self._kernel_made: dict[Conn, int] = {}
         self.errors = 0
+        self.mismatches = 0  # kernel reports whose new state the engine's table did not reach
 
     def __len__(self) -> int:
         return len(self._offloaded)
@@ -92,12 +105,39 @@ class FlowOffload:
             if conn.proto == PROTO_UDP:
                 self._schedule(conn, now)
         elif kind == ConnEventKind.STATE:
-            if event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
-                self._schedule(conn, now)
+            made = self._kernel_made.pop(conn, 0)
+            if made:  # the kernel made this change: its recipes go on, up to TIME_WAIT or CLOSE
+                if made > 1:
+                    self._kernel_made[conn] = made - 1
+                if event.value in KERNEL_DONE or (event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
+                    self._withdraw(conn)
+            elif event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
+                self._offload(conn)
             else:
                 self._withdraw(conn)
-        elif kind == ConnEventKind.FLOWS and (conn.proto == PROTO_UDP or conn.state == tcpstate.ESTABLISHED):
-            self._schedule(conn, now)  # a recipe that was engine-only may go to the kernel now
+        elif kind == ConnEventKind.FLOWS:  # a recipe that was engine-only may go to the kernel now
+            if conn.proto == PROTO_UDP:
+                self._schedule(conn, now)
+            elif conn.state == tcpstate.ESTABLISHED:
+                self._offload(conn)
+
+    def apply(self, events: list[FlowEvent]) -> None:
+        """The kernel's TCP state changes, in the order it made them: the engine makes them too.
+
+        Where the engine's table ends elsewhere than the kernel's (two CPUs changing the same
+        connection at once), the recipes are withdrawn and the engine decides alone from then on."""
+        engine = self.engine
+        for ev in events:
+            hit = engine.conns.lookup(ev.proto, ev.key)
+            before = hit[0].state if hit is not None else None
+            conn = engine.tcp_transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9)
+            if conn is None:
+                continue  # gone meanwhile (expired, removed): nothing to apply
+            if conn.state != before:
+                self._kernel_made[conn] = self._kernel_made.get(conn, 0) + 1
+            if conn.state != ev.new_state:
+                self.mismatches += 1
+                self._withdraw(conn)
 
     def _offload(self, conn: Conn) -> None:
         """Write the connection's recipes that may go to the kernel; one still without a hop waits."""
@@ -113,6 +153,7 @@ class FlowOffload:
                 waiting = True  # resolved by the first packet that direction sends through the engine
                 continue
             f.packets = f.bytes = f.last_seen_ns = 0
+            f.tcp_state = conn.state if conn.proto != PROTO_UDP else 0
             try:
                 self.flows.put(f)
             except BpfError as exc:
@@ -128,15 +169,18 @@ class FlowOffload:
 
     def _withdraw(self, conn: Conn) -> None:
         self._pending.discard(conn)  # (its entry in _due is skipped)
+        if conn.dead:
+            self._kernel_made.pop(conn, None)
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return
-        self._read(conn)
-        for f, _, _ in self._offloaded.pop(conn):
+        for f, packets, nbytes in self._offloaded.pop(conn):
             try:
-                self.flows.delete(f)
+                present = self.flows.take(f)  # the last counts and the deletion in one step: none lost
             except BpfError as exc:
                 self._error("deleting", exc)
+                continue
+            self._account(conn, f, present, packets, nbytes)
 
     # -- counters --------------------------------------------------------------------------
 
@@ -176,10 +220,15 @@ class FlowOffload:
             except BpfError as exc:
                 self._error("reading", exc)
                 continue
-            if not present or f.packets <= packets:
-                continue  # evicted (the engine's path serves it again) or nothing new
-            self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
-            entries[i] = (f, f.packets, f.bytes)
+            if self._account(conn, f, present, packets, nbytes):
+                entries[i] = (f, f.packets, f.bytes)
+
+    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> bool:
+        """Tell the engine what the kernel counted for `f` since (packets, nbytes); False if nothing new."""
+        if not present or f.packets <= packets:
+            return False  # evicted (the engine's path serves it again) or nothing new
+        self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
+        return True
 
     def close(self) -> None:
         """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""

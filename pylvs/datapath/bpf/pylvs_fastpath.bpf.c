@@ -6,6 +6,14 @@
  * counts it in the entry and redirects it to the entry's egress interface. Everything else returns
  * TC_ACT_OK untouched, so the engine's AF_PACKET path sees it exactly as without this program.
  * The punt rules are the engine's (pylvs/engine/flow.py); each reason has a counter below.
+ *
+ * TCP state: FIN, RST and the ACKs of a closing connection are forwarded here like data, so they
+ * never take a slower path than the data they follow. The program runs the engine's IPVS state table
+ * (pylvs_tcp_table, copied from pylvs/engine/tcpstate.py at load) on the entry's tcp_state; a segment
+ * that changes it writes the new state into the entry and into the other direction's entry (NAT,
+ * FULLNAT), and reports the change on the ring buffer pylvs_events, which the engine applies in the
+ * same order. When the ring is full the segment goes to the engine instead, unchanged. SYN stays the
+ * engine's (scheduling, connection reuse).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -26,6 +34,10 @@
 #define L4 (ETH_HLEN + 20)         /* offset of TCP/UDP: IP options are punted */
 #define GUE_LEN (8 + 4)            /* outer UDP header + GUE header (version 0, no options) */
 #define GRE_LEN 4                  /* GRE without checksum, key or sequence number */
+#define TH_FIN 0x01                /* the TCP flags byte */
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
 
 /* Per-CPU counters, fixed indices (pylvs/datapath/bpf/maps.py COUNTERS mirrors the names). */
 enum pylvs_counter {
@@ -33,7 +45,7 @@ enum pylvs_counter {
 	CNT_MISS,             /* IPv4 TCP/UDP without an entry: to the engine */
 	CNT_PASS_OTHER,       /* not IPv4 TCP/UDP (ARP, IPv6, ICMP, VLAN-tagged, ...): to the engine */
 	CNT_PUNT_ENGINE_ONLY, /* the entry says so */
-	CNT_PUNT_TCP_FLAGS,   /* SYN, FIN or RST: TCP state stays the engine's */
+	CNT_PUNT_TCP_FLAGS,   /* SYN: scheduling and connection reuse stay the engine's */
 	CNT_PUNT_FRAGMENT,
 	CNT_PUNT_IP_OPTIONS,
 	CNT_PUNT_TTL,         /* TTL <= 1: the engine answers time exceeded */
@@ -44,6 +56,8 @@ enum pylvs_counter {
 	CNT_PUNT_NO_ROOM,     /* TUN: the kernel would not grow this skb (beyond the ingress MTU, a GSO
 			       * type other than TCP or UDP_L4, already encapsulated) */
 	CNT_DROP_ERROR,       /* a helper failed halfway through a rewrite: the frame is dropped */
+	CNT_TCP_EVENT,        /* executed, and its TCP state change reported on the event ring */
+	CNT_PUNT_RING_FULL,   /* a state change the event ring had no room for: the engine makes it */
 	CNT_MAX,
 };
 
@@ -60,6 +74,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } pylvs_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pylvs_tcp_table);
+} pylvs_tcp_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18); /* bytes; the loader sets the size */
+} pylvs_events SEC(".maps");
 
 static __always_inline int count(__u32 index, int verdict)
 {
@@ -211,18 +237,77 @@ static __always_inline int encapsulate(struct __sk_buff *skb, const struct pylvs
 	return bpf_skb_store_bytes(skb, L3, &h, 20, 0) ? -1 : 0;
 }
 
+/* The engine's next_state (pylvs/engine/tcpstate.py): the row within a direction block. An
+ * established connection stays so without SYN, FIN or RST (the engine's common path, sES + ack); any
+ * other segment takes the table, and one with none of the four flags closes (as in the engine). */
+static __always_inline int tcp_next_state(__u8 state, __u8 offset, __u8 flags)
+{
+	struct pylvs_tcp_table *t;
+	__u32 zero = 0;
+	__u32 row;
+
+	if (state == PYLVS_TCP_S_ESTABLISHED && !(flags & (TH_FIN | TH_SYN | TH_RST)))
+		return state;
+	if (flags & TH_RST)
+		row = 3;
+	else if (flags & TH_SYN)
+		row = 0;
+	else if (flags & TH_FIN)
+		row = 1;
+	else if (flags & TH_ACK)
+		row = 2;
+	else
+		return PYLVS_TCP_S_CLOSE;
+	t = bpf_map_lookup_elem(&pylvs_tcp_table, &zero);
+	row += offset;
+	if (!t || row >= PYLVS_TCP_ROWS || state >= PYLVS_TCP_STATES)
+		return -1;
+	return t->next[row][state];
+}
+
+/* The table's direction offset: replies (OUTPUT), or requests of a connection whose replies do not
+ * cross the director (DR, TUN: INPUT_ONLY), or requests (INPUT). */
+static __always_inline __u8 tcp_offset(const struct pylvs_flow_value *v)
+{
+	if (v->direction == FLOW_DIR_OUT)
+		return PYLVS_TCP_OUTPUT;
+	if (v->method == FLOW_METHOD_ROUTE || v->method == FLOW_METHOD_TUNNEL)
+		return PYLVS_TCP_INPUT_ONLY;
+	return PYLVS_TCP_INPUT;
+}
+
+/* NAT and FULLNAT: the other direction's entry is keyed by this one's rewritten tuple, swapped. */
+static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, __u8 proto, __u8 state)
+{
+	struct pylvs_flow_key rkey = {};
+	struct pylvs_flow_value *r;
+
+	if (v->method != FLOW_METHOD_MASQ && v->method != FLOW_METHOD_FULLNAT)
+		return;
+	rkey.family = AF_INET;
+	rkey.proto = proto;
+	__builtin_memcpy(rkey.saddr, v->new_daddr, 16);
+	__builtin_memcpy(rkey.daddr, v->new_saddr, 16);
+	rkey.sport = v->new_dport;
+	rkey.dport = v->new_sport;
+	r = bpf_map_lookup_elem(&pylvs_flows, &rkey);
+	if (r)
+		r->tcp_state = state;
+}
+
 SEC("tc")
 int pylvs_fastpath(struct __sk_buff *skb)
 {
 	struct pylvs_flow_key key = {};
+	struct pylvs_flow_event *ev = NULL;
 	struct pylvs_flow_value *v;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 seg, need = L4 + sizeof(struct tcphdr);
 	__u16 tot, frag_off;
-	__u8 ttl, tos;
-	int udp, extra, rc;
+	__u8 ttl, tos, tcp_flags = 0;
+	int udp, extra, rc, state = -1;
 
 	if (skb->vlan_present)
 		return count(CNT_PASS_OTHER, TC_ACT_OK);
@@ -262,8 +347,9 @@ int pylvs_fastpath(struct __sk_buff *skb)
 
 		if ((void *)(th + 1) > data_end || th->doff < 5)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		if (th->syn || th->fin || th->rst)
+		if (th->syn)
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
+		tcp_flags = ((__u8 *)th)[13];
 		key.sport = th->source;
 		key.dport = th->dest;
 		seg = 20 + th->doff * 4;
@@ -291,13 +377,35 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	seg = skb->gso_size ? seg + skb->gso_size : tot;
 	if (seg + extra > v->mtu)
 		return count(CNT_PUNT_MTU, TC_ACT_OK);
+	if (!udp) {
+		state = tcp_next_state(v->tcp_state, tcp_offset(v), tcp_flags);
+		if (state < 0)
+			return count(CNT_PUNT_UNSUPPORTED, TC_ACT_OK);
+		if (state != v->tcp_state) {
+			/* Reserved before anything changes: without room, the engine makes the change. */
+			ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
+			if (!ev)
+				return count(CNT_PUNT_RING_FULL, TC_ACT_OK);
+			ev->key = key;
+			ev->tcp_flags = tcp_flags;
+			ev->direction = v->direction;
+			ev->old_state = v->tcp_state;
+			ev->new_state = state;
+		}
+	}
 
 	if (v->method == FLOW_METHOD_TUNNEL) {
 		rc = encapsulate(skb, v, extra, tot, tos, frag_off, ttl);
-		if (rc > 0) /* unchanged: the engine decides */
+		if (rc > 0) { /* unchanged: the engine decides */
+			if (ev)
+				bpf_ringbuf_discard(ev, 0);
 			return count(CNT_PUNT_NO_ROOM, TC_ACT_OK);
-		if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0))
+		}
+		if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0)) {
+			if (ev)
+				bpf_ringbuf_discard(ev, 0);
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+		}
 	} else {
 		/* The headers are in the linear part and checked: written in place, then the checksum
 		 * helpers (after them, packet pointers are no longer valid). */
@@ -311,12 +419,25 @@ int pylvs_fastpath(struct __sk_buff *skb)
 			__builtin_memcpy((void *)(ip + 1), &v->new_sport, 4); /* source and destination port */
 		}
 		if (bpf_l3_csum_replace(skb, L3 + offsetof(struct iphdr, check), 0, bpf_htons(v->csum_ip), 0) ||
-		    (nat && nat_checksums(skb, v, udp)))
+		    (nat && nat_checksums(skb, v, udp))) {
+			if (ev)
+				bpf_ringbuf_discard(ev, 0);
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+		}
 	}
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, tot);
 	v->last_seen_ns = bpf_ktime_get_ns();
+	if (!udp)
+		v->tcp_flags |= tcp_flags;
+	if (ev) {
+		v->tcp_state = state;
+		set_reverse_state(v, key.proto, state);
+		ev->transitions = ++v->transitions; /* one writer in practice: a state change per segment */
+		ev->ts_ns = v->last_seen_ns;
+		bpf_ringbuf_submit(ev, 0);
+		count(CNT_TCP_EVENT, 0);
+	}
 	count(CNT_HIT, 0);
 	return bpf_redirect(v->ifindex, 0);
 }

@@ -54,14 +54,41 @@ struct pylvs_flow_value {
 	__u16 csum_l4_partial; /* delta for a CHECKSUM_PARTIAL field (pseudo-header sum only) */
 	__be16 encap_sport;    /* GUE outer UDP source port */
 	__be16 encap_dport;    /* GUE outer UDP destination port */
-	__u16 pad2;
+	__u8 tcp_state;        /* TCP: the connection's IPVS state as this entry last saw it (NONE for UDP) */
+	__u8 tcp_flags;        /* TCP: every flag of the segments this entry forwarded, or'ed together */
 	__u8 outer_saddr[16];
 	__u8 outer_daddr[16];
 	__u32 seq_delta;       /* reserved: FULLNAT sequence shift */
-	__u32 pad3;
+	__u32 transitions;     /* state changes this entry reported on the event ring */
 	__u64 packets;         /* counters: written by the data path executing the entry */
 	__u64 bytes;
 	__u64 last_seen_ns;    /* bpf_ktime_get_ns() of the last packet */
+};
+
+/* The IPVS TCP state machine (pylvs/engine/tcpstate.py): states, direction offsets and the table the
+ * loader copies from the engine's TRANSITIONS into pylvs_tcp_table, so the two cannot differ. */
+#define PYLVS_TCP_S_ESTABLISHED 1
+#define PYLVS_TCP_S_CLOSE 6
+#define PYLVS_TCP_STATES 11
+#define PYLVS_TCP_ROWS 12 /* syn, fin, ack, rst for INPUT (0), OUTPUT (4) and INPUT_ONLY (8) */
+#define PYLVS_TCP_INPUT 0
+#define PYLVS_TCP_OUTPUT 4
+#define PYLVS_TCP_INPUT_ONLY 8
+
+struct pylvs_tcp_table {
+	__u8 next[PYLVS_TCP_ROWS][PYLVS_TCP_STATES];
+};
+
+/* One TCP state change the program made while forwarding a segment by a recipe, in the order the
+ * program made them (the BPF ring buffer pylvs_events): the engine applies them in that order. */
+struct pylvs_flow_event {
+	__u64 ts_ns;           /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	struct pylvs_flow_key key; /* the segment as it arrived: the entry's key */
+	__u8 tcp_flags;        /* the segment's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
+	__u8 direction;        /* FLOW_DIR_* of the entry */
+	__u8 old_state;
+	__u8 new_state;
+	__u32 transitions;     /* the entry's count after this one */
 };
 
 #endif
