@@ -11,11 +11,8 @@ Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is un
 
 from __future__ import annotations
 
-import struct
 from array import array
 from math import gcd
-
-from siphash24 import siphash13
 
 from pylvs.engine.services import SVC_F_SCHED1, ConfigError, RealServer, VirtualService
 from pylvs.sched import _maglev
@@ -34,35 +31,25 @@ HASH2 = (2654446892, 2654446892)
 MH_FALLBACK = SVC_F_SCHED1
 
 _M32 = (1 << 32) - 1
-_U32_LE = struct.Struct("<I").pack
 
 
-def key_bytes(key: tuple[int, int]) -> bytes:
-    """hsiphash_key_t as it lies in memory: two little-endian 64-bit words."""
-    return struct.pack("<QQ", *key)
-
-
-def hsiphash_u32(key: bytes, value: int) -> int:
+def hsiphash_u32(key: tuple[int, int], value: int) -> int:
     """The kernel's hsiphash_1u32 on a 64-bit machine: SipHash-1-3 of the u32's 4 little-endian bytes,
-    truncated to 32 bits (siphash24's C implementation: this runs once per new client)."""
-    return siphash13(_U32_LE(value & _M32), key=key).intdigest() & _M32
+    truncated to 32 bits (in C, pylvs/sched/_maglev.c: it runs once per new client)."""
+    return _maglev.hsiphash_u32(key[0], key[1], value & _M32)
 
 
-def mh_hash(key: bytes, addr: bytes, port: int, offset: int = 0) -> int:
+def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> int:
     """ip_vs_mh_hashkey: the u32 sum offset + port + address (host order), hashed."""
     return hsiphash_u32(key, offset + port + int.from_bytes(addr, "big"))
 
 
-KEY1 = key_bytes(HASH1)
-KEY2 = key_bytes(HASH2)
+def hash1(value: int, _h=_maglev.hsiphash_u32, _k0=HASH1[0], _k1=HASH1[1]) -> int:
+    return _h(_k0, _k1, value & _M32)
 
 
-def hash1(value: int) -> int:
-    return hsiphash_u32(KEY1, value)
-
-
-def hash2(value: int) -> int:
-    return hsiphash_u32(KEY2, value)
+def hash2(value: int, _h=_maglev.hsiphash_u32, _k0=HASH2[0], _k1=HASH2[1]) -> int:
+    return _h(_k0, _k1, value & _M32)
 
 
 CACHE_MAX = 1 << 16  # entries per memo below; cleared when full
@@ -136,7 +123,10 @@ class MaglevHashing(Scheduler):
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         port = hash_port(service, flow)
         addr = int.from_bytes(flow.saddr, "big")
-        ihash = client_slot((port + addr) & _M32)
+        value = (port + addr) & _M32
+        ihash = _slots.get(value)
+        if ihash is None:
+            ihash = client_slot(value)
         dest = self.table[ihash]
         if dest is None:
             return None
