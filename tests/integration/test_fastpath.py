@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 
 import pytest
 
-from pylvs.lab.netns import wait_for
-from pylvs.lab.topology import VIP, NatLab
+from pylvs.lab.netns import Capture, wait_for
+from pylvs.lab.topology import CLIENT, VIP, NatLab
 
 
 @pytest.fixture(scope="module")
@@ -87,4 +88,32 @@ def test_stop_removes_the_program_and_a_restart_starts_clean(lab):
     try:
         assert datapath(lab)["offloaded_conns"] == 0
     finally:
+        lab.stop_lvsd()
+
+
+def test_frames_for_another_mac_are_not_forwarded_by_the_kernel_path(lab):
+    """A switch flooding an unknown unicast address hands the director frames for other hosts; the
+    kernel drops them before IPVS (ip_rcv), and so must the fast path, even for an offloaded flow."""
+    lab.start_lvsd("--datapath", "bpf")
+    holder = None
+    try:
+        lab.lvsadm("-A", "-t", f"{VIP}:80", "-s", "rr")
+        lab.lvsadm("-a", "-t", f"{VIP}:80", "-r", f"{lab.rips[0]}:{lab.rport}", "-m")
+        # An established connection from a known port, held open (an unfinished request).
+        hold = (f"import socket,time\ns=socket.create_connection(('{VIP}',80),source_address=('{CLIENT}',45555))\n"
+                "s.send(b'GET / HTTP/1.1\\r\\n'); time.sleep(30)\n")
+        holder = lab.net.popen("client", sys.executable, "-c", hold, log="holder.log")
+        wait_for(lambda: datapath(lab)["offloaded_conns"] >= 1, timeout=10, what="the flow in the kernel map")
+        send = ("from scapy.all import Ether, IP, TCP, sendp\n"
+                f"sendp(Ether(dst='02:de:ad:00:00:01')/IP(src='{CLIENT}',dst='{VIP}')/"
+                "TCP(sport=45555,dport=80,flags='A')/b'OTHERHOST-MARKER', iface='eth0', verbose=False)\n")
+        with Capture(lab.net, lab.rs_names[0], "eth0", "tcp", name="otherhost") as at_rs:
+            before = datapath(lab)["counters"].get("hit", 0)
+            lab.net.exec("client", sys.executable, "-c", send, timeout=30)
+            time.sleep(0.3)
+        assert not [p for p in at_rs.packets() if b"OTHERHOST-MARKER" in bytes(p)]
+        assert datapath(lab)["counters"].get("hit", 0) == before
+    finally:
+        if holder is not None:
+            lab.net.kill(holder)
         lab.stop_lvsd()

@@ -34,6 +34,8 @@
 #define L4 (ETH_HLEN + 20)         /* offset of TCP/UDP: IP options are punted */
 #define GUE_LEN (8 + 4)            /* outer UDP header + GUE header (version 0, no options) */
 #define GRE_LEN 4                  /* GRE without checksum, key or sequence number */
+#define PACKET_OTHERHOST 3         /* skb->pkt_type of a frame for another host's MAC (if_packet.h) */
+#define LOOPBACK_IFINDEX 1
 #define TH_FIN 0x01                /* the TCP flags byte */
 #define TH_SYN 0x02
 #define TH_RST 0x04
@@ -310,6 +312,11 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	int udp, extra, rc, state = -1;
 
 	if (skb->vlan_present)
+		return count(CNT_PASS_OTHER, TC_ACT_OK);
+	/* A frame for another host's MAC (a switch flooding an unknown unicast address) is the kernel's
+	 * to drop, as ip_rcv does before IPVS could see it. BPF_PROG_TEST_RUN runs the program on lo,
+	 * whose all-zero address makes every test frame "other host"; lvsd never attaches to lo. */
+	if (skb->pkt_type == PACKET_OTHERHOST && skb->ifindex != LOOPBACK_IFINDEX)
 		return count(CNT_PASS_OTHER, TC_ACT_OK);
 	if (skb->len < need)
 		need = skb->len;
