@@ -440,7 +440,8 @@ class Engine:
     def _persist(self, svc: VirtualService, flow: Flow, vport: bytes,
                  now: float) -> tuple[RealServer | None, Conn | None]:
         """Persistence: reuse the client network's template, or schedule and make one (ipvs.md §3.5)."""
-        snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(4, "big")
+        size = len(flow.saddr)  # 16 for IPv6, whose netmask is 16 bytes too (-M as a prefix length)
+        snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(size, "big")
         # Port-zero and FTP services keep one template for all ports; others one per virtual port.
         tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
         # A fwmark template is protocol IP (0): one per client for every protocol and address of the mark.
