@@ -31,6 +31,7 @@ from pylvs.engine.forward.fullnat import FullNat
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.forward.tun import Tunnel
 from pylvs.engine.hops import Routes
+from pylvs.engine.inet6 import Inet6
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.table import ServiceTable
@@ -44,6 +45,7 @@ from pylvs.ipvs_uapi import (
     Method,
 )
 from pylvs.packet import arp, icmp
+from pylvs.packet.ipv6 import ETHERTYPE_IPV6
 from pylvs.packet.layout import (
     ETH,
     ETH_TYPE,
@@ -107,6 +109,7 @@ class Engine:
         self.egress = Egress(routes, self.drops, self.owned)
         self.egress.flows_changed = self._flows_changed
         self.forwarders: dict[Method, Forwarder] = {m: cls(self.egress) for m, cls in FORWARDERS.items()}
+        self.inet6 = Inet6(self)
         self._macs: dict[int, bytes] = {}
         self._local_addrs: set[bytes] = set()  # the director's own addresses (tunnel sources)
         self._tables = self.conns.by_proto
@@ -170,10 +173,12 @@ class Engine:
         return self.table.generation + self._standby_changes
 
     def announce(self, addrs: Iterable[bytes] | None = None) -> Output:
-        """Gratuitous ARP on every interface for `addrs` (owned ones only), or for every owned address."""
+        """Gratuitous ARP (IPv6: unsolicited neighbour advertisements) on every interface for `addrs`
+        (owned ones only), or for every owned address."""
         chosen = self.owned if addrs is None else [a for a in addrs if a in self.owned]
         return [
-            (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr)))
+            (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr) if len(addr) == 4
+                                      else self.inet6.announce(iface.mac, addr)))
             for iface in self.interfaces.values()
             for addr in sorted(chosen)
         ]
@@ -225,6 +230,8 @@ class Engine:
         except struct.error:
             return self._short(buf, ifindex)
         if etype != ETHERTYPE_IPV4:
+            if etype == ETHERTYPE_IPV6:
+                return self.inet6.process(buf, ifindex, now, mark)  # the IPv6 half (pylvs.engine.inet6)
             return self._arp(buf, ifindex) if etype == ETHERTYPE_ARP else NOTHING
         if dmac != self._macs.get(ifindex):
             return NOTHING  # not addressed to us at layer 2 (another host's frame, multicast)
@@ -475,7 +482,7 @@ class Engine:
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float) -> Conn | None:
-        forwarder = self.forwarders.get(dest.method)
+        forwarder = (self.forwarders if len(caddr) == 4 else self.inet6.forwarders).get(dest.method)
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
         dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \
