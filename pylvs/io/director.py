@@ -30,10 +30,11 @@ from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import ConfigError
 from pylvs.io import steering
-from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
+from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, RingSocket
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
+from pylvs.packet.layout import ETH_TYPE
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 
@@ -59,7 +60,9 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
         ipr.link("set", index=found[0], state="up")
     addrs = {socket.inet_aton(a.get("IFA_ADDRESS")) for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
     mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
-    return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500)
+    addrs6 = {socket.inet_pton(socket.AF_INET6, a.get("IFA_ADDRESS"))
+              for a in ipr.get_addr(index=found[0], family=socket.AF_INET6) if a["scope"] == 0}  # global only
+    return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500, addrs6)
 
 
 class Director:
@@ -71,6 +74,7 @@ class Director:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
+        self.tx6: dict[int, object] = {}  # IPv6 frames leave through the IPv6 socket (its GSO types)
         self.errors = 0
         self.tx_errors = 0
         self.stopping = False
@@ -278,6 +282,8 @@ class Director:
         ring = self._open_ring(iface.name, ETH_P_IP, 0, **self._ring_args)
         self.tx[ring.ifindex] = ring.send
         self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
+        ring6 = self._open_ring(iface.name, ETH_P_IPV6, 0, allmulti=True, **self._ring_args)
+        self.tx6[ring6.ifindex] = ring6.send
 
     # -- interfaces that go away and come back ------------------------------------------------
 
@@ -287,6 +293,7 @@ class Director:
             if ring.ifname == ifname:
                 self.selector.unregister(fd)
                 self.tx.pop(ring.ifindex, None)
+                self.tx6.pop(ring.ifindex, None)
                 del self.rings[fd]
                 try:
                     ring.close()
@@ -338,7 +345,7 @@ class Director:
 
     def _receiver(self, ring: RingSocket, mark: int):
         process = self.engine.process
-        tx = self.tx
+        tx, tx6 = self.tx, self.tx6
         ifindex = ring.ifindex
 
         def handle(frame) -> None:
@@ -351,7 +358,7 @@ class Director:
                 return
             for out_if, buf in out:
                 try:
-                    tx[out_if](buf)
+                    (tx6 if buf[ETH_TYPE] == 0x86 else tx)[out_if](buf)
                 except (OSError, KeyError) as exc:
                     self.tx_errors += 1
                     if self.tx_errors <= 10:
@@ -399,7 +406,7 @@ class Director:
     def send(self, out: Output) -> None:
         for ifindex, buf in out:
             try:
-                self.tx[ifindex](buf)
+                (self.tx6 if buf[ETH_TYPE] == 0x86 else self.tx)[ifindex](buf)
             except (OSError, KeyError):
                 self.tx_errors += 1
 
@@ -450,7 +457,7 @@ class Director:
             self._next_steering_check = now + STEERING_CHECK
             try:
                 if not steering.present():
-                    log.warning("nftables table ip %s was removed or flushed; restoring it", steering.TABLE)
+                    log.warning("nftables table inet %s was removed or flushed; restoring it", steering.TABLE)
                     steering.install()
                     self.steering.submit(steering.elements(self.engine))
             except steering.SteeringError as exc:
