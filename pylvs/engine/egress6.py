@@ -70,10 +70,17 @@ class Egress6:
         return self.send(bytearray(EMPTY_VNET + _ETH_IPV6 + packet), self.hop(dst), dst, now)
 
     def source_address(self, hop: Hop | None) -> bytes | None:
-        """The director's own IPv6 address on the egress interface of `hop` (its lowest not owned)."""
-        iface = self.egress.interface_for(hop)
-        if iface is None:
-            return None
-        mine = sorted(a for a in iface.addrs6 if a not in self.egress.owned)
-        return mine[0] if mine else None
+        """The director's own IPv6 address on the egress interface of `hop` (its lowest not owned); while
+        the neighbour is unknown, that of the first interface with one."""
+        interfaces = self.egress.interfaces
+        ifaces = [interfaces.get(hop.ifindex)] if hop is not None else [interfaces[i] for i in sorted(interfaces)]
+        for iface in ifaces:
+            mine = sorted(a for a in iface.addrs6 if a not in self.egress.owned) if iface is not None else []
+            if mine:
+                return mine[0]
+        return None
+
+    def own(self, addr: bytes) -> bool:
+        """Whether `addr` is one of the director's own IPv6 addresses (a tunnel's source)."""
+        return any(addr in iface.addrs6 for iface in self.egress.interfaces.values())
 

@@ -321,3 +321,64 @@ def test_truncated_and_corrupted_ipv6_frames_never_raise():
             for _ in range(rng.randrange(1, 4)):
                 buf[rng.randrange(vnet.VNET_HDR_LEN + 12, len(buf))] = rng.randrange(256)
             engine.process(buf, 1, 1.0)
+
+
+# -- TUN over IPv6 (IPv6 in IPv6) -------------------------------------------------------------------
+
+
+def make_tun6(rs_mtu: int = 1500, tun_type: str = "ipip") -> Engine:
+    engine = make_engine6(method=Method.TUNNEL, rs_mtu=rs_mtu)
+    svc = engine.table.find(6, pack_ip(VIP6), 80)
+    for dest in svc.dests:
+        dest.tun_type = tun_type
+    return engine
+
+
+def test_tunnel_wraps_the_request_in_ipv6_from_the_director():
+    engine = make_tun6()
+    sent = from_client(TCP(sport=40000, dport=80, flags="S") / b"hello", hlim=30)
+    sent[IPv6].tc = 0x03 << 2 | 3  # a DSCP and CE: the outer gets ECT(0)
+    ifindex, out = one(engine.process(frame(sent), 1, 0.0))
+    assert ifindex == 2 and out.dst == RS_MAC[RIPS6[2]]
+    outer, inner = out[IPv6], out[IPv6].payload
+    assert (outer.src, outer.dst, outer.nh, outer.hlim, outer.tc) == (DIP6, RIPS6[2], 41, 29, 0x03 << 2 | 2)
+    assert outer.plen == len(bytes(sent[IPv6]))
+    assert isinstance(inner, IPv6) and (inner.src, inner.dst, inner.hlim, inner[TCP].dport) == (CLIENT6, VIP6, 29, 80)
+    expect = sent[IPv6].copy()
+    expect.hlim = 29
+    assert bytes(inner) == bytes(expect) and checksums_valid(Ether() / inner)
+
+
+def test_tunnel_completes_a_partial_checksum():
+    engine = make_tun6()
+    pkt = from_client(TCP(sport=40003, dport=80, flags="S") / b"data")
+    raw = bytearray(bytes(pkt))
+    l4 = 14 + 40
+    pseudo = checksum.fold(checksum.ones_sum(pack_ip(CLIENT6) + pack_ip(VIP6)) + 6 + len(raw) - l4)
+    raw[l4 + 16:l4 + 18] = pseudo.to_bytes(2, "big")
+    buf = bytearray(vnet.pack(flags=vnet.F_NEEDS_CSUM, csum_start=l4, csum_offset=16)) + raw
+    _, out = one(engine.process(buf, 1, 0.0))
+    assert checksums_valid(Ether() / out[IPv6].payload)
+
+
+def test_tunnel_too_big_and_the_real_servers_path_packet_too_big_are_told_to_the_client():
+    engine = make_tun6(rs_mtu=1300)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    big = from_client(TCP(sport=40000, dport=80, flags="A") / (b"z" * 1201))  # 1261 + the outer 40 > 1300
+    ifindex, out = one(engine.process(frame(big), 1, 0.1))
+    assert (out[IPv6].src, out[ICMPv6PacketTooBig].mtu) == (VIP6, 1260) and checksums_valid(out)
+    # a router between the director and the real server says our tunnel packet was too big
+    small = from_client(TCP(sport=40000, dport=80, flags="A") / (b"y" * 1100))
+    _, tunnelled = one(engine.process(frame(small), 1, 0.2))
+    err = (Ether(src=RS_MAC[RIPS6[2]], dst=DIP_MAC) / IPv6(src="fd00:1::99", dst=DIP6)
+           / ICMPv6PacketTooBig(mtu=1280) / bytes(tunnelled[IPv6])[:1232])
+    ifindex, out = one(engine.process(frame(err), 2, 0.3))
+    assert ifindex == 1 and (out[IPv6].src, out[IPv6].dst, out[ICMPv6PacketTooBig].mtu) == (VIP6, CLIENT6, 1280)
+    quote = bytes(out[ICMPv6PacketTooBig].payload)
+    assert quote == bytes(tunnelled[IPv6].payload)[:len(quote)] and checksums_valid(out)
+
+
+def test_gue_and_gre_over_ipv6_are_not_there_yet():
+    engine = make_tun6(tun_type="gre")
+    assert engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0) == []
+    assert engine.drops["method_unsupported"] == 1

@@ -1,5 +1,5 @@
-"""NAT (NAT66) and direct routing for IPv6 connections: the same recipes as forward/nat.py and dr.py,
-on the IPv6 header (addresses at 8 and 24, the hop limit at 7, no header checksum).
+"""NAT (NAT66), direct routing and IPv6-in-IPv6 tunnels for IPv6 connections: the same recipes as
+forward/nat.py, dr.py and tun.py, on the IPv6 header (addresses at 8 and 24, the hop limit at 7, no header checksum).
 
 IPv6 flows stay in the engine: their FlowEntry recipes are flagged ENGINE_ONLY, so the kernel fast
 path never takes them until it executes IPv6 too. Before a packet leaves, Egress6.refuse answers an
@@ -12,19 +12,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import Buffer, Output
-from pylvs.engine.egress6 import Egress6
-from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, FlowEntry
+from pylvs.engine.egress6 import Egress6, packet_end
+from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_IPIP, F_ENGINE_ONLY, FlowEntry
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.rewrite import Deltas, finish6
+from pylvs.engine.forward.tun import ecn_encapsulate
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import IP, PROTO_UDP, TCP_CSUM, UDP_CSUM
+from pylvs.packet.offload import complete_partial
+from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn, ConnTable
 
 ADDRS = slice(IP + v6.V6_SRC, IP + v6.V6_DST + 16)  # source + destination: 32 contiguous bytes
+_ETH_IPV6 = bytes(12) + v6.ETHERTYPE_IPV6.to_bytes(2, "big")
 
 
 class Forwarder6(Forwarder):
@@ -123,3 +127,78 @@ class DirectRouting6(Forwarder6):
 
 
 FORWARDERS6: dict[Method, type[Forwarder6]] = {Method.MASQ: Nat6, Method.ROUTE: DirectRouting6}
+
+
+class Tunnel6(Forwarder6):
+    """IPv6 in IPv6 (`-i`, ipip: next header 41, RFC 2473), as ip_vs_tunnel_xmit_v6: the request, hop
+    limit - 1, inside a header from the director's address on the egress link to the real server; the
+    outer hop limit and traffic class (ECN as encapsulated) come from the inner. Partial checksums are
+    completed first (no device would finish an inner one). GUE and GRE over IPv6 are not there yet
+    (`method_unsupported`), nor the segmentation of GSO super-frames (`gso_unsupported`)."""
+
+    method = Method.TUNNEL
+    sees_replies = False
+
+    def bind(self, conn: Conn, conns: ConnTable) -> str | None:
+        if conn.dest.tun_type != "ipip":
+            return "method_unsupported"
+        f = FlowEntry(conn.proto, conn.in_key, Method.TUNNEL, DIR_IN, conn.caddr + conn.vaddr,
+                      conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False), flags=F_ENGINE_ONLY)
+        f.encap = ENCAP_IPIP
+        f.outer_dst = conn.daddr
+        conn.in_flow = f
+        return None
+
+    def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        return self.encapsulate(conn, buf, now)
+
+    def icmp6(self, conn: Conn, buf: Buffer, l4: int, end: int, emb: int, el4: int, direction: int,
+              now: float) -> Output:
+        """ICMPv6 errors from the client side go through the tunnel like the connection's packets."""
+        return self.encapsulate(conn, buf, now)
+
+    def encapsulate(self, conn: Conn, buf: Buffer, now: float) -> Output:
+        f = conn.in_flow
+        hop = f.hop or self.hop(f, conn.daddr)
+        if buf[1]:
+            return self.egress.drop("gso_unsupported")
+        end = packet_end(buf)
+        if buf[IP + v6.V6_HLIM] <= 1:
+            return self.egress6.refuse(buf, hop, now, True) or []
+        if hop is not None and end - IP + v6.HDR_LEN > hop.mtu:
+            self.egress.drops["packet_too_big"] += 1
+            return self.egress6.icmp_error(buf, v6.PACKET_TOO_BIG, 0, hop.mtu - v6.HDR_LEN, now)
+        if buf[0] & F_NEEDS_CSUM and not complete_partial(buf, end):
+            return self.egress.drop("bad_partial_checksum")
+        src = self.egress6.source_address(hop)
+        if src is None:
+            return self.egress.drop("tunnel_no_source")
+        buf[IP + v6.V6_HLIM] -= 1
+        inner = bytes(buf[IP:end])
+        tclass = ecn_encapsulate((inner[0] & 0x0F) << 4 | inner[1] >> 4)
+        outer = v6.header(src, conn.daddr, v6.NH_IPV6, len(inner), inner[v6.V6_HLIM], tclass)
+        frame = bytearray(EMPTY_VNET + _ETH_IPV6 + outer + inner)
+        return self.egress6.send(frame, hop, conn.daddr, now)
+
+    def about_own_packet(self, buf: Buffer, inner: int, end: int, conns: ConnTable, now: float) -> Output | None:
+        """An ICMPv6 error about one of our tunnel packets (the client's packet quoted at `inner`): for
+        Packet Too Big, the client is told the MTU less the tunnel header (at least 1280), quoting its own
+        packet, as ip_vs_in_icmp_v6 does; other errors stop here. None if the quote is of no connection."""
+        if end - inner < v6.HDR_LEN + 4:
+            return None
+        q = v6.walk(buf, end, inner)
+        if q is None or q.proto not in (6, 17) or end - q.l4 < 4:
+            return None
+        key = bytes(buf[inner + v6.V6_SRC:inner + v6.V6_DST + 16]) + bytes(buf[q.l4:q.l4 + 4])
+        hit = conns.lookup(q.proto, key)
+        if hit is None or hit[1] != DIR_IN or hit[0].forwarder is not self:
+            return None
+        if buf[IP + v6.HDR_LEN] != v6.PACKET_TOO_BIG:
+            return []
+        reported = int.from_bytes(buf[IP + v6.HDR_LEN + 4:IP + v6.HDR_LEN + 8], "big")
+        mtu = max(v6.MIN_MTU, reported - v6.HDR_LEN)
+        quote = bytearray(EMPTY_VNET + _ETH_IPV6) + buf[inner:end]
+        return self.egress6.icmp_error(quote, v6.PACKET_TOO_BIG, 0, mtu, now)
+
+
+FORWARDERS6[Method.TUNNEL] = Tunnel6
