@@ -452,7 +452,9 @@ class Engine:
         # Port-zero and FTP services keep one template for all ports; others one per virtual port.
         tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
         # A fwmark template is protocol IP (0): one per client for every protocol and address of the mark.
-        tproto, taddr = (0, svc.fwmark.to_bytes(4, "big")) if svc.fwmark else (flow.protocol, flow.daddr)
+        # (As the kernel, the mark is the first word of an address of the service's family.)
+        tproto, taddr = (0, svc.fwmark.to_bytes(4, "big") + bytes(size - 4)) if svc.fwmark else (flow.protocol,
+                                                                                                 flow.daddr)
         key = (tproto, snet, taddr, tport, svc.fwmark)
         tmpl = self.conns.templates.get(key)
         if tmpl is not None and not tmpl.dead:
@@ -596,7 +598,7 @@ class Engine:
     def _sync_dest(self, rec: SyncConn) -> tuple[VirtualService | None, RealServer | None]:
         """The service (looked up as for a packet) and real server of a synced connection (ip_vs_find_dest)."""
         vport = int.from_bytes(rec.vport, "big")
-        svc = ((self.table.by_fwmark.get(rec.fwmark) if rec.fwmark else None)
+        svc = ((self.table.fwmarks(rec.vaddr).get(rec.fwmark) if rec.fwmark else None)
                or self.table.find(rec.protocol, rec.vaddr, vport) or self.table.find(rec.protocol, rec.vaddr, 0))
         if svc is None:
             return None, None

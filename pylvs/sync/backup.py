@@ -59,8 +59,6 @@ class SyncBackup:
 
     @staticmethod
     def _unusable(rec: proto.SyncConn) -> str:
-        if rec.ipv6:
-            return "skipped_ipv6"
         if rec.unknown_param:
             return "skipped_unknown_option"
         if rec.pe_data:

@@ -86,6 +86,9 @@ class SyncMaster:
         if conn.dest.method == Method.FULLNAT:
             self.stats["skipped_fullnat"] += 1  # its local address and port have no place in the message
             return
+        if self.version == 0 and len(conn.caddr) == 16:
+            self.stats["skipped_ipv6_v0"] += 1  # version 0 has no IPv6 layout (the kernel sends v1 for IPv6)
+            return
         entry = self._entry(conn)
         slot = self._slots.get(conn)
         if slot is not None:
@@ -95,7 +98,7 @@ class SyncMaster:
                             or len(self._slots) >= MAX_CONNS):
             self.flush()
         self._slots[conn] = len(self._body)
-        self._body += entry  # entries are 36 (v1) or 24 (v0) bytes: always 32-bit aligned
+        self._body += entry  # entries are 36 or 72 (v1, IPv6) or 24 (v0) bytes: always 32-bit aligned
 
     def _entry(self, conn: Conn) -> bytes:
         method = int(conn.dest.method)

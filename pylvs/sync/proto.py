@@ -108,10 +108,12 @@ class _Bad(Exception):
 
 def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes, fwmark: int,
             timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes) -> bytes:
-    """A version-1 IPv4 connection without options: what the master sends for every pylvs connection."""
+    """A version-1 connection without options: what the master sends for every pylvs connection (IPv6
+    ones, 16-byte addresses, in the kernel's IPv6 layout: type STYPE_F_INET6, 72 bytes)."""
     flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)  # no sequence data follows
-    return CONN_V4.pack(0, protocol, CONN_V4.size, flags, state, cport, vport, dport, fwmark, timeout,
-                        caddr, vaddr, daddr)
+    layout, stype = (CONN_V6, STYPE_F_INET6) if len(caddr) == 16 else (CONN_V4, 0)
+    return layout.pack(stype, protocol, layout.size, flags, state, cport, vport, dport, fwmark, timeout,
+                       caddr, vaddr, daddr)
 
 
 def pack_v0(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes,
