@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Container, Iterable
 
 from pylvs.packet import checksum, vnet
-from pylvs.rs import capture, net, offload, sysctl
+from pylvs.rs import capture, decap6, net, offload, sysctl
 from pylvs.rs.tundev import open_tun
 
 log = logging.getLogger(__name__)
@@ -184,12 +184,13 @@ class LocalAddresses:
         return addr in self.known
 
 
-def prepare_device(name: str) -> None:
-    """Bring the TUN device up, loose on rp_filter (the client is routed elsewhere), no IPv6 chatter."""
+def prepare_device(name: str, ipv6: bool = False) -> None:
+    """Bring the TUN device up, loose on rp_filter (the client is routed elsewhere), no IPv6 chatter
+    unless IPv6 VIPs are decapsulated into it."""
     v6 = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
     if os.path.exists(v6):
         with open(v6, "w") as f:
-            f.write("1\n")
+            f.write("0\n" if ipv6 else "1\n")
     sysctl.put(name, "rp_filter", 0)
     net.set_up(name)
 
@@ -200,8 +201,15 @@ class Decapsulator:
             raise ValueError(f"unknown tunnel type {kind}")
         self.kind = kind
         self.port = port
-        self.vips = {socket.inet_aton(v) for v in vips}
+        vips = list(vips)
+        self.vips = {socket.inet_aton(v) for v in vips if ":" not in v}
+        self.vips6 = {socket.inet_pton(socket.AF_INET6, v) for v in vips if ":" in v}
+        if self.vips6 and kind != "ipip":
+            raise ValueError("IPv6 VIPs are decapsulated from IPv6-in-IPv6 (tun-type ipip) only")
         self.local = LocalAddresses()
+        self.local6 = decap6.LocalAddresses6()
+        self.link6: socket.socket | None = None
+        self.sock6: socket.socket | None = None
         self.counts: Counter[str] = Counter()
         self.stopping = False
         self.report_due = False
@@ -211,9 +219,12 @@ class Decapsulator:
         self.link: socket.socket | None = None
         self.sock: socket.socket | None = None
         try:
-            prepare_device(self.dev)
+            prepare_device(self.dev, ipv6=bool(self.vips6))
             self.sock = capture.open_protocol_socket(kind, port)
             self.link = capture.open_link_socket(socket.IPPROTO_UDP if kind == "gue" else PROTO[kind], port)
+            if self.vips6:
+                self.sock6 = decap6.open_protocol_socket6()
+                self.link6 = decap6.open_link_socket6()
         except BaseException:
             self.close()
             raise
@@ -232,6 +243,18 @@ class Decapsulator:
             self.counts["partial"] += 1
         if header[1] != vnet.GSO_NONE:
             self.counts["gso"] += 1
+        self.inject(header, inner)
+
+    def handle_frame6(self, frame: memoryview, hatype: int = capture.ARPHRD_ETHER, ifname: str = "",
+                      pkttype: int = capture.PACKET_HOST) -> None:
+        """A frame from the IPv6 link-level socket (decap6.from_link6)."""
+        if pkttype != capture.PACKET_HOST or ifname == self.dev:
+            self.counts["not_ours"] += 1
+            return
+        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6)
+        if header is None:
+            self.counts[why] += 1
+            return
         self.inject(header, inner)
 
     def inject(self, header: bytes, inner: memoryview) -> None:
@@ -255,6 +278,8 @@ class Decapsulator:
         signal.signal(signal.SIGUSR1, self._report)
         sel = selectors.DefaultSelector()
         sel.register(self.link, selectors.EVENT_READ, self._drain_link)
+        if self.link6 is not None:
+            sel.register(self.link6, selectors.EVENT_READ, self._drain_link)
         if self.kind == "gue":
             sel.register(self.sock, selectors.EVENT_READ, self._discard)
         sel.register(wake_r, selectors.EVENT_READ, self._discard)
@@ -273,6 +298,7 @@ class Decapsulator:
 
     def _drain_link(self, sock: socket.socket) -> None:
         recv, buf, view = sock.recvfrom_into, self.buf, self.view
+        handle = self.handle_frame6 if sock is self.link6 else self.handle_frame
         while True:  # drain: one wake-up, many packets
             try:
                 n, addr = recv(buf, 0, socket.MSG_TRUNC)
@@ -283,7 +309,7 @@ class Decapsulator:
             if n > len(buf):
                 self.counts["too_big"] += 1
                 continue
-            self.handle_frame(view[:n], addr[3], addr[0], addr[2])
+            handle(view[:n], addr[3], addr[0], addr[2])
 
     def _discard(self, sock: socket.socket) -> None:
         """Empty the GUE socket (its packets came in through the link-level socket) or the wake-up one."""
@@ -303,7 +329,7 @@ class Decapsulator:
         self.report_due = True  # SIGUSR1: log the counters
 
     def close(self) -> None:
-        for sock in (self.link, self.sock):
+        for sock in (self.link, self.sock, self.link6, self.sock6):
             if sock is not None:
                 sock.close()
         os.close(self.fd)

@@ -1,11 +1,17 @@
-"""DR over IPv6 end to end: curl and a bulk transfer through a one-armed lvsd to real servers holding the
-IPv6 VIP on lo; the director answers the router's neighbour solicitations for the VIP."""
+"""DR and TUN over IPv6 end to end: curl and a bulk transfer through a one-armed lvsd to real servers
+holding the IPv6 VIP on lo (the director answers the router's neighbour solicitations for the VIP), and
+IPv6-in-IPv6 to the same servers, decapsulated by lvs-rs."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+from scapy.layers.inet6 import IPv6
 
 from pylvs.lab import ipv6, servers
+from pylvs.lab.netns import Capture
 from pylvs.lab.topologies_dr_tun import DrLab
 from tests.integration.labs import http_get_all, shared_lab
 
@@ -31,3 +37,34 @@ def test_dr_over_ipv6(dr6):
     assert int(r.stdout) == BIG, r.stderr
     listing = dr6.lvsadm("-L", "-n", "--stats").stdout
     assert f"TCP  [{ipv6.DR_VIP6}]:80" in listing, listing
+
+
+def test_tun_over_ipv6_decapsulated_by_lvs_rs(dr6):
+    """IPv6-in-IPv6 to the same real servers, each decapsulating with lvs-rs in userspace (this kernel has
+    no ip6_tunnel); they answer the client from the VIP, through the router."""
+    states = {name: os.path.join(dr6.net.tmp, f"{name}-lvs-rs6") for name in dr6.rs_names}
+
+    def lvs_rs(name: str, *args: str):
+        return dr6.net.exec(name, sys.executable, "-m", "pylvs.cli.lvs_rs", *args, "--state-dir", states[name],
+                            check=False, timeout=30)
+
+    try:
+        for name in dr6.rs_names:
+            r = lvs_rs(name, "up", "--vip", ipv6.DR_VIP6, "--method", "tun", "--dev", "lvsrs6")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "userspace" in r.stdout, r.stdout
+        lines = ["-C", f"-A -t [{ipv6.DR_VIP6}]:80 -s rr"]
+        lines += [f"-a -t [{ipv6.DR_VIP6}]:80 -r [{ipv6.rip6(i)}]:80 -i" for i in range(1, len(dr6.rs_names) + 1)]
+        dr6.lvsadm("-R", stdin="\n".join(lines) + "\n")
+        before = {n: len(dr6.access_log(n)) for n in dr6.rs_names}
+        with Capture(dr6.net, "rs1", "eth0", "ip6 proto 41", name="tun6-rs1") as at_rs1:
+            assert http_get_all(dr6, 6, ipv6.url6(ipv6.DR_VIP6)) == ["rs3", "rs2", "rs1"] * 2
+        for name in dr6.rs_names:
+            assert dr6.access_log(name)[before[name]:] == [ipv6.CLIENT6] * 2
+        tunnelled = [p for p in at_rs1.packets() if IPv6 in p and p[IPv6].nh == 41]
+        assert tunnelled and all((p[IPv6].src, p[IPv6].dst) == (ipv6.DIP6, ipv6.rip6(1)) for p in tunnelled)
+        assert all(p[IPv6].payload.dst == ipv6.DR_VIP6 and p[IPv6].payload.src == ipv6.CLIENT6 for p in tunnelled)
+        assert "Tunnel" in dr6.lvsadm("-L", "-n").stdout
+    finally:
+        for name in dr6.rs_names:
+            lvs_rs(name, "down")

@@ -1,0 +1,109 @@
+"""Userspace decapsulation of IPv6-in-IPv6 (RFC 2473, next header 41): what the director sends for an
+IPv6 virtual service with a tunnelled real server (`-i`, tun-type ipip), for hosts whose kernel has no
+ip6_tunnel module.
+
+As decap.py does for IPv4: a link-level socket (ETH_P_IPV6, a classic BPF filter keeping packets to
+this host's link address with next header 41) reads the tunnel packets with their offload state; a raw
+IPPROTO_IPV6 socket makes the kernel take them quietly (no ICMPv6 parameter problem for an unknown
+next header). The inner packet, if addressed to one of our IPv6 VIPs, is written to the TUN device.
+Outer extension headers and fragments are not taken (the director sends neither).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from pylvs.io.afpacket import ETH_P_IPV6, PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR, SOL_PACKET
+from pylvs.packet import vnet
+from pylvs.rs import capture, net
+
+NH_IPV6 = 41
+HDR = 40
+_ETH_IPV6 = b"\x86\xdd"
+
+
+def tunnel6_filter() -> list[tuple[int, int, int, int]]:
+    """Accept IPv6 packets to this host's link address whose next header is 41."""
+    return [
+        (capture.LD_W_ABS, 0, 0, capture.SKF_AD_PKTTYPE),
+        (capture.JEQ_K, 0, 3, capture.PACKET_HOST),
+        (capture.LD_B_ABS, 0, 0, capture.SKF_NET_OFF + 6),  # next header
+        (capture.JEQ_K, 0, 1, NH_IPV6),
+        (capture.RET_K, 0, 0, 0x40000),
+        (capture.RET_K, 0, 0, 0),
+    ]
+
+
+def open_link_socket6() -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+    try:
+        capture.attach_filter(sock, tunnel6_filter())
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        capture.set_rcvbuf(sock)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def open_protocol_socket6() -> socket.socket:
+    """A raw socket for next header 41 that drops what it takes: the kernel found a taker."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, NH_IPV6)
+    try:
+        capture.attach_filter(sock, [(capture.RET_K, 0, 0, 0)])
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local) -> tuple[bytes | None, memoryview | None, str]:
+    """(virtio_net_hdr, inner packet, "") to write to the TUN device for a frame of the IPv6 link-level
+    socket, or (None, None, why not)."""
+    link = capture.LINK_HEADER.get(hatype, -1)
+    body = frame[vnet.VNET_HDR_LEN:]
+    if link < 0 or (link == 14 and (len(body) < 14 or body[12:14] != _ETH_IPV6)):
+        return None, None, "not_ours"
+    packet = body[link:]
+    if len(packet) < 2 * HDR or packet[0] >> 4 != 6 or packet[6] != NH_IPV6:
+        return None, None, "malformed" if len(packet) < 2 * HDR else "other_protocol"
+    end = HDR + (packet[4] << 8 | packet[5])
+    if end > len(packet):
+        return None, None, "malformed"
+    if bytes(packet[24:40]) not in local:
+        return None, None, "not_local"
+    inner = packet[HDR:end]
+    if inner[0] >> 4 != 6 or HDR + (inner[4] << 8 | inner[5]) != len(inner):
+        return None, None, "malformed"
+    if bytes(inner[24:40]) not in vips:
+        return None, None, "not_vip"
+    flags, gso_type, _, _, csum_start, csum_offset = vnet.unpack(frame)
+    if gso_type != vnet.GSO_NONE:
+        return None, None, "gso_unsupported"
+    if not flags & vnet.F_NEEDS_CSUM:
+        return vnet.EMPTY, inner, ""
+    start = csum_start - link - HDR  # the partial checksum moves with the inner packet
+    if start < HDR or start + csum_offset + 2 > len(inner):
+        return None, None, "csum_outside_inner"
+    return vnet.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, start, csum_offset), inner, ""
+
+
+class LocalAddresses6:
+    """This host's IPv6 addresses, read again (at most once a second) when one is not known."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.known: set[bytes] = set()
+        self.read_at = -1.0
+
+    def __contains__(self, addr: bytes) -> bool:
+        if addr in self.known:
+            return True
+        if self.clock() - self.read_at >= 1.0 or self.read_at < 0:
+            self.read_at = self.clock()
+            self.known = {socket.inet_pton(socket.AF_INET6, a) for a in net.local_addresses(6)}
+        return addr in self.known
