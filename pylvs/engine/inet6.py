@@ -19,7 +19,8 @@ from pylvs.engine.conntrack import DIR_IN, Conn
 from pylvs.engine.egress import NOTHING, Buffer, Output
 from pylvs.engine.egress6 import Egress6
 from pylvs.engine.events import ConnEventKind
-from pylvs.engine.forward.inet6 import FORWARDERS6, Forwarder6
+from pylvs.engine.forward.base import Forwarder
+from pylvs.engine.forward.inet6 import FORWARDERS6
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import ETH, IP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
@@ -37,7 +38,7 @@ class Inet6:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.egress6 = Egress6(engine.egress)
-        self.forwarders: dict[Method, Forwarder6] = {
+        self.forwarders: dict[Method, Forwarder] = {
             m: cls(engine.egress, self.egress6) for m, cls in FORWARDERS6.items()}
 
     def process(self, buf: Buffer, ifindex: int, now: float, mark: int) -> Output:

@@ -47,7 +47,8 @@ def start_nginx(net: Netns, role: str, addr: str, port: int, name: str, proxy_pr
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(tmp=net.tmp, name=name, addr=addr, port=port,
                                   listen_opts=" proxy_protocol" if proxy_protocol else "",
-                                  listen6=f"\n        listen [{addr6}]:{port} reuseport;" if addr6 else "",
+                                  listen6=(f"\n        listen [{addr6}]:{port} reuseport"
+                                           f"{' proxy_protocol' if proxy_protocol else ''};") if addr6 else "",
                                   log_peer="$proxy_protocol_addr" if proxy_protocol else "$remote_addr"))
     return net.popen(role, nginx_binary(), "-c", conf, "-e", os.path.join(net.tmp, f"{name}-error.log"),
                      log=f"{name}-nginx.out")

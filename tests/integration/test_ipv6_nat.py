@@ -11,8 +11,8 @@ import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6
 
-from pylvs.lab import ipv6
-from pylvs.lab.netns import Capture
+from pylvs.lab import ipv6, servers
+from pylvs.lab.netns import Capture, wait_for
 from pylvs.lab.topology import VIP, NatLab
 from tests.integration.labs import http_get_all, shared_lab, wrk_spread
 
@@ -111,3 +111,23 @@ def test_nat66_ping_and_neighbour_discovery_for_the_vip(nat6):
     assert r.stdout.strip() == "129 4242 pylvs", r.stdout + r.stderr
     neigh = nat6.net.exec("client", "ip", "-6", "neigh", "show", ipv6.NAT_VIP6).stdout
     assert nat6.net.exec("director", "cat", "/sys/class/net/vip0/address").stdout.strip() in neigh
+
+
+def test_fullnat_over_ipv6_with_the_client_address_in_proxy_protocol_v2(nat6):
+    """FULLNAT with an IPv6 local address: the real server sees the LIP, and nginx logs the client's IPv6
+    address from the PROXY v2 header lvsd puts in front of the first data."""
+    lip6 = "2001:db8:2::200"
+    proc = servers.start_nginx(nat6.net, "rs1", "127.0.0.1", 8443, "rs1pp", proxy_protocol=True,
+                               addr6=ipv6.rip6(1))
+    try:
+        wait_for(lambda: "8443" in nat6.net.exec("rs1", "ss", "-Htln", "sport = :8443").stdout, what="nginx :8443")
+        nat6.lvsadm("-R", stdin="\n".join([
+            "-C", f"-A -t [{ipv6.NAT_VIP6}]:8443 -s rr --proxy-protocol v2",
+            f"-P -t [{ipv6.NAT_VIP6}]:8443 -z {lip6}",
+            f"-a -t [{ipv6.NAT_VIP6}]:8443 -r [{ipv6.rip6(1)}]:8443 --fullnat"]) + "\n")
+        assert http_get_all(nat6, 2, ipv6.url6(ipv6.NAT_VIP6, 8443)) == ["rs1pp", "rs1pp"]
+        assert nat6.access_log("rs1pp")[-2:] == [ipv6.CLIENT6, ipv6.CLIENT6]
+        conns = nat6.lvsadm("-L", "-n", "-c").stdout
+        assert f"[{ipv6.CLIENT6}]:" in conns and f"[{ipv6.rip6(1)}]:8443" in conns
+    finally:
+        nat6.net.kill(proc)

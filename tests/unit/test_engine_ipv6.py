@@ -382,3 +382,80 @@ def test_gue_and_gre_over_ipv6_are_not_there_yet():
     engine = make_tun6(tun_type="gre")
     assert engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0) == []
     assert engine.drops["method_unsupported"] == 1
+
+
+# -- FULLNAT over IPv6 ------------------------------------------------------------------------------
+
+LIP6 = "fd00:1::100"
+
+
+def make_fullnat6(proto: int = 6, vport: int = 80, rport: int = 8080, proxy: str = "") -> Engine:
+    engine = make_engine6(method=Method.FULLNAT, proto=proto, vport=vport, rport=rport, proxy_protocol=proxy)
+    svc = engine.table.find(proto, pack_ip(VIP6), vport)
+    engine.table.add_laddr(svc, pack_ip("10.1.0.100"))  # of the other family: not used for IPv6
+    engine.table.add_laddr(svc, pack_ip(LIP6))
+    return engine
+
+
+def from_rs_to_lip(rip: str, l4) -> Ether:
+    return from_rs(rip, l4, dst=LIP6)
+
+
+def test_fullnat6_udp_both_directions():
+    engine = make_fullnat6(proto=17, vport=53, rport=5353)
+    ifindex, req = one(engine.process(frame(from_client(UDP(sport=50000, dport=53) / b"query")), 1, 0.0))
+    assert ifindex == 2 and (req[IPv6].src, req[IPv6].dst, req[IPv6].hlim) == (LIP6, RIPS6[2], 63)
+    lport = req[UDP].sport
+    assert 5000 <= lport <= 65535 and req[UDP].dport == 5353 and checksums_valid(req)
+    reply = from_rs_to_lip(RIPS6[2], UDP(sport=5353, dport=lport) / b"answer")
+    ifindex, rep = one(engine.process(frame(reply), 2, 0.1))
+    assert ifindex == 1 and (rep[IPv6].src, rep[IPv6].dst, rep[UDP].sport, rep[UDP].dport) == (VIP6, CLIENT6, 53, 50000)
+    assert checksums_valid(rep)
+
+
+def handshake(engine: Engine) -> tuple[int, int]:
+    """SYN, SYN-ACK, and the (local) port; returns (lport, the client's next sequence number)."""
+    _, syn = one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=1000))), 1, 0.0))
+    assert (syn[IPv6].src, syn[IPv6].dst) == (LIP6, RIPS6[2]) and checksums_valid(syn)
+    lport = syn[TCP].sport
+    synack = from_rs_to_lip(RIPS6[2], TCP(sport=8080, dport=lport, flags="SA", seq=5000, ack=1001,
+                                          options=[("MSS", 1440)]))
+    _, out = one(engine.process(frame(synack), 2, 0.1))
+    assert (out[IPv6].src, out[IPv6].dst, out[TCP].dport) == (VIP6, CLIENT6, 40000) and checksums_valid(out)
+    return lport, 1001
+
+
+def test_fullnat6_delivers_the_client_address_in_toa():
+    engine = make_fullnat6()
+    lport, seq = handshake(engine)
+    ack = from_client(TCP(sport=40000, dport=80, flags="A", seq=seq, ack=5001))
+    _, out = one(engine.process(frame(ack), 1, 0.2))
+    toa = [o for o in out[TCP].options if o[0] == 254]
+    assert toa and toa[0][1] == (40000).to_bytes(2, "big") + pack_ip(CLIENT6)  # kind 254, length 20
+    assert out[IPv6].plen == len(bytes(ack[IPv6].payload)) + 20 and out[TCP].sport == lport
+    assert checksums_valid(out)
+    conn = next(c for c in engine.conns.conns())
+    assert conn.in_flow.flags & F_ENGINE_ONLY  # IPv6: engine-only even once delivered
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_fullnat6_proxy_protocol_header_and_shifted_sequence_numbers(version):
+    engine = make_fullnat6(proxy=version)
+    lport, seq = handshake(engine)
+    data = from_client(TCP(sport=40000, dport=80, flags="PA", seq=seq, ack=5001) / b"GET / HTTP/1.0\r\n\r\n")
+    _, out = one(engine.process(frame(data), 1, 0.2))
+    payload = bytes(out[TCP].payload)
+    if version == "v1":
+        header = f"PROXY TCP6 {CLIENT6} {VIP6} 40000 80\r\n".encode()
+    else:
+        header = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes((0x21, 0x21, 0, 36)) + pack_ip(CLIENT6) + pack_ip(VIP6)
+                  + (40000).to_bytes(2, "big") + (80).to_bytes(2, "big"))
+    assert payload == header + b"GET / HTTP/1.0\r\n\r\n" and checksums_valid(out)
+    # the server acknowledges the shifted stream: the client sees its own numbering
+    ack_back = from_rs_to_lip(RIPS6[2], TCP(sport=8080, dport=lport, flags="A", seq=5001,
+                                            ack=seq + len(header) + 18))
+    _, rep = one(engine.process(frame(ack_back), 2, 0.3))
+    assert rep[TCP].ack == seq + 18 and checksums_valid(rep)
+    more = from_client(TCP(sport=40000, dport=80, flags="A", seq=seq + 18, ack=5001) / b"x")
+    _, out = one(engine.process(frame(more), 1, 0.4))
+    assert out[TCP].seq == seq + 18 + len(header) and checksums_valid(out)

@@ -1,5 +1,6 @@
-"""NAT (NAT66), direct routing and IPv6-in-IPv6 tunnels for IPv6 connections: the same recipes as
-forward/nat.py, dr.py and tun.py, on the IPv6 header (addresses at 8 and 24, the hop limit at 7, no header checksum).
+"""NAT (NAT66), direct routing, IPv6-in-IPv6 tunnels and FULLNAT for IPv6 connections: the same recipes
+as forward/nat.py, dr.py, tun.py and fullnat.py, on the IPv6 header (addresses at 8 and 24, the hop
+limit at 7, no header checksum).
 
 IPv6 flows stay in the engine: their FlowEntry recipes are flagged ENGINE_ONLY, so the kernel fast
 path never takes them until it executes IPv6 too. Before a packet leaves, Egress6.refuse answers an
@@ -15,11 +16,12 @@ from pylvs.engine.egress import Buffer, Output
 from pylvs.engine.egress6 import Egress6, packet_end
 from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_IPIP, F_ENGINE_ONLY, FlowEntry
 from pylvs.engine.forward.base import Forwarder
+from pylvs.engine.forward.fullnat import ClientAddress, FullNat
 from pylvs.engine.forward.rewrite import Deltas, finish6
 from pylvs.engine.forward.tun import ecn_encapsulate
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import ipv6 as v6
-from pylvs.packet.layout import IP, PROTO_UDP, TCP_CSUM, UDP_CSUM
+from pylvs.packet.layout import IP, PROTO_TCP, PROTO_UDP, TCP_CSUM, UDP_CSUM
 from pylvs.packet.offload import complete_partial
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM
@@ -126,7 +128,6 @@ class DirectRouting6(Forwarder6):
         return self.forward(buf, f.hop or self.hop(f, conn.daddr), conn.daddr, now, True)
 
 
-FORWARDERS6: dict[Method, type[Forwarder6]] = {Method.MASQ: Nat6, Method.ROUTE: DirectRouting6}
 
 
 class Tunnel6(Forwarder6):
@@ -201,4 +202,71 @@ class Tunnel6(Forwarder6):
         return self.egress6.icmp_error(quote, v6.PACKET_TOO_BIG, 0, mtu, now)
 
 
-FORWARDERS6[Method.TUNNEL] = Tunnel6
+class FullNat6(FullNat):
+    """FULLNAT between IPv6 addresses (IPv6 local addresses of the service): FullNat's local ports and
+    client-address delivery (TOA with the 16-byte address, PROXY protocol TCP6), on the IPv6 header.
+    Every IPv6 recipe is engine-only."""
+
+    def __init__(self, egress, egress6: Egress6) -> None:
+        super().__init__(egress)
+        self.egress6 = egress6
+
+    @staticmethod
+    def _flows(conn: Conn) -> None:
+        local = conn.laddr + conn.daddr, conn.lport + conn.dport
+        reply_sent = conn.vaddr + conn.caddr, conn.vport + conn.cport
+        conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.FULLNAT, DIR_IN, *local,
+                                 Deltas(conn.caddr + conn.vaddr, local[0], conn.cport + conn.vport, local[1],
+                                        ttl=False), flags=F_ENGINE_ONLY)
+        conn.out_flow = FlowEntry(conn.proto, conn.out_key, Method.FULLNAT, DIR_OUT, *reply_sent,
+                                  Deltas(conn.daddr + conn.laddr, reply_sent[0], conn.dport + conn.lport,
+                                         reply_sent[1], ttl=False), flags=F_ENGINE_ONLY)
+        if conn.proto == PROTO_TCP:
+            conn.slow = ClientAddress(conn.svc.proxy_protocol or "toa", conn)
+
+    def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
+        ca: ClientAddress | None = conn.slow
+        if ca is not None:
+            f = conn.in_flow
+            hop = f.hop or self.hop(f, conn.daddr)
+            refused = self.egress6.refuse(buf, hop, now, True)
+            if refused is not None:
+                return refused
+            rebuilt = self._client_addr_in(conn, ca, buf, l4, partial)
+            conn.in_flow.flags |= F_ENGINE_ONLY  # kept after TOA: the fast path takes no IPv6 recipe
+            if rebuilt is not None:
+                rebuilt[0] &= ~F_NEEDS_CSUM  # the checksum of the longer packet is computed in full
+                return self._send_rebuilt(conn, rebuilt, l4, now)
+        return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now, True)
+
+    def rewrite(self, f: FlowEntry, buf: Buffer, l4: int, partial: bool, towards: bytes, now: float,
+                local: bool) -> Output:
+        hop = f.hop or self.hop(f, towards)
+        refused = self.egress6.refuse(buf, hop, now, local)
+        if refused is not None:
+            return refused
+        buf[ADDRS] = f.addrs
+        buf[l4:l4 + 4] = f.ports
+        udp = f.proto == PROTO_UDP
+        finish6(buf, l4, UDP_CSUM if udp else TCP_CSUM, f.deltas, partial, udp)
+        return self.egress6.send(buf, hop, towards, now)
+
+    def _send_rebuilt(self, conn: Conn, buf: bytearray, l4: int, now: float) -> Output:  # type: ignore[override]
+        """A packet that grew (TOA or the PROXY header): addresses and ports written, checksum afresh."""
+        f = conn.in_flow
+        buf[ADDRS] = f.addrs
+        buf[l4:l4 + 4] = f.ports
+        buf[IP + v6.V6_HLIM] -= 1
+        buf[l4 + TCP_CSUM] = buf[l4 + TCP_CSUM + 1] = 0
+        packet = memoryview(buf)[IP:packet_end(buf)]
+        buf[l4 + TCP_CSUM:l4 + TCP_CSUM + 2] = v6.l4_checksum(packet, l4 - IP, v6.NH_TCP).to_bytes(2, "big")
+        return self.egress6.send(buf, f.hop or self.hop(f, conn.daddr), conn.daddr, now)
+
+    def icmp6(self, conn: Conn, buf: Buffer, l4: int, end: int, emb: int, el4: int, direction: int,
+              now: float) -> Output:
+        """ICMPv6 errors about FULLNAT connections are not translated yet."""
+        return self.egress.drop("icmp_unsupported")
+
+
+FORWARDERS6: dict[Method, type[Forwarder]] = {
+    Method.MASQ: Nat6, Method.ROUTE: DirectRouting6, Method.TUNNEL: Tunnel6, Method.FULLNAT: FullNat6}
