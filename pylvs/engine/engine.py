@@ -484,7 +484,7 @@ class Engine:
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float) -> Conn | None:
-        forwarder = (self.forwarders if len(caddr) == 4 else self.inet6.forwarders).get(dest.method)
+        forwarder = self.forwarders.get(dest.method) if len(caddr) == 4 else self.inet6.forwarder(dest)
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
         dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \

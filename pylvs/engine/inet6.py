@@ -21,6 +21,8 @@ from pylvs.engine.egress6 import Egress6
 from pylvs.engine.events import ConnEventKind
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.inet6 import FORWARDERS6
+from pylvs.engine.forward.nat64 import Nat64
+from pylvs.engine.services import RealServer
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import ETH, IP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
@@ -40,6 +42,13 @@ class Inet6:
         self.egress6 = Egress6(engine.egress)
         self.forwarders: dict[Method, Forwarder] = {
             m: cls(engine.egress, self.egress6) for m, cls in FORWARDERS6.items()}
+        self.nat64 = Nat64(engine.egress, self.egress6)
+
+    def forwarder(self, dest: RealServer) -> Forwarder | None:
+        """The forwarder of a new IPv6 connection to `dest`: by its method, NAT64 for an IPv4 FULLNAT one."""
+        if len(dest.addr) == 4:
+            return self.nat64 if dest.method == Method.FULLNAT else None
+        return self.forwarders.get(dest.method)
 
     def process(self, buf: Buffer, ifindex: int, now: float, mark: int) -> Output:
         e = self.engine
@@ -133,7 +142,7 @@ class Inet6:
         if dest is None:
             e.drops["no_dest"] += 1
             return self.egress6.icmp_error(buf, v6.DEST_UNREACH, v6.CODE_PORT_UNREACH, 0, now)
-        if dest.method not in self.forwarders:
+        if self.forwarder(dest) is None:
             e.drops["method_unsupported"] += 1
             return NOTHING
         conn = e._create(svc, dest, proto, caddr, cport, vaddr, vport, now)

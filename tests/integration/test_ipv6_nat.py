@@ -131,3 +131,23 @@ def test_fullnat_over_ipv6_with_the_client_address_in_proxy_protocol_v2(nat6):
         assert f"[{ipv6.CLIENT6}]:" in conns and f"[{ipv6.rip6(1)}]:8443" in conns
     finally:
         nat6.net.kill(proc)
+
+
+def test_nat64_ipv6_client_to_ipv4_only_nginx_with_proxy_protocol_v2(nat6):
+    """NAT64 through FULLNAT: the IPv6-only client reaches an IPv4-only nginx from an IPv4 local address;
+    nginx logs the client's IPv6 address from PROXY v2; a bulk download crosses the translation."""
+    lip4 = "192.0.2.202"
+    proc = servers.start_nginx(nat6.net, "rs1", nat6.rips[0], 8445, "rs1v4pp", proxy_protocol=True)
+    try:
+        wait_for(lambda: "8445" in nat6.net.exec("rs1", "ss", "-Htln", "sport = :8445").stdout, what="nginx :8445")
+        nat6.lvsadm("-R", stdin="\n".join([
+            "-C", f"-A -t [{ipv6.NAT_VIP6}]:8445 -s rr --proxy-protocol v2",
+            f"-P -t [{ipv6.NAT_VIP6}]:8445 -z {lip4}",
+            f"-a -t [{ipv6.NAT_VIP6}]:8445 -r {nat6.rips[0]}:8445 --fullnat"]) + "\n")
+        assert http_get_all(nat6, 2, ipv6.url6(ipv6.NAT_VIP6, 8445)) == ["rs1v4pp", "rs1v4pp"]
+        assert nat6.access_log("rs1v4pp")[-2:] == [ipv6.CLIENT6, ipv6.CLIENT6]
+        bulk(nat6, ipv6.url6(ipv6.NAT_VIP6, 8445, "/big"))
+        listing = nat6.lvsadm("-L", "-n").stdout
+        assert re.search(rf"-> {re.escape(nat6.rips[0])}:8445 +FullNat +1 ", listing), listing
+    finally:
+        nat6.net.kill(proc)
