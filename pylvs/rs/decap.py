@@ -168,10 +168,11 @@ def from_link(kind: str, frame: memoryview, hatype: int, port: int, vips: set[by
 
 
 class LocalAddresses:
-    """This host's IPv4 addresses, read again (at most once a second) when one is not known."""
+    """This host's IPv4 (or IPv6) addresses, read again (at most once a second) when one is not known."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, version: int = 4) -> None:
         self.clock = clock
+        self.version = version
         self.known: set[bytes] = set()
         self.read_at = -1.0
 
@@ -180,7 +181,10 @@ class LocalAddresses:
             return True
         if self.clock() - self.read_at >= 1.0 or self.read_at < 0:
             self.read_at = self.clock()
-            self.known = {socket.inet_aton(a) for a in net.local_addresses()}
+            if self.version == 6:
+                self.known = {socket.inet_pton(socket.AF_INET6, a) for a in net.local_addresses(6)}
+            else:
+                self.known = {socket.inet_aton(a) for a in net.local_addresses()}
         return addr in self.known
 
 
@@ -207,7 +211,7 @@ class Decapsulator:
         if self.vips6 and kind != "ipip":
             raise ValueError("IPv6 VIPs are decapsulated from IPv6-in-IPv6 (tun-type ipip) only")
         self.local = LocalAddresses()
-        self.local6 = decap6.LocalAddresses6()
+        self.local6 = LocalAddresses(version=6)
         self.link6: socket.socket | None = None
         self.sock6: socket.socket | None = None
         self.counts: Counter[str] = Counter()

@@ -12,11 +12,10 @@ Outer extension headers and fragments are not taken (the director sends neither)
 from __future__ import annotations
 
 import socket
-import time
 
 from pylvs.io.afpacket import ETH_P_IPV6, PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR, SOL_PACKET
 from pylvs.packet import vnet
-from pylvs.rs import capture, net
+from pylvs.rs import capture
 
 NH_IPV6 = 41
 HDR = 40
@@ -91,19 +90,3 @@ def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local) -> tuple
         return None, None, "csum_outside_inner"
     return vnet.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, start, csum_offset), inner, ""
 
-
-class LocalAddresses6:
-    """This host's IPv6 addresses, read again (at most once a second) when one is not known."""
-
-    def __init__(self, clock=time.monotonic) -> None:
-        self.clock = clock
-        self.known: set[bytes] = set()
-        self.read_at = -1.0
-
-    def __contains__(self, addr: bytes) -> bool:
-        if addr in self.known:
-            return True
-        if self.clock() - self.read_at >= 1.0 or self.read_at < 0:
-            self.read_at = self.clock()
-            self.known = {socket.inet_pton(socket.AF_INET6, a) for a in net.local_addresses(6)}
-        return addr in self.known

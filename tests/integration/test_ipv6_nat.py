@@ -3,6 +3,7 @@ the same table. The client only ever sees the VIP; real servers see the client."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import sys
@@ -113,41 +114,41 @@ def test_nat66_ping_and_neighbour_discovery_for_the_vip(nat6):
     assert nat6.net.exec("director", "cat", "/sys/class/net/vip0/address").stdout.strip() in neigh
 
 
+@contextlib.contextmanager
+def fullnat_pp2(lab, name: str, port: int, rs_addr: str, lip: str, addr6: str | None = None):
+    """rs1 runs a second nginx (`name`, behind the PROXY protocol) on `port`, and [VIP6]:port is a FULLNAT
+    service with PROXY v2 to it from local address `lip`."""
+    listen = "127.0.0.1" if addr6 else rs_addr
+    proc = servers.start_nginx(lab.net, "rs1", listen, port, name, proxy_protocol=True, addr6=addr6)
+    try:
+        wait_for(lambda: f"{port}" in lab.net.exec("rs1", "ss", "-Htln", f"sport = :{port}").stdout,
+                 what=f"nginx :{port}")
+        target = f"[{rs_addr}]" if ":" in rs_addr else rs_addr
+        lab.lvsadm("-R", stdin="\n".join([
+            "-C", f"-A -t [{ipv6.NAT_VIP6}]:{port} -s rr --proxy-protocol v2",
+            f"-P -t [{ipv6.NAT_VIP6}]:{port} -z {lip}",
+            f"-a -t [{ipv6.NAT_VIP6}]:{port} -r {target}:{port} --fullnat"]) + "\n")
+        yield
+    finally:
+        lab.net.kill(proc)
+
+
 def test_fullnat_over_ipv6_with_the_client_address_in_proxy_protocol_v2(nat6):
     """FULLNAT with an IPv6 local address: the real server sees the LIP, and nginx logs the client's IPv6
     address from the PROXY v2 header lvsd puts in front of the first data."""
-    lip6 = "2001:db8:2::200"
-    proc = servers.start_nginx(nat6.net, "rs1", "127.0.0.1", 8443, "rs1pp", proxy_protocol=True,
-                               addr6=ipv6.rip6(1))
-    try:
-        wait_for(lambda: "8443" in nat6.net.exec("rs1", "ss", "-Htln", "sport = :8443").stdout, what="nginx :8443")
-        nat6.lvsadm("-R", stdin="\n".join([
-            "-C", f"-A -t [{ipv6.NAT_VIP6}]:8443 -s rr --proxy-protocol v2",
-            f"-P -t [{ipv6.NAT_VIP6}]:8443 -z {lip6}",
-            f"-a -t [{ipv6.NAT_VIP6}]:8443 -r [{ipv6.rip6(1)}]:8443 --fullnat"]) + "\n")
+    with fullnat_pp2(nat6, "rs1pp", 8443, ipv6.rip6(1), "2001:db8:2::200", addr6=ipv6.rip6(1)):
         assert http_get_all(nat6, 2, ipv6.url6(ipv6.NAT_VIP6, 8443)) == ["rs1pp", "rs1pp"]
         assert nat6.access_log("rs1pp")[-2:] == [ipv6.CLIENT6, ipv6.CLIENT6]
         conns = nat6.lvsadm("-L", "-n", "-c").stdout
         assert f"[{ipv6.CLIENT6}]:" in conns and f"[{ipv6.rip6(1)}]:8443" in conns
-    finally:
-        nat6.net.kill(proc)
 
 
 def test_nat64_ipv6_client_to_ipv4_only_nginx_with_proxy_protocol_v2(nat6):
     """NAT64 through FULLNAT: the IPv6-only client reaches an IPv4-only nginx from an IPv4 local address;
     nginx logs the client's IPv6 address from PROXY v2; a bulk download crosses the translation."""
-    lip4 = "192.0.2.202"
-    proc = servers.start_nginx(nat6.net, "rs1", nat6.rips[0], 8445, "rs1v4pp", proxy_protocol=True)
-    try:
-        wait_for(lambda: "8445" in nat6.net.exec("rs1", "ss", "-Htln", "sport = :8445").stdout, what="nginx :8445")
-        nat6.lvsadm("-R", stdin="\n".join([
-            "-C", f"-A -t [{ipv6.NAT_VIP6}]:8445 -s rr --proxy-protocol v2",
-            f"-P -t [{ipv6.NAT_VIP6}]:8445 -z {lip4}",
-            f"-a -t [{ipv6.NAT_VIP6}]:8445 -r {nat6.rips[0]}:8445 --fullnat"]) + "\n")
+    with fullnat_pp2(nat6, "rs1v4pp", 8445, nat6.rips[0], "192.0.2.202"):
         assert http_get_all(nat6, 2, ipv6.url6(ipv6.NAT_VIP6, 8445)) == ["rs1v4pp", "rs1v4pp"]
         assert nat6.access_log("rs1v4pp")[-2:] == [ipv6.CLIENT6, ipv6.CLIENT6]
         bulk(nat6, ipv6.url6(ipv6.NAT_VIP6, 8445, "/big"))
         listing = nat6.lvsadm("-L", "-n").stdout
         assert re.search(rf"-> {re.escape(nat6.rips[0])}:8445 +FullNat +1 ", listing), listing
-    finally:
-        nat6.net.kill(proc)

@@ -6,24 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 
-from pylvs.control.api import handle
-from pylvs.engine.engine import Engine
 from pylvs.engine.services import pack_ip
 from pylvs.health.checks import ProbeEnv, make_probe
 from pylvs.health.pool import Runtime
 from pylvs.health.scripts import ScriptRunner
 from pylvs.keepalived import Diagnostics, load, loads
 from pylvs.keepalived.translate import build
+from tests.unit.test_keepalived_translate import apply_all
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "keepalived", "samples")
-
-
-def apply_all(requests: list[dict]) -> Engine:
-    engine = Engine(routes=None)
-    for req in requests:
-        answer = handle(engine, req)
-        assert answer["ok"], (req, answer)
-    return engine
 
 
 def test_the_ipv6_sample_builds_an_ipv6_service():

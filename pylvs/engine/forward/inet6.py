@@ -239,17 +239,7 @@ class FullNat6(FullNat):
                 return self._send_rebuilt(conn, rebuilt, l4, now)
         return self.rewrite(conn.in_flow, buf, l4, partial, conn.daddr, now, True)
 
-    def rewrite(self, f: FlowEntry, buf: Buffer, l4: int, partial: bool, towards: bytes, now: float,
-                local: bool) -> Output:
-        hop = f.hop or self.hop(f, towards)
-        refused = self.egress6.refuse(buf, hop, now, local)
-        if refused is not None:
-            return refused
-        buf[ADDRS] = f.addrs
-        buf[l4:l4 + 4] = f.ports
-        udp = f.proto == PROTO_UDP
-        finish6(buf, l4, UDP_CSUM if udp else TCP_CSUM, f.deltas, partial, udp)
-        return self.egress6.send(buf, hop, towards, now)
+    rewrite = Nat6.rewrite  # the per-packet work of NAT66, on this connection's recipes
 
     def _send_rebuilt(self, conn: Conn, buf: bytearray, l4: int, now: float) -> Output:  # type: ignore[override]
         """A packet that grew (TOA or the PROXY header): addresses and ports written, checksum afresh."""
