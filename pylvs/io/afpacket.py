@@ -174,6 +174,7 @@ class RingSocket:
         self.ifindex = socket.if_nametoindex(ifname)
         self.version = version
         self.mark = mark
+        self.protocol = protocol
         if version == 2:
             block_size, block_nr = V2_SLOT, slots
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: no rx until bound

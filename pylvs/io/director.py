@@ -332,12 +332,14 @@ class Director:
         return ring
 
     def _sync_fwmark_rings(self) -> None:
-        """One small ring per (interface, fwmark service): its BPF filter passes only that mark."""
-        wanted = {(iface.name, svc.fwmark) for iface in self.engine.interfaces.values()
+        """One small ring per (interface, fwmark service): its BPF filter passes only that mark (an IPv6
+        fwmark service's ring takes IPv6 frames)."""
+        wanted = {(iface.name, svc.fwmark, ETH_P_IPV6 if len(svc.addr) == 16 else ETH_P_IP)
+                  for iface in self.engine.interfaces.values()
                   for svc in self.engine.table if svc.fwmark and iface.name not in self._lost}
-        have = {(r.ifname, r.mark): fd for fd, r in self.rings.items() if r.mark}
+        have = {(r.ifname, r.mark, r.protocol): fd for fd, r in self.rings.items() if r.mark}
         for key in wanted - have.keys():
-            self._open_ring(key[0], ETH_P_IP, key[1], slots=64)
+            self._open_ring(key[0], key[2], key[1], slots=64)
         for key in have.keys() - wanted:
             ring = self.rings.pop(have[key])
             self.selector.unregister(ring.fileno())

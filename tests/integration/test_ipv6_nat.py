@@ -152,3 +152,25 @@ def test_nat64_ipv6_client_to_ipv4_only_nginx_with_proxy_protocol_v2(nat6):
         bulk(nat6, ipv6.url6(ipv6.NAT_VIP6, 8445, "/big"))
         listing = nat6.lvsadm("-L", "-n").stdout
         assert re.search(rf"-> {re.escape(nat6.rips[0])}:8445 +FullNat +1 ", listing), listing
+
+
+def test_ipv6_fwmark_service(nat6):
+    """`-f 7 -6`: nftables marks IPv6 packets on ingress, lvsd's IPv6 ring for the mark takes them. As with
+    IPVS, the address of a fwmark service belongs to the director's kernel (it answers neighbour
+    discovery); lvsd keeps the kernel off the marked packets."""
+    vip = "2001:db8:10::200"
+    marking = ('table netdev marks6 {\n chain ingress {\n  type filter hook ingress device "vip0" priority 0;\n'
+               f"  ip6 daddr {vip} tcp dport 8090 meta mark set 7\n }}\n}}\n")
+    ipv6.addr6(nat6.net, "director", "vip0", vip, 128)
+    r = nat6.net.exec("director", "sh", "-c", f"nft -f - <<'EOF'\n{marking}EOF", check=False)
+    assert r.returncode == 0, r.stderr
+    try:
+        lines = ["-C", "-A -f 7 -6 -s rr"] + [f"-a -f 7 -6 -r [{ipv6.rip6(i)}]:{nat6.rport} -m"
+                                              for i in range(1, len(nat6.rs_names) + 1)]
+        nat6.lvsadm("-R", stdin="\n".join(lines) + "\n")
+        assert "FWM  7 IPv6 rr" in nat6.lvsadm("-L", "-n").stdout
+        assert http_get_all(nat6, 3, ipv6.url6(vip, 8090)) == ["rs3", "rs2", "rs1"]
+        assert "-A -f 7 -6 -s rr" in nat6.lvsadm("-S", "-n").stdout
+    finally:
+        nat6.net.exec("director", "nft", "delete", "table", "netdev", "marks6", check=False)
+        nat6.net.ip("director", "addr", "del", f"{vip}/128", "dev", "vip0")
