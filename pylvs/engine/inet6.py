@@ -176,9 +176,10 @@ class Inet6:
         # The quoted packet: its IPv6 header, then (after any extension headers) the ports.
         emb = l4 + 8
         quoted = v6.walk(buf, end, emb) if end - emb >= v6.HDR_LEN else None
-        if (quoted is not None and quoted.proto == v6.NH_IPV6
-                and self.egress6.own(bytes(buf[emb + v6.V6_SRC:emb + v6.V6_SRC + 16]))):
-            out = self.forwarders[Method.TUNNEL].about_own_packet(buf, quoted.l4, end, e.conns, now)
+        tunnel = self.forwarders[Method.TUNNEL]
+        if quoted is not None and self.egress6.own(bytes(buf[emb + v6.V6_SRC:emb + v6.V6_SRC + 16])):
+            inner = tunnel.inner_quote(buf, quoted.proto, quoted.l4, end)
+            out = tunnel.about_own_packet(buf, emb, inner, end, e.conns, now) if inner is not None else None
             if out is not None:
                 return out  # about a packet we tunnelled (Packet Too Big on the way to a real server)
         if quoted is None or quoted.proto not in (PROTO_TCP, PROTO_UDP) or end - quoted.l4 < 4 or not quoted.first:

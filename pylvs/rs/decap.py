@@ -47,15 +47,15 @@ def ip_header_len(data: bytes | memoryview) -> int:
     return ihl if ihl >= 20 and len(data) >= ihl else 0
 
 
-def gre_offset(gre: memoryview, verify: bool = True) -> tuple[int, str]:
-    """Where the IPv4 packet starts inside a GRE header (RFC 2784/2890), or (-1, why not)."""
+def gre_offset(gre: memoryview, verify: bool = True, ethertype: int = ETH_P_IP) -> tuple[int, str]:
+    """Where the IPv4 (or `ethertype`'s) packet starts inside a GRE header (RFC 2784/2890), or (-1, why not)."""
     if len(gre) < 4:
         return -1, "short"
     flags = gre[0] << 8 | gre[1]
     if flags & (GRE_R | GRE_VERSION):
         return -1, "gre_unsupported"
-    if (gre[2] << 8 | gre[3]) != ETH_P_IP:
-        return -1, "not_ipv4"
+    if (gre[2] << 8 | gre[3]) != ethertype:
+        return -1, "not_ipv4" if ethertype == ETH_P_IP else "other_protocol"
     off = 4 + 4 * sum(bool(flags & bit) for bit in (GRE_C, GRE_K, GRE_S))
     if len(gre) < off:
         return -1, "short"
@@ -208,8 +208,8 @@ class Decapsulator:
         vips = list(vips)
         self.vips = {socket.inet_aton(v) for v in vips if ":" not in v}
         self.vips6 = {socket.inet_pton(socket.AF_INET6, v) for v in vips if ":" in v}
-        if self.vips6 and kind != "ipip":
-            raise ValueError("IPv6 VIPs are decapsulated from IPv6-in-IPv6 (tun-type ipip) only")
+        if self.vips6 and kind not in decap6.KINDS:
+            raise ValueError("IPv6 VIPs are decapsulated from IPv6-in-IPv6 or GRE (tun-type ipip or gre) only")
         self.local = LocalAddresses()
         self.local6 = LocalAddresses(version=6)
         self.link6: socket.socket | None = None
@@ -227,8 +227,8 @@ class Decapsulator:
             self.sock = capture.open_protocol_socket(kind, port)
             self.link = capture.open_link_socket(socket.IPPROTO_UDP if kind == "gue" else PROTO[kind], port)
             if self.vips6:
-                self.sock6 = decap6.open_protocol_socket6()
-                self.link6 = decap6.open_link_socket6()
+                self.sock6 = decap6.open_protocol_socket6(kind)
+                self.link6 = decap6.open_link_socket6(kind)
         except BaseException:
             self.close()
             raise
@@ -255,7 +255,7 @@ class Decapsulator:
         if pkttype != capture.PACKET_HOST or ifname == self.dev:
             self.counts["not_ours"] += 1
             return
-        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6)
+        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6, self.kind)
         if header is None:
             self.counts[why] += 1
             return

@@ -1,6 +1,6 @@
-"""Userspace decapsulation of IPv6-in-IPv6 (RFC 2473, next header 41): what the director sends for an
-IPv6 virtual service with a tunnelled real server (`-i`, tun-type ipip), for hosts whose kernel has no
-ip6_tunnel module.
+"""Userspace decapsulation of IPv6-in-IPv6 (RFC 2473, next header 41) and IPv6 in GRE over IPv6 (next
+header 47, protocol 0x86DD): what the director sends for an IPv6 virtual service with a tunnelled real
+server (`-i`, tun-type ipip or gre), for hosts whose kernel has no ip6_tunnel / ip6_gre module.
 
 As decap.py does for IPv4: a link-level socket (ETH_P_IPV6, a classic BPF filter keeping packets to
 this host's link address with next header 41) reads the tunnel packets with their offload state; a raw
@@ -15,29 +15,33 @@ import socket
 
 from pylvs.io.afpacket import ETH_P_IPV6, PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR, SOL_PACKET
 from pylvs.packet import vnet
-from pylvs.rs import capture
+from pylvs.rs import capture, decap
 
 NH_IPV6 = 41
+NH_GRE = 47
+NEXT_HEADER = {"ipip": NH_IPV6, "gre": NH_GRE}
+KINDS = tuple(NEXT_HEADER)
 HDR = 40
+ETH_P_IPV6_GRE = 0x86DD
 _ETH_IPV6 = b"\x86\xdd"
 
 
-def tunnel6_filter() -> list[tuple[int, int, int, int]]:
-    """Accept IPv6 packets to this host's link address whose next header is 41."""
+def tunnel6_filter(nh: int = NH_IPV6) -> list[tuple[int, int, int, int]]:
+    """Accept IPv6 packets to this host's link address whose next header is `nh`."""
     return [
         (capture.LD_W_ABS, 0, 0, capture.SKF_AD_PKTTYPE),
         (capture.JEQ_K, 0, 3, capture.PACKET_HOST),
         (capture.LD_B_ABS, 0, 0, capture.SKF_NET_OFF + 6),  # next header
-        (capture.JEQ_K, 0, 1, NH_IPV6),
+        (capture.JEQ_K, 0, 1, nh),
         (capture.RET_K, 0, 0, 0x40000),
         (capture.RET_K, 0, 0, 0),
     ]
 
 
-def open_link_socket6() -> socket.socket:
+def open_link_socket6(kind: str = "ipip") -> socket.socket:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
     try:
-        capture.attach_filter(sock, tunnel6_filter())
+        capture.attach_filter(sock, tunnel6_filter(NEXT_HEADER[kind]))
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         capture.set_rcvbuf(sock)
@@ -48,9 +52,9 @@ def open_link_socket6() -> socket.socket:
     return sock
 
 
-def open_protocol_socket6() -> socket.socket:
-    """A raw socket for next header 41 that drops what it takes: the kernel found a taker."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, NH_IPV6)
+def open_protocol_socket6(kind: str = "ipip") -> socket.socket:
+    """A raw socket for the tunnel's next header that drops what it takes: the kernel found a taker."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, NEXT_HEADER[kind])
     try:
         capture.attach_filter(sock, [(capture.RET_K, 0, 0, 0)])
     except BaseException:
@@ -60,7 +64,8 @@ def open_protocol_socket6() -> socket.socket:
     return sock
 
 
-def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local) -> tuple[bytes | None, memoryview | None, str]:
+def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local,
+               kind: str = "ipip") -> tuple[bytes | None, memoryview | None, str]:
     """(virtio_net_hdr, inner packet, "") to write to the TUN device for a frame of the IPv6 link-level
     socket, or (None, None, why not)."""
     link = capture.LINK_HEADER.get(hatype, -1)
@@ -68,14 +73,23 @@ def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local) -> tuple
     if link < 0 or (link == 14 and (len(body) < 14 or body[12:14] != _ETH_IPV6)):
         return None, None, "not_ours"
     packet = body[link:]
-    if len(packet) < 2 * HDR or packet[0] >> 4 != 6 or packet[6] != NH_IPV6:
+    if len(packet) < 2 * HDR or packet[0] >> 4 != 6 or packet[6] != NEXT_HEADER[kind]:
         return None, None, "malformed" if len(packet) < 2 * HDR else "other_protocol"
     end = HDR + (packet[4] << 8 | packet[5])
     if end > len(packet):
         return None, None, "malformed"
     if bytes(packet[24:40]) not in local:
         return None, None, "not_local"
-    inner = packet[HDR:end]
+    flags = vnet.unpack(frame)[0]
+    start = HDR
+    if kind == "gre":
+        off, why = decap.gre_offset(packet[HDR:end], not flags & vnet.F_NEEDS_CSUM, ETH_P_IPV6_GRE)
+        if off < 0:
+            return None, None, why
+        start += off
+    inner = packet[start:end]
+    if len(inner) < HDR:
+        return None, None, "malformed"
     if inner[0] >> 4 != 6 or HDR + (inner[4] << 8 | inner[5]) != len(inner):
         return None, None, "malformed"
     if bytes(inner[24:40]) not in vips:
@@ -85,8 +99,8 @@ def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local) -> tuple
         return None, None, "gso_unsupported"
     if not flags & vnet.F_NEEDS_CSUM:
         return vnet.EMPTY, inner, ""
-    start = csum_start - link - HDR  # the partial checksum moves with the inner packet
-    if start < HDR or start + csum_offset + 2 > len(inner):
+    moved = csum_start - link - start  # the partial checksum moves with the inner packet
+    if moved < HDR or moved + csum_offset + 2 > len(inner):
         return None, None, "csum_outside_inner"
-    return vnet.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, start, csum_offset), inner, ""
+    return vnet.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, moved, csum_offset), inner, ""
 

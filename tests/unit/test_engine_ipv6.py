@@ -378,8 +378,32 @@ def test_tunnel_too_big_and_the_real_servers_path_packet_too_big_are_told_to_the
     assert quote == bytes(tunnelled[IPv6].payload)[:len(quote)] and checksums_valid(out)
 
 
-def test_gue_and_gre_over_ipv6_are_not_there_yet():
+@pytest.mark.parametrize("csum", [False, True])
+def test_gre_over_ipv6(csum):
+    from scapy.layers.l2 import GRE
+    from scapy.utils import checksum as scapy_checksum
+
     engine = make_tun6(tun_type="gre")
+    if csum:
+        for dest in engine.table.find(6, pack_ip(VIP6), 80).dests:
+            dest.tun_flags = "csum"
+    sent = from_client(TCP(sport=40000, dport=80, flags="S") / b"hi", hlim=20)
+    ifindex, out = one(engine.process(frame(sent), 1, 0.0))
+    outer = out[IPv6]
+    assert ifindex == 2 and (outer.src, outer.dst, outer.nh, outer.hlim) == (DIP6, RIPS6[2], 47, 19)
+    gre = out[GRE]
+    assert gre.proto == 0x86DD and gre.chksum_present == csum
+    inner = IPv6(bytes(gre.payload))
+    expect = sent[IPv6].copy()
+    expect.hlim = 19
+    assert bytes(inner) == bytes(expect)
+    if csum:
+        assert scapy_checksum(bytes(gre)) == 0  # the GRE checksum covers its header and the packet
+    assert outer.plen == len(bytes(gre))
+
+
+def test_gue_over_ipv6_is_not_there_yet():
+    engine = make_tun6(tun_type="gue")
     assert engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0) == []
     assert engine.drops["method_unsupported"] == 1
 

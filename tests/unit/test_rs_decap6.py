@@ -54,3 +54,23 @@ def test_the_filter_program_is_well_formed():
         if code == capture.JEQ_K:
             assert i + 1 + jt < len(program) and i + 1 + jf < len(program)
     assert program[-1] == (capture.RET_K, 0, 0, 0) and program[-2][0] == capture.RET_K
+
+
+def gre_tunnelled(csum: bool, corrupt: bool = False) -> memoryview:
+    from scapy.layers.l2 import GRE
+
+    inner = IPv6(src="2001:db8:10::10", dst=VIP6, hlim=63) / TCP(sport=40000, dport=80, flags="S")
+    gre = GRE(proto=0x86DD, chksum_present=int(csum)) / inner
+    raw = bytearray(bytes(Ether(dst="02:00:00:00:02:11") / IPv6(src=DIP6, dst=RIP6, nh=47) / gre))
+    if corrupt:
+        raw[-1] ^= 0xFF
+    return memoryview(vnet.pack() + bytes(raw))
+
+
+def test_ipv6_in_gre_over_ipv6():
+    for csum in (False, True):
+        frame = gre_tunnelled(csum)
+        header, inner, why = decap6.from_link6(frame, capture.ARPHRD_ETHER, V, LOCAL, "gre")
+        assert why == "" and header == vnet.EMPTY and IPv6(bytes(inner))[TCP].dport == 80
+    assert decap6.from_link6(gre_tunnelled(True, corrupt=True), 1, V, LOCAL, "gre")[2] == "bad_checksum"
+    assert decap6.from_link6(gre_tunnelled(False), 1, V, LOCAL, "ipip")[2] == "other_protocol"

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import Buffer, Output
 from pylvs.engine.egress6 import Egress6, packet_end
-from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_IPIP, F_ENGINE_ONLY, FlowEntry
+from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_GRE, ENCAP_IPIP, F_ENCAP_CSUM, F_ENGINE_ONLY, FlowEntry
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.fullnat import ClientAddress, FullNat
 from pylvs.engine.forward.rewrite import Deltas, finish6
 from pylvs.engine.forward.tun import ecn_encapsulate
 from pylvs.ipvs_uapi import Method
+from pylvs.packet import checksum
 from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import IP, PROTO_TCP, PROTO_UDP, TCP_CSUM, UDP_CSUM
 from pylvs.packet.offload import complete_partial
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 ADDRS = slice(IP + v6.V6_SRC, IP + v6.V6_DST + 16)  # source + destination: 32 contiguous bytes
 _ETH_IPV6 = bytes(12) + v6.ETHERTYPE_IPV6.to_bytes(2, "big")
+NH_GRE = 47
+GRE6_HEADER = b"\x00\x00\x86\xdd"  # no C/K/S bits, version 0, protocol IPv6
+GRE6_CSUM_HEADER = b"\x80\x00\x86\xdd"  # C bit: the checksum and a reserved word follow
 
 
 class Forwarder6(Forwarder):
@@ -131,21 +135,25 @@ class DirectRouting6(Forwarder6):
 
 
 class Tunnel6(Forwarder6):
-    """IPv6 in IPv6 (`-i`, ipip: next header 41, RFC 2473), as ip_vs_tunnel_xmit_v6: the request, hop
-    limit - 1, inside a header from the director's address on the egress link to the real server; the
-    outer hop limit and traffic class (ECN as encapsulated) come from the inner. Partial checksums are
-    completed first (no device would finish an inner one). GUE and GRE over IPv6 are not there yet
+    """IPv6 in IPv6 (`-i`, tun-type ipip: next header 41, RFC 2473) or in GRE over IPv6 (tun-type gre:
+    next header 47, protocol 0x86DD, with --tun-csum the checksum word), as ip_vs_tunnel_xmit_v6: the
+    request, hop limit - 1, inside a header from the director's address on the egress link to the real
+    server; the outer hop limit and traffic class (ECN as encapsulated) come from the inner. Partial
+    checksums are completed first (no device would finish an inner one). GUE over IPv6 is not there yet
     (`method_unsupported`), nor the segmentation of GSO super-frames (`gso_unsupported`)."""
 
     method = Method.TUNNEL
     sees_replies = False
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
-        if conn.dest.tun_type != "ipip":
+        tun_type = conn.dest.tun_type
+        if tun_type not in ("ipip", "gre"):
             return "method_unsupported"
         f = FlowEntry(conn.proto, conn.in_key, Method.TUNNEL, DIR_IN, conn.caddr + conn.vaddr,
                       conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False), flags=F_ENGINE_ONLY)
-        f.encap = ENCAP_IPIP
+        f.encap = ENCAP_IPIP if tun_type == "ipip" else ENCAP_GRE
+        if tun_type == "gre" and conn.dest.tun_flags in ("csum", "remcsum"):
+            f.flags |= F_ENCAP_CSUM
         f.outer_dst = conn.daddr
         conn.in_flow = f
         return None
@@ -166,9 +174,10 @@ class Tunnel6(Forwarder6):
         end = packet_end(buf)
         if buf[IP + v6.V6_HLIM] <= 1:
             return self.egress6.refuse(buf, hop, now, True) or []
-        if hop is not None and end - IP + v6.HDR_LEN > hop.mtu:
+        overhead = v6.HDR_LEN + self.gre_len(f)
+        if hop is not None and end - IP + overhead > hop.mtu:
             self.egress.drops["packet_too_big"] += 1
-            return self.egress6.icmp_error(buf, v6.PACKET_TOO_BIG, 0, hop.mtu - v6.HDR_LEN, now)
+            return self.egress6.icmp_error(buf, v6.PACKET_TOO_BIG, 0, hop.mtu - overhead, now)
         if buf[0] & F_NEEDS_CSUM and not complete_partial(buf, end):
             return self.egress.drop("bad_partial_checksum")
         src = self.egress6.source_address(hop)
@@ -177,14 +186,41 @@ class Tunnel6(Forwarder6):
         buf[IP + v6.V6_HLIM] -= 1
         inner = bytes(buf[IP:end])
         tclass = ecn_encapsulate((inner[0] & 0x0F) << 4 | inner[1] >> 4)
-        outer = v6.header(src, conn.daddr, v6.NH_IPV6, len(inner), inner[v6.V6_HLIM], tclass)
+        hlim = inner[v6.V6_HLIM]
+        nh = v6.NH_IPV6
+        if f.encap == ENCAP_GRE:
+            nh, inner = NH_GRE, self.gre(f, inner)
+        outer = v6.header(src, conn.daddr, nh, len(inner), hlim, tclass)
         frame = bytearray(EMPTY_VNET + _ETH_IPV6 + outer + inner)
         return self.egress6.send(frame, hop, conn.daddr, now)
 
-    def about_own_packet(self, buf: Buffer, inner: int, end: int, conns: ConnTable, now: float) -> Output | None:
-        """An ICMPv6 error about one of our tunnel packets (the client's packet quoted at `inner`): for
-        Packet Too Big, the client is told the MTU less the tunnel header (at least 1280), quoting its own
-        packet, as ip_vs_in_icmp_v6 does; other errors stop here. None if the quote is of no connection."""
+    @staticmethod
+    def gre_len(f: FlowEntry) -> int:
+        return 0 if f.encap != ENCAP_GRE else 8 if f.flags & F_ENCAP_CSUM else 4
+
+    @staticmethod
+    def gre(f: FlowEntry, inner: bytes) -> bytes:
+        """The GRE header (RFC 2784: protocol 0x86DD; with the checksum word when asked) and the packet."""
+        if not f.flags & F_ENCAP_CSUM:
+            return GRE6_HEADER + inner
+        c = checksum.checksum(GRE6_CSUM_HEADER + bytes(4) + inner)
+        return GRE6_CSUM_HEADER + c.to_bytes(2, "big") + b"\0\0" + inner
+
+    @staticmethod
+    def inner_quote(buf: Buffer, proto: int, at: int, end: int) -> int | None:
+        """Where the client's packet starts in a quoted tunnel packet whose upper layer (`proto`, 41 or GRE)
+        is at `at`, or None."""
+        if proto == v6.NH_IPV6:
+            return at
+        if proto == NH_GRE and at + 4 <= end and buf[at + 2:at + 4] == GRE6_HEADER[2:]:
+            return at + (8 if buf[at] & 0x80 else 4)
+        return None
+
+    def about_own_packet(self, buf: Buffer, emb: int, inner: int, end: int, conns: ConnTable,
+                         now: float) -> Output | None:
+        """An ICMPv6 error about one of our tunnel packets (quoted at `emb`, the client's packet at `inner`):
+        for Packet Too Big, the client is told the MTU less the tunnel headers (at least 1280), quoting its
+        own packet, as ip_vs_in_icmp_v6 does; other errors stop here. None if the quote is of no connection."""
         if end - inner < v6.HDR_LEN + 4:
             return None
         q = v6.walk(buf, end, inner)
@@ -197,7 +233,7 @@ class Tunnel6(Forwarder6):
         if buf[IP + v6.HDR_LEN] != v6.PACKET_TOO_BIG:
             return []
         reported = int.from_bytes(buf[IP + v6.HDR_LEN + 4:IP + v6.HDR_LEN + 8], "big")
-        mtu = max(v6.MIN_MTU, reported - v6.HDR_LEN)
+        mtu = max(v6.MIN_MTU, reported - (inner - emb))
         quote = bytearray(EMPTY_VNET + _ETH_IPV6) + buf[inner:end]
         return self.egress6.icmp_error(quote, v6.PACKET_TOO_BIG, 0, mtu, now)
 
