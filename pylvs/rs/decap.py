@@ -36,6 +36,7 @@ GRE_C, GRE_R, GRE_K, GRE_S = 0x8000, 0x4000, 0x2000, 0x1000
 GRE_VERSION = 0x0007
 ETH_P_IP = 0x0800
 GUE_PROTO_IPIP = 4
+GUE_PROTO_IPV6 = 41
 _HEADER20 = struct.Struct("!10H")
 
 
@@ -64,19 +65,21 @@ def gre_offset(gre: memoryview, verify: bool = True, ethertype: int = ETH_P_IP) 
     return off, ""
 
 
-def gue_offset(udp_payload: memoryview) -> tuple[int, str]:
-    """Where the IPv4 packet starts inside GUE: version 0 with proto_ctype 4, or version 1 (direct IPv4)."""
+def gue_offset(udp_payload: memoryview, ip_version: int = 4) -> tuple[int, str]:
+    """Where the IPv4 (or IPv6) packet starts inside GUE: version 0 with proto_ctype 4 (41), or version 1
+    (the IP header directly)."""
     if len(udp_payload) < 4:
         return -1, "short"
     first = udp_payload[0]
     version = first >> 6
+    wrong = "not_ipv4" if ip_version == 4 else "other_protocol"
     if version == 1:  # GUE variant 1: the IP header itself, its first nibble telling 4 or 6
-        return (0, "") if first >> 4 == 4 else (-1, "not_ipv4")
+        return (0, "") if first >> 4 == ip_version else (-1, wrong)
     if version != 0 or first & 0x20:
         return -1, "gue_control"  # control messages (C bit) carry no packet
     off = 4 + 4 * (first & 0x1F)
-    if udp_payload[1] != GUE_PROTO_IPIP:
-        return -1, "not_ipv4"
+    if udp_payload[1] != (GUE_PROTO_IPIP if ip_version == 4 else GUE_PROTO_IPV6):
+        return -1, wrong
     if len(udp_payload) < off:
         return -1, "short"
     return off, ""
@@ -208,8 +211,7 @@ class Decapsulator:
         vips = list(vips)
         self.vips = {socket.inet_aton(v) for v in vips if ":" not in v}
         self.vips6 = {socket.inet_pton(socket.AF_INET6, v) for v in vips if ":" in v}
-        if self.vips6 and kind not in decap6.KINDS:
-            raise ValueError("IPv6 VIPs are decapsulated from IPv6-in-IPv6 or GRE (tun-type ipip or gre) only")
+
         self.local = LocalAddresses()
         self.local6 = LocalAddresses(version=6)
         self.link6: socket.socket | None = None
@@ -227,8 +229,8 @@ class Decapsulator:
             self.sock = capture.open_protocol_socket(kind, port)
             self.link = capture.open_link_socket(socket.IPPROTO_UDP if kind == "gue" else PROTO[kind], port)
             if self.vips6:
-                self.sock6 = decap6.open_protocol_socket6(kind)
-                self.link6 = decap6.open_link_socket6(kind)
+                self.sock6 = decap6.open_protocol_socket6(kind, port)
+                self.link6 = decap6.open_link_socket6(kind, port)
         except BaseException:
             self.close()
             raise
@@ -255,7 +257,7 @@ class Decapsulator:
         if pkttype != capture.PACKET_HOST or ifname == self.dev:
             self.counts["not_ours"] += 1
             return
-        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6, self.kind)
+        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6, self.kind, self.port)
         if header is None:
             self.counts[why] += 1
             return
@@ -286,6 +288,8 @@ class Decapsulator:
             sel.register(self.link6, selectors.EVENT_READ, self._drain_link)
         if self.kind == "gue":
             sel.register(self.sock, selectors.EVENT_READ, self._discard)
+            if self.sock6 is not None:
+                sel.register(self.sock6, selectors.EVENT_READ, self._discard)
         sel.register(wake_r, selectors.EVENT_READ, self._discard)
         try:
             while not self.stopping:

@@ -39,12 +39,13 @@ def test_dr_over_ipv6(dr6):
     assert f"TCP  [{ipv6.DR_VIP6}]:80" in listing, listing
 
 
-@pytest.mark.parametrize("tun_type", ["ipip", "gre"])
+@pytest.mark.parametrize("tun_type", ["ipip", "gre", "gue"])
 def test_tun_over_ipv6_decapsulated_by_lvs_rs(dr6, tun_type):
-    """IPv6-in-IPv6 (and IPv6 in GRE over IPv6) to the same real servers, each decapsulating with lvs-rs in
-    userspace (this kernel has no ip6_tunnel or ip6_gre); they answer the client from the VIP, through
-    the router."""
+    """IPv6-in-IPv6 (and IPv6 in GRE or GUE over IPv6) to the same real servers, each decapsulating with
+    lvs-rs in userspace (this kernel has no ip6_tunnel, ip6_gre or fou6); they answer the client from the
+    VIP, through the router."""
     states = {name: os.path.join(dr6.net.tmp, f"{name}-lvs-rs6") for name in dr6.rs_names}
+    port = ["--tun-port", "6080"] if tun_type == "gue" else []
 
     def lvs_rs(name: str, *args: str):
         return dr6.net.exec(name, sys.executable, "-m", "pylvs.cli.lvs_rs", *args, "--state-dir", states[name],
@@ -52,22 +53,23 @@ def test_tun_over_ipv6_decapsulated_by_lvs_rs(dr6, tun_type):
 
     try:
         for name in dr6.rs_names:
-            r = lvs_rs(name, "up", "--vip", ipv6.DR_VIP6, "--method", "tun", "--tun-type", tun_type, "--dev", "lvsrs6")
+            r = lvs_rs(name, "up", "--vip", ipv6.DR_VIP6, "--method", "tun", "--tun-type", tun_type, *port,
+                       "--dev", "lvsrs6")
             assert r.returncode == 0, r.stdout + r.stderr
             assert "userspace" in r.stdout, r.stdout
         lines = ["-C", f"-A -t [{ipv6.DR_VIP6}]:80 -s rr"]
-        lines += [f"-a -t [{ipv6.DR_VIP6}]:80 -r [{ipv6.rip6(i)}]:80 -i --tun-type {tun_type}"
+        lines += [f"-a -t [{ipv6.DR_VIP6}]:80 -r [{ipv6.rip6(i)}]:80 -i --tun-type {tun_type} {' '.join(port)}"
                   for i in range(1, len(dr6.rs_names) + 1)]
         dr6.lvsadm("-R", stdin="\n".join(lines) + "\n")
         before = {n: len(dr6.access_log(n)) for n in dr6.rs_names}
-        nh = 41 if tun_type == "ipip" else 47
+        nh, skip = {"ipip": (41, 0), "gre": (47, 4), "gue": (17, 12)}[tun_type]
         with Capture(dr6.net, "rs1", "eth0", f"ip6 proto {nh}", name=f"tun6-{tun_type}-rs1") as at_rs1:
             assert http_get_all(dr6, 6, ipv6.url6(ipv6.DR_VIP6)) == ["rs3", "rs2", "rs1"] * 2
         for name in dr6.rs_names:
             assert dr6.access_log(name)[before[name]:] == [ipv6.CLIENT6] * 2
         tunnelled = [p for p in at_rs1.packets() if IPv6 in p and p[IPv6].nh == nh]
         assert tunnelled and all((p[IPv6].src, p[IPv6].dst) == (ipv6.DIP6, ipv6.rip6(1)) for p in tunnelled)
-        inner = [IPv6(bytes(p[IPv6].payload)[0 if nh == 41 else 4:]) for p in tunnelled]
+        inner = [IPv6(bytes(p[IPv6].payload)[skip:]) for p in tunnelled]
         assert all(q.dst == ipv6.DR_VIP6 and q.src == ipv6.CLIENT6 for q in inner)
         assert "Tunnel" in dr6.lvsadm("-L", "-n").stdout
     finally:

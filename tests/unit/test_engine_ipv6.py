@@ -402,10 +402,24 @@ def test_gre_over_ipv6(csum):
     assert outer.plen == len(bytes(gre))
 
 
-def test_gue_over_ipv6_is_not_there_yet():
+def test_gue_over_ipv6():
     engine = make_tun6(tun_type="gue")
-    assert engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0) == []
-    assert engine.drops["method_unsupported"] == 1
+    for dest in engine.table.find(6, pack_ip(VIP6), 80).dests:
+        dest.tun_port = 6080
+    sent = from_client(TCP(sport=40000, dport=80, flags="S") / b"hi")
+    ifindex, out = one(engine.process(frame(sent), 1, 0.0))
+    outer = out[IPv6]
+    assert ifindex == 2 and (outer.src, outer.dst, outer.nh) == (DIP6, RIPS6[2], 17)
+    udp = out[UDP]
+    assert udp.dport == 6080 and 32768 <= udp.sport <= 60999 and checksums_valid(out)  # UDP checksum set
+    payload = bytes(udp.payload)
+    assert payload[:4] == b"\x00\x29\x00\x00"  # GUE version 0, proto_ctype 41
+    expect = sent[IPv6].copy()
+    expect.hlim = 63
+    assert payload[4:] == bytes(expect)
+    # no port: refused as for IPv4
+    engine = make_tun6(tun_type="gue")
+    assert engine.process(frame(sent), 1, 0.0) == [] and engine.drops["tunnel_no_port"] == 1
 
 
 # -- FULLNAT over IPv6 ------------------------------------------------------------------------------

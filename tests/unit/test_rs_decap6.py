@@ -74,3 +74,22 @@ def test_ipv6_in_gre_over_ipv6():
         assert why == "" and header == vnet.EMPTY and IPv6(bytes(inner))[TCP].dport == 80
     assert decap6.from_link6(gre_tunnelled(True, corrupt=True), 1, V, LOCAL, "gre")[2] == "bad_checksum"
     assert decap6.from_link6(gre_tunnelled(False), 1, V, LOCAL, "ipip")[2] == "other_protocol"
+
+
+def test_ipv6_in_gue_over_ipv6():
+    from scapy.layers.inet import UDP
+
+    inner = IPv6(src="2001:db8:10::10", dst=VIP6, hlim=63) / TCP(sport=40000, dport=80, flags="S")
+    pkt = (Ether(dst="02:00:00:00:02:11") / IPv6(src=DIP6, dst=RIP6) / UDP(sport=40001, dport=6080)
+           / (b"\x00\x29\x00\x00" + bytes(inner)))
+    frame = memoryview(vnet.pack() + bytes(pkt))
+    header, got, why = decap6.from_link6(frame, capture.ARPHRD_ETHER, V, LOCAL, "gue", 6080)
+    assert why == "" and bytes(got) == bytes(inner)
+    assert decap6.from_link6(frame, 1, V, LOCAL, "gue", 6081)[2] == "other_port"
+    bad = bytearray(frame)
+    bad[-1] ^= 1
+    assert decap6.from_link6(memoryview(bytes(bad)), 1, V, LOCAL, "gue", 6080)[2] == "bad_checksum"
+    v4 = pkt.copy()
+    v4[UDP].remove_payload()
+    v4 = v4 / (b"\x00\x04\x00\x00" + bytes(inner))  # proto_ctype 4: not for an IPv6 VIP
+    assert decap6.from_link6(memoryview(vnet.pack() + bytes(v4)), 1, V, LOCAL, "gue", 6080)[2] == "other_protocol"

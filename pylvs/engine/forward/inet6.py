@@ -10,15 +10,26 @@ never fragmented on the way).
 
 from __future__ import annotations
 
+import secrets
+import struct
 from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import Buffer, Output
 from pylvs.engine.egress6 import Egress6, packet_end
-from pylvs.engine.flow import DIR_IN, DIR_OUT, ENCAP_GRE, ENCAP_IPIP, F_ENCAP_CSUM, F_ENGINE_ONLY, FlowEntry
+from pylvs.engine.flow import (
+    DIR_IN,
+    DIR_OUT,
+    ENCAP_BY_TUN_TYPE,
+    ENCAP_GRE,
+    ENCAP_GUE,
+    F_ENCAP_CSUM,
+    F_ENGINE_ONLY,
+    FlowEntry,
+)
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.fullnat import ClientAddress, FullNat
 from pylvs.engine.forward.rewrite import Deltas, finish6
-from pylvs.engine.forward.tun import ecn_encapsulate
+from pylvs.engine.forward.tun import ecn_encapsulate, flow_port
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import checksum
 from pylvs.packet import ipv6 as v6
@@ -35,6 +46,7 @@ _ETH_IPV6 = bytes(12) + v6.ETHERTYPE_IPV6.to_bytes(2, "big")
 NH_GRE = 47
 GRE6_HEADER = b"\x00\x00\x86\xdd"  # no C/K/S bits, version 0, protocol IPv6
 GRE6_CSUM_HEADER = b"\x80\x00\x86\xdd"  # C bit: the checksum and a reserved word follow
+GUE6_HEADER = b"\x00\x29\x00\x00"  # GUE version 0, hlen 0, proto_ctype 41 (IPv6), flags 0
 
 
 class Forwarder6(Forwarder):
@@ -138,23 +150,32 @@ class Tunnel6(Forwarder6):
     """IPv6 in IPv6 (`-i`, tun-type ipip: next header 41, RFC 2473) or in GRE over IPv6 (tun-type gre:
     next header 47, protocol 0x86DD, with --tun-csum the checksum word), as ip_vs_tunnel_xmit_v6: the
     request, hop limit - 1, inside a header from the director's address on the egress link to the real
-    server; the outer hop limit and traffic class (ECN as encapsulated) come from the inner. Partial
-    checksums are completed first (no device would finish an inner one). GUE over IPv6 is not there yet
-    (`method_unsupported`), nor the segmentation of GSO super-frames (`gso_unsupported`)."""
+    server; the outer hop limit and traffic class (ECN as encapsulated) come from the inner. GUE over
+    IPv6 (tun-type gue: UDP from a flow-hashed port to the GUE port, proto_ctype 41) always carries its
+    UDP checksum (IPv6 requires it). Partial checksums are completed first (no device would finish an
+    inner one); GSO super-frames are not segmented here yet (`gso_unsupported`)."""
 
     method = Method.TUNNEL
     sees_replies = False
 
+    def __init__(self, egress, egress6: Egress6) -> None:
+        super().__init__(egress, egress6)
+        self._seed = secrets.randbits(32)
+
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         tun_type = conn.dest.tun_type
-        if tun_type not in ("ipip", "gre"):
+        if tun_type == "gue" and not conn.dest.tun_port:
+            return "tunnel_no_port"
+        if tun_type not in ("ipip", "gre", "gue"):
             return "method_unsupported"
         f = FlowEntry(conn.proto, conn.in_key, Method.TUNNEL, DIR_IN, conn.caddr + conn.vaddr,
                       conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False), flags=F_ENGINE_ONLY)
-        f.encap = ENCAP_IPIP if tun_type == "ipip" else ENCAP_GRE
+        f.encap = ENCAP_BY_TUN_TYPE[tun_type]
         if tun_type == "gre" and conn.dest.tun_flags in ("csum", "remcsum"):
             f.flags |= F_ENCAP_CSUM
         f.outer_dst = conn.daddr
+        f.encap_dport = conn.dest.tun_port
+        f.encap_sport = flow_port(conn.in_key + bytes((conn.proto,)), self._seed)
         conn.in_flow = f
         return None
 
@@ -174,7 +195,7 @@ class Tunnel6(Forwarder6):
         end = packet_end(buf)
         if buf[IP + v6.V6_HLIM] <= 1:
             return self.egress6.refuse(buf, hop, now, True) or []
-        overhead = v6.HDR_LEN + self.gre_len(f)
+        overhead = v6.HDR_LEN + self.encap_len(f)
         if hop is not None and end - IP + overhead > hop.mtu:
             self.egress.drops["packet_too_big"] += 1
             return self.egress6.icmp_error(buf, v6.PACKET_TOO_BIG, 0, hop.mtu - overhead, now)
@@ -190,13 +211,27 @@ class Tunnel6(Forwarder6):
         nh = v6.NH_IPV6
         if f.encap == ENCAP_GRE:
             nh, inner = NH_GRE, self.gre(f, inner)
+        elif f.encap == ENCAP_GUE:
+            nh, inner = v6.NH_UDP, self.gue(f, src, conn.daddr, inner)
         outer = v6.header(src, conn.daddr, nh, len(inner), hlim, tclass)
         frame = bytearray(EMPTY_VNET + _ETH_IPV6 + outer + inner)
         return self.egress6.send(frame, hop, conn.daddr, now)
 
     @staticmethod
-    def gre_len(f: FlowEntry) -> int:
+    def encap_len(f: FlowEntry) -> int:
+        """The bytes between the outer IPv6 header and the inner packet."""
+        if f.encap == ENCAP_GUE:
+            return 8 + len(GUE6_HEADER)
         return 0 if f.encap != ENCAP_GRE else 8 if f.flags & F_ENCAP_CSUM else 4
+
+    @staticmethod
+    def gue(f: FlowEntry, src: bytes, dst: bytes, inner: bytes) -> bytes:
+        """UDP (checksum included) and the GUE header in front of the packet."""
+        length = 8 + len(GUE6_HEADER) + len(inner)
+        udp = bytearray(struct.pack("!HHHH", f.encap_sport, f.encap_dport, length, 0) + GUE6_HEADER + inner)
+        c = checksum.checksum(udp, v6.pseudo_sum(src, dst, v6.NH_UDP, length)) or 0xFFFF
+        udp[6:8] = c.to_bytes(2, "big")
+        return bytes(udp)
 
     @staticmethod
     def gre(f: FlowEntry, inner: bytes) -> bytes:
@@ -214,6 +249,8 @@ class Tunnel6(Forwarder6):
             return at
         if proto == NH_GRE and at + 4 <= end and buf[at + 2:at + 4] == GRE6_HEADER[2:]:
             return at + (8 if buf[at] & 0x80 else 4)
+        if proto == v6.NH_UDP and at + 12 <= end and buf[at + 8] >> 6 == 0 and buf[at + 9] == v6.NH_IPV6:
+            return at + 12 + ((buf[at + 8] & 0x1F) << 2)  # UDP header, GUE header and its options
         return None
 
     def about_own_packet(self, buf: Buffer, emb: int, inner: int, end: int, conns: ConnTable,
