@@ -170,3 +170,35 @@ def multicast_mac(addr: bytes) -> bytes:
 def unsolicited_advertisement(mac: bytes, target: bytes) -> bytes:
     """What the director sends when it takes `target` (the IPv6 counterpart of gratuitous ARP)."""
     return advertisement(mac, target, multicast_mac(ALL_NODES), ALL_NODES, solicited=False)
+
+
+def tcp_segments(packet: bytes | bytearray | memoryview, mss: int) -> list[bytes] | None:
+    """Cut a TCP/IPv6 super-frame (a GSO_TCPV6 packet, no extension headers; its checksum partial or not)
+    into packets of at most `mss` payload bytes, as tcp_gso_segment: the sequence number advances by
+    the payload, FIN and PSH stay on the last segment only, CWR on the first only; checksums complete.
+    None if the packet is not one to cut so."""
+    if len(packet) < HDR_LEN + 20 or packet[V6_NEXT] != NH_TCP or mss <= 0:
+        return None
+    thl = (packet[HDR_LEN + 12] >> 4) << 2
+    hl = HDR_LEN + thl
+    if thl < 20 or len(packet) < hl:
+        return None
+    ip6 = bytes(packet[:HDR_LEN])
+    tcp = bytearray(packet[HDR_LEN:hl])
+    payload = bytes(packet[hl:])
+    seq = int.from_bytes(tcp[4:8], "big")
+    flags = tcp[13]
+    src, dst = ip6[V6_SRC:V6_SRC + 16], ip6[V6_DST:V6_DST + 16]
+    out = []
+    starts = range(0, max(len(payload), 1), mss)
+    for n, off in enumerate(starts):
+        piece = payload[off:off + mss]
+        last = n == len(starts) - 1
+        tcp[4:8] = ((seq + off) & 0xFFFFFFFF).to_bytes(4, "big")
+        tcp[13] = flags & ~((0x01 | 0x08) if not last else 0) & ~(0x80 if n else 0)  # FIN, PSH / CWR
+        tcp[16] = tcp[17] = 0
+        length = thl + len(piece)
+        c = checksum.checksum(bytes(tcp) + piece, pseudo_sum(src, dst, NH_TCP, length))
+        tcp[16:18] = c.to_bytes(2, "big")
+        out.append(ip6[:V6_PLEN] + length.to_bytes(2, "big") + ip6[V6_PLEN + 2:] + bytes(tcp) + piece)
+    return out

@@ -72,6 +72,13 @@ def test_tun_over_ipv6_decapsulated_by_lvs_rs(dr6, tun_type):
         inner = [IPv6(bytes(p[IPv6].payload)[skip:]) for p in tunnelled]
         assert all(q.dst == ipv6.DR_VIP6 and q.src == ipv6.CLIENT6 for q in inner)
         assert "Tunnel" in dr6.lvsadm("-L", "-n").stdout
+        # an upload: the client's data crosses the tunnel (super-frames are cut to their MSS first)
+        body = os.path.join(dr6.net.tmp, "upload.bin")
+        with open(body, "wb") as f:
+            f.write(os.urandom(900 << 10))  # under nginx's client_max_body_size (1 MB)
+        r = dr6.net.exec("client", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+                         "--max-time", "30", "--data-binary", f"@{body}", ipv6.url6(ipv6.DR_VIP6), timeout=40)
+        assert r.stdout.split() == ["200", str(900 << 10)], r.stdout + r.stderr
     finally:
         for name in dr6.rs_names:
             lvs_rs(name, "down")

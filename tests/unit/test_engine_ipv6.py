@@ -497,3 +497,25 @@ def test_fullnat6_proxy_protocol_header_and_shifted_sequence_numbers(version):
     more = from_client(TCP(sport=40000, dport=80, flags="A", seq=seq + 18, ack=5001) / b"x")
     _, out = one(engine.process(frame(more), 1, 0.4))
     assert out[TCP].seq == seq + 18 + len(header) and checksums_valid(out)
+
+
+def test_tunnel_cuts_a_tcp_super_frame_to_its_mss():
+    engine = make_tun6()
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=10))), 1, 0.0)
+    data = bytes(range(256)) * 12  # 3072 bytes
+    big = from_client(TCP(sport=40000, dport=80, flags="PA", seq=11, ack=1) / data)
+    raw = bytearray(bytes(big))
+    l4 = 14 + 40
+    pseudo = checksum.fold(checksum.ones_sum(pack_ip(CLIENT6) + pack_ip(VIP6)) + 6 + len(raw) - l4)
+    raw[l4 + 16:l4 + 18] = pseudo.to_bytes(2, "big")
+    buf = bytearray(vnet.pack(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV6, hdr_len=l4 + 20, gso_size=1000,
+                              csum_start=l4, csum_offset=16)) + raw
+    out = engine.process(buf, 1, 0.1)
+    assert len(out) == 4 and {i for i, _ in out} == {2}
+    inners = [IPv6(bytes(parse(b)[IPv6].payload)) for _, b in out]
+    assert [q[TCP].seq for q in inners] == [11, 1011, 2011, 3011]
+    assert [len(q[TCP].payload) for q in inners] == [1000, 1000, 1000, 72]
+    assert [str(q[TCP].flags) for q in inners] == ["A", "A", "A", "PA"]
+    assert b"".join(bytes(q[TCP].payload) for q in inners) == data
+    assert all(checksums_valid(Ether() / q) and q.hlim == 63 for q in inners)
+    assert all(vnet.unpack(b)[:2] == (0, vnet.GSO_NONE) for _, b in out)

@@ -36,7 +36,7 @@ from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import IP, PROTO_TCP, PROTO_UDP, TCP_CSUM, UDP_CSUM
 from pylvs.packet.offload import complete_partial
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
-from pylvs.packet.vnet import F_NEEDS_CSUM
+from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_TCPV6
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn, ConnTable
@@ -152,8 +152,9 @@ class Tunnel6(Forwarder6):
     request, hop limit - 1, inside a header from the director's address on the egress link to the real
     server; the outer hop limit and traffic class (ECN as encapsulated) come from the inner. GUE over
     IPv6 (tun-type gue: UDP from a flow-hashed port to the GUE port, proto_ctype 41) always carries its
-    UDP checksum (IPv6 requires it). Partial checksums are completed first (no device would finish an
-    inner one); GSO super-frames are not segmented here yet (`gso_unsupported`)."""
+    UDP checksum (IPv6 requires it). Partial checksums are completed first and TCP super-frames cut to
+    their MSS (no device would finish an inner checksum or cut a tunnelled packet); other GSO types are
+    dropped (`gso_unsupported`)."""
 
     method = Method.TUNNEL
     sees_replies = False
@@ -188,10 +189,10 @@ class Tunnel6(Forwarder6):
         return self.encapsulate(conn, buf, now)
 
     def encapsulate(self, conn: Conn, buf: Buffer, now: float) -> Output:
+        if buf[1]:  # a GSO super-frame: no device would cut a tunnelled one, so it is cut here
+            return self.segmented(conn, buf, now)
         f = conn.in_flow
         hop = f.hop or self.hop(f, conn.daddr)
-        if buf[1]:
-            return self.egress.drop("gso_unsupported")
         end = packet_end(buf)
         if buf[IP + v6.V6_HLIM] <= 1:
             return self.egress6.refuse(buf, hop, now, True) or []
@@ -216,6 +217,22 @@ class Tunnel6(Forwarder6):
         outer = v6.header(src, conn.daddr, nh, len(inner), hlim, tclass)
         frame = bytearray(EMPTY_VNET + _ETH_IPV6 + outer + inner)
         return self.egress6.send(frame, hop, conn.daddr, now)
+
+    def segmented(self, conn: Conn, buf: Buffer, now: float) -> Output:
+        """A TCP/IPv6 super-frame cut into MSS-sized packets (software GSO), each tunnelled on its own."""
+        gso_size = buf[4] | buf[5] << 8
+        if buf[1] & ~GSO_ECN != GSO_TCPV6:
+            return self.egress.drop("gso_unsupported")
+        pieces = v6.tcp_segments(memoryview(buf)[IP:packet_end(buf)], gso_size)
+        if pieces is None:
+            return self.egress.drop("gso_unsupported")
+        out: Output = []
+        lead = bytes(buf[:IP])
+        for piece in pieces:
+            frame = bytearray(lead + piece)
+            frame[0:10] = EMPTY_VNET
+            out += self.encapsulate(conn, frame, now)
+        return out
 
     @staticmethod
     def encap_len(f: FlowEntry) -> int:
