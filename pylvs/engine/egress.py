@@ -101,6 +101,8 @@ class Egress:
     def _fragmented(self, buf: Buffer, hop: Hop) -> Output:
         """A packet longer than the link's MTU, as fragments (ip_fragment; IPVS sets ignore_df, so DF
         packets that got this far, such as ICMP errors, are cut too)."""
+        if buf[IP] >> 4 == 6:  # IPv6 is never fragmented on the way (a frame parked before its MTU was known)
+            return self.drop("packet_too_big")
         end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
         if end - IP <= hop.mtu:  # only Ethernet padding made the frame long
             buf[ETH:ETH + 12] = hop.eth

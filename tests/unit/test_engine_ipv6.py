@@ -519,3 +519,16 @@ def test_tunnel_cuts_a_tcp_super_frame_to_its_mss():
     assert b"".join(bytes(q[TCP].payload) for q in inners) == data
     assert all(checksums_valid(Ether() / q) and q.hlim == 63 for q in inners)
     assert all(vnet.unpack(b)[:2] == (0, vnet.GSO_NONE) for _, b in out)
+
+
+def test_an_oversized_frame_parked_for_its_neighbour_is_not_cut_as_ipv4():
+    engine = make_engine6(rs_mtu=1280)
+    rip = pack_ip(RIPS6[2])
+    hop = engine.routes.hops.pop(rip)  # the real server's neighbour is not known yet
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0)
+    big = from_client(TCP(sport=40000, dport=80, flags="A") / (b"z" * 1300))
+    assert engine.process(frame(big), 1, 0.1) == []  # parked: no MTU to check against yet
+    engine.routes.hops[rip] = hop
+    out = engine.flush_parked(0.2)
+    assert len(out) == 1 and parse(out[0][1])[IPv6].dst == RIPS6[2]  # the SYN goes
+    assert engine.drops["packet_too_big"] == 1  # the big one is dropped, never fragmented as IPv4
