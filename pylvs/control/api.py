@@ -16,9 +16,18 @@ from pylvs import __version__
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import DIR_IN
 from pylvs.engine.engine import Engine
-from pylvs.engine.services import DEFAULT_SCHEDULER, ConfigError, RealServer, VirtualService, ip, pack_ip
+from pylvs.engine.services import (
+    DEFAULT_SCHEDULER,
+    ConfigError,
+    RealServer,
+    VirtualService,
+    ip,
+    pack_ip,
+    prefix_len,
+    prefix_mask,
+)
 from pylvs.engine.table import ServiceTable
-from pylvs.ipvs_uapi import PROTO_NAMES, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Method
+from pylvs.ipvs_uapi import AF_INET6, PROTO_NAMES, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Method
 from pylvs.sync.config import BACKUP, MASTER, DaemonConfig
 from pylvs.sync.proto import SYNC_GROUP, SYNC_PORT
 
@@ -40,7 +49,21 @@ def _addr(text: Any) -> bytes:
     try:
         return pack_ip(str(text))
     except OSError:
-        raise BadRequest(f"bad IPv4 address {text!r}") from None
+        raise BadRequest(f"bad address {text!r}") from None
+
+
+def _netmask(obj: dict, v6: bool) -> bytes:
+    """The persistence netmask: dotted IPv4 text, or for IPv6 services a prefix length (as ipvsadm's -M)."""
+    value = obj.get("netmask")
+    if v6:
+        prefix = 128 if value in (None, "") else value
+        if not isinstance(prefix, int) or isinstance(prefix, bool) or not 1 <= prefix <= 128:
+            raise BadRequest(f"bad IPv6 netmask {value!r}")
+        return prefix_mask(prefix, 16)
+    mask = _addr("255.255.255.255" if value in (None, "") else value)
+    if len(mask) != 4:
+        raise BadRequest(f"bad IPv4 netmask {value!r}")
+    return mask
 
 
 def _int(obj: dict, name: str, default: int, lo: int = 0, hi: int = 2**32 - 1) -> int:
@@ -55,8 +78,9 @@ def service_id(obj: Any) -> tuple[int, bytes, int, int]:
     if not isinstance(obj, dict):
         raise BadRequest("missing service")
     fwmark = _int(obj, "fwmark", 0)
-    if fwmark:
-        return PROTOCOLS.get(str(obj.get("protocol", "tcp")), PROTO_TCP), b"\0\0\0\0", 0, fwmark
+    if fwmark:  # the family of a fwmark service is that of its (zero) address, as the kernel's svc->af
+        zero = bytes(16) if obj.get("af") in ("inet6", AF_INET6) else bytes(4)
+        return PROTOCOLS.get(str(obj.get("protocol", "tcp")), PROTO_TCP), zero, 0, fwmark
     proto = PROTOCOLS.get(str(obj.get("protocol", "")).lower())
     if proto is None:
         raise ConfigError("ENOPROTOOPT", "Protocol not available")
@@ -72,7 +96,7 @@ def decode_service(obj: Any) -> VirtualService:
     return VirtualService(
         protocol=proto, addr=addr, port=port, fwmark=fwmark, scheduler=scheduler,
         flags=_int(obj, "flags", 0), timeout=_int(obj, "timeout", 0),
-        netmask=_addr(obj.get("netmask", "255.255.255.255")), pe=str(obj.get("pe") or ""), proxy_protocol=proxy,
+        netmask=_netmask(obj, len(addr) == 16), pe=str(obj.get("pe") or ""), proxy_protocol=proxy,
         synproxy=bool(obj.get("synproxy", False)),
     )
 
@@ -116,10 +140,13 @@ def encode_dest(dest: RealServer) -> dict[str, Any]:
 def encode_service(svc: VirtualService) -> dict[str, Any]:
     out: dict[str, Any] = {"fwmark": svc.fwmark} if svc.fwmark else {
         "protocol": PROTO_NAMES[svc.protocol].lower(), "addr": ip(svc.addr), "port": svc.port}
+    v6 = len(svc.addr) == 16
+    if svc.fwmark and v6:
+        out["af"] = "inet6"
     out.update({
         "scheduler": svc.scheduler, "flags": svc.flags, "timeout": svc.timeout,
-        "netmask": ip(svc.netmask), "pe": svc.pe, "proxy_protocol": svc.proxy_protocol,
-        "synproxy": svc.synproxy,
+        "netmask": prefix_len(svc.netmask) if v6 else ip(svc.netmask),
+        "pe": svc.pe, "proxy_protocol": svc.proxy_protocol, "synproxy": svc.synproxy,
         **_stats(svc.stats), "dests": [encode_dest(d) for d in svc.dests],
         "laddrs": [encode_laddr(la) for la in svc.laddrs],
     })

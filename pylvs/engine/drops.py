@@ -35,6 +35,8 @@ REASONS: dict[str, str] = {
     "icmp_unrelated": "ICMP to a VIP that is neither echo request nor an error",
     "icmp_no_conn": "ICMP error about no known connection",
     "icmp_unsupported": "ICMP error about a connection whose method does not translate it",
+    "packet_too_big": "IPv6 packet too big for the egress link (answered with Packet Too Big)",
+    "method_unsupported": "IPv6 connection to a real server whose forwarding method has no IPv6 path yet",
     "icmp_tunnel_no_df": "fragmentation needed about a tunnelled packet the client may fragment",
     "synproxy_bad_cookie": "ACK to a SYN-proxy service whose SYN cookie is wrong or too old",
     "synproxy_setup": "client segment (or a SYN) beyond what the SYN proxy holds while the real server has not "

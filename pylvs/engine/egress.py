@@ -65,6 +65,7 @@ class Interface:
     mac: bytes
     addrs: set[bytes] = field(default_factory=set)
     mtu: int = 1500
+    addrs6: set[bytes] = field(default_factory=set)  # global IPv6 addresses (sources of ICMPv6 errors)
 
 
 class Egress:
@@ -100,6 +101,8 @@ class Egress:
     def _fragmented(self, buf: Buffer, hop: Hop) -> Output:
         """A packet longer than the link's MTU, as fragments (ip_fragment; IPVS sets ignore_df, so DF
         packets that got this far, such as ICMP errors, are cut too)."""
+        if buf[IP] >> 4 == 6:  # IPv6 is never fragmented on the way (a frame parked before its MTU was known)
+            return self.drop("packet_too_big")
         end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
         if end - IP <= hop.mtu:  # only Ethernet padding made the frame long
             buf[ETH:ETH + 12] = hop.eth
@@ -176,6 +179,10 @@ class Egress:
             hop = self.routes.hop(bytes(packet[IP_SRC:IP_SRC + 4]))
             src = self.source_address(self.interface_for(hop)) or INADDR_DUMMY
         return self.send_ip(icmp.error(src, packet, icmp_type, code, mtu=info), now)
+
+    def allow_icmp(self, dst: bytes, now: float) -> bool:
+        """Whether a rate-limited error may go to `dst` now (the same bucket for ICMPv6 errors)."""
+        return self._icmp_allowed(dst, icmp.TIME_EXCEEDED, 0, now)
 
     def _icmp_allowed(self, dst: bytes, icmp_type: int, code: int, now: float) -> bool:
         """icmpv4_xrlim_allow: a token bucket per destination, a second a message, bursts of six."""

@@ -33,6 +33,7 @@ from pylvs.engine.forward.fullnat import FullNat
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.forward.tun import Tunnel
 from pylvs.engine.hops import Routes
+from pylvs.engine.inet6 import Inet6
 from pylvs.engine.services import RealServer, VirtualService
 from pylvs.engine.stats import ESTIMATOR_PERIOD, Stats
 from pylvs.engine.synproxy import Handshake, SynProxy
@@ -50,6 +51,7 @@ from pylvs.ipvs_uapi import (
     Method,
 )
 from pylvs.packet import arp, icmp
+from pylvs.packet.ipv6 import ETHERTYPE_IPV6
 from pylvs.packet.layout import (
     ETH,
     ETH_TYPE,
@@ -122,6 +124,7 @@ class Engine:
         self.egress = Egress(routes, self.drops, self.owned)
         self.egress.flows_changed = self._flows_changed
         self.forwarders: dict[Method, Forwarder] = {m: cls(self.egress) for m, cls in FORWARDERS.items()}
+        self.inet6 = Inet6(self)
         self._macs: dict[int, bytes] = {}
         self._local_addrs: set[bytes] = set()  # the director's own addresses (tunnel sources)
         self._tables = self.conns.by_proto
@@ -188,10 +191,12 @@ class Engine:
         return self.table.generation + self._standby_changes
 
     def announce(self, addrs: Iterable[bytes] | None = None) -> Output:
-        """Gratuitous ARP on every interface for `addrs` (owned ones only), or for every owned address."""
+        """Gratuitous ARP (IPv6: unsolicited neighbour advertisements) on every interface for `addrs`
+        (owned ones only), or for every owned address."""
         chosen = self.owned if addrs is None else [a for a in addrs if a in self.owned]
         return [
-            (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr)))
+            (iface.ifindex, bytearray(EMPTY_VNET + arp.gratuitous(iface.mac, addr) if len(addr) == 4
+                                      else self.inet6.announce(iface.mac, addr)))
             for iface in self.interfaces.values()
             for addr in sorted(chosen)
         ]
@@ -243,6 +248,8 @@ class Engine:
         except struct.error:
             return self._short(buf, ifindex)
         if etype != ETHERTYPE_IPV4:
+            if etype == ETHERTYPE_IPV6:
+                return self.inet6.process(buf, ifindex, now, mark)  # the IPv6 half (pylvs.engine.inet6)
             return self._arp(buf, ifindex) if etype == ETHERTYPE_ARP else NOTHING
         if dmac != self._macs.get(ifindex):
             return NOTHING  # not addressed to us at layer 2 (another host's frame, multicast)
@@ -605,11 +612,14 @@ class Engine:
     def _persist(self, svc: VirtualService, flow: Flow, vport: bytes, now: float,
                  pe_data: bytes = b"") -> tuple[RealServer | None, Conn | None]:
         """Persistence: reuse the client network's template, or schedule and make one (ipvs.md §3.5)."""
-        snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(4, "big")
+        size = len(flow.saddr)  # 16 for IPv6, whose netmask is 16 bytes too (-M as a prefix length)
+        snet = (int.from_bytes(flow.saddr, "big") & int.from_bytes(svc.netmask, "big")).to_bytes(size, "big")
         # Port-zero and FTP services keep one template for all ports; others one per virtual port.
         tport = b"\0\0" if svc.port in (0, 21) or svc.fwmark else vport
         # A fwmark template is protocol IP (0): one per client for every protocol and address of the mark.
-        tproto, taddr = (0, svc.fwmark.to_bytes(4, "big")) if svc.fwmark else (flow.protocol, flow.daddr)
+        # (As the kernel, the mark is the first word of an address of the service's family.)
+        tproto, taddr = (0, svc.fwmark.to_bytes(4, "big") + bytes(size - 4)) if svc.fwmark else (flow.protocol,
+                                                                                                 flow.daddr)
         key = (tproto, snet, taddr, tport, svc.fwmark, pe_data)  # pe data: ip_vs_sip_ct_match adds the Call-ID
         tmpl = self.conns.templates.get(key)
         if tmpl is not None and not tmpl.dead:
@@ -640,7 +650,7 @@ class Engine:
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float, one_packet: bool = False) -> Conn | None:
-        forwarder = self.forwarders.get(dest.method)
+        forwarder = self.forwarders.get(dest.method) if len(caddr) == 4 else self.inet6.forwarder(dest)
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
         dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \
@@ -767,7 +777,7 @@ class Engine:
     def _sync_dest(self, rec: SyncConn) -> tuple[VirtualService | None, RealServer | None]:
         """The service (looked up as for a packet) and real server of a synced connection (ip_vs_find_dest)."""
         vport = int.from_bytes(rec.vport, "big")
-        svc = ((self.table.by_fwmark.get(rec.fwmark) if rec.fwmark else None)
+        svc = ((self.table.fwmarks(rec.vaddr).get(rec.fwmark) if rec.fwmark else None)
                or self.table.find(rec.protocol, rec.vaddr, vport) or self.table.find(rec.protocol, rec.vaddr, 0))
         if svc is None:
             return None, None

@@ -27,7 +27,7 @@ from pylvs.ipvs_uapi import (
 
 __all__ = ["PROTO_NAMES", "PROTO_TCP", "PROTO_UDP", "SVC_F_ONEPACKET", "SVC_F_PERSISTENT", "SVC_F_SCHED1",
            "SVC_F_SCHED2", "SVC_F_SCHED3", "ConfigError", "LocalAddress", "Method", "RealServer", "VirtualService",
-           "family", "ip", "pack_ip"]
+           "family", "ip", "pack_ip", "prefix_len", "prefix_mask"]
 
 DEFAULT_SCHEDULER = "wlc"
 DEFAULT_PERSISTENT_TIMEOUT = 360
@@ -50,6 +50,19 @@ def pack_ip(text: str) -> bytes:
 
 def ip(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+def prefix_mask(prefix: int, size: int) -> bytes:
+    """The netmask of `prefix` leading one bits in an address of `size` bytes."""
+    bits = size * 8
+    return (((1 << bits) - 1) >> (bits - prefix) << (bits - prefix)).to_bytes(size, "big")
+
+
+def prefix_len(mask: bytes) -> int:
+    """The leading one bits of a netmask (what ipvsadm shows as an IPv6 `mask`)."""
+    value = int.from_bytes(mask, "big")
+    bits = len(mask) * 8
+    return bits - (((1 << bits) - 1) ^ value).bit_length()
 
 
 def family(addr: bytes) -> int:

@@ -50,6 +50,7 @@ class ServiceTable:
         self.methods = methods  # forwarding methods the engine implements (None: any)
         self.services: dict[tuple[int, bytes, int], VirtualService] = {}
         self.by_fwmark: dict[int, VirtualService] = {}
+        self.by_fwmark6: dict[int, VirtualService] = {}  # IPv6 fwmark services: the kernel keys them by (af, mark)
         self.generation = 0
         self.index: dict[int, dict[bytes, VirtualService]] = {PROTO_TCP: {}, PROTO_UDP: {}, PROTO_SCTP: {}}
         self.addresses: set[bytes] = set()
@@ -73,14 +74,18 @@ class ServiceTable:
             self.addresses.discard(addr)
 
     def __iter__(self) -> Iterator[VirtualService]:
-        return iter(list(self.services.values()) + list(self.by_fwmark.values()))
+        return iter(list(self.services.values()) + list(self.by_fwmark.values()) + list(self.by_fwmark6.values()))
 
     def __len__(self) -> int:
-        return len(self.services) + len(self.by_fwmark)
+        return len(self.services) + len(self.by_fwmark) + len(self.by_fwmark6)
+
+    def fwmarks(self, addr: bytes) -> dict[int, VirtualService]:
+        """The fwmark services of the family of `addr` (4 or 16 bytes)."""
+        return self.by_fwmark6 if len(addr) == 16 else self.by_fwmark
 
     def find(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService | None:
         if fwmark:
-            return self.by_fwmark.get(fwmark)
+            return self.fwmarks(addr).get(fwmark)
         return self.services.get((protocol, addr, port))
 
     def get(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService:
@@ -97,7 +102,7 @@ class ServiceTable:
         self._check_service(svc)
         svc.sched = self._new_scheduler(svc, svc.scheduler)
         if svc.fwmark:
-            self.by_fwmark[svc.fwmark] = svc
+            self.fwmarks(svc.addr)[svc.fwmark] = svc
         else:
             self.services[svc.key] = svc
             self.index.setdefault(svc.protocol, {})[svc.addr + svc.port.to_bytes(2, "big")] = svc
@@ -121,7 +126,7 @@ class ServiceTable:
     def del_service(self, protocol: int, addr: bytes, port: int, fwmark: int = 0) -> VirtualService:
         svc = self.get(protocol, addr, port, fwmark)
         if fwmark:
-            del self.by_fwmark[fwmark]
+            del self.fwmarks(addr)[fwmark]
         else:
             del self.services[svc.key]
             del self.index[svc.protocol][svc.addr + svc.port.to_bytes(2, "big")]
@@ -143,7 +148,7 @@ class ServiceTable:
     def add_dest(self, svc: VirtualService, dest: RealServer) -> RealServer:
         if svc.find_dest(dest.addr, dest.port) is not None:
             raise ConfigError("EEXIST", "Destination already exists")
-        self._check_dest(dest)
+        self._check_dest(dest, svc)
         trashed = self.trash.pop((_identity(svc), dest.addr, dest.port), None)
         if trashed is not None:  # ip_vs_trash_get_dest: the same server again, counters and all
             old = trashed[0]
@@ -159,7 +164,7 @@ class ServiceTable:
         dest = svc.find_dest(new.addr, new.port)
         if dest is None:
             raise ConfigError("ENOENT", "No such destination")
-        self._check_dest(new)
+        self._check_dest(new, svc)
         self._configure(dest, new)
         svc.sched.update(svc)
         self._changed()
@@ -235,7 +240,7 @@ class ServiceTable:
         if svc.flags & SVC_F_PERSISTENT and svc.timeout <= 0:
             raise ConfigError("EINVAL", EINVAL_TEXT)
 
-    def _check_dest(self, dest: RealServer) -> None:
+    def _check_dest(self, dest: RealServer, svc: VirtualService) -> None:
         if self.methods is not None and dest.method not in self.methods:
             raise ConfigError("EOPNOTSUPP", f"Forwarding method {dest.method.label} is not supported yet")
         if dest.weight < 0 or dest.weight > MAX_WEIGHT:
@@ -244,5 +249,15 @@ class ServiceTable:
             raise ConfigError("ERANGE", "Numerical result out of range")
         if not usable_unicast(dest.addr, loopback=True):  # 127/8 is local (RTN_LOCAL): the kernel takes it
             raise ConfigError("EINVAL", EINVAL_TEXT)
+        if len(dest.addr) == 16 and dest.addr[0] == 0xFE and dest.addr[1] & 0xC0 == 0x80:
+            raise ConfigError("EINVAL", EINVAL_TEXT)  # link-local: not a unicast the kernel forwards to
+        if len(dest.addr) != len(svc.addr):
+            if len(svc.addr) == 16 and dest.method == Method.FULLNAT:
+                return  # NAT64: IPv4 real servers of an IPv6 service, from IPv4 local addresses
+            if dest.method not in (Method.TUNNEL, Method.FULLNAT):
+                raise ConfigError("EINVAL", EINVAL_TEXT)  # mixed families only for tunnels (ip_vs_genl_set_cmd)
+            # The kernel tunnels IPv4 in IPv6 and back; pylvs' tunnels keep the family of the service, and
+            # FULLNAT translates IPv6 clients to IPv4 servers only (NAT64, not NAT46).
+            raise ConfigError("EAFNOSUPPORT", "Operation not supported with specified address family")
         if dest.tun_type == "gue" and not dest.tun_port:
             raise ConfigError("EINVAL", EINVAL_TEXT)

@@ -48,6 +48,10 @@ TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_ALLMULTI = 2
+_MREQ = struct.Struct("=iHH8s")  # struct packet_mreq
 SO_ATTACH_FILTER = 26
 SKF_AD_MARK = 0xFFFFF000 + 20  # classic BPF ancillary load of skb->mark
 
@@ -160,13 +164,17 @@ class RingSocket:
     """An interface's packet socket: ring receive, direct send, both with virtio_net_hdr."""
 
     def __init__(self, ifname: str, version: int = 2, slots: int = 256, block_size: int = 1 << 20,
-                 block_nr: int = 16, retire_ms: int = 1, protocol: int = ETH_P_IP, mark: int | None = 0) -> None:
-        """`protocol` ETH_P_IP sees frames after the ingress hooks, so marks that nftables sets there
-        (`table netdev`) are visible; `mark` keeps only frames with that mark (None: no filter)."""
+                 block_nr: int = 16, retire_ms: int = 1, protocol: int = ETH_P_IP, mark: int | None = 0,
+                 allmulti: bool = False) -> None:
+        """`protocol` ETH_P_IP (or ETH_P_IPV6) sees frames after the ingress hooks, so marks that nftables
+        sets there (`table netdev`) are visible; `mark` keeps only frames with that mark (None: no
+        filter); `allmulti` has the interface pass every multicast frame up (neighbour solicitations
+        for VIPs go to solicited-node groups the director's kernel never joined)."""
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         self.version = version
         self.mark = mark
+        self.protocol = protocol
         if version == 2:
             block_size, block_nr = V2_SLOT, slots
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: no rx until bound
@@ -185,6 +193,9 @@ class RingSocket:
             if mark is not None:
                 self._filter = attach_mark_filter(sock, mark)  # before bind: no unfiltered frame gets in
             sock.bind((ifname, protocol))
+            if allmulti:
+                mreq = _MREQ.pack(self.ifindex, PACKET_MR_ALLMULTI, 0, bytes(8))
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         except BaseException:
             sock.close()
             raise

@@ -32,7 +32,7 @@ from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import ConfigError
 from pylvs.io import steering
-from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, RingSocket
+from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, RingSocket
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
@@ -40,6 +40,7 @@ from pylvs.io.txring import TxRing
 from pylvs.metrics import families as metrics_families
 from pylvs.metrics import snapshot as metrics_snapshot
 from pylvs.metrics.publisher import Publisher
+from pylvs.packet.layout import ETH_TYPE
 from pylvs.sync import snapshot
 from pylvs.sync.config import SyncSettings
 from pylvs.systemd.notify import Notifier
@@ -68,7 +69,9 @@ def read_interface(ipr: IPRoute, name: str) -> Interface:
         ipr.link("set", index=found[0], state="up")
     addrs = {socket.inet_aton(a.get("IFA_ADDRESS")) for a in ipr.get_addr(index=found[0], family=socket.AF_INET)}
     mac = bytes.fromhex(link.get("IFLA_ADDRESS").replace(":", ""))
-    return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500)
+    addrs6 = {socket.inet_pton(socket.AF_INET6, a.get("IFA_ADDRESS"))
+              for a in ipr.get_addr(index=found[0], family=socket.AF_INET6) if a["scope"] == 0}  # global only
+    return Interface(found[0], name, mac, addrs, link.get("IFLA_MTU") or 1500, addrs6)
 
 
 def mem_available_pages() -> int | None:
@@ -96,6 +99,7 @@ class Director:
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
         self.tx_rings: dict[int, TxRing] = {}  # frames of a round leave together (pylvs.io.txring)
+        self.tx6: dict[int, object] = {}  # IPv6 frames leave through the IPv6 socket (its GSO types)
         self.errors = 0
         self.tx_errors = 0
         self.stopping = False
@@ -367,6 +371,8 @@ class Director:
         except OSError as exc:
             log.warning("%s: no transmit ring (%s): each frame is sent on its own", iface.name, exc)
         self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
+        ring6 = self._open_ring(iface.name, ETH_P_IPV6, 0, allmulti=True, **self._ring_args)
+        self.tx6[ring6.ifindex] = ring6.send
 
     # -- interfaces that go away and come back ------------------------------------------------
 
@@ -379,6 +385,7 @@ class Director:
                 tx_ring = self.tx_rings.pop(ring.ifindex, None)
                 if tx_ring is not None:
                     tx_ring.close()
+                self.tx6.pop(ring.ifindex, None)
                 del self.rings[fd]
                 try:
                     ring.close()
@@ -417,12 +424,14 @@ class Director:
         return ring
 
     def _sync_fwmark_rings(self) -> None:
-        """One small ring per (interface, fwmark service): its BPF filter passes only that mark."""
-        wanted = {(iface.name, svc.fwmark) for iface in self.engine.interfaces.values()
+        """One small ring per (interface, fwmark service): its BPF filter passes only that mark (an IPv6
+        fwmark service's ring takes IPv6 frames)."""
+        wanted = {(iface.name, svc.fwmark, ETH_P_IPV6 if len(svc.addr) == 16 else ETH_P_IP)
+                  for iface in self.engine.interfaces.values()
                   for svc in self.engine.table if svc.fwmark and iface.name not in self._lost}
-        have = {(r.ifname, r.mark): fd for fd, r in self.rings.items() if r.mark}
+        have = {(r.ifname, r.mark, r.protocol): fd for fd, r in self.rings.items() if r.mark}
         for key in wanted - have.keys():
-            self._open_ring(key[0], ETH_P_IP, key[1], slots=64)
+            self._open_ring(key[0], key[2], key[1], slots=64)
         for key in have.keys() - wanted:
             ring = self.rings.pop(have[key])
             self.selector.unregister(ring.fileno())
@@ -430,7 +439,7 @@ class Director:
 
     def _receiver(self, ring: RingSocket, mark: int):
         process = self.engine.process
-        tx = self.tx
+        tx, tx6 = self.tx, self.tx6
         ifindex = ring.ifindex
 
         def handle(frame) -> None:
@@ -443,7 +452,7 @@ class Director:
                 return
             for out_if, buf in out:
                 try:
-                    tx[out_if](buf)
+                    (tx6 if buf[ETH_TYPE] == 0x86 else tx)[out_if](buf)
                 except (OSError, KeyError) as exc:
                     self.tx_errors += 1
                     if self.tx_errors <= 10:
@@ -521,7 +530,7 @@ class Director:
     def send(self, out: Output) -> None:
         for ifindex, buf in out:
             try:
-                self.tx[ifindex](buf)
+                (self.tx6 if buf[ETH_TYPE] == 0x86 else self.tx)[ifindex](buf)
             except (OSError, KeyError):
                 self.tx_errors += 1
         self.flush_tx()
@@ -593,7 +602,7 @@ class Director:
             self._next_steering_check = now + STEERING_CHECK
             try:
                 if not steering.present():
-                    log.warning("nftables table ip %s was removed or flushed; restoring it", steering.TABLE)
+                    log.warning("nftables table inet %s was removed or flushed; restoring it", steering.TABLE)
                     steering.install()
                     self.steering.submit(steering.elements(self.engine))
             except steering.SteeringError as exc:

@@ -8,7 +8,7 @@ lvsd asks the kernel to resolve it (NTF_USE, sent without waiting for an answer)
 the engine parks the frame until the neighbour event arrives (`poll_events`).
 
 Policy routing (ip rule) is not followed: the main table decides, as for most directors.
-IPv6 destinations have no hop yet (None).
+IPv4 and IPv6 are followed alike, each family in its own table (addresses are 4 or 16 bytes).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_NEIGH
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import NTF_USE, NUD_FAILED, NUD_INCOMPLETE, NUD_NONE
 
@@ -38,7 +38,8 @@ RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 RTN_UNROUTABLE = (6, 7, 8)  # blackhole, unreachable, prohibit: the kernel would not forward either
 _UNUSABLE = NUD_NONE | NUD_INCOMPLETE | NUD_FAILED
-_MASKS = [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)]
+_MASKS = {bits: [((1 << bits) - 1) >> (bits - n) << (bits - n) for n in range(bits + 1)] for bits in (32, 128)}
+_FAMILY = {4: socket.AF_INET, 16: socket.AF_INET6}
 
 RTM_NEWNEIGH = 28
 NLM_F_REQUEST, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x100, 0x400
@@ -64,9 +65,10 @@ UNROUTABLE = Route(None)
 
 
 class RouteTable:
-    """IPv4 prefixes with their routes: longest prefix first, then the lowest metric."""
+    """Prefixes of one family with their routes: longest prefix first, then the lowest metric."""
 
-    def __init__(self) -> None:
+    def __init__(self, bits: int = 32) -> None:
+        self._masks = _MASKS[bits]
         self._by_len: dict[int, dict[int, dict[int, Route]]] = {}  # prefix length -> network -> metric
         self._lengths: list[int] = []  # prefix lengths in use, longest first
 
@@ -78,11 +80,11 @@ class RouteTable:
         if nets is None:
             nets = self._by_len[plen] = {}
             self._lengths = sorted(self._by_len, reverse=True)
-        nets.setdefault(int.from_bytes(network, "big") & _MASKS[plen], {})[metric] = route
+        nets.setdefault(int.from_bytes(network, "big") & self._masks[plen], {})[metric] = route
 
     def remove(self, network: bytes, plen: int, metric: int) -> None:
         nets = self._by_len.get(plen)
-        key = int.from_bytes(network, "big") & _MASKS[plen]
+        key = int.from_bytes(network, "big") & self._masks[plen]
         if nets is None or key not in nets:
             return
         nets[key].pop(metric, None)
@@ -96,8 +98,9 @@ class RouteTable:
         """The route the kernel would take to `addr` (main table), or None without one."""
         value = int.from_bytes(addr, "big")
         by_len = self._by_len
+        masks = self._masks
         for plen in self._lengths:
-            metrics = by_len[plen].get(value & _MASKS[plen])
+            metrics = by_len[plen].get(value & masks[plen])
             if metrics:
                 return metrics[min(metrics)]
         return None
@@ -108,8 +111,9 @@ class RouteTable:
 
 
 def parse_route(msg) -> tuple[bytes, int, int, Route] | None:
-    """(network, prefix length, metric, route) of an IPv4 main-table route message, else None."""
-    if msg["family"] != socket.AF_INET:
+    """(network, prefix length, metric, route) of a main-table route message (IPv4 or IPv6), else None."""
+    family = msg["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     if (msg.get("RTA_TABLE") or msg["table"]) != RT_TABLE_MAIN:
         return None
@@ -120,23 +124,23 @@ def parse_route(msg) -> tuple[bytes, int, int, Route] | None:
         nexthops = msg.get("RTA_MULTIPATH")
         if oif is None and nexthops:  # a multipath route: its first next hop (no spreading here)
             oif, gateway = nexthops[0]["oif"], nexthops[0].get("RTA_GATEWAY")
-        route = Route(oif, socket.inet_aton(gateway) if gateway else None)
+        route = Route(oif, socket.inet_pton(family, gateway) if gateway else None)
     else:
         return None
-    network = socket.inet_aton(msg.get("RTA_DST") or "0.0.0.0")
+    network = socket.inet_pton(family, msg.get("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::"))
     return network, msg["dst_len"], msg.get("RTA_PRIORITY") or 0, route
 
 
 def neighbour_request(ifindex: int, addr: bytes) -> bytes:
     """RTM_NEWNEIGH with NTF_USE: "resolve this neighbour" (as a packet to it would)."""
     attr = _NLA.pack(_NLA.size + len(addr), NDA_DST) + addr
-    body = _NDMSG.pack(socket.AF_INET, ifindex, 0, NTF_USE, 0) + attr
+    body = _NDMSG.pack(_FAMILY[len(addr)], ifindex, 0, NTF_USE, 0) + attr
     flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE  # no NLM_F_ACK: nobody waits for it
     return _NLMSG.pack(_NLMSG.size + len(body), RTM_NEWNEIGH, flags, 0, 0) + body
 
 
 def event_socket() -> socket.socket:
-    """A non-blocking rtnetlink socket subscribed to IPv4 route and neighbour events.
+    """A non-blocking rtnetlink socket subscribed to IPv4 and IPv6 route events and neighbour events.
 
     A plain socket, not pyroute2's: its readiness must say whether events are waiting (pyroute2
     reads ahead into buffers of its own, which a selector cannot see)."""
@@ -145,7 +149,7 @@ def event_socket() -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, 33, EVENT_BUFFER)  # SO_RCVBUFFORCE (root) ...
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_BUFFER)  # ... else up to rmem_max
-    sock.bind((0, RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE))
+    sock.bind((0, RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
     return sock
 
 
@@ -161,6 +165,7 @@ class KernelRoutes:
         self.requests = requests  # fire-and-forget neighbour resolution
         self._marshal = MarshalRtnl()
         self.table = RouteTable()
+        self.table6 = RouteTable(128)
         self._neigh: dict[tuple[int, bytes], bytes] = {}
         self._by_dst: dict[bytes, Hop] = {}
         self._hops: dict[tuple[int, bytes], Hop] = {}
@@ -174,12 +179,14 @@ class KernelRoutes:
 
     def _load(self) -> None:
         self.table.clear()
+        self.table6.clear()
         self._neigh.clear()
         self._by_dst.clear()
-        for msg in self.ipr.route("dump", family=socket.AF_INET):
-            self._route_event(msg)
-        for msg in self.ipr.neigh("dump", family=socket.AF_INET):
-            self._neigh_event(msg)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in self.ipr.route("dump", family=family):
+                self._route_event(msg)
+            for msg in self.ipr.neigh("dump", family=family):
+                self._neigh_event(msg)
 
     # -- the packet path ----------------------------------------------------------------------
 
@@ -187,9 +194,7 @@ class KernelRoutes:
         hop = self._by_dst.get(addr)
         if hop is not None:
             return hop
-        if len(addr) != 4:
-            return None  # IPv6: not routed by lvsd yet
-        route = self.table.lookup(addr)
+        route = (self.table if len(addr) == 4 else self.table6).lookup(addr)
         iface = self.interfaces.get(route.oif) if route is not None and route.oif is not None else None
         if iface is None:
             self.unroutable += 1
@@ -217,7 +222,7 @@ class KernelRoutes:
         try:
             self.requests.send(neighbour_request(*key))
         except OSError as exc:  # a full socket buffer: the next miss asks again
-            log.debug("neighbour resolution of %s failed: %s", socket.inet_ntoa(key[1]), exc)
+            log.debug("neighbour resolution of %s failed: %s", socket.inet_ntop(_FAMILY[len(key[1])], key[1]), exc)
         self._discard_replies()
 
     def _discard_replies(self) -> None:
@@ -258,17 +263,19 @@ class KernelRoutes:
         if parsed is None:
             return
         network, plen, metric, route = parsed
+        table = self.table if len(network) == 4 else self.table6
         if msg.get("event") == "RTM_DELROUTE":
-            self.table.remove(network, plen, metric)
+            table.remove(network, plen, metric)
         else:
-            self.table.add(network, plen, metric, route)
+            table.add(network, plen, metric, route)
         self._by_dst.clear()  # destinations follow the changed table on their next packet
 
     def _neigh_event(self, msg) -> bool:
         dst = msg.get("NDA_DST")
-        if msg["family"] != socket.AF_INET or not dst:
+        family = msg["family"]
+        if family not in (socket.AF_INET, socket.AF_INET6) or not dst:
             return False
-        key = (msg["ifindex"], socket.inet_aton(dst))
+        key = (msg["ifindex"], socket.inet_pton(family, dst))
         lladdr = msg.get("NDA_LLADDR")
         if msg.get("event") == "RTM_DELNEIGH" or not lladdr or msg["state"] & _UNUSABLE:
             self._neigh.pop(key, None)

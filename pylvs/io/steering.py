@@ -7,7 +7,8 @@ Dropped: packets to a VIP or a FULLNAT local address, packets carrying the mark 
 NAT replies from a real server's address and port, and ICMP errors quoting a packet to a NAT real
 server (from the real server or a router on its side: the engine translates them), unless they are
 addressed to the director's own addresses (health checks and administration of the real servers from
-the director go on).
+the director go on). One `inet` table holds both families: each set and rule has an IPv4 and an IPv6
+form (ICMPv6 errors quote an IPv6 header, whose destination is 24 bytes in).
 
 Someone else's `nft flush ruleset` removes the table without telling lvsd: `present()` is a cheap
 check (one `nft` run) for the director to call every few seconds, and `restore(engine)` puts the
@@ -30,11 +31,15 @@ TABLE = "pylvs"
 MISSING = ("nft (nftables) is not installed: install it (apt-get install nftables), "
            "or start lvsd with --no-steering and keep the kernel off the VIPs yourself")
 _PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
-_RULES = 5  # drop rules in the prerouting chain (see install)
+_RULES = 9  # drop rules in the prerouting chain (see install)
+FAMILY = "inet"
 # The quoted packet's destination address in an ICMP error: after the 8-byte ICMP header, 16 bytes into
-# the quoted IPv4 header. nftables sees it as a 32-bit integer (a raw payload), so are the set's elements.
+# the quoted IPv4 header (24 into an IPv6 one). nftables sees it as an integer (a raw payload), so are
+# the sets' elements.
 QUOTED_DADDR = "@th,192,32"
+QUOTED_DADDR6 = "@th,256,128"
 ICMP_ERRORS = "destination-unreachable, source-quench, time-exceeded, parameter-problem"
+ICMPV6_ERRORS = "destination-unreachable, packet-too-big, time-exceeded, parameter-problem"
 
 
 class SteeringError(RuntimeError):
@@ -59,23 +64,34 @@ def available() -> bool:
 
 
 def install() -> None:
-    """(Re)create the table with empty sets; a stale table from a killed lvsd is replaced."""
+    """(Re)create the table with empty sets; a stale table from a killed lvsd (or the `ip` table of an
+    older one) is replaced."""
     _nft(f"""
 table ip {TABLE}
 delete table ip {TABLE}
-table ip {TABLE} {{
+table {FAMILY} {TABLE}
+delete table {FAMILY} {TABLE}
+table {FAMILY} {TABLE} {{
     set vips {{ type ipv4_addr; }}
+    set vips6 {{ type ipv6_addr; }}
     set nat_rs {{ type ipv4_addr . inet_proto . inet_service; }}
+    set nat_rs6 {{ type ipv6_addr . inet_proto . inet_service; }}
     set nat_rs_any {{ type ipv4_addr; }}
+    set nat_rs_any6 {{ type ipv6_addr; }}
     set fwmarks {{ type mark; }}
     set nat_rs_quoted {{ typeof {QUOTED_DADDR}; }}
+    set nat_rs_quoted6 {{ typeof {QUOTED_DADDR6}; }}
     chain prerouting {{
         type filter hook prerouting priority -310; policy accept;
         ip daddr @vips counter drop
+        ip6 daddr @vips6 counter drop
         meta mark @fwmarks counter drop
         ip saddr . meta l4proto . th sport @nat_rs fib daddr type != local counter drop
+        ip6 saddr . meta l4proto . th sport @nat_rs6 fib daddr type != local counter drop
         ip saddr @nat_rs_any meta l4proto {{ tcp, udp, sctp }} fib daddr type != local counter drop
+        ip6 saddr @nat_rs_any6 meta l4proto {{ tcp, udp, sctp }} fib daddr type != local counter drop
         icmp type {{ {ICMP_ERRORS} }} {QUOTED_DADDR} @nat_rs_quoted fib daddr type != local counter drop
+        icmpv6 type {{ {ICMPV6_ERRORS} }} {QUOTED_DADDR6} @nat_rs_quoted6 fib daddr type != local counter drop
     }}
 }}
 """)
@@ -83,7 +99,7 @@ table ip {TABLE} {{
 
 def present() -> bool:
     """Whether the table and its prerouting rules are in place (one `nft` run, a few ms)."""
-    result = _run("list", "chain", "ip", TABLE, "prerouting")
+    result = _run("list", "chain", FAMILY, TABLE, "prerouting")
     return result.returncode == 0 and result.stdout.count(" drop") >= _RULES
 
 
@@ -95,23 +111,27 @@ def restore(engine: Engine) -> None:
 
 def elements(engine: Engine) -> dict[str, list[str]]:
     """What the sets must hold for the engine's table: a snapshot, cheap enough for the packet loop."""
-    vips = sorted({ip(addr) for addr in engine.owned})  # VIPs and FULLNAT local addresses
     nat = [(svc, d) for svc in engine.table for d in svc.dests if d.method in (Method.MASQ, Method.FULLNAT)]
-    # A real server reached on "any port" (port 0: fwmark or port-zero services) answers from any port.
-    rs = sorted({f"{ip(d.addr)} . {_PROTO[svc.protocol]} . {d.port or svc.port}"
-                 for svc, d in nat if d.port or svc.port})
-    rs_any = sorted({ip(d.addr) for svc, d in nat if not (d.port or svc.port)})
     marks = sorted({str(svc.fwmark) for svc in engine.table if svc.fwmark})
-    quoted = sorted({f"0x{d.addr.hex()}" for _, d in nat if len(d.addr) == 4})
-    return {"vips": vips, "nat_rs": rs, "nat_rs_any": rs_any, "fwmarks": marks, "nat_rs_quoted": quoted}
+    sets = {"fwmarks": marks}
+    for suffix, size in (("", 4), ("6", 16)):
+        # VIPs and FULLNAT local addresses; a real server reached on "any port" (port 0: fwmark or
+        # port-zero services) answers from any port.
+        sets["vips" + suffix] = sorted({ip(addr) for addr in engine.owned if len(addr) == size})
+        mine = [(svc, d) for svc, d in nat if len(d.addr) == size]
+        sets["nat_rs" + suffix] = sorted({f"{ip(d.addr)} . {_PROTO[svc.protocol]} . {d.port or svc.port}"
+                                          for svc, d in mine if d.port or svc.port})
+        sets["nat_rs_any" + suffix] = sorted({ip(d.addr) for svc, d in mine if not (d.port or svc.port)})
+        sets["nat_rs_quoted" + suffix] = sorted({f"0x{d.addr.hex()}" for _, d in mine})
+    return sets
 
 
 def apply(sets: dict[str, list[str]]) -> None:
     """Make the sets hold `sets` (one nft run, atomic for the kernel)."""
-    script = "".join(f"flush set ip {TABLE} {name}\n" for name in sets)
+    script = "".join(f"flush set {FAMILY} {TABLE} {name}\n" for name in sets)
     for name, items in sets.items():
         if items:
-            script += f"add element ip {TABLE} {name} {{ {', '.join(items)} }}\n"
+            script += f"add element {FAMILY} {TABLE} {name} {{ {', '.join(items)} }}\n"
     _nft(script)
 
 
@@ -172,7 +192,7 @@ class Worker:
 
 def remove() -> None:
     try:
-        result = _run("delete", "table", "ip", TABLE)
+        result = _run("delete", "table", FAMILY, TABLE)
     except SteeringError:
         return  # nothing was installed without nft
     if result.returncode and "No such file" not in result.stderr:

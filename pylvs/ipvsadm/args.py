@@ -776,7 +776,7 @@ def _semantic_checks(entry: _Entry) -> None:
         # DR and TUN cannot map ports: the real server port is silently the virtual port
         if not entry.fwmark and entry.method in ("tunnel", "route"):
             entry.dest.port = entry.svc.port
-        if entry.dest.af != entry.svc.af and entry.method != "tunnel":
+        if entry.dest.af != entry.svc.af and entry.method not in ("tunnel", "fullnat"):  # fullnat: NAT64
             raise _fail("Different address family is allowed only for tunneling servers")
         tun_opts = ("tun-type",) + _TUN_OPTS
         if any(entry.has(name) for name in tun_opts) and entry.method != "tunnel":

@@ -39,7 +39,7 @@ class ServiceSpec:
     @property
     def ident(self) -> dict[str, Any]:
         if self.fwmark:
-            return {"fwmark": self.fwmark}
+            return {"fwmark": self.fwmark, "af": "inet6"} if self.family == 6 else {"fwmark": self.fwmark}
         return {"protocol": self.protocol.lower(), "addr": self.addr, "port": self.port}
 
     @property
@@ -71,8 +71,6 @@ def expand(vs: VirtualServer, config: Config) -> list[ServiceSpec]:
 
 def unsupported(spec: ServiceSpec) -> str | None:
     """Why lvsd cannot hold this service, or None."""
-    if spec.family != 4:
-        return "IPv6 services are not supported by lvsd"
     if not spec.fwmark and spec.protocol not in SUPPORTED_PROTOCOLS:
         return f"protocol {spec.protocol} is not supported by lvsd"
     return None
@@ -98,9 +96,13 @@ def service_object(vs: VirtualServer, spec: ServiceSpec) -> dict[str, Any]:
         flags |= ONEPACKET
     for name in vs.sched_flags:
         flags |= SCHED_FLAG.get(name, 0)
-    netmask = "255.255.255.255"
-    if vs.persistence_granularity and "." in vs.persistence_granularity:
-        netmask = vs.persistence_granularity
+    # IPv4: a dotted netmask; IPv6: a prefix length (keepalived's persistence_granularity, ipvsadm's -M)
+    granularity = vs.persistence_granularity or ""
+    netmask: str | int = "255.255.255.255"
+    if spec.family == 6:
+        netmask = int(granularity) if granularity.isdigit() else 128
+    elif "." in granularity:
+        netmask = granularity
     service = {**spec.ident, "scheduler": vs.scheduler or "wlc", "flags": flags,
                "timeout": vs.persistence_timeout or 0, "netmask": netmask, "pe": vs.persistence_engine or ""}
     if vs.syn_proxy:  # DPVS keepalived's syn_proxy
@@ -172,5 +174,5 @@ def dest_diff(svc: dict[str, Any], old: dict[tuple, Dest], new: dict[tuple, Dest
 
 def ident(service: dict[str, Any]) -> dict[str, Any]:
     if service.get("fwmark"):
-        return {"fwmark": service["fwmark"]}
+        return {key: service[key] for key in ("fwmark", "af") if key in service}
     return {"protocol": service["protocol"], "addr": service["addr"], "port": service["port"]}

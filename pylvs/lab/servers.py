@@ -24,7 +24,7 @@ http {{
     scgi_temp_path {tmp}/{name}-scgi;
     keepalive_requests 1000000;
     server {{
-        listen {addr}:{port} reuseport{listen_opts};
+        listen {addr}:{port} reuseport{listen_opts};{listen6}
         location = /big {{ alias {tmp}/big.bin; }}
         location / {{ default_type text/plain; return 200 "{name}\\n"; }}
     }}
@@ -39,13 +39,16 @@ def nginx_binary() -> str:
     return path
 
 
-def start_nginx(net: Netns, role: str, addr: str, port: int, name: str, proxy_protocol: bool = False):
+def start_nginx(net: Netns, role: str, addr: str, port: int, name: str, proxy_protocol: bool = False,
+                addr6: str | None = None):
     """nginx answering its `name`; the access log's first field is the peer (or, behind the PROXY
-    protocol, the client address the header carried)."""
+    protocol, the client address the header carried). `addr6`: also listen on this IPv6 address."""
     conf = os.path.join(net.tmp, f"{name}-nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(tmp=net.tmp, name=name, addr=addr, port=port,
                                   listen_opts=" proxy_protocol" if proxy_protocol else "",
+                                  listen6=(f"\n        listen [{addr6}]:{port} reuseport"
+                                           f"{' proxy_protocol' if proxy_protocol else ''};") if addr6 else "",
                                   log_peer="$proxy_protocol_addr" if proxy_protocol else "$remote_addr"))
     return net.popen(role, nginx_binary(), "-c", conf, "-e", os.path.join(net.tmp, f"{name}-error.log"),
                      log=f"{name}-nginx.out")

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 
-from pylvs.lab import servers
+from pylvs.lab import ipv6, servers
 from pylvs.lab.base import Lab
 from pylvs.lab.netns import wait_for
 
@@ -51,6 +51,7 @@ class _Lab(Lab):
 
     method = ""
     director_interfaces = ("dip0",)
+    ipv6 = False
 
     def __init__(self, rips: list[str], prefix: str | None = None, port: int = 80) -> None:
         super().__init__(prefix)
@@ -62,7 +63,7 @@ class _Lab(Lab):
         try:
             self._build()
             for name in self.rs_names:
-                servers.start_nginx(self.net, name, "0.0.0.0", self.port, name)
+                servers.start_nginx(self.net, name, "0.0.0.0", self.port, name, addr6="::" if self.ipv6 else None)
             for name in self.rs_names:
                 wait_for(lambda n=name: self._listening(n), what=f"nginx on {name}")
         except BaseException:
@@ -122,9 +123,11 @@ class DrLab(_Lab):
 
     method = "dr"
 
-    def __init__(self, n_rs: int = 3, prefix: str | None = None, client_mtu: int | None = None) -> None:
+    def __init__(self, n_rs: int = 3, prefix: str | None = None, client_mtu: int | None = None,
+                 ipv6: bool = False) -> None:
         super().__init__([f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)], prefix)
         self.client_mtu = client_mtu
+        self.ipv6 = ipv6  # IPv6 on every link too (pylvs.lab.ipv6); nginx listens on any address
         if client_mtu:
             self.director_interfaces = ("dip0", "up0")
 
@@ -143,6 +146,8 @@ class DrLab(_Lab):
             net.ip(name, "route", "add", "default", "via", DIP, "table", NAT_TABLE)
             net.ip(name, "rule", "add", "from", addr, "lookup", NAT_TABLE)
             self.lvs_rs(name, "up", "--vip", VIP, "--method", "dr")
+        if self.ipv6:
+            ipv6.dr(net, self.rs_names)
 
     def _uplink(self, mtu: int) -> None:
         """The director's second arm towards the router, which sends VIP traffic over it."""

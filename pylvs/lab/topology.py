@@ -18,7 +18,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from pylvs.lab import servers
+from pylvs.lab import ipv6, servers
 from pylvs.lab.base import Lab
 from pylvs.lab.netns import run, wait_for
 
@@ -38,8 +38,9 @@ class NatLab(Lab):
     director_interfaces = ("vip0", "dip0")
 
     def __init__(self, n_rs: int = 3, rport: int = 8080, udp_port: int = 5353, prefix: str | None = None,
-                 director_forwarding: bool = False, client_mtu: int | None = None) -> None:
+                 director_forwarding: bool = False, client_mtu: int | None = None, ipv6: bool = False) -> None:
         self.n_rs = n_rs
+        self.ipv6 = ipv6  # IPv6 on every link too (pylvs.lab.ipv6)
         self.client_mtu = client_mtu
         self.rport = rport
         self.udp_port = udp_port
@@ -79,6 +80,8 @@ class NatLab(Lab):
             net.ip("lan", "link", "set", f"p{i}", "master", "br0")
             net.addr(name, "eth0", f"{addr}/24")
             net.ip(name, "route", "add", "default", "via", DIP)
+        if self.ipv6:
+            ipv6.nat(net, self.rs_names)
         if http:
             servers.make_big_file(net, 64 << 20)
             for name in self.rs_names:
@@ -91,8 +94,10 @@ class NatLab(Lab):
                 wait_for(lambda n=name, a=addr: self._listening(n, a, self.rport), what=f"nginx on {name}")
 
     def start_http(self, name: str, wait: bool = True) -> None:
-        addr = self.rips[self.rs_names.index(name)]
-        self.nginx[name] = servers.start_nginx(self.net, name, addr, self.rport, name)
+        i = self.rs_names.index(name)
+        addr = self.rips[i]
+        addr6 = ipv6.rip6(i + 1) if self.ipv6 else None
+        self.nginx[name] = servers.start_nginx(self.net, name, addr, self.rport, name, addr6=addr6)
         if wait:
             wait_for(lambda: self._listening(name, addr, self.rport), what=f"nginx on {name}")
 

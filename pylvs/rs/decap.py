@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Container, Iterable
 
 from pylvs.packet import checksum, vnet
-from pylvs.rs import capture, net, offload, sysctl
+from pylvs.rs import capture, decap6, net, offload, sysctl
 from pylvs.rs.tundev import open_tun
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ GRE_C, GRE_R, GRE_K, GRE_S = 0x8000, 0x4000, 0x2000, 0x1000
 GRE_VERSION = 0x0007
 ETH_P_IP = 0x0800
 GUE_PROTO_IPIP = 4
+GUE_PROTO_IPV6 = 41
 _HEADER20 = struct.Struct("!10H")
 
 
@@ -47,15 +48,15 @@ def ip_header_len(data: bytes | memoryview) -> int:
     return ihl if ihl >= 20 and len(data) >= ihl else 0
 
 
-def gre_offset(gre: memoryview, verify: bool = True) -> tuple[int, str]:
-    """Where the IPv4 packet starts inside a GRE header (RFC 2784/2890), or (-1, why not)."""
+def gre_offset(gre: memoryview, verify: bool = True, ethertype: int = ETH_P_IP) -> tuple[int, str]:
+    """Where the IPv4 (or `ethertype`'s) packet starts inside a GRE header (RFC 2784/2890), or (-1, why not)."""
     if len(gre) < 4:
         return -1, "short"
     flags = gre[0] << 8 | gre[1]
     if flags & (GRE_R | GRE_VERSION):
         return -1, "gre_unsupported"
-    if (gre[2] << 8 | gre[3]) != ETH_P_IP:
-        return -1, "not_ipv4"
+    if (gre[2] << 8 | gre[3]) != ethertype:
+        return -1, "not_ipv4" if ethertype == ETH_P_IP else "other_protocol"
     off = 4 + 4 * sum(bool(flags & bit) for bit in (GRE_C, GRE_K, GRE_S))
     if len(gre) < off:
         return -1, "short"
@@ -64,19 +65,21 @@ def gre_offset(gre: memoryview, verify: bool = True) -> tuple[int, str]:
     return off, ""
 
 
-def gue_offset(udp_payload: memoryview) -> tuple[int, str]:
-    """Where the IPv4 packet starts inside GUE: version 0 with proto_ctype 4, or version 1 (direct IPv4)."""
+def gue_offset(udp_payload: memoryview, ip_version: int = 4) -> tuple[int, str]:
+    """Where the IPv4 (or IPv6) packet starts inside GUE: version 0 with proto_ctype 4 (41), or version 1
+    (the IP header directly)."""
     if len(udp_payload) < 4:
         return -1, "short"
     first = udp_payload[0]
     version = first >> 6
+    wrong = "not_ipv4" if ip_version == 4 else "other_protocol"
     if version == 1:  # GUE variant 1: the IP header itself, its first nibble telling 4 or 6
-        return (0, "") if first >> 4 == 4 else (-1, "not_ipv4")
+        return (0, "") if first >> 4 == ip_version else (-1, wrong)
     if version != 0 or first & 0x20:
         return -1, "gue_control"  # control messages (C bit) carry no packet
     off = 4 + 4 * (first & 0x1F)
-    if udp_payload[1] != GUE_PROTO_IPIP:
-        return -1, "not_ipv4"
+    if udp_payload[1] != (GUE_PROTO_IPIP if ip_version == 4 else GUE_PROTO_IPV6):
+        return -1, wrong
     if len(udp_payload) < off:
         return -1, "short"
     return off, ""
@@ -168,10 +171,11 @@ def from_link(kind: str, frame: memoryview, hatype: int, port: int, vips: set[by
 
 
 class LocalAddresses:
-    """This host's IPv4 addresses, read again (at most once a second) when one is not known."""
+    """This host's IPv4 (or IPv6) addresses, read again (at most once a second) when one is not known."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, version: int = 4) -> None:
         self.clock = clock
+        self.version = version
         self.known: set[bytes] = set()
         self.read_at = -1.0
 
@@ -180,16 +184,20 @@ class LocalAddresses:
             return True
         if self.clock() - self.read_at >= 1.0 or self.read_at < 0:
             self.read_at = self.clock()
-            self.known = {socket.inet_aton(a) for a in net.local_addresses()}
+            if self.version == 6:
+                self.known = {socket.inet_pton(socket.AF_INET6, a) for a in net.local_addresses(6)}
+            else:
+                self.known = {socket.inet_aton(a) for a in net.local_addresses()}
         return addr in self.known
 
 
-def prepare_device(name: str) -> None:
-    """Bring the TUN device up, loose on rp_filter (the client is routed elsewhere), no IPv6 chatter."""
+def prepare_device(name: str, ipv6: bool = False) -> None:
+    """Bring the TUN device up, loose on rp_filter (the client is routed elsewhere), no IPv6 chatter
+    unless IPv6 VIPs are decapsulated into it."""
     v6 = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
     if os.path.exists(v6):
         with open(v6, "w") as f:
-            f.write("1\n")
+            f.write("0\n" if ipv6 else "1\n")
     sysctl.put(name, "rp_filter", 0)
     net.set_up(name)
 
@@ -200,8 +208,14 @@ class Decapsulator:
             raise ValueError(f"unknown tunnel type {kind}")
         self.kind = kind
         self.port = port
-        self.vips = {socket.inet_aton(v) for v in vips}
+        vips = list(vips)
+        self.vips = {socket.inet_aton(v) for v in vips if ":" not in v}
+        self.vips6 = {socket.inet_pton(socket.AF_INET6, v) for v in vips if ":" in v}
+
         self.local = LocalAddresses()
+        self.local6 = LocalAddresses(version=6)
+        self.link6: socket.socket | None = None
+        self.sock6: socket.socket | None = None
         self.counts: Counter[str] = Counter()
         self.stopping = False
         self.report_due = False
@@ -211,9 +225,12 @@ class Decapsulator:
         self.link: socket.socket | None = None
         self.sock: socket.socket | None = None
         try:
-            prepare_device(self.dev)
+            prepare_device(self.dev, ipv6=bool(self.vips6))
             self.sock = capture.open_protocol_socket(kind, port)
             self.link = capture.open_link_socket(socket.IPPROTO_UDP if kind == "gue" else PROTO[kind], port)
+            if self.vips6:
+                self.sock6 = decap6.open_protocol_socket6(kind, port)
+                self.link6 = decap6.open_link_socket6(kind, port)
         except BaseException:
             self.close()
             raise
@@ -232,6 +249,18 @@ class Decapsulator:
             self.counts["partial"] += 1
         if header[1] != vnet.GSO_NONE:
             self.counts["gso"] += 1
+        self.inject(header, inner)
+
+    def handle_frame6(self, frame: memoryview, hatype: int = capture.ARPHRD_ETHER, ifname: str = "",
+                      pkttype: int = capture.PACKET_HOST) -> None:
+        """A frame from the IPv6 link-level socket (decap6.from_link6)."""
+        if pkttype != capture.PACKET_HOST or ifname == self.dev:
+            self.counts["not_ours"] += 1
+            return
+        header, inner, why = decap6.from_link6(frame, hatype, self.vips6, self.local6, self.kind, self.port)
+        if header is None:
+            self.counts[why] += 1
+            return
         self.inject(header, inner)
 
     def inject(self, header: bytes, inner: memoryview) -> None:
@@ -255,8 +284,12 @@ class Decapsulator:
         signal.signal(signal.SIGUSR1, self._report)
         sel = selectors.DefaultSelector()
         sel.register(self.link, selectors.EVENT_READ, self._drain_link)
+        if self.link6 is not None:
+            sel.register(self.link6, selectors.EVENT_READ, self._drain_link)
         if self.kind == "gue":
             sel.register(self.sock, selectors.EVENT_READ, self._discard)
+            if self.sock6 is not None:
+                sel.register(self.sock6, selectors.EVENT_READ, self._discard)
         sel.register(wake_r, selectors.EVENT_READ, self._discard)
         try:
             while not self.stopping:
@@ -273,6 +306,7 @@ class Decapsulator:
 
     def _drain_link(self, sock: socket.socket) -> None:
         recv, buf, view = sock.recvfrom_into, self.buf, self.view
+        handle = self.handle_frame6 if sock is self.link6 else self.handle_frame
         while True:  # drain: one wake-up, many packets
             try:
                 n, addr = recv(buf, 0, socket.MSG_TRUNC)
@@ -283,7 +317,7 @@ class Decapsulator:
             if n > len(buf):
                 self.counts["too_big"] += 1
                 continue
-            self.handle_frame(view[:n], addr[3], addr[0], addr[2])
+            handle(view[:n], addr[3], addr[0], addr[2])
 
     def _discard(self, sock: socket.socket) -> None:
         """Empty the GUE socket (its packets came in through the link-level socket) or the wake-up one."""
@@ -303,7 +337,7 @@ class Decapsulator:
         self.report_due = True  # SIGUSR1: log the counters
 
     def close(self) -> None:
-        for sock in (self.link, self.sock):
+        for sock in (self.link, self.sock, self.link6, self.sock6):
             if sock is not None:
                 sock.close()
         os.close(self.fd)

@@ -152,7 +152,10 @@ class Host:
         self.say(f"decapsulation already set up ({st.decap}, {st.device})")
 
     def _kernel_tunnel(self, cfg: Config) -> str | None:
-        """The kernel's fallback tunnel device for this type, if the kernel can decapsulate it."""
+        """The kernel's fallback tunnel device for this type, if the kernel can decapsulate it (IPv6 VIPs:
+        IPv6-in-IPv6, decapsulated in userspace by lvs-rs)."""
+        if any(":" in vip for vip in cfg.vips):
+            return None
         kind = "gre" if cfg.tun_type == "gre" else "ipip"
         probe = "lvsrs-probe"
         if net.ip("link", "add", "name", probe, "type", kind, runner=self.runner, check=False).returncode:

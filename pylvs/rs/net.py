@@ -30,22 +30,25 @@ def ip(*args: str, runner: Runner = run, check: bool = True) -> subprocess.Compl
 
 
 def addresses(dev: str, runner: Runner = run) -> set[str]:
-    """IPv4 addresses on `dev` (without prefix length)."""
-    return _addresses(("dev", dev), runner)
+    """IPv4 and IPv6 addresses on `dev` (without prefix length)."""
+    return _addresses(("dev", dev), runner, 4) | _addresses(("dev", dev), runner, 6)
 
 
 def add_address(dev: str, addr: str, runner: Runner = run) -> bool:
-    """Add addr/32 to dev; False if it was there already."""
+    """Add addr/32 (IPv6: /128, without duplicate address detection) to dev; False if it was there already."""
     if addr in addresses(dev, runner):
         return False
-    ip("addr", "add", f"{addr}/32", "dev", dev, runner=runner)
+    if ":" in addr:
+        ip("addr", "add", f"{addr}/128", "dev", dev, "nodad", runner=runner)
+    else:
+        ip("addr", "add", f"{addr}/32", "dev", dev, runner=runner)
     return True
 
 
 def del_address(dev: str, addr: str, runner: Runner = run) -> bool:
     if addr not in addresses(dev, runner):
         return False
-    ip("addr", "del", f"{addr}/32", "dev", dev, runner=runner)
+    ip("addr", "del", f"{addr}/{128 if ':' in addr else 32}", "dev", dev, runner=runner)
     return True
 
 
@@ -62,13 +65,13 @@ def set_up(dev: str, runner: Runner = run) -> None:
     ip("link", "set", "dev", dev, "up", runner=runner)
 
 
-def local_addresses(runner: Runner = run) -> set[str]:
-    """IPv4 addresses on every interface of this namespace."""
-    return _addresses((), runner)
+def local_addresses(version: int = 4, runner: Runner = run) -> set[str]:
+    """IPv4 (or IPv6) addresses on every interface of this namespace."""
+    return _addresses((), runner, version)
 
 
-def _addresses(which: tuple[str, ...], runner: Runner) -> set[str]:
-    out = ip("-j", "-4", "addr", "show", *which, runner=runner, check=False)
+def _addresses(which: tuple[str, ...], runner: Runner, version: int = 4) -> set[str]:
+    out = ip("-j", f"-{version}", "addr", "show", *which, runner=runner, check=False)
     if out.returncode or not out.stdout.strip():
         return set()
     return {a["local"] for link in json.loads(out.stdout) for a in link.get("addr_info", []) if "local" in a}

@@ -18,6 +18,17 @@ def hash_32(val: int, bits: int) -> int:
     return ((val * 0x61C88647) & 0xFFFFFFFF) >> (32 - bits)
 
 
+def addr_fold(addr: bytes) -> int:
+    """The address as the kernel's *_hashkey take it (host order): an IPv6 address folds its four
+    32-bit words together with XOR (ip6[0] ^ ip6[1] ^ ip6[2] ^ ip6[3])."""
+    value = int.from_bytes(addr, "big")
+    if len(addr) == 16:
+        value ^= value >> 64
+        value ^= value >> 32
+        value &= 0xFFFFFFFF
+    return value
+
+
 class DestinationHashing(Scheduler):
     name = "dh"
 
@@ -32,5 +43,5 @@ class DestinationHashing(Scheduler):
         self.table = [dests[i % n] for i in range(TAB_SIZE)] if n else [None] * TAB_SIZE
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        dest = self.table[hash_32(int.from_bytes(flow.daddr, "big"), TAB_BITS)]
+        dest = self.table[hash_32(addr_fold(flow.daddr), TAB_BITS)]
         return dest if dest is not None and usable(dest) else None

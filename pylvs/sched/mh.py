@@ -17,6 +17,7 @@ from math import gcd
 from pylvs.engine.services import SVC_F_SCHED1, ConfigError, RealServer, VirtualService
 from pylvs.sched import _maglev
 from pylvs.sched.base import Flow, Scheduler, usable
+from pylvs.sched.dh import addr_fold
 from pylvs.sched.sh import hash_port
 
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
@@ -41,7 +42,7 @@ def hsiphash_u32(key: tuple[int, int], value: int) -> int:
 
 def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> int:
     """ip_vs_mh_hashkey: the u32 sum offset + port + address (host order), hashed."""
-    return hsiphash_u32(key, offset + port + int.from_bytes(addr, "big"))
+    return hsiphash_u32(key, (offset + port + addr_fold(addr)) & _M32)
 
 
 def hash1(value: int, _h=_maglev.hsiphash_u32, _k0=HASH1[0], _k1=HASH1[1]) -> int:
@@ -74,7 +75,7 @@ def permutation(dest: RealServer) -> tuple[int, int]:
     if perm is None:
         if len(_permutations) >= CACHE_MAX:
             _permutations.clear()
-        value = (dest.port + int.from_bytes(dest.addr, "big")) & _M32
+        value = (dest.port + addr_fold(dest.addr)) & _M32
         perm = _permutations[key] = (hash1(value) % TAB_SIZE, hash2(value) % (TAB_SIZE - 1) + 1)
     return perm
 
@@ -122,7 +123,7 @@ class MaglevHashing(Scheduler):
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         port = hash_port(service, flow)
-        addr = int.from_bytes(flow.saddr, "big")
+        addr = addr_fold(flow.saddr)
         value = (port + addr) & _M32
         ihash = _slots.get(value)
         if ihash is None:

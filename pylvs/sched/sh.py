@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pylvs.engine.services import SVC_F_SCHED1, SVC_F_SCHED2, RealServer, VirtualService
 from pylvs.sched.base import Flow, Scheduler, usable
-from pylvs.sched.dh import hash_32
+from pylvs.sched.dh import addr_fold, hash_32
 
 TAB_BITS = 8  # CONFIG_IP_VS_SH_TAB_BITS
 TAB_SIZE = 1 << TAB_BITS
@@ -53,7 +53,7 @@ class SourceHashing(Scheduler):
         self.table = table
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
-        key = hash_port(service, flow) + int.from_bytes(flow.saddr, "big")
+        key = hash_port(service, flow) + addr_fold(flow.saddr)
         ihash = hash_32(key, TAB_BITS)
         dest = self.table[ihash]
         if dest is None:

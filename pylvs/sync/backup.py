@@ -60,8 +60,6 @@ class SyncBackup:
 
     @staticmethod
     def _unusable(rec: proto.SyncConn) -> str:
-        if rec.ipv6:
-            return "skipped_ipv6"
         if rec.unknown_param:
             return "skipped_unknown_option"
         if rec.pe_data and rec.pe_name != pe_sip.NAME:

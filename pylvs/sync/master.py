@@ -94,6 +94,9 @@ class SyncMaster:
         if conn.synproxy is not None:
             self.stats["skipped_synproxy"] += 1  # nor have the SYN proxy's sequence deltas
             return
+        if self.version == 0 and len(conn.caddr) == 16:
+            self.stats["skipped_ipv6_v0"] += 1  # version 0 has no IPv6 layout (the kernel sends v1 for IPv6)
+            return
         entry = self._entry(conn)
         slot = self._slots.get(conn)
         if slot is not None:
@@ -103,7 +106,7 @@ class SyncMaster:
                             or len(self._slots) >= MAX_CONNS):
             self.flush()
         self._slots[conn] = len(self._body)
-        self._body += entry  # entries are padded to 32 bits (v1: 36 bytes and options; v0: 24 bytes)
+        self._body += entry  # entries are padded to 32 bits (v1: 36 or 72 (IPv6) bytes and options; v0: 24)
 
     def _entry(self, conn: Conn) -> bytes:
         method = int(conn.dest.method)

@@ -109,15 +109,17 @@ class _Bad(Exception):
 def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes, fwmark: int,
             timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes,
             pe_name: bytes = b"", pe_data: bytes = b"") -> bytes:
-    """A version-1 IPv4 connection, with a template's persistence-engine options when it has them (no
+    """A version-1 connection (IPv6 ones, 16-byte addresses, in the kernel's IPv6 layout: type
+    STYPE_F_INET6, 72 bytes), with a template's persistence-engine options when it has them (no
     sequence data: pylvs has no application helpers), padded so that the next one starts aligned."""
     flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)
+    layout, stype = (CONN_V6, STYPE_F_INET6) if len(caddr) == 16 else (CONN_V4, 0)
     options = b""
     if pe_data:
         options = bytes((OPT_PE_DATA, len(pe_data))) + pe_data + bytes((OPT_PE_NAME, len(pe_name))) + pe_name
-    size = CONN_V4.size + len(options)
-    return CONN_V4.pack(0, protocol, size, flags, state, cport, vport, dport, fwmark, timeout,
-                        caddr, vaddr, daddr) + options + bytes(-size & 3)
+    size = layout.size + len(options)
+    return layout.pack(stype, protocol, size, flags, state, cport, vport, dport, fwmark, timeout,
+                       caddr, vaddr, daddr) + options + bytes(-size & 3)
 
 
 def pack_v0(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes,

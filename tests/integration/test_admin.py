@@ -173,5 +173,5 @@ def test_a_ten_thousand_line_restore_is_quick_and_forwarding_goes_on(lab):
     print(f"restore of 10,000 lines: {took:.1f} s; {sent} probes, worst round trip {worst_ms} ms")
     listing = lab.lvsadm("-L", "-n").stdout
     assert listing.count("TCP  10.") == 2500 and listing.count("Masq") == 7500 + 3  # and the UDP service's
-    wait_for(lambda: "10.9.249.1" in lab.net.exec("director", "nft", "list", "set", "ip", "pylvs", "vips").stdout,
+    wait_for(lambda: "10.9.249.1" in lab.net.exec("director", "nft", "list", "set", "inet", "pylvs", "vips").stdout,
              timeout=20, what="the steering set to hold the last VIP")

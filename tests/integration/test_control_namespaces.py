@@ -79,7 +79,7 @@ def test_default_socket_belongs_to_the_namespace(two_namespaces):
     assert second.wait(20) == 1
     assert "another lvsd is running in this network namespace" in log_of(net, "lvsd-a2.log")
     assert f"{VIPS['a']}:80" in listing(net, "a")
-    vips_set = net.exec("a", "nft", "list", "set", "ip", "pylvs", "vips").stdout
+    vips_set = net.exec("a", "nft", "list", "set", "inet", "pylvs", "vips").stdout
     assert VIPS["a"] in vips_set  # its steering rules were left alone
     assert procs["a"].poll() is None and procs["b"].poll() is None
 

@@ -37,7 +37,7 @@ def test_kill_and_restart_leaves_nothing_stray():
         lab.start_lvsd()
         lab.nat_service()
         assert lab.curl(f"http://{VIP}/").stdout.strip() in ("rs1", "rs2")
-        assert "table ip pylvs" in nft_tables(lab)
+        assert "table inet pylvs" in nft_tables(lab)
         pid = lab.lvsd.pid
         assert lab.stop_lvsd(signal.SIGTERM) == 0
         assert "pylvs" not in nft_tables(lab)

@@ -26,9 +26,9 @@ subprocess.run(["nft", "flush", "ruleset"], check=True)
 out["after_flush_ruleset"] = steering.present()
 steering.restore(engine)
 out["restored"] = steering.present()
-out["vips"] = subprocess.run(["nft", "list", "set", "ip", "pylvs", "vips"], capture_output=True,
+out["vips"] = subprocess.run(["nft", "list", "set", "inet", "pylvs", "vips"], capture_output=True,
                              text=True).stdout
-subprocess.run(["nft", "flush", "chain", "ip", "pylvs", "prerouting"], check=True)
+subprocess.run(["nft", "flush", "chain", "inet", "pylvs", "prerouting"], check=True)
 out["after_flush_chain"] = steering.present()
 steering.remove()
 out["after_remove"] = steering.present()

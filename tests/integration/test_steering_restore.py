@@ -13,7 +13,7 @@ def test_flush_ruleset_is_restored(lab):
     wait_for(lambda: "pylvs" in lab.net.exec("director", "nft", "list", "tables").stdout, timeout=10,
              what="the steering table back")
     assert "restoring it" in lab.lvsd_log()
-    vips = lab.net.exec("director", "nft", "list", "set", "ip", "pylvs", "vips").stdout
+    vips = lab.net.exec("director", "nft", "list", "set", "inet", "pylvs", "vips").stdout
     assert VIP in vips
     assert lab.curl(f"http://{VIP}/").returncode == 0
 

@@ -8,7 +8,7 @@ import pytest
 
 from pylvs.control.api import handle
 from pylvs.engine.engine import Engine
-from pylvs.keepalived import Diagnostics, load, loads
+from pylvs.keepalived import load, loads
 from pylvs.keepalived.translate import batch, build, diff, table
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "keepalived", "samples")
@@ -136,14 +136,6 @@ def test_tunnel_and_fullnat_destinations():
     fnat = build(load(os.path.join(DATA, "fnat-dpvs.conf"), echo=False))
     assert fnat[1]["dest"]["method"] == "fullnat" and fnat[1]["dest"]["weight"] == 100
     apply_all(fnat)
-
-
-def test_ipv6_services_are_skipped_with_a_warning():
-    config = load(os.path.join(DATA, "keepalived.conf.IPv6"), echo=False)
-    diags = Diagnostics(echo=False)
-    assert build(config, diags) == []
-    assert [d.message for d in diags.items] == ["Virtual server [2001:470:1f09:e72::15]:tcp:80: IPv6 services are not "
-                                                "supported by lvsd - skipping"]
 
 
 def test_lvs_flush_and_timeouts_come_first():

@@ -22,9 +22,9 @@ def ip(text: str) -> bytes:
 
 
 def route(dst: str, plen: int, oif: int | None = None, gateway: str | None = None, metric: int = 0,
-          rtype: int = 1, table: int = 254, event: str = "RTM_NEWROUTE") -> rtmsg:
+          rtype: int = 1, table: int = 254, event: str = "RTM_NEWROUTE", family: int = 2) -> rtmsg:
     msg = rtmsg()
-    msg["family"], msg["dst_len"], msg["table"], msg["type"], msg["event"] = 2, plen, table, rtype, event
+    msg["family"], msg["dst_len"], msg["table"], msg["type"], msg["event"] = family, plen, table, rtype, event
     attrs = [("RTA_TABLE", table)]
     if plen:
         attrs.append(("RTA_DST", dst))
@@ -39,9 +39,9 @@ def route(dst: str, plen: int, oif: int | None = None, gateway: str | None = Non
 
 
 def neigh(ifindex: int, dst: str, mac: str | None, state: int = NUD_REACHABLE,
-          event: str = "RTM_NEWNEIGH") -> ndmsg:
+          event: str = "RTM_NEWNEIGH", family: int = 2) -> ndmsg:
     msg = ndmsg()
-    msg["family"], msg["ifindex"], msg["state"], msg["event"] = 2, ifindex, state, event
+    msg["family"], msg["ifindex"], msg["state"], msg["event"] = family, ifindex, state, event
     msg["attrs"] = [("NDA_DST", dst)] + ([("NDA_LLADDR", mac)] if mac else [])
     return msg
 
@@ -53,14 +53,14 @@ class FakeIPRoute:
         self.routes, self.neighbours = routes, neighbours
         self.dumps = 0
 
-    def route(self, command, **kw):
+    def route(self, command, family=socket.AF_INET, **kw):
         assert command == "dump", f"route {command}: the packet path must not ask the kernel"
         self.dumps += 1
-        return list(self.routes)
+        return [m for m in self.routes if m["family"] == family]
 
-    def neigh(self, command, **kw):
+    def neigh(self, command, family=socket.AF_INET, **kw):
         assert command == "dump", f"neigh {command}: the packet path must not ask the kernel"
-        return list(self.neighbours)
+        return [m for m in self.neighbours if m["family"] == family]
 
     def close(self) -> None:
         pass
@@ -207,7 +207,7 @@ def test_route_events_change_where_cached_destinations_go(routes):
 def test_event_overflow_reads_everything_again(routes):
     routes.events.error = OSError(errno.ENOBUFS, "No buffer space available")
     assert routes.poll_events() is True
-    assert routes.reloads == 1 and routes.ipr.dumps == 2
+    assert routes.reloads == 1 and routes.ipr.dumps == 4  # both families' tables, at start and again
     assert routes.hop(ip("203.0.113.1")).ifindex == A
 
 
@@ -219,3 +219,30 @@ def test_several_events_in_one_wakeup(routes):
 
 def test_ipv6_destination_has_no_hop_yet(routes):
     assert routes.hop(bytes(15) + b"\x01") is None
+
+
+def test_ipv6_routes_and_neighbours():
+    v6 = socket.AF_INET6
+    r = KernelRoutes(INTERFACES, ipr=FakeIPRoute(
+        ROUTES + [route("::", 0, A, "fe80::1", family=v6), route("fd00:1::", 64, B, family=v6),
+                  route("fd00:1:0:0:8000::", 65, None, rtype=6, family=v6)],
+        NEIGHBOURS + [neigh(A, "fe80::1", "02:00:00:00:06:01", family=v6),
+                      neigh(B, "fd00:1::11", "02:00:00:00:06:11", family=v6)]),
+        events=FakeEvents(), requests=FakeRequests())
+    try:
+        via_gw = r.hop(socket.inet_pton(v6, "2001:db8::5"))
+        assert via_gw.ifindex == A and via_gw.eth[:6] == bytes.fromhex("020000000601")
+        assert r.hop(socket.inet_pton(v6, "2001:db8:77::9")) is via_gw  # one shared hop behind the gateway
+        on_link = r.hop(socket.inet_pton(v6, "fd00:1::11"))
+        assert on_link.ifindex == B and on_link.eth[:6] == bytes.fromhex("020000000611")
+        assert r.hop(socket.inet_pton(v6, "fd00:1::8000:0:0:1")) is None  # the blackhole /65 wins
+        assert r.hop(ip("10.1.0.11")) is not None  # IPv4 unchanged beside it
+        # an unknown on-link neighbour is resolved without waiting, in its own family
+        assert r.hop(socket.inet_pton(v6, "fd00:1::12")) is None
+        sent = r.requests.sent[-1]
+        assert sent[16] == v6 and sent.endswith(socket.inet_pton(v6, "fd00:1::12"))
+        r.events.pending = [neigh(B, "fd00:1::12", "02:00:00:00:06:12", family=v6)]
+        assert r.poll_events() is True
+        assert r.hop(socket.inet_pton(v6, "fd00:1::12")).eth[:6] == bytes.fromhex("020000000612")
+    finally:
+        r.close()

@@ -1,10 +1,10 @@
 """How a FULLNAT real server learns the client's address: the TOA TCP option or a PROXY protocol header.
 
-TOA (kind 254, length 8: client port and IPv4 address, as Alibaba LVS and DPVS) goes into the
-client's first ACK; a TCP stack without the toa module skips the unknown option. The PROXY
-protocol header (v1 text or v2 binary, as DPVS offers) goes in front of the client's first data;
-from then on client sequence numbers are shifted up by its length and the server's
-acknowledgements (and SACK edges) down, and the MSS the server announces is lowered by as much
+TOA (kind 254, length 8: client port and IPv4 address, as Alibaba LVS and DPVS; length 20 with an
+IPv6 address, as DPVS) goes into the client's first ACK; a TCP stack without the toa module skips the
+unknown option. The PROXY protocol header (v1 text or v2 binary, as DPVS offers) goes in front of
+the client's first data; from then on client sequence numbers are shifted up by its length and the
+server's acknowledgements (and SACK edges) down, and the MSS the server announces is lowered by as much
 so that the first segment still fits the path.
 """
 
@@ -16,21 +16,26 @@ import struct
 from pylvs.engine.egress import Buffer
 from pylvs.packet.layout import IP, IP_TOTLEN
 
+IPV6_PLEN = 4
+
 TOA_KIND = 254
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 SEQ_MASK = 0xFFFFFFFF
 
 
 def toa(caddr: bytes, cport: bytes) -> bytes:
-    return bytes((TOA_KIND, 8)) + cport + caddr
+    return bytes((TOA_KIND, 4 + len(caddr))) + cport + caddr
 
 
 def proxy_header(version: str, caddr: bytes, cport: bytes, vaddr: bytes, vport: bytes) -> bytes:
+    v6 = len(caddr) == 16
     if version == "v1":
-        return (f"PROXY TCP4 {socket.inet_ntoa(caddr)} {socket.inet_ntoa(vaddr)} "
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        return (f"PROXY TCP{6 if v6 else 4} {socket.inet_ntop(family, caddr)} {socket.inet_ntop(family, vaddr)} "
                 f"{int.from_bytes(cport, 'big')} {int.from_bytes(vport, 'big')}\r\n").encode()
-    # v2: signature, PROXY command, TCP over IPv4, 12 address bytes
-    return PP2_SIGNATURE + struct.pack("!BBH", 0x21, 0x11, 12) + caddr + vaddr + cport + vport
+    # v2: signature, PROXY command, TCP over IPv4 (12 address bytes) or IPv6 (36)
+    return (PP2_SIGNATURE + struct.pack("!BBH", 0x21, 0x21 if v6 else 0x11, 36 if v6 else 12)
+            + caddr + vaddr + cport + vport)
 
 
 def seq_after_eq(a: int, b: int) -> bool:
@@ -38,12 +43,13 @@ def seq_after_eq(a: int, b: int) -> bool:
 
 
 def insert(buf: Buffer, at: int, end: int, data: bytes) -> bytearray:
-    """A copy of buf[:end] with `data` inserted at `at` and the IP total length grown to match."""
+    """A copy of buf[:end] with `data` inserted at `at` and the IP total length (IPv6: payload length)
+    grown to match."""
     out = bytearray(buf[:at])
     out += data
     out += buf[at:end]
-    totlen = (out[IP + IP_TOTLEN] << 8 | out[IP + IP_TOTLEN + 1]) + len(data)
-    out[IP + IP_TOTLEN:IP + IP_TOTLEN + 2] = totlen.to_bytes(2, "big")
+    o = IP + (IPV6_PLEN if out[IP] >> 4 == 6 else IP_TOTLEN)
+    out[o:o + 2] = ((out[o] << 8 | out[o + 1]) + len(data)).to_bytes(2, "big")
     return out
 
 

@@ -21,6 +21,15 @@ from pylvs.packet.layout import IP, IP_SRC, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SY
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn, ConnTable
 
+
+
+def packet_end(buf: Buffer) -> int:
+    """Where the IP packet in frame `buf` ends (IPv4 total length, or IPv6 header + payload length)."""
+    if buf[IP] >> 4 == 6:
+        return IP + 40 + (buf[IP + 4] << 8 | buf[IP + 5])
+    return IP + (buf[IP + 2] << 8 | buf[IP + 3])
+
+
 LPORT_MIN = 5000     # fullnat_lport_min
 LPORT_MAX = 65535    # fullnat_lport_max
 LPORT_TRIES = 10000  # fullnat_lport_tries
@@ -52,7 +61,7 @@ class FullNat(AddressRewrite):
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         svc = conn.svc
-        pool = svc.laddrs
+        pool = [la for la in svc.laddrs if len(la.addr) == len(conn.daddr)]  # local addresses of its family
         if not pool:
             return "no_local_address"
         span = LPORT_MAX - LPORT_MIN + 1
@@ -122,7 +131,7 @@ class FullNat(AddressRewrite):
         if flags & TCP_SYN:
             ca.isn_next = (seq + 1) & clientaddr.SEQ_MASK
             return None
-        end = IP + (buf[IP + 2] << 8 | buf[IP + 3])
+        end = packet_end(buf)
         if ca.kind == "toa":
             if not flags & TCP_ACK:
                 return None
@@ -141,6 +150,8 @@ class FullNat(AddressRewrite):
 
     @staticmethod
     def _client(buf: Buffer, l4: int) -> tuple[bytes, bytes]:
+        if buf[IP] >> 4 == 6:
+            return bytes(buf[IP + 8:IP + 24]), bytes(buf[l4:l4 + 2])
         return bytes(buf[IP + IP_SRC:IP + IP_SRC + 4]), bytes(buf[l4:l4 + 2])
 
     def _send_rebuilt(self, conn: Conn, buf: bytearray, l4: int, partial: bool, now: float) -> Output:

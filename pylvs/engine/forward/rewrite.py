@@ -118,3 +118,19 @@ def patch(buf: Buffer, off: int, value: int, size: int, csum: int, partial: bool
 
 # The recipe of a method that changes no address or port (DR, tunnels): only the TTL's delta.
 TTL_ONLY = Deltas(b"", b"", b"", b"")
+
+
+def finish6(buf: Buffer, l4: int, csum_off: int, d: Deltas, partial: bool, udp: bool) -> None:
+    """`finish` for IPv6: the hop limit goes down (no header checksum), the L4 checksum takes the delta
+    (a partial one only the pseudo-header's address part). IPv6 UDP checksums are never zero."""
+    buf[IP + 7] -= 1
+    o = l4 + csum_off
+    c = buf[o] << 8 | buf[o + 1]
+    if partial:
+        c = checksum.fold(c + d.l4_partial)
+    else:
+        c = checksum.apply(c, d.l4)
+        if udp and not c:
+            c = 0xFFFF
+    buf[o] = c >> 8
+    buf[o + 1] = c & 0xFF
