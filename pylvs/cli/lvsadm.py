@@ -220,6 +220,7 @@ lvsadm extensions:
   --health                            health-check state of a keepalived-driven lvsd, as JSON
   --datapath                          which data path forwards (bpf fast path or python) and its counters
   --drops                             frames lvsd dropped, by reason, and its receive rings' counters
+  --bgp                               the VIPs lvsd announces over BGP and the state of its sessions
 """
 
 
@@ -390,6 +391,19 @@ def datapath_text(status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bgp_text(status: dict) -> str:
+    lines = [f"BGP speaker: BIRD pid {status.get('pid') or '-'} (restarts {status.get('restarts', 0)}), "
+             f"local AS {status['local_as']}, router id {status['router_id']}, hold time {status['hold_time']} s, "
+             f"next hop {status['next_hop']}",
+             "Announced: " + (", ".join(f"{vip}/32" for vip in status["announced"]) or "none")]
+    if status["wanted"] != status["announced"]:
+        lines.append("Pending:   " + (", ".join(f"{vip}/32" for vip in status["wanted"]) or "none"))
+    lines.append(f"{'Peer':<16} {'AS':>10}  {'State':<12} {'Since':<13} Routes out")
+    lines += [f"{p['address']:<16} {p['as']:>10}  {p['state']:<12} {p['since']:<13} {p['exported']}"
+              for p in status["peers"]]
+    return "\n".join(lines) + "\n"
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -424,6 +438,11 @@ def run(
             session = _Session(control, transport)
             result = session.result({"op": "get-datapath"}, 255)
             stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else datapath_text(result))
+            return 0
+        if args == ["--bgp"]:  # pylvs extension: not part of ipvsadm's outputs
+            session = _Session(control, transport)
+            result = session.result({"op": "get-bgp"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else bgp_text(result))
             return 0
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))

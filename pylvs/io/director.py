@@ -20,6 +20,9 @@ from collections import deque
 
 from pyroute2 import IPRoute
 
+from pylvs.bgp.announce import healthy_vips
+from pylvs.bgp.config import BgpSettings
+from pylvs.bgp.speaker import Speaker, SpeakerError
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.datapath.bpf.libbpf import BpfError
@@ -67,7 +70,7 @@ class Director:
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
-                 datapath: str = "auto", keep_conns: str | None = None) -> None:
+                 datapath: str = "auto", keep_conns: str | None = None, bgp: BgpSettings | None = None) -> None:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
@@ -96,11 +99,14 @@ class Director:
         self.datapath = {"datapath": "python", "reason": ""}
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
+        self.bgp: Speaker | None = None  # announces the healthy VIPs to BGP peers (--bgp-local-as)
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self._start_fast_path(datapath)
             self.sync = SyncDaemons(self.engine, self.selector, sync_settings)
             api.register_daemons(self.api, self.sync)
+            if bgp is not None:
+                self._start_bgp(bgp)
             if keepalived is not None:
                 self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
             if config is not None and (os.path.exists(config) or not save_config):
@@ -134,6 +140,7 @@ class Director:
         self.api.register("reload", lambda req: {"started": self._keepalived().reload()})
         self.api.register("health", lambda req: self._keepalived().status())
         self.api.register("get-datapath", lambda req: self._datapath_status())
+        self.api.register("get-bgp", lambda req: self._bgp_status())
         self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -195,6 +202,19 @@ class Director:
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
         log.info("data path: bpf (tc ingress on %s) for established flows, python for the rest", names)
+
+    def _start_bgp(self, cfg: BgpSettings) -> None:
+        router_id = cfg.router_id or min(
+            (socket.inet_ntoa(a) for i in self.engine.interfaces.values() for a in i.addrs if len(a) == 4),
+            key=socket.inet_aton, default=None)
+        if router_id is None:
+            raise SpeakerError("BGP needs a router id: give --bgp-router-id (no interface has an address)")
+        self.bgp = Speaker(cfg, router_id)
+
+    def _bgp_status(self) -> dict:
+        if self.bgp is None:
+            raise ConfigError("EOPNOTSUPP", "lvsd was not started with --bgp-local-as")
+        return self.bgp.status()
 
     def _detach(self, fast: FastPath) -> None:
         for ifindex in self.engine.interfaces:
@@ -272,6 +292,8 @@ class Director:
         new, self._announced = owned - self._announced, owned
         if new:
             self.send(self.engine.announce(new))
+        if self.bgp is not None:
+            self.bgp.want(healthy_vips(self.engine))  # BIRD is driven from its own thread
 
     def _open_interface_rings(self, iface: Interface) -> None:
         # IPv4 frames without a mark (the main ring, also used to send), and ARP.
@@ -465,6 +487,9 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self.bgp is not None:
+            self.bgp.close()  # first: the routers move the flows away while this director still forwards
+            self.bgp = None
         if self.config and getattr(self, "engine", None) is not None \
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
