@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps
+APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps bird2
 # The fast path: clang -target bpf, libbpf's headers and shared library, the kernel's uapi headers.
 BPF_APT_PACKAGES := clang llvm libbpf-dev libbpf1 linux-libc-dev
 STAMP := $(VENV)/.installed
@@ -44,7 +44,7 @@ deps: $(STAMP) apt
 
 # Debian packages: only when something is missing, so repeated runs stay fast and offline-safe.
 apt:
-	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy; do \
+	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy bird; do \
 	  command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	for f in /usr/include/bpf/bpf_helpers.h /usr/include/linux/bpf.h; do [ -f $$f ] || missing="$$missing $$f"; done; \
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \

@@ -141,6 +141,7 @@ class EcmpLab:
         self.rips = [f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)]
         self.router_sock = os.path.join(self.net.tmp, "router-bird.ctl")
         self.router: subprocess.Popen | None = None
+        self.nginx: dict[str, subprocess.Popen] = {}
 
     def up(self) -> EcmpLab:
         try:
@@ -190,10 +191,16 @@ class EcmpLab:
             net.ip(name, "route", "add", "default", "via", ROUTER_LAN)
             self.net.exec(name, sys.executable, "-m", "pylvs.cli.lvs_rs", "up", "--vip", VIP, "--method", "dr",
                           "--state-dir", os.path.join(net.tmp, f"{name}-lvs-rs"), timeout=30)
-            servers.start_nginx(net, name, "0.0.0.0", PORT, name)
         for name in self.rs_names:
-            wait_for(lambda n=name: bool(net.exec(n, "ss", "-Htln", f"sport = :{PORT}", check=False).stdout.strip()),
-                     what=f"nginx on {name}")
+            self.start_nginx(name)
+
+    def start_nginx(self, name: str) -> None:
+        self.nginx[name] = servers.start_nginx(self.net, name, "0.0.0.0", PORT, name)
+        wait_for(lambda: bool(self.net.exec(name, "ss", "-Htln", f"sport = :{PORT}", check=False).stdout.strip()),
+                 what=f"nginx on {name}")
+
+    def stop_nginx(self, name: str) -> None:
+        self.net.kill(self.nginx.pop(name))
 
     def _watch_flows(self) -> None:
         """The switch notes, per director port, the client ports of the TCP packets it forwards there."""
