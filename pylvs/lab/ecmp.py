@@ -63,27 +63,15 @@ class EcmpDirector(DirectorNode):
         super().__init__(net, role)
         self.addr, self.hold_time = addr, hold_time
 
+    interfaces = ("eth0",)
+
     def start(self, *extra: str) -> None:
-        self.launch(*extra)
-        self.wait_started()
-
-    def launch(self, *extra: str) -> None:
-        """lvsd with its BGP speaker; `extra` are more lvsd options (--sloppy-tcp, ...)."""
+        """lvsd with its BGP speaker; `extra` are more lvsd options (--config FILE, --sloppy-tcp, ...)."""
         if os.path.exists(self.control):
-            os.unlink(self.control)
+            os.unlink(self.control)  # left by a lvsd killed with -9: not a sign that the next one is up
         datapath = os.environ.get("PYLVS_DATAPATH")  # as Lab.start_lvsd: a whole suite through one data path
-        self.proc = self.net.popen(self.role, sys.executable, "-m", "pylvs.cli.lvsd", "-i", "eth0",
-                                   "--control", self.control, "--bgp-local-as", str(DIRECTOR_AS),
-                                   "--bgp-peer", f"{ROUTER_LAN}:{ROUTER_AS}", "--bgp-hold-time", str(self.hold_time),
-                                   *(("--datapath", datapath) if datapath else ()), *extra, log=self.log)
-
-    def wait_started(self) -> None:
-        try:
-            wait_for(lambda: os.path.exists(self.control) or self.proc.poll() is not None, what=f"{self.role} lvsd")
-        except LabError:
-            raise LabError(f"{self.role} lvsd did not start: {self.lvsd_log()}") from None
-        if self.proc.poll() is not None:
-            raise LabError(f"{self.role} lvsd exited: {self.lvsd_log()}")
+        super().start("--bgp-local-as", str(DIRECTOR_AS), "--bgp-peer", f"{ROUTER_LAN}:{ROUTER_AS}",
+                      "--bgp-hold-time", str(self.hold_time), *(("--datapath", datapath) if datapath else ()), *extra)
 
     def start_sync(self) -> None:
         """Master and backup at once: every director tells the others about its connections."""
@@ -250,11 +238,9 @@ class EcmpLab:
         rules = os.path.join(self.net.tmp, "rules.save")
         with open(rules, "w") as f:
             f.write(self.rules())
-        for d in self.directors:
-            d.launch("--config", rules, *extra)
 
         def ready(d: EcmpDirector) -> None:
-            d.wait_started()
+            d.start("--config", rules, *extra)
             if sync:
                 d.start_sync()
 
