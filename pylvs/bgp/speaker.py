@@ -195,10 +195,18 @@ class Speaker:
                     self._poll()
             except (OSError, SpeakerError) as exc:
                 log.warning("bgp: %s", exc)
-                next_poll = time.monotonic() + POLL
-                if self._stopping:
-                    return
-                time.sleep(0.2)  # not a busy loop while BIRD does not answer
+                self._pause()
+            except Exception:  # noqa: BLE001 - the thread must go on: BIRD would die with it
+                log.exception("bgp: unexpected error")
+                self._pause()
+            if self._stopping:
+                return
+
+    def _pause(self) -> None:
+        """After a failure: try again in a second (or at once when lvsd stops), not in a busy loop."""
+        with self._lock:
+            if not self._stopping:
+                self._lock.wait(POLL)
 
     def _restart(self) -> None:
         code = self.proc.returncode if self.proc is not None else None

@@ -334,3 +334,38 @@ class EcmpLab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def main() -> int:
+    """`python -m pylvs.lab.ecmp` (root): the lab with three directors up, until Ctrl-C."""
+    import shlex
+    import signal as signals
+    import threading
+
+    stop = threading.Event()
+    signals.signal(signals.SIGTERM, lambda *_: stop.set())
+    lab = EcmpLab()
+    try:
+        lab.up()
+        lab.start_directors()
+        lab.wait_nexthops({d.addr for d in lab.directors}, timeout=30)
+        d1 = lab.directors[0]
+        lvsadm = (f"ip netns exec {lab.net.name(d1.role)} {shlex.quote(sys.executable)} -m pylvs.cli.lvsadm "
+                  f"--control {d1.control}")
+        print(f"lab up: VIP {VIP} announced by {', '.join(d.addr for d in lab.directors)} (AS {DIRECTOR_AS}) "
+              f"to the router (AS {ROUTER_AS})\n"
+              f"  {lvsadm} --bgp\n"
+              f"  ip -n {lab.net.name('router')} route show {VIP}\n"
+              f"  ip netns exec {lab.net.name('client')} curl http://{VIP}/\n"
+              f"  birdc -s {lab.router_sock} show protocols\n"
+              "Ctrl-C removes it.", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
