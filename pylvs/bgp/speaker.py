@@ -48,12 +48,20 @@ def _program(name: str) -> str:
     return path
 
 
+def default_runtime_dir() -> str:
+    """BIRD's configuration and socket: one directory per network namespace, like lvsd itself (a
+    second lvsd in a namespace refuses to start, so a directory found here is a dead one's)."""
+    base = "/run/pylvs" if os.access("/run", os.W_OK) else os.path.join(tempfile.gettempdir(), "pylvs")
+    return os.path.join(base, f"bgp-netns-{os.stat('/proc/self/ns/net').st_ino}")
+
+
 class Speaker:
     def __init__(self, cfg: BgpSettings, router_id: str, runtime_dir: str | None = None) -> None:
         self.cfg, self.router_id = cfg, router_id
         self.command = [_program("setpriv"), "--pdeathsig", "KILL", _program("bird")]
-        base = runtime_dir or ("/run" if os.access("/run", os.W_OK) else None)
-        self.dir = tempfile.mkdtemp(prefix="lvsd-bgp-", dir=base)
+        self.dir = runtime_dir or default_runtime_dir()
+        shutil.rmtree(self.dir, ignore_errors=True)  # an lvsd of this namespace killed with -9 left it
+        os.makedirs(self.dir, mode=0o700)
         self.conf, self.sock = os.path.join(self.dir, "bird.conf"), os.path.join(self.dir, "bird.ctl")
         self._lock = threading.Condition()
         self._wanted: frozenset[str] = frozenset()
@@ -84,6 +92,7 @@ class Speaker:
         with self._lock:
             status = dict(self._status)
             status.update(speaker="bird", pid=self.proc.pid if self.proc else None, restarts=self.restarts,
+                          runtime_dir=self.dir,
                           local_as=self.cfg.local_as, router_id=self.router_id, hold_time=self.cfg.hold_time,
                           next_hop=self.cfg.next_hop or "self", wanted=sorted(self._wanted),
                           announced=sorted(self._applied or ()))

@@ -105,7 +105,7 @@ def test_weights_set_by_lvsadm_and_a_restarted_bird(lab, director):
     assert "BIRD exited (code -9); starting it again" in director.lvsd_log()
 
 
-def test_kill_9_of_lvsd_withdraws_at_once_not_after_the_hold_time(lab, director):
+def test_kill_9_withdraws_at_once_a_restart_announces_again_and_sigterm_withdraws_first(lab, director):
     director.start("--config", write_rules(lab))
     lab.wait_nexthops({director.addr}, timeout=15)
     bird = director.bgp()["pid"]
@@ -118,11 +118,12 @@ def test_kill_9_of_lvsd_withdraws_at_once_not_after_the_hold_time(lab, director)
     wait_for(lambda: not os.path.exists(f"/proc/{bird}"), timeout=5, what="BIRD to die with lvsd")
     assert subprocess.run(["ip", "netns", "pids", lab.net.name(director.role)], capture_output=True,
                           text=True).stdout.split() == []
-
-
-def test_a_graceful_stop_withdraws_first(lab, director):
+    # Started again (as systemd would): it takes over what the dead one left and announces again.
     director.start("--config", write_rules(lab))
     lab.wait_nexthops({director.addr}, timeout=15)
+    # A graceful stop withdraws first, then ends the session, and leaves nothing behind.
+    runtime = director.bgp()["runtime_dir"]
+    assert sorted(os.listdir(runtime)) == ["bird.conf", "bird.ctl"]
     stopping = time.monotonic()
     director.proc.send_signal(signal.SIGTERM)
     lab.wait_nexthops(set(), timeout=5)
@@ -131,6 +132,7 @@ def test_a_graceful_stop_withdraws_first(lab, director):
     print(f"\nSIGTERM: withdrawn after {withdrawn:.2f}s")
     log = director.lvsd_log()
     assert f"bgp: withdrawing {VIP}/32" in log.split("lvsd running")[-1], log
+    assert not os.path.exists(runtime)
 
 
 def write_rules(lab) -> str:
