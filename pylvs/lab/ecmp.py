@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from pylvs.bgp import birdctl
 from pylvs.lab import servers
@@ -54,6 +58,17 @@ template bgp director {{
 }}
 {peers}
 """
+
+
+def moved(before: dict[int, set[str]], after: dict[int, set[str]]) -> set[int]:
+    """Of two `EcmpLab.flows` windows: the flows seen in both whose director changed (or that were seen
+    at two directors at once)."""
+    return {port for port in before.keys() & after.keys() if before[port] != after[port] or len(after[port]) > 1}
+
+
+def on(flows: dict[int, set[str]], addr: str) -> set[int]:
+    """The flows a director was seen to carry."""
+    return {port for port, directors in flows.items() if addr in directors}
 
 
 class EcmpDirector(DirectorNode):
@@ -224,11 +239,11 @@ class EcmpLab:
 
     # -- the directors' table ------------------------------------------------------------------
 
-    def rules(self, scheduler: str = "mh") -> str:
+    def rules(self, scheduler: str = "mh", weight: int = 1) -> str:
         """The same DR service for every director, as an ipvsadm-save file (same order: same mh table;
         mh-port hashes the client port too, so one client's flows spread over the real servers)."""
         lines = [f"-A -t {VIP}:{PORT} -s {scheduler}" + (" -b mh-port" if scheduler == "mh" else "")]
-        lines += [f"-a -t {VIP}:{PORT} -r {rip}:{PORT} -g -w 1" for rip in self.rips]
+        lines += [f"-a -t {VIP}:{PORT} -r {rip}:{PORT} -g -w {weight}" for rip in self.rips]
         return "\n".join(lines) + "\n"
 
     def start_directors(self, *extra: str, sync: bool = True) -> None:
@@ -245,6 +260,17 @@ class EcmpLab:
                 d.start_sync()
 
         self.each(ready)
+
+    def join(self, d: EcmpDirector, settle: float = 4.0) -> None:
+        """A director joins a cluster that carries traffic: lvsd and its sync daemons, the table with
+        every weight 0 (it announces nothing, but adopts the connections the others sync: a backup
+        keeps only those it has the service and real server for), `settle` seconds, then the weights
+        all at once (one atomic batch: it announces with the whole table)."""
+        d.start()
+        d.start_sync()
+        d.lvsadm("-R", stdin=self.rules(weight=0))
+        time.sleep(settle)
+        d.lvsadm("-R", "--atomic", stdin="".join(f"-e -t {VIP}:{PORT} -r {rip}:{PORT} -g -w 1\n" for rip in self.rips))
 
     def each(self, action: Callable[[EcmpDirector], T]) -> list[T]:
         """`action` on every director at once (lvsadm runs take a while each)."""
@@ -336,34 +362,37 @@ class EcmpLab:
         self.down()
 
 
-def main() -> int:
-    """`python -m pylvs.lab.ecmp` (root): the lab with three directors up, until Ctrl-C."""
-    import shlex
-    import signal as signals
-    import threading
-
-    stop = threading.Event()
-    signals.signal(signals.SIGTERM, lambda *_: stop.set())
-    lab = EcmpLab()
+@contextmanager
+def running(**kw: Any) -> Iterator[EcmpLab]:
+    """An EcmpLab (`kw`: its parameters) with every director announcing the VIP; removed afterwards."""
+    lab = EcmpLab(**kw).up()
     try:
-        lab.up()
         lab.start_directors()
         lab.wait_nexthops({d.addr for d in lab.directors}, timeout=30)
-        d1 = lab.directors[0]
-        lvsadm = (f"ip netns exec {lab.net.name(d1.role)} {shlex.quote(sys.executable)} -m pylvs.cli.lvsadm "
-                  f"--control {d1.control}")
-        print(f"lab up: VIP {VIP} announced by {', '.join(d.addr for d in lab.directors)} (AS {DIRECTOR_AS}) "
-              f"to the router (AS {ROUTER_AS})\n"
-              f"  {lvsadm} --bgp\n"
-              f"  ip -n {lab.net.name('router')} route show {VIP}\n"
-              f"  ip netns exec {lab.net.name('client')} curl http://{VIP}/\n"
-              f"  birdc -s {lab.router_sock} show protocols\n"
-              "Ctrl-C removes it.", flush=True)
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        yield lab
     finally:
         lab.down()
+
+
+def main() -> int:
+    """`python -m pylvs.lab.ecmp` (root): the lab with three directors up, until Ctrl-C."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with running() as lab:
+            d1 = lab.directors[0]
+            lvsadm = (f"ip netns exec {lab.net.name(d1.role)} {shlex.quote(sys.executable)} -m pylvs.cli.lvsadm "
+                      f"--control {d1.control}")
+            print(f"lab up: VIP {VIP} announced by {', '.join(d.addr for d in lab.directors)} (AS {DIRECTOR_AS}) "
+                  f"to the router (AS {ROUTER_AS})\n"
+                  f"  {lvsadm} --bgp\n"
+                  f"  ip -n {lab.net.name('router')} route show {VIP}\n"
+                  f"  ip netns exec {lab.net.name('client')} curl http://{VIP}/\n"
+                  f"  birdc -s {lab.router_sock} show protocols\n"
+                  "Ctrl-C removes it.", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
