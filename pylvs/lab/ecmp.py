@@ -355,12 +355,6 @@ class EcmpLab:
         self.router = None
         self.net.teardown()
 
-    def __enter__(self) -> EcmpLab:
-        return self.up()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
 
 @contextmanager
 def running(**kw: Any) -> Iterator[EcmpLab]:
