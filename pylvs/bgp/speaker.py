@@ -197,6 +197,7 @@ class Speaker:
                     self._restart()
                 elif wanted != self._applied:
                     self._apply(wanted)
+                    next_poll = 0.0  # lvsadm --bgp shows the sessions' export counts after the change
                 if self._stopping:
                     return  # withdrawn: close() stops BIRD
                 if time.monotonic() >= next_poll:

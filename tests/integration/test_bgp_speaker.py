@@ -97,8 +97,9 @@ def test_weights_set_by_lvsadm_and_a_restarted_bird(lab, director):
     director.lvsadm("-e", "-t", f"{VIP}:{PORT}", "-r", f"{lab.rips[1]}:{PORT}", "-g", "-w", "3")
     lab.wait_nexthops({director.addr}, timeout=5)
     print(f"\nlvsadm: withdrawn {quiesced:.2f}s after the last weight went to 0")
+    wait_for(lambda: director.bgp()["peers"][0]["exported"] == 1, timeout=3, what="the export count")
     status = director.bgp()
-    assert status["announced"] == [VIP] and status["peers"][0]["exported"] == 1, status
+    assert status["announced"] == [VIP] and status["wanted"] == [VIP], status
     os.kill(status["pid"], signal.SIGKILL)  # BIRD alone dies: lvsd starts it again, announcing the same
     wait_for(lambda: director.bgp()["restarts"] == 1, timeout=10, what="BIRD to be restarted")
     lab.wait_nexthops({director.addr}, timeout=15)
