@@ -68,6 +68,7 @@ class Speaker:
         self._applied: frozenset[str] | None = None  # what BIRD's configuration holds
         self._status: dict[str, Any] = {"peers": []}
         self._stopping = False
+        self._withdrawn = False
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
@@ -84,9 +85,16 @@ class Speaker:
 
     def want(self, vips: frozenset[str]) -> None:
         with self._lock:
-            if vips != self._wanted:
+            if vips != self._wanted and not self._withdrawn:
                 self._wanted = vips
                 self._lock.notify()
+
+    def withdraw(self) -> None:
+        """Withdraw every VIP for good (lvsd is stopping); later `want` calls change nothing."""
+        with self._lock:
+            self._withdrawn = True
+            self._wanted = frozenset()
+            self._lock.notify()
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -51,6 +51,7 @@ RECONCILE_INTERVAL = 0.25  # a large table's steering and ARP follow changes at 
 RECONCILE_AT_ONCE = 200    # up to this many services, every change is reconciled (nft included) before the
                            # answer leaves; beyond, nft runs in the steering worker's thread
 STEERING_CHECK = 5.0  # seconds between checks that nobody removed the nftables table
+BGP_DRAIN = 0.5  # a stop with BGP: forward this long after withdrawing, while the routers move the flows away
 
 
 def read_interface(ipr: IPRoute, name: str) -> Interface:
@@ -100,6 +101,7 @@ class Director:
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
         self.bgp: Speaker | None = None  # announces the healthy VIPs to BGP peers (--bgp-local-as)
+        self._drain_until: float | None = None  # stopping: withdrawn, still forwarding until then
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self._start_fast_path(datapath)
@@ -428,7 +430,11 @@ class Director:
     # -- loop -------------------------------------------------------------------------------
 
     def stop(self, *_args: object) -> None:
-        self.stopping = True
+        if self.bgp is not None and self._drain_until is None:  # a second signal stops at once
+            self.bgp.withdraw()
+            self._drain_until = time.monotonic() + BGP_DRAIN
+        else:
+            self.stopping = True
         self._wake()
 
     def run(self) -> None:
@@ -445,6 +451,9 @@ class Director:
         while not self.stopping:
             deadline = min(next_tick, self._last_reconcile + RECONCILE_INTERVAL) if self._reconcile_pending \
                 else next_tick
+            if self._drain_until is not None:
+                deadline = min(deadline, self._drain_until)
+                self.stopping = time.monotonic() >= self._drain_until
             timeout = max(0.0, deadline - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
@@ -488,7 +497,7 @@ class Director:
 
     def close(self) -> None:
         if self.bgp is not None:
-            self.bgp.close()  # first: the routers move the flows away while this director still forwards
+            self.bgp.close()  # first: withdraw (if the drain did not), end the sessions, then stop forwarding
             self.bgp = None
         if self.config and getattr(self, "engine", None) is not None \
                 and self.engine.table.generation != self._saved_generation:
