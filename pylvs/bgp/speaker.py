@@ -66,7 +66,8 @@ class Speaker:
         self._lock = threading.Condition()
         self._wanted: frozenset[str] = frozenset()
         self._applied: frozenset[str] | None = None  # what BIRD's configuration holds
-        self._status: dict[str, Any] = {"peers": []}
+        self._status: dict[str, Any] = {"peers": [{"address": p.address, "as": p.asn, "state": "Unknown", "since": "",
+                                                   "info": "not read yet", "exported": 0} for p in cfg.peers]}
         self._stopping = False
         self._withdrawn = False
         self.restarts = 0

@@ -37,10 +37,14 @@ def ecmp():
 
 
 def test_every_director_announces_the_vip_and_the_router_spreads_flows_over_them(ecmp):
+    def sessions() -> list[list[tuple[str, str, int]]]:
+        return [[(p["address"], p["state"], p["exported"]) for p in status["peers"]]
+                for status in ecmp.each(lambda d: d.bgp())]
+
+    # lvsd reads its sessions' state every second: the router may have the routes a moment before.
+    wait_for(lambda: sessions() == [[("192.0.2.254", "Established", 1)]] * 3, timeout=5, what="lvsadm --bgp")
     for status in ecmp.each(lambda d: d.bgp()):
         assert status["announced"] == [VIP] and status["local_as"] == 65001, status
-        peers = [(p["address"], p["state"], p["exported"]) for p in status["peers"]]
-        assert peers == [("192.0.2.254", "Established", 1)], status
     text = ecmp.directors[0].lvsadm("--bgp").stdout
     assert f"Announced: {VIP}/32" in text and "Established" in text, text
     probe = ecmp.probe("probe-spread", 30)
