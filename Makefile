@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps keepalived
+APT_PACKAGES := iproute2 nftables nginx-light curl wrk iperf3 tcpdump haproxy procps keepalived bird2
 # The metrics and status page tests: a real Prometheus server scrapes lvsd, headless Chromium loads the page.
 APT_PACKAGES += prometheus chromium chromium-driver
 # The fast path: clang -target bpf, libbpf's headers and shared library, the kernel's uapi headers.
@@ -52,7 +52,7 @@ deps: $(STAMP) apt
 
 # Debian packages: only when something is missing, so repeated runs stay fast and offline-safe.
 apt:
-	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy keepalived prometheus chromium chromedriver; do \
+	@missing=""; for t in ip nft nginx curl wrk iperf3 tcpdump haproxy keepalived prometheus chromium chromedriver bird; do \
 	  command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	for f in /usr/include/bpf/bpf_helpers.h /usr/include/linux/bpf.h; do [ -f $$f ] || missing="$$missing $$f"; done; \
 	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \

@@ -227,6 +227,7 @@ lvsadm extensions:
                                       wrong (exit 1 if anything is, or could not be told)
   --synproxy     -j enable|disable    with -A/-E: lvsd answers the service's SYNs with SYN cookies (DPVS)
   --metrics                           lvsd's metrics in Prometheus's text format (with --json: as JSON)
+  --bgp                               the VIPs lvsd announces over BGP and the state of its sessions
 """
 
 
@@ -437,6 +438,20 @@ def _doctor(selection: list[str], session: _Session, as_json: bool, stdout: Text
     return report.exit_code(reports)
 
 
+def bgp_text(status: dict) -> str:
+    get = status.get  # an older or other lvsd may leave fields out: print what there is
+    lines = [f"BGP speaker: BIRD pid {get('pid') or '-'} (restarts {get('restarts', 0)}), "
+             f"local AS {get('local_as', '-')}, router id {get('router_id', '-')}, "
+             f"hold time {get('hold_time', '-')} s, next hop {get('next_hop', '-')}",
+             "Announced: " + (", ".join(f"{vip}/32" for vip in get("announced", [])) or "none")]
+    if get("wanted", []) != get("announced", []):
+        lines.append("Pending:   " + (", ".join(f"{vip}/32" for vip in get("wanted", [])) or "none"))
+    lines.append(f"{'Peer':<16} {'AS':>10}  {'State':<12} {'Since':<13} Routes out")
+    lines += [f"{p.get('address', '-'):<16} {p.get('as', '-'):>10}  {p.get('state', '-'):<12} "
+              f"{p.get('since', '-'):<13} {p.get('exported', '-')}" for p in get("peers", [])]
+    return "\n".join(lines) + "\n"
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -487,6 +502,11 @@ def run(
         if args[:1] == ["--doctor"]:  # pylvs extension: probes DR and TUN real servers
             session = _Session(control, transport)
             return _doctor(args[1:], session, as_json, stdout, prog)
+        if args == ["--bgp"]:  # pylvs extension: not part of ipvsadm's outputs
+            session = _Session(control, transport)
+            result = session.result({"op": "get-bgp"}, 255)
+            stdout.write(json.dumps(result, sort_keys=True) + "\n" if as_json else bgp_text(result))
+            return 0
         try:
             # no arguments at all lists the table, names resolved (ipvsadm's list_all(FMT_NONE))
             cmd = parse_command(args or ["-L"], prog)

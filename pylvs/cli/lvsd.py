@@ -7,6 +7,8 @@ import logging
 import sys
 
 from pylvs import __version__
+from pylvs.bgp.config import DEFAULT_HOLD_TIME, BgpConfigError, BgpSettings
+from pylvs.bgp.config import settings as bgp_settings
 from pylvs.cli import configtest
 from pylvs.control.client import DEFAULT_PATH
 from pylvs.control.config_file import ConfigFileError
@@ -92,6 +94,15 @@ def parser() -> argparse.ArgumentParser:
                               "then pylvs_*); ADDR may be [IPv6], or empty for every address")
     observe.add_argument("--web", type=listen_address, metavar="ADDR:PORT",
                          help="serve the live status page on http://ADDR:PORT/")
+    bgp = p.add_argument_group("BGP: announce each VIP while it has a real server with weight > 0 (speaker: BIRD 2)")
+    bgp.add_argument("--bgp-local-as", metavar="AS", help="this director's AS number; enables BGP")
+    bgp.add_argument("--bgp-peer", action="append", default=[], metavar="ADDR:AS",
+                     help="a BGP neighbour (the router) and its AS; repeat for each")
+    bgp.add_argument("--bgp-router-id", metavar="ID", help="BGP identifier (default: the lowest interface address)")
+    bgp.add_argument("--bgp-hold-time", type=int, default=DEFAULT_HOLD_TIME, metavar="S",
+                     help=f"hold time offered to peers, keepalives every third of it (default {DEFAULT_HOLD_TIME})")
+    bgp.add_argument("--bgp-next-hop", metavar="ADDR",
+                     help="next hop announced for the VIPs (default: the director's address on each session)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"lvsd {__version__}")
     return p
@@ -103,6 +114,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.interface and not args.config_test and not args.print_unit:
         p.error("the following arguments are required: -i/--interface")
     return args
+
+
+def bgp_options(args: argparse.Namespace) -> BgpSettings | None:
+    if args.bgp_local_as is None:
+        if args.bgp_peer or args.bgp_router_id or args.bgp_next_hop:
+            raise BgpConfigError("the --bgp-* options need --bgp-local-as AS")
+        return None
+    return bgp_settings(args.bgp_local_as, args.bgp_peer, args.bgp_router_id, args.bgp_hold_time, args.bgp_next_hop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if threshold < 0 or period < 0 or (period and threshold >= period):
         print("lvsd: --sync-threshold needs 0 <= T < P (or P = 0)", file=sys.stderr)
         return 2
+    try:
+        bgp = bgp_options(args)
+    except BgpConfigError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return 2
     journal.configure_logging("lvsd", logging.DEBUG if args.verbose else logging.INFO)
     settings = Settings(expire_nodest_conn=args.expire_nodest_conn,
                         expire_quiescent_template=args.expire_quiescent_template,
@@ -129,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         sloppy_sctp=args.sloppy_sctp,
                         amemthresh=args.amemthresh, am_droprate=args.am_droprate, drop_entry=args.drop_entry,
                         drop_packet=args.drop_packet, secure_tcp=args.secure_tcp, max_conns=args.max_conns)
+    from pylvs.bgp.speaker import SpeakerError
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free
     from pylvs.io.director import Director  # imports pyroute2; keep --help fast and root-free
@@ -152,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
                             config_id=args.config_id,
                             sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
-                            datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp)
+                            datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp, bgp=bgp)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1
-    except (OSError, ConfigFileError, ControlSocketError, steering.SteeringError, BpfError) as exc:
+    except (OSError, ConfigFileError, ControlSocketError, steering.SteeringError, BpfError, SpeakerError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return 1
     except KeepalivedConfigError as exc:

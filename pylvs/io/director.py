@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
+from pylvs.bgp.announce import healthy_vips
+from pylvs.bgp.config import BgpSettings
+from pylvs.bgp.speaker import Speaker, SpeakerError
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.datapath.bpf.libbpf import BpfError
@@ -58,6 +61,7 @@ RECONCILE_AT_ONCE = 200    # up to this many services, every change is reconcile
                            # answer leaves; beyond, nft runs in the steering worker's thread
 STEERING_CHECK = 5.0  # seconds between checks that nobody removed the nftables table
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates (only under systemd)
+BGP_DRAIN = 0.5  # a stop with BGP: forward this long after withdrawing, while the routers move the flows away
 
 
 def read_interface(ipr: IPRoute, name: str) -> Interface:
@@ -91,7 +95,8 @@ class Director:
                  settings: Settings | None = None, retire_ms: int = 1, ring: int = 2,
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
-                 datapath: str = "auto", keep_conns: str | None = None, vrrp: bool = True) -> None:
+                 datapath: str = "auto", keep_conns: str | None = None, vrrp: bool = True,
+                 bgp: BgpSettings | None = None) -> None:
         self.notify = Notifier.from_environment()  # systemd's Type=notify, when started by it
         self._reload_outcomes: deque[str] = deque()  # finished SIGHUP reloads, for READY=1
         self._next_status = 0.0
@@ -128,11 +133,15 @@ class Director:
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
         self.requests: Counter[tuple[str, str]] = Counter()  # control requests by (op, ok|error), for metrics
+        self.bgp: Speaker | None = None  # announces the healthy VIPs to BGP peers (--bgp-local-as)
+        self._drain_until: float | None = None  # stopping: withdrawn, still forwarding until then
         try:
             self._setup(ifnames, control_path, settings, retire_ms, ring)
             self._start_fast_path(datapath)
             self.sync = SyncDaemons(self.engine, self.selector, sync_settings)
             api.register_daemons(self.api, self.sync)
+            if bgp is not None:
+                self._start_bgp(bgp)
             if keepalived is not None:
                 self.keepalived = KeepalivedRunner(keepalived, self.queue_requests, config_id)
                 if vrrp and self.keepalived.config.vrrp_instances:
@@ -172,6 +181,7 @@ class Director:
                                                          "config_id": self._keepalived().config_id})
         self.api.register("vrrp", lambda req: self._vrrp_status())
         self.api.register("get-datapath", lambda req: self._datapath_status())
+        self.api.register("get-bgp", lambda req: self._bgp_status())
         self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -263,6 +273,19 @@ class Director:
         """The TCP state changes the fast path made, applied before any frame that followed them."""
         if self.offload is not None:
             self.offload.apply(self.fast.events.read())
+
+    def _start_bgp(self, cfg: BgpSettings) -> None:
+        router_id = cfg.router_id or min(
+            (socket.inet_ntoa(a) for i in self.engine.interfaces.values() for a in i.addrs if len(a) == 4),
+            key=socket.inet_aton, default=None)
+        if router_id is None:
+            raise SpeakerError("BGP needs a router id: give --bgp-router-id (no interface has an address)")
+        self.bgp = Speaker(cfg, router_id)
+
+    def _bgp_status(self) -> dict:
+        if self.bgp is None:
+            raise ConfigError("EOPNOTSUPP", "lvsd was not started with --bgp-local-as")
+        return self.bgp.status()
 
     def _detach(self, fast: FastPath) -> None:
         for ifindex in self.engine.interfaces:
@@ -360,6 +383,8 @@ class Director:
         new, self._announced = owned - self._announced, owned
         if new:
             self.send(self.engine.announce(new))
+        if self.bgp is not None:
+            self.bgp.want(healthy_vips(self.engine))  # BIRD is driven from its own thread
 
     def _open_interface_rings(self, iface: Interface) -> None:
         # IPv4 frames without a mark (the main ring, also used to send), and ARP.
@@ -548,7 +573,11 @@ class Director:
     # -- loop -------------------------------------------------------------------------------
 
     def stop(self, *_args: object) -> None:
-        self.stopping = True
+        if self.bgp is not None and self._drain_until is None:  # a second signal stops at once
+            self.bgp.withdraw()
+            self._drain_until = time.monotonic() + BGP_DRAIN
+        else:
+            self.stopping = True
         self._wake()
 
     def run(self) -> None:
@@ -571,6 +600,9 @@ class Director:
         while not self.stopping:
             deadline = min(next_tick, self._last_reconcile + RECONCILE_INTERVAL) if self._reconcile_pending \
                 else next_tick
+            if self._drain_until is not None:
+                deadline = min(deadline, self._drain_until)
+                self.stopping = time.monotonic() >= self._drain_until
             timeout = max(0.0, deadline - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
@@ -618,6 +650,9 @@ class Director:
 
     def close(self) -> None:
         self.notify.stopping("stopping: removing rules and programs")
+        if self.bgp is not None:
+            self.bgp.close()  # first: withdraw (if the drain did not), end the sessions, then stop forwarding
+            self.bgp = None
         if self.config and getattr(self, "engine", None) is not None \
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second

@@ -33,6 +33,8 @@ RPORT = 8080
 class DirectorNode:
     """One director namespace and the lvsd in it."""
 
+    interfaces: tuple[str, ...] = ("vip0", "dip0")
+
     def __init__(self, net: Netns, role: str) -> None:
         self.net, self.role = net, role
         self.control = os.path.join(net.tmp, f"{role}-lvsd.sock")
@@ -40,7 +42,8 @@ class DirectorNode:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *extra: str) -> None:
-        self.proc = self.net.popen(self.role, sys.executable, "-m", "pylvs.cli.lvsd", "-i", "vip0", "-i", "dip0",
+        interfaces = [arg for name in self.interfaces for arg in ("-i", name)]
+        self.proc = self.net.popen(self.role, sys.executable, "-m", "pylvs.cli.lvsd", *interfaces,
                                    "--control", self.control, *extra, log=self.log)
         try:
             wait_for(lambda: os.path.exists(self.control) or self.proc.poll() is not None, what=f"{self.role} lvsd")

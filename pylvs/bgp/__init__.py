@@ -1,0 +1,1 @@
+"""BGP announcements of the VIPs (active/active directors behind ECMP routers), spoken by BIRD."""
