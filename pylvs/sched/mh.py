@@ -58,13 +58,11 @@ _slots: dict[int, int] = {}  # hash key (port + address) -> table slot, for clie
 _permutations: dict[tuple[bytes, int], tuple[int, int]] = {}  # dest (addr, port) -> (offset, skip)
 
 
-def client_slot(value: int) -> int:
-    """The table slot of a client's hash key: hash1(value) % TAB_SIZE, remembered for repeat clients."""
-    slot = _slots.get(value)
-    if slot is None:
-        if len(_slots) >= CACHE_MAX:
-            _slots.clear()
-        slot = _slots[value] = hash1(value) % TAB_SIZE
+def client_slot(value: int, _h=_maglev.hsiphash_u32, _k0=HASH1[0], _k1=HASH1[1]) -> int:
+    """The table slot of a new client's hash key (hash1(value) % TAB_SIZE), remembered for its return."""
+    if len(_slots) >= CACHE_MAX:
+        _slots.clear()
+    slot = _slots[value] = _h(_k0, _k1, value) % TAB_SIZE
     return slot
 
 
@@ -80,14 +78,14 @@ def permutation(dest: RealServer) -> tuple[int, int]:
     return perm
 
 
-def populate(setups: list[tuple[RealServer, int, int, int]]) -> list[RealServer | None]:
-    """The kernel's ip_vs_mh_populate over (dest, offset, skip, turns) in list order: rounds over the
-    dests, each claiming `turns` slots, each the next free one on its walk, until the table is full.
-    The walk is in C (pylvs/sched/_maglev.c): in Python it cost 2-4 ms at 1000 dests."""
-    if not setups:
+def populate(dests: list[RealServer], walks: list[tuple[int, int]], turns: list[int]) -> list[RealServer | None]:
+    """The kernel's ip_vs_mh_populate over the dests in list order, each with its walk (offset, skip) and
+    turns: rounds over the dests, each claiming `turns` slots, each the next free one on its walk, until
+    the table is full. The walk is in C (pylvs/sched/_maglev.c): in Python it cost 2-4 ms at 1000 dests."""
+    if not dests:
         return [None] * TAB_SIZE
-    dests, offsets, skips, turns = zip(*setups, strict=True)
-    return _maglev.fill(TAB_SIZE, array("I", offsets), array("I", skips), array("I", turns), dests)
+    return _maglev.fill(TAB_SIZE, array("I", [w[0] for w in walks]), array("I", [w[1] for w in walks]),
+                        array("I", turns), tuple(dests))
 
 
 class MaglevHashing(Scheduler):
@@ -96,7 +94,7 @@ class MaglevHashing(Scheduler):
     def __init__(self, service: VirtualService) -> None:
         self.table: list[RealServer | None] = [None] * TAB_SIZE
         self._built = False
-        self._inputs: list[tuple[RealServer, int, int, int]] | None = None  # what `table` was built from
+        self._inputs: tuple[list, list, list] | None = None  # what `table` was built from
         super().__init__(service)
 
     def update(self, service: VirtualService) -> None:
@@ -109,21 +107,23 @@ class MaglevHashing(Scheduler):
         self._built = True
         # last_weight (the latest non-zero weight) keeps a quiesced dest's slots: its clients
         # are refused (or fall back) rather than reshuffled.
-        weights = [d.last_weight for d in dests]
-        g = gcd(*(w for w in weights if w > 0))
-        setups: list[tuple[RealServer, int, int, int]] = []
-        if g >= 1:
+        live = [d for d in dests if d.last_weight > 0]
+        inputs: tuple[list, list, list] = ([], [], [])
+        if live:
+            weights = [d.last_weight for d in live]
+            g = gcd(*weights)
             rshift = max(0, (max(weights) // g).bit_length() - TAB_BITS)
             perms = _permutations
-            setups = [(d, *(perms.get((d.addr, d.port)) or permutation(d)), ((w // g) >> rshift) or 1)
-                      for d, w in zip(dests, weights, strict=True) if w > 0]
-        if setups != self._inputs:  # most edits (quiescing, thresholds, methods) leave the table as it is
-            self.table = populate(setups)
-            self._inputs = setups
+            walks = [perms.get((d.addr, d.port)) or permutation(d) for d in live]
+            inputs = (live, walks, [((w // g) >> rshift) or 1 for w in weights])
+        if inputs != self._inputs:  # most edits (quiescing, thresholds, methods) leave the table as it is
+            self.table = populate(*inputs)
+            self._inputs = inputs
 
     def schedule(self, service: VirtualService, flow: Flow) -> RealServer | None:
         port = hash_port(service, flow)
-        addr = addr_fold(flow.saddr)
+        saddr = flow.saddr
+        addr = int.from_bytes(saddr, "big") if len(saddr) == 4 else addr_fold(saddr)  # one call less per client
         value = (port + addr) & _M32
         ihash = _slots.get(value)
         if ihash is None:
