@@ -68,7 +68,11 @@ def test_director_kernel_neither_answers_nor_forwards_with_ip_forward_on():
             for _ in range(4):
                 assert lab.curl(f"http://{VIP}/").returncode == 0
         client = [p for p in client_cap.packets() if TCP in p]
-        assert not [p for p in client if p[TCP].flags.R], "director kernel sent a RST"
+        # on failure, the whole exchange: whose RST it was (the kernel's, or a real server's passed on)
+        trace = "\n".join(f"{float(p.time):.6f} {p[IP].src}:{p[TCP].sport} > {p[IP].dst}:{p[TCP].dport} "
+                          f"{p[TCP].flags} seq={p[TCP].seq} ack={p[TCP].ack} len={len(p[TCP].payload)}"
+                          for p in client + [q for q in lan_cap.packets() if TCP in q])
+        assert not [p for p in client if p[TCP].flags.R], f"director kernel sent a RST:\n{trace}"
         assert all(p[IP].src in (CLIENT, VIP) and p[IP].dst in (CLIENT, VIP) for p in client)
         syns_to_rs = [p for p in lan_cap.packets() if TCP in p and p[TCP].flags == "S"]
         assert len(syns_to_rs) == 4, "duplicate or missing SYNs on the real-server LAN"
