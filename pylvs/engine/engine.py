@@ -563,16 +563,8 @@ class Engine:
                 flags == sctpstate.CID_INIT or self.settings.sloppy_sctp)):
             self.drops["no_conn"] += 1  # only an INIT chunk starts one (sctp_conn_schedule; flags: the chunk)
             return NOTHING
-        if self.defense.full(len(self.conns)):
-            self.drops["max_conns"] += 1
+        if not self._admit():
             return NOTHING
-        if self.defense.todrop():
-            self.drops["drop_packet"] += 1
-            return NOTHING
-        if self._new_budget <= 0:
-            self.drops["new_conn_budget"] += 1
-            return NOTHING
-        self._new_budget -= 1
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
         flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
         template = None
@@ -608,6 +600,21 @@ class Engine:
         l4 = IP + ((frame[IP] & 0x0F) << 2)
         return self._in(conn, frame, frame[l4 + 13], l4, frame[IP + 2] << 8 | frame[IP + 3],
                         bool(frame[0] & F_NEEDS_CSUM), now)
+
+    def _admit(self) -> bool:
+        """Whether a new connection may be made (either family): under the table's cap, past the
+        memory-pressure defence's drop rate, within the round's budget; each refusal counted."""
+        if self.defense.full(len(self.conns)):
+            self.drops["max_conns"] += 1
+            return False
+        if self.defense.todrop():
+            self.drops["drop_packet"] += 1
+            return False
+        if self._new_budget <= 0:
+            self.drops["new_conn_budget"] += 1
+            return False
+        self._new_budget -= 1
+        return True
 
     def _persist(self, svc: VirtualService, flow: Flow, vport: bytes, now: float,
                  pe_data: bytes = b"") -> tuple[RealServer | None, Conn | None]:

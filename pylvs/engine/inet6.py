@@ -129,16 +129,8 @@ class Inet6:
         if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or e.settings.sloppy_tcp)):
             e.drops["no_conn"] += 1
             return NOTHING
-        if e.defense.full(len(e.conns)):  # the memory-pressure defence counts both families' entries
-            e.drops["max_conns"] += 1
+        if not e._admit():
             return NOTHING
-        if e.defense.todrop():
-            e.drops["drop_packet"] += 1
-            return NOTHING
-        if e._new_budget <= 0:
-            e.drops["new_conn_budget"] += 1
-            return NOTHING
-        e._new_budget -= 1
         flow = Flow(proto, caddr, int.from_bytes(cport, "big"), vaddr, int.from_bytes(vport, "big"), now)
         template = None
         if svc.persistent:
