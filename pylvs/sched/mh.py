@@ -2,8 +2,8 @@
 
 Every dest walks its own permutation of the slots (start `offset`, stride `skip`, both from the
 kernel's fixed-key hsiphash of its address and port) and claims free slots in turns proportional to
-its weight, so adding or removing one server moves only about 1/N of the clients. The hash keys are fixed, so equal dest
-lists always build equal tables, across restarts and across directors.
+its weight, so adding or removing one server moves only about 1/N of the clients. The hash keys are
+fixed, so equal dest lists always build equal tables, across restarts and across directors.
 
 Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is unusable; mh-port
 (SVC_F_SCHED2) adds the client's source port to the key.
@@ -12,6 +12,7 @@ Flags: mh-fallback (SVC_F_SCHED1) re-probes the table when the chosen dest is un
 from __future__ import annotations
 
 from array import array
+from functools import partial
 from math import gcd
 
 from pylvs.engine.services import SVC_F_SCHED1, ConfigError, RealServer, VirtualService
@@ -36,8 +37,8 @@ _M32 = (1 << 32) - 1
 
 def hsiphash_u32(key: tuple[int, int], value: int) -> int:
     """The kernel's hsiphash_1u32 on a 64-bit machine: SipHash-1-3 of the u32's 4 little-endian bytes,
-    truncated to 32 bits (in C, pylvs/sched/_maglev.c: it runs once per new client)."""
-    return _maglev.hsiphash_u32(key[0], key[1], value & _M32)
+    truncated to 32 bits (in C, pylvs/sched/_maglev.c, which takes the value's low 32 bits)."""
+    return _maglev.hsiphash_u32(*key, value)
 
 
 def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> int:
@@ -45,12 +46,9 @@ def mh_hash(key: tuple[int, int], addr: bytes, port: int, offset: int = 0) -> in
     return hsiphash_u32(key, (offset + port + addr_fold(addr)) & _M32)
 
 
-def hash1(value: int, _h=_maglev.hsiphash_u32, _k0=HASH1[0], _k1=HASH1[1]) -> int:
-    return _h(_k0, _k1, value & _M32)
-
-
-def hash2(value: int, _h=_maglev.hsiphash_u32, _k0=HASH2[0], _k1=HASH2[1]) -> int:
-    return _h(_k0, _k1, value & _M32)
+# hsiphash_u32 under each fixed key, bound once (partial calls straight into C: once per new client)
+hash1 = partial(_maglev.hsiphash_u32, *HASH1)
+hash2 = partial(_maglev.hsiphash_u32, *HASH2)
 
 
 CACHE_MAX = 1 << 16  # entries per memo below; cleared when full
@@ -58,11 +56,11 @@ _slots: dict[int, int] = {}  # hash key (port + address) -> table slot, for clie
 _permutations: dict[tuple[bytes, int], tuple[int, int]] = {}  # dest (addr, port) -> (offset, skip)
 
 
-def client_slot(value: int, _h=_maglev.hsiphash_u32, _k0=HASH1[0], _k1=HASH1[1]) -> int:
-    """The table slot of a new client's hash key (hash1(value) % TAB_SIZE), remembered for its return."""
+def client_slot(value: int) -> int:
+    """The table slot of a new client's hash key, remembered for its return."""
     if len(_slots) >= CACHE_MAX:
         _slots.clear()
-    slot = _slots[value] = _h(_k0, _k1, value) % TAB_SIZE
+    slot = _slots[value] = hash1(value) % TAB_SIZE
     return slot
 
 
