@@ -106,6 +106,14 @@ class _Bad(Exception):
 
 # -- encoding -----------------------------------------------------------------------------------
 
+def pe_options(pe_data: bytes, pe_name: bytes) -> bytes:
+    """A persistence engine's data and name as sync options (none without data)."""
+    if not pe_data:
+        return b""
+    name = bytes((OPT_PE_NAME, len(pe_name))) + pe_name if pe_name else b""
+    return bytes((OPT_PE_DATA, len(pe_data))) + pe_data + name
+
+
 def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, dport: bytes, fwmark: int,
             timeout: int, caddr: bytes, vaddr: bytes, daddr: bytes,
             pe_name: bytes = b"", pe_data: bytes = b"") -> bytes:
@@ -114,9 +122,7 @@ def pack_v1(protocol: int, flags: int, state: int, cport: bytes, vport: bytes, d
     sequence data: pylvs has no application helpers), padded so that the next one starts aligned."""
     flags &= ~(CONN_F_HASHED | CONN_F_SEQ_MASK)
     layout, stype = (CONN_V6, STYPE_F_INET6) if len(caddr) == 16 else (CONN_V4, 0)
-    options = b""
-    if pe_data:
-        options = bytes((OPT_PE_DATA, len(pe_data))) + pe_data + bytes((OPT_PE_NAME, len(pe_name))) + pe_name
+    options = pe_options(pe_data, pe_name)
     size = layout.size + len(options)
     return layout.pack(stype, protocol, size, flags, state, cport, vport, dport, fwmark, timeout,
                        caddr, vaddr, daddr) + options + bytes(-size & 3)
@@ -155,10 +161,7 @@ def encode_conn(c: SyncConn, version: int = SYNC_VERSION) -> bytes:
     options = b""
     if c.seq is not None:
         options += bytes((OPT_SEQ_DATA, SEQ_DATA.size)) + SEQ_DATA.pack(*c.seq)
-    if c.pe_data:
-        options += bytes((OPT_PE_DATA, len(c.pe_data))) + c.pe_data
-        if c.pe_name:
-            options += bytes((OPT_PE_NAME, len(c.pe_name))) + c.pe_name
+    options += pe_options(c.pe_data, c.pe_name)
     layout = CONN_V6 if c.ipv6 else CONN_V4
     size = layout.size + len(options)
     if size > SVER_MASK:
