@@ -20,6 +20,14 @@ def crc_ok(pkt) -> bool:
     return IP(bytes(fresh))[SCTP].chksum == pkt[SCTP].chksum
 
 
+def across(lab, sender: str, receiver: str, packet) -> IP:
+    """`packet` injected at `sender`, as the one SCTP packet captured at `receiver`."""
+    with Capture(lab.net, receiver, "eth0", "sctp", name=f"sctp-{receiver}") as capture:
+        inject(lab.net, sender, [bytes(packet)], wait=0.2)
+    (seen,) = [p for p in capture.packets() if SCTP in p]
+    return seen
+
+
 def test_sctp_association_is_scheduled_and_translated_both_ways(lab):
     rip = lab.rips[0]
     lab.lvsadm("-A", "--sctp-service", f"{VIP}:3868", "-s", "rr")
@@ -27,17 +35,13 @@ def test_sctp_association_is_scheduled_and_translated_both_ways(lab):
     assert f"SCTP {VIP}:3868 rr" in lab.lvsadm("-L", "-n").stdout.replace("  ", " ")
     init = IP(src=CLIENT, dst=VIP) / SCTP(sport=40000, dport=3868) / SCTPChunkInit(
         init_tag=0x1234, a_rwnd=65535, n_out_streams=2, n_in_streams=2, init_tsn=100)
-    with Capture(lab.net, "rs1", "eth0", "sctp", name="sctp-rs") as at_rs:
-        inject(lab.net, "client", [bytes(init)], wait=0.2)
-    (seen,) = [p for p in at_rs.packets() if SCTP in p]
+    seen = across(lab, "client", "rs1", init)
     assert (seen[IP].src, seen[IP].dst, seen[SCTP].sport, seen[SCTP].dport) == (CLIENT, rip, 40000, 3869)
     assert seen[SCTPChunkInit].init_tag == 0x1234 and crc_ok(seen)
     assert seen[IP].ttl == 63  # one hop: the director
     init_ack = IP(src=rip, dst=CLIENT) / SCTP(sport=3869, dport=40000, tag=0x1234) / SCTPChunkInitAck(
         init_tag=0x5678, a_rwnd=65535, n_out_streams=2, n_in_streams=2, init_tsn=500)
-    with Capture(lab.net, "client", "eth0", "sctp", name="sctp-client") as at_client:
-        inject(lab.net, "rs1", [bytes(init_ack)], wait=0.2)
-    (back,) = [p for p in at_client.packets() if SCTP in p]
+    back = across(lab, "rs1", "client", init_ack)
     assert (back[IP].src, back[IP].dst, back[SCTP].sport, back[SCTP].dport) == (VIP, CLIENT, 3868, 40000)
     assert back[SCTPChunkInitAck].init_tag == 0x5678 and crc_ok(back)
     conns = lab.lvsadm("-L", "-n", "-c").stdout
