@@ -495,7 +495,7 @@ class Director:
             ring.drain(handle)
             self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if self.offload is not None:
-                self.offload.drain(clock[0])  # an established connection's recipes go to the kernel at once
+                self.offload.drain(clock[0], ifindex)  # recipes go to the kernel once their ring is drained
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):

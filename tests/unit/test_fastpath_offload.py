@@ -58,7 +58,10 @@ def tcp_established(method=Method.MASQ):
     offload.drain(0.0)
     assert fake.entries == {}  # SYN_RECV: not yet
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
-    offload.drain(0.0)  # written at once: a short connection's response and FIN go through the kernel
+    offload.drain(0.0, 1)  # written at once: a short connection's response and FIN go through the kernel
+    if conn.out_flow is not None:  # ... the server's side once the engine has drained its interface
+        engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=dport, flags="A"), dst=dst)), 2, 1.25)
+        offload.drain(0.0, 2)
     return engine, fake, offload, conn
 
 
@@ -72,6 +75,44 @@ def test_tcp_flows_enter_the_map_when_established_with_their_state():
     engine, fake, offload, conn = tcp_established()
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()} and len(offload) == 1
     assert set(fake.states.values()) == {tcpstate.ESTABLISHED}
+
+
+def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
+    # A reply queued for the engine on the servers' side when the client's ACK makes the connection
+    # ESTABLISHED must not be overtaken by the next reply, forwarded by the kernel: the reply direction
+    # waits for a round of its own interface.
+    engine = make_engine()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    (conn,) = engine.conns.conns()
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    offload.drain(1.2, 1)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.drain(1.2, 3)  # another interface's round: still not
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="A"))), 2, 1.3)
+    offload.drain(1.3, 2)
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
+def test_a_recipe_whose_interface_has_no_round_is_written_at_the_second_tick():
+    engine = make_engine()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    (conn,) = engine.conns.conns()
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    offload.drain(1.2)  # after other work than a round: both wait
+    offload.refresh(1.0)
+    assert fake.entries == {}
+    offload.refresh(1.0)
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="R"))), 1, 1.3)
+    offload.drain(1.3, 1)
+    assert fake.entries == {} and not offload._later.get(1) and not offload._later.get(2)
 
 
 def test_a_fin_the_engine_sees_itself_takes_the_recipes_out():
@@ -167,6 +208,7 @@ def test_udp_flows_enter_at_creation():
     assert set(fake.entries) == {conn.in_flow.pack_key()}  # the reply's next hop is not known yet
     engine.process(frame(from_rs(RIPS[2], UDP(sport=8080, dport=40000))), 2, 1.1)
     offload.refresh(1.0)
+    offload.drain(1.1, 2)  # the round that drained the reply's interface
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
 
 
@@ -206,6 +248,11 @@ def test_a_flow_without_a_resolved_hop_waits_for_the_next_refresh():
     conn.in_flow.hop = routes.hop(conn.daddr)
     conn.out_flow.hop = routes.hop(conn.caddr)
     offload.refresh(1.0)
+    assert fake.entries == {}  # each waits for a round of the interface it arrives on
+    offload.drain(1.0, 1)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.refresh(1.0)
+    offload.refresh(1.0)  # ... or for a second tick
     assert len(fake.entries) == 2
 
 

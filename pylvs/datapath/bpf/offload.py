@@ -22,6 +22,11 @@ it may not:
   inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
   decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
   reads the inner packet from a raw socket without that state would see unfinished checksums.
+Each direction's recipe goes to the kernel at the end of a round that drained the interface that
+direction's packets arrive on (where the other direction leaves), or at the second tick after it was
+due: a packet of that direction still queued for the engine when its recipe is written would be
+overtaken by the next one, which the kernel forwards at once (a server's ACK passed by its response
+reaches a client already in TIME_WAIT, whose answer draws a RST from the server).
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
 so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
 has; all of them on every call while there are few), before its entry is deleted, and before lvsadm
@@ -68,6 +73,10 @@ class FlowOffload:
         self._due: deque[tuple[float, Conn]] = deque()
         self._pending: set[Conn] = set()
         self._waiting: set[Conn] = set()
+        # Recipes due but not written: by the interface their packets arrive on (see the module's text);
+        # `_stale` holds those already deferred at the last tick, which the next tick writes regardless.
+        self._later: dict[int, set[Conn]] = {}
+        self._stale: set[Conn] = set()
         self._cursor: list[Conn] = []
         # State changes the kernel made and the engine applied, whose STATE events are still queued.
         self._kernel_made: dict[Conn, int] = {}
@@ -79,25 +88,29 @@ class FlowOffload:
 
     # -- events ----------------------------------------------------------------------------
 
-    def drain(self, now: float) -> None:
-        """Act on every pending connection event, and offload what is due (after each round of the loop)."""
+    def drain(self, now: float, ifindex: int = 0) -> None:
+        """Act on every pending connection event, and offload what is due (after each round of the loop;
+        `ifindex`: the interface whose frames the round drained, 0 after other work)."""
         for event in self.events:
             if isinstance(event, ConnEvent) and not event.conn.flags & CONN_F_TEMPLATE:
-                self._handle(event, now)
+                self._handle(event, now, ifindex)
         while self._due and self._due[0][0] <= now:
-            self._promote(self._due.popleft()[1])
+            self._promote(self._due.popleft()[1], ifindex)
+        if ifindex and ifindex in self._later:
+            for conn in self._later.pop(ifindex):
+                self._offload(conn, ifindex)
 
-    def _promote(self, conn: Conn) -> None:
+    def _promote(self, conn: Conn, ifindex: int) -> None:
         if conn in self._pending:
             self._pending.discard(conn)
-            self._offload(conn)
+            self._offload(conn, ifindex)
 
     def _schedule(self, conn: Conn, now: float) -> None:
         if conn not in self._pending:
             self._pending.add(conn)
             self._due.append((now + OFFLOAD_DELAY, conn))
 
-    def _handle(self, event: ConnEvent, now: float) -> None:
+    def _handle(self, event: ConnEvent, now: float, ifindex: int) -> None:
         conn, kind = event.conn, event.kind
         if kind in (ConnEventKind.EXPIRED, ConnEventKind.REMOVED):
             self._withdraw(conn)
@@ -112,14 +125,14 @@ class FlowOffload:
                 if event.value in KERNEL_DONE or (event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
                     self._withdraw(conn)
             elif event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
-                self._offload(conn)
+                self._offload(conn, ifindex)
             else:
                 self._withdraw(conn)
         elif kind == ConnEventKind.FLOWS:  # a recipe that was engine-only may go to the kernel now
             if conn.proto == PROTO_UDP:
                 self._schedule(conn, now)
             elif conn.state == tcpstate.ESTABLISHED:
-                self._offload(conn)
+                self._offload(conn, ifindex)
 
     def apply(self, events: list[FlowEvent]) -> None:
         """The kernel's TCP state changes, in the order it made them: the engine makes them too.
@@ -139,18 +152,25 @@ class FlowOffload:
                 self.mismatches += 1
                 self._withdraw(conn)
 
-    def _offload(self, conn: Conn) -> None:
-        """Write the connection's recipes that may go to the kernel; one still without a hop waits."""
+    def _offload(self, conn: Conn, ifindex: int) -> None:
+        """Write the connection's recipes that may go to the kernel after a round of `ifindex` (0: none,
+        -1: regardless of rounds); one still without a hop waits, one arriving elsewhere is deferred."""
         if conn.dead:
             return
         written = self._offloaded.get(conn, [])
         done = {id(f) for f, _, _ in written}
         waiting = False
-        for f in (conn.in_flow, conn.out_flow):
+        flows = (conn.in_flow, conn.out_flow)
+        for i, f in enumerate(flows):
             if f is None or f.flags & F_ENGINE_ONLY or id(f) in done:
                 continue
             if f.hop is None:
                 waiting = True  # resolved by the first packet that direction sends through the engine
+                continue
+            other = flows[1 - i]
+            arrival = other.hop.ifindex if other is not None and other.hop is not None else 0
+            if arrival and arrival != ifindex and ifindex >= 0:
+                self._later.setdefault(arrival, set()).add(conn)
                 continue
             f.packets = f.bytes = f.last_seen_ns = 0
             f.tcp_state = conn.state if conn.proto != PROTO_UDP else 0
@@ -169,6 +189,8 @@ class FlowOffload:
 
     def _withdraw(self, conn: Conn) -> None:
         self._pending.discard(conn)  # (its entry in _due is skipped)
+        for deferred in self._later.values():
+            deferred.discard(conn)
         if conn.dead:
             self._kernel_made.pop(conn, None)
         self._waiting.discard(conn)
@@ -187,9 +209,16 @@ class FlowOffload:
     def refresh(self, interval: float) -> None:
         """Offload what waits; read back the offloaded connections, all or a share (every `interval` s)."""
         while self._due:
-            self._promote(self._due.popleft()[1])
+            self._promote(self._due.popleft()[1], 0)
         for conn in list(self._waiting):
-            self._offload(conn)
+            self._offload(conn, 0)
+        # Deferred since the last tick: their interface had no round in a whole tick (an asymmetric path).
+        stale, self._stale = self._stale, set()
+        for deferred in self._later.values():
+            for conn in stale & deferred:
+                deferred.discard(conn)
+                self._offload(conn, -1)
+            self._stale |= deferred
         if len(self._offloaded) <= FULL_REFRESH:
             self.refresh_all()
             return
