@@ -139,7 +139,7 @@ def test_reload_changes_only_what_changed_and_keeps_a_running_download(ka_lab):
     download = subprocess.Popen(
         ["ip", "netns", "exec", lab.net.name("client"), "sh", "-c",
          f"curl -sS --max-time 40 --limit-rate 8M http://{VIP}/big | sha256sum"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
     # the download's real server: the one connection to VIP:80 that is new and established
     def serving() -> str | None:
         now = set(lab.lvsadm("-L", "-n", "-c").stdout.splitlines()) - set(before.splitlines())
@@ -148,15 +148,21 @@ def test_reload_changes_only_what_changed_and_keeps_a_running_download(ka_lab):
         return found[0] if len(found) == 1 else None
     wait_for(lambda: serving() is not None, timeout=5, what="the download's connection")
     keep = serving()
-    other = "192.0.2.12" if keep == "192.0.2.11" else "192.0.2.11"
-    kept = RS_TCP if keep == "192.0.2.11" else RS_HTTP_INHIBIT
-    with open(lab.conf, "w") as f:  # the other real server removed, rs3 added, the serving one unchanged
-        f.write(conf([kept.format(addr=keep, check=CHECK), RS_TCP.format(addr="192.0.2.13", check=CHECK)]))
-    lab.lvsadm("--reload")
-    wait_for(lambda: set(table(lab)) == {keep, "192.0.2.13"}, timeout=10, what="reloaded table")
-    assert other not in table(lab)
-    assert download.poll() is None, "the download should still be running during the reload"
-    out, _ = download.communicate(timeout=60)
+    os.killpg(download.pid, signal.SIGSTOP)  # held over the reload, however fast this machine downloads
+    try:
+        other = "192.0.2.12" if keep == "192.0.2.11" else "192.0.2.11"
+        kept = RS_TCP if keep == "192.0.2.11" else RS_HTTP_INHIBIT
+        with open(lab.conf, "w") as f:  # the other real server removed, rs3 added, the serving one unchanged
+            f.write(conf([kept.format(addr=keep, check=CHECK), RS_TCP.format(addr="192.0.2.13", check=CHECK)]))
+        lab.lvsadm("--reload")
+        wait_for(lambda: set(table(lab)) == {keep, "192.0.2.13"}, timeout=10, what="reloaded table")
+        assert other not in table(lab)
+        assert download.poll() is None, "the download should still be running during the reload"
+        os.killpg(download.pid, signal.SIGCONT)
+        out, _ = download.communicate(timeout=60)
+    finally:
+        if download.poll() is None:
+            os.killpg(download.pid, signal.SIGKILL)
     assert out.split()[0] == expected
 
 
