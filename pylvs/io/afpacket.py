@@ -145,6 +145,11 @@ class SlotRing:
                 view[off:off + 4] = _KERNEL
         return handled
 
+    def ready(self) -> bool:
+        """Whether the next frame is waiting for us (without taking it)."""
+        return bool(int.from_bytes(self.view[self.next * self.slot_size:self.next * self.slot_size + 4],
+                                   "little") & TP_STATUS_USER)
+
     def _oldest_ready(self, start: int) -> int | None:
         """The slot of the oldest frame handed to us (by kernel timestamp, then ring order from
         `start`), or None if there is none or it is too recent to be sure we are out of step."""
@@ -231,6 +236,13 @@ class RingSocket:
                     handle(frame)
             finally:
                 self.release(block)
+
+    def ready(self) -> bool:
+        """Whether a frame is waiting for `drain` (without taking it)."""
+        if self.slot_ring is not None:
+            return self.slot_ring.ready()
+        off = self.next_block * self.block_size
+        return bool(int.from_bytes(self.ring[off + 8:off + 12], "little") & TP_STATUS_USER)
 
     def read_statistics(self) -> None:
         """Add the kernel's counters since the last reading to `packets` and `drops`."""

@@ -263,7 +263,7 @@ class Director:
         if stale:
             log.info("fast path: removed %d flows left by a previous lvsd", stale)
         self.fast = fast
-        self.offload = FlowOffload(self.engine, fast.flows)
+        self.offload = FlowOffload(self.engine, fast.flows, busy=self._frames_waiting)
         self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
@@ -461,6 +461,9 @@ class Director:
             ring = self.rings.pop(have[key])
             self.selector.unregister(ring.fileno())
             ring.close()
+
+    def _frames_waiting(self, ifindex: int) -> bool:
+        return any(r.ifindex == ifindex and r.ready() for r in self.rings.values())
 
     def _receiver(self, ring: RingSocket, mark: int):
         process = self.engine.process

@@ -97,6 +97,23 @@ def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
 
 
+def test_with_no_frame_waiting_on_its_interface_a_direction_enters_at_once():
+    engine = make_engine()
+    fake = FakeFlowMap()
+    waiting = {2: True}
+    offload = FlowOffload(engine, fake, busy=lambda ifindex: waiting.get(ifindex, False))
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    (conn,) = engine.conns.conns()
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    offload.drain(1.2, 1)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}  # a reply waits on ifindex 2
+    waiting[2] = False
+    offload.drain(1.2)  # (after other work: the servers' interface is idle now)
+    offload.refresh(1.0)
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
 def test_a_recipe_whose_interface_has_no_round_is_written_at_the_second_tick():
     engine = make_engine()
     fake = FakeFlowMap()

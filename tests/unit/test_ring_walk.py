@@ -52,6 +52,14 @@ def test_frames_in_ring_order_and_slots_given_back():
     assert ring.drain() == [] and ring.walk.resyncs == 0  # nothing anywhere: no resync
 
 
+def test_ready_tells_whether_the_next_frame_waits_without_taking_it():
+    ring = Ring()
+    assert not ring.walk.ready()
+    ring.put(0, b"frame0")
+    assert ring.walk.ready() and ring.walk.ready() and ring.owner(0) == TP_STATUS_USER
+    assert ring.drain() == [b"frame0"] and not ring.walk.ready()
+
+
 def test_wakeup_with_nothing_at_the_expected_slot_resynchronises_to_the_oldest():
     """The reader expects slot 2 but the kernel has filled 5, 6, 7 and (wrapping) 0: it must not
     wait at slot 2 forever while the socket stays readable."""

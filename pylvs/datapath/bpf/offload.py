@@ -22,11 +22,12 @@ it may not:
   inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
   decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
   reads the inner packet from a raw socket without that state would see unfinished checksums.
-Each direction's recipe goes to the kernel at the end of a round that drained the interface that
-direction's packets arrive on (where the other direction leaves), or at the second tick after it was
-due: a packet of that direction still queued for the engine when its recipe is written would be
-overtaken by the next one, which the kernel forwards at once (a server's ACK passed by its response
-reaches a client already in TIME_WAIT, whose answer draws a RST from the server).
+Each direction's recipe goes to the kernel at once if no frame waits for the engine on the interface
+that direction's packets arrive on (where the other direction leaves), else at the end of a round
+that drained that interface, or at the second tick after it was due: a packet of that direction
+still queued for the engine when its recipe is written would be overtaken by the next one, which the
+kernel forwards at once (a server's ACK passed by its response reaches a client already in
+TIME_WAIT, whose answer draws a RST from the server).
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
 so each is read at least every REFRESH_SECONDS (well inside the shortest timeout an offloaded state
 has; all of them on every call while there are few), before its entry is deleted, and before lvsadm
@@ -39,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pylvs.datapath.bpf.events import FlowEvent
@@ -63,9 +65,11 @@ FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh re
 
 
 class FlowOffload:
-    def __init__(self, engine: Engine, flows: FlowMap) -> None:
+    def __init__(self, engine: Engine, flows: FlowMap, busy: Callable[[int], bool] | None = None) -> None:
         self.engine = engine
         self.flows = flows
+        # busy(ifindex): frames are waiting for the engine on that interface (None: assume they may be)
+        self.busy = busy
         self.events = engine.subscribe(services=False, conns=True)
         # Connections with recipes in the map, and what of their counts the engine has already been told.
         self._offloaded: dict[Conn, list[tuple[FlowEntry, int, int]]] = {}
@@ -169,7 +173,7 @@ class FlowOffload:
                 continue
             other = flows[1 - i]
             arrival = other.hop.ifindex if other is not None and other.hop is not None else 0
-            if arrival and arrival != ifindex and ifindex >= 0:
+            if arrival and arrival != ifindex and ifindex >= 0 and (self.busy is None or self.busy(arrival)):
                 self._later.setdefault(arrival, set()).add(conn)
                 continue
             f.packets = f.bytes = f.last_seen_ns = 0
@@ -212,13 +216,13 @@ class FlowOffload:
             self._promote(self._due.popleft()[1], 0)
         for conn in list(self._waiting):
             self._offload(conn, 0)
-        # Deferred since the last tick: their interface had no round in a whole tick (an asymmetric path).
-        stale, self._stale = self._stale, set()
-        for deferred in self._later.values():
-            for conn in stale & deferred:
-                deferred.discard(conn)
-                self._offload(conn, -1)
-            self._stale |= deferred
+        # Deferred: written now if their interface is idle, regardless if they were deferred at the last
+        # tick already (their interface had no round in a whole tick: an asymmetric path).
+        stale, later, self._later = self._stale, self._later, {}
+        for deferred in later.values():
+            for conn in deferred:
+                self._offload(conn, -1 if conn in stale else 0)
+        self._stale = set().union(*self._later.values())
         if len(self._offloaded) <= FULL_REFRESH:
             self.refresh_all()
             return
