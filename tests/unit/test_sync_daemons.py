@@ -163,3 +163,19 @@ def test_sync_maxlen_is_derived_and_clamped_as_the_kernel_does(state, asked, mtu
 def test_an_ipv6_group_leaves_the_ipv6_headers_out_of_sync_maxlen(state, asked, mtu, maxlen):
     config = DaemonConfig(state, "eth0", sync_maxlen=asked, mcast_group="ff02::81")
     assert config.resolve(mtu).sync_maxlen == maxlen
+
+
+def test_keepalived_lvs_sync_daemon_with_an_ipv6_group_starts_ipv6_daemons(wire):
+    from pylvs import keepalived
+    from pylvs.keepalived import Diagnostics
+    from pylvs.vrrp import plan as vrrp_plan
+    from pylvs.vrrp.roles import DirectorRoles
+
+    config = keepalived.loads("global_defs {\n    lvs_sync_daemon eth9 id 3 group ff02::8:81 port 8850\n}\n",
+                              echo=False)
+    plan = vrrp_plan.build(config, lambda ifname: "192.0.2.2", Diagnostics(echo=False))
+    lvsd = Lvsd(selectors.DefaultSelector())
+    DirectorRoles(lvsd.engine, lvsd.daemons, plan).start()  # no instance: master and backup, as keepalived
+    assert lvsd.lvsadm("-L", "--daemon")[1] == (
+        "master sync daemon (mcast=eth9, syncid=3, maxlen=1452, group=ff02::8:81, port=8850, ttl=1)\n"
+        "backup sync daemon (mcast=eth9, syncid=3, maxlen=1452, group=ff02::8:81, port=8850, ttl=1)\n")
