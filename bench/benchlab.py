@@ -14,11 +14,21 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from pylvs.lab import ipv6 as lab6
 from pylvs.lab.netns import LabError, Netns, wait_for
 from pylvs.lab.topology import CLIENT, DIRECTOR_OUTSIDE, VIP, NatLab
 
 IPERF_PORT = 5201
 PORT_RANGE = "1024 65535"  # many short connections per run: keep ephemeral ports from wrapping early
+
+
+def url_host(addr: str) -> str:
+    """An address as URLs, ss filters and ipvsadm write it: IPv6 in brackets."""
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def hostport(addr: str, port: int) -> str:
+    return f"{url_host(addr)}:{port}"
 
 
 class LabTools:
@@ -45,7 +55,7 @@ class LabTools:
         raise NotImplementedError
 
     def listening(self, role: str, addr: str, port: int) -> bool:
-        out = self.net.exec(role, "ss", "-Htln", f"src {addr}:{port}", check=False).stdout
+        out = self.net.exec(role, "ss", "-Htln", f"src {hostport(addr, port)}", check=False).stdout
         return bool(out.strip())
 
     def start_iperf_server(self, role: str, addr: str) -> None:
@@ -92,16 +102,22 @@ class LabTools:
 
 
 class BenchLab(LabTools, NatLab):
-    """A NatLab with an iperf3 server on rs1 and helpers to turn the director into each mode."""
+    """A NatLab with an iperf3 server on rs1 and helpers to turn the director into each mode.
 
-    def __init__(self, forwarding: bool) -> None:
-        super().__init__(n_rs=3, director_forwarding=forwarding)
+    With `ipv6`, the lab has IPv6 on every link too (NatLab(ipv6=True)) and the modes balance IPv6:
+    the VIP is 2001:db8:10::100, the real servers 2001:db8:2::11.., iperf3 listens on rs1's IPv6 address.
+    """
+
+    def __init__(self, forwarding: bool, ipv6: bool = False) -> None:
+        super().__init__(n_rs=3, director_forwarding=forwarding, ipv6=ipv6)
 
     def build(self) -> BenchLab:
         self.up(http=True, udp=False)
         try:
             self.wide_port_range("client", "director")
-            self.start_iperf_server(self.rs_names[0], self.rips[0])
+            if self.ipv6:
+                self.net.sysctl("director", self.forward_sysctl, 1 if self.director_forwarding else 0)
+            self.start_iperf_server(self.rs_names[0], self.targets()[0])
         except BaseException:
             self.down()
             raise
@@ -109,16 +125,32 @@ class BenchLab(LabTools, NatLab):
 
     # -- servers and addresses ----------------------------------------------------------------
 
+    @property
+    def vip(self) -> str:
+        """The address the load-balancing modes serve."""
+        return lab6.NAT_VIP6 if self.ipv6 else VIP
+
+    @property
+    def forward_sysctl(self) -> str:
+        return "net.ipv6.conf.all.forwarding" if self.ipv6 else "net.ipv4.ip_forward"
+
+    def targets(self) -> list[str]:
+        """The real servers' addresses the modes balance over (iperf3 on the first)."""
+        return [lab6.rip6(i) for i in range(1, len(self.rips) + 1)] if self.ipv6 else list(self.rips)
+
     def add_vip_to_kernel(self) -> None:
-        """The director kernel owns the VIP (answers ARP, accepts the traffic locally or for DNAT)."""
-        self.net.addr("director", "vip0", f"{VIP}/32")
+        """The director kernel owns the VIP (answers ARP or NS, accepts the traffic locally or for DNAT)."""
+        if self.ipv6:
+            lab6.addr6(self.net, "director", "vip0", self.vip, 128)
+        else:
+            self.net.addr("director", "vip0", f"{VIP}/32")
 
     def route_client_to_lan(self) -> None:
         self.net.ip("client", "route", "add", "192.0.2.0/24", "via", DIRECTOR_OUTSIDE)
 
     def kernel_has_vip(self) -> bool:
-        out = self.net.ip("director", "-4", "-o", "addr", "show").stdout
-        return f" {VIP}/" in out
+        out = self.net.ip("director", "-6" if self.ipv6 else "-4", "-o", "addr", "show").stdout
+        return f" {self.vip}/" in out
 
     # -- lvsd --------------------------------------------------------------------------------
 
@@ -135,9 +167,15 @@ class BenchLab(LabTools, NatLab):
             raise LabError(f"lvsd (cProfile) exited: {self.lvsd_log()}")
         return proc
 
+    def add_http_service(self) -> None:
+        """VIP:80 with rr over every real server's nginx, NAT (masquerading)."""
+        self.lvsadm("-A", "-t", hostport(self.vip, 80), "-s", "rr")
+        for addr in self.targets():
+            self.lvsadm("-a", "-t", hostport(self.vip, 80), "-r", hostport(addr, self.rport), "-m", "-w", "1")
+
     def add_iperf_service(self) -> None:
-        self.lvsadm("-A", "-t", f"{VIP}:{IPERF_PORT}", "-s", "rr")
-        self.lvsadm("-a", "-t", f"{VIP}:{IPERF_PORT}", "-r", f"{self.rips[0]}:{IPERF_PORT}", "-m")
+        self.lvsadm("-A", "-t", hostport(self.vip, IPERF_PORT), "-s", "rr")
+        self.lvsadm("-a", "-t", hostport(self.vip, IPERF_PORT), "-r", hostport(self.targets()[0], IPERF_PORT), "-m")
 
 
 def http_check(lab: NatLab | LabTools, url: str) -> str:
@@ -148,4 +186,4 @@ def http_check(lab: NatLab | LabTools, url: str) -> str:
     return result.stdout.strip()
 
 
-__all__ = ["BenchLab", "CLIENT", "IPERF_PORT", "LabTools", "VIP", "http_check"]
+__all__ = ["BenchLab", "CLIENT", "IPERF_PORT", "LabTools", "VIP", "hostport", "http_check", "url_host"]

@@ -1,4 +1,7 @@
-"""The four ways the director namespace of the NAT lab carries the client's traffic, and how each proves it did.
+"""The ways the director namespace of the NAT lab carries the client's traffic, and how each proves it did.
+
+direct, nftables, HAProxy, pylvs (and pylvs-bpf) over IPv4; nftables6 (an `ip6` DNAT table) and pylvs6
+(NAT66) over IPv6 in the same lab with IPv6 on every link: the IPv6 NAT row beside the IPv4 one.
 
 (modes_lvs.py adds FULLNAT in the same lab and DR and TUN in labs of their own, on this base class.)
 
@@ -17,9 +20,10 @@ import os
 import socket
 import time
 
-from benchlab import IPERF_PORT, VIP, BenchLab, LabTools
+from benchlab import IPERF_PORT, VIP, BenchLab, LabTools, hostport, url_host
 from loads import IperfResult, WrkResult
 
+from pylvs.lab.ipv6 import CLIENT6
 from pylvs.lab.netns import LabError, run, wait_for
 from pylvs.lab.topology import CLIENT, DIP
 
@@ -33,12 +37,13 @@ class Mode:
     uses_lvsd = False   # print lvsd's log when the mode fails
     profiled = False    # the mode --profile runs under cProfile
     short_runs = False  # every load but the iperf3 download runs half the duration (the newer rows)
+    ipv6 = False        # the NAT lab with IPv6 on every link, balancing IPv6 (BenchLab(ipv6=True))
 
     def __init__(self) -> None:
         self.pid: int | None = None  # the load balancer process, if there is one
 
     def make_lab(self) -> LabTools:
-        return BenchLab(self.forwarding)
+        return BenchLab(self.forwarding, self.ipv6)
 
     def setup(self, lab: BenchLab) -> None:
         raise NotImplementedError
@@ -66,10 +71,10 @@ class Mode:
         return []
 
     def http_url(self, lab: BenchLab) -> str:
-        return f"http://{VIP}/"
+        return f"http://{url_host(lab.vip)}/"
 
     def iperf_target(self, lab: BenchLab) -> tuple[str, int]:
-        return VIP, IPERF_PORT
+        return lab.vip, IPERF_PORT
 
     def servers(self, lab: BenchLab) -> list[str]:
         """Real servers that must see the HTTP load."""
@@ -120,22 +125,27 @@ class NftablesMode(Mode):
 
     def setup(self, lab: BenchLab) -> None:
         lab.add_vip_to_kernel()
-        targets = ", ".join(f"{i} : {addr}" for i, addr in enumerate(lab.rips))
+        family, rips = self.family(lab), lab.targets()
+        targets = ", ".join(f"{i} : {addr}" for i, addr in enumerate(rips))
         script = f"""
-table ip bench {{
+table {family} bench {{
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
-        ip daddr {VIP} tcp dport 80 counter dnat to numgen inc mod {len(lab.rips)} map {{ {targets} }} : {lab.rport} \
-comment "http"
-        ip daddr {VIP} tcp dport {IPERF_PORT} counter dnat to {lab.rips[0]}:{IPERF_PORT} comment "iperf"
+        {family} daddr {lab.vip} tcp dport 80 counter dnat to numgen inc mod {len(rips)} map {{ {targets} }} : \
+{lab.rport} comment "http"
+        {family} daddr {lab.vip} tcp dport {IPERF_PORT} counter dnat to {hostport(rips[0], IPERF_PORT)} comment "iperf"
     }}
 }}
 """
         _nft(lab, script)
 
+    @staticmethod
+    def family(lab: BenchLab) -> str:
+        return "ip6" if lab.ipv6 else "ip"
+
     def counters(self, lab: BenchLab) -> dict[str, int]:
         """The nat chain sees only a connection's first packet, so its packet counters count connections."""
-        data = json.loads(lab.net.exec("director", "nft", "-j", "list", "table", "ip", "bench").stdout)
+        data = json.loads(lab.net.exec("director", "nft", "-j", "list", "table", self.family(lab), "bench").stdout)
         found: dict[str, int] = {}
         for item in data.get("nftables", []):
             rule = item.get("rule")
@@ -148,7 +158,7 @@ comment "http"
 
     def static_checks(self, lab: BenchLab) -> list[str]:
         return [
-            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "1", "director ip_forward=1"),
+            check(lab.sysctl_value("director", lab.forward_sysctl) == "1", f"director {lab.forward_sysctl}=1"),
             check("numgen inc mod 3" in nft_ruleset(lab), "DNAT rule with numgen round-robin installed"),
             check(lab.kernel_has_vip(), "VIP on the director kernel"),
         ]
@@ -245,14 +255,14 @@ class PylvsMode(Mode):
         self.configure(lab)
 
     def configure(self, lab: BenchLab) -> None:
-        lab.nat_service(80, "rr")
+        lab.add_http_service()
         lab.add_iperf_service()
 
     def counters(self, lab: BenchLab) -> dict[str, int]:
         settle_fast_path(self.datapath)
         stats = lab.lvsd_stats()
         found: dict[str, int] = {}
-        for key, name in ((f"{VIP}:80", "http"), (f"{VIP}:{IPERF_PORT}", "iperf")):
+        for key, name in ((hostport(lab.vip, 80), "http"), (hostport(lab.vip, IPERF_PORT), "iperf")):
             if key in stats:
                 conns, inpkts, outpkts, inbytes, outbytes = stats[key]
                 found[f"{name}_conns"] = conns
@@ -262,7 +272,7 @@ class PylvsMode(Mode):
 
     def static_checks(self, lab: BenchLab) -> list[str]:
         return [
-            check(lab.sysctl_value("director", "net.ipv4.ip_forward") == "0", "director ip_forward=0"),
+            check(lab.sysctl_value("director", lab.forward_sysctl) == "0", f"director {lab.forward_sysctl}=0"),
             check(not lab.kernel_has_vip(), "VIP not on the director kernel (lvsd answers for it)"),
             check(lab.lvsd_running(), "lvsd running"),
             *datapath_checks(lab, self.datapath),
@@ -278,6 +288,25 @@ class PylvsBpfMode(PylvsMode):
     name = "pylvs-bpf"
     profiled = False
     datapath = "bpf"
+
+
+class Nftables6Mode(NftablesMode):
+    """The IPv6 NAT row's reference: kernel DNAT in an `ip6` table, the same rules over IPv6."""
+
+    name = "nftables6"
+    ipv6 = True
+    peer = CLIENT6
+    short_runs = True
+
+
+class Pylvs6Mode(PylvsMode):
+    """pylvs NAT66: the IPv6 VIP and real servers, through the Python engine (IPv6 flows never take the fast path)."""
+
+    name = "pylvs6"
+    ipv6 = True
+    peer = CLIENT6
+    short_runs = True
+    profiled = False
 
 
 REFRESH_WAIT = 2.5  # lvsd reads the fast path's counters back every 2 s (pylvs.datapath.bpf.offload)
@@ -296,7 +325,7 @@ def datapath_checks(lab, datapath: str) -> list[str]:
     return [check(status["datapath"] == datapath, f"lvsd data path {status['datapath']} (asked: {datapath})")]
 
 
-MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode, PylvsBpfMode]
+MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode, PylvsBpfMode, Nftables6Mode, Pylvs6Mode]
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ the errno and text ipvsadm would show.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -457,12 +456,11 @@ def decode_daemon(obj: Any) -> DaemonConfig:
     if not isinstance(ifname, str) or not 0 < len(ifname) < 16:
         raise BadRequest(f"bad mcast_ifn {ifname!r}")
     group = str(obj.get("mcast_group") or SYNC_GROUP)
-    if ":" in group:
-        raise ConfigError("EAFNOSUPPORT", "Operation not supported with specified address family")
-    if not 224 <= _addr(group)[0] < 240:
+    packed = _addr(group)  # an IPv6 group (ff00::/8) makes IPv6 sync sockets, as in the kernel
+    if not (packed[0] == 0xFF if len(packed) == 16 else 224 <= packed[0] < 240):
         raise BadRequest(f"mcast_group {group} is not a multicast address")
     return DaemonConfig(state, ifname, syncid=_int(obj, "syncid", 0, 0, 255),
-                        sync_maxlen=_int(obj, "sync_maxlen", 0, 0, 65535), mcast_group=socket.inet_ntoa(_addr(group)),
+                        sync_maxlen=_int(obj, "sync_maxlen", 0, 0, 65535), mcast_group=ip(packed),
                         mcast_port=_int(obj, "mcast_port", 0, 0, 65535) or SYNC_PORT,
                         mcast_ttl=_int(obj, "mcast_ttl", 0, 0, 255) or 1)
 

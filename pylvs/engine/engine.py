@@ -595,11 +595,9 @@ class Engine:
             return self.synproxy.open(conn, handshake, buf, now)  # type: ignore[arg-type]
         return conn
 
-    def _inject(self, conn: Conn, frame: bytearray, now: float) -> Output:
-        """A client frame of `conn` the SYN proxy made or held, taken as if it had just arrived."""
-        l4 = IP + ((frame[IP] & 0x0F) << 2)
-        return self._in(conn, frame, frame[l4 + 13], l4, frame[IP + 2] << 8 | frame[IP + 3],
-                        bool(frame[0] & F_NEEDS_CSUM), now)
+    def _inject(self, conn: Conn, frame: bytearray, l4: int, totlen: int, now: float) -> Output:
+        """A client frame of `conn` the SYN proxy made or held (either family), taken as if it had just arrived."""
+        return self._in(conn, frame, frame[l4 + 13], l4, totlen, bool(frame[0] & F_NEEDS_CSUM), now)
 
     def _admit(self) -> bool:
         """Whether a new connection may be made (either family): under the table's cap, past the

@@ -23,6 +23,7 @@ from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.inet6 import FORWARDERS6
 from pylvs.engine.forward.nat64 import Nat64
 from pylvs.engine.services import RealServer
+from pylvs.engine.synproxy import Handshake
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import ETH, IP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
@@ -109,14 +110,15 @@ class Inet6:
                 e._expire(conn, ConnEventKind.REMOVED)
                 conn = None
         if conn is None:
-            scheduled = self._schedule(buf, key, proto, flags, now, mark)
+            scheduled = self._schedule(buf, key, proto, l4, flags, now, mark)
             if scheduled.__class__ is not Conn:
                 return scheduled  # type: ignore[return-value]
             conn = scheduled  # type: ignore[assignment]
         return e._in(conn, buf, flags, l4, totlen, partial, now)
 
-    def _schedule(self, buf: Buffer, key: bytes, proto: int, flags: int, now: float, mark: int) -> Conn | Output:
-        """A new connection (ip_vs_schedule), as Engine._schedule does for IPv4."""
+    def _schedule(self, buf: Buffer, key: bytes, proto: int, l4: int, flags: int, now: float,
+                  mark: int) -> Conn | Output:
+        """A new connection (ip_vs_schedule), as Engine._schedule does for IPv4 (SYN proxy included)."""
         e = self.engine
         caddr, vaddr, cport, vport = key[0:16], key[16:32], key[32:34], key[34:36]
         svc = e.table.by_fwmark6.get(mark) if mark else None
@@ -126,7 +128,12 @@ class Inet6:
         if svc is None:
             e.drops["no_service"] += 1
             return NOTHING
-        if proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or e.settings.sloppy_tcp)):
+        handshake = None
+        if proto == PROTO_TCP and svc.synproxy:
+            handshake = e.synproxy.screen(svc, buf, l4, flags, now)
+            if handshake.__class__ is not Handshake:
+                return handshake  # type: ignore[return-value] - the SYN answered with a cookie, or dropped
+        elif proto == PROTO_TCP and (flags & TCP_RST or not (flags & TCP_SYN or e.settings.sloppy_tcp)):
             e.drops["no_conn"] += 1
             return NOTHING
         if not e._admit():
@@ -149,6 +156,8 @@ class Inet6:
         if template is not None:
             conn.control = template
             template.n_control += 1
+        if handshake is not None:
+            return e.synproxy.open(conn, handshake, buf, now)  # type: ignore[arg-type]
         return conn
 
     # -- ICMPv6 -----------------------------------------------------------------------------

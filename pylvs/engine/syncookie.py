@@ -1,4 +1,5 @@
-"""SYN cookies as Linux makes them (net/ipv4/syncookies.c), for the SYN proxy (pylvs.engine.synproxy).
+"""SYN cookies as Linux makes them (net/ipv4/syncookies.c, net/ipv6/syncookies.c), for the SYN proxy
+(pylvs.engine.synproxy).
 
 The initial sequence number of the director's SYN-ACK is
 
@@ -6,11 +7,12 @@ The initial sequence number of the director's SYN-ACK is
 
 so the client's ACK (ack - 1 = cookie, seq - 1 = its ISN) proves it received the SYN-ACK, tells when it was
 made (the top 8 bits: whole minutes, valid while less than MAX_AGE minutes old) and gives back the MSS
-as an index into Linux's IPv4 table. The other SYN options travel in the timestamp, again as Linux
-does: the low 6 bits of the SYN-ACK's TSval hold the client's window scale (0xF: none), SACK permitted
-and ECN (never offered here); the client echoes it in every TSecr, so without timestamps they are not
-negotiated. The keyed hash is BLAKE2s (Linux uses SipHash; any keyed PRF does, the secrets never leave
-the process).
+as an index into Linux's table: the IPv4 one, or for IPv6 (addresses of 16 bytes, the same formula)
+the IPv6 one, whose entries are link MTUs less 60 (1280, the IPv6 minimum, 1480, 1500 and 9000).
+The other SYN options travel in the timestamp, again as Linux does: the low 6 bits of the SYN-ACK's
+TSval hold the client's window scale (0xF: none), SACK permitted and ECN (never offered here); the
+client echoes it in every TSecr, so without timestamps they are not negotiated. The keyed hash is
+BLAKE2s (Linux uses SipHash; any keyed PRF does, the secrets never leave the process).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ COOKIE_BITS = 24
 COOKIE_MASK = (1 << COOKIE_BITS) - 1
 MAX_AGE = 2  # minutes (MAX_SYNCOOKIE_AGE)
 MSS_TABLE = (536, 1300, 1440, 1460)  # msstab of syncookies.c (IPv4)
+MSS_TABLE6 = (1220, 1420, 1440, 8940)  # msstab of net/ipv6/syncookies.c
 SEQ_MASK = 0xFFFFFFFF
 
 TS_BITS = 6
@@ -35,10 +38,15 @@ MAX_WSCALE = 14  # TCP_MAX_WSCALE
 _COUNT = struct.Struct("!I")
 
 
-def mss_index(mss: int) -> int:
+def mss_table(tuple4: bytes) -> tuple[int, ...]:
+    """The MSS table of the addresses' family: `tuple4` is 12 bytes for IPv4, 36 for IPv6."""
+    return MSS_TABLE6 if len(tuple4) == 36 else MSS_TABLE
+
+
+def mss_index(mss: int, table: tuple[int, ...] = MSS_TABLE) -> int:
     """The largest table entry not above the client's MSS (the first one if none is)."""
-    for i in range(len(MSS_TABLE) - 1, 0, -1):
-        if mss >= MSS_TABLE[i]:
+    for i in range(len(table) - 1, 0, -1):
+        if mss >= table[i]:
             return i
     return 0
 
@@ -87,11 +95,12 @@ class SynCookies:
 
     def make(self, tuple4: bytes, client_isn: int, mss: int, now: float) -> tuple[int, int]:
         """(cookie ISN, the MSS it encodes) for a SYN; `tuple4` is saddr + daddr + sport + dport as sent."""
-        index = mss_index(mss)
+        table = mss_table(tuple4)
+        index = mss_index(mss, table)
         count = minute(now)
         cookie = (self._hash(tuple4, 0, 0) + client_isn + (count << COOKIE_BITS)
                   + ((self._hash(tuple4, count, 1) + index) & COOKIE_MASK))
-        return cookie & SEQ_MASK, MSS_TABLE[index]
+        return cookie & SEQ_MASK, table[index]
 
     def check(self, tuple4: bytes, client_isn: int, cookie: int, now: float) -> int | None:
         """The MSS a cookie encodes, or None when it is not ours or too old."""
@@ -101,4 +110,5 @@ class SynCookies:
         if age >= MAX_AGE:
             return None
         index = (rest - self._hash(tuple4, count - age, 1)) & COOKIE_MASK
-        return MSS_TABLE[index] if index < len(MSS_TABLE) else None
+        table = mss_table(tuple4)
+        return table[index] if index < len(table) else None

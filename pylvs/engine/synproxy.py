@@ -18,6 +18,11 @@
 
 It needs the server's replies: NAT and FULLNAT. With DR and TUN the SYN-ACK goes from the real server
 to the client directly and could not be shifted; such a connection is dropped (`synproxy_no_replies`).
+
+IPv6 services (NAT66, FULLNAT with IPv6 local addresses, and NAT64) work alike: the client's side is
+IPv6, so are the SYN-ACK, the SYN and the ACK the proxy makes (hop limit instead of TTL, no header
+checksum, the MSS less 60 bytes of headers, Linux's IPv6 cookie MSS table); only TCP fields are
+shifted, whatever the family of either side.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import NOTHING, Buffer, Egress, Output
+from pylvs.engine.egress6 import Egress6, packet_end
 from pylvs.engine.flow import F_ENGINE_ONLY
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.clientaddr import proxy_header, tcp_options
 from pylvs.engine.syncookie import SEQ_MASK, SynCookies, decode_ts, encode_ts
 from pylvs.packet import checksum, icmp
+from pylvs.packet import ipv6 as v6
 from pylvs.packet.layout import ETHERTYPE_IPV4, IP, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_RST, TCP_SYN
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM
@@ -44,11 +51,14 @@ if TYPE_CHECKING:
 OUR_WSCALE = 7       # the window scale the director announces (Linux's for its default buffers)
 SETUP_QUEUE = 16     # client frames held per connection until the real server answers (IW10 fits)
 SYN_RETRY = 1.0      # seconds before the SYN to a silent real server is sent again
-DEFAULT_MSS = 1460
+DEFAULT_MTU = 1500   # the client's link, while there is no route to it
+TCP_HEADERS = 40     # IPv4 + TCP, what the MSS leaves out of the MTU
+TCP_HEADERS6 = 60    # IPv6 + TCP
 OPT_MSS, OPT_WSCALE, OPT_SACK_PERM, OPT_SACK, OPT_TS = 2, 3, 4, 5, 8
 _OPT_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_TS: 10}
 _TCP = struct.Struct("!2s2sIIBBHHH")
 _ETH = b"\0" * 12 + ETHERTYPE_IPV4.to_bytes(2, "big")  # MACs are set by Egress.send
+_ETH6 = b"\0" * 12 + v6.ETHERTYPE_IPV6.to_bytes(2, "big")
 
 
 class Handshake:
@@ -105,14 +115,44 @@ def _options(buf: Buffer, l4: int) -> dict[int, int]:
     return found
 
 
+def _addrs(buf: Buffer) -> tuple[bytes, bytes]:
+    """(source, destination) of the IPv4 or IPv6 packet in frame `buf`."""
+    if buf[IP] >> 4 == 6:
+        return bytes(buf[IP + v6.V6_SRC:IP + v6.V6_SRC + 16]), bytes(buf[IP + v6.V6_DST:IP + v6.V6_DST + 16])
+    return bytes(buf[IP + 12:IP + 16]), bytes(buf[IP + 16:IP + 20])
+
+
+def _ttl(buf: Buffer) -> int:
+    return buf[IP + v6.V6_HLIM] if buf[IP] >> 4 == 6 else buf[IP + 8]
+
+
+def _located(frame: Buffer) -> tuple[int, int]:
+    """(TCP header offset, IP packet length) of a client frame the engine parsed or the proxy made."""
+    if frame[IP] >> 4 == 6:
+        end = packet_end(frame)
+        parsed = v6.walk(frame, end)
+        assert parsed is not None  # the engine walked it when it came in
+        return parsed.l4, end - IP
+    return IP + ((frame[IP] & 0x0F) << 2), frame[IP + 2] << 8 | frame[IP + 3]
+
+
 def _segment(src: bytes, dst: bytes, sport: bytes, dport: bytes, seq: int, ack: int, flags: int,
              window: int, options: bytes, ttl: int = 64) -> bytes:
-    """An IPv4 TCP segment (DF set, checksums complete)."""
+    """A TCP segment in IPv4 (DF set) or, for 16-byte addresses, IPv6; checksums complete."""
     hdr = bytearray(_TCP.pack(sport, dport, seq & SEQ_MASK, ack & SEQ_MASK, (5 + len(options) // 4) << 4, flags,
                               min(window, 0xFFFF), 0, 0)) + options
+    if len(src) == 16:
+        hdr[TCP_CSUM:TCP_CSUM + 2] = checksum.checksum(hdr, v6.pseudo_sum(src, dst, PROTO_TCP, len(hdr))).to_bytes(
+            2, "big")
+        return v6.header(src, dst, PROTO_TCP, len(hdr), ttl) + bytes(hdr)
     pseudo = checksum.pseudo_header_sum(src, dst, PROTO_TCP, len(hdr))
     hdr[TCP_CSUM:TCP_CSUM + 2] = checksum.checksum(hdr, pseudo).to_bytes(2, "big")
     return icmp.ipv4_header(src, dst, PROTO_TCP, len(hdr), ttl=ttl, df=True) + bytes(hdr)
+
+
+def _frame(packet: bytes) -> bytearray:
+    """A frame around a packet the proxy made for the client's side (MACs set when it leaves)."""
+    return bytearray(EMPTY_VNET + (_ETH6 if packet[0] >> 4 == 6 else _ETH) + packet)
 
 
 def _syn_options(mss: int, wscale: int | None, sack: bool, ts: tuple[int, int] | None) -> bytes:
@@ -128,14 +168,15 @@ def _syn_options(mss: int, wscale: int | None, sack: bool, ts: tuple[int, int] |
 class SynProxy:
     """Cookies, handshakes and shifting for every SYN-proxy service of one engine.
 
-    `inject(conn, frame, now)` is the engine's path for a client frame of a known connection (state,
-    counters, then the connection's forwarder); the proxy uses it for the SYN it makes and for the
-    client's ACK it held.
+    `inject(conn, frame, l4, totlen, now)` is the engine's path for a client frame of a known connection
+    (state, counters, then the connection's forwarder); the proxy uses it for the SYN it makes and for
+    the client's ACK it held.
     """
 
-    def __init__(self, egress: Egress, inject: Callable[[Conn, bytearray, float], Output],
+    def __init__(self, egress: Egress, inject: Callable[[Conn, bytearray, int, int, float], Output],
                  secret: bytes | None = None) -> None:
         self.egress = egress
+        self.egress6 = Egress6(egress)
         self.inject = inject
         self.cookies = SynCookies(secret)
         self.counters: Counter[str] = Counter()  # syn_acks, handshakes, established, rs_resets
@@ -156,7 +197,7 @@ class SynProxy:
         return hs
 
     def _syn_ack(self, svc: VirtualService, buf: Buffer, l4: int, now: float) -> Output:
-        caddr, vaddr = bytes(buf[IP + 12:IP + 16]), bytes(buf[IP + 16:IP + 20])
+        caddr, vaddr = _addrs(buf)
         cport, vport = bytes(buf[l4:l4 + 2]), bytes(buf[l4 + 2:l4 + 4])
         isn = _u32(buf, l4 + 4)
         opts = _options(buf, l4)
@@ -166,8 +207,9 @@ class SynProxy:
         wscale = min(buf[opts[OPT_WSCALE] + 2], 14) if OPT_WSCALE in opts and ts else None
         sack = OPT_SACK_PERM in opts and ts is not None
         cookie, _ = self.cookies.make(caddr + vaddr + cport + vport, isn, mss, now)
+        headers = TCP_HEADERS6 if len(caddr) == 16 else TCP_HEADERS
         hop = self.egress.hop(caddr)
-        own_mss = hop.mtu - 40 if hop is not None else DEFAULT_MSS
+        own_mss = (hop.mtu if hop is not None else DEFAULT_MTU) - headers
         if svc.proxy_protocol:  # the PROXY header goes in front of the first data
             own_mss -= len(proxy_header(svc.proxy_protocol, caddr, cport, vaddr, vport))
         if ts is not None:
@@ -176,11 +218,12 @@ class SynProxy:
         # The window lets the client send no more before the real server answers than is held for it.
         window = SETUP_QUEUE * own_mss
         self.counters["syn_acks"] += 1
-        return self.egress.send_ip(_segment(vaddr, caddr, vport, cport, cookie, isn + 1, TCP_SYN | TCP_ACK,
-                                            window, options), now)
+        segment = _segment(vaddr, caddr, vport, cport, cookie, isn + 1, TCP_SYN | TCP_ACK, window, options)
+        return (self.egress6 if len(caddr) == 16 else self.egress).send_ip(segment, now)
 
     def _check(self, buf: Buffer, l4: int, now: float) -> Handshake | None:
-        tuple4 = bytes(buf[IP + 12:IP + 20]) + bytes(buf[l4:l4 + 4])
+        caddr, vaddr = _addrs(buf)
+        tuple4 = caddr + vaddr + bytes(buf[l4:l4 + 4])
         client_isn = (_u32(buf, l4 + 4) - 1) & SEQ_MASK
         cookie = (_u32(buf, l4 + 8) - 1) & SEQ_MASK
         mss = self.cookies.check(tuple4, client_isn, cookie, now)
@@ -209,19 +252,21 @@ class SynProxy:
         conn.forwarder = wrapped
         for flow in (conn.in_flow, conn.out_flow):
             flow.flags |= F_ENGINE_ONLY
-        syn = self._syn_frame(conn, hs, buf[IP + 8])
+        syn = self._syn_frame(conn, hs, _ttl(buf))
         st = conn.synproxy = ProxiedConn(hs, bytes(syn), now)
         st.held.append((bytearray(buf), False))
-        return self.inject(conn, syn, now)
+        return self._inject(conn, syn, now)
+
+    def _inject(self, conn: Conn, frame: bytearray, now: float) -> Output:
+        return self.inject(conn, frame, *_located(frame), now)
 
     @staticmethod
     def _syn_frame(conn: Conn, hs: Handshake, ttl: int) -> bytearray:
         """The client's SYN as the cookie gave it back (its window, never scaled in a SYN, from the ACK)."""
         ts = (hs.ts[0], 0) if hs.ts is not None else None
         window = hs.window << (hs.wscale or 0)
-        packet = _segment(conn.caddr, conn.vaddr, conn.cport, conn.vport, hs.client_isn, 0, TCP_SYN, window,
-                          _syn_options(hs.mss, hs.wscale, hs.sack, ts), ttl)
-        return bytearray(EMPTY_VNET + _ETH + packet)
+        return _frame(_segment(conn.caddr, conn.vaddr, conn.cport, conn.vport, hs.client_isn, 0, TCP_SYN, window,
+                               _syn_options(hs.mss, hs.wscale, hs.sack, ts), ttl))
 
     def hold(self, conn: Conn, st: ProxiedConn, buf: Buffer, l4: int, now: float) -> Output:
         """A client frame before the real server answered: held for it; the SYN again if it is late."""
@@ -231,7 +276,7 @@ class SynProxy:
         if now - st.syn_at < SYN_RETRY:
             return NOTHING
         st.syn_at = now
-        return self.inject(conn, bytearray(st.syn), now)
+        return self._inject(conn, bytearray(st.syn), now)
 
     def answer(self, conn: Conn, st: ProxiedConn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         """The real server's answer to the SYN: a SYN-ACK ends the setup, a RST goes on to the client."""
@@ -259,21 +304,19 @@ class SynProxy:
         held, st.held = st.held, []
         out: Output = []
         for frame, counted in held:
-            fl4 = IP + ((frame[IP] & 0x0F) << 2)
             if counted:  # seen by the engine when it came: only forward it now
-                out += conn.forwarder.inbound(conn, frame, fl4, bool(frame[0] & F_NEEDS_CSUM), now)
+                out += conn.forwarder.inbound(conn, frame, _located(frame)[0], bool(frame[0] & F_NEEDS_CSUM), now)
             else:
-                out += self.inject(conn, frame, now)
+                out += self._inject(conn, frame, now)
         return out
 
     def ack_again(self, conn: Conn, st: ProxiedConn, now: float) -> Output:
         """The real server sent its SYN-ACK again (our ACK was lost): acknowledge it once more."""
         hs = st.hs
         ts = struct.pack("!BBBBII", 1, 1, OPT_TS, 10, *hs.ts) if hs.ts is not None else b""
-        packet = _segment(conn.caddr, conn.vaddr, conn.cport, conn.vport, hs.client_isn + 1, hs.cookie + 1,
-                          TCP_ACK, hs.window, ts)
-        frame = bytearray(EMPTY_VNET + _ETH + packet)
-        return conn.forwarder.inbound(conn, frame, IP + 20, False, now)
+        frame = _frame(_segment(conn.caddr, conn.vaddr, conn.cport, conn.vport, hs.client_isn + 1, hs.cookie + 1,
+                                TCP_ACK, hs.window, ts))
+        return conn.forwarder.inbound(conn, frame, _located(frame)[0], False, now)
 
     @staticmethod
     def shift_in(st: ProxiedConn, buf: Buffer, l4: int, partial: bool) -> None:
@@ -325,6 +368,10 @@ class SynProxied(Forwarder):
     def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
              now: float) -> Output:
         return self.inner.icmp(conn, buf, ihl, totlen, emb, el4, direction, now)
+
+    def icmp6(self, conn: Conn, buf: Buffer, l4: int, end: int, emb: int, el4: int, direction: int,
+              now: float) -> Output:
+        return self.inner.icmp6(conn, buf, l4, end, emb, el4, direction, now)  # type: ignore[attr-defined]
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         st: ProxiedConn = conn.synproxy

@@ -4,6 +4,10 @@ Master: bound to the interface's address, multicast out of that interface with t
 no loopback, no DF (a message may be fragmented), connected to group:port. Backup: bound to
 group:port on that interface only, member of the group there. Both are non-blocking; `Sender` keeps
 what the socket cannot take yet and finishes when the selector says it is writable.
+
+An IPv6 group (`ff02::...`) gets AF_INET6 sockets set up alike (hop limit for the TTL, the source
+left to the kernel, as it does: the interface's link-local address for a link-local group); the
+interface index scopes the group's address.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import selectors
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,8 @@ SIOCGIFADDR = 0x8915
 SIOCGIFMTU = 0x8921
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DONT = 0
 BACKLOG_LIMIT = 256  # messages held while the socket buffer is full; the oldest go first
 
 
@@ -55,30 +62,50 @@ def _mreqn(group: str, addr: str, index: int) -> bytes:
 
 
 def sender(iface: Link, group: str, port: int, ttl: int) -> socket.socket:
+    if ":" in group:
+        return _configured(socket.AF_INET6, lambda sock: _sender6(sock, iface, group, port, ttl))
     if iface.addr == "0.0.0.0":
         log.error("sync: interface %s has no IPv4 address; messages leave without a source", iface.name)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn("0.0.0.0", iface.addr, iface.index))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-        sock.bind((iface.addr, 0))
-        sock.connect((group, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _configured(socket.AF_INET, lambda sock: _sender4(sock, iface, group, port, ttl))
+
+
+def _sender4(sock: socket.socket, iface: Link, group: str, port: int, ttl: int) -> None:
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn("0.0.0.0", iface.addr, iface.index))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    sock.bind((iface.addr, 0))
+    sock.connect((group, port))
+
+
+def _sender6(sock: socket.socket, iface: Link, group: str, port: int, ttl: int) -> None:
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT)
+    sock.connect((group, port, 0, iface.index))
 
 
 def receiver(iface: Link, group: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    def setup(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.name.encode())
-        sock.bind((group, port))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreqn(group, "0.0.0.0", iface.index))
+        if ":" in group:
+            sock.bind((group, port, 0, iface.index))
+            mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", iface.index)  # struct ipv6_mreq
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        else:
+            sock.bind((group, port))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreqn(group, "0.0.0.0", iface.index))
+
+    return _configured(socket.AF_INET6 if ":" in group else socket.AF_INET, setup)
+
+
+def _configured(family: int, setup: Callable[[socket.socket], None]) -> socket.socket:
+    """A non-blocking UDP socket after `setup`, closed if setting it up fails."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        setup(sock)
         sock.setblocking(False)
     except BaseException:
         sock.close()

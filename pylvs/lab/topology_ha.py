@@ -12,6 +12,10 @@
 
 Sync messages go over the LAN (dip0). Addresses come from the documentation ranges and live only
 inside the lab's namespaces.
+
+`HaNatLab(ipv6=True)` adds IPv6 to every link (pylvs.lab.ipv6's ranges: client 2001:db8:10::10,
+VIP6 2001:db8:10::100, directors ::2/::3 on both segments, real servers 2001:db8:2::11.. behind the
+floating gateway 2001:db8:2::1) and an IPv6 NAT service beside the IPv4 one in `rules()`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import subprocess
 import sys
 
+from pylvs.lab import ipv6 as lab6
 from pylvs.lab import servers
 from pylvs.lab.netns import LabError, Netns, wait_for
 
@@ -28,6 +33,9 @@ VIP = "203.0.113.100"
 GATEWAY = "192.0.2.1"  # the real servers' route out, floating between the directors
 ADDRS = {"master": ("203.0.113.2", "192.0.2.2"), "backup": ("203.0.113.3", "192.0.2.3")}
 RPORT = 8080
+VIP6 = lab6.NAT_VIP6
+GATEWAY6 = lab6.DIP6  # 2001:db8:2::1, floating as GATEWAY
+ADDRS6 = {"master": ("2001:db8:10::2", "2001:db8:2::2"), "backup": ("2001:db8:10::3", "2001:db8:2::3")}
 
 
 class DirectorNode:
@@ -74,8 +82,9 @@ class DirectorNode:
 
 
 class HaNatLab:
-    def __init__(self, n_rs: int = 2, big_mb: int = 8, prefix: str | None = None) -> None:
+    def __init__(self, n_rs: int = 2, big_mb: int = 8, prefix: str | None = None, ipv6: bool = False) -> None:
         self.net = Netns(prefix)
+        self.ipv6 = ipv6
         self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
         self.rips = [f"192.0.2.{10 + i}" for i in range(1, n_rs + 1)]
         self.big_mb = big_mb
@@ -109,20 +118,39 @@ class HaNatLab:
         net.ip("cnet", "link", "set", "pc", "master", "br0")
         net.addr("master", "dip0", f"{GATEWAY}/24")  # secondary: the sync source stays the primary .2
         servers.make_big_file(net, self.big_mb << 20)
-        for name, addr in zip(self.rs_names, self.rips, strict=True):
+        if self.ipv6:
+            self._add_ipv6()
+        for i, (name, addr) in enumerate(zip(self.rs_names, self.rips, strict=True), start=1):
             net.veth(name, "eth0", "lan", f"r{name}")
             net.ip("lan", "link", "set", f"r{name}", "master", "br0")
             net.addr(name, "eth0", f"{addr}/24")
             net.ip(name, "route", "add", "default", "via", GATEWAY)
-            servers.start_nginx(net, name, addr, RPORT, name)
+            if self.ipv6:
+                lab6.addr6(net, name, "eth0", lab6.rip6(i))
+                net.ip(name, "-6", "route", "add", "default", "via", GATEWAY6)
+            servers.start_nginx(net, name, addr, RPORT, name, addr6=lab6.rip6(i) if self.ipv6 else None)
         for name, addr in zip(self.rs_names, self.rips, strict=True):
             wait_for(lambda n=name, a=addr: bool(self.net.exec(n, "ss", "-Htln", f"src {a}:{RPORT}",
                                                                 check=False).stdout.strip()), what=f"nginx on {name}")
+
+    def _add_ipv6(self) -> None:
+        net = self.net
+        # IPv6 multicast (the sync group) is flooded: no MLD snooping on the LAN's bridge
+        net.ip("lan", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+        lab6.addr6(net, "client", "eth0", lab6.CLIENT6)
+        for role, (outside, inside) in ADDRS6.items():
+            lab6.addr6(net, role, "vip0", outside)
+            lab6.addr6(net, role, "dip0", inside)
+        lab6.addr6(net, "master", "dip0", GATEWAY6)
 
     def rules(self, vport: int = 80) -> str:
         """The same NAT service for both directors, as an ipvsadm-save file."""
         lines = [f"-A -t {VIP}:{vport} -s rr"]
         lines += [f"-a -t {VIP}:{vport} -r {rip}:{RPORT} -m -w 1" for rip in self.rips]
+        if self.ipv6:
+            lines.append(f"-A -t [{VIP6}]:{vport} -s rr")
+            lines += [f"-a -t [{VIP6}]:{vport} -r [{lab6.rip6(i)}]:{RPORT} -m -w 1"
+                      for i in range(1, len(self.rips) + 1)]
         return "\n".join(lines) + "\n"
 
     def curl(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:

@@ -1,7 +1,8 @@
 """What a sync daemon is started with (`--start-daemon`), and the daemon-wide sync knobs (the sysctls).
 
 Defaults and clamps are the kernel's start_sync_thread (ipvs.md §5): group 224.0.0.81, port 8848,
-TTL 1; sync_maxlen from a 1500-byte MTU for a master and from the interface MTU for a backup.
+TTL 1; sync_maxlen from a 1500-byte MTU for a master and from the interface MTU for a backup, less the
+IP and UDP headers of the group's family (an IPv6 group, `ff02::...`, leaves out 48 bytes, not 28).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pylvs.sync.proto import SYNC_GROUP, SYNC_PORT, SYNC_VERSION
 
 MASTER, BACKUP = "master", "backup"
 UDP_IP_HEADERS = 28  # IPv4 + UDP: what sync_maxlen leaves out of the MTU
+UDP_IP6_HEADERS = 48  # IPv6 + UDP, for an IPv6 group
 
 
 @dataclass
@@ -34,14 +36,20 @@ class DaemonConfig:
     mcast_port: int = SYNC_PORT
     mcast_ttl: int = 1
 
+    @property
+    def ipv6(self) -> bool:
+        """Whether the group is an IPv6 one (the sockets are AF_INET6 then)."""
+        return ":" in self.mcast_group
+
     def resolve(self, mtu: int) -> DaemonConfig:
         """With sync_maxlen set: the master's message size limit, the backup's receive buffer."""
+        headers = UDP_IP6_HEADERS if self.ipv6 else UDP_IP_HEADERS
         if self.sync_maxlen:
             low = 1024 if self.state == BACKUP else 1
-            maxlen = min(max(self.sync_maxlen, low), 65535 - UDP_IP_HEADERS)
+            maxlen = min(max(self.sync_maxlen, low), 65535 - headers)
         else:
             link = min(max(mtu, 1500), 65535) if self.state == BACKUP else 1500
-            maxlen = link - UDP_IP_HEADERS
+            maxlen = link - headers
         return replace(self, sync_maxlen=maxlen)
 
     def describe(self) -> dict[str, object]:

@@ -72,12 +72,25 @@ def test_start_stop_and_list_as_ipvsadm_shows_them(wire):
     assert lvsd.lvsadm("-L", "--daemon")[1] == ""
 
 
+def test_an_ipv6_group_is_listed_as_ipvsadm_prints_it_with_the_ipv6_headers_left_out(wire):
+    lvsd = Lvsd(selectors.DefaultSelector())
+    assert lvsd.lvsadm("--start-daemon", "master", "--mcast-interface", "eth9",
+                       "--mcast-group", "FF02:0::0:81")[0] == 0
+    assert lvsd.lvsadm("--start-daemon", "backup", "--mcast-interface", "eth9", "--mcast-group", "ff05::1:3",
+                       "--sync-maxlen", "65507")[0] == 0
+    assert lvsd.lvsadm("-L", "--daemon")[1] == (
+        "master sync daemon (mcast=eth9, syncid=0, maxlen=1452, group=ff02::81, port=8848, ttl=1)\n"
+        "backup sync daemon (mcast=eth9, syncid=0, maxlen=65487, group=ff05::1:3, port=8848, ttl=1)\n")
+    assert lvsd.lvsadm("--start-daemon", "master", "--mcast-group", "2001:db8::1")[1:] == (
+        "", "invalid IPv6 mcast-group `2001:db8::1'\n")
+
+
 def test_refusals_carry_ipvsadms_errno_and_text(wire, monkeypatch):
     lvsd = Lvsd(selectors.DefaultSelector())
     for daemon, errno_name in ((
             {"state": "primary", "mcast_ifn": "eth9"}, "EINVAL"),
             ({"state": "master", "mcast_ifn": ""}, "EINVAL"),
-            ({"state": "master", "mcast_ifn": "eth9", "mcast_group": "ff02::1"}, "EAFNOSUPPORT"),
+            ({"state": "master", "mcast_ifn": "eth9", "mcast_group": "2001:db8::1"}, "EINVAL"),
             ({"state": "master", "mcast_ifn": "eth9", "mcast_group": "10.0.0.1"}, "EINVAL"),
             ({"state": "master", "mcast_ifn": "eth9", "syncid": 256}, "EINVAL")):
         assert lvsd.request({"op": "start-daemon", "daemon": daemon})["errno"] == errno_name, daemon
@@ -139,3 +152,30 @@ def test_backup_only_leaves_the_vips_to_the_master_until_the_backup_stops(wire):
 ])
 def test_sync_maxlen_is_derived_and_clamped_as_the_kernel_does(state, asked, mtu, maxlen):
     assert DaemonConfig(state, "eth0", sync_maxlen=asked).resolve(mtu).sync_maxlen == maxlen
+
+
+@pytest.mark.parametrize(("state", "asked", "mtu", "maxlen"), [
+    (MASTER, 0, 9000, 1452),   # IPv6 + UDP headers are 48 bytes
+    (BACKUP, 0, 9000, 8952),
+    (BACKUP, 100, 1500, 1024),
+    (MASTER, 65535, 1500, 65487),
+])
+def test_an_ipv6_group_leaves_the_ipv6_headers_out_of_sync_maxlen(state, asked, mtu, maxlen):
+    config = DaemonConfig(state, "eth0", sync_maxlen=asked, mcast_group="ff02::81")
+    assert config.resolve(mtu).sync_maxlen == maxlen
+
+
+def test_keepalived_lvs_sync_daemon_with_an_ipv6_group_starts_ipv6_daemons(wire):
+    from pylvs import keepalived
+    from pylvs.keepalived import Diagnostics
+    from pylvs.vrrp import plan as vrrp_plan
+    from pylvs.vrrp.roles import DirectorRoles
+
+    config = keepalived.loads("global_defs {\n    lvs_sync_daemon eth9 id 3 group ff02::8:81 port 8850\n}\n",
+                              echo=False)
+    plan = vrrp_plan.build(config, lambda ifname: "192.0.2.2", Diagnostics(echo=False))
+    lvsd = Lvsd(selectors.DefaultSelector())
+    DirectorRoles(lvsd.engine, lvsd.daemons, plan).start()  # no instance: master and backup, as keepalived
+    assert lvsd.lvsadm("-L", "--daemon")[1] == (
+        "master sync daemon (mcast=eth9, syncid=3, maxlen=1452, group=ff02::8:81, port=8850, ttl=1)\n"
+        "backup sync daemon (mcast=eth9, syncid=3, maxlen=1452, group=ff02::8:81, port=8850, ttl=1)\n")
