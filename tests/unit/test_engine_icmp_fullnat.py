@@ -5,6 +5,8 @@ with RFC 7915's types, codes and MTUs. Every field and checksum is read back wit
 
 from __future__ import annotations
 
+import random
+
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6ParamProblem, IPerror6, IPv6
 from scapy.layers.l2 import Ether
@@ -183,3 +185,27 @@ def test_untranslatable_types_are_dropped_and_parameter_problem_pointers_mapped(
     quench = Ether(src=CLIENT_MAC, dst=VIP_MAC) / IP(src=CLIENT, dst=VIP) / ICMP(type=4) / bytes(
         IP(src=VIP, dst=CLIENT) / UDP(sport=53, dport=40000))
     assert engine.process(frame(quench), 1, 0.4) == [] and engine.drops["icmp_untranslatable"] == 2
+
+
+def test_garbled_errors_never_raise():
+    """Errors about live NAT64 and NAT46 connections with random bytes changed in the quote (or cut short):
+    each is translated, dropped or ignored, never an exception."""
+    rng = random.Random(15)
+    engine64 = make_nat64()
+    _, req = one(engine64.process(frame(from_client6(UDP(sport=50000, dport=53) / b"query")), 1, 0.0))
+    err64 = Ether(src=RS4_MAC, dst=DIP_MAC) / IP(src=RIP4, dst=LIP4) / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(
+        req[IP])
+    engine46 = make_nat46()
+    _, req = one(engine46.process(frame(from_client(UDP(sport=50000, dport=53) / b"query")), 1, 0.0))
+    err46 = Ether(src=RS6_MAC, dst=DIP_MAC) / IPv6(src=RIP6, dst=LIP6) / ICMPv6PacketTooBig(mtu=1400) / bytes(req[IPv6])
+    for engine, err, icmp_at in ((engine64, bytes(err64), 14 + 20), (engine46, bytes(err46), 14 + 40)):
+        for n in range(400):
+            raw = bytearray(err)
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randrange(icmp_at, len(raw))
+                raw[at] = rng.randrange(256)
+            if n % 4 == 0:
+                raw = raw[:rng.randrange(icmp_at + 8, len(raw))]
+            engine.process(frame(Ether(bytes(raw))), 2, 0.1 + n / 1000)  # must not raise
+    assert engine64.conns.lookup(17, pack_ip(CLIENT6) + pack_ip(VIP6) + (50000).to_bytes(2, "big")
+                                 + (53).to_bytes(2, "big")) is not None

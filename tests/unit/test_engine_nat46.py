@@ -8,6 +8,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Ether
 
+from pylvs.engine.flow import F_ENGINE_ONLY
 from pylvs.engine.hops import Hop
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
 from pylvs.engine.table import ConfigError
@@ -107,6 +108,10 @@ def test_toa_carries_the_ipv4_client_in_eight_bytes():
     opts = bytes(ack[TCP])[20:ack[TCP].dataofs * 4]
     assert opts[:8] == bytes((254, 8)) + (40001).to_bytes(2, "big") + pack_ip(CLIENT)
     assert checksums_valid(ack)
+    conn, _ = engine.conns.lookup(6, pack_ip(CLIENT) + pack_ip(VIP) + (40001).to_bytes(2, "big")
+                                  + (80).to_bytes(2, "big"))
+    assert conn.slow is None  # delivered; the recipes stay in the engine (no IPv4 -> IPv6 fast path)
+    assert conn.in_flow.flags & F_ENGINE_ONLY and conn.out_flow.flags & F_ENGINE_ONLY
 
 
 def test_too_long_with_df_is_refused_and_without_is_sent_as_ipv6_fragments():

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pylvs.engine.egress import Buffer
+from pylvs.engine.flow import F_ENGINE_ONLY
+from pylvs.engine.forward.fullnat import ClientAddress
 from pylvs.engine.forward.nat64 import Nat64
 from pylvs.ipvs_uapi import PROTO_SCTP
 
@@ -29,4 +32,14 @@ class Nat46(Nat64):
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         if conn.proto == PROTO_SCTP:
             return "method_unsupported"  # translated for TCP and UDP only
-        return super().bind(conn, conns)
+        refused = super().bind(conn, conns)
+        if refused is None:
+            conn.in_flow.flags |= F_ENGINE_ONLY  # the fast path has no IPv4 -> IPv6 recipe
+            conn.out_flow.flags |= F_ENGINE_ONLY
+        return refused
+
+    def _client_addr_in(self, conn: Conn, ca: ClientAddress, buf: Buffer, l4: int,
+                        partial: bool) -> bytearray | None:
+        rebuilt = super()._client_addr_in(conn, ca, buf, l4, partial)
+        conn.in_flow.flags |= F_ENGINE_ONLY  # kept after TOA too
+        return rebuilt

@@ -165,22 +165,24 @@ def _v6_to_v4(itype: int, code: int, rest: bytes) -> tuple[int, int, int] | None
 
 def _quote_facts(buf: Buffer, emb: int, el4: int, end: int) -> tuple[int, int, int, int, bytes]:
     """The quoted packet's protocol, upper-layer length (as its header says: the quote may be cut), TTL or
-    hop limit, TOS or traffic class, and its address bytes."""
-    if buf[emb] >> 4 == 6:
+    hop limit, TOS or traffic class, and its address bytes. The quote is of the error's own family (the
+    packet paths checked its headers that far)."""
+    if buf[IP] >> 4 == 6:
         plen = buf[emb + v6.V6_PLEN] << 8 | buf[emb + v6.V6_PLEN + 1]
-        proto = v6.walk(buf, end, emb).proto
+        walked = v6.walk(buf, end, emb)
         tclass = (buf[emb] & 0x0F) << 4 | buf[emb + 1] >> 4
-        return (proto, plen - (el4 - emb - v6.HDR_LEN), buf[emb + v6.V6_HLIM], tclass,
+        return (walked.proto if walked is not None else buf[emb + v6.V6_NEXT],
+                max(0, plen - (el4 - emb - v6.HDR_LEN)), buf[emb + v6.V6_HLIM], tclass,
                 bytes(buf[emb + v6.V6_SRC:emb + v6.V6_DST + 16]))
     totlen = buf[emb + 2] << 8 | buf[emb + 3]
-    return buf[emb + 9], totlen - (el4 - emb), buf[emb + 8], buf[emb + 1], bytes(buf[emb + 12:emb + 20])
+    return buf[emb + 9], max(0, totlen - (el4 - emb)), buf[emb + 8], buf[emb + 1], bytes(buf[emb + 12:emb + 20])
 
 
 def _quote_header(buf: Buffer, emb: int, el4: int, end: int, src: bytes, dst: bytes) -> bytes:
     """The quoted packet's IP header for the other side: the same family keeps its header (options and
     extension headers included) with new addresses; the other family gets a translated one."""
     proto, length, ttl, tos, _ = _quote_facts(buf, emb, el4, end)
-    same = (buf[emb] >> 4 == 6) == (len(src) == 16)
+    same = (buf[IP] >> 4 == 6) == (len(src) == 16)
     if same and len(src) == 16:
         h = bytearray(buf[emb:el4])
         h[v6.V6_SRC:v6.V6_DST + 16] = src + dst
