@@ -129,12 +129,19 @@ def test_nat64_error_from_the_client_reaches_the_ipv4_server():
     assert ip_header_valid(bytes(out[ICMP])[8:]) and checksums_valid4(out)
 
 
-def test_nat46_packet_too_big_becomes_frag_needed_with_the_client_sequence_number():
+def nat46_after_the_proxy_header():
+    """A NAT46 connection under PROXY v2 whose first data (5 bytes from sequence number 100) went out
+    behind the header; the engine and the local port."""
     engine = make_nat46(proto=6, vport=80, rport=8080, proxy="v2")
     _, syn = one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=99))), 1, 0.0))
     lport = syn[TCP].sport
     one(engine.process(frame(from_rs6(TCP(sport=8080, dport=lport, flags="SA", seq=7, ack=100))), 2, 0.1))
     one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="PA", seq=100, ack=8) / b"GET /")), 1, 0.2))
+    return engine, lport
+
+
+def test_nat46_packet_too_big_becomes_frag_needed_with_the_client_sequence_number():
+    engine, lport = nat46_after_the_proxy_header()
     client_seg = from_client(TCP(sport=40000, dport=80, flags="PA", seq=105, ack=8) / b"more")
     _, req = one(engine.process(frame(client_seg), 1, 0.3))
     assert req[TCP].seq == 105 + HEADER_V2
@@ -152,11 +159,7 @@ def test_nat46_packet_too_big_becomes_frag_needed_with_the_client_sequence_numbe
 
 
 def test_nat46_error_from_the_client_reaches_the_ipv6_server_with_its_acknowledgement():
-    engine = make_nat46(proto=6, vport=80, rport=8080, proxy="v2")
-    _, syn = one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S", seq=99))), 1, 0.0))
-    lport = syn[TCP].sport
-    one(engine.process(frame(from_rs6(TCP(sport=8080, dport=lport, flags="SA", seq=7, ack=100))), 2, 0.1))
-    one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="PA", seq=100, ack=8) / b"GET /")), 1, 0.2))
+    engine, lport = nat46_after_the_proxy_header()
     reply = from_rs6(TCP(sport=8080, dport=lport, flags="PA", seq=8, ack=105 + HEADER_V2) / b"HTTP")
     _, rep = one(engine.process(frame(reply), 2, 0.3))
     assert rep[TCP].ack == 105

@@ -13,7 +13,18 @@ from pylvs.engine.hops import Hop
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
 from pylvs.engine.table import ConfigError
 from pylvs.packet import checksum, vnet
-from tests.unit.director import CLIENT, CLIENT_MAC, DIP_MAC, VIP, VIP_MAC, from_client, mac, make_engine, parse
+from tests.unit.director import (
+    CLIENT,
+    CLIENT_MAC,
+    DIP_MAC,
+    VIP,
+    VIP_MAC,
+    from_client,
+    mac,
+    make_engine,
+    parse,
+    tso_frame,
+)
 from tests.unit.director import checksums_valid as checksums_valid4
 from tests.unit.test_engine_ipv6 import checksums_valid, frame, one
 
@@ -148,13 +159,7 @@ def test_partial_checksums_and_offload_offsets_follow_the_header():
     one(engine.process(frame(from_rs6(TCP(sport=8080, dport=lport, flags="SA", seq=0, ack=1))), 2, 0.1))
     pkt = from_client(TCP(sport=40000, dport=80, flags="A", seq=1, ack=1) / (b"d" * 3000))
     pkt[IP].flags = "DF"  # as TCP sends
-    seg = bytearray(bytes(pkt))
-    l4 = 14 + 20
-    pseudo = checksum.fold(checksum.ones_sum(pack_ip(CLIENT) + pack_ip(VIP)) + 6 + len(seg) - l4)
-    seg[l4 + 16:l4 + 18] = pseudo.to_bytes(2, "big")
-    buf = bytearray(vnet.pack(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV4, hdr_len=l4 + 20, gso_size=1000,
-                              csum_start=l4, csum_offset=16)) + seg
-    ((_, out_buf),) = engine.process(buf, 1, 0.2)
+    ((_, out_buf),) = engine.process(tso_frame(pkt, pack_ip(CLIENT), pack_ip(VIP), vnet.GSO_TCPV4), 1, 0.2)
     assert vnet.unpack(out_buf) == (vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 14 + 40 + 20, 1000, 14 + 40, 16)
     out = parse(out_buf)
     assert bytes(out[TCP].payload).startswith(f"PROXY TCP4 {CLIENT} {VIP} 40000 80\r\n".encode())
