@@ -35,6 +35,7 @@ REASONS: dict[str, str] = {
     "icmp_unrelated": "ICMP to a VIP that is neither echo request nor an error",
     "icmp_no_conn": "ICMP error about no known connection",
     "icmp_unsupported": "ICMP error about a connection whose method does not translate it",
+    "icmp_untranslatable": "ICMP(v6) error whose type has no counterpart in the other family (RFC 7915)",
     "packet_too_big": "IPv6 packet too big for the egress link (answered with Packet Too Big)",
     "method_unsupported": "IPv6 connection to a real server whose forwarding method has no IPv6 path yet",
     "icmp_tunnel_no_df": "fragmentation needed about a tunnelled packet the client may fragment",

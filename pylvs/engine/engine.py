@@ -655,7 +655,8 @@ class Engine:
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
                 vaddr: bytes, vport: bytes, now: float, one_packet: bool = False) -> Conn | None:
-        forwarder = self.forwarders.get(dest.method) if len(caddr) == 4 else self.inet6.forwarder(dest)
+        forwarder = self.forwarders.get(dest.method) if len(caddr) == len(dest.addr) == 4 \
+            else self.inet6.forwarder(dest, len(caddr))  # IPv6 on either side: NAT46 too
         if forwarder is None:
             raise NotImplementedError(f"forwarding method {dest.method.name}")
         dport = vport if dest.method in (Method.ROUTE, Method.TUNNEL) or not dest.port \

@@ -21,6 +21,7 @@ from pylvs.engine.egress6 import Egress6
 from pylvs.engine.events import ConnEventKind
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.inet6 import FORWARDERS6
+from pylvs.engine.forward.nat46 import Nat46
 from pylvs.engine.forward.nat64 import Nat64
 from pylvs.engine.services import RealServer
 from pylvs.engine.synproxy import Handshake
@@ -44,11 +45,15 @@ class Inet6:
         self.forwarders: dict[Method, Forwarder] = {
             m: cls(engine.egress, self.egress6) for m, cls in FORWARDERS6.items()}
         self.nat64 = Nat64(engine.egress, self.egress6)
+        self.nat46 = Nat46(engine.egress, self.egress6)
 
-    def forwarder(self, dest: RealServer) -> Forwarder | None:
-        """The forwarder of a new IPv6 connection to `dest`: by its method, NAT64 for an IPv4 FULLNAT one."""
-        if len(dest.addr) == 4:
-            return self.nat64 if dest.method == Method.FULLNAT else None
+    def forwarder(self, dest: RealServer, client_len: int = 16) -> Forwarder | None:
+        """The forwarder of a new connection with IPv6 on either side (`client_len`: the client address's
+        size) to `dest`: by its method, NAT64 or NAT46 for a FULLNAT one of the other family."""
+        if len(dest.addr) != client_len:
+            if dest.method != Method.FULLNAT:
+                return None
+            return self.nat64 if client_len == 16 else self.nat46
         return self.forwarders.get(dest.method)
 
     def process(self, buf: Buffer, ifindex: int, now: float, mark: int) -> Output:

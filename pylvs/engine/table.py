@@ -252,12 +252,11 @@ class ServiceTable:
         if len(dest.addr) == 16 and dest.addr[0] == 0xFE and dest.addr[1] & 0xC0 == 0x80:
             raise ConfigError("EINVAL", EINVAL_TEXT)  # link-local: not a unicast the kernel forwards to
         if len(dest.addr) != len(svc.addr):
-            if len(svc.addr) == 16 and dest.method == Method.FULLNAT:
-                return  # NAT64: IPv4 real servers of an IPv6 service, from IPv4 local addresses
-            if dest.method not in (Method.TUNNEL, Method.FULLNAT):
+            if dest.method == Method.FULLNAT:
+                return  # NAT64 and NAT46: real servers of the other family, from local addresses of theirs
+            if dest.method != Method.TUNNEL:
                 raise ConfigError("EINVAL", EINVAL_TEXT)  # mixed families only for tunnels (ip_vs_genl_set_cmd)
-            # The kernel tunnels IPv4 in IPv6 and back; pylvs' tunnels keep the family of the service, and
-            # FULLNAT translates IPv6 clients to IPv4 servers only (NAT64, not NAT46).
+            # The kernel tunnels IPv4 in IPv6 and back; pylvs' tunnels keep the family of the service.
             raise ConfigError("EAFNOSUPPORT", "Operation not supported with specified address family")
         if dest.tun_type == "gue" and not dest.tun_port:
             raise ConfigError("EINVAL", EINVAL_TEXT)

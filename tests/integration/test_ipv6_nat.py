@@ -7,14 +7,17 @@ import contextlib
 import re
 import socket
 import sys
+import time
+from pathlib import Path
 
 import pytest
-from scapy.layers.inet import TCP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import ICMP, IP, TCP, TCPerror
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPerror6, IPv6
 
 from pylvs.lab import ipv6, servers
+from pylvs.lab.inject import inject
 from pylvs.lab.netns import Capture, wait_for
-from pylvs.lab.topology import VIP, NatLab
+from pylvs.lab.topology import CLIENT, VIP, NatLab
 from tests.integration.labs import http_get_all, shared_lab, wrk_spread
 
 BIG = 64 << 20
@@ -115,8 +118,9 @@ def test_nat66_ping_and_neighbour_discovery_for_the_vip(nat6):
 
 
 @contextlib.contextmanager
-def fullnat_pp2(lab, name: str, port: int, rs_addr: str, lip: str, addr6: str | None = None):
-    """rs1 runs a second nginx (`name`, behind the PROXY protocol) on `port`, and [VIP6]:port is a FULLNAT
+def fullnat_pp2(lab, name: str, port: int, rs_addr: str, lip: str, addr6: str | None = None,
+                vip: str = ipv6.NAT_VIP6):
+    """rs1 runs a second nginx (`name`, behind the PROXY protocol) on `port`, and vip:port is a FULLNAT
     service with PROXY v2 to it from local address `lip`."""
     listen = "127.0.0.1" if addr6 else rs_addr
     proc = servers.start_nginx(lab.net, "rs1", listen, port, name, proxy_protocol=True, addr6=addr6)
@@ -124,10 +128,11 @@ def fullnat_pp2(lab, name: str, port: int, rs_addr: str, lip: str, addr6: str | 
         wait_for(lambda: f"{port}" in lab.net.exec("rs1", "ss", "-Htln", f"sport = :{port}").stdout,
                  what=f"nginx :{port}")
         target = f"[{rs_addr}]" if ":" in rs_addr else rs_addr
+        service = f"[{vip}]:{port}" if ":" in vip else f"{vip}:{port}"
         lab.lvsadm("-R", stdin="\n".join([
-            "-C", f"-A -t [{ipv6.NAT_VIP6}]:{port} -s rr --proxy-protocol v2",
-            f"-P -t [{ipv6.NAT_VIP6}]:{port} -z {lip}",
-            f"-a -t [{ipv6.NAT_VIP6}]:{port} -r {target}:{port} --fullnat"]) + "\n")
+            "-C", f"-A -t {service} -s rr --proxy-protocol v2",
+            f"-P -t {service} -z {lip}",
+            f"-a -t {service} -r {target}:{port} --fullnat"]) + "\n")
         yield
     finally:
         lab.net.kill(proc)
@@ -152,6 +157,72 @@ def test_nat64_ipv6_client_to_ipv4_only_nginx_with_proxy_protocol_v2(nat6):
         bulk(nat6, ipv6.url6(ipv6.NAT_VIP6, 8445, "/big"))
         listing = nat6.lvsadm("-L", "-n").stdout
         assert re.search(rf"-> {re.escape(nat6.rips[0])}:8445 +FullNat +1 ", listing), listing
+
+
+def test_nat46_ipv4_client_to_ipv6_only_nginx_with_proxy_protocol_v2(nat6):
+    """NAT46 through FULLNAT: the client reaches, over IPv4, an nginx listening on IPv6 only (and loopback),
+    from an IPv6 local address; nginx logs the client's IPv4 address from PROXY v2 (TCP4); a bulk download
+    crosses the translation."""
+    with fullnat_pp2(nat6, "rs1v6pp", 8447, ipv6.rip6(1), "2001:db8:2::202", addr6=ipv6.rip6(1), vip=VIP):
+        assert http_get_all(nat6, 2, f"http://{VIP}:8447/") == ["rs1v6pp", "rs1v6pp"]
+        assert nat6.access_log("rs1v6pp")[-2:] == [CLIENT, CLIENT]
+        bulk(nat6, f"http://{VIP}:8447/big")
+        listing = nat6.lvsadm("-L", "-n").stdout
+        assert re.search(rf"TCP  {re.escape(VIP)}:8447 rr\n +-> \[{ipv6.rip6(1)}\]:8447 +FullNat +1 ", listing), listing
+
+
+# The client holds a keep-alive connection idle and reports the path MTU its kernel learns for it.
+PMTU_CLIENT = """
+import socket, time
+s = socket.create_connection(("{vip}", {port}), timeout=5)
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: pylvs\\r\\n\\r\\n")
+data = b""
+while b"\\r\\n\\r\\n" not in data:
+    data += s.recv(4096)
+print("ready", s.getsockname()[1], flush=True)
+deadline = time.time() + 15
+while time.time() < deadline:
+    mtu = s.getsockopt(socket.IPPROTO_IPV6, 24)  # IPV6_MTU: the path MTU of the connected socket
+    if mtu < 1500:
+        print("mtu", mtu, flush=True)
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_nat64_path_mtu_error_from_the_real_server_side_reaches_the_client_translated(nat6):
+    """A router beside the IPv4 real server says Fragmentation Needed (MTU 1400) about a packet of a NAT64
+    connection; the IPv6 client gets Packet Too Big (1420) quoting its own packet, and its kernel accepts it:
+    the connection's path MTU drops to 1420 (the quote's addresses, ports and sequence number match the
+    client's socket, and the checksum is right)."""
+    lip, port, rs = "192.0.2.203", 8446, nat6.rips[0]
+    with fullnat_pp2(nat6, "rs1pmtu", port, rs, lip):
+        rs_filter = f"tcp and src host {lip} and dst port {port}"
+        with Capture(nat6.net, "rs1", "eth0", rs_filter, name="pmtu-rs") as rs_cap, \
+                Capture(nat6.net, "client", "eth0", "icmp6", name="pmtu-client") as client_cap:
+            proc = nat6.net.popen("client", sys.executable, "-c", PMTU_CLIENT.format(vip=ipv6.NAT_VIP6, port=port),
+                                  log="pmtu-client.log")
+            log = Path(nat6.net.tmp) / "pmtu-client.log"
+            wait_for(lambda: "ready" in log.read_text(), what="the client's request answered")
+            cport = int(log.read_text().split()[1])
+            time.sleep(0.3)  # the client's last ACK reaches the real server
+            segs = [p[TCP] for p in rs_cap.packets() if TCP in p]
+            lport = segs[0].sport
+            # The next byte the real server expects, as a router would quote the client's next segment.
+            nxt = max(s.seq + len(s.payload) + (1 if s.flags & 0x03 else 0) for s in segs)
+            quoted = IP(src=lip, dst=rs, ttl=63, flags="DF") / TCP(sport=lport, dport=port, seq=nxt,
+                                                                   ack=segs[-1].ack, flags="PA") / b"x"
+            error = IP(src=rs, dst=lip) / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(quoted)
+            inject(nat6.net, "rs1", [bytes(error)], wait=0.1)
+            wait_for(lambda: "mtu" in log.read_text(), timeout=10, what="the client's path MTU lowered")
+            assert log.read_text().split()[-1] == "1420"
+            nat6.net.kill(proc)
+        pkts = [p for p in client_cap.packets() if ICMPv6PacketTooBig in p]
+        assert pkts, [p.summary() for p in client_cap.packets()]
+        ptb = pkts[0]
+        assert (ptb[IPv6].src, ptb[IPv6].dst, ptb[ICMPv6PacketTooBig].mtu) == (ipv6.NAT_VIP6, ipv6.CLIENT6, 1420)
+        q = ptb[IPerror6]
+        assert (q.src, q.dst, q[TCPerror].sport, q[TCPerror].dport) == (ipv6.CLIENT6, ipv6.NAT_VIP6, cport, port)
 
 
 def test_ipv6_fwmark_service(nat6):

@@ -11,7 +11,7 @@ from scapy.layers.l2 import Ether
 from pylvs.engine.engine import Engine, Interface
 from pylvs.engine.hops import Hop, StaticRoutes
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
-from pylvs.packet import vnet
+from pylvs.packet import checksum, vnet
 
 VIP_MAC = "02:00:00:00:01:01"
 DIP_MAC = "02:00:00:00:02:01"
@@ -54,6 +54,18 @@ def from_client(l4, src: str = CLIENT, dst: str = VIP, ttl: int = 64) -> Ether:
 
 def from_rs(rip: str, l4, dst: str = CLIENT, ttl: int = 64) -> Ether:
     return Ether(src=rs_mac(rip), dst=DIP_MAC) / IP(src=rip, dst=dst, ttl=ttl) / l4
+
+
+def tso_frame(pkt, src: bytes, dst: bytes, gso_type: int, gso_size: int = 1000) -> bytearray:
+    """The TCP packet `pkt` (Ethernet, IPv4 or IPv6 without options, TCP) as a GSO super-frame the way a
+    sender's kernel hands it over: CHECKSUM_PARTIAL (the field holds the pseudo-header sum of `src`, `dst`),
+    cut into `gso_size` segments later."""
+    raw = bytearray(bytes(pkt))
+    l4 = 14 + (40 if raw[14] >> 4 == 6 else 20)
+    pseudo = checksum.fold(checksum.ones_sum(src + dst) + 6 + len(raw) - l4)
+    raw[l4 + 16:l4 + 18] = pseudo.to_bytes(2, "big")
+    return bytearray(vnet.pack(flags=vnet.F_NEEDS_CSUM, gso_type=gso_type, hdr_len=l4 + 20, gso_size=gso_size,
+                               csum_start=l4, csum_offset=16)) + raw
 
 
 def parse(out_frame) -> Ether:

@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 from pylvs.engine.hops import Hop
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
 from pylvs.packet import checksum, vnet
-from tests.unit.director import DIP_MAC, mac, parse
+from tests.unit.director import DIP_MAC, mac, parse, tso_frame
 from tests.unit.director import checksums_valid as checksums_valid4
 from tests.unit.test_engine_ipv6 import (
     CLIENT6,
@@ -49,7 +49,8 @@ def test_udp_request_becomes_ipv4_and_the_reply_ipv6():
     ifindex, req = one(engine.process(frame(sent), 1, 0.0))
     assert ifindex == 2 and req.type == 0x0800 and req.dst == RS4_MAC
     ip = req[IP]
-    assert (ip.src, ip.dst, ip.ttl, ip.tos, ip.proto, int(ip.flags), ip.frag) == (LIP4, RIP4, 63, 0xB8, 17, 2, 0)
+    # DF only above 1260 bytes (RFC 7915 §5.1): an IPv4 router may fragment a short one
+    assert (ip.src, ip.dst, ip.ttl, ip.tos, ip.proto, int(ip.flags), ip.frag) == (LIP4, RIP4, 63, 0xB8, 17, 0, 0)
     assert ip.len == 20 + 8 + 5 and bytes(req[UDP].payload) == b"query"  # the extension header is gone
     lport = req[UDP].sport
     assert req[UDP].dport == 5353 and checksums_valid4(req)
@@ -88,13 +89,8 @@ def test_partial_checksums_and_offload_offsets_follow_the_header():
     engine.table.add_laddr(svc, pack_ip(LIP4))
     _, syn = one(engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 0.0))
     lport = syn[TCP].sport
-    reply = bytearray(bytes(from_rs4(TCP(sport=8080, dport=lport, flags="A", seq=1, ack=1) / (b"d" * 3000))))
-    l4 = 14 + 20
-    pseudo = checksum.fold(checksum.ones_sum(pack_ip(RIP4) + pack_ip(LIP4)) + 6 + len(reply) - l4)
-    reply[l4 + 16:l4 + 18] = pseudo.to_bytes(2, "big")
-    buf = bytearray(vnet.pack(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV4, hdr_len=l4 + 20, gso_size=1000,
-                              csum_start=l4, csum_offset=16)) + reply
-    ((ifindex, out_buf),) = engine.process(buf, 2, 0.1)
+    reply = from_rs4(TCP(sport=8080, dport=lport, flags="A", seq=1, ack=1) / (b"d" * 3000))
+    ((ifindex, out_buf),) = engine.process(tso_frame(reply, pack_ip(RIP4), pack_ip(LIP4), vnet.GSO_TCPV4), 2, 0.1)
     flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = vnet.unpack(out_buf)
     assert (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) == (
         vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 14 + 40 + 20, 1000, 14 + 40, 16)

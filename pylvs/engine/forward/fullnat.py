@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import Buffer, Output
 from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, FlowEntry
-from pylvs.engine.forward import clientaddr
+from pylvs.engine.forward import clientaddr, translate
 from pylvs.engine.forward.nat import AddressRewrite
 from pylvs.engine.forward.rewrite import Deltas, finish_rebuilt, patch
 from pylvs.ipvs_uapi import Method
-from pylvs.packet.layout import IP, IP_SRC, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
+from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
 
 if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn, ConnTable
@@ -186,3 +186,41 @@ class FullNat(AddressRewrite):
             return seq
         shifted = (seq - r.seq_delta) & clientaddr.SEQ_MASK
         return shifted if clientaddr.seq_after_eq(shifted, r.isn_next) else r.isn_next
+
+    def icmp(self, conn: Conn, buf: Buffer, ihl: int, totlen: int, emb: int, el4: int, direction: int,
+             now: float) -> Output:
+        return self.translated_error(conn, buf, IP + ihl, IP + totlen, emb, el4, direction, now)
+
+    def translated_error(self, conn: Conn, buf: Buffer, l4: int, end: int, emb: int, el4: int, direction: int,
+                         now: float) -> Output:
+        """An ICMP(v6) error quoting a packet of `conn` (its ICMP header at `l4`), rebuilt for the other side
+        (translate.error): from the real server's side, quoting LIP -> RIP, to the client from the VIP,
+        quoting the client's packet as the client sent it (its sequence number before the PROXY header);
+        from the client's side, quoting VIP -> CIP, to the real server from the local address, quoting
+        the server's reply as the server sent it."""
+        ca = conn.slow if isinstance(conn.slow, ClientAddress) and conn.slow.seq_delta else None
+        seq_map = None
+        if direction == DIR_OUT:
+            flow, src, towards = conn.out_flow, conn.vaddr, conn.caddr
+            quote = conn.caddr, conn.vaddr, conn.cport + conn.vport
+            if ca is not None:
+                seq_map = 4, lambda seq: self._unshift(ca, seq)
+        else:
+            flow, src, towards = conn.in_flow, conn.laddr, conn.daddr
+            quote = conn.daddr, conn.laddr, conn.dport + conn.lport
+            if ca is not None:
+                seq_map = 8, lambda ack: self._shift(ca, ack)
+        if buf[IP + (7 if buf[IP] >> 4 == 6 else IP_TTL)] <= 1:
+            return self.egress.drop("ttl_exceeded")  # an error is never answered with another
+        frame = translate.error(buf, l4, end, emb, el4, src, towards, *quote, seq_map)
+        if frame is None:
+            return self.egress.drop("icmp_untranslatable")
+        return self.send_error(frame, flow.hop or self.hop(flow, towards), towards, now)
+
+    def send_error(self, frame: bytearray, hop, towards: bytes, now: float) -> Output:
+        return self.egress.send(frame, hop, towards, now)
+
+    @staticmethod
+    def _shift(r: ClientAddress, ack: int) -> int:
+        """The client's numbering of its stream -> the server's (what _unshift undoes)."""
+        return (ack + r.seq_delta) & clientaddr.SEQ_MASK if clientaddr.seq_after_eq(ack, r.isn_next) else ack

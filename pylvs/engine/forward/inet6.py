@@ -344,8 +344,12 @@ class FullNat6(FullNat):
 
     def icmp6(self, conn: Conn, buf: Buffer, l4: int, end: int, emb: int, el4: int, direction: int,
               now: float) -> Output:
-        """ICMPv6 errors about FULLNAT connections are not translated yet."""
-        return self.egress.drop("icmp_unsupported")
+        return self.translated_error(conn, buf, l4, end, emb, el4, direction, now)
+
+    def send_error(self, frame: bytearray, hop, towards: bytes, now: float) -> Output:
+        """A translated error goes out in the family of its destination (NAT64 and NAT46 cross over)."""
+        send = self.egress6.send if len(towards) == 16 else self.egress.send
+        return send(frame, hop, towards, now)
 
 
 FORWARDERS6: dict[Method, type[Forwarder]] = {
