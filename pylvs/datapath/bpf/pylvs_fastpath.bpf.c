@@ -297,6 +297,8 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 		r->tcp_state = state;
 }
 
+#include "pylvs_sched.bpf.h" /* SYNs of hash-scheduled services: scheduled here */
+
 SEC("tc")
 int pylvs_fastpath(struct __sk_buff *skb)
 {
@@ -354,7 +356,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 
 		if ((void *)(th + 1) > data_end || th->doff < 5)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		if (th->syn)
+		if (th->syn && pylvs_ksched_syn(skb, eth, ip, th) == KSCHED_PUNT)
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
 		key.sport = th->source;
