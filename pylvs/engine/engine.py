@@ -521,13 +521,13 @@ class Engine:
         replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries."""
         table = self._tables[PROTO_TCP]
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
-        if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
-            return None
         hit = table.get(key)
         if hit is not None:
             if hit[1] != DIR_IN or not self._reuse(hit[0]):
                 return None
-            self._expire(hit[0], ConnEventKind.REMOVED)
+            self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
+        if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
+            return None
         return self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
 
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
