@@ -306,7 +306,7 @@ class Director:
             status["counters"] = self.fast.counters.read()
             if self.offload.ksched is not None:  # SYNs the program scheduled, and those it left to the engine
                 status["kernel_sched"] = {**self.offload.ksched.counters.read(), "adopted": self.offload.adopted,
-                                          "refused": self.offload.refused}
+                                          "refused": self.offload.refused, "rerouted": self.offload.rerouted}
         return status
 
     # -- callbacks --------------------------------------------------------------------------

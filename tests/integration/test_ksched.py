@@ -66,7 +66,7 @@ def test_syns_are_scheduled_in_the_kernel_and_adopted_by_the_engine(lab):
     after = status(lab)
     ks = {k: after["kernel_sched"][k] - before["kernel_sched"][k] for k in after["kernel_sched"]}
     fp = {k: after["counters"][k] - before["counters"][k] for k in after["counters"]}
-    assert ks["created"] >= requests and ks["refused"] == 0, ks
+    assert ks["created"] >= requests and ks["refused"] == 0 and ks["rerouted"] == 0, ks
     assert fp["punt_tcp_flags"] == 0, fp  # no SYN (nor SYN+ACK) reached Python
     assert after["tcp_state_mismatches"] == 0
     # -L -n --stats: every connection counted, all on the server mh picks for the one client address,
@@ -74,6 +74,8 @@ def test_syns_are_scheduled_in_the_kernel_and_adopted_by_the_engine(lab):
     per_rs = rs_conns(lab)
     assert sum(per_rs.values()) - conns0 >= requests
     assert sorted(per_rs.values())[0] == 0, per_rs
-    # -L -n -c: the connections, closed as the engine's state table says (the server closes first).
+    # -L -n -c: the connections, closed as the engine's state table says (the server closes first); a
+    # client port used again replaced its TIME_WAIT connection, as a SYN does in IPVS.
     listed = [ln for ln in lab.lvsadm("-L", "-n", "-c").stdout.splitlines() if f"{VIP}:80" in ln]
-    assert sum("TIME_WAIT" in ln for ln in listed) >= requests, listed[:5]
+    closed = sum(" TIME_WAIT " in ln for ln in listed)
+    assert closed >= requests // 2 and closed >= 0.95 * len(listed), listed[:5]

@@ -16,8 +16,9 @@ from typing import NamedTuple
 from pylvs.datapath.bpf.libbpf import RING_SAMPLE_FN, Libbpf
 from pylvs.engine.flow import EVENT, EVENT_FIELDS, KEY
 
-# CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport.
-SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III4s2s2xI")
+# CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
+# the MAC and interface NAT's reply entry sends to.
+SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III4s2s6sI4x")
 
 
 class SchedEvent(NamedTuple):
@@ -30,6 +31,8 @@ class SchedEvent(NamedTuple):
     dest: int         # the destination's index in the service as published
     raddr: bytes      # the real server and the port the reply entry is keyed by
     rport: bytes
+    hw: bytes         # NAT: the SYN's source MAC and ingress interface, the reply entry's next hop
+    ifindex: int
 
 
 class FlowEvent(NamedTuple):
@@ -52,9 +55,10 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent:
 
 
 def decode_created(raw: bytes) -> SchedEvent:
-    ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, _ = SCHED_EVENT.unpack(raw)
+    ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex = (
+        SCHED_EVENT.unpack(raw))
     _family, _proto, _pad, saddr, daddr, sport, dport = KEY.unpack(key)
-    return SchedEvent(ts_ns, saddr[12:] + daddr[12:] + sport + dport, gen, slot, dest, raddr, rport)
+    return SchedEvent(ts_ns, saddr[12:] + daddr[12:] + sport + dport, gen, slot, dest, raddr, rport, hw, ifindex)
 
 
 class EventRing:

@@ -10,8 +10,9 @@ it may not:
   CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
   two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
   made itself (a SYN, a segment the program punted) or one where the engine's state table and the
-  kernel's disagree: from then on the engine sees every packet again. SYN is always punted
-  (scheduling, connection reuse).
+  kernel's disagree: from then on the engine sees every packet again. SYN is punted (scheduling,
+  connection reuse), but for services the program schedules itself (pylvs.datapath.bpf.ksched): their
+  connections are adopted from CREATED events with the entries the program made (`_adopt`).
   Written at once because a short connection (Connection: close) lives well under a tick: its
   response and FIN must not wait for Python behind each other (issue 19);
 - UDP: from creation until expiry or removal, written OFFLOAD_DELAY after the event (or on the next
@@ -93,6 +94,7 @@ class FlowOffload:
         self.ksched: KernelScheduler | None = None
         self.adopted = 0
         self.refused = 0  # CREATED events the engine did not adopt: their entries withdrawn
+        self.rerouted = 0  # adopted, but the engine routes the replies elsewhere: entries withdrawn
 
     def __len__(self) -> int:
         return len(self._offloaded)
@@ -182,6 +184,13 @@ class FlowOffload:
             return
         self.adopted += 1
         self._offloaded[conn] = [(f, 0, 0) for f in (conn.in_flow, conn.out_flow) if f is not None]
+        if conn.out_flow is not None:
+            # The program sends NAT's replies back where the SYN came from; where the engine's routes
+            # say otherwise (or do not know yet), its recipes go and the engine decides alone.
+            hop = self.engine.egress.hop(conn.caddr)
+            if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
+                self.rerouted += 1
+                self._withdraw(conn)
 
     def _offload(self, conn: Conn, ifindex: int) -> None:
         """Write the connection's recipes that may go to the kernel after a round of `ifindex` (0: none,

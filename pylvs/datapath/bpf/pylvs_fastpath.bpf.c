@@ -13,7 +13,7 @@
  * that changes it writes the new state into the entry and into the other direction's entry (NAT,
  * FULLNAT), and reports the change on the ring buffer pylvs_events, which the engine applies in the
  * same order. When the ring is full the segment goes to the engine instead, unchanged. SYN stays the
- * engine's (scheduling, connection reuse).
+ * engine's (scheduling, connection reuse), but for hash-scheduled services (pylvs_sched.bpf.h).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

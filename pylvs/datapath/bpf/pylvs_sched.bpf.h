@@ -104,8 +104,9 @@ struct pylvs_ksched_event {
 	__u32 dest;
 	__u8 raddr[4];
 	__be16 rport;
-	__u16 pad;
-	__u32 pad2;
+	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
+	__u32 ifindex;
+	__u32 pad;
 };
 
 struct {
@@ -370,6 +371,10 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	ev->dest = d->index;
 	__builtin_memcpy(ev->raddr, d->raddr, 4);
 	ev->rport = d->rport;
+	if (iface) {
+		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
+		ev->ifindex = ingress;
+	}
 	bpf_ringbuf_submit(ev, 0);
 	return ks_count(KS_CREATED, KSCHED_CONTINUE);
 }
