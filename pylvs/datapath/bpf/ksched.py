@@ -95,6 +95,7 @@ class KernelScheduler:
         self._dests: dict[tuple[int, int], bytes] = {}
         self._ifaces: dict[int, bytes] = {}
         self._history: dict[tuple[int, int], Published] = {}  # (slot, gen) -> what it held
+        self._packed: dict[VirtualService, tuple[list, tuple, bytes]] = {}  # tables packed, by service
         self.errors = 0
 
     # -- publishing ------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class KernelScheduler:
         for svc in list(self._slots):
             if svc not in live:
                 del self._slots[svc]
+                self._packed.pop(svc, None)
         for svc in live:
             key = SVC_KEY.pack(svc.addr, svc.port.to_bytes(2, "big"), PROTO_TCP)
             code = SCHED_CODES.get(svc.scheduler)
@@ -171,13 +173,23 @@ class KernelScheduler:
             flags = ((SVC_F_FALLBACK if svc.flags & SVC_F_SCHED1 else 0)
                      | (SVC_F_PORT if svc.flags & SVC_F_SCHED2 else 0))
             svcs[key] = (slot, code, flags)
-            index = {id(d): i for i, d in enumerate(svc.dests)}
-            table = [NO_DEST if d is None else index.get(id(d), NO_DEST) for d in svc.sched.table]
-            tables[slot] = TABLE.pack(*table, *[NO_DEST] * (TAB_MAX - len(table)))
+            tables[slot] = self._table(svc)
             for i, dest in enumerate(svc.dests):
                 dests[(slot, i)] = self._dest_record(svc, dest, i)
             published[slot] = Published(svc, tuple(svc.dests))
         return svcs, tables, dests, published
+
+    def _table(self, svc: VirtualService) -> bytes:
+        """The scheduler's table as destination indices, packed (kept while table and dests stay)."""
+        table, dests = svc.sched.table, tuple(svc.dests)
+        cached = self._packed.get(svc)
+        if cached is not None and cached[0] is table and cached[1] == dests:
+            return cached[2]
+        index = {id(d): i for i, d in enumerate(dests)}
+        slots = [NO_DEST if d is None else index.get(id(d), NO_DEST) for d in table]
+        packed = TABLE.pack(*slots, *[NO_DEST] * (TAB_MAX - len(slots)))
+        self._packed[svc] = (table, dests, packed)
+        return packed
 
     def _engine_decides(self) -> bool:
         """Nothing is scheduled here: standing by, a defence strategy or a connection cap, or fwmark
