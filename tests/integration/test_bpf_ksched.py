@@ -203,23 +203,24 @@ def test_the_engine_adopts_what_the_kernel_scheduled(fast, published):
     offload.close()
 
 
-def test_dr_syn_keeps_addresses_and_changes_macs(fast, published):
-    engine, svc, _ = published(method=Method.ROUTE)
+def scheduled_syn(fast, published, method: Method) -> tuple[RealServer, Ether]:
+    """The Python scheduler's choice for the default client, and the SYN as the program forwarded it."""
+    _, svc, _ = published(method=method)
     want = python_choice(svc, CLIENT, 40000)
     verdict, out, _ = fast.test_run(bytes(syn()))
     assert verdict == TC_ACT_REDIRECT
-    pkt = Ether(out)
+    return want, Ether(out)
+
+
+def test_dr_syn_keeps_addresses_and_changes_macs(fast, published):
+    want, pkt = scheduled_syn(fast, published, Method.ROUTE)
     assert pkt.dst == rs_mac(socket.inet_ntoa(want.addr)) and pkt.src == DIP_MAC
     assert pkt[IP].src == CLIENT and pkt[IP].dst == VIP and pkt[TCP].dport == 80 and pkt[IP].ttl == 63
     assert checksums_valid(pkt)
 
 
 def test_tun_syn_is_encapsulated_to_the_real_server(fast, published):
-    engine, svc, _ = published(method=Method.TUNNEL)
-    want = python_choice(svc, CLIENT, 40000)
-    verdict, out, _ = fast.test_run(bytes(syn()))
-    assert verdict == TC_ACT_REDIRECT
-    pkt = Ether(out)
+    want, pkt = scheduled_syn(fast, published, Method.TUNNEL)
     assert pkt[IP].proto == 4 and pkt[IP].src == DIP and pkt[IP].dst == socket.inet_ntoa(want.addr)
     inner = pkt[IP].payload
     assert inner.src == CLIENT and inner.dst == VIP and inner[TCP].flags == "S" and inner.ttl == 63
