@@ -266,7 +266,10 @@ class Director:
         self.fast = fast
         self.offload = FlowOffload(self.engine, fast.flows)
         if self.engine.settings.kernel_sched:
-            self.offload.ksched = KernelScheduler(self.engine, fast)
+            try:
+                self.offload.ksched = KernelScheduler(self.engine, fast)
+            except BpfError as exc:  # a program built without it: every SYN goes to Python, as before
+                log.warning("fast path: kernel scheduling is off: %s", exc)
         self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())

@@ -203,6 +203,21 @@ def test_the_engine_adopts_what_the_kernel_scheduled(fast, published):
     offload.close()
 
 
+@pytest.mark.parametrize("kind", ["threshold", "fullnat", "gue"])
+def test_a_destination_the_kernel_cannot_reproduce_is_left_to_the_engine(fast, published, kind):
+    engine, svc, ks = published(method=Method.TUNNEL if kind == "gue" else Method.MASQ)
+    for d in list(svc.dests):
+        new = {"threshold": RealServer(d.addr, d.port, method=Method.MASQ, u_threshold=100),
+               "fullnat": RealServer(d.addr, d.port, method=Method.FULLNAT),
+               "gue": RealServer(d.addr, d.port, method=Method.TUNNEL, tun_type="gue", tun_port=6080)}[kind]
+        engine.table.edit_dest(svc, new)
+    ks.publish()
+    before = ks.counters.read()["punt_dest"]
+    frame = bytes(syn(cport=40006))
+    assert fast.test_run(frame)[:2] == (TC_ACT_OK, frame)
+    assert ks.counters.read()["punt_dest"] == before + 1
+
+
 def scheduled_syn(fast, published, method: Method) -> tuple[RealServer, Ether]:
     """The Python scheduler's choice for the default client, and the SYN as the program forwarded it."""
     _, svc, _ = published(method=method)
