@@ -415,6 +415,9 @@ def datapath_text(status: dict) -> str:
     lines = [f"data path: bpf fast path for established flows, python for the rest; "
              f"{status.get('offloaded_conns', 0)} connections in the kernel"]
     lines += [f"  {name:<20} {value}" for name, value in counters.items()]
+    if "kernel_sched" in status:  # SYNs of mh, sh and dh services scheduled by the program (lvsd --no-kernel-sched)
+        lines.append("kernel scheduling of new connections (mh, sh, dh): on")
+        lines += [f"  {name:<20} {value}" for name, value in status["kernel_sched"].items()]
     return "\n".join(lines) + "\n"
 
 

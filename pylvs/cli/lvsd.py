@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--datapath", choices=("auto", "bpf", "python"), default="auto",
                    help="established flows in the kernel (bpf: tc ingress program), or every packet in Python; "
                         "auto (default): bpf where it loads, else python with a log line saying why")
+    p.add_argument("--no-kernel-sched", action="store_true",
+                   help="with the bpf data path: leave every SYN to Python (by default the kernel schedules "
+                        "new connections of mh, sh and dh services itself)")
     p.add_argument("--keep-conns", metavar="FILE",
                    help="at a graceful stop (SIGTERM/SIGINT) write the connection table to FILE, and read it back "
                         "at the next start, so established connections survive a restart")
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         conn_reuse_mode=args.conn_reuse_mode, sloppy_tcp=args.sloppy_tcp,
                         sloppy_sctp=args.sloppy_sctp,
                         amemthresh=args.amemthresh, am_droprate=args.am_droprate, drop_entry=args.drop_entry,
-                        drop_packet=args.drop_packet, secure_tcp=args.secure_tcp, max_conns=args.max_conns)
+                        drop_packet=args.drop_packet, secure_tcp=args.secure_tcp, max_conns=args.max_conns,
+                        kernel_sched=not args.no_kernel_sched)
     from pylvs.bgp.speaker import SpeakerError
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free

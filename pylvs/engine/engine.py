@@ -108,6 +108,8 @@ class Settings:
     drop_packet: int = 0
     secure_tcp: int = 0
     max_conns: int = 0
+    # The kernel fast path schedules SYNs of mh, sh and dh services itself (pylvs.datapath.bpf.ksched).
+    kernel_sched: bool = True
 
 
 class Engine:
@@ -510,6 +512,23 @@ class Engine:
         conn, direction = hit
         self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
         return conn
+
+    def adopt_kernel(self, svc: VirtualService, dest: RealServer, key: bytes, now: float) -> Conn | None:
+        """A TCP connection a second data path scheduled itself (a hash scheduler's SYN, pylvs_sched.bpf.h)
+        to `dest` of `svc`: made here as _schedule makes it (counted as scheduled, inactive, CREATED), in
+        state NONE; the SYN's own state change and counts come as for any segment that path forwards.
+        None where this engine would not have made it: a connection with that tuple that a SYN does not
+        replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries."""
+        table = self._tables[PROTO_TCP]
+        caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
+        hit = table.get(key)
+        if hit is not None:
+            if hit[1] != DIR_IN or not self._reuse(hit[0]):
+                return None
+            self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
+        if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
+            return None
+        return self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
 
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
         """Packets a second data path forwarded for `conn` by its FlowEntry, counted there since the last

@@ -27,6 +27,7 @@ from pylvs.bgp.config import BgpSettings
 from pylvs.bgp.speaker import Speaker, SpeakerError
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
+from pylvs.datapath.bpf.ksched import KernelScheduler
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload
@@ -264,6 +265,11 @@ class Director:
             log.info("fast path: removed %d flows left by a previous lvsd", stale)
         self.fast = fast
         self.offload = FlowOffload(self.engine, fast.flows, busy=self._frames_waiting)
+        if self.engine.settings.kernel_sched:
+            try:
+                self.offload.ksched = KernelScheduler(self.engine, fast)
+            except BpfError as exc:  # a program built without it: every SYN goes to Python, as before
+                log.warning("fast path: kernel scheduling is off: %s", exc)
         self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
@@ -301,6 +307,9 @@ class Director:
             status["offloaded_conns"] = len(self.offload)
             status["tcp_state_mismatches"] = self.offload.mismatches  # kernel and engine disagreed: withdrawn
             status["counters"] = self.fast.counters.read()
+            if self.offload.ksched is not None:  # SYNs the program scheduled, and those it left to the engine
+                status["kernel_sched"] = {**self.offload.ksched.counters.read(), "adopted": self.offload.adopted,
+                                          "refused": self.offload.refused, "rerouted": self.offload.rerouted}
         return status
 
     # -- callbacks --------------------------------------------------------------------------

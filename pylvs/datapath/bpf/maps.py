@@ -38,10 +38,14 @@ class FlowMap:
 
     def delete(self, entry: FlowEntry) -> bool:
         """Remove the entry's recipe; False if it was not there (never put, or evicted)."""
-        rc = self.lib.bpf_map_delete_elem(self.fd, entry.pack_key())
+        return self.delete_key(entry.pack_key(), repr(entry))
+
+    def delete_key(self, key: bytes, what: str = "") -> bool:
+        """Remove the recipe under a packed key; False if there was none."""
+        rc = self.lib.bpf_map_delete_elem(self.fd, key)
         if rc == -errno.ENOENT:
             return False
-        self.lib.check(rc, f"deleting flow {entry!r}")
+        self.lib.check(rc, f"deleting flow {what or key.hex()}")
         return True
 
     def take(self, entry: FlowEntry) -> bool:
@@ -108,17 +112,18 @@ def counts(value: bytes) -> tuple[int, int, int]:
 
 
 class Counters:
-    """The program's per-CPU counters, summed over CPUs, by name (COUNTERS)."""
+    """The program's per-CPU counters, summed over CPUs, by name (COUNTERS, or `names` of another array)."""
 
-    def __init__(self, lib: Libbpf, fd: int) -> None:
+    def __init__(self, lib: Libbpf, fd: int, names: tuple[str, ...] = COUNTERS) -> None:
         self.lib = lib
         self.fd = fd
+        self.names = names
         self.cpus = lib.check(lib.libbpf_num_possible_cpus(), "counting CPUs")
 
     def read(self) -> dict[str, int]:
         out = {}
         values = (ctypes.c_uint64 * self.cpus)()
-        for index, name in enumerate(COUNTERS):
+        for index, name in enumerate(self.names):
             key = ctypes.c_uint32(index)
             rc = self.lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), values)
             if rc < 0:

@@ -10,8 +10,9 @@ it may not:
   CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
   two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
   made itself (a SYN, a segment the program punted) or one where the engine's state table and the
-  kernel's disagree: from then on the engine sees every packet again. SYN is always punted
-  (scheduling, connection reuse).
+  kernel's disagree: from then on the engine sees every packet again. SYN is punted (scheduling,
+  connection reuse), but for services the program schedules itself (pylvs.datapath.bpf.ksched): their
+  connections are adopted from CREATED events with the entries the program made (`_adopt`).
   Written at once because a short connection (Connection: close) lives well under a tick: its
   response and FIN must not wait for Python behind each other (issue 19);
 - UDP: from creation until expiry or removal, written OFFLOAD_DELAY after the event (or on the next
@@ -43,14 +44,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pylvs.datapath.bpf.events import FlowEvent
+from pylvs.datapath.bpf.events import FlowEvent, SchedEvent
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
-from pylvs.engine.flow import F_ENGINE_ONLY
-from pylvs.ipvs_uapi import CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
+from pylvs.engine.flow import F_ENGINE_ONLY, KEY, addr16
+from pylvs.ipvs_uapi import AF_INET, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
+    from pylvs.datapath.bpf.ksched import KernelScheduler
     from pylvs.datapath.bpf.maps import FlowMap
     from pylvs.engine.conntrack import Conn
     from pylvs.engine.engine import Engine
@@ -62,6 +64,11 @@ REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see ker
 OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
 KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
+
+
+def pack_key(proto: int, key: bytes) -> bytes:
+    """The flow map's key for a 12-byte IPv4 connection key (saddr, daddr, sport, dport)."""
+    return KEY.pack(AF_INET, proto, 0, addr16(key[:4]), addr16(key[4:8]), key[8:10], key[10:12])
 
 
 class FlowOffload:
@@ -86,6 +93,12 @@ class FlowOffload:
         self._kernel_made: dict[Conn, int] = {}
         self.errors = 0
         self.mismatches = 0  # kernel reports whose new state the engine's table did not reach
+        # Kernel scheduling (pylvs.datapath.bpf.ksched), when on: published with the service table and
+        # every tick; its CREATED events are adopted in `apply`.
+        self.ksched: KernelScheduler | None = None
+        self.adopted = 0
+        self.refused = 0  # CREATED events the engine did not adopt: their entries withdrawn
+        self.rerouted = 0  # adopted, but the engine routes the replies elsewhere: entries withdrawn
 
     def __len__(self) -> int:
         return len(self._offloaded)
@@ -145,6 +158,9 @@ class FlowOffload:
         connection at once), the recipes are withdrawn and the engine decides alone from then on."""
         engine = self.engine
         for ev in events:
+            if isinstance(ev, SchedEvent):
+                self._adopt(ev)
+                continue
             hit = engine.conns.lookup(ev.proto, ev.key)
             before = hit[0].state if hit is not None else None
             conn = engine.tcp_transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9)
@@ -154,6 +170,30 @@ class FlowOffload:
                 self._kernel_made[conn] = self._kernel_made.get(conn, 0) + 1
             if conn.state != ev.new_state:
                 self.mismatches += 1
+                self._withdraw(conn)
+
+    def _adopt(self, ev: SchedEvent) -> None:
+        """A connection the program scheduled and created: the engine makes it, and its entries, already in
+        the map, are offloaded from the start (the SYN's state change follows as a kernel-made one)."""
+        found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
+        conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9) if found is not None else None
+        if conn is None:
+            self.refused += 1
+            k = ev.key
+            for key in (k, ev.raddr + k[:4] + ev.rport + k[8:10]):  # the SYN's entry, NAT's reply entry
+                try:
+                    self.flows.delete_key(pack_key(PROTO_TCP, key))
+                except BpfError as exc:
+                    self._error("deleting", exc)
+            return
+        self.adopted += 1
+        self._offloaded[conn] = [(f, 0, 0) for f in (conn.in_flow, conn.out_flow) if f is not None]
+        if conn.out_flow is not None:
+            # The program sends NAT's replies back where the SYN came from; where the engine's routes
+            # say otherwise (or do not know yet), its recipes go and the engine decides alone.
+            hop = self.engine.egress.hop(conn.caddr)
+            if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
+                self.rerouted += 1
                 self._withdraw(conn)
 
     def _offload(self, conn: Conn, ifindex: int) -> None:
@@ -212,6 +252,8 @@ class FlowOffload:
 
     def refresh(self, interval: float) -> None:
         """Offload what waits; read back the offloaded connections, all or a share (every `interval` s)."""
+        if self.ksched is not None:
+            self.ksched.publish()  # next hops resolved, neighbours moved since the last tick
         while self._due:
             self._promote(self._due.popleft()[1], 0)
         for conn in list(self._waiting):
@@ -265,6 +307,8 @@ class FlowOffload:
 
     def close(self) -> None:
         """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""
+        if self.ksched is not None:
+            self.ksched.close()
         for conn in list(self._offloaded):
             self._withdraw(conn)
         self.engine.unsubscribe(self.events)

@@ -13,7 +13,7 @@
  * that changes it writes the new state into the entry and into the other direction's entry (NAT,
  * FULLNAT), and reports the change on the ring buffer pylvs_events, which the engine applies in the
  * same order. When the ring is full the segment goes to the engine instead, unchanged. SYN stays the
- * engine's (scheduling, connection reuse).
+ * engine's (scheduling, connection reuse), but for hash-scheduled services (pylvs_sched.bpf.h).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -297,6 +297,8 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 		r->tcp_state = state;
 }
 
+#include "pylvs_sched.bpf.h" /* SYNs of hash-scheduled services: scheduled here */
+
 SEC("tc")
 int pylvs_fastpath(struct __sk_buff *skb)
 {
@@ -354,7 +356,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 
 		if ((void *)(th + 1) > data_end || th->doff < 5)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		if (th->syn)
+		if (th->syn && pylvs_ksched_syn(skb, eth, ip, th) == KSCHED_PUNT)
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
 		key.sport = th->source;

@@ -1,0 +1,287 @@
+"""Kernel scheduling: publish the hash schedulers' tables so the fast path schedules SYNs itself.
+
+For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
+the VIP), with no state that a new connection changes. The engine publishes, per IPv4 TCP service, the
+scheduler's lookup table (destination index per slot) and per destination a recipe template (the
+FlowEntry its connections get, which for NAT depends on the VIP, the real server and the ports only);
+the program (pylvs_sched.bpf.h) hashes as the kernel does, creates the connection's entries, forwards
+the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engine adopt it
+(`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as
+engine-only, and the program punts those SYNs as before:
+- services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
+  is published: the mark is set after tc ingress), not mh/sh/dh, not IPv4 TCP;
+- destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
+  is per flow), IPv6, without a resolved next hop yet;
+- everything while the director stands by, a defence strategy or --max-conns is on.
+Every change is published under a new generation: the program punts SYNs of records from an older
+one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),
+which `resolve` turns back into the service and destination published then.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+from typing import TYPE_CHECKING, NamedTuple
+
+from pylvs.datapath.bpf.libbpf import BpfError
+from pylvs.datapath.bpf.maps import Counters
+from pylvs.engine.conntrack import Conn
+from pylvs.engine.events import ServicesChanged
+from pylvs.engine.flow import VALUE
+from pylvs.ipvs_uapi import PROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Method
+from pylvs.sched.base import usable
+
+if TYPE_CHECKING:
+    from pylvs.datapath.bpf.loader import FastPath
+    from pylvs.engine.engine import Engine
+    from pylvs.engine.services import RealServer, VirtualService
+
+log = logging.getLogger(__name__)
+
+# The maps of pylvs_sched.bpf.h and their layouts (native byte order, as the C structs).
+STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, COUNTER_MAP = (
+    b"pylvs_ksched_state", b"pylvs_ksched_svcs", b"pylvs_ksched_tables", b"pylvs_ksched_dests",
+    b"pylvs_ksched_ifaces", b"pylvs_ksched_counters")
+COUNTERS = ("created", "synack", "punt_off", "punt_flags", "punt_existing", "punt_no_service", "punt_service",
+            "punt_stale", "punt_no_dest", "punt_dest", "punt_ring", "punt_collision")
+TAB_MAX = 4096
+MAX_SLOTS = 256  # pylvs_ksched_tables' entries: services scheduled here at once
+NO_DEST = 0xFFFF
+SCHED_CODES = {"mh": 1, "sh": 2, "dh": 3}
+SVC_F_ENGINE, SVC_F_FALLBACK, SVC_F_PORT = 0x01, 0x02, 0x04
+DEST_F_USABLE, DEST_F_ENGINE = 0x01, 0x02
+METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL)
+
+STATE = struct.Struct("=II")
+SVC_KEY = struct.Struct("=4s2sBx")
+SVC = struct.Struct("=IIBBH")
+TABLE = struct.Struct(f"={TAB_MAX}H")
+DEST_KEY = struct.Struct("=II")
+DEST_HEAD = struct.Struct("=I2s2x4sI")  # flags, rport, raddr, index; then the in and out templates
+IFACE = struct.Struct("=6sH")
+
+_CLIENT, _CPORT = b"\0\0\0\0", b"\0\0"  # the template's client: the program writes the real one in
+_ZERO = b"\0" * 4
+_VALUE_SIZE = VALUE.size
+
+
+class Published(NamedTuple):
+    svc: VirtualService
+    dests: tuple[RealServer, ...]
+
+
+class KernelScheduler:
+    """Keeps the program's scheduling maps equal to what the engine would decide (see the module text)."""
+
+    def __init__(self, engine: Engine, fast: FastPath) -> None:
+        self.engine = engine
+        lib = fast.lib
+        self.lib = lib
+
+        def fd(name: bytes) -> int:
+            return lib.bpf_map__fd(lib.pointer(lib.bpf_object__find_map_by_name(fast._obj, name),
+                                               f"finding {name.decode()}"))
+
+        self._fds = {name: fd(name) for name in (STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP)}
+        self.counters = Counters(lib, fd(COUNTER_MAP), COUNTERS)
+        self.events = engine.subscribe(services=True)
+        self.gen = 0
+        self._slots: dict[VirtualService, int] = {}
+        # What the maps hold: key -> value bytes (service records without their generation).
+        self._svcs: dict[bytes, tuple[int, int, int]] = {}
+        self._tables: dict[int, bytes] = {}
+        self._dests: dict[tuple[int, int], bytes] = {}
+        self._ifaces: dict[int, bytes] = {}
+        self._history: dict[tuple[int, int], Published] = {}  # (slot, gen) -> what it held
+        self._packed: dict[VirtualService, tuple[list, tuple, bytes]] = {}  # tables packed, by service
+        self.errors = 0
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Republish after a change of the service table (ServicesChanged)."""
+        if self.events is not None and any(isinstance(e, ServicesChanged) for e in self.events):
+            self.publish()
+
+    def publish(self) -> None:
+        """Write what changed under a new generation (called on table changes and every tick: next hops
+        resolve and neighbours move between changes)."""
+        try:
+            self._publish()
+        except BpfError as exc:
+            self.errors += 1
+            if self.errors <= 10:
+                log.warning("kernel scheduling: publishing failed, SYNs go to the engine: %s", exc)
+            self._put(STATE_MAP, 0, STATE.pack(0, 0), quiet=True)
+
+    def _publish(self) -> None:
+        svcs, tables, dests, published = self._desired()
+        ifaces = {i.ifindex: IFACE.pack(i.mac, i.mtu) for i in self.engine.interfaces.values()}
+        if svcs == self._svcs and tables == self._tables and dests == self._dests and ifaces == self._ifaces:
+            return
+        self._put(STATE_MAP, 0, STATE.pack(0, 0))  # every SYN to the engine while the maps change
+        gen = self.gen + 1
+        for ifindex, value in ifaces.items():
+            if self._ifaces.get(ifindex) != value:
+                self._put(IFACE_MAP, ifindex, value)
+        for ifindex in self._ifaces.keys() - ifaces.keys():
+            self._delete(IFACE_MAP, ctypes.c_uint32(ifindex))
+        for slot, value in tables.items():
+            if self._tables.get(slot) != value:
+                self._put(TABLE_MAP, slot, value)
+        for key, value in dests.items():
+            if self._dests.get(key) != value:
+                self._update(DEST_MAP, DEST_KEY.pack(*key), value)
+        for key in self._dests.keys() - dests.keys():
+            self._delete(DEST_MAP, DEST_KEY.pack(*key))
+        for key, (slot, sched, flags) in svcs.items():
+            self._update(SVC_MAP, key, SVC.pack(gen, slot, sched, flags, 0))
+        for key in self._svcs.keys() - svcs.keys():
+            self._delete(SVC_MAP, key)
+        self._svcs, self._tables, self._dests, self._ifaces = svcs, tables, dests, ifaces
+        self.gen = gen
+        for slot, pub in published.items():
+            self._history[(slot, gen)] = pub
+        for key in [k for k in self._history if k[1] < gen - 4]:  # events are read within milliseconds
+            del self._history[key]
+        if svcs and any(not flags & SVC_F_ENGINE for _, _, flags in svcs.values()):
+            self._put(STATE_MAP, 0, STATE.pack(gen, 0))
+
+    def _desired(self):
+        engine = self.engine
+        svcs: dict[bytes, tuple[int, int, int]] = {}
+        tables: dict[int, bytes] = {}
+        dests: dict[tuple[int, int], bytes] = {}
+        published: dict[int, Published] = {}
+        if self._engine_decides():
+            self._slots.clear()
+            return svcs, tables, dests, published
+        live = [s for s in engine.table if s.protocol == PROTO_TCP and len(s.addr) == 4 and not s.fwmark]
+        for svc in list(self._slots):
+            if svc not in live:
+                del self._slots[svc]
+                self._packed.pop(svc, None)
+        for svc in live:
+            key = SVC_KEY.pack(svc.addr, svc.port.to_bytes(2, "big"), PROTO_TCP)
+            code = SCHED_CODES.get(svc.scheduler)
+            slot = self._slot(svc) if code and self._eligible(svc) else None
+            if slot is None:
+                svcs[key] = (0, 0, SVC_F_ENGINE)
+                continue
+            flags = ((SVC_F_FALLBACK if svc.flags & SVC_F_SCHED1 else 0)
+                     | (SVC_F_PORT if svc.flags & SVC_F_SCHED2 else 0))
+            svcs[key] = (slot, code, flags)
+            tables[slot] = self._table(svc)
+            for i, dest in enumerate(svc.dests):
+                dests[(slot, i)] = self._dest_record(svc, dest, i)
+            published[slot] = Published(svc, tuple(svc.dests))
+        return svcs, tables, dests, published
+
+    def _table(self, svc: VirtualService) -> bytes:
+        """The scheduler's table as destination indices, packed (kept while table and dests stay)."""
+        table, dests = svc.sched.table, tuple(svc.dests)
+        cached = self._packed.get(svc)
+        if cached is not None and cached[0] is table and cached[1] == dests:
+            return cached[2]
+        index = {id(d): i for i, d in enumerate(dests)}
+        slots = [NO_DEST if d is None else index.get(id(d), NO_DEST) for d in table]
+        packed = TABLE.pack(*slots, *[NO_DEST] * (TAB_MAX - len(slots)))
+        self._packed[svc] = (table, dests, packed)
+        return packed
+
+    def _engine_decides(self) -> bool:
+        """Nothing is scheduled here: standing by, a defence strategy or a connection cap, or fwmark
+        services (their marks come after tc ingress, so a SYN's service is not known here)."""
+        engine = self.engine
+        d = engine.defense
+        return (engine.standby or bool(d.drop_entry or d.drop_packet or d.secure_tcp or d.max_conns)
+                or any(s.fwmark for s in engine.table))
+
+    @staticmethod
+    def _eligible(svc: VirtualService) -> bool:
+        return bool(svc.port) and not svc.persistent and not svc.synproxy and len(svc.dests) < NO_DEST
+
+    def _slot(self, svc: VirtualService) -> int | None:
+        slot = self._slots.get(svc)
+        if slot is None:
+            free = set(range(MAX_SLOTS)) - set(self._slots.values())
+            if not free:
+                return None
+            slot = self._slots[svc] = min(free)
+        return slot
+
+    def _dest_record(self, svc: VirtualService, dest: RealServer, index: int) -> bytes:
+        """The destination's flags and recipe templates (engine-only when the kernel cannot reproduce it)."""
+        flags = DEST_F_USABLE if usable(dest) else 0
+        rport = (dest.port or svc.port).to_bytes(2, "big")
+        raddr = dest.addr if len(dest.addr) == 4 else _ZERO
+        templates = self._templates(svc, dest) if self._reproducible(dest) else None
+        if templates is None:
+            return DEST_HEAD.pack(flags | DEST_F_ENGINE, rport, raddr, index) + bytes(2 * _VALUE_SIZE)
+        return DEST_HEAD.pack(flags, rport, raddr, index) + templates
+
+    @staticmethod
+    def _reproducible(dest: RealServer) -> bool:
+        return (dest.method in METHODS and len(dest.addr) == 4 and not dest.u_threshold and not dest.l_threshold
+                and (dest.method != Method.MASQ or bool(dest.port))
+                and (dest.method != Method.TUNNEL or dest.tun_type != "gue"))
+
+    def _templates(self, svc: VirtualService, dest: RealServer) -> bytes | None:
+        """The recipes a connection to `dest` gets, for a client the program fills in; None while the next
+        hop is unknown (its resolution is under way: the next tick publishes it)."""
+        engine = self.engine
+        forwarder = engine.forwarders[dest.method]
+        vport = svc.port.to_bytes(2, "big")
+        dport = vport if dest.method != Method.MASQ else dest.port.to_bytes(2, "big")
+        conn = Conn(PROTO_TCP, _CLIENT, _CPORT, svc.addr, vport, dest.addr, dport)
+        conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
+        if forwarder.bind(conn, engine.conns) is not None:
+            return None
+        f = conn.in_flow
+        f.hop = engine.egress.hop(dest.addr)
+        if f.hop is None or not f.offloadable:
+            return None
+        if dest.method == Method.TUNNEL:
+            f.outer_src = engine.egress.source_address(engine.egress.interface_for(f.hop)) or b""
+            if not f.outer_src:
+                return None
+        out = conn.out_flow.pack_value() if conn.out_flow is not None else bytes(_VALUE_SIZE)
+        return f.pack_value() + out
+
+    # -- CREATED events --------------------------------------------------------------------
+
+    def resolve(self, slot: int, gen: int, index: int) -> tuple[VirtualService, RealServer] | None:
+        """The service and destination a CREATED event names, as published then; None if forgotten."""
+        pub = self._history.get((slot, gen))
+        if pub is None or index >= len(pub.dests):
+            return None
+        return pub.svc, pub.dests[index]
+
+    # -- map access ------------------------------------------------------------------------
+
+    def _put(self, name: bytes, index: int, value: bytes, quiet: bool = False) -> None:
+        key = ctypes.c_uint32(index)
+        rc = self.lib.bpf_map_update_elem(self._fds[name], ctypes.byref(key), value, 0)
+        if not quiet:
+            self.lib.check(rc, f"writing {name.decode()}")
+
+    def _update(self, name: bytes, key: bytes, value: bytes) -> None:
+        self.lib.check(self.lib.bpf_map_update_elem(self._fds[name], key, value, 0), f"writing {name.decode()}")
+
+    def _delete(self, name: bytes, key) -> None:
+        self.lib.bpf_map_delete_elem(self._fds[name], key if isinstance(key, bytes) else ctypes.byref(key))
+
+    def close(self) -> None:
+        """Every SYN to the engine again, and the published records gone."""
+        self._put(STATE_MAP, 0, STATE.pack(0, 0), quiet=True)
+        for key in self._svcs:
+            self._delete(SVC_MAP, key)
+        for dkey in self._dests:
+            self._delete(DEST_MAP, DEST_KEY.pack(*dkey))
+        self._svcs, self._tables, self._dests, self._ifaces = {}, {}, {}, {}
+        if self.events is not None:
+            self.engine.unsubscribe(self.events)
+            self.events = None
+

@@ -1,0 +1,382 @@
+/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh).
+ *
+ * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
+ * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
+ * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do, creates the
+ * connection's flow entries from the destination's recipe template (state NONE, the client's address
+ * and port filled in; NAT's reply entry leaves where the SYN came from), reports a CREATED event on
+ * the event ring and lets the fast path forward the SYN by the new entry, which makes the input SYN's
+ * state change (NONE -> SYN_RECV) and reports it too. The engine adopts the connection from the
+ * event (Engine.adopt_kernel), so it stays the authority.
+ *
+ * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
+ * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
+ * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
+ * connection already has an entry (connection reuse), a destination the table names but that may not
+ * take it (weight 0, unavailable) once the kernel's fallback probes run out, a full ring.
+ */
+#ifndef PYLVS_SCHED_BPF_H
+#define PYLVS_SCHED_BPF_H
+
+#define KSCHED_MH 1
+#define KSCHED_SH 2
+#define KSCHED_DH 3
+#define KSCHED_TAB_MAX 4096         /* mh: 4093 slots (CONFIG_IP_VS_MH_TAB_INDEX 12); sh, dh: 256 */
+#define KSCHED_MH_SIZE 4093
+#define KSCHED_HASH_SIZE 256
+#define KSCHED_NO_DEST 0xffff
+#define KSCHED_PROBES 16            /* fallback probes made here; the engine makes the rest */
+#define KSCHED_SVC_F_ENGINE 0x01    /* every SYN of this service is the engine's */
+#define KSCHED_SVC_F_FALLBACK 0x02  /* mh-fallback / sh-fallback (IP_VS_SVC_F_SCHED1) */
+#define KSCHED_SVC_F_PORT 0x04      /* mh-port / sh-port (IP_VS_SVC_F_SCHED2) */
+#define KSCHED_DEST_F_USABLE 0x01   /* weight > 0, available, not overloaded */
+#define KSCHED_DEST_F_ENGINE 0x02   /* the engine decides (thresholds, no hop yet, a recipe not here) */
+#define KSCHED_CONTINUE 0           /* the SYN goes on into the fast path (it has an entry now) */
+#define KSCHED_PUNT -1              /* to the engine, unchanged */
+#define KSCHED_HASH1 2654435761ULL  /* ip_vs_mh's fixed hsiphash keys: key[0] == key[1] */
+
+/* Per-CPU counters (pylvs/datapath/bpf/ksched.py COUNTERS mirrors the names). */
+enum pylvs_ksched_counter {
+	KS_CREATED = 0,     /* scheduled here: entries made, CREATED reported */
+	KS_SYNACK,          /* a SYN+ACK let through to the fast path's entries */
+	KS_PUNT_OFF,        /* nothing published (switched off, or a publication under way) */
+	KS_PUNT_FLAGS,      /* SYN with RST or FIN, TTL <= 1: the engine's */
+	KS_PUNT_EXISTING,   /* an entry for this tuple exists: connection reuse is the engine's */
+	KS_PUNT_NO_SERVICE, /* no published service (not ours, or not IPv4 TCP) */
+	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, FULLNAT, synproxy, ...) */
+	KS_PUNT_STALE,      /* published under an older generation */
+	KS_PUNT_NO_DEST,    /* the table has nobody there, or the fallback probes ran out */
+	KS_PUNT_DEST,       /* the destination is the engine's */
+	KS_PUNT_RING,       /* no room on the event ring */
+	KS_PUNT_COLLISION,  /* the reply entry's tuple is taken */
+	KS_MAX,
+};
+
+struct pylvs_ksched_state {
+	__u32 gen;        /* the current publication; 0: every SYN goes to the engine */
+	__u32 pad;
+};
+
+struct pylvs_ksched_svc_key {
+	__u8 vaddr[4];
+	__be16 vport;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct pylvs_ksched_svc {
+	__u32 gen;        /* the publication this record belongs to */
+	__u32 slot;       /* its table in pylvs_ksched_tables, its destinations' key */
+	__u8 sched;       /* KSCHED_MH, _SH, _DH */
+	__u8 flags;       /* KSCHED_SVC_F_* */
+	__u16 pad;
+};
+
+struct pylvs_ksched_table {
+	__u16 dest[KSCHED_TAB_MAX]; /* destination index per slot, KSCHED_NO_DEST where nobody */
+};
+
+struct pylvs_ksched_dest_key {
+	__u32 slot;
+	__u32 index;
+};
+
+struct pylvs_ksched_dest {
+	__u32 flags;      /* KSCHED_DEST_F_* */
+	__be16 rport;     /* the real server's port as the reply entry's key has it */
+	__u16 pad;
+	__u8 raddr[4];
+	__u32 index;      /* its index in the service's destinations, reported with CREATED */
+	struct pylvs_flow_value in;  /* client -> real server; the client's address and port filled in */
+	struct pylvs_flow_value out; /* NAT: replies; the client's address and port and the hop filled in */
+};
+
+struct pylvs_ksched_iface {
+	__u8 mac[6];
+	__u16 mtu;
+};
+
+/* CREATED: a pylvs_flow_event (old and new state NONE) and what the engine adopts it with. */
+struct pylvs_ksched_event {
+	struct pylvs_flow_event flow;
+	__u32 gen;
+	__u32 slot;
+	__u32 dest;
+	__u8 raddr[4];
+	__be16 rport;
+	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
+	__u32 ifindex;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_state);
+} pylvs_ksched_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct pylvs_ksched_svc_key);
+	__type(value, struct pylvs_ksched_svc);
+} pylvs_ksched_svcs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_table);
+} pylvs_ksched_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct pylvs_ksched_dest_key);
+	__type(value, struct pylvs_ksched_dest);
+} pylvs_ksched_dests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_iface);
+} pylvs_ksched_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} pylvs_ksched_counters SEC(".maps");
+
+static __always_inline int ks_count(__u32 index, int verdict)
+{
+	__u64 *c = bpf_map_lookup_elem(&pylvs_ksched_counters, &index);
+
+	if (c)
+		*c += 1;
+	return verdict;
+}
+
+#define KS_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define KS_SIPROUND                                                                   \
+	do {                                                                          \
+		v0 += v1; v1 = KS_ROTL(v1, 13); v1 ^= v0; v0 = KS_ROTL(v0, 32);       \
+		v2 += v3; v3 = KS_ROTL(v3, 16); v3 ^= v2;                             \
+		v0 += v3; v3 = KS_ROTL(v3, 21); v3 ^= v0;                             \
+		v2 += v1; v1 = KS_ROTL(v1, 17); v1 ^= v2; v2 = KS_ROTL(v2, 32);       \
+	} while (0)
+
+/* The kernel's hsiphash_1u32 on 64-bit machines (SipHash-1-3, 32-bit result), under ip_vs_mh's
+ * first fixed key (pylvs/sched/_maglev.c is the same function for the engine). */
+static __always_inline __u32 ks_hsiphash1(__u32 value)
+{
+	__u64 v0 = 0x736f6d6570736575ULL ^ KSCHED_HASH1, v1 = 0x646f72616e646f6dULL ^ KSCHED_HASH1;
+	__u64 v2 = 0x6c7967656e657261ULL ^ KSCHED_HASH1, v3 = 0x7465646279746573ULL ^ KSCHED_HASH1;
+	__u64 b = ((__u64)4 << 56) | value;
+
+	v3 ^= b;
+	KS_SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	KS_SIPROUND;
+	KS_SIPROUND;
+	KS_SIPROUND;
+	return (__u32)(v0 ^ v1 ^ v2 ^ v3);
+}
+
+/* include/linux/hash.h hash_32(val, 8) */
+static __always_inline __u32 ks_hash_32_8(__u32 val)
+{
+	return (val * 0x61C88647u) >> 24;
+}
+
+/* t->dest[i], or KSCHED_NO_DEST out of range: the bound the compiler proves is not the verifier's. */
+static __always_inline __u16 ks_slot(const struct pylvs_ksched_table *t, __u32 i)
+{
+	asm volatile("" : "+r"(i));
+	if (i >= KSCHED_TAB_MAX)
+		return KSCHED_NO_DEST;
+	return t->dest[i];
+}
+
+static __always_inline struct pylvs_ksched_dest *ks_dest(__u32 slot, __u16 index)
+{
+	struct pylvs_ksched_dest_key k = { .slot = slot, .index = index };
+
+	if (index == KSCHED_NO_DEST)
+		return NULL;
+	return bpf_map_lookup_elem(&pylvs_ksched_dests, &k);
+}
+
+/* The scheduler's choice for (client address, port), as ip_vs_{mh,sh,dh}_schedule: the slot's
+ * destination, or with the fallback flag the kernel's probe sequence up to KSCHED_PROBES probes.
+ * NULL: the engine decides (nobody there, nobody usable in the probes made here). */
+static __always_inline struct pylvs_ksched_dest *ks_pick(const struct pylvs_ksched_svc *svc,
+							 const struct pylvs_ksched_table *t, __u32 saddr,
+							 __u32 daddr, __u16 sport)
+{
+	struct pylvs_ksched_dest *d;
+	__u32 port = svc->flags & KSCHED_SVC_F_PORT ? sport : 0;
+	__u32 ihash, idx, size;
+
+	if (svc->sched == KSCHED_MH) {
+		size = KSCHED_MH_SIZE;
+		ihash = ks_hsiphash1(port + saddr) % KSCHED_MH_SIZE;
+	} else if (svc->sched == KSCHED_SH) {
+		size = KSCHED_HASH_SIZE;
+		ihash = ks_hash_32_8(port + saddr);
+	} else {
+		size = KSCHED_HASH_SIZE;
+		ihash = ks_hash_32_8(daddr);
+	}
+	d = ks_dest(svc->slot, ks_slot(t, ihash));
+	if (!d || d->flags & KSCHED_DEST_F_USABLE || svc->sched == KSCHED_DH || !(svc->flags & KSCHED_SVC_F_FALLBACK))
+		return d;
+	for (__u32 offset = 0; offset < KSCHED_PROBES && offset < size; offset++) {
+		__u32 roffset = (offset + ihash) % size;
+
+		if (svc->sched == KSCHED_MH)
+			idx = ks_hsiphash1(roffset + port + saddr) % KSCHED_MH_SIZE;
+		else
+			idx = (roffset + ihash) & (KSCHED_HASH_SIZE - 1);
+		d = ks_dest(svc->slot, ks_slot(t, idx));
+		if (!d || d->flags & KSCHED_DEST_F_USABLE)
+			return d;
+	}
+	return NULL;
+}
+
+static __always_inline __u32 ks_gen(void)
+{
+	__u32 zero = 0;
+	struct pylvs_ksched_state *s = bpf_map_lookup_elem(&pylvs_ksched_state, &zero);
+
+	return s ? s->gen : 0;
+}
+
+/* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
+ * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
+ * made); KSCHED_PUNT: the engine's, as every SYN was before. */
+static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+					    struct tcphdr *th)
+{
+	struct pylvs_ksched_svc_key skey = {};
+	struct pylvs_flow_key key = {}, rkey = {};
+	struct pylvs_ksched_event *ev;
+	struct pylvs_ksched_svc *svc;
+	struct pylvs_ksched_table *t;
+	struct pylvs_ksched_dest *d;
+	struct pylvs_ksched_iface *iface = NULL;
+	struct pylvs_flow_value in, out;
+	__u32 gen = ks_gen(), ingress = skb->ifindex;
+
+	if (!gen)
+		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	if (th->ack && !th->rst && !th->fin)
+		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
+	if (th->ack || th->rst || th->fin || ip->ttl <= 1)
+		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
+	key.family = AF_INET;
+	key.proto = IPPROTO_TCP;
+	key.saddr[10] = key.saddr[11] = key.daddr[10] = key.daddr[11] = 0xff;
+	__builtin_memcpy(&key.saddr[12], &ip->saddr, 4);
+	__builtin_memcpy(&key.daddr[12], &ip->daddr, 4);
+	key.sport = th->source;
+	key.dport = th->dest;
+	if (bpf_map_lookup_elem(&pylvs_flows, &key))
+		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
+	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every IPv4 TCP service). */
+	__builtin_memcpy(skey.vaddr, &ip->daddr, 4);
+	skey.vport = th->dest;
+	skey.proto = IPPROTO_TCP;
+	svc = bpf_map_lookup_elem(&pylvs_ksched_svcs, &skey);
+	if (!svc) {
+		skey.vport = 0;
+		svc = bpf_map_lookup_elem(&pylvs_ksched_svcs, &skey);
+	}
+	if (!svc)
+		return ks_count(KS_PUNT_NO_SERVICE, KSCHED_PUNT);
+	if (svc->flags & KSCHED_SVC_F_ENGINE)
+		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
+	if (svc->gen != gen)
+		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
+	t = bpf_map_lookup_elem(&pylvs_ksched_tables, &svc->slot);
+	if (!t)
+		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
+	d = ks_pick(svc, t, bpf_ntohl(ip->saddr), bpf_ntohl(ip->daddr), bpf_ntohs(th->source));
+	if (!d || !(d->flags & KSCHED_DEST_F_USABLE))
+		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
+	if (d->flags & KSCHED_DEST_F_ENGINE || overhead_of(&d->in) < 0)
+		return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
+	in = d->in;
+	__builtin_memcpy(&in.new_saddr[12], &ip->saddr, 4);
+	in.new_sport = th->source;
+	in.tcp_state = 0;
+	in.tcp_flags = 0;
+	in.transitions = 0;
+	in.packets = in.bytes = in.last_seen_ns = 0;
+	if (in.method == FLOW_METHOD_MASQ) {
+		/* Replies go back the way the SYN came: its interface, its sender's MAC. */
+		iface = bpf_map_lookup_elem(&pylvs_ksched_ifaces, &ingress);
+		if (!iface)
+			return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
+		out = d->out;
+		__builtin_memcpy(&out.new_daddr[12], &ip->saddr, 4);
+		out.new_dport = th->source;
+		out.ifindex = ingress;
+		__builtin_memcpy(out.dmac, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(out.smac, iface->mac, ETH_ALEN);
+		out.mtu = iface->mtu;
+		out.tcp_state = 0;
+		out.tcp_flags = 0;
+		out.transitions = 0;
+		out.packets = out.bytes = out.last_seen_ns = 0;
+		rkey.family = AF_INET;
+		rkey.proto = IPPROTO_TCP;
+		__builtin_memcpy(rkey.saddr, d->in.new_daddr, 16);
+		rkey.daddr[10] = rkey.daddr[11] = 0xff;
+		__builtin_memcpy(&rkey.daddr[12], &ip->saddr, 4);
+		rkey.sport = d->rport;
+		rkey.dport = th->source;
+	}
+	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
+	if (!ev)
+		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
+	if (bpf_map_update_elem(&pylvs_flows, &key, &in, BPF_NOEXIST)) {
+		bpf_ringbuf_discard(ev, 0);
+		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
+	}
+	if (iface && bpf_map_update_elem(&pylvs_flows, &rkey, &out, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&pylvs_flows, &key);
+		bpf_ringbuf_discard(ev, 0);
+		return ks_count(KS_PUNT_COLLISION, KSCHED_PUNT);
+	}
+	if (ks_gen() != gen) { /* republished meanwhile: the table read may be half old, half new */
+		bpf_map_delete_elem(&pylvs_flows, &key);
+		if (iface)
+			bpf_map_delete_elem(&pylvs_flows, &rkey);
+		bpf_ringbuf_discard(ev, 0);
+		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->flow.ts_ns = bpf_ktime_get_ns();
+	ev->flow.key = key;
+	ev->flow.tcp_flags = TH_SYN;
+	ev->flow.direction = FLOW_DIR_IN;
+	ev->gen = gen;
+	ev->slot = svc->slot;
+	ev->dest = d->index;
+	__builtin_memcpy(ev->raddr, d->raddr, 4);
+	ev->rport = d->rport;
+	if (iface) {
+		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
+		ev->ifindex = ingress;
+	}
+	bpf_ringbuf_submit(ev, 0);
+	return ks_count(KS_CREATED, KSCHED_CONTINUE);
+}
+
+#endif
