@@ -2,6 +2,7 @@
 """New connections per second through pylvs NAT with a small and a large real-server pool.
 
     sudo python3 bench/sched_lab.py [--servers 3,300] [--scheduler wlc] [--seconds 4] [--rounds 2]
+                                    [--director lvsd|nftables]
 
 The NAT lab (pylvs.lab.topology.NatLab) with a single real-server namespace that holds every real
 server: up to 100 addresses (192.0.2.11 ...) times the ports 8080-8082, all answered by one nginx,
@@ -11,9 +12,11 @@ start with `lvsadm -R` (a flush between runs would leave the client's reused por
 connections to deleted servers, whose packets IPVS drops). After a warm-up run per service (so every
 real server's address is resolved), wrk sends Connection: close requests, each a new connection, to
 one service after the other (alternating, `--rounds` times) for `--seconds`. Printed per run:
-connections/s, lvsd's CPU time per connection (less sensitive than the rate to other load on the
-machine), and how many real servers the director's counters show as used (a check that the whole
-pool took part).
+connections/s, lvsd's CPU time per connection, user and system (less sensitive than the rate to
+other load on the machine; system includes the real server's and the client's TCP work the kernel
+does inside lvsd's sends), and how many real servers the director's counters show as used (a check
+that the whole pool took part). `--director nftables` puts the director's kernel in lvsd's place
+(DNAT, numgen round robin over the same pool): what the lab itself does at each pool size.
 
 Runs lvsd from the repository this script is in (PYTHONPATH), so a copy of the script in an older
 checkout measures that checkout. Needs root, nginx and wrk; everything stays in the lab namespaces
