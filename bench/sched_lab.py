@@ -162,6 +162,7 @@ def main() -> None:
     lab = PoolLab(args.director).build()
     rates: dict[int, list[float]] = {n: [] for n in sizes}
     costs: dict[int, list[float]] = {n: [] for n in sizes}  # lvsd CPU µs per connection
+    users: dict[int, list[float]] = {n: [] for n in sizes}  # of which user time (lvsd's own Python)
     urls = {n: f"http://{VIP}:{vport}/" for vport, n in enumerate(sizes, start=80)}
     try:
         lab.load_services(sizes, args.scheduler)
@@ -180,6 +181,7 @@ def main() -> None:
                 if core is not None and result.rps:
                     costs[n].append(core / 100 / result.rps * 1e6)
                     user = result.cpu.lb_user_pct / 100 / result.rps * 1e6
+                    users[n].append(user)
                     cpu = (f", lvsd {core:.0f} % of a core = {costs[n][-1]:.0f} µs per connection "
                            f"({user:.0f} user, {costs[n][-1] - user:.0f} system)")
                 used = lab.servers_used(vport)
@@ -189,7 +191,8 @@ def main() -> None:
         lab.down()
     print()
     for n in sizes:
-        cost = f", {statistics.median(costs[n]):.0f} µs of lvsd CPU per connection" if costs[n] else ""
+        cost = (f", {statistics.median(costs[n]):.0f} µs of lvsd CPU per connection "
+                f"({statistics.median(users[n]):.0f} user)") if costs[n] else ""
         print(f"{n:4d} real servers: median {statistics.median(rates[n]):8.0f} conn/s "
               f"(runs {min(rates[n]):.0f}-{max(rates[n]):.0f}){cost} ({len(rates[n])} runs)")
     if len(sizes) > 1:
