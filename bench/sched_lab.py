@@ -2,6 +2,7 @@
 """New connections per second through pylvs NAT with a small and a large real-server pool.
 
     sudo python3 bench/sched_lab.py [--servers 3,300] [--scheduler wlc] [--seconds 4] [--rounds 2]
+                                    [--director lvsd|nftables]
 
 The NAT lab (pylvs.lab.topology.NatLab) with a single real-server namespace that holds every real
 server: up to 100 addresses (192.0.2.11 ...) times the ports 8080-8082, all answered by one nginx,
@@ -11,9 +12,11 @@ start with `lvsadm -R` (a flush between runs would leave the client's reused por
 connections to deleted servers, whose packets IPVS drops). After a warm-up run per service (so every
 real server's address is resolved), wrk sends Connection: close requests, each a new connection, to
 one service after the other (alternating, `--rounds` times) for `--seconds`. Printed per run:
-connections/s, lvsd's CPU time per connection (less sensitive than the rate to other load on the
-machine), and how many real servers the director's counters show as used (a check that the whole
-pool took part).
+connections/s, lvsd's CPU time per connection, user and system (less sensitive than the rate to
+other load on the machine; system includes the real server's and the client's TCP work the kernel
+does inside lvsd's sends), and how many real servers the director's counters show as used (a check
+that the whole pool took part). `--director nftables` puts the director's kernel in lvsd's place
+(DNAT, numgen round robin over the same pool): what the lab itself does at each pool size.
 
 Runs lvsd from the repository this script is in (PYTHONPATH), so a copy of the script in an older
 checkout measures that checkout. Needs root, nginx and wrk; everything stays in the lab namespaces
@@ -38,7 +41,7 @@ from benchlab import LabTools, http_check  # noqa: E402
 from loads import run_wrk  # noqa: E402
 
 from pylvs.lab import servers  # noqa: E402
-from pylvs.lab.netns import wait_for  # noqa: E402
+from pylvs.lab.netns import run, wait_for  # noqa: E402
 from pylvs.lab.topology import VIP, NatLab  # noqa: E402
 
 PORTS = (8080, 8081, 8082)
@@ -73,10 +76,15 @@ def pool(n: int) -> list[tuple[str, int]]:
 
 
 class PoolLab(LabTools, NatLab):
-    """NatLab with one real-server namespace answering on many addresses and three ports."""
+    """NatLab with one real-server namespace answering on many addresses and three ports.
 
-    def __init__(self) -> None:
-        super().__init__(n_rs=1)
+    `director`: "lvsd", or "nftables" (the kernel's DNAT with numgen round robin over the same pool,
+    the reference mode of bench/run.py): what the lab costs at each pool size without lvsd.
+    """
+
+    def __init__(self, director: str = "lvsd") -> None:
+        super().__init__(n_rs=1, director_forwarding=director == "nftables")
+        self.director = director
 
     def build(self) -> PoolLab:
         self.up(http=False, udp=False)
@@ -91,7 +99,10 @@ class PoolLab(LabTools, NatLab):
             self.net.popen("rs1", servers.nginx_binary(), "-c", conf, log="pool-nginx.out")
             for port in PORTS:
                 wait_for(lambda p=port: self.port_open(p), what=f"nginx on port {port}")
-            self.start_lvsd()
+            if self.director == "lvsd":
+                self.start_lvsd()
+            else:
+                self.net.addr("director", "vip0", f"{VIP}/32")
         except BaseException:
             self.down()
             raise
@@ -101,14 +112,31 @@ class PoolLab(LabTools, NatLab):
         return bool(self.net.exec("rs1", "ss", "-Htln", f"sport = :{port}", check=False).stdout.strip())
 
     def load_services(self, sizes: list[int], scheduler: str) -> None:
+        if self.director == "nftables":
+            self.load_dnat(sizes)
+            return
         rules = []
         for vport, n in enumerate(sizes, start=80):
             rules.append(f"-A -t {VIP}:{vport} -s {scheduler}")
             rules += [f"-a -t {VIP}:{vport} -r {addr}:{port} -m -w 1" for addr, port in pool(n)]
         self.lvsadm("-R", stdin="\n".join(rules) + "\n")
 
-    def servers_used(self, vport: int) -> int:
-        """Real servers of the service with a connection in the director's counters."""
+    def load_dnat(self, sizes: list[int]) -> None:
+        """One DNAT rule per pool size: round robin (numgen) over its addresses and ports."""
+        rules = []
+        for vport, n in enumerate(sizes, start=80):
+            targets = ", ".join(f"{i} : {addr} . {port}" for i, (addr, port) in enumerate(pool(n)))
+            rules.append(f"ip daddr {VIP} tcp dport {vport} counter dnat ip to numgen inc mod {n} map {{ {targets} }}")
+        body = "\n        ".join(rules)
+        script = (f"table ip schedlab {{\n    chain prerouting {{\n"
+                  f"        type nat hook prerouting priority dstnat; policy accept;\n        {body}\n    }}\n}}\n")
+        run(["ip", "netns", "exec", self.net.name("director"), "nft", "-f", "-"], input=script, timeout=30)
+
+    def servers_used(self, vport: int) -> int | None:
+        """Real servers of the service with a connection in the director's counters (None with
+        nftables, whose numgen round robin covers the pool by construction)."""
+        if self.director == "nftables":
+            return None
         out = self.lvsadm("-L", "-n", "-t", f"{VIP}:{vport}").stdout
         used = 0
         for line in out.splitlines():
@@ -125,12 +153,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4, help="wrk duration per run")
     parser.add_argument("--rounds", type=int, default=2, help="runs per pool size (alternating)")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument("--director", choices=("lvsd", "nftables"), default="lvsd",
+                        help="what balances: lvsd, or the kernel's nftables DNAT (the lab's own cost)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.servers.split(",")]
+    label = args.scheduler if args.director == "lvsd" else "nftables numgen"
 
-    lab = PoolLab().build()
+    lab = PoolLab(args.director).build()
     rates: dict[int, list[float]] = {n: [] for n in sizes}
     costs: dict[int, list[float]] = {n: [] for n in sizes}  # lvsd CPU µs per connection
+    users: dict[int, list[float]] = {n: [] for n in sizes}  # of which user time (lvsd's own Python)
     urls = {n: f"http://{VIP}:{vport}/" for vport, n in enumerate(sizes, start=80)}
     try:
         lab.load_services(sizes, args.scheduler)
@@ -148,15 +180,24 @@ def main() -> None:
                 cpu = ""
                 if core is not None and result.rps:
                     costs[n].append(core / 100 / result.rps * 1e6)
-                    cpu = f", lvsd {core:.0f} % of a core = {costs[n][-1]:.0f} µs per connection"
-                print(f"{n:4d} real servers ({args.scheduler}): {result.rps:8.0f} conn/s, "
-                      f"{result.error_total} errors, {lab.servers_used(vport)} servers used{cpu}", flush=True)
+                    user = result.cpu.lb_user_pct / 100 / result.rps * 1e6
+                    users[n].append(user)
+                    cpu = (f", lvsd {core:.0f} % of a core = {costs[n][-1]:.0f} µs per connection "
+                           f"({user:.0f} user, {costs[n][-1] - user:.0f} system)")
+                used = lab.servers_used(vport)
+                print(f"{n:4d} real servers ({label}): {result.rps:8.0f} conn/s, {result.error_total} errors"
+                      f"{'' if used is None else f', {used} servers used'}{cpu}", flush=True)
     finally:
         lab.down()
     print()
     for n in sizes:
-        cost = f", {statistics.median(costs[n]):.0f} µs of lvsd CPU per connection" if costs[n] else ""
-        print(f"{n:4d} real servers: median {statistics.median(rates[n]):8.0f} conn/s{cost} ({len(rates[n])} runs)")
+        cost = (f", {statistics.median(costs[n]):.0f} µs of lvsd CPU per connection "
+                f"({statistics.median(users[n]):.0f} user)") if costs[n] else ""
+        print(f"{n:4d} real servers: median {statistics.median(rates[n]):8.0f} conn/s "
+              f"(runs {min(rates[n]):.0f}-{max(rates[n]):.0f}){cost} ({len(rates[n])} runs)")
+    if len(sizes) > 1:
+        first, last = statistics.median(rates[sizes[0]]), statistics.median(rates[sizes[-1]])
+        print(f"change from {sizes[0]} to {sizes[-1]} real servers: {100 * (last - first) / first:+.1f} %")
 
 
 if __name__ == "__main__":
