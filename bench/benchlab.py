@@ -167,9 +167,9 @@ class BenchLab(LabTools, NatLab):
             raise LabError(f"lvsd (cProfile) exited: {self.lvsd_log()}")
         return proc
 
-    def add_http_service(self) -> None:
-        """VIP:80 with rr over every real server's nginx, NAT (masquerading)."""
-        self.lvsadm("-A", "-t", hostport(self.vip, 80), "-s", "rr")
+    def add_http_service(self, scheduler: str = "rr", *flags: str) -> None:
+        """VIP:80 with `scheduler` (and its -b flags) over every real server's nginx, NAT (masquerading)."""
+        self.lvsadm("-A", "-t", hostport(self.vip, 80), "-s", scheduler, *(("-b", ",".join(flags)) if flags else ()))
         for addr in self.targets():
             self.lvsadm("-a", "-t", hostport(self.vip, 80), "-r", hostport(addr, self.rport), "-m", "-w", "1")
 

@@ -290,6 +290,18 @@ class PylvsBpfMode(PylvsMode):
     datapath = "bpf"
 
 
+class PylvsBpfMhMode(PylvsBpfMode):
+    """pylvs NAT with the kernel fast path and mh (mh-port), a scheduler the program runs itself: new connections
+    are scheduled in the kernel and adopted by the engine (pylvs.datapath.bpf.ksched)."""
+
+    name = "pylvs-bpf-mh"
+    short_runs = True
+
+    def configure(self, lab: BenchLab) -> None:
+        lab.add_http_service("mh", "mh-port")  # one client: its source ports spread the connections
+        lab.add_iperf_service()
+
+
 class Nftables6Mode(NftablesMode):
     """The IPv6 NAT row's reference: kernel DNAT in an `ip6` table, the same rules over IPv6."""
 
@@ -325,7 +337,8 @@ def datapath_checks(lab, datapath: str) -> list[str]:
     return [check(status["datapath"] == datapath, f"lvsd data path {status['datapath']} (asked: {datapath})")]
 
 
-MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode, PylvsBpfMode, Nftables6Mode, Pylvs6Mode]
+MODES: list[type[Mode]] = [DirectMode, NftablesMode, HaproxyMode, PylvsMode, PylvsBpfMode, PylvsBpfMhMode,
+                           Nftables6Mode, Pylvs6Mode]
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -136,14 +136,17 @@ class TableSpec:
 
 
 NAT_TABLE = TableSpec(
-    "NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT (-bpf: with the kernel fast path); "
-    "nftables6 and pylvs6: ip6 DNAT and NAT66",
-    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "fullnat", "fullnat-bpf", "nftables6", "pylvs6"],
+    "NAT lab: direct path, nftables DNAT, HAProxy, pylvs NAT and FULLNAT (-bpf: with the kernel fast path; "
+    "-mh: mh, scheduled in the kernel); nftables6 and pylvs6: ip6 DNAT and NAT66",
+    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "pylvs-bpf-mh", "fullnat", "fullnat-bpf", "nftables6",
+     "pylvs6"],
     {"pylvs/nftables": ("pylvs", "nftables"), "bpf/nftables": ("pylvs-bpf", "nftables"),
+     "bpf-mh/nftables": ("pylvs-bpf-mh", "nftables"),
      "fullnat/nftables": ("fullnat", "nftables"), "fnat-bpf/nftables": ("fullnat-bpf", "nftables"),
      "pylvs6/nft6": ("pylvs6", "nftables6")},
-    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "fullnat", "fullnat-bpf", "pylvs/nftables",
-     "bpf/nftables", "fullnat/nftables", "fnat-bpf/nftables", "nftables6", "pylvs6", "pylvs6/nft6"],
+    ["direct", "nftables", "haproxy", "pylvs", "pylvs-bpf", "pylvs-bpf-mh", "fullnat", "fullnat-bpf",
+     "pylvs/nftables", "bpf/nftables", "bpf-mh/nftables", "fullnat/nftables", "fnat-bpf/nftables", "nftables6",
+     "pylvs6", "pylvs6/nft6"],
     METRICS,
 )
 ROUTED_TABLE = TableSpec(

@@ -181,8 +181,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 s per load run instead of 10 s")
     p.add_argument("--duration", type=int,
-                   help="seconds per load run (overrides --quick); fullnat, dr*, tun*, nftables6, pylvs6 run every "
-                        "load but the iperf3 download for half of it")
+                   help="seconds per load run (overrides --quick); pylvs-bpf-mh, fullnat, dr*, tun*, nftables6, "
+                        "pylvs6 run every load but the iperf3 download for half of it")
     p.add_argument("--profile", action="store_true",
                    help="also run the pylvs keep-alive load with lvsd under cProfile and print the top 25 (tottime)")
     p.add_argument("--modes", default=",".join(m.name for m in MODES),
@@ -275,7 +275,7 @@ def finish(runs: dict[str, ModeRun], profiled: dict | None, info: dict, args: ar
     document = {
         "machine": info, "seconds_per_run": args.seconds, "wrk": "-t2 -c50 --latency --timeout 5s",
         "sustained_close_seconds": args.sustained,
-        "short_runs": "fullnat, dr*, tun*, nftables6, pylvs6: iperf3 download the full duration, "
+        "short_runs": "pylvs-bpf-mh, fullnat, dr*, tun*, nftables6, pylvs6: iperf3 download the full duration, "
                       "the other loads half of it",
         "metrics": table, "metrics_dr_tun": routed, "lb_cpu": details,
         "modes": {name: run.as_dict() for name, run in runs.items()},
