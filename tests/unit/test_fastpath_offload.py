@@ -5,12 +5,16 @@ from __future__ import annotations
 from scapy.layers.inet import TCP, UDP
 
 from pylvs.datapath.bpf.events import FlowEvent
-from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
+from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload, ring_round
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
 from pylvs.engine.services import Method, pack_ip
+from pylvs.ipvs_uapi import AF_INET, AF_INET6
 from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.unit.director import RIPS, frame, from_client, from_rs, make_engine
+from tests.unit.test_engine_ipv6 import RIPS6, make_engine6
+from tests.unit.test_engine_ipv6 import from_client as from_client6
+from tests.unit.test_engine_ipv6 import from_rs as from_rs6
 
 
 class FakeFlowMap:
@@ -94,6 +98,23 @@ def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
     assert set(fake.entries) == {conn.in_flow.pack_key()}
     engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="A"))), 2, 1.3)
     offload.drain(1.3, 2)
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
+def test_an_ipv6_direction_waits_for_a_round_of_its_interfaces_ipv6_ring():
+    # IPv6 frames queue in a ring of their own: a round of the same interface's IPv4 ring leaves them there.
+    engine = make_engine6()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake)
+    engine.process(frame(from_client6(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    (conn,) = engine.conns.conns()
+    engine.process(frame(from_rs6(RIPS6[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client6(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    offload.drain(1.2, ring_round(1, AF_INET6))
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.drain(1.2, ring_round(2, AF_INET))  # the IPv4 ring of the servers' side: not yet
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.drain(1.3, ring_round(2, AF_INET6))
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
 
 
