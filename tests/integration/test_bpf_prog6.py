@@ -20,8 +20,8 @@ from pylvs.engine.engine import Engine
 from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, VALUE, VALUE_FIELDS, FlowEntry
 from pylvs.engine.services import Method, pack_ip
 from pylvs.packet import vnet
-from tests.integration.bpf_flows import TC_ACT_OK, TC_ACT_REDIRECT
-from tests.integration.test_bpf_prog import fast, run  # noqa: F401 - fast is a fixture
+from tests.integration.bpf_flows import TC_ACT_REDIRECT
+from tests.integration.test_bpf_prog import fast, punted, run  # noqa: F401 - fast is a fixture
 from tests.unit.director import CLIENT_MAC, DIP_MAC, VIP_MAC
 from tests.unit.test_engine_ipv6 import (
     CLIENT6,
@@ -210,6 +210,14 @@ def test_tun6_too_big_for_the_tunnel_is_punted(fp):
     assert run(fp, from_client(TCP(sport=40000, dport=80, flags="A") / (b"z" * 1200)))[0] == TC_ACT_REDIRECT
 
 
+def test_a_tunnel_recipe_without_its_source_is_punted(fp):
+    engine = established_tun(fp)
+    f = the_conn(engine).in_flow
+    f.outer_src = b""  # as the recipe would be before the engine knew the egress link's address
+    fp.flows.put(f)
+    punted(fp, from_client(TCP(sport=40000, dport=80, flags="A")), "punt_unsupported")
+
+
 @pytest.mark.parametrize("tun_type,flags", [("gue", ""), ("gre", "csum")])
 def test_tunnels_with_a_checksum_over_the_packet_stay_in_the_engine(fp, tun_type, flags):
     engine = make_tun6(tun_type=tun_type)
@@ -285,15 +293,6 @@ def test_nat66_client_fin_is_forwarded_reported_and_the_reply_entry_follows(fp):
 
 
 # -- punts: the frame goes on unchanged -------------------------------------------------------------
-
-def punted(fp, pkt, reason: str, gso_size: int = 0) -> None:
-    raw = bytes(pkt)
-    before = fp.counters.read()
-    verdict, out = run(fp, raw, gso_size)
-    after = fp.counters.read()
-    assert verdict == TC_ACT_OK and out == raw
-    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {reason: 1}
-
 
 def data(**kw) -> Ether:
     return from_client(TCP(sport=40000, dport=80, flags="A") / (b"x" * 100), **kw)

@@ -19,30 +19,21 @@ from pylvs.lab import ipv6, servers
 from pylvs.lab.netns import wait_for
 from pylvs.lab.topologies_dr_tun import DrLab
 from pylvs.lab.topology import NatLab
+from tests.integration.labs import shared_lab
 
 BIG = 16 << 20
 UPLOAD = 900 << 10  # under nginx's client_max_body_size (1 MB)
 ENGINE_FRAMES_PER_CONN = 12  # handshake, the frames of the round before the recipes, a punted close
 
 
-def start(lab):
-    try:
-        lab.up()
-        lab.start_lvsd("--datapath", "bpf")
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
-
-
 @pytest.fixture(scope="module")
 def nat6():
-    yield from start(NatLab(n_rs=1, ipv6=True))
+    yield from shared_lab(NatLab(n_rs=1, ipv6=True), "--datapath", "bpf")
 
 
 @pytest.fixture(scope="module")
 def dr6():
-    yield from start(DrLab(n_rs=1, ipv6=True))
+    yield from shared_lab(DrLab(n_rs=1, ipv6=True), "--datapath", "bpf")
 
 
 def counters(lab) -> dict[str, int]:

@@ -52,28 +52,25 @@ static __always_inline int is_extension_header(__u8 nh)
 	return 0;
 }
 
-/* The extra bytes an IPv6 recipe adds, or -1 if this program cannot execute it. */
+/* The extra bytes an IPv6 recipe adds, or -1 if this program cannot execute it: NAT64, a FULLNAT
+ * sequence shift (not yet), a tunnel checksum (a sum over the payload; GUE over IPv6 always has one),
+ * a tunnel whose source the engine has not set yet. */
 static __always_inline int overhead6_of(const struct pylvs_flow_value *v)
 {
 	__u64 src[2];
 
-	if (v->new_family != AF_INET6 || v->seq_delta) /* NAT64; a FULLNAT sequence shift (not yet) */
+	if (v->new_family != AF_INET6 || v->seq_delta || v->flags & FLOW_F_ENCAP_CSUM)
 		return -1;
-	switch (v->method) {
-	case FLOW_METHOD_MASQ:
-	case FLOW_METHOD_FULLNAT:
-	case FLOW_METHOD_ROUTE:
+	if (v->method == FLOW_METHOD_MASQ || v->method == FLOW_METHOD_FULLNAT || v->method == FLOW_METHOD_ROUTE)
 		return v->encap == FLOW_ENCAP_NONE ? 0 : -1;
-	case FLOW_METHOD_TUNNEL:
-		__builtin_memcpy(src, v->outer_saddr, 16);
-		if (v->flags & FLOW_F_ENCAP_CSUM || !(src[0] | src[1])) /* a sum over the payload; no source yet */
-			return -1;
-		if (v->encap == FLOW_ENCAP_IPIP)
-			return IP6_LEN;
-		if (v->encap == FLOW_ENCAP_GRE)
-			return IP6_LEN + GRE_LEN;
-	}
-	return -1; /* GUE over IPv6: its UDP checksum is mandatory */
+	if (v->method != FLOW_METHOD_TUNNEL)
+		return -1;
+	__builtin_memcpy(src, v->outer_saddr, 16);
+	if (!(src[0] | src[1]))
+		return -1;
+	if (v->encap == FLOW_ENCAP_IPIP)
+		return IP6_LEN;
+	return v->encap == FLOW_ENCAP_GRE ? IP6_LEN + GRE_LEN : -1;
 }
 
 /* Reserve the event of the TCP state change this segment makes, before anything changes: the
