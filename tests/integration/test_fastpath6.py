@@ -1,5 +1,5 @@
-"""IPv6 through lvsd's kernel fast path (--datapath bpf): NAT66, DR and TUN over IPv6 (IPv6 in IPv6 and in
-GRE, to real servers decapsulating with lvs-rs) on real interfaces.
+"""IPv6 through lvsd's kernel fast path (--datapath bpf): NAT66, FULLNAT6 (TOA), DR and TUN over IPv6 (IPv6
+in IPv6 and in GRE, to real servers decapsulating with lvs-rs) on real interfaces.
 
 Each transfer must arrive whole, and the kernel must have carried it: the program's hit counter grows by
 hundreds of frames, the flow map holds the IPv6 connection while it is open, and the engine handled only
@@ -102,6 +102,19 @@ def test_nat66_through_the_kernel(nat6):
     download(nat6, ipv6.url6(ipv6.NAT_VIP6, path="/big"), os.path.getsize(os.path.join(nat6.net.tmp, "big.bin")))
     upload(nat6, ipv6.url6(ipv6.NAT_VIP6))
     kernel_carried(nat6, before, conns=3, at_least=300)
+
+
+def test_fullnat6_after_toa_through_the_kernel(nat6):
+    """FULLNAT with an IPv6 local address: TOA goes with the handshake's last ACK (the engine's), the rest
+    of each connection through the kernel."""
+    lip = "2001:db8:2::200"
+    nat6.lvsadm("-R", stdin=f"-C\n-A -t [{ipv6.NAT_VIP6}]:80 -s rr\n-P -t [{ipv6.NAT_VIP6}]:80 -z {lip}\n"
+                           f"-a -t [{ipv6.NAT_VIP6}]:80 -r [{ipv6.rip6(1)}]:{nat6.rport} --fullnat\n")
+    before = counters(nat6)
+    download(nat6, ipv6.url6(ipv6.NAT_VIP6, path="/big"), os.path.getsize(os.path.join(nat6.net.tmp, "big.bin")))
+    upload(nat6, ipv6.url6(ipv6.NAT_VIP6))
+    assert nat6.access_log("rs1")[-1] == lip  # the real server sees the local address
+    kernel_carried(nat6, before, conns=2, at_least=300)
 
 
 def test_dr6_through_the_kernel(dr6):
