@@ -3,8 +3,8 @@ as forward/nat.py, dr.py, tun.py and fullnat.py, on the IPv6 header (addresses a
 limit at 7, no header checksum).
 
 The kernel fast path executes these recipes as it does IPv4 ones (pylvs_fastpath6.h), except GUE over
-IPv6 and GRE with a checksum (the checksum covers the whole inner packet) and FULLNAT before its client
-address is delivered: those are flagged ENGINE_ONLY. Before a packet leaves, Egress6.refuse answers an
+IPv6 and GRE with a checksum (the checksum covers the whole inner packet), FULLNAT before its client
+address is delivered and NAT64: those are flagged ENGINE_ONLY. Before a packet leaves, Egress6.refuse answers an
 exhausted hop limit (Time Exceeded) and a packet longer than the egress MTU (Packet Too Big: IPv6 is
 never fragmented on the way).
 """
@@ -298,13 +298,20 @@ class Tunnel6(Forwarder6):
 
 class FullNat6(FullNat):
     """FULLNAT between IPv6 addresses (IPv6 local addresses of the service): FullNat's local ports and
-    client-address delivery (TOA with the 16-byte address, PROXY protocol TCP6) and recipes (`_flows`:
-    TCP requests engine-only until TOA is delivered, both directions under the PROXY protocol), on the
-    IPv6 header."""
+    client-address delivery (TOA with the 16-byte address, PROXY protocol TCP6) and recipes (TCP requests
+    engine-only until TOA is delivered, both directions under the PROXY protocol; NAT64's for life), on
+    the IPv6 header."""
 
     def __init__(self, egress, egress6: Egress6) -> None:
         super().__init__(egress)
         self.egress6 = egress6
+
+    @staticmethod
+    def _flows(conn: Conn) -> None:
+        FullNat._flows(conn)
+        if len(conn.daddr) != len(conn.caddr):  # NAT64 (and NAT46): the fast path never changes a family
+            conn.in_flow.flags |= F_ENGINE_ONLY
+            conn.out_flow.flags |= F_ENGINE_ONLY
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         ca: ClientAddress | None = conn.slow

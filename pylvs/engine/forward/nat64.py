@@ -9,7 +9,6 @@ other way (hop limit from TTL - 1). Addresses change size, so the L4 checksum is
 the new pseudo-header (a partial one gets the new pseudo-header sum, and the virtio_net_hdr's offsets
 and GSO type follow the header). The request key is IPv6 (36 bytes), the reply key IPv4 (12): the
 IPv4 packet path finds the replies and hands them to `outbound`. ICMP errors are not translated yet.
-Both recipes stay engine-only: the kernel fast path does not translate families (docs/design.md).
 """
 
 from __future__ import annotations
@@ -89,13 +88,6 @@ def to_ipv6(buf: Buffer, l4: int, end: int, src: bytes, dst: bytes, ports: bytes
 
 
 class Nat64(FullNat6):
-    @staticmethod
-    def _flows(conn: Conn) -> None:
-        """FullNat's recipes, both engine-only: the fast path does not change a packet's family."""
-        FullNat6._flows(conn)
-        conn.in_flow.flags |= F_ENGINE_ONLY
-        conn.out_flow.flags |= F_ENGINE_ONLY
-
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         ca: ClientAddress | None = conn.slow
         if ca is not None:
