@@ -29,7 +29,7 @@ from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.loader import FastPath
-from pylvs.datapath.bpf.offload import FlowOffload, ring_round
+from pylvs.datapath.bpf.offload import FlowOffload
 from pylvs.engine.egress import Output
 from pylvs.engine.engine import Engine, Interface, Settings
 from pylvs.engine.events import ServicesChanged
@@ -466,7 +466,7 @@ class Director:
         process = self.engine.process
         tx, tx6 = self.tx, self.tx6
         ifindex = ring.ifindex
-        drained = ring_round(ifindex, socket.AF_INET6 if ring.protocol == ETH_P_IPV6 else socket.AF_INET)
+        family = socket.AF_INET6 if ring.protocol == ETH_P_IPV6 else socket.AF_INET
 
         def handle(frame) -> None:
             try:
@@ -496,7 +496,7 @@ class Director:
             ring.drain(handle)
             self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if self.offload is not None:
-                self.offload.drain(clock[0], drained)  # recipes go to the kernel once their ring is drained
+                self.offload.drain(clock[0], ifindex, family)  # recipes go to the kernel once their ring is drained
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):

@@ -24,8 +24,7 @@ it may not:
   reads the inner packet from a raw socket without that state would see unfinished checksums.
 Each direction's recipe goes to the kernel at the end of a round that drained the interface that
 direction's packets arrive on (where the other direction leaves), or at the second tick after it was
-due (IPv4 and IPv6 frames of an interface wait in rings of their own: a round is of one of them,
-`ring_round`): a packet of that direction still queued for the engine when its recipe is written would be
+due: a packet of that direction still queued for the engine when its recipe is written would be
 overtaken by the next one, which the kernel forwards at once (a server's ACK passed by its response
 reaches a client already in TIME_WAIT, whose answer draws a RST from the server).
 What the kernel counted comes back with `refresh(now)`: a share of the offloaded connections per call,
@@ -47,7 +46,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY
-from pylvs.ipvs_uapi import AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
+from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.maps import FlowMap
@@ -61,12 +60,11 @@ REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see ker
 OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
 KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
-IPV6_ROUND = 1 << 32   # with an ifindex: a round of that interface's IPv6 ring
 
 
-def ring_round(ifindex: int, family: int) -> int:
-    """What `drain` is told after a round of an interface's ring for `family` (AF_INET or AF_INET6)."""
-    return ifindex | IPV6_ROUND if family == AF_INET6 else ifindex
+def _round_for(conn: Conn, ifindex: int, family: int) -> int:
+    """A round of `ifindex`'s ring for `family`, as `conn` sees it: its own family's ring, or other work (0)."""
+    return ifindex if (AF_INET6 if len(conn.caddr) == 16 else AF_INET) == family else 0
 
 
 class FlowOffload:
@@ -95,17 +93,20 @@ class FlowOffload:
 
     # -- events ----------------------------------------------------------------------------
 
-    def drain(self, now: float, ifindex: int = 0) -> None:
+    def drain(self, now: float, ifindex: int = 0, family: int = AF_INET) -> None:
         """Act on every pending connection event, and offload what is due (after each round of the loop;
-        `ifindex`: the interface (`ring_round`) whose frames the round drained, 0 after other work)."""
+        `ifindex`: the interface whose frames the round drained, 0 after other work; `family`: its ring's,
+        as IPv4 and IPv6 frames of an interface wait in rings of their own, so a round of one says
+        nothing of the other's: for connections of the other family it counts as other work)."""
         for event in self.events:
             if isinstance(event, ConnEvent) and not event.conn.flags & CONN_F_TEMPLATE:
-                self._handle(event, now, ifindex)
+                self._handle(event, now, _round_for(event.conn, ifindex, family))
         while self._due and self._due[0][0] <= now:
-            self._promote(self._due.popleft()[1], ifindex)
+            conn = self._due.popleft()[1]
+            self._promote(conn, _round_for(conn, ifindex, family))
         if ifindex and ifindex in self._later:
             for conn in self._later.pop(ifindex):
-                self._offload(conn, ifindex)
+                self._offload(conn, _round_for(conn, ifindex, family))
 
     def _promote(self, conn: Conn, ifindex: int) -> None:
         if conn in self._pending:
@@ -175,7 +176,7 @@ class FlowOffload:
                 waiting = True  # resolved by the first packet that direction sends through the engine
                 continue
             other = flows[1 - i]
-            arrival = ring_round(other.hop.ifindex, f.family) if other is not None and other.hop is not None else 0
+            arrival = other.hop.ifindex if other is not None and other.hop is not None else 0
             if arrival and arrival != ifindex and ifindex >= 0:
                 self._later.setdefault(arrival, set()).add(conn)
                 continue
