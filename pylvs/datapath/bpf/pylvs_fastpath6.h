@@ -57,7 +57,7 @@ static __always_inline int is_extension_header(__u8 nh)
  * a tunnel whose source the engine has not set yet. */
 static __always_inline int overhead6_of(const struct pylvs_flow_value *v)
 {
-	__u64 src[2];
+	const __u64 *src = (const __u64 *)v->outer_saddr; /* 8-aligned in the value (pylvs_flow.h) */
 
 	if (v->new_family != AF_INET6 || v->seq_delta || v->flags & FLOW_F_ENCAP_CSUM)
 		return -1;
@@ -65,7 +65,6 @@ static __always_inline int overhead6_of(const struct pylvs_flow_value *v)
 		return v->encap == FLOW_ENCAP_NONE ? 0 : -1;
 	if (v->method != FLOW_METHOD_TUNNEL)
 		return -1;
-	__builtin_memcpy(src, v->outer_saddr, 16);
 	if (!(src[0] | src[1]))
 		return -1;
 	if (v->encap == FLOW_ENCAP_IPIP)
@@ -120,70 +119,64 @@ static __always_inline int flow_hit(struct pylvs_flow_value *v, __u8 proto, __u3
 }
 
 /* NAT66 and FULLNAT6 (addresses, ports, hop limit, L4 checksum by the recipe's deltas) and DR (hop
- * limit only): MACs and ports written in place first, then the helpers. */
+ * limit only): MACs and ports written in place first, then the helpers. Addresses are stored straight
+ * from the recipe (new_saddr and new_daddr are contiguous): the stack stays small, as the program's
+ * other paths need most of its 512 bytes. */
 static __always_inline int rewrite6(struct __sk_buff *skb, const struct pylvs_flow_value *v, struct ethhdr *eth,
 				    void *l4, int udp, __u8 hlim)
 {
 	__u32 csum_off = L4_6 + (udp ? offsetof(struct udphdr, check) : offsetof(struct tcphdr, check));
 	__u64 mangled = udp ? BPF_F_MARK_MANGLED_0 : 0;
-	__u8 hdr[1 + 32]; /* the hop limit and both addresses: bytes 7 to 39 of the header */
+	__u8 new_hlim = hlim - 1;
 	__u16 ports;
 
 	__builtin_memcpy(eth, v->dmac, 2 * ETH_ALEN);
-	hdr[0] = hlim - 1;
+	if (v->method != FLOW_METHOD_ROUTE)
+		__builtin_memcpy(l4, &v->new_sport, 4); /* source and destination port */
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + IP6_HLIM, &new_hlim, 1, BPF_F_RECOMPUTE_CSUM))
+		return -1;
 	if (v->method == FLOW_METHOD_ROUTE)
-		return bpf_skb_store_bytes(skb, ETH_HLEN + IP6_HLIM, hdr, 1, BPF_F_RECOMPUTE_CSUM) ? -1 : 0;
-	__builtin_memcpy(l4, &v->new_sport, 4); /* source and destination port */
-	__builtin_memcpy(&hdr[1], v->new_saddr, 16);
-	__builtin_memcpy(&hdr[17], v->new_daddr, 16);
+		return 0;
 	/* The port part of the complete delta: csum_l4 = addresses + ports (as nat_checksums). */
 	ports = fold((__u32)v->csum_l4 + (__u16)~v->csum_l4_partial);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + IP6_HLIM, hdr, sizeof(hdr), BPF_F_RECOMPUTE_CSUM) ||
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + IP6_HLIM + 1, v->new_saddr, 32, BPF_F_RECOMPUTE_CSUM) ||
 	    bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(v->csum_l4_partial), BPF_F_PSEUDO_HDR | mangled) ||
 	    bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(ports), mangled))
 		return -1;
 	return 0;
 }
 
-struct outer6_headers {
-	struct ipv6hdr ip6;
-	__u8 gre[4];
-};
-
 /* TUN over IPv6: grow room after the MAC header (tunnel GSO: super-frames stay whole) and write the
  * outer header from the director's address to the real server, next header 41 (IPv6 in IPv6) or GRE
  * (protocol 0x86DD). The outer traffic class is the inner one (ECN as encapsulated), the outer hop
- * limit the inner one after its - 1, the flow label 0 (as the engine). 1: the kernel would not grow
- * the skb (nothing changed); -1: a failure after changes. */
+ * limit the inner one after its - 1, the flow label 0 (as the engine). Written in three stores (the
+ * first 8 bytes, the addresses straight from the recipe, the GRE header) to keep the stack small.
+ * 1: the kernel would not grow the skb (nothing changed); -1: a failure after changes. */
 static __always_inline int encapsulate6(struct __sk_buff *skb, const struct pylvs_flow_value *v, int extra,
 					__u16 inner_len, __u8 tclass, __u8 hlim)
 {
-	struct outer6_headers h = {};
 	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6;
-	__u8 new_hlim = hlim - 1;
+	__u8 nh = NH_IPV6, new_hlim = hlim - 1;
+	__be32 word[2];
+	__be32 gre = bpf_htonl(0x86dd); /* no C/K/S bits, version 0, protocol IPv6 */
 
-	h.ip6.nexthdr = NH_IPV6;
 	if (v->encap == FLOW_ENCAP_GRE) {
 		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_GRE;
-		h.ip6.nexthdr = NH_GRE;
-		h.gre[2] = 0x86; /* no C/K/S bits, version 0, protocol IPv6 */
-		h.gre[3] = 0xdd;
+		nh = NH_GRE;
 	}
 	if (bpf_skb_adjust_room(skb, extra, BPF_ADJ_ROOM_MAC, flags))
 		return 1;
 	tclass = ecn_encapsulate(tclass);
-	h.ip6.version = 6;
-	h.ip6.priority = tclass >> 4;
-	h.ip6.flow_lbl[0] = tclass << 4;
-	h.ip6.payload_len = bpf_htons(inner_len + extra - IP6_LEN);
-	h.ip6.hop_limit = new_hlim;
-	__builtin_memcpy(&h.ip6.saddr, v->outer_saddr, 16);
-	__builtin_memcpy(&h.ip6.daddr, v->outer_daddr, 16);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + extra + IP6_HLIM, &new_hlim, 1, BPF_F_RECOMPUTE_CSUM))
+	/* version 6, traffic class, flow label 0; payload length, next header, hop limit */
+	word[0] = bpf_htonl(6 << 28 | (__u32)tclass << 20);
+	word[1] = bpf_htonl((__u32)(inner_len + extra - IP6_LEN) << 16 | (__u32)nh << 8 | new_hlim);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + extra + IP6_HLIM, &new_hlim, 1, BPF_F_RECOMPUTE_CSUM) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, word, 8, BPF_F_RECOMPUTE_CSUM) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + 8, v->outer_saddr, 32, BPF_F_RECOMPUTE_CSUM))
 		return -1;
 	if (v->encap == FLOW_ENCAP_GRE)
-		return bpf_skb_store_bytes(skb, ETH_HLEN, &h, IP6_LEN + GRE_LEN, BPF_F_RECOMPUTE_CSUM) ? -1 : 0;
-	return bpf_skb_store_bytes(skb, ETH_HLEN, &h, IP6_LEN, BPF_F_RECOMPUTE_CSUM) ? -1 : 0;
+		return bpf_skb_store_bytes(skb, ETH_HLEN + IP6_LEN, &gre, GRE_LEN, BPF_F_RECOMPUTE_CSUM) ? -1 : 0;
+	return 0;
 }
 
 /* An IPv6 frame (skb->protocol ETH_P_IPV6): executed by its recipe, or passed on untouched. */
