@@ -65,7 +65,7 @@ apt:
 # The BPF object: clang's bpf target does not search Debian's multiarch include directory (asm/).
 bpf: $(BPF_OBJ)
 
-$(BPF_OBJ): $(BPF_DIR)/pylvs_fastpath.bpf.c $(BPF_DIR)/pylvs_flow.h $(BPF_DIR)/pylvs_sched.bpf.h | apt
+$(BPF_OBJ): $(BPF_DIR)/pylvs_fastpath.bpf.c $(BPF_DIR)/pylvs_flow.h $(BPF_DIR)/pylvs_sched.bpf.h $(BPF_DIR)/pylvs_fastpath6.h | apt
 	@command -v clang >/dev/null 2>&1 || { echo "clang is missing: $(BPF_HINT)"; exit 1; }
 	@[ -f /usr/include/bpf/bpf_helpers.h ] || { echo "libbpf headers are missing: $(BPF_HINT)"; exit 1; }
 	@mkdir -p $(@D)

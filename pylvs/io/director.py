@@ -478,6 +478,7 @@ class Director:
         process = self.engine.process
         tx, tx6 = self.tx, self.tx6
         ifindex = ring.ifindex
+        family = socket.AF_INET6 if ring.protocol == ETH_P_IPV6 else socket.AF_INET
 
         def handle(frame) -> None:
             try:
@@ -507,7 +508,7 @@ class Director:
             ring.drain(handle)
             self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if self.offload is not None:
-                self.offload.drain(clock[0], ifindex)  # recipes go to the kernel once their ring is drained
+                self.offload.drain(clock[0], ifindex, family)  # recipes go to the kernel once their ring is drained
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):

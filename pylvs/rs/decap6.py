@@ -16,7 +16,7 @@ import socket
 
 from pylvs.io.afpacket import ETH_P_IPV6, PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR, SOL_PACKET
 from pylvs.packet import checksum, vnet
-from pylvs.rs import capture, decap
+from pylvs.rs import capture, decap, offload
 
 NH_IPV6 = 41
 NH_GRE = 47
@@ -115,15 +115,8 @@ def from_link6(frame: memoryview, hatype: int, vips: set[bytes], local, kind: st
         return None, None, "malformed"
     if bytes(inner[24:40]) not in vips:
         return None, None, "not_vip"
-    flags, gso_type, _, _, csum_start, csum_offset = vnet.unpack(frame)
-    if gso_type != vnet.GSO_NONE:
-        return None, None, "gso_unsupported"
-    if not flags & vnet.F_NEEDS_CSUM:
-        return vnet.EMPTY, inner, ""
-    moved = csum_start - link - start  # the partial checksum moves with the inner packet
-    if moved < HDR or moved + csum_offset + 2 > len(inner):
-        return None, None, "csum_outside_inner"
-    return vnet.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, moved, csum_offset), inner, ""
+    header, why = offload.inner_header(vnet.unpack(frame), link + start, inner)  # partial checksums, GSO
+    return (header, inner, "") if header is not None else (None, None, why)
 
 
 

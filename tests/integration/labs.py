@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 
-def shared_lab(lab):
-    """Build a lab and start lvsd for a module's tests; always torn down, and nothing may be left."""
+def shared_lab(lab, *lvsd_args: str):
+    """Build a lab and start lvsd (with `lvsd_args`) for a module's tests; always torn down, and nothing may
+    be left."""
     try:
         lab.up()
-        lab.start_lvsd()
+        lab.start_lvsd(*lvsd_args)
         yield lab
     finally:
         lab.down()

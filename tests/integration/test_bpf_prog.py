@@ -12,8 +12,8 @@ import time
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, GRE, Dot1Q, Ether
-from scapy.packet import Raw
 
 from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.maps import COUNTERS
@@ -303,9 +303,9 @@ def test_truncated_frame_is_punted(fp):
 @pytest.mark.parametrize("pkt", [
     Ether(src=CLIENT_MAC, dst=VIP_MAC) / ARP(psrc=CLIENT, pdst=VIP),
     from_client(ICMP(type=8) / b"ping"),
-    Ether(src=CLIENT_MAC, dst=VIP_MAC, type=0x86DD) / Raw(b"\x60" + bytes(60)),
+    Ether(src=CLIENT_MAC, dst=VIP_MAC) / IPv6(src="2001:db8::1", dst="2001:db8::2") / ICMPv6EchoRequest(),
     Ether(src=CLIENT_MAC, dst=VIP_MAC) / Dot1Q(vlan=7) / IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80),
-], ids=["arp", "icmp", "ipv6", "vlan"])
+], ids=["arp", "icmp", "icmpv6", "vlan"])
 def test_other_frames_go_on_unchanged(fp, pkt):
     punted(fp, pkt, "pass_other", nat()[0])
 

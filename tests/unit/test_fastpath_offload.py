@@ -9,8 +9,12 @@ from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
 from pylvs.engine.services import Method, pack_ip
+from pylvs.ipvs_uapi import AF_INET, AF_INET6
 from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.unit.director import RIPS, frame, from_client, from_rs, make_engine
+from tests.unit.test_engine_ipv6 import RIPS6, make_engine6
+from tests.unit.test_engine_ipv6 import from_client as from_client6
+from tests.unit.test_engine_ipv6 import from_rs as from_rs6
 
 
 class FakeFlowMap:
@@ -292,3 +296,22 @@ def test_dr_recipes_leave_at_a_kernel_made_fin_wait():
     offload.drain(0.0)
     assert conn.state == tcpstate.FIN_WAIT and fake.entries == {} and not offload.mismatches
     assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)
+
+
+def test_an_ipv6_direction_waits_for_a_round_of_its_interfaces_ipv6_ring():
+    # IPv6 frames queue in a ring of their own: a round of the same interface's IPv4 ring leaves them there.
+    engine = make_engine6()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake)
+    engine.process(frame(from_client6(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    (conn,) = engine.conns.conns()
+    engine.process(frame(from_rs6(RIPS6[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client6(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    offload.drain(1.2, 1, AF_INET)  # the client side's IPv4 ring: other work for this connection
+    assert fake.entries == {}
+    offload.drain(1.2, 1, AF_INET6)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.drain(1.2, 2, AF_INET)  # the servers' side IPv4 ring: not yet
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    offload.drain(1.3, 2, AF_INET6)
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}

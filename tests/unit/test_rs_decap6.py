@@ -36,14 +36,26 @@ def test_the_inner_packet_to_a_vip_is_written_as_it_was_sent():
 def test_a_partial_checksum_moves_with_the_inner_packet():
     frame = tunnelled(flags=vnet.F_NEEDS_CSUM, csum_start=14 + 40 + 40, csum_offset=16)
     header, _, why = decap6.from_link6(frame, capture.ARPHRD_ETHER, V, LOCAL)
-    assert why == "" and vnet.unpack(header) == (vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 40, 16)
+    assert why == "" and vnet.unpack(header) == (vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 40 + 20, 0, 40, 16)
+
+
+def test_a_tcp_super_frame_stays_one_with_its_gso_state():
+    # What the kernel fast path sends: the client's GSO frame tunnelled whole (bpf_skb_adjust_room).
+    frame = tunnelled(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_TCPV6, gso_size=1400, hdr_len=14 + 40 + 60,
+                      csum_start=14 + 40 + 40, csum_offset=16)
+    header, inner, why = decap6.from_link6(frame, capture.ARPHRD_ETHER, V, LOCAL)
+    assert why == "" and vnet.unpack(header) == (vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 40 + 20, 1400, 40, 16)
+    assert IPv6(bytes(inner))[TCP].dport == 80
+    udp_gso = tunnelled(flags=vnet.F_NEEDS_CSUM, gso_type=vnet.GSO_UDP_L4, gso_size=1400, csum_start=14 + 80,
+                        csum_offset=16)
+    assert decap6.from_link6(udp_gso, capture.ARPHRD_ETHER, V, LOCAL)[2] == "gso_unsupported"  # TCP inside
 
 
 def test_what_is_not_taken():
     assert decap6.from_link6(tunnelled(inner_dst="2001:db8:2::99"), 1, V, LOCAL)[2] == "not_vip"
     assert decap6.from_link6(tunnelled(outer_dst="2001:db8:2::12"), 1, V, LOCAL)[2] == "not_local"
     assert decap6.from_link6(tunnelled(nh=4), 1, V, LOCAL)[2] == "other_protocol"
-    assert decap6.from_link6(tunnelled(gso_type=vnet.GSO_TCPV6, gso_size=1400), 1, V, LOCAL)[2] == "gso_unsupported"
+    assert decap6.from_link6(tunnelled(gso_type=vnet.GSO_TCPV6, gso_size=1400), 1, V, LOCAL)[2] == "gso_without_csum"
     short = tunnelled()[:vnet.VNET_HDR_LEN + 14 + 60]
     assert decap6.from_link6(short, 1, V, LOCAL)[2] == "malformed"
 

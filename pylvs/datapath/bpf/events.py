@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from pylvs.datapath.bpf.libbpf import RING_SAMPLE_FN, Libbpf
 from pylvs.engine.flow import EVENT, EVENT_FIELDS, KEY
+from pylvs.ipvs_uapi import AF_INET6
 
 # CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
 # the MAC and interface NAT's reply entry sends to.
@@ -38,7 +39,7 @@ class SchedEvent(NamedTuple):
 class FlowEvent(NamedTuple):
     ts_ns: int
     proto: int
-    key: bytes        # the segment's 12-byte IPv4 key (saddr, daddr, sport, dport), as the engine's tables
+    key: bytes        # the segment's key as the engine's tables hold it: saddr, daddr (4 or 16 bytes), ports
     tcp_flags: int
     direction: int
     old_state: int
@@ -50,8 +51,10 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent:
     if len(raw) == SCHED_EVENT.size:
         return decode_created(raw)
     ts_ns, key, flags, direction, old, new, transitions = EVENT.unpack_from(raw)
-    _family, proto, _pad, saddr, daddr, sport, dport = KEY.unpack(key)
-    return FlowEvent(ts_ns, proto, saddr[12:] + daddr[12:] + sport + dport, flags, direction, old, new, transitions)
+    family, proto, _pad, saddr, daddr, sport, dport = KEY.unpack(key)
+    if family != AF_INET6:
+        saddr, daddr = saddr[12:], daddr[12:]  # IPv4-mapped in the map
+    return FlowEvent(ts_ns, proto, saddr + daddr + sport + dport, flags, direction, old, new, transitions)
 
 
 def decode_created(raw: bytes) -> SchedEvent:

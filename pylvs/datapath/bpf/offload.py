@@ -49,7 +49,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY, KEY, addr16
-from pylvs.ipvs_uapi import AF_INET, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP
+from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.ksched import KernelScheduler
@@ -69,6 +69,11 @@ FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh re
 def pack_key(proto: int, key: bytes) -> bytes:
     """The flow map's key for a 12-byte IPv4 connection key (saddr, daddr, sport, dport)."""
     return KEY.pack(AF_INET, proto, 0, addr16(key[:4]), addr16(key[4:8]), key[8:10], key[10:12])
+
+
+def _round_for(conn: Conn, ifindex: int, family: int) -> int:
+    """A round of `ifindex`'s ring for `family`, as `conn` sees it: its own family's ring, or other work (0)."""
+    return ifindex if (AF_INET6 if len(conn.caddr) == 16 else AF_INET) == family else 0
 
 
 class FlowOffload:
@@ -105,17 +110,20 @@ class FlowOffload:
 
     # -- events ----------------------------------------------------------------------------
 
-    def drain(self, now: float, ifindex: int = 0) -> None:
+    def drain(self, now: float, ifindex: int = 0, family: int = AF_INET) -> None:
         """Act on every pending connection event, and offload what is due (after each round of the loop;
-        `ifindex`: the interface whose frames the round drained, 0 after other work)."""
+        `ifindex`: the interface whose frames the round drained, 0 after other work; `family`: its ring's,
+        as IPv4 and IPv6 frames of an interface wait in rings of their own, so a round of one says
+        nothing of the other's: for connections of the other family it counts as other work)."""
         for event in self.events:
             if isinstance(event, ConnEvent) and not event.conn.flags & CONN_F_TEMPLATE:
-                self._handle(event, now, ifindex)
+                self._handle(event, now, _round_for(event.conn, ifindex, family))
         while self._due and self._due[0][0] <= now:
-            self._promote(self._due.popleft()[1], ifindex)
+            conn = self._due.popleft()[1]
+            self._promote(conn, _round_for(conn, ifindex, family))
         if ifindex and ifindex in self._later:
             for conn in self._later.pop(ifindex):
-                self._offload(conn, ifindex)
+                self._offload(conn, _round_for(conn, ifindex, family))
 
     def _promote(self, conn: Conn, ifindex: int) -> None:
         if conn in self._pending:

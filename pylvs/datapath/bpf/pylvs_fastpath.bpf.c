@@ -1,4 +1,5 @@
-/* The kernel fast path: executes the engine's FlowEntry recipes for established IPv4 flows.
+/* The kernel fast path: executes the engine's FlowEntry recipes for established IPv4 flows (IPv6:
+ * pylvs_fastpath6.h).
  *
  * Attached to tc ingress (SEC("tc"), direct action). For each Ethernet + IPv4 + TCP/UDP frame it
  * looks the flow up in `pylvs_flows` (filled by the engine, pylvs_flow.h) and, on a hit the punt
@@ -44,8 +45,8 @@
 /* Per-CPU counters, fixed indices (pylvs/datapath/bpf/maps.py COUNTERS mirrors the names). */
 enum pylvs_counter {
 	CNT_HIT = 0,          /* executed here and redirected */
-	CNT_MISS,             /* IPv4 TCP/UDP without an entry: to the engine */
-	CNT_PASS_OTHER,       /* not IPv4 TCP/UDP (ARP, IPv6, ICMP, VLAN-tagged, ...): to the engine */
+	CNT_MISS,             /* TCP/UDP without an entry: to the engine */
+	CNT_PASS_OTHER,       /* not TCP/UDP over IP (ARP, ICMP, ICMPv6, VLAN-tagged, ...): to the engine */
 	CNT_PUNT_ENGINE_ONLY, /* the entry says so */
 	CNT_PUNT_TCP_FLAGS,   /* SYN: scheduling and connection reuse stay the engine's */
 	CNT_PUNT_FRAGMENT,
@@ -60,6 +61,7 @@ enum pylvs_counter {
 	CNT_DROP_ERROR,       /* a helper failed halfway through a rewrite: the frame is dropped */
 	CNT_TCP_EVENT,        /* executed, and its TCP state change reported on the event ring */
 	CNT_PUNT_RING_FULL,   /* a state change the event ring had no room for: the engine makes it */
+	CNT_PUNT_EXT_HEADER,  /* IPv6: an extension header after the fixed one (fragments: CNT_PUNT_FRAGMENT) */
 	CNT_MAX,
 };
 
@@ -286,7 +288,7 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 
 	if (v->method != FLOW_METHOD_MASQ && v->method != FLOW_METHOD_FULLNAT)
 		return;
-	rkey.family = AF_INET;
+	rkey.family = v->new_family;
 	rkey.proto = proto;
 	__builtin_memcpy(rkey.saddr, v->new_daddr, 16);
 	__builtin_memcpy(rkey.daddr, v->new_saddr, 16);
@@ -297,6 +299,7 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 		r->tcp_state = state;
 }
 
+#include "pylvs_fastpath6.h"
 #include "pylvs_sched.bpf.h" /* SYNs of hash-scheduled services: scheduled here */
 
 SEC("tc")
@@ -320,6 +323,8 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	 * whose all-zero address makes every test frame "other host"; lvsd never attaches to lo. */
 	if (skb->pkt_type == PACKET_OTHERHOST && skb->ifindex != LOOPBACK_IFINDEX)
 		return count(CNT_PASS_OTHER, TC_ACT_OK);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pylvs_fastpath6(skb);
 	if (skb->len < need)
 		need = skb->len;
 	/* Headers in the linear part (same bytes, only where they live changes). */

@@ -2,8 +2,9 @@
 as forward/nat.py, dr.py, tun.py and fullnat.py, on the IPv6 header (addresses at 8 and 24, the hop
 limit at 7, no header checksum).
 
-IPv6 flows stay in the engine: their FlowEntry recipes are flagged ENGINE_ONLY, so the kernel fast
-path never takes them until it executes IPv6 too. Before a packet leaves, Egress6.refuse answers an
+The kernel fast path executes these recipes as it does IPv4 ones (pylvs_fastpath6.h), except GUE over
+IPv6 and GRE with a checksum (the checksum covers the whole inner packet), FULLNAT before its client
+address is delivered and NAT64: those are flagged ENGINE_ONLY. Before a packet leaves, Egress6.refuse answers an
 exhausted hop limit (Time Exceeded) and a packet longer than the egress MTU (Packet Too Big: IPv6 is
 never fragmented on the way).
 """
@@ -33,7 +34,7 @@ from pylvs.engine.forward.tun import ecn_encapsulate, flow_port
 from pylvs.ipvs_uapi import Method
 from pylvs.packet import checksum
 from pylvs.packet import ipv6 as v6
-from pylvs.packet.layout import IP, PROTO_TCP, PROTO_UDP, TCP_CSUM, UDP_CSUM
+from pylvs.packet.layout import IP, PROTO_UDP, TCP_CSUM, UDP_CSUM
 from pylvs.packet.offload import complete_partial
 from pylvs.packet.vnet import EMPTY as EMPTY_VNET
 from pylvs.packet.vnet import F_NEEDS_CSUM, GSO_ECN, GSO_TCPV6
@@ -76,10 +77,10 @@ class Nat6(Forwarder6):
         conn.out_key = conn.daddr + conn.caddr + conn.dport + conn.cport
         conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.MASQ, DIR_IN, conn.caddr + conn.daddr,
                                  conn.cport + conn.dport, Deltas(conn.vaddr, conn.daddr, conn.vport, conn.dport,
-                                                                 ttl=False), flags=F_ENGINE_ONLY)
+                                                                 ttl=False))
         conn.out_flow = FlowEntry(conn.proto, conn.out_key, Method.MASQ, DIR_OUT, conn.vaddr + conn.caddr,
                                   conn.vport + conn.cport, Deltas(conn.daddr, conn.vaddr, conn.dport, conn.vport,
-                                                                  ttl=False), flags=F_ENGINE_ONLY)
+                                                                  ttl=False))
         return None
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
@@ -130,7 +131,7 @@ class DirectRouting6(Forwarder6):
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.ROUTE, DIR_IN, conn.caddr + conn.vaddr,
-                                 conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False), flags=F_ENGINE_ONLY)
+                                 conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False))
         return None
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
@@ -170,10 +171,11 @@ class Tunnel6(Forwarder6):
         if tun_type not in ("ipip", "gre", "gue"):
             return "method_unsupported"
         f = FlowEntry(conn.proto, conn.in_key, Method.TUNNEL, DIR_IN, conn.caddr + conn.vaddr,
-                      conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False), flags=F_ENGINE_ONLY)
+                      conn.cport + conn.vport, Deltas(b"", b"", b"", b"", ttl=False))
         f.encap = ENCAP_BY_TUN_TYPE[tun_type]
-        if tun_type == "gre" and conn.dest.tun_flags in ("csum", "remcsum"):
-            f.flags |= F_ENCAP_CSUM
+        if tun_type == "gue" or (tun_type == "gre" and conn.dest.tun_flags in ("csum", "remcsum")):
+            # A checksum over the whole inner packet: the fast path cannot give GSO frames one.
+            f.flags |= F_ENCAP_CSUM | F_ENGINE_ONLY
         f.outer_dst = conn.daddr
         f.encap_dport = conn.dest.tun_port
         f.encap_sport = flow_port(conn.in_key + bytes((conn.proto,)), self._seed)
@@ -205,6 +207,8 @@ class Tunnel6(Forwarder6):
         src = self.egress6.source_address(hop)
         if src is None:
             return self.egress.drop("tunnel_no_source")
+        if hop is not None:
+            f.outer_src = src  # the recipe's tunnel source, once its egress link is known
         buf[IP + v6.V6_HLIM] -= 1
         inner = bytes(buf[IP:end])
         tclass = ecn_encapsulate((inner[0] & 0x0F) << 4 | inner[1] >> 4)
@@ -294,8 +298,9 @@ class Tunnel6(Forwarder6):
 
 class FullNat6(FullNat):
     """FULLNAT between IPv6 addresses (IPv6 local addresses of the service): FullNat's local ports and
-    client-address delivery (TOA with the 16-byte address, PROXY protocol TCP6), on the IPv6 header.
-    Every IPv6 recipe is engine-only."""
+    client-address delivery (TOA with the 16-byte address, PROXY protocol TCP6) and recipes (TCP requests
+    engine-only until TOA is delivered, both directions under the PROXY protocol; NAT64's for life), on
+    the IPv6 header."""
 
     def __init__(self, egress, egress6: Egress6) -> None:
         super().__init__(egress)
@@ -303,16 +308,10 @@ class FullNat6(FullNat):
 
     @staticmethod
     def _flows(conn: Conn) -> None:
-        local = conn.laddr + conn.daddr, conn.lport + conn.dport
-        reply_sent = conn.vaddr + conn.caddr, conn.vport + conn.cport
-        conn.in_flow = FlowEntry(conn.proto, conn.in_key, Method.FULLNAT, DIR_IN, *local,
-                                 Deltas(conn.caddr + conn.vaddr, local[0], conn.cport + conn.vport, local[1],
-                                        ttl=False), flags=F_ENGINE_ONLY)
-        conn.out_flow = FlowEntry(conn.proto, conn.out_key, Method.FULLNAT, DIR_OUT, *reply_sent,
-                                  Deltas(conn.daddr + conn.laddr, reply_sent[0], conn.dport + conn.lport,
-                                         reply_sent[1], ttl=False), flags=F_ENGINE_ONLY)
-        if conn.proto == PROTO_TCP:
-            conn.slow = ClientAddress(conn.svc.proxy_protocol or "toa", conn)
+        FullNat._flows(conn)
+        if len(conn.daddr) != len(conn.caddr):  # NAT64 (and NAT46): the fast path never changes a family
+            conn.in_flow.flags |= F_ENGINE_ONLY
+            conn.out_flow.flags |= F_ENGINE_ONLY
 
     def inbound(self, conn: Conn, buf: Buffer, l4: int, partial: bool, now: float) -> Output:
         ca: ClientAddress | None = conn.slow
@@ -323,7 +322,6 @@ class FullNat6(FullNat):
             if refused is not None:
                 return refused
             rebuilt = self._client_addr_in(conn, ca, buf, l4, partial)
-            conn.in_flow.flags |= F_ENGINE_ONLY  # kept after TOA: the fast path takes no IPv6 recipe
             if rebuilt is not None:
                 rebuilt[0] &= ~F_NEEDS_CSUM  # the checksum of the longer packet is computed in full
                 return self._send_rebuilt(conn, rebuilt, l4, now)
