@@ -8,9 +8,11 @@
     fast.events.read()                 # TCP state changes the program made (pollable: fast.events.fileno())
     fast.detach(ifindex); fast.close()
 
-The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows (bpffs
-mounted there first when missing), so a restarted lvsd in the same namespace gets the same map and
-the established flows in it. Not yet wired into lvsd (docs/design.md, "Kernel fast path").
+The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows, so a
+restarted lvsd in the same namespace gets the same map and the established flows in it
+(docs/design.md, "Kernel fast path"). `pin_base` says which BPF filesystem that is: ours, else the
+host's (PID 1's) when we run in a mount namespace of our own (`ip netns exec` gives every process a
+fresh /sys, whose pins would die with it), else one mounted at /sys/fs/bpf here.
 """
 
 from __future__ import annotations
@@ -60,6 +62,45 @@ def netns_inode(netns: str | None = None) -> int:
 
 def pin_dir(root: str = BPFFS, netns: str | None = None) -> str:
     return os.path.join(root, "pylvs", f"netns-{netns_inode(netns)}")
+
+
+HOST_BPFFS = "/proc/1/root" + BPFFS  # PID 1's mount namespace: the host's /sys/fs/bpf
+
+
+def pin_base(root: str = BPFFS) -> str:
+    """The BPF filesystem pins go to: `root` if it is one; for the default root, the host's when this
+    process has a mount namespace of its own (`ip netns exec`); else `root`, mounted here first."""
+    if is_bpffs(root):
+        return root
+    if root == BPFFS and _own_mount_namespace() and is_bpffs(HOST_BPFFS):
+        return HOST_BPFFS
+    ensure_bpffs(root)
+    return root
+
+
+def _own_mount_namespace() -> bool:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:
+        return False
+
+
+def unpin(root: str = BPFFS, netns: str | None = None) -> bool:
+    """Remove the pinned maps of a network namespace (its flows end with their program); False if none."""
+    base = root
+    if not is_bpffs(base):
+        if root != BPFFS or not is_bpffs(HOST_BPFFS):
+            return False
+        base = HOST_BPFFS
+    directory = pin_dir(base, netns)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    for name in names:
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+    return True
 
 
 class _Statfs(ctypes.Structure):
@@ -118,6 +159,21 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     return value
 
 
+def remove_filter(ifindex: int, netns: str | None = None) -> bool:
+    """Remove our filter (this or an earlier lvsd's) from `ifindex`; False if it was not there."""
+    lib = libbpf()
+
+    def remove() -> bool:
+        hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
+        opts = TcOpts(ctypes.sizeof(TcOpts), 0, 0, 0, FILTER_HANDLE, FILTER_PRIORITY)
+        rc = lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+        if rc in (-errno.ENOENT, -errno.EINVAL, -errno.ENODEV):
+            return False
+        lib.check(rc, f"detaching the fast path from interface {ifindex}")
+        return True
+    return in_netns(netns, remove)
+
+
 class TestRun(NamedTuple):
     verdict: int  # TC_ACT_OK (0): passed on; TC_ACT_REDIRECT (7): sent to the recipe's ifindex
     frame: bytes
@@ -145,8 +201,7 @@ class FastPath:
             lib.check(lib.bpf_map__set_max_entries(events, event_bytes), "sizing the event ring")
             self.pin_path = None
             if pin_root is not None:
-                ensure_bpffs(pin_root)
-                directory = pin_dir(pin_root, netns)
+                directory = pin_dir(pin_base(pin_root), netns)
                 os.makedirs(directory, exist_ok=True)
                 self.pin_path = os.path.join(directory, "flows")
                 lib.check(lib.bpf_map__set_pin_path(flows, os.fsencode(self.pin_path)), "setting the pin path")
@@ -197,15 +252,7 @@ class FastPath:
 
     def detach(self, ifindex: int) -> bool:
         """Remove our filter from `ifindex` (the clsact qdisc stays); False if it was not there."""
-        def detach() -> bool:
-            hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
-            opts = TcOpts(ctypes.sizeof(TcOpts), 0, 0, 0, FILTER_HANDLE, FILTER_PRIORITY)
-            rc = self.lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
-            if rc in (-errno.ENOENT, -errno.EINVAL, -errno.ENODEV):
-                return False
-            self.lib.check(rc, f"detaching the fast path from interface {ifindex}")
-            return True
-        return in_netns(self.netns, detach)
+        return remove_filter(ifindex, self.netns)
 
     # -- BPF_PROG_TEST_RUN -----------------------------------------------------------------
 

@@ -38,10 +38,14 @@ class FlowMap:
 
     def delete(self, entry: FlowEntry) -> bool:
         """Remove the entry's recipe; False if it was not there (never put, or evicted)."""
-        rc = self.lib.bpf_map_delete_elem(self.fd, entry.pack_key())
+        return self.delete_key(entry.pack_key())
+
+    def delete_key(self, key: bytes) -> bool:
+        """Remove the recipe stored under a packed key; False if it was not there."""
+        rc = self.lib.bpf_map_delete_elem(self.fd, key)
         if rc == -errno.ENOENT:
             return False
-        self.lib.check(rc, f"deleting flow {entry!r}")
+        self.lib.check(rc, f"deleting flow {key.hex()}")
         return True
 
     def take(self, entry: FlowEntry) -> bool:

@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING
 
 from pylvs.datapath.bpf.events import FlowEvent
 from pylvs.datapath.bpf.libbpf import BpfError
+from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
-from pylvs.engine.flow import F_ENGINE_ONLY
+from pylvs.engine.flow import F_ENGINE_ONLY, VALUE, VALUE_FIELDS
 from pylvs.ipvs_uapi import CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_UDP
 
 if TYPE_CHECKING:
@@ -60,6 +61,15 @@ REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see ker
 OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
 KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
+TCP_STATE = next(i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name == "tcp_state")
+_KERNEL_WRITTEN = {"tcp_state", "tcp_flags", "transitions", "packets", "bytes", "last_seen_ns"}
+_RECIPE = [i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name not in _KERNEL_WRITTEN]
+
+
+def _recipe(raw: bytes) -> list:
+    """The fields of a packed value the engine decides (not those the kernel writes as it forwards)."""
+    value = VALUE.unpack(raw)
+    return [value[i] for i in _RECIPE]
 
 
 class FlowOffload:
@@ -230,6 +240,23 @@ class FlowOffload:
             if conn in self._offloaded:
                 self._read(conn)
 
+    def adopt(self, conn: Conn, recipes: list[tuple[FlowEntry, bytes]]) -> None:
+        """Recipes a previous lvsd left in the map (pylvs.datapath.bpf.adopt), with their packed values:
+        offloaded from now on, their counts so far taken as told; a recipe that differs from what this
+        engine builds (a neighbour's MAC changed meanwhile) is rewritten, its counts and state kept."""
+        written = []
+        for f, raw in recipes:
+            f.packets, f.bytes, f.last_seen_ns = counts(raw)
+            f.tcp_state = VALUE.unpack(raw)[TCP_STATE]
+            if f.hop is not None and _recipe(f.pack_value()) != _recipe(raw):
+                try:
+                    self.flows.put(f)
+                except BpfError as exc:
+                    self._error("writing", exc)
+            written.append((f, f.packets, f.bytes))
+        if written:
+            self._offloaded[conn] = written
+
     def reroute(self) -> None:
         """The engine forgot its hops (an interface changed): take the recipes out until it has new ones."""
         for conn in list(self._offloaded):
@@ -259,10 +286,12 @@ class FlowOffload:
         self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
         return True
 
-    def close(self) -> None:
-        """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""
-        for conn in list(self._offloaded):
-            self._withdraw(conn)
+    def close(self, keep: bool = False) -> None:
+        """Take every recipe out of the map (the program may stay attached: it then only passes frames),
+        or with `keep` leave them there for the kernel to go on forwarding and the next lvsd to adopt."""
+        if not keep:
+            for conn in list(self._offloaded):
+                self._withdraw(conn)
         self.engine.unsubscribe(self.events)
 
     def _error(self, what: str, exc: BpfError) -> None:
