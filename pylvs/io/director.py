@@ -526,6 +526,11 @@ class Director:
 
     def _netlink(self, fd: int, events: int) -> None:
         if self.routes is not None and self.routes.poll_events():
+            if self.routes.moved:  # a neighbour's MAC changed: the kernel's copies of it are rewritten
+                if self.offload is not None:
+                    self._kernel_events()  # (from the engine's state with the kernel's changes applied)
+                    self.offload.rehop(self.routes.moved)
+                self.routes.moved.clear()
             self.send(self.engine.flush_parked(time.monotonic()))
 
     def _woken(self, fd: int, events: int) -> None:

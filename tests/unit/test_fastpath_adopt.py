@@ -1,4 +1,4 @@
-"""A restarted lvsd adopts the flows left in the pinned map.
+"""A restarted lvsd adopts the flows left in the pinned map; recipes follow a neighbour's new MAC.
 
 A map of packed recipes (as the kernel holds them) is filled by one engine's offload; a second
 engine, as a restarted lvsd builds it from the same configuration, adopts them."""
@@ -16,7 +16,7 @@ from pylvs.engine import tcpstate
 from pylvs.engine.flow import VALUE, VALUE_FIELDS
 from pylvs.engine.services import Method, pack_ip
 from pylvs.ipvs_uapi import CONN_F_INACTIVE
-from tests.unit.director import RIPS, frame, from_client, from_rs, mac, make_engine
+from tests.unit.director import RIPS, frame, from_client, from_rs, mac, make_engine, rs_mac
 
 COUNTS = struct.Struct("=QQQ")  # the value ends with packets, bytes, last_seen_ns
 _COUNTS = VALUE.size - COUNTS.size
@@ -123,3 +123,17 @@ def test_a_dr_recipe_names_its_real_server_by_mac():
     hop = engine.routes.hop(pack_ip(RIPS[2]))
     hop.eth = mac("02:00:00:00:99:99") + hop.eth[6:]  # no real server of the service has the recipe's MAC
     assert adopt(engine, FlowOffload(engine, flows), flows, 5.0) == (0, 1)
+
+
+def test_recipes_follow_a_next_hop_whose_mac_changed():
+    engine, flows, offload, conn = established(Method.MASQ)
+    hop = engine.routes.hop(pack_ip(RIPS[2]))
+    assert VALUE.unpack(flows.entries[conn.in_flow.pack_key()])[DMAC] == mac(rs_mac(RIPS[2]))
+    flows.forward(conn.in_flow.pack_key(), 4, 400, 3.0)
+    inpkts, inbytes = conn.dest.stats.inpkts, conn.dest.stats.inbytes
+    hop.eth = mac("02:00:00:00:77:77") + hop.eth[6:]  # as KernelRoutes does on a neighbour event
+    assert offload.rehop([engine.routes.hop(pack_ip("10.1.0.99")) or hop.__class__(9, bytes(6), bytes(6))]) == 0
+    assert offload.rehop([hop]) == 1
+    assert VALUE.unpack(flows.entries[conn.in_flow.pack_key()])[DMAC] == mac("02:00:00:00:77:77")
+    assert (conn.dest.stats.inpkts - inpkts, conn.dest.stats.inbytes - inbytes) == (4, 400)  # read, then rewritten
+    assert len(offload) == 1

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn
     from pylvs.engine.engine import Engine
     from pylvs.engine.flow import FlowEntry
+    from pylvs.engine.hops import Hop
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,17 @@ class FlowOffload:
             written.append((f, f.packets, f.bytes))
         if written:
             self._offloaded[conn] = written
+
+    def rehop(self, hops: list[Hop]) -> int:
+        """Next hops whose MAC changed (updated in place): the recipes copied the old one, so those that
+        leave through them are taken out and written again. How many connections were rewritten."""
+        moved = set(map(id, hops))
+        stale = [conn for conn, entries in self._offloaded.items()
+                 if any(f.hop is not None and id(f.hop) in moved for f, _, _ in entries)]
+        for conn in stale:
+            self._withdraw(conn)  # the last counts, then the entries with the new MACs at once
+            self._offload(conn, -1)
+        return len(stale)
 
     def reroute(self) -> None:
         """The engine forgot its hops (an interface changed): take the recipes out until it has new ones."""
