@@ -24,6 +24,7 @@ from pylvs.sync.proto import SyncConn
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.maps import FlowMap
     from pylvs.datapath.bpf.offload import FlowOffload
+    from pylvs.engine.conntrack import Conn
     from pylvs.engine.engine import Engine
     from pylvs.engine.flow import FlowEntry
     from pylvs.engine.services import RealServer, VirtualService
@@ -85,6 +86,14 @@ def sync_conn(engine: Engine, key: bytes, value: tuple) -> SyncConn | None:
     return None
 
 
+def resolve_hops(engine: Engine, conn: Conn) -> None:
+    """The next hops of a connection no packet has crossed here yet (the engine looks them up at the
+    first packet of each direction): towards the real server, and back towards the client."""
+    for f, towards in ((conn.in_flow, conn.daddr), (conn.out_flow, conn.caddr)):
+        if f is not None and f.hop is None:
+            f.hop = engine.egress.hop(towards)
+
+
 def _keep_tunnel(f: FlowEntry, value: tuple) -> None:
     """The tunnel's outer source and GUE source port as the previous lvsd chose them (this one's are
     chosen at the first packet it tunnels itself, with a seed of its own)."""
@@ -107,12 +116,11 @@ def adopt(engine: Engine, offload: FlowOffload, flows: FlowMap, now: float) -> A
         conn = engine.adopt(rec, now) if rec is not None else None
         if conn is None:
             continue
+        resolve_hops(engine, conn)
         recipes = []
-        for f, towards in ((conn.in_flow, conn.daddr), (conn.out_flow, conn.caddr)):
+        for f in (conn.in_flow, conn.out_flow):
             if f is None or f.pack_key() not in pinned:
                 continue
-            if f.hop is None:
-                f.hop = engine.egress.hop(towards)
             if f.method == Method.TUNNEL:
                 _keep_tunnel(f, VALUE.unpack(pinned[f.pack_key()]))
             recipes.append((f, pinned[f.pack_key()]))

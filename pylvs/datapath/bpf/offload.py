@@ -78,8 +78,9 @@ class FlowOffload:
         self.engine = engine
         self.flows = flows
         self.events = engine.subscribe(services=False, conns=True)
-        # Connections with recipes in the map, and what of their counts the engine has already been told.
-        self._offloaded: dict[Conn, list[tuple[FlowEntry, int, int]]] = {}
+        # Connections with recipes in the map. What of an entry's counts the engine has been told is in the
+        # FlowEntry's own packets and bytes (read back, then told at once): no other copy per connection.
+        self._offloaded: dict[Conn, tuple[FlowEntry, ...]] = {}
         # Offloadable: due at a time (OFFLOAD_DELAY after the event, in time order), or waiting for a hop.
         self._due: deque[tuple[float, Conn]] = deque()
         self._pending: set[Conn] = set()
@@ -168,8 +169,8 @@ class FlowOffload:
         -1: regardless of rounds); one still without a hop waits, one arriving elsewhere is deferred."""
         if conn.dead:
             return
-        written = self._offloaded.get(conn, [])
-        done = {id(f) for f, _, _ in written}
+        written = list(self._offloaded.get(conn, ()))
+        done = {id(f) for f in written}
         waiting = False
         flows = (conn.in_flow, conn.out_flow)
         for i, f in enumerate(flows):
@@ -190,9 +191,9 @@ class FlowOffload:
             except BpfError as exc:
                 self._error("writing", exc)
                 continue
-            written.append((f, 0, 0))
+            written.append(f)
         if written:
-            self._offloaded[conn] = written
+            self._offloaded[conn] = tuple(written)
         if waiting:
             self._waiting.add(conn)
         else:
@@ -207,7 +208,8 @@ class FlowOffload:
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return
-        for f, packets, nbytes in self._offloaded.pop(conn):
+        for f in self._offloaded.pop(conn):
+            packets, nbytes = f.packets, f.bytes
             try:
                 present = self.flows.take(f)  # the last counts and the deletion in one step: none lost
             except BpfError as exc:
@@ -246,7 +248,7 @@ class FlowOffload:
         offloaded from now on, their counts so far taken as told; a recipe that differs from what this
         engine builds (a neighbour's MAC changed meanwhile) is rewritten, its counts and state kept."""
         written = []
-        for f, raw in recipes:
+        for f, raw in recipes:  # (f.packets and f.bytes: the counts so far, as told)
             f.packets, f.bytes, f.last_seen_ns = counts(raw)
             f.tcp_state = VALUE.unpack(raw)[TCP_STATE]
             if f.hop is not None and _recipe(f.pack_value()) != _recipe(raw):
@@ -254,16 +256,16 @@ class FlowOffload:
                     self.flows.put(f)
                 except BpfError as exc:
                     self._error("writing", exc)
-            written.append((f, f.packets, f.bytes))
+            written.append(f)
         if written:
-            self._offloaded[conn] = written
+            self._offloaded[conn] = tuple(written)
 
     def rehop(self, hops: list[Hop]) -> int:
         """Next hops whose MAC changed (updated in place): the recipes copied the old one, so those that
         leave through them are taken out and written again. How many connections were rewritten."""
         moved = set(map(id, hops))
         stale = [conn for conn, entries in self._offloaded.items()
-                 if any(f.hop is not None and id(f.hop) in moved for f, _, _ in entries)]
+                 if any(f.hop is not None and id(f.hop) in moved for f in entries)]
         for conn in stale:
             self._withdraw(conn)  # the last counts, then the entries with the new MACs at once
             self._offload(conn, -1)
@@ -281,22 +283,22 @@ class FlowOffload:
             self._read(conn)
 
     def _read(self, conn: Conn) -> None:
-        entries = self._offloaded[conn]
-        for i, (f, packets, nbytes) in enumerate(entries):
+        for f in self._offloaded[conn]:
+            packets, nbytes = f.packets, f.bytes
             try:
                 present = self.flows.refresh(f)
             except BpfError as exc:
                 self._error("reading", exc)
                 continue
-            if self._account(conn, f, present, packets, nbytes):
-                entries[i] = (f, f.packets, f.bytes)
+            self._account(conn, f, present, packets, nbytes)
 
-    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> bool:
-        """Tell the engine what the kernel counted for `f` since (packets, nbytes); False if nothing new."""
-        if not present or f.packets <= packets:
-            return False  # evicted (the engine's path serves it again) or nothing new
+    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> None:
+        """Tell the engine what the kernel counted for `f` since (packets, nbytes), the counts told before
+        the entry was read back into `f`; then `f` holds the counts told."""
+        if not present or f.packets <= packets:  # evicted (the engine's path serves it again) or nothing new
+            f.packets, f.bytes = packets, nbytes
+            return
         self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
-        return True
 
     def close(self, keep: bool = False) -> None:
         """Take every recipe out of the map (the program may stay attached: it then only passes frames),
