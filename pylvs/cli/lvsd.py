@@ -54,8 +54,9 @@ def parser() -> argparse.ArgumentParser:
                    help="at stop, take the kernel fast path out (its tc filters and pinned flows): the connections "
                         "it carries end with lvsd, instead of going on until the next lvsd adopts them")
     p.add_argument("--bpffs", default="/sys/fs/bpf", metavar="DIR",
-                   help="BPF filesystem holding the fast path's pinned flow map (default /sys/fs/bpf; under "
-                        "`ip netns exec`, which mounts a /sys of its own, the host's; else mounted there)")
+                   help="BPF filesystem holding the fast path's pinned flow map, mounted there if it is not "
+                        "(default /sys/fs/bpf; under `ip netns exec`, which mounts a /sys of its own, give one "
+                        "outside /sys for the flows to survive a restart)")
     p.add_argument("--keep-conns", metavar="FILE",
                    help="at a graceful stop (SIGTERM/SIGINT) write the connection table to FILE, and read it back "
                         "at the next start, so established connections survive a restart")

@@ -133,7 +133,7 @@ class Director:
         self.offload: FlowOffload | None = None
         self.datapath = {"datapath": "python", "reason": ""}
         self.flush_flows = flush_flows  # a stop takes the fast path out instead of leaving it for the next lvsd
-        self.bpffs = bpffs  # where the flow map is pinned (pylvs.datapath.bpf.loader.pin_base)
+        self.bpffs = bpffs  # the BPF filesystem the flow map is pinned in
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
         self.requests: Counter[tuple[str, str]] = Counter()  # control requests by (op, ok|error), for metrics
@@ -266,6 +266,10 @@ class Director:
             self._detach(fast)
             raise
         self.fast = fast
+        if fast.mounted_bpffs:
+            log.warning("fast path: mounted a BPF filesystem at %s for the pinned flows; if this /sys is lvsd's "
+                        "own (ip netns exec), they end with lvsd: --bpffs DIR outside /sys keeps them across "
+                        "restarts", self.bpffs)
         self.offload = FlowOffload(self.engine, fast.flows)
         self.selector.register(fast.events.fileno(), selectors.EVENT_READ, self._kernel_events)
         self.datapath = {"datapath": "bpf", "reason": ""}

@@ -117,10 +117,6 @@ class Netns:
         if loader.is_bpffs(bpffs):
             run(["umount", bpffs], check=False)
         for ns in reversed(self.namespaces):
-            try:
-                loader.unpin(netns=f"/run/netns/{ns}")  # a fast path's flows pinned in the host's /sys/fs/bpf
-            except OSError:
-                pass
             # Anything still running inside (daemons that forked) goes before the namespace.
             pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
             for pid in pids:

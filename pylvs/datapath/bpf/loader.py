@@ -10,9 +10,10 @@
 
 The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows, so a
 restarted lvsd in the same namespace gets the same map and the established flows in it
-(docs/design.md, "Kernel fast path"). `pin_base` says which BPF filesystem that is: ours, else the
-host's (PID 1's) when we run in a mount namespace of our own (`ip netns exec` gives every process a
-fresh /sys, whose pins would die with it), else one mounted at /sys/fs/bpf here.
+(docs/design.md, "Kernel fast path"), when /sys/fs/bpf outlives the process: the host's, mounted by
+systemd. `ip netns exec` gives every process a /sys of its own, where the loader mounts a BPF
+filesystem (`mounted_bpffs`) whose pins end with the process; a BPF filesystem outside /sys (lvsd
+--bpffs) keeps them there too.
 """
 
 from __future__ import annotations
@@ -64,35 +65,11 @@ def pin_dir(root: str = BPFFS, netns: str | None = None) -> str:
     return os.path.join(root, "pylvs", f"netns-{netns_inode(netns)}")
 
 
-HOST_BPFFS = "/proc/1/root" + BPFFS  # PID 1's mount namespace: the host's /sys/fs/bpf
-
-
-def pin_base(root: str = BPFFS) -> str:
-    """The BPF filesystem pins go to: `root` if it is one; for the default root, the host's when this
-    process has a mount namespace of its own (`ip netns exec`); else `root`, mounted here first."""
-    if is_bpffs(root):
-        return root
-    if root == BPFFS and _own_mount_namespace() and is_bpffs(HOST_BPFFS):
-        return HOST_BPFFS
-    ensure_bpffs(root)
-    return root
-
-
-def _own_mount_namespace() -> bool:
-    try:
-        return os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
-    except OSError:
-        return False
-
-
 def unpin(root: str = BPFFS, netns: str | None = None) -> bool:
     """Remove the pinned maps of a network namespace (its flows end with their program); False if none."""
-    base = root
-    if not is_bpffs(base):
-        if root != BPFFS or not is_bpffs(HOST_BPFFS):
-            return False
-        base = HOST_BPFFS
-    directory = pin_dir(base, netns)
+    if not is_bpffs(root):
+        return False
+    directory = pin_dir(root, netns)
     try:
         names = os.listdir(directory)
     except OSError:
@@ -118,15 +95,17 @@ def is_bpffs(path: str) -> bool:
     return (st.f_type & 0xFFFFFFFF) == BPFFS_MAGIC
 
 
-def ensure_bpffs(root: str = BPFFS) -> None:
-    """Mount the BPF filesystem at `root` unless it is there already (as systemd and Cilium do)."""
+def ensure_bpffs(root: str = BPFFS) -> bool:
+    """Mount the BPF filesystem at `root` unless it is there already (as systemd and Cilium do);
+    whether it was mounted here."""
     if is_bpffs(root):
-        return
+        return False
     os.makedirs(root, exist_ok=True)
     if _libc().mount(b"bpf", os.fsencode(root), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
         raise BpfError(f"cannot mount the BPF filesystem at {root}: {os.strerror(err)} "
                        "(lvsd needs root, or mount it: mount -t bpf bpf /sys/fs/bpf)")
+    return True
 
 
 def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
@@ -200,8 +179,10 @@ class FastPath:
             lib.check(lib.bpf_map__set_max_entries(flows, max_flows), "sizing the flow map")
             lib.check(lib.bpf_map__set_max_entries(events, event_bytes), "sizing the event ring")
             self.pin_path = None
+            self.mounted_bpffs = False  # the BPF filesystem was mounted for this load
             if pin_root is not None:
-                directory = pin_dir(pin_base(pin_root), netns)
+                self.mounted_bpffs = ensure_bpffs(pin_root)
+                directory = pin_dir(pin_root, netns)
                 os.makedirs(directory, exist_ok=True)
                 self.pin_path = os.path.join(directory, "flows")
                 lib.check(lib.bpf_map__set_pin_path(flows, os.fsencode(self.pin_path)), "setting the pin path")
