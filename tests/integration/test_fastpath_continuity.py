@@ -25,23 +25,23 @@ RATE = "2500K"  # bytes/s: the 64 MiB download lasts ~25 s, through two restarts
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = NatLab(n_rs=1)
+    yield from lab_with_rules(NatLab(n_rs=1), lambda lab: lab.up(udp=False), VIP, "rport", "-m")
+
+
+def lab_with_rules(lab, up, vip: str, port_attr: str, method: str):
+    """A lab brought `up`, with the --config file of one service at `vip` over its real servers
+    (`method`: -m, -g); taken down, and nothing left, at the end."""
     try:
-        lab.up(udp=False)
-        lab.vip, lab.rs_port = VIP, lab.rport
-        write_rules(lab, "-m")
+        up(lab)
+        lab.vip, lab.rs_port = vip, getattr(lab, port_attr)
+        lines = [f"-A -t {vip}:80 -s rr"] + [f"-a -t {vip}:80 -r {rip}:{lab.rs_port} {method} -w 1"
+                                         for rip in lab.rips]
+        with open(os.path.join(lab.net.tmp, "rules"), "w") as f:
+            f.write("\n".join(lines) + "\n")
         yield lab
     finally:
         lab.down()
         assert lab.net.leftovers() == []
-
-
-def write_rules(lab, method: str) -> None:
-    """The --config file: one service over the lab's real servers with `method` (-m, -g)."""
-    lines = [f"-A -t {lab.vip}:80 -s rr"] + [f"-a -t {lab.vip}:80 -r {rip}:{lab.rs_port} {method} -w 1"
-                                             for rip in lab.rips]
-    with open(os.path.join(lab.net.tmp, "rules"), "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def start(lab, *extra: str) -> None:

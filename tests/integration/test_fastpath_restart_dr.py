@@ -17,27 +17,23 @@ from tests.integration.test_fastpath_continuity import (
     download,
     established,
     finished,
+    lab_with_rules,
     serving,
     start,
     status,
-    write_rules,
 )
 
 SIZE = 32 << 20
 
 
+def up(lab: DrLab) -> None:
+    lab.up()
+    servers.make_big_file(lab.net, 64 << 20)
+
+
 @pytest.fixture(scope="module")
 def lab():
-    lab = DrLab(n_rs=2)
-    try:
-        lab.up()
-        servers.make_big_file(lab.net, 64 << 20)
-        lab.vip, lab.rs_port = VIP, lab.port
-        write_rules(lab, "-g")
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
+    yield from lab_with_rules(DrLab(n_rs=2), up, VIP, "port", "-g")
 
 
 def inpkts(lab) -> int:
