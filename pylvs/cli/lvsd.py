@@ -53,6 +53,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kernel-sched", action="store_true",
                    help="with the bpf data path: leave every SYN to Python (by default the kernel schedules "
                         "new connections of mh, sh and dh services itself)")
+    p.add_argument("--flush-flows", action="store_true",
+                   help="at stop, take the kernel fast path out (its tc filters and pinned flows): the connections "
+                        "it carries end with lvsd, instead of going on until the next lvsd adopts them")
+    p.add_argument("--bpffs", default="/sys/fs/bpf", metavar="DIR",
+                   help="BPF filesystem holding the fast path's pinned flow map, mounted there if it is not "
+                        "(default /sys/fs/bpf; under `ip netns exec`, which mounts a /sys of its own, give one "
+                        "outside /sys for the flows to survive a restart)")
     p.add_argument("--keep-conns", metavar="FILE",
                    help="at a graceful stop (SIGTERM/SIGINT) write the connection table to FILE, and read it back "
                         "at the next start, so established connections survive a restart")
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                             config=args.config, save_config=args.save_config, keepalived=args.keepalived,
                             config_id=args.config_id,
                             sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
-                            datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp, bgp=bgp)
+                            datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp, bgp=bgp,
+                            flush_flows=args.flush_flows, bpffs=args.bpffs)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

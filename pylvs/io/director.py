@@ -27,6 +27,7 @@ from pylvs.bgp.config import BgpSettings
 from pylvs.bgp.speaker import Speaker, SpeakerError
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
+from pylvs.datapath.bpf import adopt, loader
 from pylvs.datapath.bpf.ksched import KernelScheduler
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.loader import FastPath
@@ -97,7 +98,8 @@ class Director:
                  config: str | None = None, save_config: bool = False, keepalived: str | None = None,
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
                  datapath: str = "auto", keep_conns: str | None = None, vrrp: bool = True,
-                 bgp: BgpSettings | None = None) -> None:
+                 bgp: BgpSettings | None = None, flush_flows: bool = False,
+                 bpffs: str = loader.BPFFS) -> None:
         self.notify = Notifier.from_environment()  # systemd's Type=notify, when started by it
         self._reload_outcomes: deque[str] = deque()  # finished SIGHUP reloads, for READY=1
         self._next_status = 0.0
@@ -131,6 +133,8 @@ class Director:
         self.fast: FastPath | None = None  # the kernel fast path, when it runs
         self.offload: FlowOffload | None = None
         self.datapath = {"datapath": "python", "reason": ""}
+        self.flush_flows = flush_flows  # a stop takes the fast path out instead of leaving it for the next lvsd
+        self.bpffs = bpffs  # the BPF filesystem the flow map is pinned in
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
         self.requests: Counter[tuple[str, str]] = Counter()  # control requests by (op, ok|error), for metrics
@@ -245,25 +249,28 @@ class Director:
         if mode == "python":
             self.datapath["reason"] = "--datapath python"
             log.info("data path: python (--datapath python)")
+            self._remove_fast_path()
             return
         try:
-            fast = FastPath()
+            fast = FastPath(pin_root=self.bpffs)
         except (BpfError, OSError) as exc:
             if mode == "bpf":
                 raise BpfError(f"--datapath bpf: {exc}") from None
             self.datapath["reason"] = str(exc)
             log.warning("data path: python only; the kernel fast path did not load: %s", exc)
+            self._remove_fast_path()
             return
         try:
-            stale = fast.flows.clear()  # recipes of a previous lvsd: this one does not know their connections
             for ifindex in self.engine.interfaces:
-                fast.attach(ifindex)
+                fast.attach(ifindex)  # replaces a previous lvsd's program: the pinned flows go on at once
         except BaseException:
             self._detach(fast)
             raise
-        if stale:
-            log.info("fast path: removed %d flows left by a previous lvsd", stale)
         self.fast = fast
+        if fast.mounted_bpffs:
+            log.warning("fast path: mounted a BPF filesystem at %s for the pinned flows; if this /sys is lvsd's "
+                        "own (ip netns exec), they end with lvsd: --bpffs DIR outside /sys keeps them across "
+                        "restarts", self.bpffs)
         self.offload = FlowOffload(self.engine, fast.flows, busy=self._frames_waiting)
         if self.engine.settings.kernel_sched:
             try:
@@ -274,6 +281,24 @@ class Director:
         self.datapath = {"datapath": "bpf", "reason": ""}
         names = ", ".join(iface.name for iface in self.engine.interfaces.values())
         log.info("data path: bpf (tc ingress on %s) for established flows, python for the rest", names)
+
+    def _remove_fast_path(self) -> None:
+        """What a previous lvsd with the fast path left (its filters, its pinned flows) goes: this one
+        forwards in Python and would not know those flows."""
+        try:
+            removed = [i for i in self.engine.interfaces if loader.remove_filter(i)]
+            if loader.unpin(self.bpffs) or removed:
+                log.info("fast path: removed the program and flows a previous lvsd left in the kernel")
+        except (BpfError, OSError) as exc:
+            log.warning("fast path: could not remove what a previous lvsd left: %s", exc)
+
+    def _adopt_flows(self) -> None:
+        """The flows a previous lvsd left in the pinned map, bound to the table as it is at start."""
+        self._kernel_events()
+        found = adopt.adopt(self.engine, self.offload, self.fast.flows, time.monotonic())
+        if found.conns or found.deleted:
+            log.info("fast path: adopted %d connections a previous lvsd left in the kernel; deleted %d "
+                     "flows that no virtual service or real server here takes", found.conns, found.deleted)
 
     def _kernel_events(self, fd: int = -1, events: int = 0) -> None:
         """The TCP state changes the fast path made, applied before any frame that followed them."""
@@ -518,6 +543,11 @@ class Director:
 
     def _netlink(self, fd: int, events: int) -> None:
         if self.routes is not None and self.routes.poll_events():
+            if self.routes.moved:  # a neighbour's MAC changed: the kernel's copies of it are rewritten
+                if self.offload is not None:
+                    self._kernel_events()  # (from the engine's state with the kernel's changes applied)
+                    self.offload.rehop(self.routes.moved)
+                self.routes.moved.clear()
             self.send(self.engine.flush_parked(time.monotonic()))
 
     def _woken(self, fd: int, events: int) -> None:
@@ -603,6 +633,8 @@ class Director:
             self.keepalived.start()  # its startup table arrives through queue_requests
             self._apply_queued()
             self._drain_events()
+        if self.offload is not None:
+            self._adopt_flows()  # once the table given at start (--config, --keepalived) is in place
         if self.vrrp is not None:
             self.vrrp.start()
         next_tick = time.monotonic()
@@ -669,16 +701,25 @@ class Director:
         if self.config and getattr(self, "engine", None) is not None \
                 and self.engine.table.generation != self._saved_generation:
             self._save_config()  # the last changes, still inside their second
+        keep_flows = self.offload is not None and not self.flush_flows
+        kept = len(self.offload) if keep_flows else 0
         if self.offload is not None:
             self._kernel_events()  # the kernel's last state changes and counts, into the table that is kept
             self.offload.refresh_all()
-            self.offload.close()
+            self.offload.close(keep=keep_flows)
             self.offload = None
         if self.keep_conns is not None and self._running:
             self._save_conns(self.keep_conns)
         if self.fast is not None:
             self.selector.unregister(self.fast.events.fileno())
-            self._detach(self.fast)
+            if keep_flows:  # attached and pinned: the kernel forwards them until the next lvsd adopts them
+                log.info("fast path: %d connections left in the kernel for the next lvsd (%s)",
+                         kept, self.fast.pin_path)
+                self.fast.close()
+            else:
+                self._detach(self.fast)
+                if self.fast.pin_path:
+                    loader.unpin(self.bpffs)
             self.fast = None
         if self.vrrp is not None:
             self.vrrp.close()  # a master steps down (priority 0) before the sync daemons go

@@ -172,6 +172,7 @@ class KernelRoutes:
         self._asked: dict[tuple[int, bytes], float] = {}
         self.unroutable = 0
         self.reloads = 0  # full re-reads after the event socket overflowed
+        self.moved: list[Hop] = []  # hops whose MAC changed since the caller last cleared this
         self._load()
 
     def fileno(self) -> int:
@@ -282,8 +283,9 @@ class KernelRoutes:
             return False
         mac = self._neigh[key] = _mac(lladdr)
         hop = self._hops.get(key)
-        if hop is not None:
+        if hop is not None and hop.eth[:6] != mac:
             hop.eth = mac + hop.eth[6:]  # connections holding the hop follow
+            self.moved.append(hop)  # copies of it do not (the fast path's recipes)
         return True
 
     def reload(self) -> None:

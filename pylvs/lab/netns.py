@@ -15,6 +15,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from pylvs.datapath.bpf import loader
+
 
 class LabError(RuntimeError):
     pass
@@ -98,12 +100,22 @@ class Netns:
                 proc.wait(wait)
         return proc.returncode
 
+    def bpffs(self) -> str:
+        """A BPF filesystem of this run's own, outside /sys (which `ip netns exec` replaces), so that maps a
+        process in a namespace pins there outlive it; unmounted, with its pins, at teardown."""
+        path = os.path.join(self.tmp, "bpffs")
+        loader.ensure_bpffs(path)
+        return path
+
     def teardown(self) -> None:
         for proc in reversed(self.procs):
             try:
                 self.kill(proc)
             except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
                 pass
+        bpffs = os.path.join(self.tmp, "bpffs")
+        if loader.is_bpffs(bpffs):
+            run(["umount", bpffs], check=False)
         for ns in reversed(self.namespaces):
             # Anything still running inside (daemons that forked) goes before the namespace.
             pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()

@@ -76,8 +76,8 @@ def test_python_datapath_when_asked(lab):
         lab.stop_lvsd()
 
 
-def test_stop_removes_the_program_and_a_restart_starts_clean(lab):
-    lab.start_lvsd("--datapath", "bpf")
+def test_stop_with_flush_flows_removes_the_program_and_a_restart_starts_clean(lab):
+    lab.start_lvsd("--datapath", "bpf", "--flush-flows")
     lab.nat_service()
     assert lab.curl(f"http://{VIP}/").returncode == 0
     assert lab.stop_lvsd() == 0

@@ -189,6 +189,14 @@ def test_changed_neighbour_mac_reaches_existing_hops(routes):
     routes.events.pending = [neigh(A, "192.0.2.254", "02:00:00:00:0f:fe")]
     assert routes.poll_events() is True
     assert hop.eth[:6] == bytes.fromhex("020000000ffe") and routes.hop(ip("203.0.113.1")) is hop
+    assert routes.moved == [hop]  # for the copies of its MAC elsewhere (the fast path's recipes)
+
+
+def test_a_neighbour_confirmed_with_the_same_mac_has_not_moved(routes):
+    routes.hop(ip("203.0.113.1"))
+    routes.events.pending = [neigh(A, "192.0.2.254", "02:00:00:00:01:fe", state=NUD_STALE)]
+    assert routes.poll_events() is True
+    assert routes.moved == []
 
 
 def test_route_events_change_where_cached_destinations_go(routes):

@@ -8,9 +8,12 @@
     fast.events.read()                 # TCP state changes the program made (pollable: fast.events.fileno())
     fast.detach(ifindex); fast.close()
 
-The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows (bpffs
-mounted there first when missing), so a restarted lvsd in the same namespace gets the same map and
-the established flows in it. Not yet wired into lvsd (docs/design.md, "Kernel fast path").
+The flow map is pinned at /sys/fs/bpf/pylvs/netns-<inode of the network namespace>/flows, so a
+restarted lvsd in the same namespace gets the same map and the established flows in it
+(docs/design.md, "Kernel fast path"), when /sys/fs/bpf outlives the process: the host's, mounted by
+systemd. `ip netns exec` gives every process a /sys of its own, where the loader mounts a BPF
+filesystem (`mounted_bpffs`) whose pins end with the process; a BPF filesystem outside /sys (lvsd
+--bpffs) keeps them there too.
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ def pin_dir(root: str = BPFFS, netns: str | None = None) -> str:
     return os.path.join(root, "pylvs", f"netns-{netns_inode(netns)}")
 
 
+def unpin(root: str = BPFFS, netns: str | None = None) -> bool:
+    """Remove the pinned maps of a network namespace (its flows end with their program); False if none."""
+    if not is_bpffs(root):
+        return False
+    directory = pin_dir(root, netns)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    for name in names:
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+    return True
+
+
 class _Statfs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
 
@@ -77,15 +95,17 @@ def is_bpffs(path: str) -> bool:
     return (st.f_type & 0xFFFFFFFF) == BPFFS_MAGIC
 
 
-def ensure_bpffs(root: str = BPFFS) -> None:
-    """Mount the BPF filesystem at `root` unless it is there already (as systemd and Cilium do)."""
+def ensure_bpffs(root: str = BPFFS) -> bool:
+    """Mount the BPF filesystem at `root` unless it is there already (as systemd and Cilium do);
+    whether it was mounted here."""
     if is_bpffs(root):
-        return
+        return False
     os.makedirs(root, exist_ok=True)
     if _libc().mount(b"bpf", os.fsencode(root), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
         raise BpfError(f"cannot mount the BPF filesystem at {root}: {os.strerror(err)} "
                        "(lvsd needs root, or mount it: mount -t bpf bpf /sys/fs/bpf)")
+    return True
 
 
 def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
@@ -118,6 +138,21 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     return value
 
 
+def remove_filter(ifindex: int, netns: str | None = None) -> bool:
+    """Remove our filter (this or an earlier lvsd's) from `ifindex`; False if it was not there."""
+    lib = libbpf()
+
+    def remove() -> bool:
+        hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
+        opts = TcOpts(ctypes.sizeof(TcOpts), 0, 0, 0, FILTER_HANDLE, FILTER_PRIORITY)
+        rc = lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+        if rc in (-errno.ENOENT, -errno.EINVAL, -errno.ENODEV):
+            return False
+        lib.check(rc, f"detaching the fast path from interface {ifindex}")
+        return True
+    return in_netns(netns, remove)
+
+
 class TestRun(NamedTuple):
     verdict: int  # TC_ACT_OK (0): passed on; TC_ACT_REDIRECT (7): sent to the recipe's ifindex
     frame: bytes
@@ -144,8 +179,9 @@ class FastPath:
             lib.check(lib.bpf_map__set_max_entries(flows, max_flows), "sizing the flow map")
             lib.check(lib.bpf_map__set_max_entries(events, event_bytes), "sizing the event ring")
             self.pin_path = None
+            self.mounted_bpffs = False  # the BPF filesystem was mounted for this load
             if pin_root is not None:
-                ensure_bpffs(pin_root)
+                self.mounted_bpffs = ensure_bpffs(pin_root)
                 directory = pin_dir(pin_root, netns)
                 os.makedirs(directory, exist_ok=True)
                 self.pin_path = os.path.join(directory, "flows")
@@ -197,15 +233,7 @@ class FastPath:
 
     def detach(self, ifindex: int) -> bool:
         """Remove our filter from `ifindex` (the clsact qdisc stays); False if it was not there."""
-        def detach() -> bool:
-            hook = TcHook(ctypes.sizeof(TcHook), ifindex, BPF_TC_INGRESS, 0)
-            opts = TcOpts(ctypes.sizeof(TcOpts), 0, 0, 0, FILTER_HANDLE, FILTER_PRIORITY)
-            rc = self.lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
-            if rc in (-errno.ENOENT, -errno.EINVAL, -errno.ENODEV):
-                return False
-            self.lib.check(rc, f"detaching the fast path from interface {ifindex}")
-            return True
-        return in_netns(self.netns, detach)
+        return remove_filter(ifindex, self.netns)
 
     # -- BPF_PROG_TEST_RUN -----------------------------------------------------------------
 

@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING
 
 from pylvs.datapath.bpf.events import FlowEvent, SchedEvent
 from pylvs.datapath.bpf.libbpf import BpfError
+from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
-from pylvs.engine.flow import F_ENGINE_ONLY, KEY, addr16
+from pylvs.engine.flow import F_ENGINE_ONLY, KEY, VALUE, VALUE_FIELDS, addr16
 from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from pylvs.engine.conntrack import Conn
     from pylvs.engine.engine import Engine
     from pylvs.engine.flow import FlowEntry
+    from pylvs.engine.hops import Hop
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,15 @@ REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see ker
 OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
 KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
+TCP_STATE = next(i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name == "tcp_state")
+_KERNEL_WRITTEN = {"tcp_state", "tcp_flags", "transitions", "packets", "bytes", "last_seen_ns"}
+_RECIPE = [i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name not in _KERNEL_WRITTEN]
+
+
+def _recipe(raw: bytes) -> list:
+    """The fields of a packed value the engine decides (not those the kernel writes as it forwards)."""
+    value = VALUE.unpack(raw)
+    return [value[i] for i in _RECIPE]
 
 
 def pack_key(proto: int, key: bytes) -> bytes:
@@ -83,8 +94,9 @@ class FlowOffload:
         # busy(ifindex): frames are waiting for the engine on that interface (None: assume they may be)
         self.busy = busy
         self.events = engine.subscribe(services=False, conns=True)
-        # Connections with recipes in the map, and what of their counts the engine has already been told.
-        self._offloaded: dict[Conn, list[tuple[FlowEntry, int, int]]] = {}
+        # Connections with recipes in the map. What of an entry's counts the engine has been told is in the
+        # FlowEntry's own packets and bytes (read back, then told at once): no other copy per connection.
+        self._offloaded: dict[Conn, tuple[FlowEntry, ...]] = {}
         # Offloadable: due at a time (OFFLOAD_DELAY after the event, in time order), or waiting for a hop.
         self._due: deque[tuple[float, Conn]] = deque()
         self._pending: set[Conn] = set()
@@ -195,7 +207,10 @@ class FlowOffload:
                     self._error("deleting", exc)
             return
         self.adopted += 1
-        self._offloaded[conn] = [(f, 0, 0) for f in (conn.in_flow, conn.out_flow) if f is not None]
+        flows = tuple(f for f in (conn.in_flow, conn.out_flow) if f is not None)
+        for f in flows:
+            f.packets = f.bytes = 0  # the counts told: none yet
+        self._offloaded[conn] = flows
         if conn.out_flow is not None:
             # The program sends NAT's replies back where the SYN came from; where the engine's routes
             # say otherwise (or do not know yet), its recipes go and the engine decides alone.
@@ -209,8 +224,8 @@ class FlowOffload:
         -1: regardless of rounds); one still without a hop waits, one arriving elsewhere is deferred."""
         if conn.dead:
             return
-        written = self._offloaded.get(conn, [])
-        done = {id(f) for f, _, _ in written}
+        written = list(self._offloaded.get(conn, ()))
+        done = {id(f) for f in written}
         waiting = False
         flows = (conn.in_flow, conn.out_flow)
         for i, f in enumerate(flows):
@@ -231,9 +246,9 @@ class FlowOffload:
             except BpfError as exc:
                 self._error("writing", exc)
                 continue
-            written.append((f, 0, 0))
+            written.append(f)
         if written:
-            self._offloaded[conn] = written
+            self._offloaded[conn] = tuple(written)
         if waiting:
             self._waiting.add(conn)
         else:
@@ -248,7 +263,8 @@ class FlowOffload:
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return
-        for f, packets, nbytes in self._offloaded.pop(conn):
+        for f in self._offloaded.pop(conn):
+            packets, nbytes = f.packets, f.bytes
             try:
                 present = self.flows.take(f)  # the last counts and the deletion in one step: none lost
             except BpfError as exc:
@@ -284,6 +300,34 @@ class FlowOffload:
             if conn in self._offloaded:
                 self._read(conn)
 
+    def adopt(self, conn: Conn, recipes: list[tuple[FlowEntry, bytes]]) -> None:
+        """Recipes a previous lvsd left in the map (pylvs.datapath.bpf.adopt), with their packed values:
+        offloaded from now on, their counts so far taken as told; a recipe that differs from what this
+        engine builds (a neighbour's MAC changed meanwhile) is rewritten, its counts and state kept."""
+        written = []
+        for f, raw in recipes:  # (f.packets and f.bytes: the counts so far, as told)
+            f.packets, f.bytes, f.last_seen_ns = counts(raw)
+            f.tcp_state = VALUE.unpack(raw)[TCP_STATE]
+            if f.hop is not None and _recipe(f.pack_value()) != _recipe(raw):
+                try:
+                    self.flows.put(f)
+                except BpfError as exc:
+                    self._error("writing", exc)
+            written.append(f)
+        if written:
+            self._offloaded[conn] = tuple(written)
+
+    def rehop(self, hops: list[Hop]) -> int:
+        """Next hops whose MAC changed (updated in place): the recipes copied the old one, so those that
+        leave through them are taken out and written again. How many connections were rewritten."""
+        moved = set(map(id, hops))
+        stale = [conn for conn, entries in self._offloaded.items()
+                 if any(f.hop is not None and id(f.hop) in moved for f in entries)]
+        for conn in stale:
+            self._withdraw(conn)  # the last counts, then the entries with the new MACs at once
+            self._offload(conn, -1)
+        return len(stale)
+
     def reroute(self) -> None:
         """The engine forgot its hops (an interface changed): take the recipes out until it has new ones."""
         for conn in list(self._offloaded):
@@ -296,29 +340,31 @@ class FlowOffload:
             self._read(conn)
 
     def _read(self, conn: Conn) -> None:
-        entries = self._offloaded[conn]
-        for i, (f, packets, nbytes) in enumerate(entries):
+        for f in self._offloaded[conn]:
+            packets, nbytes = f.packets, f.bytes
             try:
                 present = self.flows.refresh(f)
             except BpfError as exc:
                 self._error("reading", exc)
                 continue
-            if self._account(conn, f, present, packets, nbytes):
-                entries[i] = (f, f.packets, f.bytes)
+            self._account(conn, f, present, packets, nbytes)
 
-    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> bool:
-        """Tell the engine what the kernel counted for `f` since (packets, nbytes); False if nothing new."""
-        if not present or f.packets <= packets:
-            return False  # evicted (the engine's path serves it again) or nothing new
+    def _account(self, conn: Conn, f: FlowEntry, present: bool, packets: int, nbytes: int) -> None:
+        """Tell the engine what the kernel counted for `f` since (packets, nbytes), the counts told before
+        the entry was read back into `f`; then `f` holds the counts told."""
+        if not present or f.packets <= packets:  # evicted (the engine's path serves it again) or nothing new
+            f.packets, f.bytes = packets, nbytes
+            return
         self.engine.account(conn, f.direction, f.packets - packets, f.bytes - nbytes, f.last_seen_ns / 1e9)
-        return True
 
-    def close(self) -> None:
-        """Take every recipe out of the map (the program may stay attached: it then only passes frames)."""
+    def close(self, keep: bool = False) -> None:
+        """Take every recipe out of the map (the program may stay attached: it then only passes frames),
+        or with `keep` leave them there for the kernel to go on forwarding and the next lvsd to adopt."""
         if self.ksched is not None:
-            self.ksched.close()
-        for conn in list(self._offloaded):
-            self._withdraw(conn)
+            self.ksched.close()  # (SYNs scheduled while no lvsd runs would have no one to adopt them)
+        if not keep:
+            for conn in list(self._offloaded):
+                self._withdraw(conn)
         self.engine.unsubscribe(self.events)
 
     def _error(self, what: str, exc: BpfError) -> None:
