@@ -81,17 +81,23 @@ def test_tcp_flows_enter_the_map_when_established_with_their_state():
     assert set(fake.states.values()) == {tcpstate.ESTABLISHED}
 
 
-def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
-    # A reply queued for the engine on the servers' side when the client's ACK makes the connection
-    # ESTABLISHED must not be overtaken by the next reply, forwarded by the kernel: the reply direction
-    # waits for a round of its own interface.
+def handshake(busy=None):
+    """A NAT connection made ESTABLISHED by the engine (client on ifindex 1, servers on 2), no drain yet."""
     engine = make_engine()
     fake = FakeFlowMap()
-    offload = FlowOffload(engine, fake)
+    offload = FlowOffload(engine, fake, busy=busy)
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
     (conn,) = engine.conns.conns()
     engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    return engine, fake, offload, conn
+
+
+def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
+    # A reply queued for the engine on the servers' side when the client's ACK makes the connection
+    # ESTABLISHED must not be overtaken by the next reply, forwarded by the kernel: the reply direction
+    # waits for a round of its own interface.
+    engine, fake, offload, conn = handshake()
     offload.drain(1.2, 1)
     assert set(fake.entries) == {conn.in_flow.pack_key()}
     offload.drain(1.2, 3)  # another interface's round: still not
@@ -102,14 +108,8 @@ def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
 
 
 def test_with_no_frame_waiting_on_its_interface_a_direction_enters_at_once():
-    engine = make_engine()
-    fake = FakeFlowMap()
     waiting = {2: True}
-    offload = FlowOffload(engine, fake, busy=lambda ifindex: waiting.get(ifindex, False))
-    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
-    (conn,) = engine.conns.conns()
-    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
-    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    engine, fake, offload, conn = handshake(busy=lambda ifindex: waiting.get(ifindex, False))
     offload.drain(1.2, 1)
     assert set(fake.entries) == {conn.in_flow.pack_key()}  # a reply waits on ifindex 2
     waiting[2] = False
@@ -119,13 +119,7 @@ def test_with_no_frame_waiting_on_its_interface_a_direction_enters_at_once():
 
 
 def test_a_recipe_whose_interface_has_no_round_is_written_at_the_second_tick():
-    engine = make_engine()
-    fake = FakeFlowMap()
-    offload = FlowOffload(engine, fake)
-    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
-    (conn,) = engine.conns.conns()
-    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
-    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
+    engine, fake, offload, conn = handshake()
     offload.drain(1.2)  # after other work than a round: both wait
     offload.refresh(1.0)
     assert fake.entries == {}
