@@ -106,7 +106,7 @@ class Director:
         self.selector = selectors.DefaultSelector()
         self.rings: dict[int, RingSocket] = {}
         self.tx: dict[int, object] = {}
-        self.tx_rings: dict[int, TxRing] = {}  # frames of a round leave together (pylvs.io.txring)
+        self.tx_rings: dict[tuple[int, int], TxRing] = {}  # (ifindex, ethertype): a round's frames leave together
         self.tx6: dict[int, object] = {}  # IPv6 frames leave through the IPv6 socket (its GSO types)
         self.errors = 0
         self.tx_errors = 0
@@ -423,15 +423,17 @@ class Director:
     def _open_interface_rings(self, iface: Interface) -> None:
         # IPv4 frames without a mark (the main ring, also used to send), and ARP.
         ring = self._open_ring(iface.name, ETH_P_IP, 0, **self._ring_args)
-        self.tx[ring.ifindex] = ring.send
-        try:
-            self.tx_rings[ring.ifindex] = tx_ring = TxRing(iface.name, ring.send)
-            self.tx[ring.ifindex] = tx_ring.queue
-        except OSError as exc:
-            log.warning("%s: no transmit ring (%s): each frame is sent on its own", iface.name, exc)
         self._open_ring(iface.name, ETH_P_ARP, None, slots=16)
         ring6 = self._open_ring(iface.name, ETH_P_IPV6, 0, allmulti=True, **self._ring_args)
-        self.tx6[ring6.ifindex] = ring6.send
+        # Each family's frames of a round leave through a transmit ring of their own; a frame too long for a
+        # slot (GSO) through its family's socket, whose protocol the kernel gives the frame.
+        for family, rx, tx in ((ETH_P_IP, ring, self.tx), (ETH_P_IPV6, ring6, self.tx6)):
+            tx[rx.ifindex] = rx.send
+            try:
+                self.tx_rings[rx.ifindex, family] = tx_ring = TxRing(iface.name, rx.send)
+                tx[rx.ifindex] = tx_ring.queue
+            except OSError as exc:
+                log.warning("%s: no transmit ring (%s): each frame is sent on its own", iface.name, exc)
 
     # -- interfaces that go away and come back ------------------------------------------------
 
@@ -441,9 +443,10 @@ class Director:
             if ring.ifname == ifname:
                 self.selector.unregister(fd)
                 self.tx.pop(ring.ifindex, None)
-                tx_ring = self.tx_rings.pop(ring.ifindex, None)
-                if tx_ring is not None:
-                    tx_ring.close()
+                for family in (ETH_P_IP, ETH_P_IPV6):
+                    tx_ring = self.tx_rings.pop((ring.ifindex, family), None)
+                    if tx_ring is not None:
+                        tx_ring.close()
                 self.tx6.pop(ring.ifindex, None)
                 del self.rings[fd]
                 try:
