@@ -395,7 +395,7 @@ def drops_text(drops: dict[str, int], rings: dict[str, dict[str, int]]) -> str:
     lines += [f"  {reason:<22} {count:>12}  {REASONS.get(reason, '')}" for reason, count in sorted(drops.items())]
     if not drops:
         lines.append("  none")
-    lines.append("Receive rings (interface/mark): packets, drops (ring full), truncated, resyncs:")
+    lines.append("Receive rings (interface/ring): packets, drops (ring full), truncated, resyncs:")
     lines += [f"  {name:<22} {c.get('packets', 0):>12} {c.get('drops', 0):>8} {c.get('truncated', 0):>8} "
               f"{c.get('resyncs', 0):>8}" for name, c in sorted(rings.items())]
     return "\n".join(lines) + "\n"

@@ -187,7 +187,8 @@ class Director:
         self.api.register("vrrp", lambda req: self._vrrp_status())
         self.api.register("get-datapath", lambda req: self._datapath_status())
         self.api.register("get-bgp", lambda req: self._bgp_status())
-        self.api.register("rings", lambda req: {f"{r.ifname}/{r.mark}": r.counters() for r in self.rings.values()})
+        self.api.register("rings", lambda req: {f"{r.ifname}/{self._ring_name(r)}": r.counters()
+                                                for r in self.rings.values()})
         self.control = ControlServer(control_path, self._request, self.selector)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -200,7 +201,7 @@ class Director:
         page (other threads, through the publisher) and `lvsadm --metrics` (the get-metrics op)."""
         self.metrics_sources = metrics_snapshot.Sources(
             self.engine,
-            rings=lambda: [(r.ifname, r.mark, r.counters()) for r in self.rings.values()],
+            rings=lambda: [(r.ifname, self._ring_name(r), r.counters()) for r in self.rings.values()],
             datapath=self._datapath_status,
             sync=lambda: self.sync.list() if self.sync is not None else [],
             frame_errors=lambda: {"engine": self.errors, "send": self.tx_errors},
@@ -498,6 +499,10 @@ class Director:
             ring = self.rings.pop(have[key])
             self.selector.unregister(ring.fileno())
             ring.close()
+
+    @staticmethod
+    def _ring_name(ring: RingSocket) -> str:
+        return metrics_snapshot.ring_name(ring.mark, ring.protocol == ETH_P_IPV6)
 
     def _frames_waiting(self, ifindex: int) -> bool:
         return any(r.ifindex == ifindex and r.ready() for r in self.rings.values())

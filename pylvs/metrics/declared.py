@@ -14,7 +14,7 @@ COUNTER, GAUGE = "counter", "gauge"
 # node_exporter's backend labels (collector/ipvs_linux.go), in its order.
 SERVICE_LABELS = ("local_address", "local_port", "proto", "local_mark")
 BACKEND_LABELS = ("local_address", "local_port", "remote_address", "remote_port", "proto", "local_mark")
-RING_LABELS = ("interface", "ring")  # ring: ip, arp or fwmark:N
+RING_LABELS = ("interface", "ring")  # ring: ip, ip6, arp, fwmark:N or fwmark6:N
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def service_labels(proto: str, addr: str, port: int, fwmark: int) -> tuple[str, 
 @dataclass(frozen=True, slots=True)
 class RingView:
     interface: str
-    ring: str  # ip, arp, or fwmark:N
+    ring: str  # ip, ip6, arp, fwmark:N or fwmark6:N
     packets: int
     drops: int
     truncated: int
@@ -145,11 +145,13 @@ class Snapshot:
     health: tuple[HealthView, ...] | None = None  # None: no health checks run (no --keepalived)
 
 
-def ring_name(mark: int | None) -> str:
-    """The director's rings: one for IPv4 without a mark, one for ARP, one per fwmark service."""
+def ring_name(mark: int | None, ipv6: bool = False) -> str:
+    """The director's rings: per interface one for IPv4 and one for IPv6 without a mark, one for ARP, one
+    per fwmark service and family."""
     if mark is None:
         return "arp"
-    return f"fwmark:{mark}" if mark else "ip"
+    six = "6" if ipv6 else ""
+    return f"fwmark{six}:{mark}" if mark else f"ip{six}"
 
 
 @dataclass
@@ -157,7 +159,7 @@ class Sources:
     """Where the loop reads what the engine does not hold; every callable runs in the loop's thread."""
 
     engine: Engine
-    rings: Callable[[], Iterable[tuple[str, int | None, Mapping[str, int]]]] = lambda: ()
+    rings: Callable[[], Iterable[tuple[str, str, Mapping[str, int]]]] = lambda: ()  # interface, ring_name, counters
     datapath: Callable[[], Mapping[str, Any]] = lambda: {"datapath": "python", "reason": ""}
     sync: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
     frame_errors: Callable[[], Mapping[str, int]] = lambda: {}
@@ -210,8 +212,8 @@ def build(src: Sources) -> Iterator[None]:
         conn_entries=len(engine.conns), templates=len(engine.conns.templates), standby=engine.standby,
         drops=tuple((reason, drops.get(reason, 0)) for reason in REASONS),
         frame_errors=tuple(sorted(src.frame_errors().items())),
-        rings=tuple(RingView(name, ring_name(mark), c.get("packets", 0), c.get("drops", 0), c.get("truncated", 0),
-                             c.get("resyncs", 0)) for name, mark, c in src.rings()),
+        rings=tuple(RingView(name, ring, c.get("packets", 0), c.get("drops", 0), c.get("truncated", 0),
+                             c.get("resyncs", 0)) for name, ring, c in src.rings()),
         datapath=str(dp.get("datapath", "python")), datapath_reason=str(dp.get("reason", "")),
         fastpath_conns=int(dp.get("offloaded_conns", 0)), fastpath=tuple(dp.get("counters", {}).items()),
         sync=_sync(src.sync()),

@@ -23,7 +23,7 @@ def test_ring_counters_are_readable(lab):
 
     answer = control_client.request({"op": "rings"}, lab.control)
     assert answer["ok"], answer
-    counters = answer["result"]["vip0/0"]
+    counters = answer["result"]["vip0/ip"]
     assert set(counters) == {"packets", "drops", "truncated", "resyncs"}
 
 
@@ -32,4 +32,4 @@ def test_lvsadm_drops_shows_reasons_and_ring_counters(lab):
     assert lab.curl(f"http://{VIP}:81/", timeout=1).returncode != 0  # no service on port 81: dropped
     out = lab.lvsadm("--drops").stdout
     assert "no_service" in out and "to a VIP port without a virtual service" in out, out
-    assert "vip0/0" in out and "dip0/0" in out, out
+    assert "vip0/ip" in out and "dip0/ip" in out and "vip0/ip6" in out, out

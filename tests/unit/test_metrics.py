@@ -153,8 +153,9 @@ def test_rings_datapath_sync_and_control_requests():
               "stats": {"messages": 12, "conns": 30, "skipped_fullnat": 2, "send_errors": 1}}
     samples = parsed(exposition(
         make_engine(),
-        rings=lambda: [("vip0", 0, {"packets": 10, "drops": 1, "truncated": 0, "resyncs": 2}),
-                       ("vip0", None, {"packets": 3}), ("vip0", 5, {"packets": 4})],
+        rings=lambda: [("vip0", "ip", {"packets": 10, "drops": 1, "truncated": 0, "resyncs": 2}),
+                       ("vip0", "arp", {"packets": 3}), ("vip0", "fwmark:5", {"packets": 4}),
+                       ("vip0", "ip6", {"packets": 7})],
         datapath=lambda: {"datapath": "bpf", "reason": "", "offloaded_conns": 4, "counters": {"hit": 9, "miss": 1}},
         sync=lambda: [daemon],
         requests={("list", "ok"): 3, ("add-service", "error"): 1}))
@@ -163,6 +164,7 @@ def test_rings_datapath_sync_and_control_requests():
     assert value(samples, "pylvs_ring_resyncs_total", {"interface": "vip0", "ring": "ip"}) == 2
     assert value(samples, "pylvs_ring_packets_total", {"interface": "vip0", "ring": "arp"}) == 3
     assert value(samples, "pylvs_ring_packets_total", {"interface": "vip0", "ring": "fwmark:5"}) == 4
+    assert value(samples, "pylvs_ring_packets_total", {"interface": "vip0", "ring": "ip6"}) == 7
     assert value(samples, "pylvs_datapath_info", {"datapath": "bpf"}) == 1
     assert value(samples, "pylvs_fastpath_connections") == 4
     assert value(samples, "pylvs_fastpath_packets_total", {"outcome": "hit"}) == 9
@@ -403,3 +405,10 @@ def test_a_failing_copy_never_reaches_the_loop(caplog):
     pub.step(clock.now)  # logged, not raised
     assert "metrics snapshot failed" in caplog.text and not pub.building
     assert pub.current(wait=0) is None
+
+
+def test_each_ring_of_an_interface_has_a_name_of_its_own():
+    # (an interface's IPv4 and IPv6 rings both have mark 0: one label set each, or Prometheus sees twins)
+    names = [snapshot.ring_name(0), snapshot.ring_name(0, ipv6=True), snapshot.ring_name(None),
+             snapshot.ring_name(5), snapshot.ring_name(5, ipv6=True)]
+    assert names == ["ip", "ip6", "arp", "fwmark:5", "fwmark6:5"]
