@@ -60,13 +60,23 @@ def test_syns_are_scheduled_in_the_kernel_and_adopted_by_the_engine(lab):
                      timeout=30)
     requests = int(re.search(r"(\d+) requests in", r.stdout).group(1))
     assert requests > 50, r.stdout
-    wait_for(lambda: status(lab)["kernel_sched"]["adopted"] - before["kernel_sched"]["adopted"] >= requests,
+    def grown(now: dict) -> dict[str, int]:
+        return {k: now["kernel_sched"][k] - before["kernel_sched"][k] for k in now["kernel_sched"]}
+
+    # Two kinds of SYN are the engine's, as designed: one on a client port whose previous connection still
+    # has its entries (wrk reuses ports within seconds: connection reuse), and one that arrives while
+    # lvsd republishes the tables at a tick (generation 0: punt_off). Every other one is the kernel's.
+    def engine_syns(g: dict[str, int]) -> int:
+        return g["punt_existing"] + g["punt_off"]
+
+    wait_for(lambda: (g := grown(status(lab)))["adopted"] + engine_syns(g) >= requests,
              timeout=5, what=f"every connection adopted ({requests}: {status(lab)['kernel_sched']})")
     after = status(lab)
-    ks = {k: after["kernel_sched"][k] - before["kernel_sched"][k] for k in after["kernel_sched"]}
+    ks = grown(after)
     fp = {k: after["counters"][k] - before["counters"][k] for k in after["counters"]}
-    assert ks["created"] >= requests and ks["refused"] == 0 and ks["rerouted"] == 0, ks
-    assert fp["punt_tcp_flags"] == 0, fp  # no SYN (nor SYN+ACK) reached Python
+    assert ks["created"] + engine_syns(ks) >= requests and ks["refused"] == 0 and ks["rerouted"] == 0, ks
+    assert engine_syns(ks) <= requests // 100, ks
+    assert fp["punt_tcp_flags"] == engine_syns(ks), json.dumps([fp, ks])  # no other SYN, nor SYN+ACK
     # A FIN each way at the same moment on two CPUs may end elsewhere in the engine (design.md, the
     # closing path's sloppy case): rare, and then the engine decides alone.
     assert after["tcp_state_mismatches"] <= requests // 100
