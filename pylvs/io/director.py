@@ -38,6 +38,7 @@ from pylvs.engine.events import ServicesChanged
 from pylvs.engine.services import ConfigError
 from pylvs.io import steering
 from pylvs.io.afpacket import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, RingSocket
+from pylvs.io.collector import Collector
 from pylvs.io.control_socket import ControlServer, Streamed
 from pylvs.io.kernel import KernelRoutes
 from pylvs.io.sync_daemons import SyncDaemons
@@ -137,6 +138,7 @@ class Director:
         self.bpffs = bpffs  # the BPF filesystem the flow map is pinned in
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
+        self._collector: Collector | None = None  # set by run()
         self.requests: Counter[tuple[str, str]] = Counter()  # control requests by (op, ok|error), for metrics
         self.bgp: Speaker | None = None  # announces the healthy VIPs to BGP peers (--bgp-local-as)
         self._drain_until: float | None = None  # stopping: withdrawn, still forwarding until then
@@ -646,6 +648,7 @@ class Director:
         if self.vrrp is not None:
             self.vrrp.start()
         next_tick = time.monotonic()
+        self._collector = Collector(next_tick)
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
         self.notify.ready(f"forwarding on {', '.join(i.name for i in self.engine.interfaces.values())}: "
@@ -671,6 +674,7 @@ class Director:
                 self.send(self.engine.tick(now, mem_available_pages()))
                 self.sync.tick(now)
                 self._housekeeping(now)
+                self._collector.tick(now)
                 next_tick = now + (PARKED_TICK if self.engine.egress.parked else TICK)
 
     def _housekeeping(self, now: float) -> None:
@@ -702,6 +706,8 @@ class Director:
             log.error("could not save the configuration to %s: %s", self.config, exc)
 
     def close(self) -> None:
+        if self._collector is not None:
+            self._collector.close()
         self.notify.stopping("stopping: removing rules and programs")
         if self.bgp is not None:
             self.bgp.close()  # first: withdraw (if the drain did not), end the sessions, then stop forwarding
