@@ -502,21 +502,24 @@ class Engine:
         if changed and self._conn_queues:
             self._emit(ConnEventKind.STATE, conn, new)
 
-    def tcp_transition(self, key: bytes, tcp_flags: int, now: float) -> Conn | None:
+    def tcp_transition(self, key: bytes, tcp_flags: int, now: float) -> tuple[Conn, int] | None:
         """A TCP segment a second data path forwarded by its FlowEntry and reported because it changed the
         state there (a FIN, a RST, the ACK ending LAST_ACK): the state machine runs here as for a segment
-        of our own, reports applied in the order they were made. The connection, or None if gone."""
+        of our own, reports applied in the order they were made. The connection and its state before,
+        or None if gone."""
         hit = self._tables[PROTO_TCP].get(key)
         if hit is None:
             return None
         conn, direction = hit
+        before = conn.state
         self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
-        return conn
+        return conn, before
 
     def adopt_kernel(self, svc: VirtualService, dest: RealServer, key: bytes, now: float) -> Conn | None:
         """A TCP connection a second data path scheduled itself (a hash scheduler's SYN, pylvs_sched.bpf.h)
-        to `dest` of `svc`: made here as _schedule makes it (counted as scheduled, inactive, CREATED), in
-        state NONE; the SYN's own state change and counts come as for any segment that path forwards.
+        to `dest` of `svc`: made here as _schedule makes it (counted as scheduled, inactive, CREATED), then
+        the SYN's state change (NONE -> SYN_RECV) that path made with it; its counts come as for any
+        segment that path forwards.
         None where this engine would not have made it: a connection with that tuple that a SYN does not
         replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries."""
         table = self._tables[PROTO_TCP]
@@ -528,7 +531,10 @@ class Engine:
             self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
         if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
             return None
-        return self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
+        conn = self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
+        if conn is not None:
+            self._tcp_state(conn, tcpstate.INPUT, TCP_SYN, now)
+        return conn
 
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:
         """Packets a second data path forwarded for `conn` by its FlowEntry, counted there since the last

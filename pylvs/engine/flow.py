@@ -95,9 +95,22 @@ EVENT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("new_state", "B", "__u8"),
     ("transitions", "I", "__u32"),
 )
+# The segment that ended a TCP connection in the kernel took its entries out (struct pylvs_flow_retired):
+# their last counts by direction (DIR_IN, DIR_OUT), reported after the state change, in ring order.
+RETIRED_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("ts_ns", "Q", "__u64"),
+    ("key", "40s", "struct pylvs_flow_key"),
+    ("direction", "B", "__u8"),       # the entry whose segment ended it
+    ("deleted", "B", "__u8"),         # bit (1 << direction): that direction's entry was taken out
+    ("pad", "6s", "__u8[6]"),
+    ("packets", "2Q", "__u64[2]"),    # by direction; 0 where not deleted
+    ("bytes", "2Q", "__u64[2]"),
+    ("last_seen_ns", "2Q", "__u64[2]"),
+)
 KEY = struct.Struct("=" + "".join(code for _, code, _ in KEY_FIELDS))
 VALUE = struct.Struct("=" + "".join(code for _, code, _ in VALUE_FIELDS))
 EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS))
+RETIRED = struct.Struct("=" + "".join(code for _, code, _ in RETIRED_FIELDS))
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 _NO_ADDR = bytes(16)
 

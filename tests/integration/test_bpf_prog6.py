@@ -14,6 +14,7 @@ from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import GRE, Ether
 
+from pylvs.datapath.bpf.events import RetiredEvent
 from pylvs.engine import tcpstate
 from pylvs.engine.conntrack import Conn
 from pylvs.engine.engine import Engine
@@ -288,8 +289,12 @@ def test_nat66_client_fin_is_forwarded_reported_and_the_reply_entry_follows(fp):
     assert entry_state(fp, conn.out_flow) == conn.state  # the reply entry (keyed by the IPv6 reply tuple) follows
     rst = from_rs(RIP6, TCP(sport=8080, dport=40000, flags="R", seq=5000))
     same_as_engine(fp, engine, rst, 2, 1.1)
-    (ev,) = fp.events.read()
+    ev, retired = fp.events.read()
     assert ev.direction == DIR_OUT and ev.new_state == conn.state == tcpstate.CLOSE
+    # The RST ends it: the program takes both entries out and reports their counts.
+    assert isinstance(retired, RetiredEvent) and retired.key == conn.out_flow.key
+    assert retired.deleted == 1 << DIR_IN | 1 << DIR_OUT and retired.counts[DIR_OUT][0] == 1
+    assert fp.flows.lookup(conn.in_flow.pack_key()) is None and fp.flows.lookup(conn.out_flow.pack_key()) is None
 
 
 # -- punts: the frame goes on unchanged -------------------------------------------------------------

@@ -3,6 +3,8 @@
 The program forwards them by the recipe like data, runs the engine's TCP state table on the entry's
 tcp_state, writes the change into both directions' entries and reports it on the event ring; a
 segment that changes nothing reports nothing; a full ring sends the segment to the engine unchanged.
+The segment that ends the connection (the ACK after TIME_WAIT, a RST) takes its entries out of the map
+and reports their last counts (RetiredEvent).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import pytest
 from scapy.layers.inet import IP, TCP
 
+from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent
 from pylvs.datapath.bpf.loader import FastPath
-from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT, VALUE, VALUE_FIELDS
 from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
@@ -65,7 +67,7 @@ def test_a_whole_close_through_the_kernel_reports_exactly_the_engine_table(fp):
     fp.flows.put(inbound)
     fp.flows.put(outbound)
     steps = [(server("PA", b"200 OK"), None), (server("FA"), tcpstate.FIN_WAIT), (client("A"), None),
-             (client("FA"), tcpstate.TIME_WAIT), (server("A"), None)]
+             (client("FA"), tcpstate.TIME_WAIT)]
     state = tcpstate.ESTABLISHED
     for pkt, new in steps:
         out = forwarded(fp, pkt)
@@ -81,25 +83,49 @@ def test_a_whole_close_through_the_kernel_reports_exactly_the_engine_table(fp):
         assert tcpstate.next_state(state, offset, ev.tcp_flags) == new  # the engine's own table
         state = new
     assert entry_state(fp, inbound)[0] == entry_state(fp, outbound)[0] == tcpstate.TIME_WAIT
+    # The server's last ACK: forwarded, then both entries are taken out with their last counts.
+    out = forwarded(fp, server("A"))
+    assert out[IP].src == VIP and out[TCP].flags == "A" and checksums_valid(out)
+    (retired,) = fp.events.read()
+    assert isinstance(retired, RetiredEvent) and retired.key == outbound.key and retired.direction == DIR_OUT
+    assert retired.deleted == 1 << DIR_IN | 1 << DIR_OUT
+    assert [c[:2] for c in retired.counts] == [(2, 80), (3, 40 + 6 + 40 + 40)]  # client: A, FA; server: PA, FA, A
+    assert retired.counts[DIR_OUT][2] >= retired.counts[DIR_IN][2] > 0
+    assert fp.flows.lookup(inbound.pack_key()) is None and fp.flows.lookup(outbound.pack_key()) is None
+    assert fp.test_run(bytes(client("A"))).verdict == TC_ACT_OK  # a repeat: the engine's
 
 
-def test_rst_then_more_segments_closes_once_and_keeps_forwarding(fp):
+def test_a_fin_repeated_in_time_wait_keeps_the_entries(fp):
     inbound, outbound = nat()
     fp.flows.put(outbound)
-    pkt = forwarded(fp, server("R"), outbound)
+    forwarded(fp, server("FA"), inbound)
+    forwarded(fp, client("FA"))
+    assert [e.new_state for e in fp.events.read()] == [tcpstate.FIN_WAIT, tcpstate.TIME_WAIT]
+    forwarded(fp, client("FA"))  # a retransmitted FIN: the last ACK is still to come
+    assert fp.events.read() == [] and fp.flows.lookup(inbound.pack_key()) is not None
+
+
+def test_a_rst_closes_and_retires_the_connection(fp):
+    inbound, outbound = nat()
+    fp.flows.put(outbound)
+    pkt = forwarded(fp, server("R"), inbound)
     assert pkt[IP].src == VIP and pkt[TCP].flags == "R"
-    (ev,) = fp.events.read()
+    ev, retired = fp.events.read()
     assert (ev.old_state, ev.new_state, ev.direction) == (tcpstate.ESTABLISHED, tcpstate.CLOSE, DIR_OUT)
-    # Late data, another RST, a FIN: CLOSE stays CLOSE in the table; the segments still go through,
-    # as IPVS forwards them until the connection expires.
-    fp.flows.put(inbound)
-    assert entry_state(fp, inbound)[0] == tcpstate.ESTABLISHED  # (re-written: as the engine put it)
-    forwarded(fp, client("RA"))
-    (ev,) = fp.events.read()
-    assert (ev.old_state, ev.new_state) == (tcpstate.ESTABLISHED, tcpstate.CLOSE)
-    for pkt in (client("PA", b"late"), server("R"), client("FA"), server("A")):
-        forwarded(fp, pkt)
+    assert isinstance(retired, RetiredEvent) and retired.deleted == 1 << DIR_IN | 1 << DIR_OUT
+    assert retired.counts[DIR_OUT][:2] == (1, 40) and retired.counts[DIR_IN][:2] == (0, 0)
+    # Late data, another RST, a FIN: the engine's now (IPVS forwards them until the connection expires).
+    for pkt in (client("PA", b"late"), server("R"), client("FA")):
+        assert fp.test_run(bytes(pkt)).verdict == TC_ACT_OK
     assert fp.events.read() == []
+
+
+def test_a_retirement_finds_only_the_entries_still_there(fp):
+    inbound, _ = nat()
+    forwarded(fp, client("R"), inbound)  # the reply entry was never written (or was evicted)
+    ev, retired = fp.events.read()
+    assert ev.new_state == tcpstate.CLOSE and retired.deleted == 1 << DIR_IN
+    assert retired.counts[DIR_IN][0] == 1 and retired.counts[DIR_OUT] == (0, 0, 0)
 
 
 def test_a_segment_without_flags_on_a_closing_connection_closes_it(fp):
@@ -109,8 +135,10 @@ def test_a_segment_without_flags_on_a_closing_connection_closes_it(fp):
     assert fp.events.read() == []  # established: the engine's common path, no change
     forwarded(fp, client("FA"))
     forwarded(fp, client(""))
-    assert [(e.old_state, e.new_state) for e in fp.events.read()] == [
+    events = fp.events.read()
+    assert [(e.old_state, e.new_state) for e in events if isinstance(e, FlowEvent)] == [
         (tcpstate.ESTABLISHED, tcpstate.CLOSE_WAIT), (tcpstate.CLOSE_WAIT, tcpstate.CLOSE)]
+    assert isinstance(events[-1], RetiredEvent)
 
 
 def test_dr_uses_the_input_only_rows(fp):
@@ -122,8 +150,9 @@ def test_dr_uses_the_input_only_rows(fp):
     forwarded(fp, client("A"))
     assert fp.events.read() == []
     forwarded(fp, client("R"))
-    (ev,) = fp.events.read()
+    ev, retired = fp.events.read()
     assert ev.new_state == tcpstate.CLOSE and ev.tcp_flags == TCP_RST
+    assert retired.deleted == 1 << DIR_IN and retired.counts[DIR_IN][0] == 3  # DR: one entry
 
 
 def test_a_full_event_ring_sends_the_segment_to_the_engine_unchanged():
@@ -131,7 +160,7 @@ def test_a_full_event_ring_sends_the_segment_to_the_engine_unchanged():
         inbound, _ = nat()
         raw = bytes(client("R"))
         verdicts = []
-        for _ in range(80):  # 64-byte records (with their header): a 4 KB ring holds 64
+        for _ in range(40):  # a RST: a 64-byte record (with its header) and its retirement's 112: 4 KB hold 23
             fp.flows.put(inbound)  # established again: every RST is a change
             verdict, out, _ = fp.test_run(raw)
             verdicts.append(verdict)
@@ -140,11 +169,17 @@ def test_a_full_event_ring_sends_the_segment_to_the_engine_unchanged():
                 assert entry_state(fp, inbound)[0] == tcpstate.ESTABLISHED  # unchanged: the engine decides
                 assert fp.flows.refresh(inbound) and inbound.packets == 0
         counters = fp.counters.read()
+        events = fp.events.read()
+        changes = [e for e in events if isinstance(e, FlowEvent)]
         assert counters["punt_ring_full"] == verdicts.count(TC_ACT_OK) > 0
-        assert counters["tcp_event"] == verdicts.count(TC_ACT_REDIRECT) == len(fp.events.read()) >= 60
+        assert counters["tcp_event"] == verdicts.count(TC_ACT_REDIRECT) == len(changes) >= 20
+        # A change with no room left for its retirement leaves the entry in place, for the engine to withdraw.
+        assert len(events) - len(changes) in (len(changes), len(changes) - 1)
         fp.flows.put(inbound)
         assert fp.test_run(raw).verdict == TC_ACT_REDIRECT  # read: room again
-        assert counts(fp.flows.lookup(inbound.pack_key()))[0] == 1
+        ev, retired = fp.events.read()
+        assert ev.new_state == tcpstate.CLOSE and retired.counts[DIR_IN][0] == 1
+        assert fp.flows.lookup(inbound.pack_key()) is None
 
 
 def test_take_reads_the_last_counts_and_deletes_in_one_step(fp):

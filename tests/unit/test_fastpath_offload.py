@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scapy.layers.inet import TCP, UDP
 
-from pylvs.datapath.bpf.events import FlowEvent
+from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent
 from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, DIR_OUT
@@ -40,6 +40,16 @@ class FakeFlowMap:
 
     def take(self, entry) -> bool:
         return self.refresh(entry) and self.delete(entry)
+
+    def retire(self, conn, direction: int, at: float) -> RetiredEvent:
+        """The program's retire_flow: the connection's entries out, their last counts reported."""
+        counts, deleted = [(0, 0, 0), (0, 0, 0)], 0
+        for f in (conn.in_flow, conn.out_flow):
+            if f is not None and f.pack_key() in self.entries:
+                counts[f.direction] = tuple(self.entries.pop(f.pack_key()))
+                deleted |= 1 << f.direction
+        key = conn.in_key if direction == DIR_IN else conn.out_key
+        return RetiredEvent(int(at * 1e9), 6, key, direction, deleted, tuple(counts))
 
     def forward(self, entry, packets: int, nbytes: int, at: float) -> None:
         counts = self.entries[entry.pack_key()]
@@ -137,7 +147,7 @@ def test_a_fin_the_engine_sees_itself_takes_the_recipes_out():
     assert fake.entries == {} and len(offload) == 0
 
 
-def test_kernel_made_closing_states_keep_the_recipes_until_time_wait():
+def test_kernel_made_closing_states_keep_the_recipes_until_the_program_retires_them():
     engine, fake, offload, conn = tcp_established()
     dest = conn.dest
     assert (dest.activeconns, dest.inactconns) == (1, 0)
@@ -148,17 +158,56 @@ def test_kernel_made_closing_states_keep_the_recipes_until_time_wait():
     assert len(fake.entries) == 2 and len(offload) == 1  # the server's FIN goes through the kernel too
     offload.apply([kernel_event(conn, DIR_OUT, TCP_FIN | TCP_ACK, tcpstate.CLOSE_WAIT, tcpstate.TIME_WAIT, 2.1)])
     offload.drain(0.0)
-    assert conn.state == tcpstate.TIME_WAIT and fake.entries == {} and len(offload) == 0
+    assert conn.state == tcpstate.TIME_WAIT and len(fake.entries) == 2 and len(offload) == 1
     assert conn.expires == 2.1 + engine.settings.tcp_timeouts[tcpstate.TIME_WAIT]
-    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 2.2)  # the last ACK: engine
+    # The client's last ACK goes through the kernel, which takes the entries out with it.
+    svc = conn.svc
+    inpkts, inbytes = svc.stats.inpkts, svc.stats.inbytes
+    fake.forward(conn.in_flow, 1, 40, at=2.2)
+    offload.apply([fake.retire(conn, DIR_IN, 2.2)])
+    offload.drain(0.0)
+    assert fake.entries == {} and len(offload) == 0 and offload.retired == 1
+    assert (svc.stats.inpkts, svc.stats.inbytes) == (inpkts + 1, inbytes + 40)
+    offload.refresh(1.0)
+    offload.refresh(1.0)
+    assert svc.stats.inpkts == inpkts + 1  # counted once
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 2.3)  # a repeat: engine
     assert conn.state == tcpstate.TIME_WAIT and not engine.drops
+
+
+def test_without_a_last_segment_the_recipes_are_withdrawn_at_the_second_tick():
+    engine, fake, offload, conn = tcp_established()
+    offload.apply([kernel_event(conn, DIR_OUT, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.FIN_WAIT),
+                   kernel_event(conn, DIR_IN, TCP_FIN | TCP_ACK, tcpstate.FIN_WAIT, tcpstate.TIME_WAIT, 2.1)])
+    offload.drain(0.0)
+    assert conn.state == tcpstate.TIME_WAIT and len(fake.entries) == 2
+    fake.forward(conn.out_flow, 1, 40, at=2.2)
+    offload.refresh(1.0)
+    assert len(fake.entries) == 2  # (the last ACK may still be on its way)
+    outpkts = conn.svc.stats.outpkts
+    offload.refresh(1.0)
+    assert fake.entries == {} and len(offload) == 0 and conn.svc.stats.outpkts == outpkts
+    offload.refresh(1.0)
+
+
+def test_a_retirement_that_crosses_a_withdrawal_counts_what_the_withdrawal_missed():
+    engine, fake, offload, conn = tcp_established()
+    fake.forward(conn.in_flow, 3, 300, at=2.0)
+    late = fake.retire(conn, DIR_IN, 2.0)  # the program took them out ...
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="R"))), 1, 2.1)
+    offload.drain(0.0)  # ... before the engine's withdrawal read them: it found nothing
+    assert len(offload) == 0 and conn.in_pkts == 2 + 1
+    offload.apply([late])
+    assert conn.in_pkts == 2 + 1 + 3
 
 
 def test_a_kernel_made_reset_closes_the_connection_and_its_counts():
     engine, fake, offload, conn = tcp_established()
     offload.apply([kernel_event(conn, DIR_OUT, TCP_RST, tcpstate.ESTABLISHED, tcpstate.CLOSE)])
     offload.drain(0.0)
-    assert conn.state == tcpstate.CLOSE and fake.entries == {}
+    assert conn.state == tcpstate.CLOSE and len(offload) == 1  # the program retires them with the RST
+    offload.apply([fake.retire(conn, DIR_OUT, 2.0)])
+    assert fake.entries == {} and len(offload) == 0
     assert (conn.dest.activeconns, conn.dest.inactconns) == (0, 1)
     engine.tick(2.0 + engine.settings.tcp_timeouts[tcpstate.CLOSE] + 0.1)
     assert conn.dead and (conn.dest.activeconns, conn.dest.inactconns) == (0, 0)

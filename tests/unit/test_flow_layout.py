@@ -43,6 +43,7 @@ def c_layout(tmp_path: pathlib.Path, struct_name: str, names: list[str]) -> tupl
     ("pylvs_flow_key", flow.KEY_FIELDS, flow.KEY),
     ("pylvs_flow_value", flow.VALUE_FIELDS, flow.VALUE),
     ("pylvs_flow_event", flow.EVENT_FIELDS, flow.EVENT),
+    ("pylvs_flow_retired", flow.RETIRED_FIELDS, flow.RETIRED),
 ])
 def test_c_header_matches_python(tmp_path, struct_name, fields, packer):
     expected = python_layout(fields)
@@ -54,7 +55,8 @@ def test_c_header_matches_python(tmp_path, struct_name, fields, packer):
 def test_header_declares_every_field_in_order():
     text = HEADER.read_text()
     for struct_name, fields in (("pylvs_flow_key", flow.KEY_FIELDS), ("pylvs_flow_value", flow.VALUE_FIELDS),
-                                ("pylvs_flow_event", flow.EVENT_FIELDS)):
+                                ("pylvs_flow_event", flow.EVENT_FIELDS),
+                                ("pylvs_flow_retired", flow.RETIRED_FIELDS)):
         body = re.search(r"struct " + struct_name + r" \{(.*?)\};", text, re.S).group(1)
         declared = re.findall(r"^\s*(__\w+|struct \w+)\s+(\w+)(\[\d+\])?;", body, re.M)
         assert [(t + (a or ""), n) for t, n, a in declared] == [(c, n) for n, _, c in fields]
@@ -81,4 +83,5 @@ def test_tcp_state_table_dimensions_match_the_engine():
     assert int(defined["ROWS"]) == len(tcpstate.TRANSITIONS)
     assert (int(defined["INPUT"]), int(defined["OUTPUT"]), int(defined["INPUT_ONLY"])) == (
         tcpstate.INPUT, tcpstate.OUTPUT, tcpstate.INPUT_ONLY)
-    assert (int(defined["S_ESTABLISHED"]), int(defined["S_CLOSE"])) == (tcpstate.ESTABLISHED, tcpstate.CLOSE)
+    assert (int(defined["S_ESTABLISHED"]), int(defined["S_TIME_WAIT"]), int(defined["S_CLOSE"])) == (
+        tcpstate.ESTABLISHED, tcpstate.TIME_WAIT, tcpstate.CLOSE)

@@ -103,11 +103,14 @@ class Libbpf:
         libc = ctypes.CDLL(None)
         vsnprintf = libc.vsnprintf
         vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-        buf = ctypes.create_string_buffer(4096)
+        buf = ctypes.create_string_buffer(1 << 20)  # a verifier log comes as one message
 
         def printer(level: int, fmt: bytes, args: int) -> int:
             vsnprintf(buf, len(buf), fmt, args)
-            self.log.append(buf.value.decode(errors="replace"))
+            text = buf.value.decode(errors="replace")
+            if len(text) > 6000:  # its end says what failed
+                text = f"{text[:200]}\n[...]\n{text[-6000:]}"
+            self.log.append(text)
             del self.log[:-400]  # a verifier log is long; its end says what failed
             return 0
 

@@ -6,9 +6,11 @@ it may not:
 - TCP: from ESTABLISHED (STATE event, written at once) until expiry or removal, through FIN_WAIT,
   CLOSE_WAIT and LAST_ACK: the program forwards FIN, RST and the ACKs of a closing connection itself
   and reports each state change it makes on its event ring; `apply()` hands them to the engine in
-  that order (`Engine.tcp_transition`). The recipes leave when the kernel's change reaches TIME_WAIT or
-  CLOSE, or FIN_WAIT where replies do not cross the director (DR, TUN): what is left is a last ACK or
-  two, and a minute of idle recipes would only cost refreshes. Also at any state change the engine
+  that order (`Engine.tcp_transition`). The program itself takes the recipes out with the segment
+  that ends the connection (the ACK after TIME_WAIT, a RST) and reports their last counts (RETIRED):
+  a short connection costs no map deletions here. Where that segment does not come within a tick,
+  they are withdrawn here, as at FIN_WAIT where replies do not cross the director (DR, TUN): a
+  minute of idle recipes would only cost refreshes. Also at any state change the engine
   made itself (a SYN, a segment the program punted) or one where the engine's state table and the
   kernel's disagree: from then on the engine sees every packet again. SYN is punted (scheduling,
   connection reuse), but for services the program schedules itself (pylvs.datapath.bpf.ksched): their
@@ -44,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pylvs.datapath.bpf.events import FlowEvent, SchedEvent
+from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent, SchedEvent
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
@@ -108,6 +110,11 @@ class FlowOffload:
         self._cursor: list[Conn] = []
         # State changes the kernel made and the engine applied, whose STATE events are still queued.
         self._kernel_made: dict[Conn, int] = {}
+        # Ended in the kernel (TIME_WAIT, CLOSE), waiting for the program to retire their entries: those
+        # of the last tick (`_retire_late`) are withdrawn at the next.
+        self._retiring: set[Conn] = set()
+        self._retire_late: set[Conn] = set()
+        self.retired = 0
         self.errors = 0
         self.mismatches = 0  # kernel reports whose new state the engine's table did not reach
         # Kernel scheduling (pylvs.datapath.bpf.ksched), when on: published with the service table and
@@ -159,7 +166,10 @@ class FlowOffload:
             if made:  # the kernel made this change: its recipes go on, up to TIME_WAIT or CLOSE
                 if made > 1:
                     self._kernel_made[conn] = made - 1
-                if event.value in KERNEL_DONE or (event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
+                if event.value in KERNEL_DONE:
+                    if conn in self._offloaded:
+                        self._retiring.add(conn)  # the program retires the entries with the last segment
+                elif event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT:
                     self._withdraw(conn)
             elif event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
                 self._offload(conn, ifindex)
@@ -171,30 +181,33 @@ class FlowOffload:
             elif conn.state == tcpstate.ESTABLISHED:
                 self._offload(conn, ifindex)
 
-    def apply(self, events: list[FlowEvent]) -> None:
+    def apply(self, events: list[FlowEvent | SchedEvent | RetiredEvent]) -> None:
         """The kernel's TCP state changes, in the order it made them: the engine makes them too.
 
         Where the engine's table ends elsewhere than the kernel's (two CPUs changing the same
         connection at once), the recipes are withdrawn and the engine decides alone from then on."""
-        engine = self.engine
+        transition, made = self.engine.tcp_transition, self._kernel_made
         for ev in events:
-            if isinstance(ev, SchedEvent):
+            kind = type(ev)
+            if kind is SchedEvent:
                 self._adopt(ev)
-                continue
-            hit = engine.conns.lookup(ev.proto, ev.key)
-            before = hit[0].state if hit is not None else None
-            conn = engine.tcp_transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9)
-            if conn is None:
-                continue  # gone meanwhile (expired, removed): nothing to apply
-            if conn.state != before:
-                self._kernel_made[conn] = self._kernel_made.get(conn, 0) + 1
-            if conn.state != ev.new_state:
-                self.mismatches += 1
-                self._withdraw(conn)
+            elif kind is RetiredEvent:
+                self._retired(ev)
+            else:
+                found = transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9)
+                if found is None:
+                    continue  # gone meanwhile (expired, removed): nothing to apply
+                conn, before = found
+                state = conn.state
+                if state != before:
+                    made[conn] = made.get(conn, 0) + 1
+                if state != ev.new_state:
+                    self.mismatches += 1
+                    self._withdraw(conn)
 
     def _adopt(self, ev: SchedEvent) -> None:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in
-        the map, are offloaded from the start (the SYN's state change follows as a kernel-made one)."""
+        the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
         conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9) if found is not None else None
         if conn is None:
@@ -207,6 +220,7 @@ class FlowOffload:
                     self._error("deleting", exc)
             return
         self.adopted += 1
+        self._kernel_made[conn] = self._kernel_made.get(conn, 0) + 1
         flows = tuple(f for f in (conn.in_flow, conn.out_flow) if f is not None)
         for f in flows:
             f.packets = f.bytes = 0  # the counts told: none yet
@@ -218,6 +232,25 @@ class FlowOffload:
             if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
                 self.rerouted += 1
                 self._withdraw(conn)
+
+    def _retired(self, ev: RetiredEvent) -> None:
+        """The program took a connection's entries out with the segment that ended it: their last counts
+        are told and nothing is left to withdraw."""
+        hit = self.engine.conns.lookup(ev.proto, ev.key)
+        if hit is None:
+            return  # gone meanwhile: withdrawn at removal, where the entries were already missing
+        conn = hit[0]
+        self.retired += 1
+        self._retiring.discard(conn)
+        self._retire_late.discard(conn)
+        # Not offloaded: withdrawn while the program retired the entries, its reads found nothing and left
+        # the counts told in the FlowEntries, which the counts here follow on from.
+        flows = self._offloaded.pop(conn, None) or (conn.in_flow, conn.out_flow)
+        for f in flows:
+            if f is not None and ev.deleted >> f.direction & 1:
+                packets, nbytes = f.packets, f.bytes
+                f.packets, f.bytes, f.last_seen_ns = ev.counts[f.direction]
+                self._account(conn, f, True, packets, nbytes)
 
     def _offload(self, conn: Conn, ifindex: int) -> None:
         """Write the connection's recipes that may go to the kernel after a round of `ifindex` (0: none,
@@ -256,6 +289,8 @@ class FlowOffload:
 
     def _withdraw(self, conn: Conn) -> None:
         self._pending.discard(conn)  # (its entry in _due is skipped)
+        self._retiring.discard(conn)
+        self._retire_late.discard(conn)
         for deferred in self._later.values():
             deferred.discard(conn)
         if conn.dead:
@@ -278,6 +313,9 @@ class FlowOffload:
         """Offload what waits; read back the offloaded connections, all or a share (every `interval` s)."""
         if self.ksched is not None:
             self.ksched.publish()  # next hops resolved, neighbours moved since the last tick
+        late, self._retire_late, self._retiring = self._retire_late, self._retiring, set()
+        for conn in late:  # ended in the kernel a tick ago or more, and no last segment came
+            self._withdraw(conn)
         while self._due:
             self._promote(self._due.popleft()[1], 0)
         for conn in list(self._waiting):

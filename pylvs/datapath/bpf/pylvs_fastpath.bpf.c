@@ -299,6 +299,48 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 		r->tcp_state = state;
 }
 
+/* The segment that ends a TCP connection here (the ACK after its TIME_WAIT, a RST) takes the
+ * connection's entries out of the map and reports their last counts: a short connection then costs
+ * the engine no map deletions. The other direction's entry is found from the recipe, as in
+ * set_reverse_state; `key` (the caller's, reused to save stack) is restored. A packet another CPU
+ * forwards by the other entry between its read and its deletion is forwarded but not counted.
+ * Without room on the ring the entries stay and the engine withdraws them. */
+static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct pylvs_flow_value *v)
+{
+	struct pylvs_flow_retired *r = bpf_ringbuf_reserve(&pylvs_events, sizeof(*r), 0);
+	struct pylvs_flow_value *rv;
+	__u8 d = v->direction & 1;
+
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->ts_ns = v->last_seen_ns;
+	r->key = *key;
+	r->direction = d;
+	r->packets[d] = v->packets;
+	r->bytes[d] = v->bytes;
+	r->last_seen_ns[d] = v->last_seen_ns;
+	if (v->method == FLOW_METHOD_MASQ || v->method == FLOW_METHOD_FULLNAT) {
+		key->family = v->new_family;
+		__builtin_memcpy(key->saddr, v->new_daddr, 16);
+		__builtin_memcpy(key->daddr, v->new_saddr, 16);
+		key->sport = v->new_dport;
+		key->dport = v->new_sport;
+		rv = bpf_map_lookup_elem(&pylvs_flows, key);
+		if (rv) {
+			r->packets[d ^ 1] = rv->packets;
+			r->bytes[d ^ 1] = rv->bytes;
+			r->last_seen_ns[d ^ 1] = rv->last_seen_ns;
+			if (!bpf_map_delete_elem(&pylvs_flows, key))
+				r->deleted |= 1 << (d ^ 1);
+		}
+		*key = r->key;
+	}
+	if (!bpf_map_delete_elem(&pylvs_flows, key))
+		r->deleted |= 1 << d;
+	bpf_ringbuf_submit(r, 0);
+}
+
 #include "pylvs_fastpath6.h"
 #include "pylvs_sched.bpf.h" /* SYNs of hash-scheduled services: scheduled here */
 
@@ -439,21 +481,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 		}
 	}
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, tot);
-	v->last_seen_ns = bpf_ktime_get_ns();
-	if (!udp)
-		v->tcp_flags |= tcp_flags;
-	if (ev) {
-		v->tcp_state = state;
-		set_reverse_state(v, key.proto, state);
-		ev->transitions = ++v->transitions; /* one writer in practice: a state change per segment */
-		ev->ts_ns = v->last_seen_ns;
-		bpf_ringbuf_submit(ev, 0);
-		count(CNT_TCP_EVENT, 0);
-	}
-	count(CNT_HIT, 0);
-	return bpf_redirect(v->ifindex, 0);
+	return flow_hit(v, &key, tot, tcp_flags, state, ev);
 }
 
 char _license[] SEC("license") = "GPL";

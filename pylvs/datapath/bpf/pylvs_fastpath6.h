@@ -96,23 +96,28 @@ static __always_inline int begin_state_change(const struct pylvs_flow_value *v, 
 	return -1;
 }
 
-/* A frame executed by the recipe: counted in the entry, the state change (if any) made and reported,
- * and redirected. */
-static __always_inline int flow_hit(struct pylvs_flow_value *v, __u8 proto, __u32 len, __u8 tcp_flags, int state,
-				    struct pylvs_flow_event *ev)
+/* A frame executed by the recipe (both families): counted in the entry, the state change (if any)
+ * made and reported, the connection's entries retired if this segment ends it, and redirected. */
+static __always_inline int flow_hit(struct pylvs_flow_value *v, struct pylvs_flow_key *key, __u32 len,
+				    __u8 tcp_flags, int state, struct pylvs_flow_event *ev)
 {
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, len);
 	v->last_seen_ns = bpf_ktime_get_ns();
-	if (proto == IPPROTO_TCP)
+	if (key->proto == IPPROTO_TCP)
 		v->tcp_flags |= tcp_flags;
 	if (ev) {
 		v->tcp_state = state;
-		set_reverse_state(v, proto, state);
+		set_reverse_state(v, key->proto, state);
 		ev->transitions = ++v->transitions;
 		ev->ts_ns = v->last_seen_ns;
 		bpf_ringbuf_submit(ev, 0);
 		count(CNT_TCP_EVENT, 0);
+		if (state == PYLVS_TCP_S_CLOSE)
+			retire_flow(key, v);
+	} else if (key->proto == IPPROTO_TCP && v->tcp_state == PYLVS_TCP_S_TIME_WAIT &&
+		   !(tcp_flags & (TH_SYN | TH_FIN | TH_RST))) {
+		retire_flow(key, v); /* the last ACK */
 	}
 	count(CNT_HIT, 0);
 	return bpf_redirect(v->ifindex, 0);
@@ -274,7 +279,7 @@ static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 			bpf_ringbuf_discard(ev, 0);
 		return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 	}
-	return flow_hit(v, key.proto, IP6_LEN + plen, tcp_flags, state, ev);
+	return flow_hit(v, &key, IP6_LEN + plen, tcp_flags, state, ev);
 }
 
 #endif

@@ -68,6 +68,8 @@ struct pylvs_flow_value {
 /* The IPVS TCP state machine (pylvs/engine/tcpstate.py): states, direction offsets and the table the
  * loader copies from the engine's TRANSITIONS into pylvs_tcp_table, so the two cannot differ. */
 #define PYLVS_TCP_S_ESTABLISHED 1
+#define PYLVS_TCP_S_SYN_RECV 3
+#define PYLVS_TCP_S_TIME_WAIT 5
 #define PYLVS_TCP_S_CLOSE 6
 #define PYLVS_TCP_STATES 11
 #define PYLVS_TCP_ROWS 12 /* syn, fin, ack, rst for INPUT (0), OUTPUT (4) and INPUT_ONLY (8) */
@@ -89,6 +91,20 @@ struct pylvs_flow_event {
 	__u8 old_state;
 	__u8 new_state;
 	__u32 transitions;     /* the entry's count after this one */
+};
+
+/* The segment that ends a TCP connection in the kernel (the ACK after its TIME_WAIT, a RST) took its
+ * entries out of the map (the program's retire_flow): their last counts, by FLOW_DIR_*, reported after
+ * the state change on the same ring. The engine has nothing left to withdraw. */
+struct pylvs_flow_retired {
+	__u64 ts_ns;           /* bpf_ktime_get_ns() */
+	struct pylvs_flow_key key; /* the entry whose segment ended it */
+	__u8 direction;        /* that entry's FLOW_DIR_* */
+	__u8 deleted;          /* bit FLOW_DIR_*: that direction's entry was taken out here */
+	__u8 pad[6];
+	__u64 packets[2];      /* by FLOW_DIR_*; 0 where not deleted */
+	__u64 bytes[2];
+	__u64 last_seen_ns[2];
 };
 
 #endif

@@ -3,11 +3,11 @@
  * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
  * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
  * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do, creates the
- * connection's flow entries from the destination's recipe template (state NONE, the client's address
- * and port filled in; NAT's reply entry leaves where the SYN came from), reports a CREATED event on
- * the event ring and lets the fast path forward the SYN by the new entry, which makes the input SYN's
- * state change (NONE -> SYN_RECV) and reports it too. The engine adopts the connection from the
- * event (Engine.adopt_kernel), so it stays the authority.
+ * connection's flow entries from the destination's recipe template (the client's address and port
+ * filled in; NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE ->
+ * SYN_RECV, which CREATED stands for: one event per new connection, not two), reports a CREATED event
+ * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
+ * connection from the event (Engine.adopt_kernel), so it stays the authority.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
  * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
@@ -96,7 +96,7 @@ struct pylvs_ksched_iface {
 	__u16 mtu;
 };
 
-/* CREATED: a pylvs_flow_event (old and new state NONE) and what the engine adopts it with. */
+/* CREATED: a pylvs_flow_event (the SYN's change, NONE -> SYN_RECV) and what the engine adopts it with. */
 struct pylvs_ksched_event {
 	struct pylvs_flow_event flow;
 	__u32 gen;
@@ -314,9 +314,9 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	in = d->in;
 	__builtin_memcpy(&in.new_saddr[12], &ip->saddr, 4);
 	in.new_sport = th->source;
-	in.tcp_state = 0;
+	in.tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
 	in.tcp_flags = 0;
-	in.transitions = 0;
+	in.transitions = 1;
 	in.packets = in.bytes = in.last_seen_ns = 0;
 	if (in.method == FLOW_METHOD_MASQ) {
 		/* Replies go back the way the SYN came: its interface, its sender's MAC. */
@@ -330,7 +330,7 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		__builtin_memcpy(out.dmac, eth->h_source, ETH_ALEN);
 		__builtin_memcpy(out.smac, iface->mac, ETH_ALEN);
 		out.mtu = iface->mtu;
-		out.tcp_state = 0;
+		out.tcp_state = PYLVS_TCP_S_SYN_RECV;
 		out.tcp_flags = 0;
 		out.transitions = 0;
 		out.packets = out.bytes = out.last_seen_ns = 0;
@@ -366,6 +366,8 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	ev->flow.key = key;
 	ev->flow.tcp_flags = TH_SYN;
 	ev->flow.direction = FLOW_DIR_IN;
+	ev->flow.new_state = PYLVS_TCP_S_SYN_RECV;
+	ev->flow.transitions = 1;
 	ev->gen = gen;
 	ev->slot = svc->slot;
 	ev->dest = d->index;
