@@ -23,6 +23,8 @@ from pylvs.datapath.bpf.flowsize import flow_map_bytes
 from pylvs.datapath.bpf.loader import FastPath
 from pylvs.lab.netns import wait_for
 from pylvs.lab.topology import VIP, NatLab
+from tests.integration.test_fastpath_continuity import lab_with_rules, status
+from tests.integration.test_fastpath_continuity import start as start_with_rules
 
 SMALL = 1024  # lvsd's smallest flow map
 HELD = 700    # NAT connections held open at once: 1400 entries wanted
@@ -30,26 +32,12 @@ HELD = 700    # NAT connections held open at once: 1400 entries wanted
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = NatLab(n_rs=2)
-    try:
-        lab.up(udp=False)
-        with open(os.path.join(lab.net.tmp, "rules"), "w") as f:
-            f.write(f"-A -t {VIP}:80 -s rr\n" + "".join(f"-a -t {VIP}:80 -r {rip}:{lab.rport} -m -w 1\n"
-                                                       for rip in lab.rips))
-        yield lab
-    finally:
-        lab.down()
-        assert lab.net.leftovers() == []
+    yield from lab_with_rules(NatLab(n_rs=2), lambda lab: lab.up(udp=False), VIP, "rport", "-m")
 
 
 def start(lab, *extra: str) -> None:
-    lab.start_lvsd("--datapath", "bpf", "--bpffs", lab.net.bpffs(), "--config", os.path.join(lab.net.tmp, "rules"),
-                   *extra)
+    start_with_rules(lab, *extra)
     assert lab.lvsd.poll() is None, lab.lvsd_log()
-
-
-def status(lab) -> dict:
-    return json.loads(lab.lvsadm("--datapath", "--json").stdout)
 
 
 class Held:
