@@ -414,6 +414,10 @@ def datapath_text(status: dict) -> str:
     counters = status.get("counters", {})
     lines = [f"data path: bpf fast path for established flows, python for the rest; "
              f"{status.get('offloaded_conns', 0)} connections in the kernel"]
+    if "flow_entries" in status:  # lvsd --flow-entries; a NAT or FULLNAT connection takes two entries
+        used = status.get("flow_entries_used")
+        lines.append(f"flow map: {status['flow_entries']} entries ({status['flow_map_bytes'] >> 10} KiB of kernel "
+                     f"memory), {'?' if used is None else used} in use")
     lines += [f"  {name:<20} {value}" for name, value in counters.items()]
     if "kernel_sched" in status:  # SYNs of mh, sh and dh services scheduled by the program (lvsd --no-kernel-sched)
         lines.append("kernel scheduling of new connections (mh, sh, dh): on")

@@ -13,6 +13,7 @@ from pylvs.cli import configtest
 from pylvs.control.client import DEFAULT_PATH
 from pylvs.control.config_file import ConfigFileError
 from pylvs.control.keepalived_runner import EXIT_CONFIG
+from pylvs.datapath.bpf import flowsize
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.engine.engine import Settings
 from pylvs.keepalived import ConfigError as KeepalivedConfigError
@@ -28,6 +29,39 @@ def listen_address(text: str) -> tuple[str, int]:
         return parse_listen(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def flow_entries(text: str) -> int:
+    """--flow-entries N: what the kernel takes for the flow map, from a size still worth an LRU."""
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not flowsize.MIN_FLOW_ENTRIES <= n <= flowsize.MAX_FLOW_ENTRIES:
+        raise argparse.ArgumentTypeError(f"{n} is out of range: from {flowsize.MIN_FLOW_ENTRIES} to "
+                                         f"{flowsize.MAX_FLOW_ENTRIES} (the kernel's limit)")
+    return n
+
+
+def mem_total() -> int | None:
+    """This machine's memory in bytes (/proc/meminfo), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def flow_map_fits(entries: int, memory: int | None) -> str | None:
+    """Why a flow map of `entries` cannot be allocated on a machine of `memory` bytes (None: it can)."""
+    need = flowsize.flow_map_bytes(entries)
+    if memory is not None and need > memory:
+        return (f"--flow-entries {entries} needs {need / 2**30:.1f} GiB of kernel memory, more than this "
+                f"machine's {memory / 2**30:.1f} GiB")
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +90,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--flush-flows", action="store_true",
                    help="at stop, take the kernel fast path out (its tc filters and pinned flows): the connections "
                         "it carries end with lvsd, instead of going on until the next lvsd adopts them")
+    fs = flowsize
+
+    def mib(n: int) -> int:
+        return fs.flow_map_bytes(n) >> 20
+
+    p.add_argument("--flow-entries", type=flow_entries, default=fs.DEFAULT_FLOW_ENTRIES, metavar="N",
+                   help=f"size of the fast path's flow map (default {fs.DEFAULT_FLOW_ENTRIES}, from "
+                        f"{fs.MIN_FLOW_ENTRIES} to {fs.MAX_FLOW_ENTRIES}): a NAT or FULLNAT connection takes two "
+                        f"entries, DR and TUN one; beyond, the least recently used flows go back to Python. The "
+                        f"kernel allocates it whole at start, {mib(1 << 20)} bytes an entry "
+                        f"({fs.DEFAULT_FLOW_ENTRIES}: {mib(fs.DEFAULT_FLOW_ENTRIES)} MiB, 1048576: {mib(1 << 20)} "
+                        f"MiB). A map of another size that a previous lvsd pinned is kept, with its flows, until a "
+                        f"stop with --flush-flows")
     p.add_argument("--bpffs", default="/sys/fs/bpf", metavar="DIR",
                    help="BPF filesystem holding the fast path's pinned flow map, mounted there if it is not "
                         "(default /sys/fs/bpf; under `ip netns exec`, which mounts a /sys of its own, give one "
@@ -151,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     if threshold < 0 or period < 0 or (period and threshold >= period):
         print("lvsd: --sync-threshold needs 0 <= T < P (or P = 0)", file=sys.stderr)
         return 2
+    too_big = flow_map_fits(args.flow_entries, mem_total()) if args.datapath != "python" else None
+    if too_big:
+        print(f"lvsd: {too_big}", file=sys.stderr)
+        return 2
     try:
         bgp = bgp_options(args)
     except BgpConfigError as exc:
@@ -189,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                             config_id=args.config_id,
                             sync_settings=SyncSettings(args.sync_version, threshold, period, args.backup_only),
                             datapath=args.datapath, keep_conns=args.keep_conns, vrrp=not args.no_vrrp, bgp=bgp,
-                            flush_flows=args.flush_flows, bpffs=args.bpffs)
+                            flush_flows=args.flush_flows, bpffs=args.bpffs, flow_entries=args.flow_entries)
     except PermissionError as exc:
         print(f"lvsd: {exc} (lvsd needs root or CAP_NET_RAW/CAP_NET_ADMIN)", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from pylvs.bgp.config import BgpSettings
 from pylvs.bgp.speaker import Speaker, SpeakerError
 from pylvs.control import api, config_file
 from pylvs.control.keepalived_runner import KeepalivedRunner
-from pylvs.datapath.bpf import adopt, loader
+from pylvs.datapath.bpf import adopt, flowsize, loader
 from pylvs.datapath.bpf.ksched import KernelScheduler
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.loader import FastPath
@@ -100,7 +100,7 @@ class Director:
                  config_id: str | None = None, sync_settings: SyncSettings | None = None,
                  datapath: str = "auto", keep_conns: str | None = None, vrrp: bool = True,
                  bgp: BgpSettings | None = None, flush_flows: bool = False,
-                 bpffs: str = loader.BPFFS) -> None:
+                 bpffs: str = loader.BPFFS, flow_entries: int = flowsize.DEFAULT_FLOW_ENTRIES) -> None:
         self.notify = Notifier.from_environment()  # systemd's Type=notify, when started by it
         self._reload_outcomes: deque[str] = deque()  # finished SIGHUP reloads, for READY=1
         self._next_status = 0.0
@@ -136,6 +136,7 @@ class Director:
         self.datapath = {"datapath": "python", "reason": ""}
         self.flush_flows = flush_flows  # a stop takes the fast path out instead of leaving it for the next lvsd
         self.bpffs = bpffs  # the BPF filesystem the flow map is pinned in
+        self.flow_entries = flow_entries  # the flow map's size (lvsd --flow-entries)
         self.keep_conns = keep_conns  # where a graceful stop leaves the connection table for the next start
         self._running = False
         self._collector: Collector | None = None  # set by run()
@@ -187,7 +188,7 @@ class Director:
         self.api.register("get-keepalived", lambda req: {"path": os.path.abspath(self._keepalived().path),
                                                          "config_id": self._keepalived().config_id})
         self.api.register("vrrp", lambda req: self._vrrp_status())
-        self.api.register("get-datapath", lambda req: self._datapath_status())
+        self.api.register("get-datapath", lambda req: self._datapath_report())
         self.api.register("get-bgp", lambda req: self._bgp_status())
         self.api.register("rings", lambda req: {f"{r.ifname}/{self._ring_name(r)}": r.counters()
                                                 for r in self.rings.values()})
@@ -255,7 +256,7 @@ class Director:
             self._remove_fast_path()
             return
         try:
-            fast = FastPath(pin_root=self.bpffs)
+            fast = FastPath(pin_root=self.bpffs, max_flows=self.flow_entries)
         except (BpfError, OSError) as exc:
             if mode == "bpf":
                 raise BpfError(f"--datapath bpf: {exc}") from None
@@ -335,9 +336,19 @@ class Director:
             status["offloaded_conns"] = len(self.offload)
             status["tcp_state_mismatches"] = self.offload.mismatches  # kernel and engine disagreed: withdrawn
             status["counters"] = self.fast.counters.read()
+            status["flow_entries"] = self.fast.max_flows
+            status["flow_map_bytes"] = flowsize.flow_map_bytes(self.fast.max_flows)
             if self.offload.ksched is not None:  # SYNs the program scheduled, and those it left to the engine
                 status["kernel_sched"] = {**self.offload.ksched.counters.read(), "adopted": self.offload.adopted,
                                           "refused": self.offload.refused, "rerouted": self.offload.rerouted}
+        return status
+
+    def _datapath_report(self) -> dict:
+        """lvsadm --datapath: the status, with the flow map's entries in use (a walk of the whole map,
+        so for this command only, not for metrics)."""
+        status = self._datapath_status()
+        if self.fast is not None:
+            status["flow_entries_used"] = len(self.fast.flows)
         return status
 
     # -- callbacks --------------------------------------------------------------------------

@@ -29,6 +29,19 @@ class TestRunOpts(Structure):
                 ("duration", c_uint32), ("flags", c_uint32), ("cpu", c_uint32), ("batch_size", c_uint32)]
 
 
+class MapBatchOpts(Structure):
+    """struct bpf_map_batch_opts (bpf.h)."""
+
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+class MapInfo(Structure):
+    """The leading fields of struct bpf_map_info (linux/bpf.h): the kernel fills what fits."""
+
+    _fields_ = [("type", c_uint32), ("id", c_uint32), ("key_size", c_uint32), ("value_size", c_uint32),
+                ("max_entries", c_uint32), ("map_flags", c_uint32)]
+
+
 class TcHook(Structure):
     """struct bpf_tc_hook (libbpf.h)."""
 
@@ -64,6 +77,10 @@ _SIGNATURES = {
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
     "bpf_map_lookup_and_delete_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_lookup_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32),
+                                     POINTER(MapBatchOpts)]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(TestRunOpts)]),
     "bpf_tc_hook_create": (c_int, [POINTER(TcHook)]),
     "bpf_tc_attach": (c_int, [POINTER(TcHook), POINTER(TcOpts)]),

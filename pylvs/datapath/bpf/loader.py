@@ -14,6 +14,7 @@ restarted lvsd in the same namespace gets the same map and the established flows
 systemd. `ip netns exec` gives every process a /sys of its own, where the loader mounts a BPF
 filesystem (`mounted_bpffs`) whose pins end with the process; a BPF filesystem outside /sys (lvsd
 --bpffs) keeps them there too.
+The flow map holds `max_flows` entries (lvsd --flow-entries, pylvs.datapath.bpf.flowsize).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import pathlib
 import threading
@@ -28,11 +30,13 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 from pylvs.datapath.bpf.events import EventRing
+from pylvs.datapath.bpf.flowsize import DEFAULT_FLOW_ENTRIES, flow_map_bytes
 from pylvs.datapath.bpf.libbpf import (
     BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
     BpfError,
     Libbpf,
+    MapInfo,
     TcHook,
     TcOpts,
     TestRunOpts,
@@ -54,6 +58,24 @@ FILTER_HANDLE = 0x1F10  # our tc filter: fixed, so a restarted lvsd replaces or 
 FILTER_PRIORITY = 1
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def pinned_entries(path: str) -> int | None:
+    """The size (max_entries) of the map pinned at `path`, or None if none is."""
+    lib = libbpf()
+    fd = lib.bpf_obj_get(os.fsencode(path))
+    if fd == -errno.ENOENT:
+        return None
+    lib.check(fd, f"opening the pinned flow map {path}")
+    try:
+        info = MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        lib.check(lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+                  f"reading the pinned flow map {path}")
+        return info.max_entries
+    finally:
+        os.close(fd)
 
 
 def netns_inode(netns: str | None = None) -> int:
@@ -163,7 +185,8 @@ class FastPath:
     """One loaded instance of the program with its maps (flow map pinned unless pin_root is None)."""
 
     def __init__(self, obj_path: str | os.PathLike = OBJECT, pin_root: str | None = BPFFS,
-                 netns: str | None = None, max_flows: int = 65536, event_bytes: int = EVENT_RING_BYTES) -> None:
+                 netns: str | None = None, max_flows: int = DEFAULT_FLOW_ENTRIES,
+                 event_bytes: int = EVENT_RING_BYTES) -> None:
         if not os.path.exists(obj_path):
             raise BpfError(f"the fast path program {obj_path} is not built: run `make bpf` "
                            "(it needs clang, llvm and libbpf-dev)")
@@ -176,7 +199,6 @@ class FastPath:
             counters = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, COUNTER_MAP), "finding counters")
             table = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, TCP_TABLE_MAP), "finding the TCP table")
             events = lib.pointer(lib.bpf_object__find_map_by_name(self._obj, EVENT_MAP), "finding the event ring")
-            lib.check(lib.bpf_map__set_max_entries(flows, max_flows), "sizing the flow map")
             lib.check(lib.bpf_map__set_max_entries(events, event_bytes), "sizing the event ring")
             self.pin_path = None
             self.mounted_bpffs = False  # the BPF filesystem was mounted for this load
@@ -186,6 +208,8 @@ class FastPath:
                 os.makedirs(directory, exist_ok=True)
                 self.pin_path = os.path.join(directory, "flows")
                 lib.check(lib.bpf_map__set_pin_path(flows, os.fsencode(self.pin_path)), "setting the pin path")
+            self.max_flows = self._flow_entries(max_flows)
+            lib.check(lib.bpf_map__set_max_entries(flows, self.max_flows), "sizing the flow map")
             del lib.log[:]
             rc = lib.bpf_object__load(self._obj)
             if rc < 0:
@@ -196,11 +220,27 @@ class FastPath:
             self.counters = Counters(lib, lib.bpf_map__fd(counters))
             self._load_tcp_table(lib.bpf_map__fd(table))
             self.events = EventRing(lib, lib.bpf_map__fd(events))
-            self.max_flows = max_flows
         except BaseException:
             lib.bpf_object__close(self._obj)
             self._obj = None
             raise
+
+    def _flow_entries(self, requested: int) -> int:
+        """The flow map's size: as requested, unless a pinned map of another size is there: it is kept.
+
+        Kept, with its flows, rather than copied into a new map of the requested size: the previous
+        lvsd's program is still attached and forwarding by it, writing counts and TCP states into it
+        until this one's replaces it, so a copy would miss what changed in between; and a new map
+        smaller than what is in use (or close to it: the LRU frees room ahead of need) would evict
+        connections that no lvsd would then know. The operator applies the new size when the flows
+        may end: a stop with --flush-flows, or removing the pin while no lvsd runs."""
+        pinned = pinned_entries(self.pin_path) if self.pin_path else None
+        if pinned is None or pinned == requested:
+            return requested
+        log.warning("fast path: keeping the pinned flow map %s of %d entries, and its flows; --flow-entries %d "
+                    "applies after a stop with --flush-flows, or after removing the pin (rm %s) while no lvsd runs",
+                    self.pin_path, pinned, requested, self.pin_path)
+        return pinned
 
     def _load_tcp_table(self, fd: int) -> None:
         """The engine's TCP state table, so the program's transitions are the engine's by construction."""
@@ -215,6 +255,9 @@ class FastPath:
                     f"remove it (rm {self.pin_path}) to start with an empty one")
         if err == errno.EPERM:
             return "loading BPF programs needs root (CAP_BPF and CAP_NET_ADMIN)"
+        if err == errno.ENOMEM and "pylvs_flows" in log:
+            return (f"the kernel could not allocate the flow map of {self.max_flows} entries "
+                    f"({flow_map_bytes(self.max_flows) >> 20} MiB): give a smaller --flow-entries")
         return f"the kernel refused the fast path program ({os.strerror(err)}):\n{log}"
 
     # -- tc ingress ------------------------------------------------------------------------

