@@ -13,8 +13,10 @@
  * (pylvs_tcp_table, copied from pylvs/engine/tcpstate.py at load) on the entry's tcp_state; a segment
  * that changes it writes the new state into the entry and into the other direction's entry (NAT,
  * FULLNAT), and reports the change on the ring buffer pylvs_events, which the engine applies in the
- * same order. When the ring is full the segment goes to the engine instead, unchanged. SYN stays the
- * engine's (scheduling, connection reuse), but for hash-scheduled services (pylvs_sched.bpf.h).
+ * same order. When the ring is full the segment goes to the engine instead, unchanged. The segment
+ * that ends a connection (the ACK after TIME_WAIT, a RST) takes its entries out and reports their last
+ * counts (retire_flow). SYN stays the engine's (scheduling, connection reuse), but for hash-scheduled
+ * services (pylvs_sched.bpf.h).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
