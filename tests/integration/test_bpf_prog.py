@@ -351,3 +351,19 @@ def test_map_put_delete_and_iterate(fp):
     assert not fp.flows.refresh(entries[0])
     assert len(fp.flows) == len(entries) - 1
     punted(fp, ack(), "miss")
+
+
+def test_reading_the_map_out_spans_several_batches():
+    """items() and len() read the map in batches of COUNT_BATCH (as lvsd does at restart): none lost or
+    repeated across a batch's end. (A map ten times the size: the LRU evicts nothing yet.)"""
+    from pylvs.datapath.bpf.maps import COUNT_BATCH
+
+    with FastPath(pin_root=None, max_flows=16 * COUNT_BATCH) as fp:
+        written = {}
+        for i in range(COUNT_BATCH + COUNT_BATCH // 2):
+            inbound, _ = nat(cport=1024 + i)
+            inbound.packets = i
+            fp.flows.put(inbound)
+            written[inbound.pack_key()] = inbound.pack_value()
+        assert dict(fp.flows.items()) == written
+        assert len(fp.flows) == len(written)
