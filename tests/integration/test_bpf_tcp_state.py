@@ -189,3 +189,19 @@ def test_take_reads_the_last_counts_and_deletes_in_one_step(fp):
     assert fp.flows.take(inbound) and inbound.packets == 2 and inbound.last_seen_ns > 0
     assert fp.flows.lookup(inbound.pack_key()) is None
     assert not fp.flows.take(inbound)
+
+
+def test_records_that_wrap_around_the_ring_read_whole():
+    """A 4 KB ring read after every segment: its positions go round it several times, records straddle
+    its end (read as one through the pages mapped twice over), every one decodes whole and in order."""
+    with FastPath(pin_root=None, max_flows=64, event_bytes=4096) as fp:
+        inbound, _ = nat()
+        raw = bytes(client("R"))
+        for i in range(100):  # 176 bytes per RST (its change and its retirement): 4.3 times round
+            inbound.packets = 0
+            fp.flows.put(inbound)
+            assert fp.test_run(raw).verdict == TC_ACT_REDIRECT
+            ev, retired = fp.events.read()
+            assert (ev.key, ev.old_state, ev.new_state) == (inbound.key, tcpstate.ESTABLISHED, tcpstate.CLOSE), i
+            assert retired.key == inbound.key and retired.counts[DIR_IN][:2] == (1, 40), i
+        assert fp.events.read() == [] and fp.counters.read()["punt_ring_full"] == 0

@@ -1,16 +1,19 @@
 """The fast path's event ring from Python: the TCP state changes the kernel made, in order.
 
 The program reports every state change it makes while forwarding a segment by a recipe (a FIN, a
-RST, the ACK that ends LAST_ACK) on a BPF ring buffer (pylvs_events). `EventRing` reads it through
-libbpf: `fileno()` is pollable with the director's other sockets, `read()` returns the events
-waiting, oldest first, as `FlowEvent`s (layout: pylvs.engine.flow.EVENT), the connections the
-program scheduled itself as `SchedEvent`s (CREATED, pylvs_sched.bpf.h) and the connections whose
-entries it took out as they ended as `RetiredEvent`s (pylvs.engine.flow.RETIRED), told apart by size.
+RST, the ACK that ends LAST_ACK) on a BPF ring buffer (pylvs_events). `EventRing` reads it (on x86-64
+straight from the ring's pages mapped into lvsd, elsewhere through libbpf): `fileno()` is pollable
+with the director's other sockets, `read()` returns the events waiting, oldest first, as `FlowEvent`s
+(layout: pylvs.engine.flow.EVENT), the connections the program scheduled itself as `SchedEvent`s
+(CREATED, pylvs_sched.bpf.h) and the connections whose entries it took out as they ended as
+`RetiredEvent`s (pylvs.engine.flow.RETIRED), told apart by size.
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
+import platform
 import struct
 from typing import NamedTuple
 
@@ -97,12 +100,18 @@ def decode_created(raw: bytes) -> SchedEvent:
 
 
 class EventRing:
-    """The consumer side of the program's ring buffer map (by its file descriptor)."""
+    """The consumer side of the program's ring buffer map (by its file descriptor and size in bytes)."""
 
-    def __init__(self, lib: Libbpf, map_fd: int) -> None:
+    def __init__(self, lib: Libbpf, map_fd: int, size: int) -> None:
         self.lib = lib
-        self._raw: list[bytes] = []
         self.unknown = 0  # records of a size no event has
+        self._ring = None
+        self._mapped: _MappedRing | None = None
+        if platform.machine() == "x86_64":
+            self._mapped = _MappedRing(map_fd, size)
+            self._fd = map_fd  # readable while records wait (the map's poll)
+            return
+        self._raw: list[bytes] = []
 
         def sample(_ctx: int, data: int, size: int) -> int:
             self._raw.append(ctypes.string_at(data, size))
@@ -113,13 +122,16 @@ class EventRing:
         self._fd = lib.check(lib.ring_buffer__epoll_fd(self._ring), "polling the event ring")
 
     def fileno(self) -> int:
-        """An epoll descriptor that is readable while events wait."""
+        """A descriptor that is readable while events wait."""
         return self._fd
 
     def read(self) -> list[FlowEvent | SchedEvent | RetiredEvent]:
         """Every event waiting, oldest first (none: an empty list, without a system call)."""
-        self.lib.check(self.lib.ring_buffer__consume(self._ring), "reading the event ring")
-        raw, self._raw = self._raw, []
+        if self._mapped is not None:
+            raw = self._mapped.records()
+        else:
+            self.lib.check(self.lib.ring_buffer__consume(self._ring), "reading the event ring")
+            raw, self._raw = self._raw, []
         events = [decode(r) for r in raw]
         if None in events:  # (a program of another version left attached): never seen, so never applied
             self.unknown += events.count(None)
@@ -127,6 +139,55 @@ class EventRing:
         return events
 
     def close(self) -> None:
+        if self._mapped is not None:
+            self._mapped.close()
+            self._mapped = None
         if self._ring:
             self.lib.ring_buffer__free(self._ring)
             self._ring = None
+
+
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+_BUSY = 1 << 31     # BPF_RINGBUF_BUSY_BIT: reserved, not submitted yet
+_DISCARD = 1 << 30  # BPF_RINGBUF_DISCARD_BIT
+_HEADER = 8         # BPF_RINGBUF_HDR_SZ: the length word and the page offset
+
+
+class _MappedRing:
+    """The ring's pages mapped into lvsd, as libbpf maps them, and its records read in place: no call
+    from C into Python per record (libbpf's callback cost more than decoding the event). The consumer
+    page (writable) holds how far we have read; the producer page, then the data pages mapped twice
+    over, so a record that wraps at the end reads as one. x86-64 only: its ordering of loads and of
+    stores gives what libbpf's acquire loads and release store do elsewhere."""
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._data = page  # where the data pages start in the producer mapping
+        self._mask = size - 1
+
+    def records(self) -> list[bytes]:
+        """The submitted records waiting, oldest first, consumed (discarded ones skipped)."""
+        (cons,) = _U64.unpack_from(self._consumer)
+        (prod,) = _U64.unpack_from(self._producer)
+        out: list[bytes] = []
+        if cons == prod:
+            return out
+        ring, data, mask = self._producer, self._data, self._mask
+        while cons < prod:
+            at = data + (cons & mask)
+            (length,) = _U32.unpack_from(ring, at)
+            if length & _BUSY:
+                break  # reserved and not yet submitted: the records after it wait for it
+            size = length & ~(_BUSY | _DISCARD)
+            if not length & _DISCARD:
+                out.append(ring[at + _HEADER:at + _HEADER + size])
+            cons += (size + _HEADER + 7) & ~7
+        _U64.pack_into(self._consumer, 0, cons)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()

@@ -219,7 +219,7 @@ class FastPath:
             self.flows = FlowMap(lib, lib.bpf_map__fd(flows))
             self.counters = Counters(lib, lib.bpf_map__fd(counters))
             self._load_tcp_table(lib.bpf_map__fd(table))
-            self.events = EventRing(lib, lib.bpf_map__fd(events))
+            self.events = EventRing(lib, lib.bpf_map__fd(events), lib.bpf_map__max_entries(events))
         except BaseException:
             lib.bpf_object__close(self._obj)
             self._obj = None
