@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from pylvs.control.client import Client, ConnectFailed, ControlError
 from pylvs.lab import servers
 from pylvs.lab.netns import LabError, Netns, wait_for
 
@@ -38,6 +39,13 @@ class Lab:
             raise LabError(f"lvsd did not start: {self.lvsd_log()}") from None
         if self.lvsd.poll() is not None:
             raise LabError(f"lvsd exited: {self.lvsd_log()}")
+        # The socket is bound first (it keeps a second lvsd out) and answered once the loop runs: only
+        # then is start-up done (the data path set up, what a previous lvsd left removed or adopted).
+        try:
+            with Client(self.control, timeout=30) as client:
+                client.request({"op": "get-info"})
+        except (ConnectFailed, ControlError) as exc:
+            raise LabError(f"lvsd did not answer ({exc}): {self.lvsd_log()}") from None
         return self.lvsd
 
     def stop_lvsd(self, sig: int = 15) -> int | None:
