@@ -335,6 +335,7 @@ class Director:
         if self.fast is not None and self.offload is not None:
             status["offloaded_conns"] = len(self.offload)
             status["tcp_state_mismatches"] = self.offload.mismatches  # kernel and engine disagreed: withdrawn
+            status["retired_conns"] = self.offload.retired  # ended in the kernel, entries taken out there
             status["counters"] = self.fast.counters.read()
             status["flow_entries"] = self.fast.max_flows
             status["flow_map_bytes"] = flowsize.flow_map_bytes(self.fast.max_flows)

@@ -81,5 +81,9 @@ def test_lvsadm_datapath_shows_the_maps_size_and_use():
                        "700 connections in the kernel"
     assert lines[1] == "flow map: 1024 entries (240 KiB of kernel memory), 1019 in use"
     assert lines[2] == "  hit                  5"
+    status.update(retired_conns=650, tcp_state_mismatches=1)
+    assert datapath_text(status).splitlines()[3] == \
+        "connections ended in the kernel (entries retired there): 650; kernel and engine states disagreed " \
+        "(withdrawn): 1"
     assert datapath_text({"datapath": "python", "reason": "--datapath python"}) == \
         "data path: python (--datapath python)\n"
