@@ -34,19 +34,21 @@ class FlowMap:
 
     def put(self, entry: FlowEntry) -> None:
         """Write (or replace) the entry's recipe; its counters start from the entry's own."""
-        key, value = entry.pack_key(), entry.pack_value()
-        self.lib.check(self.lib.bpf_map_update_elem(self.fd, key, value, BPF_ANY), f"writing flow {entry!r}")
+        rc = self.lib.bpf_map_update_elem(self.fd, entry.pack_key(), entry.pack_value(), BPF_ANY)
+        if rc < 0:  # (the message only then: naming the entry costs more than writing it)
+            self.lib.check(rc, f"writing flow {entry!r}")
 
     def delete(self, entry: FlowEntry) -> bool:
         """Remove the entry's recipe; False if it was not there (never put, or evicted)."""
-        return self.delete_key(entry.pack_key(), repr(entry))
+        return self.delete_key(entry.pack_key(), entry)
 
-    def delete_key(self, key: bytes, what: str = "") -> bool:
+    def delete_key(self, key: bytes, entry: FlowEntry | None = None) -> bool:
         """Remove the recipe under a packed key; False if there was none."""
         rc = self.lib.bpf_map_delete_elem(self.fd, key)
         if rc == -errno.ENOENT:
             return False
-        self.lib.check(rc, f"deleting flow {what or key.hex()}")
+        if rc < 0:
+            self.lib.check(rc, f"deleting flow {entry!r}" if entry is not None else f"deleting flow {key.hex()}")
         return True
 
     def take(self, entry: FlowEntry) -> bool:
@@ -59,7 +61,8 @@ class FlowMap:
         if rc in (-errno.EINVAL, -ENOTSUPP, -errno.EOPNOTSUPP):  # before Linux 5.14: two steps
             present = self.refresh(entry)
             return self.delete(entry) and present
-        self.lib.check(rc, f"taking flow {entry!r}")
+        if rc < 0:
+            self.lib.check(rc, f"taking flow {entry!r}")
         entry.packets, entry.bytes, entry.last_seen_ns = counts(value.raw)
         return True
 
