@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -197,11 +198,16 @@ def start_perf(directory: str, name: str, pid: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def pyspy_binary() -> str | None:
+    """py-spy beside this Python (a venv's), else on PATH; not a dependency of pylvs."""
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return beside if os.path.exists(beside) else shutil.which("py-spy")
+
+
 def start_pyspy(directory: str, name: str, pid: int, seconds: int) -> subprocess.Popen:
     """`py-spy record` of lvsd's Python stacks for the run, without pausing it (--nonblocking)."""
     os.makedirs(directory, exist_ok=True)
-    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return subprocess.Popen([spy if os.path.exists(spy) else "py-spy", "record", "--nonblocking", "-r", "250",
+    return subprocess.Popen([pyspy_binary() or "py-spy", "record", "--nonblocking", "-r", "250",
                              "-d", str(seconds), "-f", "raw", "-p", str(pid),
                              "-o", os.path.join(directory, f"{name}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -228,6 +234,10 @@ def main() -> None:
     parser.add_argument("--director", choices=("lvsd", "nftables"), default="lvsd",
                         help="what balances: lvsd, or the kernel's nftables DNAT (the lab's own cost)")
     args = parser.parse_args()
+    if args.perf and not shutil.which("perf"):
+        parser.error("--perf needs perf (apt-get install linux-perf)")
+    if args.pyspy and not pyspy_binary():
+        parser.error("--py-spy needs py-spy (pip install py-spy)")
     sizes = [int(s) for s in args.servers.split(",")]
     label = args.scheduler if args.director == "lvsd" else "nftables numgen"
 
