@@ -100,6 +100,19 @@ class LabTools:
                 found[fields[1]] = fields[2]
         return found
 
+    def start_lvsd_profiled(self, outfile: str) -> subprocess.Popen:
+        """lvsd under cProfile; stopping it with SIGTERM ends its loop normally and cProfile writes `outfile`."""
+        if os.path.exists(self.control):
+            os.unlink(self.control)
+        proc = self.net.popen("director", sys.executable, "-m", "cProfile", "-o", outfile, "-m", "pylvs.cli.lvsd",
+                              "--datapath", "python", "-i", "vip0", "-i", "dip0", "--control", self.control,
+                              log="lvsd.log")
+        self.lvsd = proc
+        wait_for(lambda: os.path.exists(self.control) or proc.poll() is not None, what="lvsd under cProfile")
+        if proc.poll() is not None:
+            raise LabError(f"lvsd (cProfile) exited: {self.lvsd_log()}")
+        return proc
+
 
 class BenchLab(LabTools, NatLab):
     """A NatLab with an iperf3 server on rs1 and helpers to turn the director into each mode.
@@ -153,19 +166,6 @@ class BenchLab(LabTools, NatLab):
         return f" {self.vip}/" in out
 
     # -- lvsd --------------------------------------------------------------------------------
-
-    def start_lvsd_profiled(self, outfile: str) -> subprocess.Popen:
-        """lvsd under cProfile; stopping it with SIGTERM ends its loop normally and cProfile writes `outfile`."""
-        if os.path.exists(self.control):
-            os.unlink(self.control)
-        proc = self.net.popen("director", sys.executable, "-m", "cProfile", "-o", outfile, "-m", "pylvs.cli.lvsd",
-                              "--datapath", "python", "-i", "vip0", "-i", "dip0", "--control", self.control,
-                              log="lvsd.log")
-        self.lvsd = proc
-        wait_for(lambda: os.path.exists(self.control) or proc.poll() is not None, what="lvsd under cProfile")
-        if proc.poll() is not None:
-            raise LabError(f"lvsd (cProfile) exited: {self.lvsd_log()}")
-        return proc
 
     def add_http_service(self, scheduler: str = "rr", *flags: str) -> None:
         """VIP:80 with `scheduler` (and its -b flags) over every real server's nginx, NAT (masquerading)."""
