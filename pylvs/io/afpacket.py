@@ -94,6 +94,21 @@ def attach_mark_filter(sock: socket.socket, mark: int) -> ctypes.Array:
     return code
 
 
+WAITING_SCAN = 64  # ready frames `SlotRing.waiting` looks at before it assumes the flow's are among them
+
+
+def _carries(frame: memoryview, key: bytes) -> bool:
+    """Whether an Ethernet frame may belong to the flow `key` (addresses then ports): its addresses are
+    the key's, and its ports too where they are at their usual place (else it may)."""
+    etype = frame[12:14]
+    if len(key) == 12 and etype == b"\x08\x00":
+        return len(frame) >= 38 and frame[26:34] == key[:8] and (frame[14] != 0x45 or frame[34:38] == key[8:12])
+    if len(key) == 36 and etype == b"\x86\xdd":
+        return len(frame) >= 58 and frame[22:54] == key[:32] and (frame[20] not in (6, 17) or
+                                                                  frame[54:58] == key[32:36])
+    return False
+
+
 class SlotRing:
     """The TPACKET_V2 ring walk over any writable buffer of `slots` slots of `slot_size` bytes.
 
@@ -149,6 +164,22 @@ class SlotRing:
         """Whether the next frame is waiting for us (without taking it)."""
         return bool(int.from_bytes(self.view[self.next * self.slot_size:self.next * self.slot_size + 4],
                                    "little") & TP_STATUS_USER)
+
+    def waiting(self, key: bytes) -> bool:
+        """Whether a frame of the flow `key` (addresses then ports, as the packets carry them: 12 bytes
+        IPv4, 36 IPv6) waits for us, without taking any. Beyond WAITING_SCAN ready frames, or for a
+        frame whose ports it cannot find (IP options, IPv6 extension headers), it says yes."""
+        view, unpack, slot_size, slots = self.view, _PKT2.unpack_from, self.slot_size, self.slots
+        i = self.next
+        for _ in range(min(slots, WAITING_SCAN)):
+            off = i * slot_size
+            status, _length, snaplen, mac, _net = unpack(view, off)
+            if not status & TP_STATUS_USER:
+                return False
+            if _carries(view[off + mac:off + mac + snaplen], key):
+                return True
+            i = (i + 1) % slots
+        return True
 
     def _oldest_ready(self, start: int) -> int | None:
         """The slot of the oldest frame handed to us (by kernel timestamp, then ring order from
@@ -236,6 +267,12 @@ class RingSocket:
                     handle(frame)
             finally:
                 self.release(block)
+
+    def waiting(self, key: bytes) -> bool:
+        """Whether a frame of the flow `key` waits for `drain` (SlotRing.waiting; TPACKET_V3: any frame)."""
+        if self.slot_ring is not None:
+            return self.slot_ring.waiting(key)
+        return self.ready()
 
     def ready(self) -> bool:
         """Whether a frame is waiting for `drain` (without taking it)."""

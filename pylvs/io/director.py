@@ -518,8 +518,9 @@ class Director:
     def _ring_name(ring: RingSocket) -> str:
         return metrics_snapshot.ring_name(ring.mark, ring.protocol == ETH_P_IPV6)
 
-    def _frames_waiting(self, ifindex: int) -> bool:
-        return any(r.ifindex == ifindex and r.ready() for r in self.rings.values())
+    def _frames_waiting(self, ifindex: int, key: bytes) -> bool:
+        """A frame of the flow `key` waits for the engine on `ifindex` (FlowOffload's `busy`)."""
+        return any(r.ifindex == ifindex and r.waiting(key) for r in self.rings.values())
 
     def _receiver(self, ring: RingSocket, mark: int):
         process = self.engine.process

@@ -117,12 +117,21 @@ def test_each_direction_enters_after_a_round_of_the_interface_it_arrives_on():
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
 
 
-def test_with_no_frame_waiting_on_its_interface_a_direction_enters_at_once():
-    waiting = {2: True}
-    engine, fake, offload, conn = handshake(busy=lambda ifindex: waiting.get(ifindex, False))
+def test_with_no_frame_of_its_own_waiting_a_direction_enters_at_once():
+    waiting: set[tuple[int, bytes]] = set()  # (interface, flow) of the frames queued for the engine
+    engine, fake, offload, conn = handshake(busy=lambda ifindex, key: (ifindex, key) in waiting)
+    waiting.add((2, pack_ip(RIPS[1]) + conn.caddr + b"\x1f\x90" + conn.cport))  # another connection's reply
     offload.drain(1.2, 1)
-    assert set(fake.entries) == {conn.in_flow.pack_key()}  # a reply waits on ifindex 2
-    waiting[2] = False
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
+def test_with_a_frame_of_its_own_waiting_a_direction_waits_for_it():
+    waiting: set[tuple[int, bytes]] = set()
+    engine, fake, offload, conn = handshake(busy=lambda ifindex, key: (ifindex, key) in waiting)
+    waiting.add((2, conn.out_flow.key))  # this connection's reply, queued on the servers' side
+    offload.drain(1.2, 1)
+    assert set(fake.entries) == {conn.in_flow.pack_key()}
+    waiting.clear()
     offload.drain(1.2)  # (after other work: the servers' interface is idle now)
     offload.refresh(1.0)
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}

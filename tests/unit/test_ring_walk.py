@@ -135,3 +135,47 @@ def test_one_ring_worth_per_call():
     assert len(ring.drain()) == SLOTS
     ring.put(0, b"again")
     assert ring.drain() == [b"again"]
+
+
+def _tcp_frame(src: str, dst: str, sport: int, dport: int, options: bytes = b"") -> bytes:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether() / IP(src=src, dst=dst, options=options) / TCP(sport=sport, dport=dport, flags="A"))
+
+
+def test_waiting_looks_for_a_frame_of_one_flow_without_taking_any():
+    import socket
+
+    key = socket.inet_aton("10.1.0.11") + socket.inet_aton("192.0.2.100") + (8080).to_bytes(2, "big") + \
+        (40000).to_bytes(2, "big")
+    ring = Ring()
+    assert not ring.walk.waiting(key)
+    ring.put(0, _tcp_frame("10.1.0.12", "192.0.2.100", 8080, 40000))  # another real server
+    ring.put(1, _tcp_frame("10.1.0.11", "192.0.2.100", 8080, 40001))  # another client port
+    assert not ring.walk.waiting(key)
+    ring.put(2, _tcp_frame("10.1.0.11", "192.0.2.100", 8080, 40000))
+    assert ring.walk.waiting(key) and ring.owner(2) == TP_STATUS_USER  # found, not taken
+    assert len(ring.drain()) == 3 and not ring.walk.waiting(key)
+    # Ports it cannot find (IP options): the frame may be the flow's.
+    from scapy.layers.inet import IPOption_NOP
+
+    ring.put(3, _tcp_frame("10.1.0.11", "192.0.2.100", 9999, 9999, options=[IPOption_NOP()] * 4))
+    assert ring.walk.waiting(key)
+
+
+def test_an_ipv6_frame_is_matched_by_its_36_byte_key():
+    import socket
+
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from pylvs.io.afpacket import _carries
+
+    frame = memoryview(bytes(Ether() / IPv6(src="2001:db8::11", dst="2001:db8::1") / TCP(sport=8080, dport=40000)))
+    key = socket.inet_pton(socket.AF_INET6, "2001:db8::11") + socket.inet_pton(socket.AF_INET6, "2001:db8::1") + \
+        (8080).to_bytes(2, "big") + (40000).to_bytes(2, "big")
+    assert _carries(frame, key)
+    assert not _carries(frame, key[:-1] + b"\x01")  # another client port
+    assert not _carries(frame, key[:12])  # an IPv4 key never matches an IPv6 frame

@@ -25,9 +25,10 @@ it may not:
   inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
   decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
   reads the inner packet from a raw socket without that state would see unfinished checksums.
-Each direction's recipe goes to the kernel at once if no frame waits for the engine on the interface
-that direction's packets arrive on (where the other direction leaves), else at the end of a round
-that drained that interface, or at the second tick after it was due: a packet of that direction
+Each direction's recipe goes to the kernel at once if no frame of that direction waits for the engine
+on the interface its packets arrive on (where the other direction leaves; the ring's waiting frames are
+looked at), else at the end of a round that drained that interface, or at the second tick after it
+was due: a packet of that direction
 still queued for the engine when its recipe is written would be overtaken by the next one, which the
 kernel forwards at once (a server's ACK passed by its response reaches a client already in
 TIME_WAIT, whose answer draws a RST from the server).
@@ -90,10 +91,11 @@ def _round_for(conn: Conn, ifindex: int, family: int) -> int:
 
 
 class FlowOffload:
-    def __init__(self, engine: Engine, flows: FlowMap, busy: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, engine: Engine, flows: FlowMap, busy: Callable[[int, bytes], bool] | None = None) -> None:
         self.engine = engine
         self.flows = flows
-        # busy(ifindex): frames are waiting for the engine on that interface (None: assume they may be)
+        # busy(ifindex, key): a frame of the flow `key` (as it arrives) waits for the engine on that
+        # interface (None: assume one may)
         self.busy = busy
         self.events = engine.subscribe(services=False, conns=True)
         # Connections with recipes in the map. What of an entry's counts the engine has been told is in the
@@ -269,7 +271,7 @@ class FlowOffload:
                 continue
             other = flows[1 - i]
             arrival = other.hop.ifindex if other is not None and other.hop is not None else 0
-            if arrival and arrival != ifindex and ifindex >= 0 and (self.busy is None or self.busy(arrival)):
+            if arrival and arrival != ifindex and ifindex >= 0 and (self.busy is None or self.busy(arrival, f.key)):
                 self._later.setdefault(arrival, set()).add(conn)
                 continue
             f.packets = f.bytes = f.last_seen_ns = 0
