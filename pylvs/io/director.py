@@ -705,8 +705,8 @@ class Director:
             try:
                 if not steering.present():
                     log.warning("nftables table inet %s was removed or flushed; restoring it", steering.TABLE)
-                    steering.install()
-                    self.steering.submit(steering.elements(self.engine))
+                    steering.restore(self.engine)
+                    self.steering.submit(steering.elements(self.engine))  # after any older one still queued
             except steering.SteeringError as exc:
                 log.error("%s", exc)
 

@@ -63,9 +63,12 @@ def available() -> bool:
     return shutil.which("nft") is not None
 
 
-def install() -> None:
-    """(Re)create the table with empty sets; a stale table from a killed lvsd (or the `ip` table of an
-    older one) is replaced."""
+def install(sets: dict[str, list[str]] | None = None) -> None:
+    """(Re)create the table, its sets empty or holding `sets`, in one nft transaction: a table put back
+    after someone flushed it never shows empty sets meanwhile. A stale table from a killed lvsd (or the
+    `ip` table of an older one) is replaced."""
+    elements = "".join(f"add element {FAMILY} {TABLE} {name} {{ {', '.join(items)} }}\n"
+                       for name, items in (sets or {}).items() if items)
     _nft(f"""
 table ip {TABLE}
 delete table ip {TABLE}
@@ -94,7 +97,7 @@ table {FAMILY} {TABLE} {{
         icmpv6 type {{ {ICMPV6_ERRORS} }} {QUOTED_DADDR6} @nat_rs_quoted6 fib daddr type != local counter drop
     }}
 }}
-""")
+{elements}""")
 
 
 def present() -> bool:
@@ -105,8 +108,7 @@ def present() -> bool:
 
 def restore(engine: Engine) -> None:
     """Put the table back as it should be (after it was removed or flushed behind our back)."""
-    install()
-    update(engine)
+    install(elements(engine))
 
 
 def elements(engine: Engine) -> dict[str, list[str]]:

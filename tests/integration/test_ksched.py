@@ -63,11 +63,12 @@ def test_syns_are_scheduled_in_the_kernel_and_adopted_by_the_engine(lab):
     def grown(now: dict) -> dict[str, int]:
         return {k: now["kernel_sched"][k] - before["kernel_sched"][k] for k in now["kernel_sched"]}
 
-    # Two kinds of SYN are the engine's, as designed: one on a client port whose previous connection still
-    # has its entries (wrk reuses ports within seconds: connection reuse), and one that arrives while
-    # lvsd republishes the tables at a tick (generation 0: punt_off). Every other one is the kernel's.
+    # Three kinds of SYN are the engine's, as designed: one on a client port whose previous connection
+    # still has its entries (wrk reuses ports within seconds: connection reuse), one that arrives while
+    # lvsd republishes the tables at a tick (generation 0: punt_off), and one the event ring has no room
+    # to report (lvsd held up on a loaded machine: punt_ring). Every other one is the kernel's.
     def engine_syns(g: dict[str, int]) -> int:
-        return g["punt_existing"] + g["punt_off"]
+        return g["punt_existing"] + g["punt_off"] + g["punt_ring"]
 
     wait_for(lambda: (g := grown(status(lab)))["adopted"] + engine_syns(g) >= requests,
              timeout=5, what=f"every connection adopted ({requests}: {status(lab)['kernel_sched']})")
