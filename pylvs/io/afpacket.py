@@ -94,7 +94,9 @@ def attach_mark_filter(sock: socket.socket, mark: int) -> ctypes.Array:
     return code
 
 
-WAITING_SCAN = 64  # ready frames `SlotRing.waiting` looks at before it assumes the flow's are among them
+# Ready frames `SlotRing.waiting` looks at before it assumes the flow's are among them: behind a backlog
+# that long the recipe waits anyway, and looking costs about 2 µs a frame.
+WAITING_SCAN = 16
 
 
 def _carries(frame: memoryview, key: bytes) -> bool:
