@@ -367,3 +367,11 @@ def test_an_ipv6_direction_waits_for_a_round_of_its_interfaces_ipv6_ring():
     assert set(fake.entries) == {conn.in_flow.pack_key()}
     offload.drain(1.3, 2, AF_INET6)
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
+def test_a_ring_record_of_no_known_size_is_not_an_event():
+    from pylvs.datapath.bpf.events import decode
+    from pylvs.engine.flow import EVENT
+
+    assert decode(bytes(EVENT.size + 8)) is None  # (skipped and counted by EventRing.read)
+    assert isinstance(decode(bytes(EVENT.size)), FlowEvent)

@@ -12,6 +12,7 @@ with the director's other sockets, `read()` returns the events waiting, oldest f
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import platform
 import struct
@@ -20,6 +21,8 @@ from typing import NamedTuple
 from pylvs.datapath.bpf.libbpf import RING_SAMPLE_FN, Libbpf
 from pylvs.engine.flow import EVENT_FIELDS, KEY, KEY_FIELDS, RETIRED
 from pylvs.ipvs_uapi import AF_INET6
+
+log = logging.getLogger(__name__)
 
 # CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
 # the MAC and interface NAT's reply entry sends to.
@@ -134,6 +137,9 @@ class EventRing:
             raw, self._raw = self._raw, []
         events = [decode(r) for r in raw]
         if None in events:  # (a program of another version left attached): never seen, so never applied
+            if not self.unknown:
+                log.warning("fast path: the event ring carries records of a size this lvsd does not know "
+                            "(a program of another version?); they are skipped")
             self.unknown += events.count(None)
             events = [e for e in events if e is not None]
         return events
