@@ -98,8 +98,7 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
 def decode_created(raw: bytes) -> SchedEvent:
     ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex = (
         SCHED_EVENT.unpack(raw))
-    _family, _proto, _pad, saddr, daddr, sport, dport = KEY.unpack(key)
-    return SchedEvent(ts_ns, saddr[12:] + daddr[12:] + sport + dport, gen, slot, dest, raddr, rport, hw, ifindex)
+    return SchedEvent(ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex)
 
 
 class EventRing:

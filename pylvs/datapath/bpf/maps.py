@@ -22,7 +22,7 @@ BPF_ANY = 0
 ENOTSUPP = 524  # the kernel's internal "operation not supported", which bpf() can return
 _COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields
 _COUNTS = VALUE.size - _COUNT_FIELDS.size
-COUNT_BATCH = 4096  # entries per system call when counting (a 720 KiB buffer)
+COUNT_BATCH = 4096  # entries per system call when the map is read out (a 720 KiB buffer)
 
 
 class FlowMap:

@@ -283,19 +283,31 @@ static __always_inline __u8 tcp_offset(const struct pylvs_flow_value *v)
 }
 
 /* NAT and FULLNAT: the other direction's entry is keyed by this one's rewritten tuple, swapped. */
+/* NAT, FULLNAT: the other direction's entry is keyed by this one's new tuple, swapped. */
+static __always_inline int has_reverse(const struct pylvs_flow_value *v)
+{
+	return v->method == FLOW_METHOD_MASQ || v->method == FLOW_METHOD_FULLNAT;
+}
+
+/* `k` (its proto already set) becomes the other direction's key. */
+static __always_inline void reverse_key(struct pylvs_flow_key *k, const struct pylvs_flow_value *v)
+{
+	k->family = v->new_family;
+	__builtin_memcpy(k->saddr, v->new_daddr, 16);
+	__builtin_memcpy(k->daddr, v->new_saddr, 16);
+	k->sport = v->new_dport;
+	k->dport = v->new_sport;
+}
+
 static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, __u8 proto, __u8 state)
 {
 	struct pylvs_flow_key rkey = {};
 	struct pylvs_flow_value *r;
 
-	if (v->method != FLOW_METHOD_MASQ && v->method != FLOW_METHOD_FULLNAT)
+	if (!has_reverse(v))
 		return;
-	rkey.family = v->new_family;
 	rkey.proto = proto;
-	__builtin_memcpy(rkey.saddr, v->new_daddr, 16);
-	__builtin_memcpy(rkey.daddr, v->new_saddr, 16);
-	rkey.sport = v->new_dport;
-	rkey.dport = v->new_sport;
+	reverse_key(&rkey, v);
 	r = bpf_map_lookup_elem(&pylvs_flows, &rkey);
 	if (r)
 		r->tcp_state = state;
@@ -303,8 +315,8 @@ static __always_inline void set_reverse_state(const struct pylvs_flow_value *v, 
 
 /* The segment that ends a TCP connection here (the ACK after its TIME_WAIT, a RST) takes the
  * connection's entries out of the map and reports their last counts: a short connection then costs
- * the engine no map deletions. The other direction's entry is found from the recipe, as in
- * set_reverse_state; `key` (the caller's, reused to save stack) is restored. A packet another CPU
+ * the engine no map deletions. The other direction's entry is found from the recipe
+ * (reverse_key); `key` (the caller's, reused to save stack) is restored. A packet another CPU
  * forwards by the other entry between its read and its deletion is forwarded but not counted.
  * Without room on the ring the entries stay and the engine withdraws them. */
 static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct pylvs_flow_value *v)
@@ -322,12 +334,8 @@ static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct
 	r->packets[d] = v->packets;
 	r->bytes[d] = v->bytes;
 	r->last_seen_ns[d] = v->last_seen_ns;
-	if (v->method == FLOW_METHOD_MASQ || v->method == FLOW_METHOD_FULLNAT) {
-		key->family = v->new_family;
-		__builtin_memcpy(key->saddr, v->new_daddr, 16);
-		__builtin_memcpy(key->daddr, v->new_saddr, 16);
-		key->sport = v->new_dport;
-		key->dport = v->new_sport;
+	if (has_reverse(v)) {
+		reverse_key(key, v);
 		rv = bpf_map_lookup_elem(&pylvs_flows, key);
 		if (rv) {
 			r->packets[d ^ 1] = rv->packets;
