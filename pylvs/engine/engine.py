@@ -134,6 +134,9 @@ class Engine:
         # Subscriptions (pylvs.engine.events): who hears about services, connections and packets.
         self._subs: list[Subscription] = []
         self._conn_queues: list[deque[Event]] = []
+        # The queue of the consumer whose report is being applied (tcp_transition, adopt_kernel): the
+        # events that report makes are not queued back to it, as it knows them already.
+        self._origin: deque[Event] | None = None
         self._packet_queues: list[deque[Event]] = []
         self._standby_changes = 0
         self._published = 0
@@ -233,9 +236,12 @@ class Engine:
                     sub.services_changed(generation)
 
     def _emit(self, kind: ConnEventKind, conn: Conn, value: int = 0) -> None:
-        event = ConnEvent(kind, conn, value)
+        origin, event = self._origin, None
         for q in self._conn_queues:
-            q.append(event)
+            if q is not origin:
+                if event is None:
+                    event = ConnEvent(kind, conn, value)
+                q.append(event)
 
     def _flows_changed(self, conn: Conn) -> None:
         if self._conn_queues:
@@ -502,26 +508,35 @@ class Engine:
         if changed and self._conn_queues:
             self._emit(ConnEventKind.STATE, conn, new)
 
-    def tcp_transition(self, key: bytes, tcp_flags: int, now: float) -> tuple[Conn, int] | None:
+    def tcp_transition(self, key: bytes, tcp_flags: int, now: float,
+                       origin: Subscription | None = None) -> tuple[Conn, int] | None:
         """A TCP segment a second data path forwarded by its FlowEntry and reported because it changed the
         state there (a FIN, a RST, the ACK ending LAST_ACK): the state machine runs here as for a segment
         of our own, reports applied in the order they were made. The connection and its state before,
-        or None if gone."""
+        or None if gone. `origin`: the reporting consumer's subscription, which is not told the change
+        back (its STATE event goes to the other consumers only)."""
         hit = self._tables[PROTO_TCP].get(key)
         if hit is None:
             return None
         conn, direction = hit
         before = conn.state
-        self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
+        self._origin = origin.queue if origin is not None else None
+        try:
+            self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
+        finally:
+            self._origin = None
         return conn, before
 
-    def adopt_kernel(self, svc: VirtualService, dest: RealServer, key: bytes, now: float) -> Conn | None:
+    def adopt_kernel(self, svc: VirtualService, dest: RealServer, key: bytes, now: float,
+                     origin: Subscription | None = None) -> Conn | None:
         """A TCP connection a second data path scheduled itself (a hash scheduler's SYN, pylvs_sched.bpf.h)
         to `dest` of `svc`: made here as _schedule makes it (counted as scheduled, inactive, CREATED), then
         the SYN's state change (NONE -> SYN_RECV) that path made with it; its counts come as for any
         segment that path forwards.
         None where this engine would not have made it: a connection with that tuple that a SYN does not
-        replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries."""
+        replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries.
+        `origin`: the reporting consumer's subscription, not told the new connection's CREATED and STATE
+        (a connection it replaces is REMOVED for every consumer)."""
         table = self._tables[PROTO_TCP]
         caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
         hit = table.get(key)
@@ -531,9 +546,13 @@ class Engine:
             self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
         if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
             return None
-        conn = self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
-        if conn is not None:
-            self._tcp_state(conn, tcpstate.INPUT, TCP_SYN, now)
+        self._origin = origin.queue if origin is not None else None
+        try:
+            conn = self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
+            if conn is not None:
+                self._tcp_state(conn, tcpstate.INPUT, TCP_SYN, now)
+        finally:
+            self._origin = None
         return conn
 
     def account(self, conn: Conn, direction: int, packets: int, nbytes: int, last_seen: float) -> None:

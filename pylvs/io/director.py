@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0          # connection expiry and estimator cadence
 PARKED_TICK = 0.05  # while frames wait for a neighbour
+# The program wakes lvsd only once its event ring holds a batch (pylvs_fastpath.bpf.c event_wakeup):
+# the ring is read at least this often (seconds) while the fast path runs, and before every round.
+EVENT_POLL = 0.02
 NEW_CONNS_PER_ROUND = 64  # of up to a ring's 256 frames per wakeup: the rest is left for established flows
 COUNTING_OPS = ("list", "list-conns", "zero")  # requests that read or reset packet counters
 SAVE_INTERVAL = 1.0  # --save-config writes at most once a second (a restore is one write, not one per line)
@@ -363,6 +366,8 @@ class Director:
         return answer
 
     def _answer(self, op: object, request: dict) -> dict | Streamed:
+        if self.offload is not None:
+            self._kernel_events()  # the kernel's changes not yet read (the ring wakes lvsd per batch)
         if self.offload is not None and op in COUNTING_OPS:
             self.offload.refresh_all()  # what the kernel forwarded is in the numbers, as in IPVS
         if op == "list-conns":  # possibly huge: built piece by piece between rounds of the loop
@@ -660,7 +665,7 @@ class Director:
             self._adopt_flows()  # once the table given at start (--config, --keepalived) is in place
         if self.vrrp is not None:
             self.vrrp.start()
-        next_tick = time.monotonic()
+        next_tick = next_event_poll = time.monotonic()
         self._collector = Collector(next_tick)
         log.info("lvsd running on %s, control socket %s", ", ".join(i.name for i in self.engine.interfaces.values()),
                  self.control.path if self.control else "-")
@@ -669,14 +674,19 @@ class Director:
         while not self.stopping:
             deadline = min(next_tick, self._last_reconcile + RECONCILE_INTERVAL) if self._reconcile_pending \
                 else next_tick
+            if self.offload is not None:
+                deadline = min(deadline, next_event_poll)
             if self._drain_until is not None:
                 deadline = min(deadline, self._drain_until)
                 self.stopping = time.monotonic() >= self._drain_until
             timeout = max(0.0, deadline - time.monotonic())
             for key, events in self.selector.select(timeout):
                 key.data(key.fd, events)
-            self._drain_events()
             now = time.monotonic()
+            if self.offload is not None and now >= next_event_poll:
+                next_event_poll = now + EVENT_POLL
+                self._kernel_events()
+            self._drain_events()
             self.metrics.step(now)  # a piece of the metrics snapshot, while someone reads them
             if self.config and self.engine.table.generation != self._saved_generation \
                     and now - self._saved_at >= SAVE_INTERVAL:

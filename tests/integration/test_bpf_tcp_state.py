@@ -9,13 +9,17 @@ and reports their last counts (RetiredEvent).
 
 from __future__ import annotations
 
+import select
+import threading
+import time
+
 import pytest
 from scapy.layers.inet import IP, TCP
 
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent
 from pylvs.datapath.bpf.loader import FastPath
 from pylvs.engine import tcpstate
-from pylvs.engine.flow import DIR_IN, DIR_OUT, VALUE, VALUE_FIELDS
+from pylvs.engine.flow import DIR_IN, DIR_OUT, EVENT, RETIRED, VALUE, VALUE_FIELDS
 from pylvs.packet.layout import TCP_ACK, TCP_FIN, TCP_RST
 from tests.integration.bpf_flows import RIP, TC_ACT_OK, TC_ACT_REDIRECT, dr, nat
 from tests.integration.test_bpf_prog import fast, forwarded  # noqa: F401 - fast is a fixture
@@ -205,3 +209,50 @@ def test_records_that_wrap_around_the_ring_read_whole():
             assert (ev.key, ev.old_state, ev.new_state) == (inbound.key, tcpstate.ESTABLISHED, tcpstate.CLOSE), i
             assert retired.key == inbound.key and retired.counts[DIR_IN][:2] == (1, 40), i
         assert fp.events.read() == [] and fp.counters.read()["punt_ring_full"] == 0
+
+
+def _record(size: int) -> int:
+    """Bytes a record takes on the ring: an 8-byte header, rounded up to 8."""
+    return (size + 8 + 7) & ~7
+
+
+def _waiting_in_epoll(tid: int) -> bool:
+    with open(f"/proc/self/task/{tid}/wchan") as f:
+        wchan = f.read()
+    return "epoll_wait" in wchan or "ep_poll" in wchan  # (the name depends on the kernel's inlining)
+
+
+def test_lvsd_is_woken_per_batch_of_events_not_per_event():
+    """The program wakes a reader sleeping on the ring only once EVENT_WAKEUP_BYTES wait (lvsd reads it
+    at every round and every EVENT_POLL anyway): a connection's few records cost no wakeup of their own."""
+    per_rst = _record(EVENT.size) + _record(RETIRED.size)  # a RST: its change and its retirement
+    below = (64 * 1024 - 1) // per_rst  # RSTs that stay under the mark
+    with FastPath(pin_root=None, max_flows=64) as fp:
+        inbound, _ = nat()
+        raw = bytes(client("R"))
+
+        def rst() -> None:
+            fp.flows.put(inbound)  # established again: every RST is a change
+            assert fp.test_run(raw).verdict == TC_ACT_REDIRECT
+
+        ep = select.epoll()
+        ep.register(fp.events.fileno(), select.EPOLLIN)
+        woken: list = []
+        waiter = threading.Thread(target=lambda: woken.append(ep.poll(20.0)))
+        waiter.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not (waiter.native_id and _waiting_in_epoll(waiter.native_id)):
+                assert time.monotonic() < deadline, "the waiter never slept in epoll"
+                time.sleep(0.01)
+            for _ in range(below):
+                rst()
+            time.sleep(0.3)
+            assert not woken  # asleep with below * 176 bytes waiting
+            rst()
+            waiter.join(5)
+            assert woken and woken[0]  # the record past the mark woke it
+        finally:
+            waiter.join(25)
+            ep.close()
+        assert len(fp.events.read()) == 2 * (below + 1)

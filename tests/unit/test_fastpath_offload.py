@@ -7,6 +7,7 @@ from scapy.layers.inet import TCP, UDP
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent
 from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
+from pylvs.engine.events import ConnEventKind
 from pylvs.engine.flow import DIR_IN, DIR_OUT
 from pylvs.engine.services import Method, pack_ip
 from pylvs.ipvs_uapi import AF_INET, AF_INET6
@@ -231,6 +232,17 @@ def test_kernel_changes_apply_in_order_and_a_disagreement_withdraws():
     ])
     offload.drain(0.0)
     assert conn.state == tcpstate.FIN_WAIT and offload.mismatches == 1 and fake.entries == {}
+
+
+def test_kernel_made_changes_reach_the_other_consumers_but_not_the_reporter():
+    engine, fake, offload, conn = tcp_established()
+    sync = engine.subscribe(services=False, conns=True)  # another consumer, as the sync master is
+    offload.apply([kernel_event(conn, DIR_IN, TCP_FIN | TCP_ACK, tcpstate.ESTABLISHED, tcpstate.CLOSE_WAIT)])
+    assert [(e.kind, e.value) for e in sync] == [(ConnEventKind.STATE, tcpstate.CLOSE_WAIT)]
+    assert not offload.events.queue  # it applied the change itself: nothing comes back to it
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="R"))), 1, 2.1)  # the engine's own
+    assert [e.kind for e in offload.events.queue] == [ConnEventKind.STATE]
+    assert [e.kind for e in sync] == [ConnEventKind.STATE]
 
 
 def test_a_report_for_a_connection_already_gone_is_ignored():

@@ -110,8 +110,6 @@ class FlowOffload:
         self._later: dict[int, set[Conn]] = {}
         self._stale: set[Conn] = set()
         self._cursor: list[Conn] = []
-        # State changes the kernel made and the engine applied, whose STATE events are still queued.
-        self._kernel_made: dict[Conn, int] = {}
         # Ended in the kernel (TIME_WAIT, CLOSE), waiting for the program to retire their entries: those
         # of the last tick (`_retire_late`) are withdrawn at the next.
         self._retiring: set[Conn] = set()
@@ -163,17 +161,8 @@ class FlowOffload:
         elif kind == ConnEventKind.CREATED:
             if conn.proto == PROTO_UDP:
                 self._schedule(conn, now)
-        elif kind == ConnEventKind.STATE:
-            made = self._kernel_made.pop(conn, 0)
-            if made:  # the kernel made this change: its recipes go on, up to TIME_WAIT or CLOSE
-                if made > 1:
-                    self._kernel_made[conn] = made - 1
-                if event.value in KERNEL_DONE:
-                    if conn in self._offloaded:
-                        self._retiring.add(conn)  # the program retires the entries with the last segment
-                elif event.value == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT:
-                    self._withdraw(conn)
-            elif event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
+        elif kind == ConnEventKind.STATE:  # the engine's own change (the kernel's are applied in `apply`)
+            if event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
                 self._offload(conn, ifindex)
             else:
                 self._withdraw(conn)
@@ -184,11 +173,15 @@ class FlowOffload:
                 self._offload(conn, ifindex)
 
     def apply(self, events: list[FlowEvent | SchedEvent | RetiredEvent]) -> None:
-        """The kernel's TCP state changes, in the order it made them: the engine makes them too.
+        """The kernel's TCP state changes, in the order it made them: the engine makes them too (and does
+        not queue them back to this consumer: what they mean for the recipes is decided here).
 
         Where the engine's table ends elsewhere than the kernel's (two CPUs changing the same
-        connection at once), the recipes are withdrawn and the engine decides alone from then on."""
-        transition, made = self.engine.tcp_transition, self._kernel_made
+        connection at once), the recipes are withdrawn and the engine decides alone from then on.
+        A kernel-made TIME_WAIT or CLOSE keeps the recipes until the program retires them (or a tick
+        later, `refresh`); a kernel-made FIN_WAIT without replies seen (DR, TUN) withdraws them, as the
+        engine's own would."""
+        transition, origin = self.engine.tcp_transition, self.events
         for ev in events:
             kind = type(ev)
             if kind is SchedEvent:
@@ -196,22 +189,26 @@ class FlowOffload:
             elif kind is RetiredEvent:
                 self._retired(ev)
             else:
-                found = transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9)
+                found = transition(ev.key, ev.tcp_flags, ev.ts_ns / 1e9, origin)
                 if found is None:
                     continue  # gone meanwhile (expired, removed): nothing to apply
                 conn, before = found
                 state = conn.state
-                if state != before:
-                    made[conn] = made.get(conn, 0) + 1
                 if state != ev.new_state:
                     self.mismatches += 1
                     self._withdraw(conn)
+                elif state != before:
+                    if state in KERNEL_DONE:
+                        if conn in self._offloaded:
+                            self._retiring.add(conn)  # the program retires the entries with the last segment
+                    elif state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT:
+                        self._withdraw(conn)
 
     def _adopt(self, ev: SchedEvent) -> None:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in
         the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
-        conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9) if found is not None else None
+        conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
         if conn is None:
             self.refused += 1
             k = ev.key
@@ -222,7 +219,6 @@ class FlowOffload:
                     self._error("deleting", exc)
             return
         self.adopted += 1
-        self._kernel_made[conn] = self._kernel_made.get(conn, 0) + 1
         flows = tuple(f for f in (conn.in_flow, conn.out_flow) if f is not None)
         for f in flows:
             f.packets = f.bytes = 0  # the counts told: none yet
@@ -295,8 +291,6 @@ class FlowOffload:
         self._retire_late.discard(conn)
         for deferred in self._later.values():
             deferred.discard(conn)
-        if conn.dead:
-            self._kernel_made.pop(conn, None)
         self._waiting.discard(conn)
         if conn not in self._offloaded:
             return

@@ -93,6 +93,17 @@ struct {
 	__uint(max_entries, 1 << 18); /* bytes; the loader sets the size */
 } pylvs_events SEC(".maps");
 
+/* lvsd is woken once the ring holds EVENT_WAKEUP_BYTES, not for every record: it reads the ring before
+ * every frame it drains and at least every few milliseconds anyway (pylvs/io/director.py EVENT_POLL),
+ * so a busy second costs a few hundred wakeups, not one per connection. */
+#define EVENT_WAKEUP_BYTES (64 * 1024)
+
+static __always_inline __u64 event_wakeup(void)
+{
+	return bpf_ringbuf_query(&pylvs_events, BPF_RB_AVAIL_DATA) >= EVENT_WAKEUP_BYTES ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline int count(__u32 index, int verdict)
 {
 	__u64 *c = bpf_map_lookup_elem(&pylvs_counters, &index);
@@ -348,7 +359,7 @@ static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct
 	}
 	if (!bpf_map_delete_elem(&pylvs_flows, key))
 		r->deleted |= 1 << d;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, event_wakeup());
 }
 
 #include "pylvs_fastpath6.h"
@@ -464,12 +475,12 @@ int pylvs_fastpath(struct __sk_buff *skb)
 		rc = encapsulate(skb, v, extra, tot, tos, frag_off, ttl);
 		if (rc > 0) { /* unchanged: the engine decides */
 			if (ev)
-				bpf_ringbuf_discard(ev, 0);
+				bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 			return count(CNT_PUNT_NO_ROOM, TC_ACT_OK);
 		}
 		if (rc || bpf_skb_store_bytes(skb, 0, v->dmac, 2 * ETH_ALEN, 0)) {
 			if (ev)
-				bpf_ringbuf_discard(ev, 0);
+				bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 		}
 	} else {
@@ -487,7 +498,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 		if (bpf_l3_csum_replace(skb, L3 + offsetof(struct iphdr, check), 0, bpf_htons(v->csum_ip), 0) ||
 		    (nat && nat_checksums(skb, v, udp))) {
 			if (ev)
-				bpf_ringbuf_discard(ev, 0);
+				bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 		}
 	}

@@ -111,7 +111,7 @@ static __always_inline int flow_hit(struct pylvs_flow_value *v, struct pylvs_flo
 		set_reverse_state(v, key->proto, state);
 		ev->transitions = ++v->transitions;
 		ev->ts_ns = v->last_seen_ns;
-		bpf_ringbuf_submit(ev, 0);
+		bpf_ringbuf_submit(ev, event_wakeup());
 		count(CNT_TCP_EVENT, 0);
 		if (state == PYLVS_TCP_S_CLOSE)
 			retire_flow(key, v);
@@ -266,7 +266,7 @@ static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 		rc = encapsulate6(skb, v, extra, IP6_LEN + plen, tclass, hlim);
 		if (rc > 0) { /* unchanged: the engine decides */
 			if (ev)
-				bpf_ringbuf_discard(ev, 0);
+				bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 			return count(CNT_PUNT_NO_ROOM, TC_ACT_OK);
 		}
 		if (!rc)
@@ -276,7 +276,7 @@ static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 	}
 	if (rc) {
 		if (ev)
-			bpf_ringbuf_discard(ev, 0);
+			bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return count(CNT_DROP_ERROR, TC_ACT_SHOT);
 	}
 	return flow_hit(v, &key, IP6_LEN + plen, tcp_flags, state, ev);

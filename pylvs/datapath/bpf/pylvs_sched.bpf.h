@@ -346,19 +346,19 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	if (!ev)
 		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
 	if (bpf_map_update_elem(&pylvs_flows, &key, &in, BPF_NOEXIST)) {
-		bpf_ringbuf_discard(ev, 0);
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
 	}
 	if (iface && bpf_map_update_elem(&pylvs_flows, &rkey, &out, BPF_NOEXIST)) {
 		bpf_map_delete_elem(&pylvs_flows, &key);
-		bpf_ringbuf_discard(ev, 0);
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_COLLISION, KSCHED_PUNT);
 	}
 	if (ks_gen() != gen) { /* republished meanwhile: the table read may be half old, half new */
 		bpf_map_delete_elem(&pylvs_flows, &key);
 		if (iface)
 			bpf_map_delete_elem(&pylvs_flows, &rkey);
-		bpf_ringbuf_discard(ev, 0);
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -377,7 +377,7 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
 		ev->ifindex = ingress;
 	}
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, event_wakeup());
 	return ks_count(KS_CREATED, KSCHED_CONTINUE);
 }
 
