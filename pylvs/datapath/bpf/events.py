@@ -19,7 +19,7 @@ import struct
 from typing import NamedTuple
 
 from pylvs.datapath.bpf.libbpf import RING_SAMPLE_FN, Libbpf
-from pylvs.engine.flow import EVENT_FIELDS, KEY, KEY_FIELDS, RETIRED
+from pylvs.engine.flow import EVENT_FIELDS, KEY, KEY_FIELDS, RETIRED_FIELDS
 from pylvs.ipvs_uapi import AF_INET6
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,15 @@ def engine_key(key: bytes) -> tuple[int, bytes]:
     return proto, saddr + daddr + sport + dport
 
 
-# EVENT with its key's fields in line: the most frequent event decoded in one step.
-_EVENT_FLAT = struct.Struct("=" + "".join(
-    "".join(c for _, c, _ in KEY_FIELDS) if name == "key" else code for name, code, _ in EVENT_FIELDS))
+# EVENT and RETIRED with their keys' fields in line: each decoded in one step.
+def _flat(fields: tuple[tuple[str, str, str], ...]) -> struct.Struct:
+    return struct.Struct("=" + "".join(
+        "".join(c for _, c, _ in KEY_FIELDS) if name == "key" else code for name, code, _ in fields))
+
+
+_EVENT_FLAT = _flat(EVENT_FIELDS)
+_RETIRED_FLAT = _flat(RETIRED_FIELDS)
+_tuple_new = tuple.__new__  # builds a NamedTuple without the Python-level __new__ (a frame per event)
 
 
 def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
@@ -86,19 +92,24 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
             _EVENT_FLAT.unpack(raw))
         if family != AF_INET6:
             saddr, daddr = saddr[12:], daddr[12:]  # IPv4-mapped in the map
-        return FlowEvent(ts_ns, proto, saddr + daddr + sport + dport, flags, direction, old, new, transitions)
+        return _tuple_new(FlowEvent, (ts_ns, proto, saddr + daddr + sport + dport, flags, direction, old, new,
+                                transitions))
     if size == SCHED_EVENT.size:
         return decode_created(raw)
-    if size == RETIRED.size:
-        ts_ns, key, direction, deleted, _pad, p0, p1, b0, b1, s0, s1 = RETIRED.unpack(raw)
-        return RetiredEvent(ts_ns, *engine_key(key), direction, deleted, ((p0, b0, s0), (p1, b1, s1)))
+    if size == _RETIRED_FLAT.size:
+        ts_ns, family, proto, _pad, saddr, daddr, sport, dport, direction, deleted, _pad2, p0, p1, b0, b1, s0, s1 = (
+            _RETIRED_FLAT.unpack(raw))
+        if family != AF_INET6:
+            saddr, daddr = saddr[12:], daddr[12:]
+        return _tuple_new(RetiredEvent, (ts_ns, proto, saddr + daddr + sport + dport, direction, deleted,
+                                   ((p0, b0, s0), (p1, b1, s1))))
     return None
 
 
 def decode_created(raw: bytes) -> SchedEvent:
     ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex = (
         SCHED_EVENT.unpack(raw))
-    return SchedEvent(ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex)
+    return _tuple_new(SchedEvent, (ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex))
 
 
 class EventRing:
