@@ -144,6 +144,23 @@ struct {
 	__type(value, struct pylvs_ksched_iface);
 } pylvs_ksched_ifaces SEC(".maps");
 
+/* What scheduling a SYN builds: the connection's keys and entries, too big for the program's 512 bytes
+ * of stack beside the fast path's own. One per CPU: tc ingress runs with bottom halves off, so one run
+ * of the program at a time uses it, from the SYN's arrival to the entries' insertion. */
+struct pylvs_ksched_scratch {
+	struct pylvs_flow_value in;
+	struct pylvs_flow_value out;
+	struct pylvs_flow_key key;  /* the SYN's, the in entry's */
+	struct pylvs_flow_key rkey; /* NAT: the out entry's */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_scratch);
+} pylvs_ksched_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KS_MAX);
@@ -257,6 +274,13 @@ static __always_inline __u32 ks_gen(void)
 	return s ? s->gen : 0;
 }
 
+static __always_inline struct pylvs_ksched_scratch *ks_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&pylvs_ksched_scratch, &zero);
+}
+
 /* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
  * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
  * made); KSCHED_PUNT: the engine's, as every SYN was before. */
@@ -264,13 +288,14 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 					    struct tcphdr *th)
 {
 	struct pylvs_ksched_svc_key skey = {};
-	struct pylvs_flow_key key = {}, rkey = {};
+	struct pylvs_ksched_scratch *s;
+	struct pylvs_flow_value *in, *out;
+	struct pylvs_flow_key *key, *rkey;
 	struct pylvs_ksched_event *ev;
 	struct pylvs_ksched_svc *svc;
 	struct pylvs_ksched_table *t;
 	struct pylvs_ksched_dest *d;
 	struct pylvs_ksched_iface *iface = NULL;
-	struct pylvs_flow_value in, out;
 	__u32 gen = ks_gen(), ingress = skb->ifindex;
 
 	if (!gen)
@@ -279,14 +304,22 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
 	if (th->ack || th->rst || th->fin || ip->ttl <= 1)
 		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
-	key.family = AF_INET;
-	key.proto = IPPROTO_TCP;
-	key.saddr[10] = key.saddr[11] = key.daddr[10] = key.daddr[11] = 0xff;
-	__builtin_memcpy(&key.saddr[12], &ip->saddr, 4);
-	__builtin_memcpy(&key.daddr[12], &ip->daddr, 4);
-	key.sport = th->source;
-	key.dport = th->dest;
-	if (bpf_map_lookup_elem(&pylvs_flows, &key))
+	s = ks_scratch();
+	if (!s)
+		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	key = &s->key;
+	rkey = &s->rkey;
+	in = &s->in;
+	out = &s->out;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = AF_INET;
+	key->proto = IPPROTO_TCP;
+	key->saddr[10] = key->saddr[11] = key->daddr[10] = key->daddr[11] = 0xff;
+	__builtin_memcpy(&key->saddr[12], &ip->saddr, 4);
+	__builtin_memcpy(&key->daddr[12], &ip->daddr, 4);
+	key->sport = th->source;
+	key->dport = th->dest;
+	if (bpf_map_lookup_elem(&pylvs_flows, key))
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
 	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every IPv4 TCP service). */
 	__builtin_memcpy(skey.vaddr, &ip->daddr, 4);
@@ -311,59 +344,60 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
 	if (d->flags & KSCHED_DEST_F_ENGINE || overhead_of(&d->in) < 0)
 		return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
-	in = d->in;
-	__builtin_memcpy(&in.new_saddr[12], &ip->saddr, 4);
-	in.new_sport = th->source;
-	in.tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
-	in.tcp_flags = 0;
-	in.transitions = 1;
-	in.packets = in.bytes = in.last_seen_ns = 0;
-	if (in.method == FLOW_METHOD_MASQ) {
+	*in = d->in;
+	__builtin_memcpy(&in->new_saddr[12], &ip->saddr, 4);
+	in->new_sport = th->source;
+	in->tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
+	in->tcp_flags = 0;
+	in->transitions = 1;
+	in->packets = in->bytes = in->last_seen_ns = 0;
+	if (in->method == FLOW_METHOD_MASQ) {
 		/* Replies go back the way the SYN came: its interface, its sender's MAC. */
 		iface = bpf_map_lookup_elem(&pylvs_ksched_ifaces, &ingress);
 		if (!iface)
 			return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
-		out = d->out;
-		__builtin_memcpy(&out.new_daddr[12], &ip->saddr, 4);
-		out.new_dport = th->source;
-		out.ifindex = ingress;
-		__builtin_memcpy(out.dmac, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(out.smac, iface->mac, ETH_ALEN);
-		out.mtu = iface->mtu;
-		out.tcp_state = PYLVS_TCP_S_SYN_RECV;
-		out.tcp_flags = 0;
-		out.transitions = 0;
-		out.packets = out.bytes = out.last_seen_ns = 0;
-		rkey.family = AF_INET;
-		rkey.proto = IPPROTO_TCP;
-		__builtin_memcpy(rkey.saddr, d->in.new_daddr, 16);
-		rkey.daddr[10] = rkey.daddr[11] = 0xff;
-		__builtin_memcpy(&rkey.daddr[12], &ip->saddr, 4);
-		rkey.sport = d->rport;
-		rkey.dport = th->source;
+		*out = d->out;
+		__builtin_memcpy(&out->new_daddr[12], &ip->saddr, 4);
+		out->new_dport = th->source;
+		out->ifindex = ingress;
+		__builtin_memcpy(out->dmac, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(out->smac, iface->mac, ETH_ALEN);
+		out->mtu = iface->mtu;
+		out->tcp_state = PYLVS_TCP_S_SYN_RECV;
+		out->tcp_flags = 0;
+		out->transitions = 0;
+		out->packets = out->bytes = out->last_seen_ns = 0;
+		__builtin_memset(rkey, 0, sizeof(*rkey));
+		rkey->family = AF_INET;
+		rkey->proto = IPPROTO_TCP;
+		__builtin_memcpy(rkey->saddr, d->in.new_daddr, 16);
+		rkey->daddr[10] = rkey->daddr[11] = 0xff;
+		__builtin_memcpy(&rkey->daddr[12], &ip->saddr, 4);
+		rkey->sport = d->rport;
+		rkey->dport = th->source;
 	}
 	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 	if (!ev)
 		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
-	if (bpf_map_update_elem(&pylvs_flows, &key, &in, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&pylvs_flows, key, in, BPF_NOEXIST)) {
 		bpf_ringbuf_discard(ev, 0);
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
 	}
-	if (iface && bpf_map_update_elem(&pylvs_flows, &rkey, &out, BPF_NOEXIST)) {
-		bpf_map_delete_elem(&pylvs_flows, &key);
+	if (iface && bpf_map_update_elem(&pylvs_flows, rkey, out, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&pylvs_flows, key);
 		bpf_ringbuf_discard(ev, 0);
 		return ks_count(KS_PUNT_COLLISION, KSCHED_PUNT);
 	}
 	if (ks_gen() != gen) { /* republished meanwhile: the table read may be half old, half new */
-		bpf_map_delete_elem(&pylvs_flows, &key);
+		bpf_map_delete_elem(&pylvs_flows, key);
 		if (iface)
-			bpf_map_delete_elem(&pylvs_flows, &rkey);
+			bpf_map_delete_elem(&pylvs_flows, rkey);
 		bpf_ringbuf_discard(ev, 0);
 		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->flow.ts_ns = bpf_ktime_get_ns();
-	ev->flow.key = key;
+	ev->flow.key = *key;
 	ev->flow.tcp_flags = TH_SYN;
 	ev->flow.direction = FLOW_DIR_IN;
 	ev->flow.new_state = PYLVS_TCP_S_SYN_RECV;
