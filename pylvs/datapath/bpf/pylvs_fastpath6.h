@@ -184,6 +184,10 @@ static __always_inline int encapsulate6(struct __sk_buff *skb, const struct pylv
 	return 0;
 }
 
+/* A SYN: scheduled here for hash-scheduled services (pylvs_sched.bpf.h, included after this header). */
+static __always_inline int pylvs_ksched_syn6(struct __sk_buff *skb, struct ethhdr *eth, struct ipv6hdr *ip6,
+					     struct tcphdr *th);
+
 /* An IPv6 frame (skb->protocol ETH_P_IPV6): executed by its recipe, or passed on untouched. */
 static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 {
@@ -229,7 +233,7 @@ static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 
 		if ((void *)(th + 1) > data_end || th->doff < 5)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		if (th->syn)
+		if (th->syn && pylvs_ksched_syn6(skb, data, ip6, th) < 0) /* KSCHED_PUNT */
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
 		key.sport = th->source;

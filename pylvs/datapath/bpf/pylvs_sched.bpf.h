@@ -33,6 +33,7 @@
 #define KSCHED_DEST_F_ENGINE 0x02   /* the engine decides (thresholds, no hop yet, a recipe not here) */
 #define KSCHED_CONTINUE 0           /* the SYN goes on into the fast path (it has an entry now) */
 #define KSCHED_PUNT -1              /* to the engine, unchanged */
+#define KSCHED_SCHEDULE 1           /* a new connection's SYN: scheduled here if it can be */
 #define KSCHED_HASH1 2654435761ULL  /* ip_vs_mh's fixed hsiphash keys: key[0] == key[1] */
 
 /* Per-CPU counters (pylvs/datapath/bpf/ksched.py COUNTERS mirrors the names). */
@@ -58,10 +59,10 @@ struct pylvs_ksched_state {
 };
 
 struct pylvs_ksched_svc_key {
-	__u8 vaddr[4];
-	__be16 vport;
+	__u8 family;      /* AF_INET, AF_INET6 */
 	__u8 proto;
-	__u8 pad;
+	__be16 vport;
+	__u8 vaddr[16];   /* IPv4 mapped, as in flow keys */
 };
 
 struct pylvs_ksched_svc {
@@ -85,8 +86,9 @@ struct pylvs_ksched_dest {
 	__u32 flags;      /* KSCHED_DEST_F_* */
 	__be16 rport;     /* the real server's port as the reply entry's key has it */
 	__u16 pad;
-	__u8 raddr[4];
+	__u8 raddr[16];   /* IPv4 mapped */
 	__u32 index;      /* its index in the service's destinations, reported with CREATED */
+	__u32 pad2;
 	struct pylvs_flow_value in;  /* client -> real server; the client's address and port filled in */
 	struct pylvs_flow_value out; /* NAT: replies; the client's address and port and the hop filled in */
 };
@@ -102,11 +104,10 @@ struct pylvs_ksched_event {
 	__u32 gen;
 	__u32 slot;
 	__u32 dest;
-	__u8 raddr[4];
+	__u8 raddr[16];   /* IPv4 mapped */
 	__be16 rport;
 	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
 	__u32 ifindex;
-	__u32 pad;
 };
 
 struct {
@@ -281,50 +282,41 @@ static __always_inline struct pylvs_ksched_scratch *ks_scratch(void)
 	return bpf_map_lookup_elem(&pylvs_ksched_scratch, &zero);
 }
 
-/* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
- * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
- * made); KSCHED_PUNT: the engine's, as every SYN was before. */
-static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
-					    struct tcphdr *th)
+/* A segment with SYN: KSCHED_SCHEDULE for a new connection's, else the verdict (counted). */
+static __always_inline int ks_screen(const struct tcphdr *th, __u8 ttl, __u32 gen)
+{
+	if (!gen)
+		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	if (th->ack && !th->rst && !th->fin)
+		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
+	if (th->ack || th->rst || th->fin || ttl <= 1)
+		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
+	return KSCHED_SCHEDULE;
+}
+
+/* A new connection's SYN, its key (client, VIP, ports) in s->key: scheduled, its entries made and
+ * CREATED reported (KSCHED_CONTINUE), or punted. `saddr` and `daddr` are the client and the VIP as the
+ * kernel's hash keys take them (host order; IPv6 folded). */
+static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth, struct pylvs_ksched_scratch *s,
+				       __u32 gen, __u32 saddr, __u32 daddr)
 {
 	struct pylvs_ksched_svc_key skey = {};
-	struct pylvs_ksched_scratch *s;
-	struct pylvs_flow_value *in, *out;
-	struct pylvs_flow_key *key, *rkey;
+	struct pylvs_flow_value *in = &s->in, *out = &s->out;
+	struct pylvs_flow_key *key = &s->key, *rkey = &s->rkey;
 	struct pylvs_ksched_event *ev;
 	struct pylvs_ksched_svc *svc;
 	struct pylvs_ksched_table *t;
 	struct pylvs_ksched_dest *d;
 	struct pylvs_ksched_iface *iface = NULL;
-	__u32 gen = ks_gen(), ingress = skb->ifindex;
+	__u32 ingress = skb->ifindex;
 
-	if (!gen)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
-	if (th->ack && !th->rst && !th->fin)
-		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
-	if (th->ack || th->rst || th->fin || ip->ttl <= 1)
-		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
-	s = ks_scratch();
-	if (!s)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
-	key = &s->key;
-	rkey = &s->rkey;
-	in = &s->in;
-	out = &s->out;
-	__builtin_memset(key, 0, sizeof(*key));
-	key->family = AF_INET;
-	key->proto = IPPROTO_TCP;
-	key->saddr[10] = key->saddr[11] = key->daddr[10] = key->daddr[11] = 0xff;
-	__builtin_memcpy(&key->saddr[12], &ip->saddr, 4);
-	__builtin_memcpy(&key->daddr[12], &ip->daddr, 4);
-	key->sport = th->source;
-	key->dport = th->dest;
 	if (bpf_map_lookup_elem(&pylvs_flows, key))
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
-	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every IPv4 TCP service). */
-	__builtin_memcpy(skey.vaddr, &ip->daddr, 4);
-	skey.vport = th->dest;
+	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every TCP service). */
+	skey.family = key->family;
 	skey.proto = IPPROTO_TCP;
+	skey.vport = key->dport;
+	__builtin_memcpy(skey.vaddr, key->daddr, 16);
 	svc = bpf_map_lookup_elem(&pylvs_ksched_svcs, &skey);
 	if (!svc) {
 		skey.vport = 0;
@@ -339,14 +331,17 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	t = bpf_map_lookup_elem(&pylvs_ksched_tables, &svc->slot);
 	if (!t)
 		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
-	d = ks_pick(svc, t, bpf_ntohl(ip->saddr), bpf_ntohl(ip->daddr), bpf_ntohs(th->source));
+	d = ks_pick(svc, t, saddr, daddr, bpf_ntohs(key->sport));
 	if (!d || !(d->flags & KSCHED_DEST_F_USABLE))
 		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
-	if (d->flags & KSCHED_DEST_F_ENGINE || overhead_of(&d->in) < 0)
+	/* What the fast path of the SYN's family would not execute stays the engine's. */
+	if (d->flags & KSCHED_DEST_F_ENGINE ||
+	    (key->family == AF_INET6 ? overhead6_of(&d->in) : overhead_of(&d->in)) < 0)
 		return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
+	/* The templates' client is :: (IPv6) or ::ffff:0.0.0.0 (IPv4): the key's address fits either. */
 	*in = d->in;
-	__builtin_memcpy(&in->new_saddr[12], &ip->saddr, 4);
-	in->new_sport = th->source;
+	__builtin_memcpy(in->new_saddr, key->saddr, 16);
+	in->new_sport = key->sport;
 	in->tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
 	in->tcp_flags = 0;
 	in->transitions = 1;
@@ -357,8 +352,8 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		if (!iface)
 			return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
 		*out = d->out;
-		__builtin_memcpy(&out->new_daddr[12], &ip->saddr, 4);
-		out->new_dport = th->source;
+		__builtin_memcpy(out->new_daddr, key->saddr, 16);
+		out->new_dport = key->sport;
 		out->ifindex = ingress;
 		__builtin_memcpy(out->dmac, eth->h_source, ETH_ALEN);
 		__builtin_memcpy(out->smac, iface->mac, ETH_ALEN);
@@ -367,14 +362,13 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 		out->tcp_flags = 0;
 		out->transitions = 0;
 		out->packets = out->bytes = out->last_seen_ns = 0;
-		__builtin_memset(rkey, 0, sizeof(*rkey));
-		rkey->family = AF_INET;
+		rkey->family = key->family;
 		rkey->proto = IPPROTO_TCP;
+		rkey->pad = 0;
 		__builtin_memcpy(rkey->saddr, d->in.new_daddr, 16);
-		rkey->daddr[10] = rkey->daddr[11] = 0xff;
-		__builtin_memcpy(&rkey->daddr[12], &ip->saddr, 4);
+		__builtin_memcpy(rkey->daddr, key->saddr, 16);
 		rkey->sport = d->rport;
-		rkey->dport = th->source;
+		rkey->dport = key->sport;
 	}
 	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 	if (!ev)
@@ -405,7 +399,7 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	ev->gen = gen;
 	ev->slot = svc->slot;
 	ev->dest = d->index;
-	__builtin_memcpy(ev->raddr, d->raddr, 4);
+	__builtin_memcpy(ev->raddr, d->raddr, 16);
 	ev->rport = d->rport;
 	if (iface) {
 		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
@@ -413,6 +407,62 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	}
 	bpf_ringbuf_submit(ev, 0);
 	return ks_count(KS_CREATED, KSCHED_CONTINUE);
+}
+
+/* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
+ * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
+ * made); KSCHED_PUNT: the engine's, as every SYN was before. */
+static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+					    struct tcphdr *th)
+{
+	struct pylvs_ksched_scratch *s;
+	__u32 gen = ks_gen();
+	int rc = ks_screen(th, ip->ttl, gen);
+
+	if (rc != KSCHED_SCHEDULE)
+		return rc;
+	s = ks_scratch();
+	if (!s)
+		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.family = AF_INET;
+	s->key.proto = IPPROTO_TCP;
+	s->key.saddr[10] = s->key.saddr[11] = s->key.daddr[10] = s->key.daddr[11] = 0xff;
+	__builtin_memcpy(&s->key.saddr[12], &ip->saddr, 4);
+	__builtin_memcpy(&s->key.daddr[12], &ip->daddr, 4);
+	s->key.sport = th->source;
+	s->key.dport = th->dest;
+	return ks_schedule(skb, eth, s, gen, bpf_ntohl(ip->saddr), bpf_ntohl(ip->daddr));
+}
+
+/* ip_vs_{mh,sh,dh}_hashkey's IPv6 address: its four 32-bit words XORed, in host order. */
+static __always_inline __u32 ks_fold6(const struct in6_addr *a)
+{
+	return bpf_ntohl(a->in6_u.u6_addr32[0] ^ a->in6_u.u6_addr32[1] ^ a->in6_u.u6_addr32[2] ^
+			 a->in6_u.u6_addr32[3]);
+}
+
+/* The same for IPv6 (pylvs_fastpath6: no extension header, hop limit as the TTL). */
+static __always_inline int pylvs_ksched_syn6(struct __sk_buff *skb, struct ethhdr *eth, struct ipv6hdr *ip6,
+					     struct tcphdr *th)
+{
+	struct pylvs_ksched_scratch *s;
+	__u32 gen = ks_gen();
+	int rc = ks_screen(th, ip6->hop_limit, gen);
+
+	if (rc != KSCHED_SCHEDULE)
+		return rc;
+	s = ks_scratch();
+	if (!s)
+		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	s->key.family = AF_INET6;
+	s->key.proto = IPPROTO_TCP;
+	s->key.pad = 0;
+	__builtin_memcpy(s->key.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(s->key.daddr, &ip6->daddr, 16);
+	s->key.sport = th->source;
+	s->key.dport = th->dest;
+	return ks_schedule(skb, eth, s, gen, ks_fold6(&ip6->saddr), ks_fold6(&ip6->daddr));
 }
 
 #endif
