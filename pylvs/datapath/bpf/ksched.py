@@ -1,17 +1,19 @@
 """Kernel scheduling: publish the hash schedulers' tables so the fast path schedules SYNs itself.
 
 For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
-the VIP), with no state that a new connection changes. The engine publishes, per IPv4 TCP service, the
-scheduler's lookup table (destination index per slot) and per destination a recipe template (the
+the VIP; an IPv6 address folded into 32 bits first, as ip_vs_*_hashkey do), with no state that a new
+connection changes. The engine publishes, per TCP service of either family, the scheduler's lookup table (destination index per slot) and per destination a recipe template (the
 FlowEntry its connections get, which for NAT depends on the VIP, the real server and the ports only);
 the program (pylvs_sched.bpf.h) hashes as the kernel does, creates the connection's entries, forwards
 the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engine adopt it
 (`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as
 engine-only, and the program punts those SYNs as before:
 - services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
-  is published: the mark is set after tc ingress), not mh/sh/dh, not IPv4 TCP;
+  is published: the mark is set after tc ingress), not mh/sh/dh, not TCP;
 - destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
-  is per flow), IPv6, without a resolved next hop yet;
+  is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
+  hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
+  not execute (pylvs_fastpath6.h: tunnels other than IPv6 in IPv6 and GRE without checksum);
 - everything while the director stands by, a defence strategy or --max-conns is on.
 Every change is published under a new generation: the program punts SYNs of records from an older
 one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),

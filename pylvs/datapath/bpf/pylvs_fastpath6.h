@@ -5,6 +5,8 @@
  * the same TCP state table and event ring. What differs is the header: no header checksum (the hop
  * limit goes down without one), the addresses at 8 and 24, the L4 header right after 40 bytes.
  *
+ * SYNs of hash-scheduled services are scheduled here as IPv4 ones are (pylvs_sched.bpf.h).
+ *
  * Punted untouched (TC_ACT_OK) to the engine, besides what IPv4 punts: any extension header (only a
  * TCP or UDP header directly after the fixed header is taken; a fragment header counts as a
  * fragment), ICMPv6, a UDP checksum of zero (IPv6 forbids it; the engine decides), GUE over IPv6

@@ -1,19 +1,23 @@
-/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh).
+/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh), IPv4 and IPv6.
  *
  * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
  * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
- * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do, creates the
- * connection's flow entries from the destination's recipe template (the client's address and port
- * filled in; NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE ->
+ * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do (an IPv6 address
+ * folded to the XOR of its four 32-bit words first), creates the connection's flow entries from the
+ * destination's recipe template (the client's address and port filled in; NAT's reply entry leaves
+ * where the SYN came from) in the state the SYN makes (NONE ->
  * SYN_RECV, which CREATED stands for: one event per new connection, not two), reports a CREATED event
  * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
- * connection from the event (Engine.adopt_kernel), so it stays the authority.
+ * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
+ * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
+ * The keys and entries being built live in a per-CPU scratch map, not on the program's stack.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
  * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
  * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
- * take it (weight 0, unavailable) once the kernel's fallback probes run out, a full ring.
+ * take it (weight 0, unavailable) once the kernel's fallback probes run out, a destination whose recipe
+ * the fast path of the SYN's family would not execute (overhead_of, overhead6_of), a full ring.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
@@ -43,11 +47,11 @@ enum pylvs_ksched_counter {
 	KS_PUNT_OFF,        /* nothing published (switched off, or a publication under way) */
 	KS_PUNT_FLAGS,      /* SYN with RST or FIN, TTL <= 1: the engine's */
 	KS_PUNT_EXISTING,   /* an entry for this tuple exists: connection reuse is the engine's */
-	KS_PUNT_NO_SERVICE, /* no published service (not ours, or not IPv4 TCP) */
+	KS_PUNT_NO_SERVICE, /* no published service (not ours) */
 	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, FULLNAT, synproxy, ...) */
 	KS_PUNT_STALE,      /* published under an older generation */
 	KS_PUNT_NO_DEST,    /* the table has nobody there, or the fallback probes ran out */
-	KS_PUNT_DEST,       /* the destination is the engine's */
+	KS_PUNT_DEST,       /* the destination is the engine's, or its recipe is not this fast path's */
 	KS_PUNT_RING,       /* no room on the event ring */
 	KS_PUNT_COLLISION,  /* the reply entry's tuple is taken */
 	KS_MAX,
