@@ -25,12 +25,11 @@ from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
-from pylvs.engine.flow import VALUE, VALUE_FIELDS
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
 from pylvs.ipvs_uapi import SVC_F_SCHED1, SVC_F_SCHED2
 from pylvs.packet import vnet
-from pylvs.sched.base import Flow
 from tests.integration.bpf_flows import TC_ACT_OK, TC_ACT_REDIRECT
+from tests.integration.test_bpf_ksched import VALUE_FIELD, entry, punted_without_fallback, python_choice
 from tests.unit.director import CLIENT_MAC, DIP_MAC, VIP_MAC, mac
 from tests.unit.test_engine_ipv6 import (
     CLIENT6,
@@ -47,13 +46,6 @@ from tests.unit.test_engine_ipv6 import (
 
 CLIENTS = 300  # random clients per scheduler and flag combination
 DH_VIPS = 64   # dh hashes the VIP: that many services, one per VIP
-VALUE_FIELD = {name: i for i, (name, _, _) in enumerate(VALUE_FIELDS)}
-
-
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=8192) as f:
-        yield f
 
 
 def make_engine(method: Method = Method.MASQ, scheduler: str = "mh", flags: int = 0, tun_type: str = "ipip") -> Engine:
@@ -63,6 +55,12 @@ def make_engine(method: Method = Method.MASQ, scheduler: str = "mh", flags: int 
     for dest in svc.dests:
         dest.tun_type = tun_type
     return engine
+
+
+@pytest.fixture(scope="module")
+def fast():
+    with FastPath(pin_root=None, max_flows=8192) as f:
+        yield f
 
 
 @pytest.fixture
@@ -92,18 +90,8 @@ def random_client(rng: random.Random) -> tuple[str, int]:
     return socket.inet_ntop(socket.AF_INET6, rng.getrandbits(128).to_bytes(16, "big")), rng.randrange(1024, 65536)
 
 
-def python_choice(svc: VirtualService, client: str, cport: int) -> RealServer | None:
-    return svc.sched.schedule(svc, Flow(6, pack_ip(client), cport, svc.addr, 80))
-
-
 def conn_key(client: str, cport: int, vip: str = VIP6) -> bytes:
     return pack_ip(client) + pack_ip(vip) + cport.to_bytes(2, "big") + (80).to_bytes(2, "big")
-
-
-def entry(fast, key: bytes) -> tuple:
-    raw = fast.flows.lookup(pack_key(6, key))
-    assert raw is not None, "no entry"
-    return VALUE.unpack(raw)
 
 
 def engine_sends(method: Method, pkt: Ether, tun_type: str = "ipip") -> bytes:
@@ -168,17 +156,8 @@ def test_fallback_walks_as_the_kernel_and_without_it_the_engine_decides(fast, pu
     # Without the flag, the clients of the quiesced server are refused by the engine: punted here.
     engine.table.edit_service(VirtualService(6, svc.addr, 80, scheduler, flags=0))
     ks.publish()
-    punted = 0
-    for _ in range(CLIENTS):
-        client, cport = random_client(rng)
-        sent = bytes(syn(client, cport))
-        verdict, out, _ = fast.test_run(sent)
-        if python_choice(svc, client, cport) is None:
-            assert verdict == TC_ACT_OK and out == sent
-            punted += 1
-        else:
-            assert verdict == TC_ACT_REDIRECT
-    assert punted > CLIENTS // 10  # a third of the clients hash to the quiesced server
+    clients = (random_client(rng) for _ in range(CLIENTS))
+    assert punted_without_fallback(fast, svc, clients, syn) > CLIENTS // 10  # a third hash to the quiesced one
 
 
 def test_nat66_syn_is_the_engines_and_both_entries_are_made(fast, published):

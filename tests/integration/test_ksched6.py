@@ -23,6 +23,7 @@ from pylvs.lab.netns import wait_for
 from pylvs.lab.topology import NatLab
 from pylvs.sched.base import Flow
 from tests.integration.labs import shared_lab
+from tests.integration.test_ksched import rs_conns, status  # (-L -n --stats keys: "[address]")
 
 PORTS = range(41000, 41024)  # the client's source ports: one connection each
 URL = ipv6.url6(ipv6.NAT_VIP6)
@@ -33,10 +34,6 @@ def lab():
     yield from shared_lab(NatLab(n_rs=2, ipv6=True), "--datapath", "bpf")
 
 
-def status(lab) -> dict:
-    return json.loads(lab.lvsadm("--datapath", "--json").stdout)
-
-
 def python_mh(lab) -> VirtualService:
     """The same service in an engine of its own: Python's mh table for it."""
     engine = Engine(StaticRoutes({}))
@@ -44,16 +41,6 @@ def python_mh(lab) -> VirtualService:
     for i in range(1, len(lab.rips) + 1):
         engine.table.add_dest(svc, RealServer(pack_ip(ipv6.rip6(i)), lab.rport, method=Method.MASQ))
     return svc
-
-
-def rs_conns(lab) -> dict[str, int]:
-    """Conns per real server from `lvsadm -L -n --stats`."""
-    out = {}
-    for line in lab.lvsadm("-L", "-n", "--stats").stdout.splitlines():
-        m = re.match(r"\s+->\s+\[(\S+)\]:\d+\s+(\d+)", line)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return out
 
 
 def test_ipv6_syns_are_scheduled_in_the_kernel_as_python_mh_and_adopted(lab):
@@ -95,7 +82,7 @@ def test_ipv6_syns_are_scheduled_in_the_kernel_as_python_mh_and_adopted(lab):
     assert "kernel scheduling of new connections (mh, sh, dh): on" in lab.lvsadm("--datapath").stdout
     # -L -n --stats: each connection counted on the real server mh picked.
     conns = rs_conns(lab)
-    assert {rip: conns[rip] - conns0.get(rip, 0) for rip in want} == want, (conns, conns0)
+    assert {rip: conns[f"[{rip}]"] - conns0.get(f"[{rip}]", 0) for rip in want} == want, (conns, conns0)
     # -L -n -c: the engine's connection table holds them, IPv6 tuples and all.
     listed = lab.lvsadm("-L", "-n", "-c").stdout
     for port in PORTS:

@@ -2,8 +2,9 @@
 
 For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
 the VIP; an IPv6 address folded into 32 bits first, as ip_vs_*_hashkey do), with no state that a new
-connection changes. The engine publishes, per TCP service of either family, the scheduler's lookup table (destination index per slot) and per destination a recipe template (the
-FlowEntry its connections get, which for NAT depends on the VIP, the real server and the ports only);
+connection changes. The engine publishes, per TCP service of either family, the scheduler's lookup
+table (destination index per slot) and per destination a recipe template (the FlowEntry its
+connections get, which for NAT depends on the VIP, the real server and the ports only);
 the program (pylvs_sched.bpf.h) hashes as the kernel does, creates the connection's entries, forwards
 the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engine adopt it
 (`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as

@@ -37,7 +37,6 @@
 #define KSCHED_DEST_F_ENGINE 0x02   /* the engine decides (thresholds, no hop yet, a recipe not here) */
 #define KSCHED_CONTINUE 0           /* the SYN goes on into the fast path (it has an entry now) */
 #define KSCHED_PUNT -1              /* to the engine, unchanged */
-#define KSCHED_SCHEDULE 1           /* a new connection's SYN: scheduled here if it can be */
 #define KSCHED_HASH1 2654435761ULL  /* ip_vs_mh's fixed hsiphash keys: key[0] == key[1] */
 
 /* Per-CPU counters (pylvs/datapath/bpf/ksched.py COUNTERS mirrors the names). */
@@ -286,16 +285,26 @@ static __always_inline struct pylvs_ksched_scratch *ks_scratch(void)
 	return bpf_map_lookup_elem(&pylvs_ksched_scratch, &zero);
 }
 
-/* A segment with SYN: KSCHED_SCHEDULE for a new connection's, else the verdict (counted). */
-static __always_inline int ks_screen(const struct tcphdr *th, __u8 ttl, __u32 gen)
+/* A segment with SYN: the scratch to schedule a new connection's SYN in, or NULL with *verdict set
+ * (counted). */
+static __always_inline struct pylvs_ksched_scratch *ks_begin(const struct tcphdr *th, __u8 ttl, __u32 gen,
+							      int *verdict)
 {
-	if (!gen)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
-	if (th->ack && !th->rst && !th->fin)
-		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
-	if (th->ack || th->rst || th->fin || ttl <= 1)
-		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
-	return KSCHED_SCHEDULE;
+	struct pylvs_ksched_scratch *s;
+
+	if (!gen) {
+		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	} else if (th->ack && !th->rst && !th->fin) {
+		*verdict = ks_count(KS_SYNACK, KSCHED_CONTINUE);
+	} else if (th->ack || th->rst || th->fin || ttl <= 1) {
+		*verdict = ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
+	} else {
+		s = ks_scratch();
+		if (s)
+			return s;
+		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	}
+	return NULL;
 }
 
 /* A new connection's SYN, its key (client, VIP, ports) in s->key: scheduled, its entries made and
@@ -419,15 +428,12 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
 					    struct tcphdr *th)
 {
-	struct pylvs_ksched_scratch *s;
 	__u32 gen = ks_gen();
-	int rc = ks_screen(th, ip->ttl, gen);
+	int verdict;
+	struct pylvs_ksched_scratch *s = ks_begin(th, ip->ttl, gen, &verdict);
 
-	if (rc != KSCHED_SCHEDULE)
-		return rc;
-	s = ks_scratch();
 	if (!s)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+		return verdict;
 	__builtin_memset(&s->key, 0, sizeof(s->key));
 	s->key.family = AF_INET;
 	s->key.proto = IPPROTO_TCP;
@@ -450,15 +456,12 @@ static __always_inline __u32 ks_fold6(const struct in6_addr *a)
 static __always_inline int pylvs_ksched_syn6(struct __sk_buff *skb, struct ethhdr *eth, struct ipv6hdr *ip6,
 					     struct tcphdr *th)
 {
-	struct pylvs_ksched_scratch *s;
 	__u32 gen = ks_gen();
-	int rc = ks_screen(th, ip6->hop_limit, gen);
+	int verdict;
+	struct pylvs_ksched_scratch *s = ks_begin(th, ip6->hop_limit, gen, &verdict);
 
-	if (rc != KSCHED_SCHEDULE)
-		return rc;
-	s = ks_scratch();
 	if (!s)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+		return verdict;
 	s->key.family = AF_INET6;
 	s->key.proto = IPPROTO_TCP;
 	s->key.pad = 0;
