@@ -538,7 +538,8 @@ class Engine:
         `origin`: the reporting consumer's subscription, not told the new connection's CREATED and STATE
         (a connection it replaces is REMOVED for every consumer)."""
         table = self._tables[PROTO_TCP]
-        caddr, vaddr, cport, vport = key[0:4], key[4:8], key[8:10], key[10:12]
+        n = (len(key) - 4) // 2  # 4 or 16: IPv4 or IPv6
+        caddr, vaddr, cport, vport = key[0:n], key[n:2 * n], key[2 * n:2 * n + 2], key[2 * n + 2:2 * n + 4]
         hit = table.get(key)
         if hit is not None:
             if hit[1] != DIR_IN or not self._reuse(hit[0]):

@@ -26,18 +26,18 @@ log = logging.getLogger(__name__)
 
 # CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
 # the MAC and interface NAT's reply entry sends to.
-SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III4s2s6sI4x")
+SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III16s2s6sI")
 
 
 class SchedEvent(NamedTuple):
     """CREATED: the program scheduled a SYN itself (pylvs_sched.bpf.h) and made the connection's entries."""
 
     ts_ns: int
-    key: bytes        # the SYN's 12-byte IPv4 key (client, VIP, client port, VIP port)
+    key: bytes        # the SYN's key as FlowEvent.key (client, VIP, client port, VIP port)
     gen: int          # the publication it scheduled by (pylvs.datapath.bpf.ksched)
     slot: int
     dest: int         # the destination's index in the service as published
-    raddr: bytes      # the real server and the port the reply entry is keyed by
+    raddr: bytes      # the real server (4 or 16 bytes, as the key's) and the port the reply entry is keyed by
     rport: bytes
     hw: bytes         # NAT: the SYN's source MAC and ingress interface, the reply entry's next hop
     ifindex: int
@@ -109,6 +109,8 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
 def decode_created(raw: bytes) -> SchedEvent:
     ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex = (
         SCHED_EVENT.unpack(raw))
+    if key[0] != AF_INET6:
+        raddr = raddr[12:]  # IPv4-mapped
     return _tuple_new(SchedEvent, (ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex))
 
 

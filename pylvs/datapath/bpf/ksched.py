@@ -1,17 +1,20 @@
 """Kernel scheduling: publish the hash schedulers' tables so the fast path schedules SYNs itself.
 
 For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
-the VIP), with no state that a new connection changes. The engine publishes, per IPv4 TCP service, the
-scheduler's lookup table (destination index per slot) and per destination a recipe template (the
-FlowEntry its connections get, which for NAT depends on the VIP, the real server and the ports only);
+the VIP; an IPv6 address folded into 32 bits first, as ip_vs_*_hashkey do), with no state that a new
+connection changes. The engine publishes, per TCP service of either family, the scheduler's lookup
+table (destination index per slot) and per destination a recipe template (the FlowEntry its
+connections get, which for NAT depends on the VIP, the real server and the ports only);
 the program (pylvs_sched.bpf.h) hashes as the kernel does, creates the connection's entries, forwards
 the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engine adopt it
 (`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as
 engine-only, and the program punts those SYNs as before:
 - services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
-  is published: the mark is set after tc ingress), not mh/sh/dh, not IPv4 TCP;
+  is published: the mark is set after tc ingress), not mh/sh/dh, not TCP;
 - destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
-  is per flow), IPv6, without a resolved next hop yet;
+  is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
+  hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
+  not execute (pylvs_fastpath6.h: tunnels other than IPv6 in IPv6 and GRE without checksum);
 - everything while the director stands by, a defence strategy or --max-conns is on.
 Every change is published under a new generation: the program punts SYNs of records from an older
 one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),
@@ -29,7 +32,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import Counters
 from pylvs.engine.conntrack import Conn
 from pylvs.engine.events import ServicesChanged
-from pylvs.engine.flow import VALUE
+from pylvs.engine.flow import VALUE, addr16, family_of
 from pylvs.ipvs_uapi import PROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Method
 from pylvs.sched.base import usable
 
@@ -55,15 +58,14 @@ DEST_F_USABLE, DEST_F_ENGINE = 0x01, 0x02
 METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL)
 
 STATE = struct.Struct("=II")
-SVC_KEY = struct.Struct("=4s2sBx")
+SVC_KEY = struct.Struct("=BB2s16s")  # family, protocol, port, address (IPv4 mapped)
 SVC = struct.Struct("=IIBBH")
 TABLE = struct.Struct(f"={TAB_MAX}H")
 DEST_KEY = struct.Struct("=II")
-DEST_HEAD = struct.Struct("=I2s2x4sI")  # flags, rport, raddr, index; then the in and out templates
+DEST_HEAD = struct.Struct("=I2s2x16sI4x")  # flags, rport, raddr (IPv4 mapped), index; then the in and out templates
 IFACE = struct.Struct("=6sH")
 
-_CLIENT, _CPORT = b"\0\0\0\0", b"\0\0"  # the template's client: the program writes the real one in
-_ZERO = b"\0" * 4
+_CPORT = b"\0\0"  # the template's client (the unspecified address, its port 0): the program writes the real one in
 _VALUE_SIZE = VALUE.size
 
 
@@ -158,13 +160,13 @@ class KernelScheduler:
         if self._engine_decides():
             self._slots.clear()
             return svcs, tables, dests, published
-        live = [s for s in engine.table if s.protocol == PROTO_TCP and len(s.addr) == 4 and not s.fwmark]
+        live = [s for s in engine.table if s.protocol == PROTO_TCP and not s.fwmark]
         for svc in list(self._slots):
             if svc not in live:
                 del self._slots[svc]
                 self._packed.pop(svc, None)
         for svc in live:
-            key = SVC_KEY.pack(svc.addr, svc.port.to_bytes(2, "big"), PROTO_TCP)
+            key = SVC_KEY.pack(family_of(svc.addr), PROTO_TCP, svc.port.to_bytes(2, "big"), addr16(svc.addr))
             code = SCHED_CODES.get(svc.scheduler)
             slot = self._slot(svc) if code and self._eligible(svc) else None
             if slot is None:
@@ -216,15 +218,16 @@ class KernelScheduler:
         """The destination's flags and recipe templates (engine-only when the kernel cannot reproduce it)."""
         flags = DEST_F_USABLE if usable(dest) else 0
         rport = (dest.port or svc.port).to_bytes(2, "big")
-        raddr = dest.addr if len(dest.addr) == 4 else _ZERO
-        templates = self._templates(svc, dest) if self._reproducible(dest) else None
+        raddr = addr16(dest.addr)
+        templates = self._templates(svc, dest) if self._reproducible(svc, dest) else None
         if templates is None:
             return DEST_HEAD.pack(flags | DEST_F_ENGINE, rport, raddr, index) + bytes(2 * _VALUE_SIZE)
         return DEST_HEAD.pack(flags, rport, raddr, index) + templates
 
     @staticmethod
-    def _reproducible(dest: RealServer) -> bool:
-        return (dest.method in METHODS and len(dest.addr) == 4 and not dest.u_threshold and not dest.l_threshold
+    def _reproducible(svc: VirtualService, dest: RealServer) -> bool:
+        return (dest.method in METHODS and len(dest.addr) == len(svc.addr) and not dest.u_threshold
+                and not dest.l_threshold
                 and (dest.method != Method.MASQ or bool(dest.port))
                 and (dest.method != Method.TUNNEL or dest.tun_type != "gue"))
 
@@ -232,10 +235,11 @@ class KernelScheduler:
         """The recipes a connection to `dest` gets, for a client the program fills in; None while the next
         hop is unknown (its resolution is under way: the next tick publishes it)."""
         engine = self.engine
-        forwarder = engine.forwarders[dest.method]
+        v6 = len(svc.addr) == 16
+        forwarder = engine.inet6.forwarder(dest) if v6 else engine.forwarders[dest.method]
         vport = svc.port.to_bytes(2, "big")
         dport = vport if dest.method != Method.MASQ else dest.port.to_bytes(2, "big")
-        conn = Conn(PROTO_TCP, _CLIENT, _CPORT, svc.addr, vport, dest.addr, dport)
+        conn = Conn(PROTO_TCP, bytes(len(svc.addr)), _CPORT, svc.addr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
         if forwarder.bind(conn, engine.conns) is not None:
             return None
@@ -244,7 +248,8 @@ class KernelScheduler:
         if f.hop is None or not f.offloadable:
             return None
         if dest.method == Method.TUNNEL:
-            f.outer_src = engine.egress.source_address(engine.egress.interface_for(f.hop)) or b""
+            f.outer_src = (engine.inet6.egress6.source_address(f.hop) if v6
+                           else engine.egress.source_address(engine.egress.interface_for(f.hop))) or b""
             if not f.outer_src:
                 return None
         out = conn.out_flow.pack_value() if conn.out_flow is not None else bytes(_VALUE_SIZE)

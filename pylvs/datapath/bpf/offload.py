@@ -81,8 +81,10 @@ def _recipe(raw: bytes) -> list:
 
 
 def pack_key(proto: int, key: bytes) -> bytes:
-    """The flow map's key for a 12-byte IPv4 connection key (saddr, daddr, sport, dport)."""
-    return KEY.pack(AF_INET, proto, 0, addr16(key[:4]), addr16(key[4:8]), key[8:10], key[10:12])
+    """The flow map's key for a connection key (saddr, daddr, sport, dport; 12 bytes IPv4, 36 IPv6)."""
+    n = (len(key) - 4) // 2
+    return KEY.pack(AF_INET if n == 4 else AF_INET6, proto, 0, addr16(key[:n]), addr16(key[n:2 * n]),
+                    key[2 * n:2 * n + 2], key[2 * n + 2:2 * n + 4])
 
 
 def _round_for(conn: Conn, ifindex: int, family: int) -> int:
@@ -211,8 +213,8 @@ class FlowOffload:
         conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
         if conn is None:
             self.refused += 1
-            k = ev.key
-            for key in (k, ev.raddr + k[:4] + ev.rport + k[8:10]):  # the SYN's entry, NAT's reply entry
+            k, n = ev.key, len(ev.raddr)
+            for key in (k, ev.raddr + k[:n] + ev.rport + k[2 * n:2 * n + 2]):  # the SYN's entry, NAT's reply entry
                 try:
                     self.flows.delete_key(pack_key(PROTO_TCP, key))
                 except BpfError as exc:

@@ -368,11 +368,12 @@ static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct
 SEC("tc")
 int pylvs_fastpath(struct __sk_buff *skb)
 {
-	struct pylvs_flow_key key = {};
+	struct pylvs_flow_key key;
 	struct pylvs_flow_event *ev = NULL;
 	struct pylvs_flow_value *v;
 	void *data, *data_end;
 	struct ethhdr *eth;
+	__be32 ports;
 	struct iphdr *ip;
 	__u32 seg, need = L4 + sizeof(struct tcphdr);
 	__u16 tot, frag_off;
@@ -416,8 +417,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 
 		if ((void *)(uh + 1) > data_end)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		key.sport = uh->source;
-		key.dport = uh->dest;
+		ports = *(__be32 *)uh; /* source and destination */
 		seg = 20 + sizeof(struct udphdr);
 	} else {
 		struct tcphdr *th = (void *)(ip + 1);
@@ -427,12 +427,13 @@ int pylvs_fastpath(struct __sk_buff *skb)
 		if (th->syn && pylvs_ksched_syn(skb, eth, ip, th) == KSCHED_PUNT)
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
-		key.sport = th->source;
-		key.dport = th->dest;
+		ports = *(__be32 *)th;
 		seg = 20 + th->doff * 4;
 	}
 	if (ip->ttl <= 1)
 		return count(CNT_PUNT_TTL, TC_ACT_OK);
+	__builtin_memset(&key, 0, sizeof(key)); /* here, not above: the SYN path's stack may take its place */
+	__builtin_memcpy(&key.sport, &ports, 4);
 	key.family = AF_INET;
 	key.proto = ip->protocol;
 	key.saddr[10] = key.saddr[11] = key.daddr[10] = key.daddr[11] = 0xff;

@@ -5,6 +5,8 @@
  * the same TCP state table and event ring. What differs is the header: no header checksum (the hop
  * limit goes down without one), the addresses at 8 and 24, the L4 header right after 40 bytes.
  *
+ * SYNs of hash-scheduled services are scheduled here as IPv4 ones are (pylvs_sched.bpf.h).
+ *
  * Punted untouched (TC_ACT_OK) to the engine, besides what IPv4 punts: any extension header (only a
  * TCP or UDP header directly after the fixed header is taken; a fragment header counts as a
  * fragment), ICMPv6, a UDP checksum of zero (IPv6 forbids it; the engine decides), GUE over IPv6
@@ -184,6 +186,10 @@ static __always_inline int encapsulate6(struct __sk_buff *skb, const struct pylv
 	return 0;
 }
 
+/* A SYN: scheduled here for hash-scheduled services (pylvs_sched.bpf.h, included after this header). */
+static __always_inline int pylvs_ksched_syn6(struct __sk_buff *skb, struct ethhdr *eth, struct ipv6hdr *ip6,
+					     struct tcphdr *th);
+
 /* An IPv6 frame (skb->protocol ETH_P_IPV6): executed by its recipe, or passed on untouched. */
 static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 {
@@ -229,7 +235,7 @@ static __always_inline int pylvs_fastpath6(struct __sk_buff *skb)
 
 		if ((void *)(th + 1) > data_end || th->doff < 5)
 			return count(CNT_PUNT_BAD_HEADER, TC_ACT_OK);
-		if (th->syn)
+		if (th->syn && pylvs_ksched_syn6(skb, data, ip6, th) < 0) /* KSCHED_PUNT */
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
 		key.sport = th->source;

@@ -1,19 +1,23 @@
-/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh).
+/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh), IPv4 and IPv6.
  *
  * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
  * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
- * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do, creates the
- * connection's flow entries from the destination's recipe template (the client's address and port
- * filled in; NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE ->
+ * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do (an IPv6 address
+ * folded to the XOR of its four 32-bit words first), creates the connection's flow entries from the
+ * destination's recipe template (the client's address and port filled in; NAT's reply entry leaves
+ * where the SYN came from) in the state the SYN makes (NONE ->
  * SYN_RECV, which CREATED stands for: one event per new connection, not two), reports a CREATED event
  * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
- * connection from the event (Engine.adopt_kernel), so it stays the authority.
+ * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
+ * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
+ * The keys and entries being built live in a per-CPU scratch map, not on the program's stack.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
  * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
  * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
- * take it (weight 0, unavailable) once the kernel's fallback probes run out, a full ring.
+ * take it (weight 0, unavailable) once the kernel's fallback probes run out, a destination whose recipe
+ * the fast path of the SYN's family would not execute (overhead_of, overhead6_of), a full ring.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
@@ -42,11 +46,11 @@ enum pylvs_ksched_counter {
 	KS_PUNT_OFF,        /* nothing published (switched off, or a publication under way) */
 	KS_PUNT_FLAGS,      /* SYN with RST or FIN, TTL <= 1: the engine's */
 	KS_PUNT_EXISTING,   /* an entry for this tuple exists: connection reuse is the engine's */
-	KS_PUNT_NO_SERVICE, /* no published service (not ours, or not IPv4 TCP) */
+	KS_PUNT_NO_SERVICE, /* no published service (not ours) */
 	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, FULLNAT, synproxy, ...) */
 	KS_PUNT_STALE,      /* published under an older generation */
 	KS_PUNT_NO_DEST,    /* the table has nobody there, or the fallback probes ran out */
-	KS_PUNT_DEST,       /* the destination is the engine's */
+	KS_PUNT_DEST,       /* the destination is the engine's, or its recipe is not this fast path's */
 	KS_PUNT_RING,       /* no room on the event ring */
 	KS_PUNT_COLLISION,  /* the reply entry's tuple is taken */
 	KS_MAX,
@@ -58,10 +62,10 @@ struct pylvs_ksched_state {
 };
 
 struct pylvs_ksched_svc_key {
-	__u8 vaddr[4];
-	__be16 vport;
+	__u8 family;      /* AF_INET, AF_INET6 */
 	__u8 proto;
-	__u8 pad;
+	__be16 vport;
+	__u8 vaddr[16];   /* IPv4 mapped, as in flow keys */
 };
 
 struct pylvs_ksched_svc {
@@ -85,8 +89,9 @@ struct pylvs_ksched_dest {
 	__u32 flags;      /* KSCHED_DEST_F_* */
 	__be16 rport;     /* the real server's port as the reply entry's key has it */
 	__u16 pad;
-	__u8 raddr[4];
+	__u8 raddr[16];   /* IPv4 mapped */
 	__u32 index;      /* its index in the service's destinations, reported with CREATED */
+	__u32 pad2;
 	struct pylvs_flow_value in;  /* client -> real server; the client's address and port filled in */
 	struct pylvs_flow_value out; /* NAT: replies; the client's address and port and the hop filled in */
 };
@@ -102,11 +107,10 @@ struct pylvs_ksched_event {
 	__u32 gen;
 	__u32 slot;
 	__u32 dest;
-	__u8 raddr[4];
+	__u8 raddr[16];   /* IPv4 mapped */
 	__be16 rport;
 	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
 	__u32 ifindex;
-	__u32 pad;
 };
 
 struct {
@@ -143,6 +147,23 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pylvs_ksched_iface);
 } pylvs_ksched_ifaces SEC(".maps");
+
+/* What scheduling a SYN builds: the connection's keys and entries, too big for the program's 512 bytes
+ * of stack beside the fast path's own. One per CPU: tc ingress runs with bottom halves off, so one run
+ * of the program at a time uses it, from the SYN's arrival to the entries' insertion. */
+struct pylvs_ksched_scratch {
+	struct pylvs_flow_value in;
+	struct pylvs_flow_value out;
+	struct pylvs_flow_key key;  /* the SYN's, the in entry's */
+	struct pylvs_flow_key rkey; /* NAT: the out entry's */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_scratch);
+} pylvs_ksched_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -257,41 +278,58 @@ static __always_inline __u32 ks_gen(void)
 	return s ? s->gen : 0;
 }
 
-/* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
- * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
- * made); KSCHED_PUNT: the engine's, as every SYN was before. */
-static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
-					    struct tcphdr *th)
+static __always_inline struct pylvs_ksched_scratch *ks_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&pylvs_ksched_scratch, &zero);
+}
+
+/* A segment with SYN: the scratch to schedule a new connection's SYN in, or NULL with *verdict set
+ * (counted). */
+static __always_inline struct pylvs_ksched_scratch *ks_begin(const struct tcphdr *th, __u8 ttl, __u32 gen,
+							      int *verdict)
+{
+	struct pylvs_ksched_scratch *s;
+
+	if (!gen) {
+		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	} else if (th->ack && !th->rst && !th->fin) {
+		*verdict = ks_count(KS_SYNACK, KSCHED_CONTINUE);
+	} else if (th->ack || th->rst || th->fin || ttl <= 1) {
+		*verdict = ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
+	} else {
+		s = ks_scratch();
+		if (s)
+			return s;
+		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
+	}
+	return NULL;
+}
+
+/* A new connection's SYN, its key (client, VIP, ports) in s->key: scheduled, its entries made and
+ * CREATED reported (KSCHED_CONTINUE), or punted. `saddr` and `daddr` are the client and the VIP as the
+ * kernel's hash keys take them (host order; IPv6 folded). */
+static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth, struct pylvs_ksched_scratch *s,
+				       __u32 gen, __u32 saddr, __u32 daddr)
 {
 	struct pylvs_ksched_svc_key skey = {};
-	struct pylvs_flow_key key = {}, rkey = {};
+	struct pylvs_flow_value *in = &s->in, *out = &s->out;
+	struct pylvs_flow_key *key = &s->key, *rkey = &s->rkey;
 	struct pylvs_ksched_event *ev;
 	struct pylvs_ksched_svc *svc;
 	struct pylvs_ksched_table *t;
 	struct pylvs_ksched_dest *d;
 	struct pylvs_ksched_iface *iface = NULL;
-	struct pylvs_flow_value in, out;
-	__u32 gen = ks_gen(), ingress = skb->ifindex;
+	__u32 ingress = skb->ifindex;
 
-	if (!gen)
-		return ks_count(KS_PUNT_OFF, KSCHED_PUNT);
-	if (th->ack && !th->rst && !th->fin)
-		return ks_count(KS_SYNACK, KSCHED_CONTINUE);
-	if (th->ack || th->rst || th->fin || ip->ttl <= 1)
-		return ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
-	key.family = AF_INET;
-	key.proto = IPPROTO_TCP;
-	key.saddr[10] = key.saddr[11] = key.daddr[10] = key.daddr[11] = 0xff;
-	__builtin_memcpy(&key.saddr[12], &ip->saddr, 4);
-	__builtin_memcpy(&key.daddr[12], &ip->daddr, 4);
-	key.sport = th->source;
-	key.dport = th->dest;
-	if (bpf_map_lookup_elem(&pylvs_flows, &key))
+	if (bpf_map_lookup_elem(&pylvs_flows, key))
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
-	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every IPv4 TCP service). */
-	__builtin_memcpy(skey.vaddr, &ip->daddr, 4);
-	skey.vport = th->dest;
+	/* ip_vs_service_find: VIP:port, then VIP:0 (the engine publishes every TCP service). */
+	skey.family = key->family;
 	skey.proto = IPPROTO_TCP;
+	skey.vport = key->dport;
+	__builtin_memcpy(skey.vaddr, key->daddr, 16);
 	svc = bpf_map_lookup_elem(&pylvs_ksched_svcs, &skey);
 	if (!svc) {
 		skey.vport = 0;
@@ -306,64 +344,67 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	t = bpf_map_lookup_elem(&pylvs_ksched_tables, &svc->slot);
 	if (!t)
 		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
-	d = ks_pick(svc, t, bpf_ntohl(ip->saddr), bpf_ntohl(ip->daddr), bpf_ntohs(th->source));
+	d = ks_pick(svc, t, saddr, daddr, bpf_ntohs(key->sport));
 	if (!d || !(d->flags & KSCHED_DEST_F_USABLE))
 		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
-	if (d->flags & KSCHED_DEST_F_ENGINE || overhead_of(&d->in) < 0)
+	/* What the fast path of the SYN's family would not execute stays the engine's. */
+	if (d->flags & KSCHED_DEST_F_ENGINE ||
+	    (key->family == AF_INET6 ? overhead6_of(&d->in) : overhead_of(&d->in)) < 0)
 		return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
-	in = d->in;
-	__builtin_memcpy(&in.new_saddr[12], &ip->saddr, 4);
-	in.new_sport = th->source;
-	in.tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
-	in.tcp_flags = 0;
-	in.transitions = 1;
-	in.packets = in.bytes = in.last_seen_ns = 0;
-	if (in.method == FLOW_METHOD_MASQ) {
+	/* The templates' client is :: (IPv6) or ::ffff:0.0.0.0 (IPv4): the key's address fits either. */
+	*in = d->in;
+	__builtin_memcpy(in->new_saddr, key->saddr, 16);
+	in->new_sport = key->sport;
+	in->tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
+	in->tcp_flags = 0;
+	in->transitions = 1;
+	in->packets = in->bytes = in->last_seen_ns = 0;
+	if (in->method == FLOW_METHOD_MASQ) {
 		/* Replies go back the way the SYN came: its interface, its sender's MAC. */
 		iface = bpf_map_lookup_elem(&pylvs_ksched_ifaces, &ingress);
 		if (!iface)
 			return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
-		out = d->out;
-		__builtin_memcpy(&out.new_daddr[12], &ip->saddr, 4);
-		out.new_dport = th->source;
-		out.ifindex = ingress;
-		__builtin_memcpy(out.dmac, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(out.smac, iface->mac, ETH_ALEN);
-		out.mtu = iface->mtu;
-		out.tcp_state = PYLVS_TCP_S_SYN_RECV;
-		out.tcp_flags = 0;
-		out.transitions = 0;
-		out.packets = out.bytes = out.last_seen_ns = 0;
-		rkey.family = AF_INET;
-		rkey.proto = IPPROTO_TCP;
-		__builtin_memcpy(rkey.saddr, d->in.new_daddr, 16);
-		rkey.daddr[10] = rkey.daddr[11] = 0xff;
-		__builtin_memcpy(&rkey.daddr[12], &ip->saddr, 4);
-		rkey.sport = d->rport;
-		rkey.dport = th->source;
+		*out = d->out;
+		__builtin_memcpy(out->new_daddr, key->saddr, 16);
+		out->new_dport = key->sport;
+		out->ifindex = ingress;
+		__builtin_memcpy(out->dmac, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(out->smac, iface->mac, ETH_ALEN);
+		out->mtu = iface->mtu;
+		out->tcp_state = PYLVS_TCP_S_SYN_RECV;
+		out->tcp_flags = 0;
+		out->transitions = 0;
+		out->packets = out->bytes = out->last_seen_ns = 0;
+		rkey->family = key->family;
+		rkey->proto = IPPROTO_TCP;
+		rkey->pad = 0;
+		__builtin_memcpy(rkey->saddr, d->in.new_daddr, 16);
+		__builtin_memcpy(rkey->daddr, key->saddr, 16);
+		rkey->sport = d->rport;
+		rkey->dport = key->sport;
 	}
 	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 	if (!ev)
 		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
-	if (bpf_map_update_elem(&pylvs_flows, &key, &in, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&pylvs_flows, key, in, BPF_NOEXIST)) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
 	}
-	if (iface && bpf_map_update_elem(&pylvs_flows, &rkey, &out, BPF_NOEXIST)) {
-		bpf_map_delete_elem(&pylvs_flows, &key);
+	if (iface && bpf_map_update_elem(&pylvs_flows, rkey, out, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&pylvs_flows, key);
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_COLLISION, KSCHED_PUNT);
 	}
 	if (ks_gen() != gen) { /* republished meanwhile: the table read may be half old, half new */
-		bpf_map_delete_elem(&pylvs_flows, &key);
+		bpf_map_delete_elem(&pylvs_flows, key);
 		if (iface)
-			bpf_map_delete_elem(&pylvs_flows, &rkey);
+			bpf_map_delete_elem(&pylvs_flows, rkey);
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->flow.ts_ns = bpf_ktime_get_ns();
-	ev->flow.key = key;
+	ev->flow.key = *key;
 	ev->flow.tcp_flags = TH_SYN;
 	ev->flow.direction = FLOW_DIR_IN;
 	ev->flow.new_state = PYLVS_TCP_S_SYN_RECV;
@@ -371,7 +412,7 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	ev->gen = gen;
 	ev->slot = svc->slot;
 	ev->dest = d->index;
-	__builtin_memcpy(ev->raddr, d->raddr, 4);
+	__builtin_memcpy(ev->raddr, d->raddr, 16);
 	ev->rport = d->rport;
 	if (iface) {
 		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
@@ -379,6 +420,56 @@ static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr
 	}
 	bpf_ringbuf_submit(ev, event_wakeup());
 	return ks_count(KS_CREATED, KSCHED_CONTINUE);
+}
+
+/* A TCP segment with SYN, before the fast path's flow lookup. KSCHED_CONTINUE: it goes on into the
+ * fast path (a SYN+ACK, executed by an entry if there is one; a new connection's SYN, by the entry just
+ * made); KSCHED_PUNT: the engine's, as every SYN was before. */
+static __always_inline int pylvs_ksched_syn(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+					    struct tcphdr *th)
+{
+	__u32 gen = ks_gen();
+	int verdict;
+	struct pylvs_ksched_scratch *s = ks_begin(th, ip->ttl, gen, &verdict);
+
+	if (!s)
+		return verdict;
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.family = AF_INET;
+	s->key.proto = IPPROTO_TCP;
+	s->key.saddr[10] = s->key.saddr[11] = s->key.daddr[10] = s->key.daddr[11] = 0xff;
+	__builtin_memcpy(&s->key.saddr[12], &ip->saddr, 4);
+	__builtin_memcpy(&s->key.daddr[12], &ip->daddr, 4);
+	s->key.sport = th->source;
+	s->key.dport = th->dest;
+	return ks_schedule(skb, eth, s, gen, bpf_ntohl(ip->saddr), bpf_ntohl(ip->daddr));
+}
+
+/* ip_vs_{mh,sh,dh}_hashkey's IPv6 address: its four 32-bit words XORed, in host order. */
+static __always_inline __u32 ks_fold6(const struct in6_addr *a)
+{
+	return bpf_ntohl(a->in6_u.u6_addr32[0] ^ a->in6_u.u6_addr32[1] ^ a->in6_u.u6_addr32[2] ^
+			 a->in6_u.u6_addr32[3]);
+}
+
+/* The same for IPv6 (pylvs_fastpath6: no extension header, hop limit as the TTL). */
+static __always_inline int pylvs_ksched_syn6(struct __sk_buff *skb, struct ethhdr *eth, struct ipv6hdr *ip6,
+					     struct tcphdr *th)
+{
+	__u32 gen = ks_gen();
+	int verdict;
+	struct pylvs_ksched_scratch *s = ks_begin(th, ip6->hop_limit, gen, &verdict);
+
+	if (!s)
+		return verdict;
+	s->key.family = AF_INET6;
+	s->key.proto = IPPROTO_TCP;
+	s->key.pad = 0;
+	__builtin_memcpy(s->key.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(s->key.daddr, &ip6->daddr, 16);
+	s->key.sport = th->source;
+	s->key.dport = th->dest;
+	return ks_schedule(skb, eth, s, gen, ks_fold6(&ip6->saddr), ks_fold6(&ip6->daddr));
 }
 
 #endif
