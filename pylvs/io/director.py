@@ -278,7 +278,7 @@ class Director:
             log.warning("fast path: mounted a BPF filesystem at %s for the pinned flows; if this /sys is lvsd's "
                         "own (ip netns exec), they end with lvsd: --bpffs DIR outside /sys keeps them across "
                         "restarts", self.bpffs)
-        self.offload = FlowOffload(self.engine, fast.flows, busy=self._frames_waiting)
+        self.offload = FlowOffload(self.engine, fast.flows, busy=self._frames_waiting, capacity=fast.max_flows)
         if self.engine.settings.kernel_sched:
             try:
                 self.offload.ksched = KernelScheduler(self.engine, fast)
@@ -559,9 +559,11 @@ class Director:
             if self.offload is not None:
                 self._kernel_events()  # a frame punted after a kernel-made state change sees that change
             ring.drain(handle)
-            self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if self.offload is not None:
-                self.offload.drain(clock[0], ifindex, family)  # recipes go to the kernel once their ring is drained
+                # Recipes go to the kernel once their ring is drained, and before the round's frames
+                # leave: a SYN's answer then finds the recipes its connection got with the SYN.
+                self.offload.drain(clock[0], ifindex, family)
+            self.flush_tx()  # the round's frames leave back to back: a response and its FIN together
             if events:
                 err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):

@@ -249,7 +249,7 @@ def test_tcp_download_runs_through_the_fast_path_with_gso(lab, fast):
         # Every byte of the download went through the program, except a last segment that carries the FIN.
         assert outbound.bytes > len(expected) - 65536
         assert inbound.packets >= 1  # the client's ACKs
-        assert after["punt_tcp_flags"] - before["punt_tcp_flags"] >= 2  # SYN, SYN-ACK
+        assert after["punt_tcp_flags"] - before["punt_tcp_flags"] >= 1  # the SYN (its answer goes by the entry)
         assert after["tcp_event"] - before["tcp_event"] >= 2  # both FINs forwarded here, their changes reported
         assert outbound.packets < len(expected) // 1448  # super-frames, not MTU-sized segments
         assert len(frames) >= 10 and max(f[IP].len for f in frames) > 1500  # (tcpdump may miss some)

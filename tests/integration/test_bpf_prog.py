@@ -250,9 +250,18 @@ def ack(**ip_fields) -> Ether:
     return pkt
 
 
-@pytest.mark.parametrize("flags", ["S", "SA", "SF", "SR"])
+@pytest.mark.parametrize("flags", ["S", "SF", "SR"])
 def test_syn_is_punted(fp, flags):  # (FIN and RST: test_bpf_tcp_state.py)
     punted(fp, from_client(TCP(sport=40000, dport=80, flags=flags)), "punt_tcp_flags", nat()[0])
+
+
+def test_a_syn_ack_goes_by_its_entry(fp):
+    """The recipes of a connection the engine schedules go to the kernel with its SYN: the real server's
+    answer is forwarded by the reply entry like any reply, with no program-side scheduling on."""
+    _, outbound = nat()
+    pkt = forwarded(fp, from_rs(RIP, TCP(sport=8080, dport=40000, flags="SA", seq=9000, ack=5001)), outbound)
+    assert pkt[IP].src == VIP and pkt[IP].dst == CLIENT and pkt[TCP].sport == 80 and pkt[TCP].flags == "SA"
+    assert checksums_valid(pkt)
 
 
 @pytest.mark.parametrize("fields", [{"flags": "MF"}, {"frag": 8}])

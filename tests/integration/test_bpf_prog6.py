@@ -303,10 +303,17 @@ def data(**kw) -> Ether:
     return from_client(TCP(sport=40000, dport=80, flags="A") / (b"x" * 100), **kw)
 
 
-@pytest.mark.parametrize("flags", ["S", "SA"])
-def test_syn_is_punted(fp, flags):
+def test_syn_is_punted(fp):
     established_nat(fp)
-    punted(fp, from_client(TCP(sport=40000, dport=80, flags=flags)), "punt_tcp_flags")
+    punted(fp, from_client(TCP(sport=40000, dport=80, flags="S")), "punt_tcp_flags")
+
+
+def test_a_syn_ack_goes_by_its_entry(fp):  # (the recipes go to the kernel with the SYN: test_bpf_prog.py)
+    established_nat(fp)
+    verdict, out = run(fp, from_rs(RIP6, TCP(sport=8080, dport=40000, flags="SA", seq=4999, ack=1000)))
+    assert verdict == TC_ACT_REDIRECT
+    pkt = Ether(out)
+    assert pkt[IPv6].src == VIP6 and pkt[IPv6].dst == CLIENT6 and pkt[TCP].sport == 80 and pkt[TCP].flags == "SA"
 
 
 @pytest.mark.parametrize("ext,reason", [

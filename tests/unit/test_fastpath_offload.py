@@ -5,7 +5,7 @@ from __future__ import annotations
 from scapy.layers.inet import TCP, UDP
 
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent
-from pylvs.datapath.bpf.offload import OFFLOAD_DELAY, FlowOffload
+from pylvs.datapath.bpf.offload import EMBRYONIC_SHARE, OFFLOAD_DELAY, FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEventKind
 from pylvs.engine.flow import DIR_IN, DIR_OUT
@@ -71,7 +71,7 @@ def tcp_established(method=Method.MASQ):
     dport = int.from_bytes(conn.lport, "big") if method == Method.FULLNAT else 40000
     engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=dport, flags="SA"), dst=dst)), 2, 1.1)
     offload.drain(0.0)
-    assert fake.entries == {}  # SYN_RECV: not yet
+    assert set(fake.states.values()) <= {tcpstate.SYN_RECV}  # only what went with the SYN (no round drained)
     engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)
     offload.drain(0.0, 1)  # written at once: a short connection's response and FIN go through the kernel
     if conn.out_flow is not None:  # ... the server's side once the engine has drained its interface
@@ -387,3 +387,54 @@ def test_a_ring_record_of_no_known_size_is_not_an_event():
 
     assert decode(bytes(EVENT.size + 8)) is None  # (skipped and counted by EventRing.read)
     assert isinstance(decode(bytes(EVENT.size)), FlowEvent)
+
+
+def syn(engine, offload, sport: int, at: float = 1.0):
+    """A client's SYN through the engine (scheduled there) and the round's drain of its interface."""
+    engine.process(frame(from_client(TCP(sport=sport, dport=80, flags="S"))), 1, at)
+    offload.drain(at, 1)
+    return next(c for c in engine.conns.conns() if c.cport == sport.to_bytes(2, "big"))
+
+
+def test_recipes_go_to_the_kernel_with_the_syn_the_engine_scheduled():
+    engine = make_engine()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake, busy=lambda ifindex, key: False)
+    conn = syn(engine, offload, 40000)
+    assert conn.out_flow.hop is not None  # the reply recipe's next hop, found before any reply
+    assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+    assert set(fake.states.values()) == {tcpstate.SYN_RECV} and len(offload) == 1
+    # The kernel forwards the SYN+ACK (no change) and the client's ACK, and reports ESTABLISHED.
+    offload.apply([kernel_event(conn, DIR_IN, TCP_ACK, tcpstate.SYN_RECV, tcpstate.ESTABLISHED)])
+    offload.drain(2.0)
+    assert conn.state == tcpstate.ESTABLISHED and (conn.dest.activeconns, conn.dest.inactconns) == (1, 0)
+    assert len(fake.entries) == 2 and not offload.mismatches
+
+
+def test_at_most_a_share_of_the_map_holds_connections_still_in_syn_recv():
+    """A SYN flood must not push established flows out of the map: past capacity / EMBRYONIC_SHARE
+    connections in SYN_RECV, recipes wait for ESTABLISHED as before."""
+    engine = make_engine()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake, busy=lambda ifindex, key: False, capacity=3 * EMBRYONIC_SHARE)
+    conns = [syn(engine, offload, 40000 + i) for i in range(5)]
+    assert len(offload) == 3 and len(fake.entries) == 6
+    assert conns[3] not in offload._offloaded and conns[4] not in offload._offloaded
+    offload.apply([kernel_event(conns[0], DIR_IN, TCP_ACK, tcpstate.SYN_RECV, tcpstate.ESTABLISHED)])
+    late = syn(engine, offload, 40010)  # room again: one of the three left SYN_RECV
+    assert late in offload._offloaded and len(offload) == 4
+    engine.tick(1.0 + engine.settings.tcp_timeouts[tcpstate.SYN_RECV] + 1)  # the rest expire
+    offload.drain(100.0)
+    assert len(offload) == 1 and not offload._embryonic
+
+
+def test_a_handshake_the_engine_forwards_after_the_syn_rewrites_the_kernels_state():
+    engine = make_engine()
+    fake = FakeFlowMap()
+    offload = FlowOffload(engine, fake, busy=lambda ifindex, key: False)
+    conn = syn(engine, offload, 40000)
+    engine.process(frame(from_rs(RIPS[2], TCP(sport=8080, dport=40000, flags="SA"))), 2, 1.1)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.2)  # queued before it
+    offload.drain(1.2, 1)
+    assert conn.state == tcpstate.ESTABLISHED and set(fake.states.values()) == {tcpstate.ESTABLISHED}
+    assert len(fake.entries) == 2 and not offload._embryonic

@@ -3,15 +3,18 @@
 The engine stays the authority (docs/design.md, "The engine's contract"). This consumer writes a
 connection's FlowEntry recipes into the map when the kernel may execute them and deletes them when
 it may not:
-- TCP: from ESTABLISHED (STATE event, written at once) until expiry or removal, through FIN_WAIT,
-  CLOSE_WAIT and LAST_ACK: the program forwards FIN, RST and the ACKs of a closing connection itself
-  and reports each state change it makes on its event ring; `apply()` hands them to the engine in
+- TCP: from the SYN the engine scheduled (CREATED, in SYN_RECV, before the SYN leaves; at most
+  capacity / EMBRYONIC_SHARE such connections at once, others from ESTABLISHED) until expiry or
+  removal, through the handshake, FIN_WAIT, CLOSE_WAIT and LAST_ACK: the program forwards the
+  SYN+ACK, FIN, RST and the ACKs of a closing connection itself and reports each state change it
+  makes on its event ring; `apply()` hands them to the engine in
   that order (`Engine.tcp_transition`). The program itself takes the recipes out with the segment
   that ends the connection (the ACK after TIME_WAIT, a RST) and reports their last counts (RETIRED):
   a short connection costs no map deletions here. Where that segment does not come within a tick,
   they are withdrawn here, as at FIN_WAIT where replies do not cross the director (DR, TUN): a
   minute of idle recipes would only cost refreshes. Also at any state change the engine
-  made itself (a SYN, a segment the program punted) or one where the engine's state table and the
+  made itself (a segment the program punted; a handshake segment it forwarded before the recipes were
+  written rewrites them in the new state) or one where the engine's state table and the
   kernel's disagree: from then on the engine sees every packet again. SYN is punted (scheduling,
   connection reuse), but for services the program schedules itself (pylvs.datapath.bpf.ksched): their
   connections are adopted from CREATED events with the entries the program made (`_adopt`).
@@ -48,6 +51,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent, SchedEvent
+from pylvs.datapath.bpf.flowsize import DEFAULT_FLOW_ENTRIES
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
@@ -68,6 +72,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 2.0  # the rate estimator's period: --stats and --rate see kernel-forwarded packets
 OFFLOAD_DELAY = 0.05    # seconds a UDP connection waits in the engine before its recipes go to the kernel
 KERNEL_DONE = frozenset({tcpstate.TIME_WAIT, tcpstate.CLOSE})  # kernel-made states that end the offload
+EMBRYONIC_SHARE = 16     # at most capacity / 16 connections with recipes written at their SYN (2 entries each)
 FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh reads them all (~2 µs each)
 TCP_STATE = next(i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name == "tcp_state")
 _KERNEL_WRITTEN = {"tcp_state", "tcp_flags", "transitions", "packets", "bytes", "last_seen_ns"}
@@ -93,7 +98,8 @@ def _round_for(conn: Conn, ifindex: int, family: int) -> int:
 
 
 class FlowOffload:
-    def __init__(self, engine: Engine, flows: FlowMap, busy: Callable[[int, bytes], bool] | None = None) -> None:
+    def __init__(self, engine: Engine, flows: FlowMap, busy: Callable[[int, bytes], bool] | None = None,
+                 capacity: int = DEFAULT_FLOW_ENTRIES) -> None:
         self.engine = engine
         self.flows = flows
         # busy(ifindex, key): a frame of the flow `key` (as it arrives) waits for the engine on that
@@ -116,6 +122,11 @@ class FlowOffload:
         # of the last tick (`_retire_late`) are withdrawn at the next.
         self._retiring: set[Conn] = set()
         self._retire_late: set[Conn] = set()
+        # TCP connections the engine scheduled whose recipes went to the kernel with their SYN and that are
+        # still in SYN_RECV: at most `_embryonic_max`, so a SYN flood cannot push established flows out
+        # of the map (beyond it, recipes wait for ESTABLISHED).
+        self._embryonic: set[Conn] = set()
+        self._embryonic_max = capacity // EMBRYONIC_SHARE
         self.retired = 0
         self.errors = 0
         self.mismatches = 0  # kernel reports whose new state the engine's table did not reach
@@ -163,7 +174,14 @@ class FlowOffload:
         elif kind == ConnEventKind.CREATED:
             if conn.proto == PROTO_UDP:
                 self._schedule(conn, now)
+            elif conn.state == tcpstate.SYN_RECV and len(self._embryonic) < self._embryonic_max \
+                    and not conn.svc.synproxy:
+                self._offload_syn(conn, ifindex)
         elif kind == ConnEventKind.STATE:  # the engine's own change (the kernel's are applied in `apply`)
+            if conn in self._embryonic:
+                if event.value == tcpstate.SYN_RECV:
+                    return  # the SYN's own change: the recipes went to the kernel in that state
+                self._withdraw(conn)  # a segment the engine forwarded moved it on: the kernel's copy is behind
             if event.value == tcpstate.ESTABLISHED and conn.state == tcpstate.ESTABLISHED:
                 self._offload(conn, ifindex)
             else:
@@ -196,6 +214,8 @@ class FlowOffload:
                     continue  # gone meanwhile (expired, removed): nothing to apply
                 conn, before = found
                 state = conn.state
+                if before == tcpstate.SYN_RECV:
+                    self._embryonic.discard(conn)
                 if state != ev.new_state:
                     self.mismatches += 1
                     self._withdraw(conn)
@@ -252,6 +272,20 @@ class FlowOffload:
                 f.packets, f.bytes, f.last_seen_ns = ev.counts[f.direction]
                 self._account(conn, f, True, packets, nbytes)
 
+    def _offload_syn(self, conn: Conn, ifindex: int) -> None:
+        """A TCP connection the engine has just scheduled: its recipes go to the kernel with the SYN, so
+        the kernel forwards its SYN+ACK, handshake, data and close as for a connection it scheduled
+        itself (pylvs_sched.bpf.h). Written later (ESTABLISHED), the server's response and FIN could
+        still wait for Python while the kernel forwarded the client's next segments: the two state
+        tables then disagree and the connection is withdrawn to Python for good. NAT's reply recipe
+        needs the next hop towards the client now, not when the first reply crosses the engine."""
+        out = conn.out_flow
+        if out is not None and out.hop is None and conn.forwarder is not None:
+            conn.forwarder.hop(out, conn.caddr)
+        self._offload(conn, ifindex)
+        if conn in self._offloaded:
+            self._embryonic.add(conn)
+
     def _offload(self, conn: Conn, ifindex: int) -> None:
         """Write the connection's recipes that may go to the kernel after a round of `ifindex` (0: none,
         -1: regardless of rounds); one still without a hop waits, one arriving elsewhere is deferred."""
@@ -289,6 +323,7 @@ class FlowOffload:
 
     def _withdraw(self, conn: Conn) -> None:
         self._pending.discard(conn)  # (its entry in _due is skipped)
+        self._embryonic.discard(conn)
         self._retiring.discard(conn)
         self._retire_late.discard(conn)
         for deferred in self._later.values():

@@ -292,10 +292,10 @@ static __always_inline struct pylvs_ksched_scratch *ks_begin(const struct tcphdr
 {
 	struct pylvs_ksched_scratch *s;
 
-	if (!gen) {
-		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
-	} else if (th->ack && !th->rst && !th->fin) {
+	if (th->ack && !th->rst && !th->fin) { /* whoever scheduled it: its entries may be there since the SYN */
 		*verdict = ks_count(KS_SYNACK, KSCHED_CONTINUE);
+	} else if (!gen) {
+		*verdict = ks_count(KS_PUNT_OFF, KSCHED_PUNT);
 	} else if (th->ack || th->rst || th->fin || ttl <= 1) {
 		*verdict = ks_count(KS_PUNT_FLAGS, KSCHED_PUNT);
 	} else {
