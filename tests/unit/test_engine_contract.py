@@ -77,6 +77,29 @@ def test_two_consumers_each_receive_every_connection_event():
     assert conn_events(second) == start + rest
 
 
+def test_a_consumer_reporting_a_second_data_paths_work_is_not_told_it_back():
+    """adopt_kernel and tcp_transition with `origin`: the CREATED and STATE events they make go to the
+    other consumers only; a connection the adoption replaces is REMOVED for everyone."""
+    engine = make_engine()
+    reporter = engine.subscribe(services=False, conns=True)
+    other = engine.subscribe(services=False, conns=True)
+    svc = next(iter(engine.table))
+    key = pack_ip(CLIENT) + pack_ip(VIP) + (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    conn = engine.adopt_kernel(svc, svc.dests[0], key, 1.0, origin=reporter)
+    assert conn is not None and conn.state == tcpstate.SYN_RECV
+    engine.tcp_transition(key, 0x10, 1.1, origin=reporter)  # the client's ACK: ESTABLISHED
+    assert conn.state == tcpstate.ESTABLISHED
+    assert conn_events(reporter) == []
+    assert conn_events(other) == [(ConnEventKind.CREATED, key), (ConnEventKind.STATE, key),
+                                  (ConnEventKind.STATE, key)]
+    engine.tcp_transition(key, 0x04, 1.2, origin=reporter)  # a RST: CLOSE, which a new SYN replaces
+    again = engine.adopt_kernel(svc, svc.dests[0], key, 2.0, origin=reporter)
+    assert again is not None and again is not conn
+    assert conn_events(reporter) == [(ConnEventKind.REMOVED, key)]
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 2.1)  # the engine's own
+    assert [e.value for e in reporter if isinstance(e, ConnEvent)] == [tcpstate.ESTABLISHED]
+
+
 def test_state_event_carries_the_new_state_and_packet_subscriptions_the_count():
     engine = make_engine()
     sub = engine.subscribe(services=False, conns=True, packets=True)
