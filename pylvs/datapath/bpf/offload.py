@@ -210,6 +210,8 @@ class FlowOffload:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in
         the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
+        if found is not None:
+            self.ksched.follow(ev.slot, ev.gen, ev.cursor)  # rr, wrr: the engine's scheduler continues after it
         conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
         if conn is None:
             self.refused += 1
