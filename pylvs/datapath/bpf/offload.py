@@ -183,6 +183,8 @@ class FlowOffload:
         A kernel-made TIME_WAIT or CLOSE keeps the recipes until the program retires them (or a tick
         later, `refresh`); a kernel-made FIN_WAIT without replies seen (DR, TUN) withdraws them, as the
         engine's own would."""
+        if self.ksched is not None:
+            self.ksched.drain()  # a change of the service table published now, not at the next tick
         transition, origin = self.engine.tcp_transition, self.events
         for ev in events:
             kind = type(ev)
