@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pylvs.datapath.bpf.adopt import resolve_hops
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent, SchedEvent
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import counts
@@ -229,6 +230,7 @@ class FlowOffload:
         for f in flows:
             f.packets = f.bytes = 0  # the counts told: none yet
         self._offloaded[conn] = flows
+        resolve_hops(self.engine, conn)  # as the recipes the program copied: a MAC that moves rewrites them
         if conn.out_flow is not None:
             # The program sends NAT's replies back where the SYN came from; where the engine's routes
             # say otherwise (or do not know yet), its recipes go and the engine decides alone.
