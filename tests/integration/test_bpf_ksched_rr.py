@@ -185,3 +185,12 @@ def test_ipv6_wrr_continues_the_python_schedulers_sequence(fast, publisher):
 
     clients = [(f"2001:db8:c::{i:x}", 40000 + i) for i in range(1, 16)]
     assert kernel_picks(fast, clients, IPv6, syn6) == next_picks(twin, len(clients))
+
+
+def test_no_usable_destination_is_the_engines(fast, publisher):
+    engine, svc = weighted("rr", [0, 0, 0], 0)
+    ks = publisher(engine)
+    before = ks.counters.read()
+    sent = bytes(syn("198.51.100.1", 1000))
+    assert fast.test_run(sent)[:2] == (TC_ACT_OK, sent)
+    assert ks.counters.read()["punt_no_dest"] == before["punt_no_dest"] + 1

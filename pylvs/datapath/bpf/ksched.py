@@ -1,4 +1,4 @@
-"""Kernel scheduling: publish the hash schedulers' tables so the fast path schedules SYNs itself.
+"""Kernel scheduling: publish the schedulers' tables so the fast path schedules SYNs itself.
 
 For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
 the VIP; an IPv6 address folded into 32 bits first, as ip_vs_*_hashkey do), with no state that a new
@@ -10,7 +10,8 @@ the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engin
 (`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as
 engine-only, and the program punts those SYNs as before:
 - services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
-  is published: the mark is set after tc ingress), not mh/sh/dh, not TCP;
+  is published: the mark is set after tc ingress), not mh/sh/dh/rr/wrr, not TCP; rr and wrr ones with
+  a destination with thresholds, or whose sequence is longer than the table (the program counts it);
 - destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
   is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
   hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
@@ -19,6 +20,15 @@ engine-only, and the program punts those SYNs as before:
 Every change is published under a new generation: the program punts SYNs of records from an older
 one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),
 which `resolve` turns back into the service and destination published then.
+
+rr and wrr (KSCHED_SEQ): with a fixed set of usable destinations and weights, the scheduler's choices
+are periodic. The table is one period of them (`period` of pylvs.sched.rr / wrr) starting with the
+Python scheduler's next choice, and the program takes entry `cursor % length` of it, the cursor (per
+slot, reset to 0 with each new sequence) advanced by an atomic add. A sequence stays published, and
+its cursor runs on, while the scheduler, its destinations, their weights and usability stay; any
+change publishes a new one from where the Python scheduler is then. CREATED carries the cursor value:
+`follow` moves the Python scheduler past the kernel's choice (`advance_to`), so a SYN the engine
+schedules itself continues the sequence (docs/design.md, "Kernel scheduling of rr and wrr").
 """
 
 from __future__ import annotations
@@ -84,6 +94,14 @@ class Published(NamedTuple):
     svc: VirtualService
     dests: tuple[RealServer, ...]
     seq: Sequence | None = None  # rr, wrr: the sequence published
+
+
+def _length(seq: Sequence | None) -> int:
+    """The service record's length: 0 for a sequence too long (punt_long), 1 for an empty one (its one
+    entry nobody: punt_no_dest), none for the hash schedulers."""
+    if seq is None or seq.steps is None:
+        return 0
+    return max(1, len(seq.steps))
 
 
 class KernelScheduler:
@@ -197,7 +215,7 @@ class KernelScheduler:
             flags = ((SVC_F_FALLBACK if svc.flags & SVC_F_SCHED1 else 0)
                      | (SVC_F_PORT if svc.flags & SVC_F_SCHED2 else 0))
             seq = self._sequence(svc, slot) if code == SCHED_SEQ else None
-            svcs[key] = (slot, code, flags, len(seq.steps or ()) if seq else 0)
+            svcs[key] = (slot, code, flags, _length(seq))
             tables[slot] = seq.packed if seq else self._table(svc)
             for i, dest in enumerate(svc.dests):
                 dests[(slot, i)] = self._dest_record(svc, dest, i)

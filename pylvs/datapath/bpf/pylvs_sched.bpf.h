@@ -1,12 +1,14 @@
-/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh), IPv4 and IPv6.
+/* Kernel scheduling of new TCP connections for mh, sh, dh, rr and wrr services, IPv4 and IPv6.
  *
  * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
  * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
  * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do (an IPv6 address
- * folded to the XOR of its four 32-bit words first), creates the connection's flow entries from the
- * destination's recipe template (the client's address and port filled in; NAT's reply entry leaves
- * where the SYN came from) in the state the SYN makes (NONE ->
- * SYN_RECV, which CREATED stands for: one event per new connection, not two), reports a CREATED event
+ * folded to the XOR of its four 32-bit words first); for rr and wrr the table is one period of the
+ * scheduler's sequence of choices and a per-service cursor, advanced atomically, walks it (ks_next;
+ * CREATED reports the cursor value so the engine's scheduler follows). It creates the connection's
+ * flow entries from the destination's recipe template (the client's address and port filled in;
+ * NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE -> SYN_RECV,
+ * which CREATED stands for: one event per new connection, not two), reports a CREATED event
  * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
  * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
  * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
@@ -16,8 +18,9 @@
  * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
  * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
- * take it (weight 0, unavailable) once the kernel's fallback probes run out, a destination whose recipe
- * the fast path of the SYN's family would not execute (overhead_of, overhead6_of), a full ring.
+ * take it (weight 0, unavailable) once the kernel's fallback probes run out, an rr/wrr sequence longer
+ * than the table, a destination whose recipe the fast path of the SYN's family would not execute
+ * (overhead_of, overhead6_of), a full ring.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
