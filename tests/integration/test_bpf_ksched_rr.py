@@ -194,3 +194,27 @@ def test_no_usable_destination_is_the_engines(fast, publisher):
     sent = bytes(syn("198.51.100.1", 1000))
     assert fast.test_run(sent)[:2] == (TC_ACT_OK, sent)
     assert ks.counters.read()["punt_no_dest"] == before["punt_no_dest"] + 1
+
+
+def test_a_syn_punted_after_its_turn_keeps_kernel_and_engine_together(fast, publisher):
+    """A destination whose recipe is the engine's (here: no next hop known) takes its turn: the program
+    takes the cursor, punts, and the engine's own choice for that SYN is that destination."""
+    engine, svc = weighted("rr", [1, 1, 1], 0)
+    engine.table.add_dest(svc, RealServer(pack_ip("10.9.0.1"), 8080, method=Method.MASQ))  # no route
+    ks = publisher(engine)
+    offload = FlowOffload(engine, fast.flows)
+    offload.ksched = ks
+    order = [socket.inet_ntoa(d.addr) for d in svc.dests]
+    before = ks.counters.read()["punt_dest"]
+    picks = []
+    for i in range(2 * len(order)):
+        sent = bytes(syn(f"198.51.100.{i + 1}", 1000))
+        verdict, out, _ = fast.test_run(sent)
+        if verdict == TC_ACT_REDIRECT:
+            picks.append(Ether(out)[IP].dst)
+            offload.apply(fast.events.read())
+        else:
+            assert out == sent
+            picks.append(socket.inet_ntoa(svc.sched.schedule(svc, ANY_FLOW).addr))  # the engine's choice
+    assert picks == order * 2 and ks.counters.read()["punt_dest"] == before + 2
+    offload.close()
