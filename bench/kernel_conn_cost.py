@@ -65,7 +65,7 @@ def connection_events(ts: int, cport: int, dest_index: int, dest) -> list[bytes]
     outbound = flow_key(dest.addr, caddr, rp, cp)
     return [
         SCHED_EVENT.pack(ts, inbound, TCP_SYN, DIR_IN, tcpstate.NONE, tcpstate.SYN_RECV, 1, 1, 0, dest_index,
-                         dest.addr, rp, mac(CLIENT_MAC), 1),
+                         dest.addr, rp, mac(CLIENT_MAC), 1, 0),
         EVENT.pack(ts + 100_000, inbound, TCP_ACK, DIR_IN, tcpstate.SYN_RECV, tcpstate.ESTABLISHED, 2),
         EVENT.pack(ts + 300_000, outbound, TCP_FIN | TCP_ACK, DIR_OUT, tcpstate.ESTABLISHED, tcpstate.FIN_WAIT, 1),
         EVENT.pack(ts + 400_000, inbound, TCP_FIN | TCP_ACK, DIR_IN, tcpstate.FIN_WAIT, tcpstate.TIME_WAIT, 3),

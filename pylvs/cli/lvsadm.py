@@ -422,8 +422,8 @@ def datapath_text(status: dict) -> str:
     if "retired_conns" in status:  # lvsd's side: what the program's reports did
         lines.append(f"connections ended in the kernel (entries retired there): {status['retired_conns']}; "
                      f"kernel and engine states disagreed (withdrawn): {status.get('tcp_state_mismatches', 0)}")
-    if "kernel_sched" in status:  # SYNs of mh, sh and dh services scheduled by the program (lvsd --no-kernel-sched)
-        lines.append("kernel scheduling of new connections (mh, sh, dh): on")
+    if "kernel_sched" in status:  # SYNs scheduled by the program (lvsd --no-kernel-sched)
+        lines.append("kernel scheduling of new connections (mh, sh, dh, rr, wrr): on")
         lines += [f"  {name:<20} {value}" for name, value in status["kernel_sched"].items()]
     return "\n".join(lines) + "\n"
 

@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
                         "auto (default): bpf where it loads, else python with a log line saying why")
     p.add_argument("--no-kernel-sched", action="store_true",
                    help="with the bpf data path: leave every SYN to Python (by default the kernel schedules "
-                        "new connections of mh, sh and dh services itself)")
+                        "new connections of mh, sh, dh, rr and wrr services itself)")
     p.add_argument("--flush-flows", action="store_true",
                    help="at stop, take the kernel fast path out (its tc filters and pinned flows): the connections "
                         "it carries end with lvsd, instead of going on until the next lvsd adopts them")

@@ -1,6 +1,7 @@
 """Round robin (ip_vs_rr.c): walk the list from the last choice, take the next usable dest.
 
 The usable dests' ranks are kept sorted, so "the next usable one after the cursor" is one bisect.
+`period` and `advance_to` let a second data path continue the sequence (pylvs.datapath.bpf.ksched).
 """
 
 from __future__ import annotations
@@ -41,7 +42,28 @@ class RoundRobin(TrackedScheduler):
         keys = self.index.keys
         if not keys:
             return None
-        i = 0 if self.last is None else bisect_right(keys, (self.tracker.rank[self.last], inf))
-        dest = self.tracker.at[keys[i if i < len(keys) else 0][0]]
+        dest = self.tracker.at[keys[self._next()][0]]
         self.last = dest
         return dest
+
+    def _next(self) -> int:
+        """Where in the usable dests the next choice is (the index is fresh and not empty)."""
+        keys = self.index.keys
+        i = 0 if self.last is None else bisect_right(keys, (self.tracker.rank[self.last], inf))
+        return i if i < len(keys) else 0
+
+    def period(self, limit: int) -> list[tuple[RealServer]] | None:
+        """The choices from here on while the usable dests stay (one turn, the next choice first), each
+        as the arguments of `advance_to` that moves the cursor past it; None if longer than `limit`."""
+        if self.changed:
+            self.refresh()
+        keys = self.index.keys
+        if len(keys) > limit:
+            return None
+        i = self._next() if keys else 0
+        return [(self.tracker.at[rank],) for rank, _ in keys[i:] + keys[:i]]
+
+    def advance_to(self, dest: RealServer) -> None:
+        """Continue after `dest`, a choice another data path made in this sequence."""
+        if dest in self.tracker.rank:
+            self.last = dest

@@ -7,6 +7,8 @@ A=4, B=3, C=2 that gives A A B A B C A B C.
 Instead of stepping through the list, a pass jumps to the next dest that passes the threshold: the
 usable dests are kept sorted by weight, the ones at or above `cw` are a prefix of that order, and
 that prefix sorted by list rank (cached while the prefix stays the same) is bisected.
+
+`period` and `advance_to` let a second data path continue the sequence (pylvs.datapath.bpf.ksched).
 """
 
 from __future__ import annotations
@@ -102,3 +104,36 @@ class WeightedRoundRobin(TrackedScheduler):
             if last_pass and restarted and last is not None:
                 # The first weight >= 1 pass only covered the dests after `last`; finish at it.
                 stop = last
+
+    def period(self, limit: int) -> list[tuple[RealServer, int]] | None:
+        """The choices from here on while the usable dests and weights stay: one period (a pass per
+        threshold, sum(weights) / gcd choices), the next choice first, each as the arguments of
+        `advance_to` that moves the cursor past it; None if longer than `limit`."""
+        if self.changed:
+            self.refresh()
+        keys = self.index.keys  # (-weight, rank), heaviest first
+        if self.mw <= 0 or not keys:
+            return []
+        mw, di = self.mw, self.di
+        last_k = (mw - 1) // di  # the thresholds are mw - k * di for k = 0 .. last_k
+
+        def first_k(weight: int) -> int:  # the first threshold a dest of this weight passes
+            return max(0, -((weight - mw) // di))
+
+        if sum(max(0, last_k - first_k(-w) + 1) for w, _ in keys) > limit:
+            return None
+        by_rank = sorted((rank, -w) for w, rank in keys)
+        seq = [(rank, cw) for k in range(first_k(-keys[0][0]), last_k + 1)
+               for cw in (mw - k * di,) for rank, w in by_rank if w >= cw]
+        cw, pos = self.cw, self.pos
+        start = next((i for i, (rank, c) in enumerate(seq)
+                      if c < cw or (c == cw and (pos is None or rank > pos))), 0)
+        at = self.tracker.at
+        return [(at[rank], c) for rank, c in seq[start:] + seq[:start]]
+
+    def advance_to(self, dest: RealServer, cw: int) -> None:
+        """Continue after `dest` chosen at threshold `cw`, a choice another data path made in this
+        sequence."""
+        rank = self.tracker.rank.get(dest)
+        if rank is not None:
+            self.pos, self.cw = rank, cw

@@ -277,7 +277,7 @@ def test_what_the_ipv6_fast_path_leaves_to_the_engine_is_punted(fast, published,
 
 def test_what_the_engine_decides_comes_back_unchanged(fast, published):
     engine = make_engine()
-    other = engine.table.add_service(VirtualService(6, pack_ip("2001:db8:f::2"), 80, "rr"))
+    other = engine.table.add_service(VirtualService(6, pack_ip("2001:db8:f::2"), 80, "lc"))
     engine.table.add_dest(other, RealServer(pack_ip(RIPS6[0]), 8080, method=Method.MASQ))
     _, ks = published(engine)
     sent = bytes(syn(cport=40010))
@@ -290,7 +290,7 @@ def test_what_the_engine_decides_comes_back_unchanged(fast, published):
     punted(sent)  # its entry exists: connection reuse is the engine's
     punted(bytes(syn(cport=40011, hlim=1)))
     punted(bytes(from_client(TCP(sport=40012, dport=80, flags="SF"))))
-    punted(bytes(syn(cport=40013, vip="2001:db8:f::2")))  # rr: the engine's
+    punted(bytes(syn(cport=40013, vip="2001:db8:f::2")))  # lc: the engine's
     punted(bytes(syn(cport=40014, vip="2001:db8:f::3")))  # no service
     punted(bytes(from_client(TCP(sport=40015, dport=80, flags="S"), ext=IPv6ExtHdrDestOpt())))
     after, fp_after = ks.counters.read(), fast.counters.read()

@@ -4,7 +4,8 @@ A NAT and a DR connection, closed by the server first (HTTP/1.0), by the client 
 then close) or reset by the client: the FINs and the RST are forwarded by the tc program (no punt but
 the handshake's SYNs), their state changes reach lvsd over the event ring, and `lvsadm -L -n -c` and
 `-L -n` show what the engine's IPVS state table gives (NAT: TIME_WAIT, DR: FIN_WAIT since only the
-client's half crosses the director, a reset: CLOSE), the connection counted inactive.
+client's half crosses the director, a reset: CLOSE), the connection counted inactive. The SYNs go to
+the engine (--no-kernel-sched): kernel-scheduled connections' closes are test_ksched*.py's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def lab(request):
     lab.vip = nat_topology.VIP if request.param == "nat" else drt.VIP
     try:
         lab.up()
-        lab.start_lvsd("--datapath", "bpf")
+        lab.start_lvsd("--datapath", "bpf", "--no-kernel-sched")  # the handshake through the engine
         if request.param == "nat":
             lab.nat_service()
         else:

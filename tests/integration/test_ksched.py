@@ -81,7 +81,7 @@ def test_syns_are_scheduled_in_the_kernel_and_adopted_by_the_engine(lab):
     # A FIN each way at the same moment on two CPUs may end elsewhere in the engine (design.md, the
     # closing path's sloppy case): rare, and then the engine decides alone.
     assert after["tcp_state_mismatches"] <= requests // 100
-    assert "kernel scheduling of new connections (mh, sh, dh): on" in lab.lvsadm("--datapath").stdout
+    assert "kernel scheduling of new connections (mh, sh, dh, rr, wrr): on" in lab.lvsadm("--datapath").stdout
     # -L -n --stats: every connection counted, all on the server mh picks for the one client address,
     # where the engine sent the first one.
     per_rs = rs_conns(lab)

@@ -79,7 +79,7 @@ def test_ipv6_syns_are_scheduled_in_the_kernel_as_python_mh_and_adopted(lab):
     assert ks["adopted"] == ks["created"] and ks["refused"] == 0 and ks["rerouted"] == 0, ks
     fp = {k: after["counters"][k] - before["counters"][k] for k in after["counters"]}
     assert fp["punt_tcp_flags"] == ks["punt_off"], json.dumps([fp, ks])  # no other SYN, nor SYN+ACK
-    assert "kernel scheduling of new connections (mh, sh, dh): on" in lab.lvsadm("--datapath").stdout
+    assert "kernel scheduling of new connections (mh, sh, dh, rr, wrr): on" in lab.lvsadm("--datapath").stdout
     # -L -n --stats: each connection counted on the real server mh picked.
     conns = rs_conns(lab)
     assert {rip: conns[f"[{rip}]"] - conns0.get(f"[{rip}]", 0) for rip in want} == want, (conns, conns0)

@@ -25,8 +25,8 @@ from pylvs.ipvs_uapi import AF_INET6
 log = logging.getLogger(__name__)
 
 # CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
-# the MAC and interface NAT's reply entry sends to.
-SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III16s2s6sI")
+# the MAC and interface NAT's reply entry sends to, rr/wrr's cursor value (and 8 bytes keeping its size apart).
+SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III16s2s6sIQ8x")
 
 
 class SchedEvent(NamedTuple):
@@ -41,6 +41,7 @@ class SchedEvent(NamedTuple):
     rport: bytes
     hw: bytes         # NAT: the SYN's source MAC and ingress interface, the reply entry's next hop
     ifindex: int
+    cursor: int       # rr, wrr: the position in the published sequence it took (modulo its length)
 
 
 class FlowEvent(NamedTuple):
@@ -107,11 +108,12 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
 
 
 def decode_created(raw: bytes) -> SchedEvent:
-    ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex = (
+    ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex, cursor = (
         SCHED_EVENT.unpack(raw))
     if key[0] != AF_INET6:
         raddr = raddr[12:]  # IPv4-mapped
-    return _tuple_new(SchedEvent, (ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex))
+    return _tuple_new(SchedEvent, (ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex,
+                                   cursor))
 
 
 class EventRing:

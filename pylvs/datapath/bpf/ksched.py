@@ -1,4 +1,4 @@
-"""Kernel scheduling: publish the hash schedulers' tables so the fast path schedules SYNs itself.
+"""Kernel scheduling: publish the schedulers' tables so the fast path schedules SYNs itself.
 
 For mh, sh and dh services the scheduler's choice is a table lookup on a hash of the client (dh: of
 the VIP; an IPv6 address folded into 32 bits first, as ip_vs_*_hashkey do), with no state that a new
@@ -10,7 +10,8 @@ the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engin
 (`Engine.adopt_kernel`). The engine stays the authority: whatever it must decide is published as
 engine-only, and the program punts those SYNs as before:
 - services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
-  is published: the mark is set after tc ingress), not mh/sh/dh, not TCP;
+  is published: the mark is set after tc ingress), not mh/sh/dh/rr/wrr, not TCP; rr and wrr ones with
+  a destination with thresholds, or whose sequence is longer than the table (the program counts it);
 - destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
   is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
   hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
@@ -19,6 +20,15 @@ engine-only, and the program punts those SYNs as before:
 Every change is published under a new generation: the program punts SYNs of records from an older
 one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),
 which `resolve` turns back into the service and destination published then.
+
+rr and wrr (KSCHED_SEQ): with a fixed set of usable destinations and weights, the scheduler's choices
+are periodic. The table is one period of them (`period` of pylvs.sched.rr / wrr) starting with the
+Python scheduler's next choice, and the program takes entry `cursor % length` of it, the cursor (per
+slot, reset to 0 with each new sequence) advanced by an atomic add. A sequence stays published, and
+its cursor runs on, while the scheduler, its destinations, their weights and usability stay; any
+change publishes a new one from where the Python scheduler is then. CREATED carries the cursor value:
+`follow` moves the Python scheduler past the kernel's choice (`advance_to`), so a SYN the engine
+schedules itself continues the sequence (docs/design.md, "Kernel scheduling of rr and wrr").
 """
 
 from __future__ import annotations
@@ -44,34 +54,54 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The maps of pylvs_sched.bpf.h and their layouts (native byte order, as the C structs).
-STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, COUNTER_MAP = (
+STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP, COUNTER_MAP = (
     b"pylvs_ksched_state", b"pylvs_ksched_svcs", b"pylvs_ksched_tables", b"pylvs_ksched_dests",
-    b"pylvs_ksched_ifaces", b"pylvs_ksched_counters")
+    b"pylvs_ksched_ifaces", b"pylvs_ksched_cursors", b"pylvs_ksched_counters")
 COUNTERS = ("created", "synack", "punt_off", "punt_flags", "punt_existing", "punt_no_service", "punt_service",
-            "punt_stale", "punt_no_dest", "punt_dest", "punt_ring", "punt_collision")
+            "punt_stale", "punt_no_dest", "punt_dest", "punt_ring", "punt_collision", "punt_long")
 TAB_MAX = 4096
 MAX_SLOTS = 256  # pylvs_ksched_tables' entries: services scheduled here at once
 NO_DEST = 0xFFFF
-SCHED_CODES = {"mh": 1, "sh": 2, "dh": 3}
+SCHED_SEQ = 4  # rr, wrr: the table is the sequence of choices
+SCHED_CODES = {"mh": 1, "sh": 2, "dh": 3, "rr": SCHED_SEQ, "wrr": SCHED_SEQ}
 SVC_F_ENGINE, SVC_F_FALLBACK, SVC_F_PORT = 0x01, 0x02, 0x04
 DEST_F_USABLE, DEST_F_ENGINE = 0x01, 0x02
 METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL)
 
 STATE = struct.Struct("=II")
 SVC_KEY = struct.Struct("=BB2s16s")  # family, protocol, port, address (IPv4 mapped)
-SVC = struct.Struct("=IIBBH")
+SVC = struct.Struct("=IIBBH")  # generation, slot, scheduler, flags, sequence length
 TABLE = struct.Struct(f"={TAB_MAX}H")
 DEST_KEY = struct.Struct("=II")
 DEST_HEAD = struct.Struct("=I2s2x16sI4x")  # flags, rport, raddr (IPv4 mapped), index; then the in and out templates
 IFACE = struct.Struct("=6sH")
+CURSOR = struct.Struct("=Q")
 
 _CPORT = b"\0\0"  # the template's client (the unspecified address, its port 0): the program writes the real one in
 _VALUE_SIZE = VALUE.size
 
 
+class Sequence(NamedTuple):
+    """An rr/wrr service's sequence as published: what it was computed from, its table, and per entry the
+    arguments of the scheduler's `advance_to` that continue after it."""
+
+    basis: tuple
+    packed: bytes
+    steps: tuple[tuple, ...] | None  # None: longer than the table (the engine schedules)
+
+
 class Published(NamedTuple):
     svc: VirtualService
     dests: tuple[RealServer, ...]
+    seq: Sequence | None = None  # rr, wrr: the sequence published
+
+
+def _length(seq: Sequence | None) -> int:
+    """The service record's length: 0 for a sequence too long (punt_long), 1 for an empty one (its one
+    entry nobody: punt_no_dest), none for the hash schedulers."""
+    if seq is None or seq.steps is None:
+        return 0
+    return max(1, len(seq.steps))
 
 
 class KernelScheduler:
@@ -86,18 +116,21 @@ class KernelScheduler:
             return lib.bpf_map__fd(lib.pointer(lib.bpf_object__find_map_by_name(fast._obj, name),
                                                f"finding {name.decode()}"))
 
-        self._fds = {name: fd(name) for name in (STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP)}
+        self._fds = {name: fd(name) for name in (STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP)}
         self.counters = Counters(lib, fd(COUNTER_MAP), COUNTERS)
         self.events = engine.subscribe(services=True)
         self.gen = 0
         self._slots: dict[VirtualService, int] = {}
         # What the maps hold: key -> value bytes (service records without their generation).
-        self._svcs: dict[bytes, tuple[int, int, int]] = {}
+        self._svcs: dict[bytes, tuple[int, int, int, int]] = {}
         self._tables: dict[int, bytes] = {}
         self._dests: dict[tuple[int, int], bytes] = {}
         self._ifaces: dict[int, bytes] = {}
         self._history: dict[tuple[int, int], Published] = {}  # (slot, gen) -> what it held
         self._packed: dict[VirtualService, tuple[list, tuple, bytes]] = {}  # tables packed, by service
+        self._seqs: dict[VirtualService, Sequence] = {}  # rr, wrr: the sequences published
+        self._restart: set[int] = set()  # slots of new sequences: their cursors go back to 0
+        self._followed: dict[int, tuple[Sequence, int]] = {}  # slot -> the latest cursor the engine followed
         self.errors = 0
 
     # -- publishing ------------------------------------------------------------------------
@@ -121,7 +154,8 @@ class KernelScheduler:
     def _publish(self) -> None:
         svcs, tables, dests, published = self._desired()
         ifaces = {i.ifindex: IFACE.pack(i.mac, i.mtu) for i in self.engine.interfaces.values()}
-        if svcs == self._svcs and tables == self._tables and dests == self._dests and ifaces == self._ifaces:
+        if (svcs == self._svcs and tables == self._tables and dests == self._dests and ifaces == self._ifaces
+                and not self._restart):
             return
         self._put(STATE_MAP, 0, STATE.pack(0, 0))  # every SYN to the engine while the maps change
         gen = self.gen + 1
@@ -133,52 +167,59 @@ class KernelScheduler:
         for slot, value in tables.items():
             if self._tables.get(slot) != value:
                 self._put(TABLE_MAP, slot, value)
+        for slot in self._restart & tables.keys():
+            self._put(CURSOR_MAP, slot, CURSOR.pack(0))
         for key, value in dests.items():
             if self._dests.get(key) != value:
                 self._update(DEST_MAP, DEST_KEY.pack(*key), value)
         for key in self._dests.keys() - dests.keys():
             self._delete(DEST_MAP, DEST_KEY.pack(*key))
-        for key, (slot, sched, flags) in svcs.items():
-            self._update(SVC_MAP, key, SVC.pack(gen, slot, sched, flags, 0))
+        for key, (slot, sched, flags, length) in svcs.items():
+            self._update(SVC_MAP, key, SVC.pack(gen, slot, sched, flags, length))
         for key in self._svcs.keys() - svcs.keys():
             self._delete(SVC_MAP, key)
         self._svcs, self._tables, self._dests, self._ifaces = svcs, tables, dests, ifaces
         self.gen = gen
+        self._restart.clear()
         for slot, pub in published.items():
             self._history[(slot, gen)] = pub
         for key in [k for k in self._history if k[1] < gen - 4]:  # events are read within milliseconds
             del self._history[key]
-        if svcs and any(not flags & SVC_F_ENGINE for _, _, flags in svcs.values()):
+        if svcs and any(not flags & SVC_F_ENGINE for _, _, flags, _ in svcs.values()):
             self._put(STATE_MAP, 0, STATE.pack(gen, 0))
 
     def _desired(self):
         engine = self.engine
-        svcs: dict[bytes, tuple[int, int, int]] = {}
+        svcs: dict[bytes, tuple[int, int, int, int]] = {}
         tables: dict[int, bytes] = {}
         dests: dict[tuple[int, int], bytes] = {}
         published: dict[int, Published] = {}
         if self._engine_decides():
             self._slots.clear()
+            self._seqs.clear()  # the engine's picks meanwhile move where a sequence published again starts
             return svcs, tables, dests, published
         live = [s for s in engine.table if s.protocol == PROTO_TCP and not s.fwmark]
         for svc in list(self._slots):
             if svc not in live:
                 del self._slots[svc]
                 self._packed.pop(svc, None)
+                self._seqs.pop(svc, None)
         for svc in live:
             key = SVC_KEY.pack(family_of(svc.addr), PROTO_TCP, svc.port.to_bytes(2, "big"), addr16(svc.addr))
             code = SCHED_CODES.get(svc.scheduler)
             slot = self._slot(svc) if code and self._eligible(svc) else None
             if slot is None:
-                svcs[key] = (0, 0, SVC_F_ENGINE)
+                svcs[key] = (0, 0, SVC_F_ENGINE, 0)
+                self._seqs.pop(svc, None)
                 continue
             flags = ((SVC_F_FALLBACK if svc.flags & SVC_F_SCHED1 else 0)
                      | (SVC_F_PORT if svc.flags & SVC_F_SCHED2 else 0))
-            svcs[key] = (slot, code, flags)
-            tables[slot] = self._table(svc)
+            seq = self._sequence(svc, slot) if code == SCHED_SEQ else None
+            svcs[key] = (slot, code, flags, _length(seq))
+            tables[slot] = seq.packed if seq else self._table(svc)
             for i, dest in enumerate(svc.dests):
                 dests[(slot, i)] = self._dest_record(svc, dest, i)
-            published[slot] = Published(svc, tuple(svc.dests))
+            published[slot] = Published(svc, tuple(svc.dests), seq)
         return svcs, tables, dests, published
 
     def _table(self, svc: VirtualService) -> bytes:
@@ -193,6 +234,23 @@ class KernelScheduler:
         self._packed[svc] = (table, dests, packed)
         return packed
 
+    def _sequence(self, svc: VirtualService, slot: int) -> Sequence:
+        """rr, wrr: the scheduler's choices ahead, one period starting with its next, as destination
+        indices. Kept while the scheduler, its dests, their weights and usability stay (the kernel walks
+        it meanwhile); a new one starts where the scheduler is now and its cursor at 0."""
+        dests = tuple(svc.dests)
+        basis = (svc.sched, dests, tuple((d.weight, usable(d)) for d in dests))
+        seq = self._seqs.get(svc)
+        if seq is not None and seq.basis == basis:
+            return seq
+        steps = svc.sched.period(TAB_MAX)
+        index = {id(d): i for i, d in enumerate(dests)}
+        slots = [index[id(step[0])] for step in steps or ()]
+        packed = TABLE.pack(*slots, *[NO_DEST] * (TAB_MAX - len(slots)))
+        seq = self._seqs[svc] = Sequence(basis, packed, None if steps is None else tuple(steps))
+        self._restart.add(slot)
+        return seq
+
     def _engine_decides(self) -> bool:
         """Nothing is scheduled here: standing by, a defence strategy or a connection cap, or fwmark
         services (their marks come after tc ingress, so a SYN's service is not known here)."""
@@ -203,7 +261,11 @@ class KernelScheduler:
 
     @staticmethod
     def _eligible(svc: VirtualService) -> bool:
-        return bool(svc.port) and not svc.persistent and not svc.synproxy and len(svc.dests) < NO_DEST
+        # rr, wrr: a threshold makes a destination's usability change with its connections, and with it
+        # the sequence (mh, sh, dh: only that destination's SYNs are the engine's).
+        return (bool(svc.port) and not svc.persistent and not svc.synproxy and len(svc.dests) < NO_DEST
+                and (SCHED_CODES[svc.scheduler] != SCHED_SEQ
+                     or not any(d.u_threshold or d.l_threshold for d in svc.dests)))
 
     def _slot(self, svc: VirtualService) -> int | None:
         slot = self._slots.get(svc)
@@ -264,6 +326,20 @@ class KernelScheduler:
             return None
         return pub.svc, pub.dests[index]
 
+    def follow(self, slot: int, gen: int, cursor: int) -> None:
+        """rr, wrr: the kernel took `cursor` of the sequence published under `gen`: the Python scheduler
+        continues after that choice, so a SYN the engine schedules itself comes next, as in IPVS. Only a
+        sequence still published, and only forward (two CPUs' events may come in either order)."""
+        pub = self._history.get((slot, gen))
+        seq = pub.seq if pub is not None else None
+        if seq is None or not seq.steps or self._seqs.get(pub.svc) is not seq or pub.svc.sched is not seq.basis[0]:
+            return
+        followed = self._followed.get(slot)
+        if followed is not None and followed[0] is seq and followed[1] >= cursor:
+            return
+        self._followed[slot] = (seq, cursor)
+        pub.svc.sched.advance_to(*seq.steps[cursor % len(seq.steps)])
+
     # -- map access ------------------------------------------------------------------------
 
     def _put(self, name: bytes, index: int, value: bytes, quiet: bool = False) -> None:
@@ -286,6 +362,7 @@ class KernelScheduler:
         for dkey in self._dests:
             self._delete(DEST_MAP, DEST_KEY.pack(*dkey))
         self._svcs, self._tables, self._dests, self._ifaces = {}, {}, {}, {}
+        self._seqs.clear()
         if self.events is not None:
             self.engine.unsubscribe(self.events)
             self.events = None

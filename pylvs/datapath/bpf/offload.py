@@ -50,6 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pylvs.datapath.bpf.adopt import resolve_hops
 from pylvs.datapath.bpf.events import FlowEvent, RetiredEvent, SchedEvent
 from pylvs.datapath.bpf.flowsize import DEFAULT_FLOW_ENTRIES
 from pylvs.datapath.bpf.libbpf import BpfError
@@ -201,6 +202,8 @@ class FlowOffload:
         A kernel-made TIME_WAIT or CLOSE keeps the recipes until the program retires them (or a tick
         later, `refresh`); a kernel-made FIN_WAIT without replies seen (DR, TUN) withdraws them, as the
         engine's own would."""
+        if self.ksched is not None:
+            self.ksched.drain()  # a change of the service table published now, not at the next tick
         transition, origin = self.engine.tcp_transition, self.events
         for ev in events:
             kind = type(ev)
@@ -230,6 +233,8 @@ class FlowOffload:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in
         the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
+        if found is not None:
+            self.ksched.follow(ev.slot, ev.gen, ev.cursor)  # rr, wrr: the engine's scheduler continues after it
         conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
         if conn is None:
             self.refused += 1
@@ -245,10 +250,11 @@ class FlowOffload:
         for f in flows:
             f.packets = f.bytes = 0  # the counts told: none yet
         self._offloaded[conn] = flows
+        resolve_hops(self.engine, conn)  # as the recipes the program copied: a MAC that moves rewrites them
         if conn.out_flow is not None:
             # The program sends NAT's replies back where the SYN came from; where the engine's routes
             # say otherwise (or do not know yet), its recipes go and the engine decides alone.
-            hop = self.engine.egress.hop(conn.caddr)
+            hop = conn.out_flow.hop  # (resolve_hops: the engine's route back to the client)
             if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
                 self.rerouted += 1
                 self._withdraw(conn)

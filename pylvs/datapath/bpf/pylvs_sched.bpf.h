@@ -1,12 +1,14 @@
-/* Kernel scheduling of new TCP connections for hash-scheduled services (mh, sh, dh), IPv4 and IPv6.
+/* Kernel scheduling of new TCP connections for mh, sh, dh, rr and wrr services, IPv4 and IPv6.
  *
  * Included by pylvs_fastpath.bpf.c after its helpers. For a SYN to a service the engine published
  * (pylvs/datapath/bpf/ksched.py), the program picks the real server itself from the scheduler's
  * lookup table, hashing exactly as the kernel's ip_vs_mh / ip_vs_sh / ip_vs_dh do (an IPv6 address
- * folded to the XOR of its four 32-bit words first), creates the connection's flow entries from the
- * destination's recipe template (the client's address and port filled in; NAT's reply entry leaves
- * where the SYN came from) in the state the SYN makes (NONE ->
- * SYN_RECV, which CREATED stands for: one event per new connection, not two), reports a CREATED event
+ * folded to the XOR of its four 32-bit words first); for rr and wrr the table is one period of the
+ * scheduler's sequence of choices and a per-service cursor, advanced atomically, walks it (ks_next;
+ * CREATED reports the cursor value so the engine's scheduler follows). It creates the connection's
+ * flow entries from the destination's recipe template (the client's address and port filled in;
+ * NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE -> SYN_RECV,
+ * which CREATED stands for: one event per new connection, not two), reports a CREATED event
  * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
  * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
  * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
@@ -16,8 +18,9 @@
  * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
  * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
- * take it (weight 0, unavailable) once the kernel's fallback probes run out, a destination whose recipe
- * the fast path of the SYN's family would not execute (overhead_of, overhead6_of), a full ring.
+ * take it (weight 0, unavailable) once the kernel's fallback probes run out, an rr/wrr sequence longer
+ * than the table, a destination whose recipe the fast path of the SYN's family would not execute
+ * (overhead_of, overhead6_of), a full ring.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
@@ -25,6 +28,7 @@
 #define KSCHED_MH 1
 #define KSCHED_SH 2
 #define KSCHED_DH 3
+#define KSCHED_SEQ 4                /* rr, wrr: the table is the sequence of choices, a cursor walks it */
 #define KSCHED_TAB_MAX 4096         /* mh: 4093 slots (CONFIG_IP_VS_MH_TAB_INDEX 12); sh, dh: 256 */
 #define KSCHED_MH_SIZE 4093
 #define KSCHED_HASH_SIZE 256
@@ -53,6 +57,7 @@ enum pylvs_ksched_counter {
 	KS_PUNT_DEST,       /* the destination is the engine's, or its recipe is not this fast path's */
 	KS_PUNT_RING,       /* no room on the event ring */
 	KS_PUNT_COLLISION,  /* the reply entry's tuple is taken */
+	KS_PUNT_LONG,       /* rr, wrr: the sequence is longer than the table (wrr's sum of weights / gcd) */
 	KS_MAX,
 };
 
@@ -71,9 +76,9 @@ struct pylvs_ksched_svc_key {
 struct pylvs_ksched_svc {
 	__u32 gen;        /* the publication this record belongs to */
 	__u32 slot;       /* its table in pylvs_ksched_tables, its destinations' key */
-	__u8 sched;       /* KSCHED_MH, _SH, _DH */
+	__u8 sched;       /* KSCHED_MH, _SH, _DH, _SEQ */
 	__u8 flags;       /* KSCHED_SVC_F_* */
-	__u16 pad;
+	__u16 length;     /* KSCHED_SEQ: the sequence's length; 0: longer than the table (punted) */
 };
 
 struct pylvs_ksched_table {
@@ -111,6 +116,8 @@ struct pylvs_ksched_event {
 	__be16 rport;
 	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
 	__u32 ifindex;
+	__u64 cursor;     /* KSCHED_SEQ: the cursor's value taken (the table's entry cursor % length) */
+	__u64 pad;        /* keeps CREATED's size (112) apart from RETIRED's (104) */
 };
 
 struct {
@@ -147,6 +154,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pylvs_ksched_iface);
 } pylvs_ksched_ifaces SEC(".maps");
+
+/* KSCHED_SEQ: per slot, how many choices were taken from its sequence since it was published (the
+ * engine writes 0 with each new sequence; the next choice is table[cursor % length]). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} pylvs_ksched_cursors SEC(".maps");
 
 /* What scheduling a SYN builds: the connection's keys and entries, too big for the program's 512 bytes
  * of stack beside the fast path's own. One per CPU: tc ingress runs with bottom halves off, so one run
@@ -232,17 +248,35 @@ static __always_inline struct pylvs_ksched_dest *ks_dest(__u32 slot, __u16 index
 	return bpf_map_lookup_elem(&pylvs_ksched_dests, &k);
 }
 
+/* rr, wrr: the sequence's next entry. Two CPUs take consecutive cursor values, so the choices are
+ * the sequence's, in the order of the atomic adds (the kernel's ip_vs_rr/wrr take a spinlock). */
+static __always_inline struct pylvs_ksched_dest *ks_next(const struct pylvs_ksched_svc *svc,
+							 const struct pylvs_ksched_table *t, __u64 *cursor)
+{
+	__u32 slot = svc->slot;
+	__u64 *c = bpf_map_lookup_elem(&pylvs_ksched_cursors, &slot);
+	__u32 length = svc->length;
+
+	if (!c || !length)
+		return NULL;
+	*cursor = __sync_fetch_and_add(c, 1);
+	return ks_dest(slot, ks_slot(t, *cursor % length));
+}
+
 /* The scheduler's choice for (client address, port), as ip_vs_{mh,sh,dh}_schedule: the slot's
- * destination, or with the fallback flag the kernel's probe sequence up to KSCHED_PROBES probes.
+ * destination, or with the fallback flag the kernel's probe sequence up to KSCHED_PROBES probes;
+ * rr, wrr: the sequence's next entry (ks_next, its cursor value in *cursor).
  * NULL: the engine decides (nobody there, nobody usable in the probes made here). */
 static __always_inline struct pylvs_ksched_dest *ks_pick(const struct pylvs_ksched_svc *svc,
 							 const struct pylvs_ksched_table *t, __u32 saddr,
-							 __u32 daddr, __u16 sport)
+							 __u32 daddr, __u16 sport, __u64 *cursor)
 {
 	struct pylvs_ksched_dest *d;
 	__u32 port = svc->flags & KSCHED_SVC_F_PORT ? sport : 0;
 	__u32 ihash, idx, size;
 
+	if (svc->sched == KSCHED_SEQ)
+		return ks_next(svc, t, cursor);
 	if (svc->sched == KSCHED_MH) {
 		size = KSCHED_MH_SIZE;
 		ihash = ks_hsiphash1(port + saddr) % KSCHED_MH_SIZE;
@@ -322,6 +356,7 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	struct pylvs_ksched_dest *d;
 	struct pylvs_ksched_iface *iface = NULL;
 	__u32 ingress = skb->ifindex;
+	__u64 cursor = 0;
 
 	if (bpf_map_lookup_elem(&pylvs_flows, key))
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
@@ -341,10 +376,12 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
 	if (svc->gen != gen)
 		return ks_count(KS_PUNT_STALE, KSCHED_PUNT);
+	if (svc->sched == KSCHED_SEQ && !svc->length)
+		return ks_count(KS_PUNT_LONG, KSCHED_PUNT);
 	t = bpf_map_lookup_elem(&pylvs_ksched_tables, &svc->slot);
 	if (!t)
 		return ks_count(KS_PUNT_SERVICE, KSCHED_PUNT);
-	d = ks_pick(svc, t, saddr, daddr, bpf_ntohs(key->sport));
+	d = ks_pick(svc, t, saddr, daddr, bpf_ntohs(key->sport), &cursor);
 	if (!d || !(d->flags & KSCHED_DEST_F_USABLE))
 		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
 	/* What the fast path of the SYN's family would not execute stays the engine's. */
@@ -414,6 +451,7 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	ev->dest = d->index;
 	__builtin_memcpy(ev->raddr, d->raddr, 16);
 	ev->rport = d->rport;
+	ev->cursor = cursor;
 	if (iface) {
 		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
 		ev->ifindex = ingress;
