@@ -108,7 +108,7 @@ class Settings:
     drop_packet: int = 0
     secure_tcp: int = 0
     max_conns: int = 0
-    # The kernel fast path schedules SYNs of mh, sh and dh services itself (pylvs.datapath.bpf.ksched).
+    # The kernel fast path schedules SYNs of mh, sh, dh, rr and wrr services itself (pylvs.datapath.bpf.ksched).
     kernel_sched: bool = True
 
 
