@@ -466,8 +466,12 @@ class Engine:
         st.outbytes += totlen
         return conn.forwarder.outbound(conn, buf, l4, partial, now)
 
-    def _reuse(self, conn: Conn) -> bool:
-        """conn_reuse_mode: a new SYN on a finished connection starts a new one (ipvs.md §3.7)."""
+    def _reuse(self, conn: Conn, scheduled_elsewhere: bool = False) -> bool:
+        """conn_reuse_mode: a new SYN on a finished connection starts a new one (ipvs.md §3.7).
+        `scheduled_elsewhere`: the SYN was scheduled and forwarded by a second data path that could not see
+        this connection (its entries gone at FIN_WAIT, DR and TUN): continuing the old connection would send
+        the handshake's ACK to another real server than the SYN, so FIN_WAIT without replies is finished
+        as with mode bit 2."""
         mode = self.settings.conn_reuse_mode
         if not mode:
             return False
@@ -479,7 +483,8 @@ class Engine:
             return conn.state == sctpstate.CLOSED
         if conn.state in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
             return True
-        return bool(mode & 2 and conn.state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT)
+        return bool((mode & 2 or scheduled_elsewhere) and conn.state == tcpstate.FIN_WAIT
+                    and conn.flags & CONN_F_NOOUTPUT)
 
     def _tcp_state(self, conn: Conn, offset: int, flags: int, now: float) -> None:
         if conn.flags & CONN_F_NOOUTPUT:
@@ -534,7 +539,8 @@ class Engine:
         the SYN's state change (NONE -> SYN_RECV) that path made with it; its counts come as for any
         segment that path forwards.
         None where this engine would not have made it: a connection with that tuple that a SYN does not
-        replace (conn_reuse_mode), or one holding its reply tuple; the caller withdraws the entries.
+        replace (conn_reuse_mode; a DR or TUN one in FIN_WAIT is replaced, see _reuse), or one holding its
+        reply tuple; the caller withdraws the entries.
         `origin`: the reporting consumer's subscription, not told the new connection's CREATED and STATE
         (a connection it replaces is REMOVED for every consumer)."""
         table = self._tables[PROTO_TCP]
@@ -542,7 +548,7 @@ class Engine:
         caddr, vaddr, cport, vport = key[0:n], key[n:2 * n], key[2 * n:2 * n + 2], key[2 * n + 2:2 * n + 4]
         hit = table.get(key)
         if hit is not None:
-            if hit[1] != DIR_IN or not self._reuse(hit[0]):
+            if hit[1] != DIR_IN or not self._reuse(hit[0], scheduled_elsewhere=True):
                 return None
             self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
         if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:

@@ -100,6 +100,32 @@ def test_a_consumer_reporting_a_second_data_paths_work_is_not_told_it_back():
     assert [e.value for e in reporter if isinstance(e, ConnEvent)] == [tcpstate.ESTABLISHED]
 
 
+def dr_conn_in_fin_wait(engine):
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 1.0)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="A"))), 1, 1.1)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="FA"))), 1, 1.2)
+    (conn,) = engine.conns.conns()
+    assert conn.state == tcpstate.FIN_WAIT  # DR: only the client's half crosses the director
+    return conn
+
+
+def test_a_kernel_scheduled_syn_replaces_a_dr_connection_in_fin_wait():
+    """The kernel took the DR connection's entries out at FIN_WAIT and scheduled the client's next SYN on
+    the same port anew: the engine takes its choice (as conn_reuse_mode bit 2), not the old connection's
+    real server, which would get the handshake's ACK without its SYN."""
+    engine = make_engine(method=Method.ROUTE)
+    old = dr_conn_in_fin_wait(engine)
+    svc = next(iter(engine.table))
+    other = next(d for d in svc.dests if d is not old.dest)
+    new = engine.adopt_kernel(svc, other, old.in_key, 2.0)
+    assert new is not None and new.dest is other and old.dead
+    # The engine's own SYN on such a connection continues it, as IPVS with conn_reuse_mode 1.
+    engine = make_engine(method=Method.ROUTE)
+    old = dr_conn_in_fin_wait(engine)
+    engine.process(frame(from_client(TCP(sport=40000, dport=80, flags="S"))), 1, 2.0)
+    assert engine.conns.conns() == [old] and old.state == tcpstate.SYN_RECV
+
+
 def test_state_event_carries_the_new_state_and_packet_subscriptions_the_count():
     engine = make_engine()
     sub = engine.subscribe(services=False, conns=True, packets=True)
