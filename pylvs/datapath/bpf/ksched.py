@@ -11,7 +11,9 @@ the SYN and reports CREATED on the event ring; `FlowOffload.apply` has the engin
 engine-only, and the program punts those SYNs as before:
 - services that are persistent, synproxy, port-zero, fwmark (while any fwmark service exists, nothing
   is published: the mark is set after tc ingress), not mh/sh/dh/rr/wrr, not TCP; rr and wrr ones with
-  a destination with thresholds, or whose sequence is longer than the table (the program counts it);
+  a destination with thresholds, a usable destination the program cannot forward to (below: the turns
+  it punted would be taken again by the engine's position, which the kernel's picks move meanwhile,
+  skewing the rotation), or whose sequence is longer than the table (the program counts it);
 - destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
   is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
   hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
@@ -212,13 +214,22 @@ class KernelScheduler:
                 svcs[key] = (0, 0, SVC_F_ENGINE, 0)
                 self._seqs.pop(svc, None)
                 continue
+            records = [self._dest_record(svc, dest, i) for i, dest in enumerate(svc.dests)]
+            if code == SCHED_SEQ and any(usable(d) and DEST_HEAD.unpack_from(r)[0] & DEST_F_ENGINE
+                                         for d, r in zip(svc.dests, records, strict=True)):
+                # A turn the program punts would be taken again by the engine's own position, which the
+                # kernel's picks read in batches move meanwhile: the sequence is the engine's alone.
+                del self._slots[svc]
+                svcs[key] = (0, 0, SVC_F_ENGINE, 0)
+                self._seqs.pop(svc, None)
+                continue
             flags = ((SVC_F_FALLBACK if svc.flags & SVC_F_SCHED1 else 0)
                      | (SVC_F_PORT if svc.flags & SVC_F_SCHED2 else 0))
             seq = self._sequence(svc, slot) if code == SCHED_SEQ else None
             svcs[key] = (slot, code, flags, _length(seq))
             tables[slot] = seq.packed if seq else self._table(svc)
-            for i, dest in enumerate(svc.dests):
-                dests[(slot, i)] = self._dest_record(svc, dest, i)
+            for i, record in enumerate(records):
+                dests[(slot, i)] = record
             published[slot] = Published(svc, tuple(svc.dests), seq)
         return svcs, tables, dests, published
 
