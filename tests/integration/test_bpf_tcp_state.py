@@ -147,16 +147,29 @@ def test_a_segment_without_flags_on_a_closing_connection_closes_it(fp):
 
 def test_dr_uses_the_input_only_rows(fp):
     entry = dr()
-    pkt = forwarded(fp, client("FA"), entry)
-    assert pkt[IP].dst == VIP and pkt[IP].src == CLIENT
-    (ev,) = fp.events.read()
-    assert (ev.old_state, ev.new_state) == (tcpstate.ESTABLISHED, tcpstate.FIN_WAIT)  # INPUT_ONLY fin
-    forwarded(fp, client("A"))
-    assert fp.events.read() == []
+    forwarded(fp, client("A"), entry)
     forwarded(fp, client("R"))
     ev, retired = fp.events.read()
-    assert ev.new_state == tcpstate.CLOSE and ev.tcp_flags == TCP_RST
-    assert retired.deleted == 1 << DIR_IN and retired.counts[DIR_IN][0] == 3  # DR: one entry
+    assert (ev.old_state, ev.new_state) == (tcpstate.ESTABLISHED, tcpstate.CLOSE)  # INPUT_ONLY rst
+    assert ev.tcp_flags == TCP_RST
+    assert retired.deleted == 1 << DIR_IN and retired.counts[DIR_IN][0] == 2  # DR: one entry
+
+
+def test_a_dr_fin_retires_the_entry_at_fin_wait(fp):
+    """Nothing moves a DR connection on from FIN_WAIT (its replies bypass the director): the FIN is
+    forwarded, reported, and takes the entry out; what comes after is the engine's."""
+    entry = dr()
+    forwarded(fp, client("A"), entry)
+    pkt = forwarded(fp, client("FA"))
+    assert pkt[IP].dst == VIP and pkt[IP].src == CLIENT and pkt[TCP].flags == "FA"
+    ev, retired = fp.events.read()
+    assert (ev.old_state, ev.new_state) == (tcpstate.ESTABLISHED, tcpstate.FIN_WAIT)  # INPUT_ONLY fin
+    assert isinstance(retired, RetiredEvent) and retired.key == entry.key
+    assert retired.deleted == 1 << DIR_IN and retired.counts[DIR_IN][0] == 2
+    assert fp.flows.lookup(entry.pack_key()) is None
+    raw = bytes(client("A"))
+    verdict, out, _ = fp.test_run(raw)
+    assert (verdict, out) == (TC_ACT_OK, raw)  # the client's last ACK: to the engine, unchanged
 
 
 def test_a_full_event_ring_sends_the_segment_to_the_engine_unchanged():

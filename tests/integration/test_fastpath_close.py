@@ -58,10 +58,10 @@ EXPECTED = {
 # replies cross, and the client's ACK go through the kernel, the ACK's change to ESTABLISHED reported).
 SYNS = {"nat": 1, "dr": 1}
 HANDSHAKE_CHANGES = 1
-# Connections whose entries the program took out itself: NAT's with the last ACK after TIME_WAIT or with
-# the RST; DR's FIN_WAIT is where lvsd withdraws them (nothing crosses back to end it in the kernel).
+# Connections whose entries the program took out itself: all of them. NAT's with the last ACK after
+# TIME_WAIT or with the RST; DR's with the client's FIN (FIN_WAIT: nothing crosses back to end it later).
 RETIRED = {("nat", "server"): 1, ("nat", "client"): 1, ("nat", "rst"): 1,
-           ("dr", "server"): 0, ("dr", "client"): 0, ("dr", "rst"): 1}
+           ("dr", "server"): 1, ("dr", "client"): 1, ("dr", "rst"): 1}
 
 
 @pytest.fixture(scope="module", params=["nat", "dr"])
@@ -130,7 +130,7 @@ def test_a_connection_closed_through_the_kernel_ends_as_in_the_engine(lab, mode)
     assert grown.get("punt_tcp_flags") == SYNS[lab.kind], grown  # only the handshake's SYNs reached Python
     assert grown.get("hit", 0) >= 3 and not grown.get("punt_ring_full"), grown
     assert conns(lab) == (active0, inactive0 + 1)  # counted, and inactive (as IPVS: not ESTABLISHED)
-    # The recipes are out: taken by the program with the last segment, or by lvsd at DR's FIN_WAIT.
+    # The recipes are out: taken by the program with the last segment (DR: the FIN), not by lvsd.
     wait_for(lambda: offloaded(lab) == offloaded0, timeout=3, what="the recipes out of the kernel")
     assert datapath(lab)["retired_conns"] == retired0 + RETIRED[(lab.kind, mode)]
     assert datapath(lab)["tcp_state_mismatches"] == 0

@@ -83,5 +83,5 @@ def test_tcp_state_table_dimensions_match_the_engine():
     assert int(defined["ROWS"]) == len(tcpstate.TRANSITIONS)
     assert (int(defined["INPUT"]), int(defined["OUTPUT"]), int(defined["INPUT_ONLY"])) == (
         tcpstate.INPUT, tcpstate.OUTPUT, tcpstate.INPUT_ONLY)
-    assert (int(defined["S_ESTABLISHED"]), int(defined["S_TIME_WAIT"]), int(defined["S_CLOSE"])) == (
-        tcpstate.ESTABLISHED, tcpstate.TIME_WAIT, tcpstate.CLOSE)
+    named = ("ESTABLISHED", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE")
+    assert [int(defined[f"S_{name}"]) for name in named] == [getattr(tcpstate, name) for name in named]

@@ -9,10 +9,10 @@ it may not:
   SYN+ACK, FIN, RST and the ACKs of a closing connection itself and reports each state change it
   makes on its event ring; `apply()` hands them to the engine in
   that order (`Engine.tcp_transition`). The program itself takes the recipes out with the segment
-  that ends the connection (the ACK after TIME_WAIT, a RST) and reports their last counts (RETIRED):
-  a short connection costs no map deletions here. Where that segment does not come within a tick,
-  they are withdrawn here, as at FIN_WAIT where replies do not cross the director (DR, TUN): a
-  minute of idle recipes would only cost refreshes. Also at any state change the engine
+  that ends the connection (the ACK after TIME_WAIT, a RST; where replies do not cross the director,
+  DR and TUN, the FIN that makes FIN_WAIT: two minutes of idle recipes would only cost refreshes) and
+  reports their last counts (RETIRED): a short connection costs no map deletions here. Where that
+  segment does not come within a tick, they are withdrawn here. Also at any state change the engine
   made itself (a segment the program punted; a handshake segment it forwarded before the recipes were
   written rewrites them in the new state) or one where the engine's state table and the
   kernel's disagree: from then on the engine sees every packet again. SYN is punted (scheduling,
@@ -200,8 +200,9 @@ class FlowOffload:
         Where the engine's table ends elsewhere than the kernel's (two CPUs changing the same
         connection at once), the recipes are withdrawn and the engine decides alone from then on.
         A kernel-made TIME_WAIT or CLOSE keeps the recipes until the program retires them (or a tick
-        later, `refresh`); a kernel-made FIN_WAIT without replies seen (DR, TUN) withdraws them, as the
-        engine's own would."""
+        later, `refresh`); so does a kernel-made FIN_WAIT without replies seen (DR, TUN), which the
+        program retires with the FIN itself (with no room on the ring for that, they are withdrawn
+        here a tick later, as the engine's own FIN_WAIT withdraws them at once)."""
         if self.ksched is not None:
             self.ksched.drain()  # a change of the service table published now, not at the next tick
         transition, origin = self.engine.tcp_transition, self.events
@@ -222,12 +223,9 @@ class FlowOffload:
                 if state != ev.new_state:
                     self.mismatches += 1
                     self._withdraw(conn)
-                elif state != before:
-                    if state in KERNEL_DONE:
-                        if conn in self._offloaded:
-                            self._retiring.add(conn)  # the program retires the entries with the last segment
-                    elif state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT:
-                        self._withdraw(conn)
+                elif state != before and conn in self._offloaded and (
+                        state in KERNEL_DONE or state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
+                    self._retiring.add(conn)  # the program retires the entries with this or the last segment
 
     def _adopt(self, ev: SchedEvent) -> None:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in

@@ -115,7 +115,10 @@ static __always_inline int flow_hit(struct pylvs_flow_value *v, struct pylvs_flo
 		ev->ts_ns = v->last_seen_ns;
 		bpf_ringbuf_submit(ev, event_wakeup());
 		count(CNT_TCP_EVENT, 0);
-		if (state == PYLVS_TCP_S_CLOSE)
+		/* CLOSE ends it; so does FIN_WAIT where replies do not cross the director (DR, TUN): nothing
+		 * moves such a connection on (ip_vs's INPUT_ONLY table), the engine keeps it for its
+		 * timeout and forwards what comes after (a client's last ACK) itself. */
+		if (state == PYLVS_TCP_S_CLOSE || (state == PYLVS_TCP_S_FIN_WAIT && !has_reverse(v)))
 			retire_flow(key, v);
 	} else if (key->proto == IPPROTO_TCP && v->tcp_state == PYLVS_TCP_S_TIME_WAIT &&
 		   !(tcp_flags & (TH_SYN | TH_FIN | TH_RST))) {

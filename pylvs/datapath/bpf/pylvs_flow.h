@@ -69,6 +69,7 @@ struct pylvs_flow_value {
  * loader copies from the engine's TRANSITIONS into pylvs_tcp_table, so the two cannot differ. */
 #define PYLVS_TCP_S_ESTABLISHED 1
 #define PYLVS_TCP_S_SYN_RECV 3
+#define PYLVS_TCP_S_FIN_WAIT 4
 #define PYLVS_TCP_S_TIME_WAIT 5
 #define PYLVS_TCP_S_CLOSE 6
 #define PYLVS_TCP_STATES 11
