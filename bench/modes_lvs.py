@@ -243,5 +243,10 @@ class TunMode(RoutedLvsMode):
         return ["-r", lab.rips[0], "-i", "--tun-type", "ipip"]  # rs1 decapsulates ipip
 
 
+class TunBpfMode(TunMode):
+    name = "tun-bpf"
+    datapath = "bpf"
+
+
 MODES: list[type[Mode]] = [*NAT_MODES, FullnatMode, FullnatBpfMode, DrDirectMode, DrMode, DrBpfMode, TunDirectMode,
-                           TunMode]
+                           TunMode, TunBpfMode]

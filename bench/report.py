@@ -151,9 +151,11 @@ NAT_TABLE = TableSpec(
 )
 ROUTED_TABLE = TableSpec(
     "DR and TUN labs: pylvs beside the direct path of the same topology (client -> router -> real server)",
-    ["dr-direct", "dr", "dr-bpf", "tun-direct", "tun"],
-    {"dr/direct": ("dr", "dr-direct"), "dr-bpf/direct": ("dr-bpf", "dr-direct"), "tun/direct": ("tun", "tun-direct")},
-    ["dr-direct", "dr", "dr-bpf", "dr/direct", "dr-bpf/direct", "tun-direct", "tun", "tun/direct"],
+    ["dr-direct", "dr", "dr-bpf", "tun-direct", "tun", "tun-bpf"],
+    {"dr/direct": ("dr", "dr-direct"), "dr-bpf/direct": ("dr-bpf", "dr-direct"), "tun/direct": ("tun", "tun-direct"),
+     "tun-bpf/direct": ("tun-bpf", "tun-direct")},
+    ["dr-direct", "dr", "dr-bpf", "dr/direct", "dr-bpf/direct", "tun-direct", "tun", "tun-bpf", "tun/direct",
+     "tun-bpf/direct"],
     ROUTED_METRICS,
 )
 
