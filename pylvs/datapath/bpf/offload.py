@@ -206,10 +206,12 @@ class FlowOffload:
         if self.ksched is not None:
             self.ksched.drain()  # a change of the service table published now, not at the next tick
         transition, origin = self.engine.tcp_transition, self.events
+        cursors: dict[tuple[int, int], int] = {}  # rr, wrr: the furthest choice the kernel took, by (slot, gen)
         for ev in events:
             kind = type(ev)
             if kind is SchedEvent:
-                self._adopt(ev)
+                if self._adopt(ev) and cursors.get((ev.slot, ev.gen), -1) < ev.cursor:
+                    cursors[ev.slot, ev.gen] = ev.cursor
             elif kind is RetiredEvent:
                 self._retired(ev)
             else:
@@ -226,13 +228,14 @@ class FlowOffload:
                 elif state != before and conn in self._offloaded and (
                         state in KERNEL_DONE or state == tcpstate.FIN_WAIT and conn.flags & CONN_F_NOOUTPUT):
                     self._retiring.add(conn)  # the program retires the entries with this or the last segment
+        for (slot, gen), cursor in cursors.items():  # (once a batch: the engine schedules nothing meanwhile)
+            self.ksched.follow(slot, gen, cursor)  # the engine's scheduler continues after the kernel's picks
 
-    def _adopt(self, ev: SchedEvent) -> None:
+    def _adopt(self, ev: SchedEvent) -> bool:
         """A connection the program scheduled and created: the engine makes it, and its entries, already in
-        the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one)."""
+        the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one).
+        Whether the event named a published destination (its rr/wrr cursor is then followed)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
-        if found is not None:
-            self.ksched.follow(ev.slot, ev.gen, ev.cursor)  # rr, wrr: the engine's scheduler continues after it
         conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
         if conn is None:
             self.refused += 1
@@ -242,7 +245,7 @@ class FlowOffload:
                     self.flows.delete_key(pack_key(PROTO_TCP, key))
                 except BpfError as exc:
                     self._error("deleting", exc)
-            return
+            return found is not None
         self.adopted += 1
         flows = tuple(f for f in (conn.in_flow, conn.out_flow) if f is not None)
         for f in flows:
@@ -256,6 +259,7 @@ class FlowOffload:
             if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
                 self.rerouted += 1
                 self._withdraw(conn)
+        return True
 
     def _retired(self, ev: RetiredEvent) -> None:
         """The program took a connection's entries out with the segment that ended it: their last counts
