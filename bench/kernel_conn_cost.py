@@ -52,6 +52,12 @@ class Published:
     def publish(self) -> None:
         pass
 
+    def drain(self) -> None:
+        pass
+
+    def follow(self, slot: int, gen: int, cursor: int) -> None:
+        pass  # (mh: nothing to follow)
+
 
 def flow_key(saddr: bytes, daddr: bytes, sport: bytes, dport: bytes) -> bytes:
     return KEY.pack(2, 6, 0, addr16(saddr), addr16(daddr), sport, dport)
