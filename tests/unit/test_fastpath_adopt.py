@@ -10,7 +10,7 @@ import struct
 import pytest
 from scapy.layers.inet import TCP
 
-from pylvs.datapath.bpf.adopt import adopt
+from pylvs.datapath.bpf.adopt import adopt, resolve_hops
 from pylvs.datapath.bpf.offload import FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import VALUE, VALUE_FIELDS
@@ -104,6 +104,7 @@ def test_recipes_nothing_here_takes_are_deleted():
 
 
 DMAC = [name for name, _, _ in VALUE_FIELDS].index("dmac")
+OUTER_SADDR = [name for name, _, _ in VALUE_FIELDS].index("outer_saddr")
 
 
 def test_a_recipe_with_an_old_mac_is_rewritten_at_adoption_with_its_counts():
@@ -137,3 +138,19 @@ def test_recipes_follow_a_next_hop_whose_mac_changed():
     assert VALUE.unpack(flows.entries[conn.in_flow.pack_key()])[DMAC] == mac("02:00:00:00:77:77")
     assert (conn.dest.stats.inpkts - inpkts, conn.dest.stats.inbytes - inbytes) == (4, 400)  # read, then rewritten
     assert len(offload) == 1
+
+
+def test_a_kernel_scheduled_tunnel_connection_gets_its_tunnel_source():
+    # The program made the recipe from a template with the outer source; the engine's copy needs it
+    # too, or rewritten after a MAC change the recipe would tunnel from 0.0.0.0.
+    _, _, _, engine_made = established(Method.TUNNEL)  # its source: set by the first packet it tunnelled
+    engine = make_engine(method=Method.TUNNEL)
+    svc = next(iter(engine.table))
+    dest = next(d for d in svc.dests if d.addr == engine_made.daddr)
+    conn = engine.adopt_kernel(svc, dest, engine_made.in_key, 1.0)
+    assert conn.in_flow.outer_src == b""
+    resolve_hops(engine, conn)
+    assert conn.in_flow.hop is not None
+    assert conn.in_flow.outer_src == engine_made.in_flow.outer_src != b""
+    assert VALUE.unpack(conn.in_flow.pack_value())[OUTER_SADDR] == VALUE.unpack(
+        engine_made.in_flow.pack_value())[OUTER_SADDR]

@@ -88,10 +88,22 @@ def sync_conn(engine: Engine, key: bytes, value: tuple) -> SyncConn | None:
 
 def resolve_hops(engine: Engine, conn: Conn) -> None:
     """The next hops of a connection no packet has crossed here yet (the engine looks them up at the
-    first packet of each direction): towards the real server, and back towards the client."""
+    first packet of each direction): towards the real server, and back towards the client; and a
+    tunnel's outer source, as the kernel's template had it (written again after a neighbour's MAC
+    changes, a recipe without one would leave with source 0.0.0.0)."""
     for f, towards in ((conn.in_flow, conn.daddr), (conn.out_flow, conn.caddr)):
         if f is not None and f.hop is None:
             f.hop = engine.egress.hop(towards)
+    f = conn.in_flow
+    if f is not None and f.method == Method.TUNNEL and not f.outer_src and f.hop is not None:
+        f.outer_src = tunnel_source(engine, f) or b""
+
+
+def tunnel_source(engine: Engine, f: FlowEntry) -> bytes | None:
+    """The outer source address of tunnel recipe `f` (its hop known): an address of the egress link."""
+    if len(f.outer_dst) == 16:
+        return engine.inet6.egress6.source_address(f.hop)
+    return engine.egress.source_address(engine.egress.interface_for(f.hop))
 
 
 def _keep_tunnel(f: FlowEntry, value: tuple) -> None:
