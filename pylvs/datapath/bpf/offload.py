@@ -235,11 +235,14 @@ class FlowOffload:
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
         if found is not None:
             self.ksched.follow(ev.slot, ev.gen, ev.cursor)  # rr, wrr: the engine's scheduler continues after it
-        conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
+        local = (ev.laddr, ev.lport) if ev.laddr else None  # FULLNAT: where the program bound it
+        conn = (self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events, local)
+                if found is not None else None)
         if conn is None:
             self.refused += 1
             k, n = ev.key, len(ev.raddr)
-            for key in (k, ev.raddr + k[:n] + ev.rport + k[2 * n:2 * n + 2]):  # the SYN's entry, NAT's reply entry
+            to, to_port = local or (k[:n], k[2 * n:2 * n + 2])  # the reply entry's: the local or the client's
+            for key in (k, ev.raddr + to + ev.rport + to_port):  # the SYN's entry, the reply entry (NAT, FULLNAT)
                 try:
                     self.flows.delete_key(pack_key(PROTO_TCP, key))
                 except BpfError as exc:
