@@ -9,18 +9,20 @@
  * flow entries from the destination's recipe template (the client's address and port filled in;
  * NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE -> SYN_RECV,
  * which CREATED stands for: one event per new connection, not two), reports a CREATED event
- * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
- * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
+ * on the event ring and lets the fast path forward the SYN by the new entry. FULLNAT (IPv4, no client
+ * address to deliver): the program also takes a local address and port of its part of the range and
+ * claims it by creating the reply entry with BPF_NOEXIST (ks_claim); CREATED names them. The engine
+ * adopts the connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
  * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
  * The keys and entries being built live in a per-CPU scratch map, not on the program's stack.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
- * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
- * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
+ * publish or marked engine-only (persistent, FULLNAT with TOA or the PROXY protocol, synproxy, defence
+ * strategies, thresholds, ...), a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
  * take it (weight 0, unavailable) once the kernel's fallback probes run out, an rr/wrr sequence longer
  * than the table, a destination whose recipe the fast path of the SYN's family would not execute
- * (overhead_of, overhead6_of), a full ring.
+ * (overhead_of, overhead6_of; IPv6 FULLNAT), a full ring, FULLNAT local ports all taken in the probes.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
@@ -53,7 +55,7 @@ enum pylvs_ksched_counter {
 	KS_PUNT_FLAGS,      /* SYN with RST or FIN, TTL <= 1: the engine's */
 	KS_PUNT_EXISTING,   /* an entry for this tuple exists: connection reuse is the engine's */
 	KS_PUNT_NO_SERVICE, /* no published service (not ours) */
-	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, FULLNAT, synproxy, ...) */
+	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, synproxy, ...) */
 	KS_PUNT_STALE,      /* published under an older generation */
 	KS_PUNT_NO_DEST,    /* the table has nobody there, or the fallback probes ran out */
 	KS_PUNT_DEST,       /* the destination is the engine's, or its recipe is not this fast path's */
