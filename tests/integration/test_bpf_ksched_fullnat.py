@@ -58,6 +58,7 @@ def published(fast):
 
     def publish(rips=None, toa=False, lips=LIPS) -> tuple[Engine, VirtualService, KernelScheduler]:
         engine = make_engine(Method.FULLNAT, rips=rips)
+        engine.settings.fullnat_toa = toa  # as lvsd --fullnat-toa sets it, before the engine is made
         for f in engine.fullnat_forwarders():
             f.toa = toa
         svc = engine.table.get(6, pack_ip(VIP), 80)
@@ -218,4 +219,7 @@ def test_client_address_delivery_or_no_local_address_stays_the_engines(fast, pub
     # service: nothing is published, punt_off).
     assert after["punt_off"] + after["punt_service"] == before["punt_off"] + before["punt_service"] + 1
     assert after["created"] == before["created"]
+    # With TOA the program makes no FULLNAT connection: the engine keeps every local port.
+    assert all(f.lport_max == (LPORT_MAX if case == "toa" else KERNEL_LPORT_MIN - 1)
+               for f in engine.fullnat_forwarders())
 

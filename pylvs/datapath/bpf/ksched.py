@@ -35,9 +35,9 @@ schedules itself continues the sequence (docs/design.md, "Kernel scheduling of r
 FULLNAT (IPv4, without client-address delivery: lvsd --fullnat-toa 0 and no PROXY protocol): the templates
 are made with the unspecified local address and port 0; per slot the service's IPv4 local addresses and
 the program's part of their ports are published (pylvs_ksched_laddrs), the engine's allocator keeping
-to the other part while this scheduler runs (fullnat.split_ports). The program claims a pair by creating
-the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the connection there
-(FullNat.bind_at). A service without an IPv4 local address, and IPv6 FULLNAT, stay the engine's.
+to the other part while this scheduler runs with TOA off (fullnat.split_ports). The program claims a
+pair by creating the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the
+connection there (FullNat.bind_at). A service without an IPv4 local address, and IPv6 FULLNAT, stay the engine's.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ class KernelScheduler:
         self._restart: set[int] = set()  # slots of new sequences: their cursors go back to 0
         self._followed: dict[int, tuple[Sequence, int]] = {}  # slot -> the latest cursor the engine followed
         self.errors = 0
-        fullnat.split_ports(engine.fullnat_forwarders(), True)  # the program allocates local ports from the upper part
+        # The program allocates local ports from the upper part (only without TOA does it make FULLNAT).
+        fullnat.split_ports(engine.fullnat_forwarders(), not engine.settings.fullnat_toa)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -332,9 +333,8 @@ class KernelScheduler:
     def _fullnat_here(self, svc: VirtualService) -> bool:
         """FULLNAT the program can make: IPv4, with an IPv4 local address, no client address to deliver
         (TOA, the PROXY protocol: the engine inserts them)."""
-        forwarder = self.engine.forwarders[Method.FULLNAT]
         return (len(svc.addr) == 4 and any(len(la.addr) == 4 for la in svc.laddrs) and not svc.proxy_protocol
-                and isinstance(forwarder, FullNat) and not forwarder.toa)
+                and not self.engine.settings.fullnat_toa)
 
     def _templates(self, svc: VirtualService, dest: RealServer) -> bytes | None:
         """The recipes a connection to `dest` gets, for a client the program fills in; None while the next
