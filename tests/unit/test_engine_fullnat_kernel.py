@@ -12,6 +12,7 @@ from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY
 from pylvs.engine.forward.fullnat import KERNEL_LPORT_MIN, LPORT_MAX, LPORT_MIN, split_ports
 from pylvs.engine.hops import StaticRoutes
 from pylvs.engine.services import Method, pack_ip
+from pylvs.sync.master import SyncMaster
 from tests.unit.director import CLIENT, VIP, frame, from_client, parse
 from tests.unit.test_engine_fullnat import LIPS, fullnat_engine
 
@@ -91,3 +92,18 @@ def test_without_toa_the_recipes_are_the_kernels_from_the_syn_on():
     plain, toa = conns
     assert plain.slow is None and not plain.in_flow.flags & F_ENGINE_ONLY
     assert toa.slow is not None and toa.in_flow.flags & F_ENGINE_ONLY
+
+
+def test_sync_skips_a_kernel_made_connection_as_an_engine_made_one():
+    e = fullnat_engine()
+    sent: list[bytes] = []
+    master = SyncMaster(sent.append, syncid=4)
+    events = e.subscribe(services=False, conns=True, packets=True)
+    conn = adopt(e, LIPS[0], 50004)
+    e.tcp_transition(conn.out_key, 0x12, 0.1)  # the SYN+ACK and the ACK the kernel forwarded
+    e.tcp_transition(conn.in_key, 0x10, 0.2)
+    assert conn.state == tcpstate.ESTABLISHED
+    e.account(conn, DIR_IN, 3, 300, 0.3)  # its packets counted there: due for sync, as in the kernel
+    master.follow(events)
+    master.flush()
+    assert sent == [] and master.stats["skipped_fullnat"] >= 1
