@@ -118,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--conn-reuse-mode", type=int, default=1, help="as the IPVS sysctl (default 1)")
     p.add_argument("--sloppy-tcp", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--sloppy-sctp", action="store_true", help="as the IPVS sysctl (default 0)")
+    p.add_argument("--fullnat-toa", type=int, choices=(0, 1), default=1,
+                   help="FULLNAT TCP sends the client's address as TOA unless a service has --proxy-protocol "
+                        "(as Alibaba LVS's fullnat_toa_entry, default 1); with 0 the kernel fast path schedules "
+                        "FULLNAT SYNs itself")
     defence = p.add_argument_group("memory-pressure defence, as the IPVS sysctls (docs/design.md)")
     defence.add_argument("--amemthresh", type=int, default=1024, metavar="PAGES",
                          help="available memory below which the automatic modes act (default 1024)")
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         sloppy_sctp=args.sloppy_sctp,
                         amemthresh=args.amemthresh, am_droprate=args.am_droprate, drop_entry=args.drop_entry,
                         drop_packet=args.drop_packet, secure_tcp=args.secure_tcp, max_conns=args.max_conns,
-                        kernel_sched=not args.no_kernel_sched)
+                        kernel_sched=not args.no_kernel_sched, fullnat_toa=bool(args.fullnat_toa))
     from pylvs.bgp.speaker import SpeakerError
     from pylvs.io import steering
     from pylvs.io.control_socket import ControlSocketError, check_free

@@ -110,6 +110,8 @@ class Settings:
     max_conns: int = 0
     # The kernel fast path schedules SYNs of mh, sh, dh, rr and wrr services itself (pylvs.datapath.bpf.ksched).
     kernel_sched: bool = True
+    # FULLNAT TCP without the PROXY protocol sends the client's address as TOA (Alibaba LVS's fullnat_toa_entry).
+    fullnat_toa: bool = True
 
 
 class Engine:
@@ -127,6 +129,8 @@ class Engine:
         self.egress.flows_changed = self._flows_changed
         self.forwarders: dict[Method, Forwarder] = {m: cls(self.egress) for m, cls in FORWARDERS.items()}
         self.inet6 = Inet6(self)
+        for fnat in self.fullnat_forwarders():
+            fnat.toa = self.settings.fullnat_toa
         self._macs: dict[int, bytes] = {}
         self._local_addrs: set[bytes] = set()  # the director's own addresses (tunnel sources)
         self._tables = self.conns.by_proto
@@ -532,8 +536,14 @@ class Engine:
             self._origin = None
         return conn, before
 
+    def fullnat_forwarders(self) -> list[FullNat]:
+        """The forwarders that take FULLNAT local ports: FULLNAT of either family, NAT64 and NAT46."""
+        inet6 = self.inet6
+        return [f for f in (*self.forwarders.values(), *inet6.forwarders.values(), inet6.nat64, inet6.nat46)
+                if isinstance(f, FullNat)]
+
     def adopt_kernel(self, svc: VirtualService, dest: RealServer, key: bytes, now: float,
-                     origin: Subscription | None = None) -> Conn | None:
+                     origin: Subscription | None = None, local: tuple[bytes, bytes] | None = None) -> Conn | None:
         """A TCP connection a second data path scheduled itself (a hash scheduler's SYN, pylvs_sched.bpf.h)
         to `dest` of `svc`: made here as _schedule makes it (counted as scheduled, inactive, CREATED), then
         the SYN's state change (NONE -> SYN_RECV) that path made with it; its counts come as for any
@@ -542,7 +552,9 @@ class Engine:
         replace (conn_reuse_mode; a DR or TUN one in FIN_WAIT is replaced, see _reuse), or one holding its
         reply tuple; the caller withdraws the entries.
         `origin`: the reporting consumer's subscription, not told the new connection's CREATED and STATE
-        (a connection it replaces is REMOVED for every consumer)."""
+        (a connection it replaces is REMOVED for every consumer). `local`: FULLNAT's local address and port
+        as that path took them (bound there, FullNat.bind_at); a connection holding the reply tuple is
+        replaced if its entries are done (TIME_WAIT, CLOSE: the program took them out), else refused."""
         table = self._tables[PROTO_TCP]
         n = (len(key) - 4) // 2  # 4 or 16: IPv4 or IPv6
         caddr, vaddr, cport, vport = key[0:n], key[n:2 * n], key[2 * n:2 * n + 2], key[2 * n + 2:2 * n + 4]
@@ -553,9 +565,15 @@ class Engine:
             self._expire(hit[0], ConnEventKind.REMOVED)  # its reply tuple, the same as the new one's, too
         if dest.method == Method.MASQ and dest.addr + caddr + dest.port.to_bytes(2, "big") + cport in table:
             return None
+        if local is not None:
+            held = table.get(dest.addr + local[0] + (dest.port.to_bytes(2, "big") if dest.port else vport) + local[1])
+            if held is not None:
+                if held[0].state not in (tcpstate.TIME_WAIT, tcpstate.CLOSE):
+                    return None
+                self._expire(held[0], ConnEventKind.REMOVED)
         self._origin = origin.queue if origin is not None else None
         try:
-            conn = self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now)
+            conn = self._create(svc, dest, PROTO_TCP, caddr, cport, vaddr, vport, now, local=local)
             if conn is not None:
                 self._tcp_state(conn, tcpstate.INPUT, TCP_SYN, now)
         finally:
@@ -705,7 +723,8 @@ class Engine:
         return tmpl
 
     def _create(self, svc: VirtualService, dest: RealServer, proto: int, caddr: bytes, cport: bytes,
-                vaddr: bytes, vport: bytes, now: float, one_packet: bool = False) -> Conn | None:
+                vaddr: bytes, vport: bytes, now: float, one_packet: bool = False,
+                local: tuple[bytes, bytes] | None = None) -> Conn | None:
         forwarder = self.forwarders.get(dest.method) if len(caddr) == len(dest.addr) == 4 \
             else self.inet6.forwarder(dest, len(caddr))  # IPv6 on either side: NAT46 too
         if forwarder is None:
@@ -717,7 +736,7 @@ class Engine:
             return None
         conn = Conn(proto, caddr, cport, vaddr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
-        refused = forwarder.bind(conn, self.conns)
+        refused = forwarder.bind(conn, self.conns) if local is None else forwarder.bind_at(conn, *local)
         if refused is not None:
             self.drops[refused] += 1
             return None

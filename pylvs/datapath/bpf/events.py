@@ -25,8 +25,8 @@ from pylvs.ipvs_uapi import AF_INET6
 log = logging.getLogger(__name__)
 
 # CREATED (struct pylvs_ksched_event): a pylvs_flow_event, then gen, slot, dest index, raddr, rport, and
-# the MAC and interface NAT's reply entry sends to, rr/wrr's cursor value (and 8 bytes keeping its size apart).
-SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III16s2s6sIQ8x")
+# the MAC and interface NAT's reply entry sends to, rr/wrr's cursor value, FULLNAT's local address and port.
+SCHED_EVENT = struct.Struct("=" + "".join(code for _, code, _ in EVENT_FIELDS) + "III16s2s6sIQ4s2s2x")
 
 
 class SchedEvent(NamedTuple):
@@ -42,6 +42,8 @@ class SchedEvent(NamedTuple):
     hw: bytes         # NAT: the SYN's source MAC and ingress interface, the reply entry's next hop
     ifindex: int
     cursor: int       # rr, wrr: the position in the published sequence it took (modulo its length)
+    laddr: bytes      # FULLNAT: the local address (IPv4) and port it took; b"" for the other methods
+    lport: bytes
 
 
 class FlowEvent(NamedTuple):
@@ -108,12 +110,17 @@ def decode(raw: bytes) -> FlowEvent | SchedEvent | RetiredEvent | None:
 
 
 def decode_created(raw: bytes) -> SchedEvent:
-    ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex, cursor = (
-        SCHED_EVENT.unpack(raw))
+    (ts_ns, key, _flags, _direction, _old, _new, _transitions, gen, slot, dest, raddr, rport, hw, ifindex, cursor,
+     laddr, lport) = SCHED_EVENT.unpack(raw)
     if key[0] != AF_INET6:
         raddr = raddr[12:]  # IPv4-mapped
+    if laddr == _NO_LADDR:
+        laddr = lport = b""
     return _tuple_new(SchedEvent, (ts_ns, engine_key(key)[1], gen, slot, dest, raddr, rport, hw, ifindex,
-                                   cursor))
+                                   cursor, laddr, lport))
+
+
+_NO_LADDR = bytes(4)
 
 
 class EventRing:

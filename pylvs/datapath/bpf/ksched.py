@@ -14,10 +14,10 @@ engine-only, and the program punts those SYNs as before:
   a destination with thresholds, a usable destination the program cannot forward to (below: the turns
   it punted would be taken again by the engine's position, which the kernel's picks move meanwhile,
   skewing the rotation), or whose sequence is longer than the table (the program counts it);
-- destinations with thresholds (overload changes with every connection), FULLNAT, GUE (its source port
-  is per flow), of the other family than the service, with a tunnel checksum, without a resolved next
-  hop (or tunnel source) yet; the program also punts what its fast path for the SYN's family would
-  not execute (pylvs_fastpath6.h: tunnels other than IPv6 in IPv6 and GRE without checksum);
+- destinations with thresholds (overload changes with every connection), FULLNAT but the one below,
+  GUE (its source port is per flow), of the other family than the service, with a tunnel checksum,
+  without a resolved next hop (or tunnel source) yet; the program also punts what its fast path for
+  the SYN's family would not execute (pylvs_fastpath6.h: tunnels other than IPv6 in IPv6 and GRE without checksum);
 - everything while the director stands by, a defence strategy or --max-conns is on.
 Every change is published under a new generation: the program punts SYNs of records from an older
 one, so a table being rewritten is never half used. CREATED events name (slot, generation, index),
@@ -31,6 +31,13 @@ its cursor runs on, while the scheduler, its destinations, their weights and usa
 change publishes a new one from where the Python scheduler is then. CREATED carries the cursor value:
 `follow` moves the Python scheduler past the kernel's choice (`advance_to`), so a SYN the engine
 schedules itself continues the sequence (docs/design.md, "Kernel scheduling of rr and wrr").
+
+FULLNAT (IPv4, without client-address delivery: lvsd --fullnat-toa 0 and no PROXY protocol): the templates
+are made with the unspecified local address and port 0; per slot the service's IPv4 local addresses and
+the program's part of their ports are published (pylvs_ksched_laddrs), the engine's allocator keeping
+to the other part while this scheduler runs with TOA off (fullnat.split_ports). The program claims a
+pair by creating the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the
+connection there (FullNat.bind_at). A service without an IPv4 local address, and IPv6 FULLNAT, stay the engine's.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from pylvs.datapath.bpf.maps import Counters
 from pylvs.engine.conntrack import Conn
 from pylvs.engine.events import ServicesChanged
 from pylvs.engine.flow import VALUE, addr16, family_of
+from pylvs.engine.forward import fullnat
+from pylvs.engine.forward.fullnat import FullNat
 from pylvs.ipvs_uapi import PROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Method
 from pylvs.sched.base import usable
 
@@ -56,11 +65,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The maps of pylvs_sched.bpf.h and their layouts (native byte order, as the C structs).
-STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP, COUNTER_MAP = (
+STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP, LADDR_MAP, COUNTER_MAP = (
     b"pylvs_ksched_state", b"pylvs_ksched_svcs", b"pylvs_ksched_tables", b"pylvs_ksched_dests",
-    b"pylvs_ksched_ifaces", b"pylvs_ksched_cursors", b"pylvs_ksched_counters")
+    b"pylvs_ksched_ifaces", b"pylvs_ksched_cursors", b"pylvs_ksched_laddrs", b"pylvs_ksched_counters")
 COUNTERS = ("created", "synack", "punt_off", "punt_flags", "punt_existing", "punt_no_service", "punt_service",
-            "punt_stale", "punt_no_dest", "punt_dest", "punt_ring", "punt_collision", "punt_long")
+            "punt_stale", "punt_no_dest", "punt_dest", "punt_ring", "punt_collision", "punt_long", "punt_lport")
 TAB_MAX = 4096
 MAX_SLOTS = 256  # pylvs_ksched_tables' entries: services scheduled here at once
 NO_DEST = 0xFFFF
@@ -68,7 +77,8 @@ SCHED_SEQ = 4  # rr, wrr: the table is the sequence of choices
 SCHED_CODES = {"mh": 1, "sh": 2, "dh": 3, "rr": SCHED_SEQ, "wrr": SCHED_SEQ}
 SVC_F_ENGINE, SVC_F_FALLBACK, SVC_F_PORT = 0x01, 0x02, 0x04
 DEST_F_USABLE, DEST_F_ENGINE = 0x01, 0x02
-METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL)
+METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL, Method.FULLNAT)
+LADDRS_MAX = 16  # KSCHED_LADDRS: a service's local addresses the program takes from (the first ones)
 
 STATE = struct.Struct("=II")
 SVC_KEY = struct.Struct("=BB2s16s")  # family, protocol, port, address (IPv4 mapped)
@@ -77,6 +87,7 @@ TABLE = struct.Struct(f"={TAB_MAX}H")
 DEST_KEY = struct.Struct("=II")
 DEST_HEAD = struct.Struct("=I2s2x16sI4x")  # flags, rport, raddr (IPv4 mapped), index; then the in and out templates
 IFACE = struct.Struct("=6sH")
+LADDRS = struct.Struct(f"=IHH{4 * LADDRS_MAX}s")  # count, the program's ports: first, how many; IPv4 addresses
 CURSOR = struct.Struct("=Q")
 
 _CPORT = b"\0\0"  # the template's client (the unspecified address, its port 0): the program writes the real one in
@@ -118,7 +129,8 @@ class KernelScheduler:
             return lib.bpf_map__fd(lib.pointer(lib.bpf_object__find_map_by_name(fast._obj, name),
                                                f"finding {name.decode()}"))
 
-        self._fds = {name: fd(name) for name in (STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP)}
+        self._fds = {name: fd(name) for name in (STATE_MAP, SVC_MAP, TABLE_MAP, DEST_MAP, IFACE_MAP, CURSOR_MAP,
+                                                 LADDR_MAP)}
         self.counters = Counters(lib, fd(COUNTER_MAP), COUNTERS)
         self.events = engine.subscribe(services=True)
         self.gen = 0
@@ -128,12 +140,15 @@ class KernelScheduler:
         self._tables: dict[int, bytes] = {}
         self._dests: dict[tuple[int, int], bytes] = {}
         self._ifaces: dict[int, bytes] = {}
+        self._laddrs: dict[int, bytes] = {}  # slot -> its FULLNAT local addresses as published
         self._history: dict[tuple[int, int], Published] = {}  # (slot, gen) -> what it held
         self._packed: dict[VirtualService, tuple[list, tuple, bytes]] = {}  # tables packed, by service
         self._seqs: dict[VirtualService, Sequence] = {}  # rr, wrr: the sequences published
         self._restart: set[int] = set()  # slots of new sequences: their cursors go back to 0
         self._followed: dict[int, tuple[Sequence, int]] = {}  # slot -> the latest cursor the engine followed
         self.errors = 0
+        # The program allocates local ports from the upper part (only without TOA does it make FULLNAT).
+        fullnat.split_ports(engine.fullnat_forwarders(), not engine.settings.fullnat_toa)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -156,8 +171,9 @@ class KernelScheduler:
     def _publish(self) -> None:
         svcs, tables, dests, published = self._desired()
         ifaces = {i.ifindex: IFACE.pack(i.mac, i.mtu) for i in self.engine.interfaces.values()}
+        laddrs = {slot: self._laddr_record(pub.svc) for slot, pub in published.items()}
         if (svcs == self._svcs and tables == self._tables and dests == self._dests and ifaces == self._ifaces
-                and not self._restart):
+                and laddrs == self._laddrs and not self._restart):
             return
         self._put(STATE_MAP, 0, STATE.pack(0, 0))  # every SYN to the engine while the maps change
         gen = self.gen + 1
@@ -171,6 +187,9 @@ class KernelScheduler:
                 self._put(TABLE_MAP, slot, value)
         for slot in self._restart & tables.keys():
             self._put(CURSOR_MAP, slot, CURSOR.pack(0))
+        for slot, value in laddrs.items():
+            if self._laddrs.get(slot) != value:
+                self._put(LADDR_MAP, slot, value)
         for key, value in dests.items():
             if self._dests.get(key) != value:
                 self._update(DEST_MAP, DEST_KEY.pack(*key), value)
@@ -180,7 +199,7 @@ class KernelScheduler:
             self._update(SVC_MAP, key, SVC.pack(gen, slot, sched, flags, length))
         for key in self._svcs.keys() - svcs.keys():
             self._delete(SVC_MAP, key)
-        self._svcs, self._tables, self._dests, self._ifaces = svcs, tables, dests, ifaces
+        self._svcs, self._tables, self._dests, self._ifaces, self._laddrs = svcs, tables, dests, ifaces, laddrs
         self.gen = gen
         self._restart.clear()
         for slot, pub in published.items():
@@ -262,6 +281,13 @@ class KernelScheduler:
         self._restart.add(slot)
         return seq
 
+    @staticmethod
+    def _laddr_record(svc: VirtualService) -> bytes:
+        """The service's IPv4 local addresses (the first LADDRS_MAX) and the program's part of their ports."""
+        addrs = [la.addr for la in svc.laddrs if len(la.addr) == 4][:LADDRS_MAX]
+        return LADDRS.pack(len(addrs), fullnat.KERNEL_LPORT_MIN, fullnat.LPORT_MAX - fullnat.KERNEL_LPORT_MIN + 1,
+                           b"".join(addrs))
+
     def _engine_decides(self) -> bool:
         """Nothing is scheduled here: standing by, a defence strategy or a connection cap, or fwmark
         services (their marks come after tc ingress, so a SYN's service is not known here)."""
@@ -297,12 +323,18 @@ class KernelScheduler:
             return DEST_HEAD.pack(flags | DEST_F_ENGINE, rport, raddr, index) + bytes(2 * _VALUE_SIZE)
         return DEST_HEAD.pack(flags, rport, raddr, index) + templates
 
-    @staticmethod
-    def _reproducible(svc: VirtualService, dest: RealServer) -> bool:
+    def _reproducible(self, svc: VirtualService, dest: RealServer) -> bool:
         return (dest.method in METHODS and len(dest.addr) == len(svc.addr) and not dest.u_threshold
                 and not dest.l_threshold
                 and (dest.method != Method.MASQ or bool(dest.port))
-                and (dest.method != Method.TUNNEL or dest.tun_type != "gue"))
+                and (dest.method != Method.TUNNEL or dest.tun_type != "gue")
+                and (dest.method != Method.FULLNAT or self._fullnat_here(svc)))
+
+    def _fullnat_here(self, svc: VirtualService) -> bool:
+        """FULLNAT the program can make: IPv4, with an IPv4 local address, no client address to deliver
+        (TOA, the PROXY protocol: the engine inserts them)."""
+        return (len(svc.addr) == 4 and any(len(la.addr) == 4 for la in svc.laddrs) and not svc.proxy_protocol
+                and not self.engine.settings.fullnat_toa)
 
     def _templates(self, svc: VirtualService, dest: RealServer) -> bytes | None:
         """The recipes a connection to `dest` gets, for a client the program fills in; None while the next
@@ -311,10 +343,14 @@ class KernelScheduler:
         v6 = len(svc.addr) == 16
         forwarder = engine.inet6.forwarder(dest) if v6 else engine.forwarders[dest.method]
         vport = svc.port.to_bytes(2, "big")
-        dport = vport if dest.method != Method.MASQ else dest.port.to_bytes(2, "big")
+        dport = dest.port.to_bytes(2, "big") if dest.method in (Method.MASQ, Method.FULLNAT) and dest.port else vport
         conn = Conn(PROTO_TCP, bytes(len(svc.addr)), _CPORT, svc.addr, vport, dest.addr, dport)
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
-        if forwarder.bind(conn, engine.conns) is not None:
+        if isinstance(forwarder, FullNat):
+            forwarder.template(conn)  # the local address and port: the program's (ks_claim)
+            if conn.slow is not None:
+                return None
+        elif forwarder.bind(conn, engine.conns) is not None:
             return None
         f = conn.in_flow
         f.hop = engine.egress.hop(dest.addr)
@@ -372,8 +408,9 @@ class KernelScheduler:
             self._delete(SVC_MAP, key)
         for dkey in self._dests:
             self._delete(DEST_MAP, DEST_KEY.pack(*dkey))
-        self._svcs, self._tables, self._dests, self._ifaces = {}, {}, {}, {}
+        self._svcs, self._tables, self._dests, self._ifaces, self._laddrs = {}, {}, {}, {}, {}
         self._seqs.clear()
+        fullnat.split_ports(self.engine.fullnat_forwarders(), False)
         if self.events is not None:
             self.engine.unsubscribe(self.events)
             self.events = None

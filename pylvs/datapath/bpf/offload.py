@@ -236,11 +236,14 @@ class FlowOffload:
         the map, are offloaded from the start (the SYN's state change, made with them, is a kernel-made one).
         Whether the event named a published destination (its rr/wrr cursor is then followed)."""
         found = self.ksched.resolve(ev.slot, ev.gen, ev.dest) if self.ksched is not None else None
-        conn = self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events) if found is not None else None
+        local = (ev.laddr, ev.lport) if ev.laddr else None  # FULLNAT: where the program bound it
+        conn = (self.engine.adopt_kernel(*found, ev.key, ev.ts_ns / 1e9, self.events, local)
+                if found is not None else None)
         if conn is None:
             self.refused += 1
             k, n = ev.key, len(ev.raddr)
-            for key in (k, ev.raddr + k[:n] + ev.rport + k[2 * n:2 * n + 2]):  # the SYN's entry, NAT's reply entry
+            to, to_port = local or (k[:n], k[2 * n:2 * n + 2])  # the reply entry's: the local or the client's
+            for key in (k, ev.raddr + to + ev.rport + to_port):  # the SYN's entry, the reply entry (NAT, FULLNAT)
                 try:
                     self.flows.delete_key(pack_key(PROTO_TCP, key))
                 except BpfError as exc:

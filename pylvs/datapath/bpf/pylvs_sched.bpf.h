@@ -9,18 +9,20 @@
  * flow entries from the destination's recipe template (the client's address and port filled in;
  * NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE -> SYN_RECV,
  * which CREATED stands for: one event per new connection, not two), reports a CREATED event
- * on the event ring and lets the fast path forward the SYN by the new entry. The engine adopts the
- * connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
+ * on the event ring and lets the fast path forward the SYN by the new entry. FULLNAT (IPv4, no client
+ * address to deliver): the program also takes a local address and port of its part of the range and
+ * claims it by creating the reply entry with BPF_NOEXIST (ks_claim); CREATED names them. The engine
+ * adopts the connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
  * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
  * The keys and entries being built live in a per-CPU scratch map, not on the program's stack.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
- * publish or marked engine-only (persistent, FULLNAT, synproxy, defence strategies, thresholds, ...),
- * a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
+ * publish or marked engine-only (persistent, FULLNAT with TOA or the PROXY protocol, synproxy, defence
+ * strategies, thresholds, ...), a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
  * take it (weight 0, unavailable) once the kernel's fallback probes run out, an rr/wrr sequence longer
  * than the table, a destination whose recipe the fast path of the SYN's family would not execute
- * (overhead_of, overhead6_of), a full ring.
+ * (overhead_of, overhead6_of; IPv6 FULLNAT), a full ring, FULLNAT local ports all taken in the probes.
  */
 #ifndef PYLVS_SCHED_BPF_H
 #define PYLVS_SCHED_BPF_H
@@ -34,6 +36,8 @@
 #define KSCHED_HASH_SIZE 256
 #define KSCHED_NO_DEST 0xffff
 #define KSCHED_PROBES 16            /* fallback probes made here; the engine makes the rest */
+#define KSCHED_LADDRS 16            /* FULLNAT: the local addresses (IPv4) a service publishes, at most */
+#define KSCHED_LPORT_PROBES 8       /* FULLNAT: local ports tried before the SYN is punted */
 #define KSCHED_SVC_F_ENGINE 0x01    /* every SYN of this service is the engine's */
 #define KSCHED_SVC_F_FALLBACK 0x02  /* mh-fallback / sh-fallback (IP_VS_SVC_F_SCHED1) */
 #define KSCHED_SVC_F_PORT 0x04      /* mh-port / sh-port (IP_VS_SVC_F_SCHED2) */
@@ -51,13 +55,14 @@ enum pylvs_ksched_counter {
 	KS_PUNT_FLAGS,      /* SYN with RST or FIN, TTL <= 1: the engine's */
 	KS_PUNT_EXISTING,   /* an entry for this tuple exists: connection reuse is the engine's */
 	KS_PUNT_NO_SERVICE, /* no published service (not ours) */
-	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, FULLNAT, synproxy, ...) */
+	KS_PUNT_SERVICE,    /* the service is the engine's (persistent, synproxy, ...) */
 	KS_PUNT_STALE,      /* published under an older generation */
 	KS_PUNT_NO_DEST,    /* the table has nobody there, or the fallback probes ran out */
 	KS_PUNT_DEST,       /* the destination is the engine's, or its recipe is not this fast path's */
 	KS_PUNT_RING,       /* no room on the event ring */
 	KS_PUNT_COLLISION,  /* the reply entry's tuple is taken */
 	KS_PUNT_LONG,       /* rr, wrr: the sequence is longer than the table (wrr's sum of weights / gcd) */
+	KS_PUNT_LPORT,      /* FULLNAT: every local port probed was taken (or no local address published) */
 	KS_MAX,
 };
 
@@ -117,7 +122,18 @@ struct pylvs_ksched_event {
 	__u8 hw[6];       /* NAT: the SYN's source MAC and its interface, where the reply entry sends to */
 	__u32 ifindex;
 	__u64 cursor;     /* KSCHED_SEQ: the cursor's value taken (the table's entry cursor % length) */
-	__u64 pad;        /* keeps CREATED's size (112) apart from RETIRED's (104) */
+	__be32 laddr;     /* FULLNAT: the local address and port taken (0: not FULLNAT); CREATED's size */
+	__be16 lport;     /* (112) stays apart from RETIRED's (104) */
+	__u16 pad;
+};
+
+/* FULLNAT: a service's local addresses and the program's part of each one's ports (the engine
+ * allocates from the other part: pylvs/engine/forward/fullnat.py split_ports), by slot. */
+struct pylvs_ksched_laddrs {
+	__u32 count;      /* addresses in addr; 0: the service's FULLNAT SYNs are punted */
+	__u16 lport_min;  /* ports [lport_min, lport_min + lport_span) */
+	__u16 lport_span;
+	__be32 addr[KSCHED_LADDRS];
 };
 
 struct {
@@ -180,6 +196,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pylvs_ksched_scratch);
 } pylvs_ksched_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct pylvs_ksched_laddrs);
+} pylvs_ksched_laddrs SEC(".maps");
+
+/* FULLNAT: per slot, the local (address, port) pairs handed out so far: pair c is address c % count,
+ * port lport_min + (c / count) % lport_span. Never reset: any value is a valid place to go on from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} pylvs_ksched_lcursors SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -304,6 +336,65 @@ static __always_inline struct pylvs_ksched_dest *ks_pick(const struct pylvs_ksch
 	return NULL;
 }
 
+/* The one's-complement sum of an IPv4 address's two words, and a sum's negation (delta = new + ~old). */
+static __always_inline __u32 ks_sum4(const __u8 *a)
+{
+	return ((__u32)a[0] << 8 | a[1]) + ((__u32)a[2] << 8 | a[3]);
+}
+
+static __always_inline __u32 ks_neg(__u32 sum)
+{
+	return 0xffff - fold(sum);
+}
+
+/* FULLNAT: take a local address and port for the connection in `s` (its SYN's key, the entries from
+ * the templates, which were made with the unspecified local address and port 0): claimed by creating
+ * the reply entry (LIP:lport is its key's destination) with BPF_NOEXIST, so neither another CPU nor a
+ * connection the engine made can hold it; a taken one, the next pair, up to KSCHED_LPORT_PROBES. The
+ * checksum deltas get the client's and the local address and port's part. 0: claimed, the request entry
+ * filled in and *laddr, *lport set; -1: nothing claimed. */
+static __always_inline int ks_claim(struct pylvs_ksched_scratch *s, __u32 slot, __be32 *laddr, __be16 *lport)
+{
+	struct pylvs_ksched_laddrs *la = bpf_map_lookup_elem(&pylvs_ksched_laddrs, &slot);
+	__u64 *cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &slot);
+	struct pylvs_flow_value *in = &s->in, *out = &s->out;
+	__u32 client = ks_sum4(&s->key.saddr[12]), cport = bpf_ntohs(s->key.sport);
+	__u32 ip = out->csum_ip, l4 = out->csum_l4, partial = out->csum_l4_partial;
+	__u32 n, span;
+
+	if (!la || !cursor || !la->count || !la->lport_span)
+		return -1;
+	n = la->count < KSCHED_LADDRS ? la->count : KSCHED_LADDRS;
+	span = la->lport_span;
+	for (int i = 0; i < KSCHED_LPORT_PROBES; i++) {
+		__u64 c = __sync_fetch_and_add(cursor, 1);
+		__u32 idx = c % n, port = la->lport_min + (__u32)((c / n) % span), local, addrs;
+		__be32 lip;
+
+		asm volatile("" : "+r"(idx));
+		lip = la->addr[idx & (KSCHED_LADDRS - 1)];
+		local = ks_sum4((const __u8 *)&lip);
+		__builtin_memcpy(&s->rkey.daddr[12], &lip, 4);
+		s->rkey.dport = bpf_htons(port);
+		addrs = client + ks_neg(local); /* replies: LIP -> CIP, lport -> cport */
+		out->csum_ip = fold(ip + addrs);
+		out->csum_l4_partial = fold(partial + addrs);
+		out->csum_l4 = fold(l4 + addrs + cport + ks_neg(port));
+		if (bpf_map_update_elem(&pylvs_flows, &s->rkey, out, BPF_NOEXIST))
+			continue;
+		addrs = local + ks_neg(client); /* requests: CIP -> LIP, cport -> lport */
+		__builtin_memcpy(&in->new_saddr[12], &lip, 4);
+		in->new_sport = bpf_htons(port);
+		in->csum_ip = fold(in->csum_ip + addrs);
+		in->csum_l4_partial = fold(in->csum_l4_partial + addrs);
+		in->csum_l4 = fold(in->csum_l4 + addrs + port + ks_neg(cport));
+		*laddr = lip;
+		*lport = bpf_htons(port);
+		return 0;
+	}
+	return -1;
+}
+
 static __always_inline __u32 ks_gen(void)
 {
 	__u32 zero = 0;
@@ -357,6 +448,9 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	struct pylvs_ksched_iface *iface = NULL;
 	__u32 ingress = skb->ifindex;
 	__u64 cursor = 0;
+	__be32 laddr = 0;
+	__be16 lport = 0;
+	int fullnat;
 
 	if (bpf_map_lookup_elem(&pylvs_flows, key))
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
@@ -385,7 +479,8 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	if (!d || !(d->flags & KSCHED_DEST_F_USABLE))
 		return ks_count(KS_PUNT_NO_DEST, KSCHED_PUNT);
 	/* What the fast path of the SYN's family would not execute stays the engine's. */
-	if (d->flags & KSCHED_DEST_F_ENGINE ||
+	fullnat = d->in.method == FLOW_METHOD_FULLNAT;
+	if (d->flags & KSCHED_DEST_F_ENGINE || (fullnat && key->family != AF_INET) ||
 	    (key->family == AF_INET6 ? overhead6_of(&d->in) : overhead_of(&d->in)) < 0)
 		return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
 	/* The templates' client is :: (IPv6) or ::ffff:0.0.0.0 (IPv4): the key's address fits either. */
@@ -396,8 +491,9 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	in->tcp_flags = 0;
 	in->transitions = 1;
 	in->packets = in->bytes = in->last_seen_ns = 0;
-	if (in->method == FLOW_METHOD_MASQ) {
-		/* Replies go back the way the SYN came: its interface, its sender's MAC. */
+	if (in->method == FLOW_METHOD_MASQ || fullnat) {
+		/* Replies go back the way the SYN came: its interface, its sender's MAC (FULLNAT: their key's
+		 * destination and the rewrites' local part are ks_claim's). */
 		iface = bpf_map_lookup_elem(&pylvs_ksched_ifaces, &ingress);
 		if (!iface)
 			return ks_count(KS_PUNT_DEST, KSCHED_PUNT);
@@ -423,11 +519,17 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 	if (!ev)
 		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
+	if (fullnat && ks_claim(s, svc->slot, &laddr, &lport)) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+		return ks_count(KS_PUNT_LPORT, KSCHED_PUNT);
+	}
 	if (bpf_map_update_elem(&pylvs_flows, key, in, BPF_NOEXIST)) {
+		if (fullnat)
+			bpf_map_delete_elem(&pylvs_flows, rkey);
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_EXISTING, KSCHED_PUNT);
 	}
-	if (iface && bpf_map_update_elem(&pylvs_flows, rkey, out, BPF_NOEXIST)) {
+	if (iface && !fullnat && bpf_map_update_elem(&pylvs_flows, rkey, out, BPF_NOEXIST)) {
 		bpf_map_delete_elem(&pylvs_flows, key);
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_COLLISION, KSCHED_PUNT);
@@ -452,6 +554,8 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	__builtin_memcpy(ev->raddr, d->raddr, 16);
 	ev->rport = d->rport;
 	ev->cursor = cursor;
+	ev->laddr = laddr;
+	ev->lport = lport;
 	if (iface) {
 		__builtin_memcpy(ev->hw, eth->h_source, ETH_ALEN);
 		ev->ifindex = ingress;

@@ -4,6 +4,11 @@ Both ends are translated, so the real server only needs a route to the local add
 sit in any network. Local addresses come round-robin from the service's pool; local ports are
 taken as the Alibaba LVS kernel does (a per-LIP cursor over [lport_min, lport_max], skipping ports
 whose reply key is in use) and are free again when the connection leaves the table.
+
+While the BPF fast path schedules FULLNAT SYNs itself (pylvs.datapath.bpf.ksched), each LIP's range is
+split: the engine allocates below KERNEL_LPORT_MIN, the program from there to LPORT_MAX (`split_ports`),
+so the two never race for a port; the engine then binds the connections the program made at the local
+address and port it chose (`bind_at`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from pylvs.ipvs_uapi import Method
 from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pylvs.engine.conntrack import Conn, ConnTable
+    from pylvs.engine.services import LocalAddress
 
 
 
@@ -33,6 +41,7 @@ def packet_end(buf: Buffer) -> int:
 LPORT_MIN = 5000     # fullnat_lport_min
 LPORT_MAX = 65535    # fullnat_lport_max
 LPORT_TRIES = 10000  # fullnat_lport_tries
+KERNEL_LPORT_MIN = 35268  # with kernel scheduling: [LPORT_MIN, this) the engine's, [this, LPORT_MAX] the program's
 
 
 class ClientAddress:
@@ -58,13 +67,15 @@ class ClientAddress:
 class FullNat(AddressRewrite):
     method = Method.FULLNAT
     replies_local = True  # replies come to the local address
+    toa = True  # TCP without the PROXY protocol: the client's address as TOA (lvsd --fullnat-toa)
+    lport_max = LPORT_MAX  # the top of the engine's part of each LIP's ports (split_ports)
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         svc = conn.svc
         pool = [la for la in svc.laddrs if len(la.addr) == len(conn.daddr)]  # local addresses of its family
         if not pool:
             return "no_local_address"
-        span = LPORT_MAX - LPORT_MIN + 1
+        span = self.lport_max - LPORT_MIN + 1
         for _ in range(len(pool)):
             laddr = pool[svc.laddr_cursor % len(pool)]
             svc.laddr_cursor += 1
@@ -73,13 +84,33 @@ class FullNat(AddressRewrite):
                 lport = (LPORT_MIN + laddr.next_port).to_bytes(2, "big")
                 out_key = conn.daddr + laddr.addr + conn.dport + lport
                 if not conns.in_use(conn.proto, out_key):
-                    conn.laddr, conn.lport, conn.out_key = laddr.addr, lport, out_key
-                    conn.local = laddr
-                    laddr.conns += 1
-                    self._flows(conn)
+                    self._take(conn, laddr, lport)
                     return None
                 laddr.conflicts += 1
         return "no_local_port"
+
+    def bind_at(self, conn: Conn, laddr: bytes, lport: bytes) -> str | None:
+        """Bind at the local address and port a second data path chose (the caller has checked that the
+        reply key is free here); refused if `laddr` is not one of the service's local addresses."""
+        for la in conn.svc.laddrs:
+            if la.addr == laddr:
+                self._take(conn, la, lport)
+                return None
+        return "no_local_address"
+
+    def _take(self, conn: Conn, laddr: LocalAddress, lport: bytes) -> None:
+        conn.laddr, conn.lport, conn.out_key = laddr.addr, lport, conn.daddr + laddr.addr + conn.dport + lport
+        conn.local = laddr
+        laddr.conns += 1
+        self._flows(conn)
+
+    @classmethod
+    def template(cls, conn: Conn) -> None:
+        """The recipes of `conn` with the unspecified local address and port 0 (nothing taken): what the
+        kernel's scheduling fills in per connection (pylvs.datapath.bpf.ksched)."""
+        conn.laddr, conn.lport = bytes(len(conn.daddr)), b"\0\0"
+        conn.out_key = conn.daddr + conn.laddr + conn.dport + conn.lport
+        cls._flows(conn)
 
     @staticmethod
     def _flows(conn: Conn) -> None:
@@ -92,8 +123,8 @@ class FullNat(AddressRewrite):
                                  Deltas(client[0], local[0], client[1], local[1]))
         conn.out_flow = FlowEntry(conn.proto, conn.out_key, Method.FULLNAT, DIR_OUT, *reply_sent,
                                   Deltas(reply_seen[0], reply_sent[0], reply_seen[1], reply_sent[1]))
-        if conn.proto == PROTO_TCP:
-            kind = conn.svc.proxy_protocol or "toa"
+        kind = conn.svc.proxy_protocol or ("toa" if getattr(conn.forwarder, "toa", True) else "")
+        if conn.proto == PROTO_TCP and kind:
             conn.slow = ClientAddress(kind, conn)
             conn.in_flow.flags |= F_ENGINE_ONLY
             if kind != "toa":
@@ -224,3 +255,11 @@ class FullNat(AddressRewrite):
     def _shift(r: ClientAddress, ack: int) -> int:
         """The client's numbering of its stream -> the server's (what _unshift undoes)."""
         return (ack + r.seq_delta) & clientaddr.SEQ_MASK if clientaddr.seq_after_eq(ack, r.isn_next) else ack
+
+
+
+def split_ports(forwarders: Iterable[FullNat], kernel: bool) -> None:
+    """With `kernel`, the engine's allocator keeps below KERNEL_LPORT_MIN (the program allocates above);
+    without, it has the whole range again."""
+    for f in forwarders:
+        f.lport_max = KERNEL_LPORT_MIN - 1 if kernel else LPORT_MAX
