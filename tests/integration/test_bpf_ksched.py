@@ -13,9 +13,10 @@ import random
 import socket
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from pylvs.datapath.bpf.adopt import gue_source_port
 from pylvs.datapath.bpf.events import SchedEvent
 from pylvs.datapath.bpf.ksched import STATE, STATE_MAP, KernelScheduler
 from pylvs.datapath.bpf.loader import FastPath
@@ -208,13 +209,15 @@ def test_the_engine_adopts_what_the_kernel_scheduled(fast, published):
     offload.close()
 
 
-@pytest.mark.parametrize("kind", ["threshold", "fullnat", "gue"])
+@pytest.mark.parametrize("kind", ["threshold", "fullnat", "gue-csum", "gre-csum"])
 def test_a_destination_the_kernel_cannot_reproduce_is_left_to_the_engine(fast, published, kind):
-    engine, svc, ks = published(method=Method.TUNNEL if kind == "gue" else Method.MASQ)
+    engine, svc, ks = published(method=Method.TUNNEL if "csum" in kind else Method.MASQ)
     for d in list(svc.dests):
         new = {"threshold": RealServer(d.addr, d.port, method=Method.MASQ, u_threshold=100),
-               "fullnat": RealServer(d.addr, d.port, method=Method.FULLNAT),
-               "gue": RealServer(d.addr, d.port, method=Method.TUNNEL, tun_type="gue", tun_port=6080)}[kind]
+               "fullnat": RealServer(d.addr, d.port, method=Method.FULLNAT),  # (with TOA, the default)
+               "gue-csum": RealServer(d.addr, d.port, method=Method.TUNNEL, tun_type="gue", tun_port=6080,
+                                      tun_flags="csum"),
+               "gre-csum": RealServer(d.addr, d.port, method=Method.TUNNEL, tun_type="gre", tun_flags="csum")}[kind]
         engine.table.edit_dest(svc, new)
     ks.publish()
     before = ks.counters.read()["punt_dest"]
@@ -244,6 +247,42 @@ def test_tun_syn_is_encapsulated_to_the_real_server(fast, published):
     assert pkt[IP].proto == 4 and pkt[IP].src == DIP and pkt[IP].dst == socket.inet_ntoa(want.addr)
     inner = pkt[IP].payload
     assert inner.src == CLIENT and inner.dst == VIP and inner[TCP].flags == "S" and inner.ttl == 63
+
+
+def test_gue_syn_is_encapsulated_with_the_source_port_the_engine_adopts(fast, published):
+    """GUE's outer source port is per connection: the program hashes it (ks_gue_sport), and the engine's
+    copy of the recipe, adopted from CREATED, must carry the same (gue_source_port)."""
+    engine, svc, ks = published(method=Method.TUNNEL)
+    for d in list(svc.dests):
+        engine.table.edit_dest(svc, RealServer(d.addr, d.port, method=Method.TUNNEL, tun_type="gue", tun_port=6080))
+    ks.publish()
+    offload = FlowOffload(engine, fast.flows)
+    offload.ksched = ks
+    ports = set()
+    for cport in (40100, 40101, 40102, 40103):
+        want = python_choice(svc, CLIENT, cport)
+        verdict, out, _ = fast.test_run(bytes(syn(cport=cport)))
+        assert verdict == TC_ACT_REDIRECT
+        pkt = Ether(out)
+        assert pkt[IP].proto == 17 and pkt[IP].src == DIP and pkt[IP].dst == socket.inet_ntoa(want.addr)
+        udp = pkt[UDP]
+        assert udp.dport == 6080 and 32768 <= udp.sport <= 60999
+        assert bytes(udp.payload)[:4] == bytes((0, 4, 0, 0))  # GUE version 0, IPv4 inside
+        inner = IP(bytes(udp.payload)[4:])
+        assert inner.src == CLIENT and inner.dst == VIP and inner[TCP].sport == cport and inner[TCP].flags == "S"
+        assert udp.sport == gue_source_port(pack_ip(CLIENT), cport.to_bytes(2, "big"), (80).to_bytes(2, "big"))
+        offload.apply(fast.events.read())
+        key = pack_ip(CLIENT) + pack_ip(VIP) + cport.to_bytes(2, "big") + (80).to_bytes(2, "big")
+        conn, _ = engine.conns.lookup(6, key)
+        assert conn.dest is want and conn.in_flow.encap_sport == udp.sport
+        mine = VALUE.unpack(conn.in_flow.pack_value())
+        kernels = VALUE.unpack(fast.flows.lookup(conn.in_flow.pack_key()))
+        for field in ("encap", "encap_sport", "encap_dport", "outer_saddr", "outer_daddr", "dmac", "smac", "ifindex"):
+            assert mine[VALUE_FIELD[field]] == kernels[VALUE_FIELD[field]], field  # rewritten, it stays the same
+        ports.add(udp.sport)
+    assert len(ports) > 1  # per connection, not per real server
+    assert offload.adopted == 4 and offload.refused == 0
+    offload.close()
 
 
 def test_what_the_engine_decides_comes_back_unchanged(fast, published):

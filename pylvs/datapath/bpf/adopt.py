@@ -17,8 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from pylvs.engine import tcpstate
-from pylvs.engine.flow import DIR_IN, KEY, VALUE, VALUE_FIELDS
+from pylvs.engine.flow import DIR_IN, ENCAP_GUE, KEY, VALUE, VALUE_FIELDS
+from pylvs.engine.forward.tun import LOCAL_PORT_RANGE
 from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_INACTIVE, PROTO_TCP, Method
+from pylvs.sched import mh
+from pylvs.sched.dh import addr_fold
 from pylvs.sync.proto import SyncConn
 
 if TYPE_CHECKING:
@@ -97,6 +100,18 @@ def resolve_hops(engine: Engine, conn: Conn) -> None:
     f = conn.in_flow
     if f is not None and f.method == Method.TUNNEL and not f.outer_src and f.hop is not None:
         f.outer_src = tunnel_source(engine, f) or b""
+        if f.encap == ENCAP_GUE:
+            f.encap_sport = gue_source_port(conn.caddr, conn.cport, conn.vport)
+
+
+def gue_source_port(caddr: bytes, cport: bytes, vport: bytes) -> int:
+    """GUE's outer source port as the program picks it for a connection it makes (pylvs_sched.bpf.h
+    ks_gue_sport): hsiphash of the client's address XOR both ports, scaled as udp_flow_src_port."""
+    value = (addr_fold(caddr) ^ (int.from_bytes(cport, "big") << 16 | int.from_bytes(vport, "big"))) & 0xFFFFFFFF
+    h = mh.hash1(value)
+    h = (h ^ (h << 16)) & 0xFFFFFFFF
+    lo, hi = LOCAL_PORT_RANGE
+    return ((h * (hi - lo)) >> 32) + lo
 
 
 def tunnel_source(engine: Engine, f: FlowEntry) -> bytes | None:

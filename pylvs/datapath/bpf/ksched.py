@@ -15,7 +15,7 @@ engine-only, and the program punts those SYNs as before:
   it punted would be taken again by the engine's position, which the kernel's picks move meanwhile,
   skewing the rotation), or whose sequence is longer than the table (the program counts it);
 - destinations with thresholds (overload changes with every connection), FULLNAT but the one below,
-  GUE (its source port is per flow), of the other family than the service, with a tunnel checksum,
+  GUE over IPv6, of the other family than the service, with a tunnel checksum (GUE's, GRE's),
   without a resolved next hop (or tunnel source) yet; the program also punts what its fast path for
   the SYN's family would not execute (pylvs_fastpath6.h: tunnels other than IPv6 in IPv6 and GRE without checksum);
 - everything while the director stands by, a defence strategy or --max-conns is on.
@@ -47,6 +47,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
+from pylvs.datapath.bpf.adopt import tunnel_source
 from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import Counters
 from pylvs.engine.conntrack import Conn
@@ -78,6 +79,7 @@ SCHED_CODES = {"mh": 1, "sh": 2, "dh": 3, "rr": SCHED_SEQ, "wrr": SCHED_SEQ}
 SVC_F_ENGINE, SVC_F_FALLBACK, SVC_F_PORT = 0x01, 0x02, 0x04
 DEST_F_USABLE, DEST_F_ENGINE = 0x01, 0x02
 METHODS = (Method.MASQ, Method.ROUTE, Method.TUNNEL, Method.FULLNAT)
+TUNNEL_CSUM = ("csum", "remcsum")  # --tun-flags asking for GUE's UDP or GRE's checksum (the program has none)
 LADDRS_MAX = 16  # KSCHED_LADDRS: a service's local addresses the program takes from (the first ones)
 
 STATE = struct.Struct("=II")
@@ -327,7 +329,8 @@ class KernelScheduler:
         return (dest.method in METHODS and len(dest.addr) == len(svc.addr) and not dest.u_threshold
                 and not dest.l_threshold
                 and (dest.method != Method.MASQ or bool(dest.port))
-                and (dest.method != Method.TUNNEL or dest.tun_type != "gue")
+                and (dest.method != Method.TUNNEL or dest.tun_type != "gue" or len(dest.addr) == 4)
+                and (dest.method != Method.TUNNEL or dest.tun_type == "ipip" or dest.tun_flags not in TUNNEL_CSUM)
                 and (dest.method != Method.FULLNAT or self._fullnat_here(svc)))
 
     def _fullnat_here(self, svc: VirtualService) -> bool:
@@ -357,8 +360,7 @@ class KernelScheduler:
         if f.hop is None or not f.offloadable:
             return None
         if dest.method == Method.TUNNEL:
-            f.outer_src = (engine.inet6.egress6.source_address(f.hop) if v6
-                           else engine.egress.source_address(engine.egress.interface_for(f.hop))) or b""
+            f.outer_src = tunnel_source(engine, f) or b""
             if not f.outer_src:
                 return None
         out = conn.out_flow.pack_value() if conn.out_flow is not None else bytes(_VALUE_SIZE)

@@ -262,6 +262,19 @@ static __always_inline __u32 ks_hash_32_8(__u32 val)
 	return (val * 0x61C88647u) >> 24;
 }
 
+/* GUE's outer UDP source port for a connection the program makes: a hash of the client's address
+ * (host order) and of both ports, scaled into 32768-60999 as udp_flow_src_port scales the flow hash
+ * (pylvs/datapath/bpf/adopt.py gue_source_port is the same for the engine's copy of the recipe). */
+#define KS_GUE_PORT_LO 32768
+#define KS_GUE_PORT_HI 60999
+static __always_inline __be16 ks_gue_sport(__u32 saddr, __be16 sport, __be16 dport)
+{
+	__u32 h = ks_hsiphash1(saddr ^ ((__u32)bpf_ntohs(sport) << 16 | bpf_ntohs(dport)));
+
+	h ^= h << 16;
+	return bpf_htons((__u16)((((__u64)h * (KS_GUE_PORT_HI - KS_GUE_PORT_LO)) >> 32) + KS_GUE_PORT_LO));
+}
+
 /* t->dest[i], or KSCHED_NO_DEST out of range: the bound the compiler proves is not the verifier's. */
 static __always_inline __u16 ks_slot(const struct pylvs_ksched_table *t, __u32 i)
 {
@@ -487,6 +500,8 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	*in = d->in;
 	__builtin_memcpy(in->new_saddr, key->saddr, 16);
 	in->new_sport = key->sport;
+	if (in->encap == FLOW_ENCAP_GUE)
+		in->encap_sport = ks_gue_sport(saddr, key->sport, key->dport);
 	in->tcp_state = PYLVS_TCP_S_SYN_RECV; /* the SYN's change, reported as CREATED */
 	in->tcp_flags = 0;
 	in->transitions = 1;
