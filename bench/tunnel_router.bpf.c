@@ -113,7 +113,8 @@ int tunnel_router(struct __sk_buff *skb)
 	tot = bpf_ntohs(ip->tot_len);
 	h.ip.version = 4;
 	h.ip.ihl = 5;
-	h.ip.tos = ip->tos;
+	/* DSCP and ECT copied, CE becomes ECT(0) outside (INET_ECN_encapsulate) */
+	h.ip.tos = (ip->tos & 3) == 3 ? (ip->tos & ~3) | 2 : ip->tos;
 	h.ip.ttl = ip->ttl;
 	/* DF as the inner packet has it; with DF the ID is 0 (GSO segments count up from it), as a kernel
 	 * tunnel's. */
@@ -144,7 +145,7 @@ int tunnel_router(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, extra, BPF_ADJ_ROOM_MAC, flags))
 		return count(CNT_FAILED, TC_ACT_SHOT);
 	len = extra;
-	if (len > sizeof(h))
+	if (len > sizeof(h)) /* for the verifier: the header written comes from h */
 		return count(CNT_FAILED, TC_ACT_SHOT);
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, len, 0))
 		return count(CNT_FAILED, TC_ACT_SHOT);
