@@ -5,7 +5,8 @@ labs of their own (routedlab.py), each beside the direct path of the same topolo
 router -> real server with no director involved, the reference for a method whose replies bypass
 the director. Each mode proves its path per load run: lvsd's counters grew, and for DR and TUN its
 OutPkts did not (the director saw client->server packets only); on the direct paths nothing runs in
-the director namespace and its interface received next to nothing.
+the director namespace and its interface received next to nothing. TUN's direct path tunnels too
+(the router encapsulates, routedlab.py), so the real servers' decapsulators work as behind lvsd.
 """
 
 from __future__ import annotations
@@ -120,15 +121,11 @@ class RoutedDirectMode(RoutedMode):
 
     def route_checks(self, lab: RoutedTools, grown: dict[str, int], result: IperfResult | WrkResult) -> list[str]:
         seen, carried = grown["director_rx_bytes"], grown["path_bytes"]
-        checks = [
+        return [
             check(not lab.director_processes(), "still nothing in the director namespace"),
             check(seen < QUIET_SHARE * carried,
                   f"director dip0 received {seen} bytes while router eth0 carried {carried}"),
         ]
-        if "tunnel_rx_bytes" in grown:
-            checks.append(check(grown["tunnel_rx_bytes"] == 0,
-                                f"decapsulators injected {grown['tunnel_rx_bytes']} bytes (plain IP, no tunnel)"))
-        return checks
 
 
 class RoutedLvsMode(RoutedMode):
@@ -232,8 +229,48 @@ class DrBpfMode(DrMode):
 
 
 class TunDirectMode(RoutedDirectMode):
+    """The router tunnels the VIP's traffic to each real server itself (routedlab.BenchTunLab): every
+    request crosses the same userspace decapsulator as behind lvsd, so tun/direct isolates the director."""
+
     name = "tun-direct"
     lab_class = BenchTunLab
+
+    def counters(self, lab: RoutedTools) -> dict[str, int]:
+        found = super().counters(lab)
+        if isinstance(lab, BenchTunLab):
+            found.update({f"router_{name}": n for name, n in lab.router_tunnel_counters().items()})
+        return found
+
+    def static_checks(self, lab: RoutedTools) -> list[str]:
+        checks = super().static_checks(lab)
+        if isinstance(lab, BenchTunLab):
+            filters = lab.router_egress_filters()
+            route = lab.router_vip_route()
+            checks += [
+                check("tunnel_router" in filters and "direct-action" in filters,
+                      f"router's tunnel program on tc egress towards the real servers: {' '.join(filters.split())}"),
+                check(f"mtu {min(lab.route_mtus())}" in route, f"router's VIP route carries the tunnels' MTU: {route}"),
+            ]
+        return checks
+
+    def route_checks(self, lab: RoutedTools, grown: dict[str, int], result: IperfResult | WrkResult) -> list[str]:
+        """As RoutedLvsMode's tunnel checks: an upload's payload came out of the decapsulators, a download's
+        ACKs only, and every HTTP request was tunnelled (frames the router encapsulated)."""
+        tunnel, framed, failed = grown["tunnel_rx_bytes"], grown["router_encapsulated"], grown["router_failed"]
+        checks = super().route_checks(lab, grown, result)
+        checks.append(check(failed == 0, f"router's tunnel program dropped {failed} frames"))
+        if isinstance(result, IperfResult):
+            payload = result.bytes
+            if result.reverse:
+                return checks + [check(0 < tunnel < BYPASS_SHARE * payload, f"{tunnel} bytes of ACKs decapsulated")]
+            return checks + [check(tunnel >= 0.9 * payload,
+                                   f"decapsulators injected {tunnel} bytes for {payload} payload bytes")]
+        per_request = 0.9 if result.keepalive else 3  # request; or SYN, ACK + request, FIN at least
+        return checks + [
+            check(framed >= per_request * result.requests,
+                  f"router tunnelled {framed} frames for {result.requests} requests (at least {per_request} each)"),
+            check(tunnel > 0, f"requests came out of the tunnels: {tunnel} bytes decapsulated"),
+        ]
 
 
 class TunMode(RoutedLvsMode):
