@@ -249,9 +249,10 @@ class PylvsMode(Mode):
     uses_lvsd = True
     profiled = True
     datapath = "python"
+    lvsd_options: tuple[str, ...] = ()  # more of lvsd's options
 
     def setup(self, lab: BenchLab) -> None:
-        self.pid = lab.start_lvsd("--datapath", self.datapath).pid
+        self.pid = lab.start_lvsd("--datapath", self.datapath, *self.lvsd_options).pid
         self.configure(lab)
 
     def configure(self, lab: BenchLab) -> None:

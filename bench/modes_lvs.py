@@ -66,8 +66,12 @@ class FullnatMode(PylvsMode):
 
 
 class FullnatBpfMode(FullnatMode):
+    """FULLNAT with the kernel fast path and without TOA (--fullnat-toa 0: these nginx real servers have no
+    TOA module to read it), so the program schedules the SYNs and takes the local ports itself."""
+
     name = "fullnat-bpf"
     datapath = "bpf"
+    lvsd_options = ("--fullnat-toa", "0")
 
 
 # -- DR and TUN ------------------------------------------------------------------------------------
