@@ -21,8 +21,8 @@ from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
-from pylvs.engine.flow import DIR_IN, DIR_OUT, VALUE, VALUE_FIELDS
-from pylvs.engine.forward.fullnat import KERNEL_LPORT_MIN, LPORT_MAX
+from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, VALUE, VALUE_FIELDS
+from pylvs.engine.forward.fullnat import LPORT_MAX, LPORT_MIN
 from pylvs.engine.services import Method, VirtualService, pack_ip
 from tests.integration.bpf_flows import TC_ACT_OK, TC_ACT_REDIRECT
 from tests.unit.director import (
@@ -92,11 +92,11 @@ def local_of(pkt: Ether) -> tuple[str, int]:
 
 def pair(c: int) -> tuple[str, int]:
     """The program's c-th local (address, port): addresses in turn, each one's ports in order."""
-    return LIPS[c % len(LIPS)], KERNEL_LPORT_MIN + (c // len(LIPS)) % (LPORT_MAX - KERNEL_LPORT_MIN + 1)
+    return LIPS[c % len(LIPS)], LPORT_MIN + (c // len(LIPS)) % (LPORT_MAX - LPORT_MIN + 1)
 
 
 def position(local: tuple[str, int]) -> int:
-    return (local[1] - KERNEL_LPORT_MIN) * len(LIPS) + LIPS.index(local[0])
+    return (local[1] - LPORT_MIN) * len(LIPS) + LIPS.index(local[0])
 
 
 def out_key(rip: str, local: tuple[str, int]) -> bytes:
@@ -120,7 +120,7 @@ def test_syn_leaves_from_a_local_address_and_the_reply_goes_back_to_the_client(f
         assert pkt[TCP].flags == "S" and pkt[TCP].seq == 1000 and pkt[TCP].options == [("MSS", 1460)]
         assert checksums_valid(pkt)
         lip, lport = local_of(pkt)
-        assert lip in LIPS and KERNEL_LPORT_MIN <= lport <= LPORT_MAX
+        assert lip in LIPS and LPORT_MIN <= lport <= LPORT_MAX
         seen.append((pkt[IP].dst, lip, lport))
     assert ks.counters.read()["created"] == created + 2 * len(RIPS)
     assert len({s[1:] for s in seen}) == len(seen)  # a pair per connection
@@ -164,11 +164,25 @@ def test_the_engine_adopts_it_at_the_local_address_and_port_the_kernel_took(fast
         for name in ("method", "new_saddr", "new_daddr", "new_sport", "new_dport", "csum_ip", "csum_l4",
                      "csum_l4_partial"):
             assert stored[VALUE_FIELD[name]] == built[VALUE_FIELD[name]], (f.direction, name)
-    # The engine's own allocator keeps below the program's part meanwhile.
+    # The engine's own allocator shares the range: a port whose reply key the program took for a connection
+    # not adopted yet is skipped, and the engine claims its own in the map (a placeholder, engine-only).
+    assert engine.forwarders[Method.FULLNAT].claim is not None
+    pending = local_of(forwarded(fast, syn(42002)))  # the program's next connection (CREATED not read yet)
+    plocal = next(la for la in svc.laddrs if la.addr == pack_ip(pending[0]))
+    plocal.next_port = pending[1] - LPORT_MIN - 1  # the engine's cursor comes to that very port next
+    svc.laddr_cursor = svc.laddrs.index(plocal)
     engine.process(frame(from_client(TCP(sport=42001, dport=80, flags="S"), src="192.0.2.77")), 1, 0)
     mine, _ = engine.conns.lookup(6, pack_ip("192.0.2.77") + pack_ip(VIP) + (42001).to_bytes(2, "big")
                                   + (80).to_bytes(2, "big"))
-    assert 5000 <= int.from_bytes(mine.lport, "big") < KERNEL_LPORT_MIN
+    assert (mine.laddr, int.from_bytes(mine.lport, "big")) == (plocal.addr, pending[1] + 1)
+    placeholder = VALUE.unpack(fast.flows.lookup(pack_key(6, mine.out_key)))
+    assert placeholder[VALUE_FIELD["flags"]] & F_ENGINE_ONLY and placeholder[VALUE_FIELD["method"]] == Method.FULLNAT
+    offload.apply(fast.events.read())
+    assert offload.adopted == 2 and offload.refused == 0
+    # Gone, the engine's connection gives its claim back.
+    engine._expire(mine)
+    offload.drain(0.0)
+    assert fast.flows.lookup(pack_key(6, mine.out_key)) is None
     # Gone from the table: its local port is free again.
     held = local.conns
     engine._expire(conn)
@@ -219,7 +233,4 @@ def test_client_address_delivery_or_no_local_address_stays_the_engines(fast, pub
     # service: nothing is published, punt_off).
     assert after["punt_off"] + after["punt_service"] == before["punt_off"] + before["punt_service"] + 1
     assert after["created"] == before["created"]
-    # With TOA the program makes no FULLNAT connection: the engine keeps every local port.
-    assert all(f.lport_max == (LPORT_MAX if case == "toa" else KERNEL_LPORT_MIN - 1)
-               for f in engine.fullnat_forwarders())
 

@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine, Settings
 from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY
-from pylvs.engine.forward.fullnat import KERNEL_LPORT_MIN, LPORT_MAX, LPORT_MIN, split_ports
+from pylvs.engine.forward.fullnat import LPORT_MIN
 from pylvs.engine.hops import StaticRoutes
 from pylvs.engine.services import Method, pack_ip
 from pylvs.sync.master import SyncMaster
@@ -62,19 +62,26 @@ def test_a_local_address_the_service_does_not_have_is_refused():
     assert all(la.conns == 0 for la in next(iter(e.table)).laddrs) and len(e.conns) == 0
 
 
-def test_split_ports_keeps_the_engines_allocator_below_the_kernels_part():
+def test_the_engines_allocator_skips_a_port_the_other_data_path_holds():
     e = fullnat_engine(lips=LIPS[:1])
-    split_ports(e.fullnat_forwarders(), True)
-    svc = next(iter(e.table))
-    svc.laddrs[0].next_port = KERNEL_LPORT_MIN - LPORT_MIN - 3  # near the top of the engine's part
+    held = {LPORT_MIN + 2}
+    claimed = []
+
+    def claim(conn, out_key):
+        port = int.from_bytes(out_key[-2:], "big")
+        if port in held:
+            return False
+        claimed.append((conn, port))
+        return True
+
+    for f in e.fullnat_forwarders():
+        f.claim = claim
     ports = []
-    for i in range(6):
+    for i in range(3):
         _, buf = e.process(frame(from_client(TCP(sport=41000 + i, dport=80, flags="S"))), 1, 0)[0]
         ports.append(parse(buf)[TCP].sport)
-    assert ports == [KERNEL_LPORT_MIN - 2, KERNEL_LPORT_MIN - 1, LPORT_MIN, LPORT_MIN + 1, LPORT_MIN + 2,
-                     LPORT_MIN + 3]
-    split_ports(e.fullnat_forwarders(), False)
-    assert all(f.lport_max == LPORT_MAX for f in e.fullnat_forwarders())
+    assert ports == [LPORT_MIN + 1, LPORT_MIN + 3, LPORT_MIN + 4]  # the held one skipped
+    assert [p for _, p in claimed] == ports and next(iter(e.table)).laddrs[0].conflicts == 1
     assert len(e.fullnat_forwarders()) == 4  # FULLNAT, FULLNAT6, NAT64, NAT46: all take local ports
 
 

@@ -29,6 +29,15 @@ class FakeFlowMap:
         self.entries[entry.pack_key()] = [entry.packets, entry.bytes, entry.last_seen_ns]
         self.states[entry.pack_key()] = entry.tcp_state
 
+    def put_new(self, key: bytes, value: bytes) -> bool:
+        if key in self.entries:
+            return False
+        self.entries[key] = [0, 0, 0]  # (a FULLNAT claim's placeholder: no state)
+        return True
+
+    def delete_key(self, key: bytes) -> bool:
+        return self.entries.pop(key, None) is not None
+
     def delete(self, entry) -> bool:
         return self.entries.pop(entry.pack_key(), None) is not None
 
@@ -315,6 +324,19 @@ def test_fullnat_waits_for_the_client_address_to_be_delivered():
     engine, fake, offload, conn = tcp_established(Method.FULLNAT)
     # The client's ACK carried the TOA: from then on its direction may go to the kernel too.
     assert set(fake.entries) == {conn.in_flow.pack_key(), conn.out_flow.pack_key()}
+
+
+def test_a_fullnat_reply_key_stays_claimed_while_its_connection_lives():
+    # Its reply key is claimed at binding (a placeholder the program's NOEXIST creation cannot take),
+    # its recipe takes the placeholder's place, a withdrawal puts the placeholder back, expiry frees it.
+    engine, fake, offload, conn = tcp_established(Method.FULLNAT)
+    out = conn.out_flow.pack_key()
+    assert out in fake.entries
+    offload.reroute()  # (the engine forgot its hops: the recipes out)
+    assert set(fake.entries) == {out} and not fake.put_new(out, b"")  # still held
+    engine._expire(conn)
+    offload.drain(3.0)
+    assert fake.entries == {}
 
 
 def test_a_flow_without_a_resolved_hop_waits_for_the_next_refresh():

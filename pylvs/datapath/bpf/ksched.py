@@ -34,10 +34,11 @@ schedules itself continues the sequence (docs/design.md, "Kernel scheduling of r
 
 FULLNAT (IPv4, without client-address delivery: lvsd --fullnat-toa 0 and no PROXY protocol): the templates
 are made with the unspecified local address and port 0; per slot the service's IPv4 local addresses and
-the program's part of their ports are published (pylvs_ksched_laddrs), the engine's allocator keeping
-to the other part while this scheduler runs with TOA off (fullnat.split_ports). The program claims a
-pair by creating the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the
-connection there (FullNat.bind_at). A service without an IPv4 local address, and IPv6 FULLNAT, stay the engine's.
+their whole port range are published (pylvs_ksched_laddrs). The program claims a pair by creating
+the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the connection there
+(FullNat.bind_at). The engine's allocator claims its ports in the map the same way (FullNat.claim,
+FlowOffload's claims), so both take from the whole range and never the same reply key. A service
+without an IPv4 local address, and IPv6 FULLNAT, stay the engine's.
 """
 
 from __future__ import annotations
@@ -149,8 +150,6 @@ class KernelScheduler:
         self._restart: set[int] = set()  # slots of new sequences: their cursors go back to 0
         self._followed: dict[int, tuple[Sequence, int]] = {}  # slot -> the latest cursor the engine followed
         self.errors = 0
-        # The program allocates local ports from the upper part (only without TOA does it make FULLNAT).
-        fullnat.split_ports(engine.fullnat_forwarders(), not engine.settings.fullnat_toa)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -285,10 +284,10 @@ class KernelScheduler:
 
     @staticmethod
     def _laddr_record(svc: VirtualService) -> bytes:
-        """The service's IPv4 local addresses (the first LADDRS_MAX) and the program's part of their ports."""
+        """The service's IPv4 local addresses (the first LADDRS_MAX) and their ports (the whole range: the
+        engine claims its own ports in the map too)."""
         addrs = [la.addr for la in svc.laddrs if len(la.addr) == 4][:LADDRS_MAX]
-        return LADDRS.pack(len(addrs), fullnat.KERNEL_LPORT_MIN, fullnat.LPORT_MAX - fullnat.KERNEL_LPORT_MIN + 1,
-                           b"".join(addrs))
+        return LADDRS.pack(len(addrs), fullnat.LPORT_MIN, fullnat.LPORT_MAX - fullnat.LPORT_MIN + 1, b"".join(addrs))
 
     def _engine_decides(self) -> bool:
         """Nothing is scheduled here: standing by, a defence strategy or a connection cap, or fwmark
@@ -412,7 +411,6 @@ class KernelScheduler:
             self._delete(DEST_MAP, DEST_KEY.pack(*dkey))
         self._svcs, self._tables, self._dests, self._ifaces, self._laddrs = {}, {}, {}, {}, {}
         self._seqs.clear()
-        fullnat.split_ports(self.engine.fullnat_forwarders(), False)
         if self.events is not None:
             self.engine.unsubscribe(self.events)
             self.events = None

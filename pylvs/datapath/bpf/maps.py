@@ -18,7 +18,7 @@ from pylvs.engine.flow import KEY, VALUE, FlowEntry
 COUNTERS = ("hit", "miss", "pass_other", "punt_engine_only", "punt_tcp_flags", "punt_fragment",
             "punt_ip_options", "punt_ttl", "punt_mtu", "punt_bad_header", "punt_unsupported", "punt_no_room",
             "drop_error", "tcp_event", "punt_ring_full", "punt_ext_header")
-BPF_ANY = 0
+BPF_ANY, BPF_NOEXIST = 0, 1  # bpf_map_update_elem flags
 ENOTSUPP = 524  # the kernel's internal "operation not supported", which bpf() can return
 _COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields
 _COUNTS = VALUE.size - _COUNT_FIELDS.size
@@ -37,6 +37,14 @@ class FlowMap:
         rc = self.lib.bpf_map_update_elem(self.fd, entry.pack_key(), entry.pack_value(), BPF_ANY)
         if rc < 0:  # (the message only then: naming the entry costs more than writing it)
             self.lib.check(rc, f"writing flow {entry!r}")
+
+    def put_new(self, key: bytes, value: bytes) -> bool:
+        """Write a packed value under a packed key only if the key is absent (BPF_NOEXIST): False if present."""
+        rc = self.lib.bpf_map_update_elem(self.fd, key, value, BPF_NOEXIST)
+        if rc == -errno.EEXIST:
+            return False
+        self.lib.check(rc, f"claiming flow {key.hex()}")
+        return True
 
     def delete(self, entry: FlowEntry) -> bool:
         """Remove the entry's recipe; False if it was not there (never put, or evicted)."""

@@ -57,8 +57,8 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import counts
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
-from pylvs.engine.flow import F_ENGINE_ONLY, KEY, VALUE, VALUE_FIELDS, addr16
-from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP
+from pylvs.engine.flow import DIR_OUT, F_ENGINE_ONLY, KEY, VALUE, VALUE_FIELDS, addr16
+from pylvs.ipvs_uapi import AF_INET, AF_INET6, CONN_F_NOOUTPUT, CONN_F_TEMPLATE, PROTO_TCP, PROTO_UDP, Method
 
 if TYPE_CHECKING:
     from pylvs.datapath.bpf.ksched import KernelScheduler
@@ -78,6 +78,16 @@ FULL_REFRESH = 5000    # up to this many offloaded connections, every refresh re
 TCP_STATE = next(i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name == "tcp_state")
 _KERNEL_WRITTEN = {"tcp_state", "tcp_flags", "transitions", "packets", "bytes", "last_seen_ns"}
 _RECIPE = [i for i, (name, _, _) in enumerate(VALUE_FIELDS) if name not in _KERNEL_WRITTEN]
+
+
+def _placeholder() -> bytes:
+    """The value that claims a FULLNAT reply key for a connection whose own reply recipe is not in the map:
+    engine-only, so a reply that hits it goes to the engine."""
+    fields = {"method": int(Method.FULLNAT), "direction": DIR_OUT, "flags": F_ENGINE_ONLY}
+    return VALUE.pack(*(fields.get(name, b"" if code.endswith("s") else 0) for name, code, _ in VALUE_FIELDS))
+
+
+PLACEHOLDER = _placeholder()
 
 
 def _recipe(raw: bytes) -> list:
@@ -137,6 +147,12 @@ class FlowOffload:
         self.adopted = 0
         self.refused = 0  # CREATED events the engine did not adopt: their entries withdrawn
         self.rerouted = 0  # adopted, but the engine routes the replies elsewhere: entries withdrawn
+        # FULLNAT TCP connections by the packed reply key they hold in the map (their reply recipe, or
+        # PLACEHOLDER while it is not written): the program, which takes local ports from the same
+        # ranges, creates its reply entries only where no key is (FullNat.claim).
+        self._claims: dict[Conn, bytes] = {}
+        for fnat in engine.fullnat_forwarders():
+            fnat.claim = self._claim
 
     def __len__(self) -> int:
         return len(self._offloaded)
@@ -171,6 +187,9 @@ class FlowOffload:
     def _handle(self, event: ConnEvent, now: float, ifindex: int) -> None:
         conn, kind = event.conn, event.kind
         if kind in (ConnEventKind.EXPIRED, ConnEventKind.REMOVED):
+            claimed = self._claims.pop(conn, None)
+            if claimed is not None and not self._holds_reply(conn):
+                self._delete_key(claimed)  # the placeholder (a reply recipe goes with the withdrawal)
             self._withdraw(conn)
         elif kind == ConnEventKind.CREATED:
             if conn.proto == PROTO_UDP:
@@ -250,6 +269,8 @@ class FlowOffload:
                     self._error("deleting", exc)
             return found is not None
         self.adopted += 1
+        if conn.local is not None:
+            self._claims[conn] = pack_key(PROTO_TCP, conn.out_key)  # the program's reply entry claimed it
         flows = tuple(f for f in (conn.in_flow, conn.out_flow) if f is not None)
         for f in flows:
             f.packets = f.bytes = 0  # the counts told: none yet
@@ -272,6 +293,7 @@ class FlowOffload:
             return  # gone meanwhile: withdrawn at removal, where the entries were already missing
         conn = hit[0]
         self.retired += 1
+        self._claims.pop(conn, None)  # the key went with the entries (the connection ends in the engine's table)
         self._retiring.discard(conn)
         self._retire_late.discard(conn)
         # Not offloaded: withdrawn while the program retired the entries, its reads found nothing and left
@@ -350,6 +372,42 @@ class FlowOffload:
                 self._error("deleting", exc)
                 continue
             self._account(conn, f, present, packets, nbytes)
+            if f.direction == DIR_OUT and conn in self._claims:
+                self._reclaim(conn)
+
+    # -- FULLNAT local ports shared with the program ------------------------------------------
+
+    def _claim(self, conn: Conn, out_key: bytes) -> bool:
+        """FullNat.claim: the reply key `out_key` of `conn` (binding) is ours if no entry has it (the
+        program's, or a connection's of ours); a PLACEHOLDER holds it until the reply recipe is written."""
+        if conn.proto != PROTO_TCP:
+            return True  # (the program makes TCP connections only)
+        key = pack_key(PROTO_TCP, out_key)
+        try:
+            if not self.flows.put_new(key, PLACEHOLDER):
+                return False
+        except BpfError as exc:
+            self._error("claiming", exc)  # (the map refuses: the engine's table decides alone)
+            return True
+        self._claims[conn] = key
+        return True
+
+    def _reclaim(self, conn: Conn) -> None:
+        """A live FULLNAT connection's reply recipe was withdrawn: the placeholder holds its key again."""
+        try:
+            if not self.flows.put_new(self._claims[conn], PLACEHOLDER):
+                self._error("claiming", BpfError("the program took a withdrawn connection's local port"))
+        except BpfError as exc:
+            self._error("claiming", exc)
+
+    def _holds_reply(self, conn: Conn) -> bool:
+        return any(f.direction == DIR_OUT for f in self._offloaded.get(conn, ()))
+
+    def _delete_key(self, key: bytes) -> None:
+        try:
+            self.flows.delete_key(key)
+        except BpfError as exc:
+            self._error("deleting", exc)
 
     # -- counters --------------------------------------------------------------------------
 
@@ -444,7 +502,13 @@ class FlowOffload:
         or with `keep` leave them there for the kernel to go on forwarding and the next lvsd to adopt."""
         if self.ksched is not None:
             self.ksched.close()  # (SYNs scheduled while no lvsd runs would have no one to adopt them)
+        for fnat in self.engine.fullnat_forwarders():
+            fnat.claim = None
         if not keep:
+            for conn, key in list(self._claims.items()):
+                if not self._holds_reply(conn):
+                    self._delete_key(key)
+            self._claims.clear()
             for conn in list(self._offloaded):
                 self._withdraw(conn)
         self.engine.unsubscribe(self.events)

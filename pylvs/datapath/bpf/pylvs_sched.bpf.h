@@ -127,8 +127,8 @@ struct pylvs_ksched_event {
 	__u16 pad;
 };
 
-/* FULLNAT: a service's local addresses and the program's part of each one's ports (the engine
- * allocates from the other part: pylvs/engine/forward/fullnat.py split_ports), by slot. */
+/* FULLNAT: a service's local addresses and the range of their ports (the engine claims its own ports
+ * in the map too, so the two share the whole range), by slot. */
 struct pylvs_ksched_laddrs {
 	__u32 count;      /* addresses in addr; 0: the service's FULLNAT SYNs are punted */
 	__u16 lport_min;  /* ports [lport_min, lport_min + lport_span) */

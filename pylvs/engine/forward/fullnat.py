@@ -5,10 +5,11 @@ sit in any network. Local addresses come round-robin from the service's pool; lo
 taken as the Alibaba LVS kernel does (a per-LIP cursor over [lport_min, lport_max], skipping ports
 whose reply key is in use) and are free again when the connection leaves the table.
 
-While the BPF fast path schedules FULLNAT SYNs itself (pylvs.datapath.bpf.ksched), each LIP's range is
-split: the engine allocates below KERNEL_LPORT_MIN, the program from there to LPORT_MAX (`split_ports`),
-so the two never race for a port; the engine then binds the connections the program made at the local
-address and port it chose (`bind_at`).
+With the BPF fast path, a port is also claimed in the kernel's flow map (`claim`, set by its
+FlowOffload: the reply key created there only if absent), where the program claims the ports of the
+FULLNAT connections it schedules itself in the same way: the two allocators share every LIP's whole
+range and never give out one reply key twice. The engine binds the connections the program made at
+the local address and port it chose (`bind_at`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pylvs.ipvs_uapi import Method
 from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable
 
     from pylvs.engine.conntrack import Conn, ConnTable
     from pylvs.engine.services import LocalAddress
@@ -41,7 +42,6 @@ def packet_end(buf: Buffer) -> int:
 LPORT_MIN = 5000     # fullnat_lport_min
 LPORT_MAX = 65535    # fullnat_lport_max
 LPORT_TRIES = 10000  # fullnat_lport_tries
-KERNEL_LPORT_MIN = 35268  # with kernel scheduling: [LPORT_MIN, this) the engine's, [this, LPORT_MAX] the program's
 
 
 class ClientAddress:
@@ -68,14 +68,16 @@ class FullNat(AddressRewrite):
     method = Method.FULLNAT
     replies_local = True  # replies come to the local address
     toa = True  # TCP without the PROXY protocol: the client's address as TOA (lvsd --fullnat-toa)
-    lport_max = LPORT_MAX  # the top of the engine's part of each LIP's ports (split_ports)
+    # claim(conn, reply key): the key is ours in the other data path too (None: no other data path)
+    claim: Callable[[Conn, bytes], bool] | None = None
 
     def bind(self, conn: Conn, conns: ConnTable) -> str | None:
         svc = conn.svc
         pool = [la for la in svc.laddrs if len(la.addr) == len(conn.daddr)]  # local addresses of its family
         if not pool:
             return "no_local_address"
-        span = self.lport_max - LPORT_MIN + 1
+        span = LPORT_MAX - LPORT_MIN + 1
+        claim = self.claim
         for _ in range(len(pool)):
             laddr = pool[svc.laddr_cursor % len(pool)]
             svc.laddr_cursor += 1
@@ -83,7 +85,7 @@ class FullNat(AddressRewrite):
                 laddr.next_port = (laddr.next_port + 1) % span
                 lport = (LPORT_MIN + laddr.next_port).to_bytes(2, "big")
                 out_key = conn.daddr + laddr.addr + conn.dport + lport
-                if not conns.in_use(conn.proto, out_key):
+                if not conns.in_use(conn.proto, out_key) and (claim is None or claim(conn, out_key)):
                     self._take(conn, laddr, lport)
                     return None
                 laddr.conflicts += 1
@@ -255,11 +257,3 @@ class FullNat(AddressRewrite):
     def _shift(r: ClientAddress, ack: int) -> int:
         """The client's numbering of its stream -> the server's (what _unshift undoes)."""
         return (ack + r.seq_delta) & clientaddr.SEQ_MASK if clientaddr.seq_after_eq(ack, r.isn_next) else ack
-
-
-
-def split_ports(forwarders: Iterable[FullNat], kernel: bool) -> None:
-    """With `kernel`, the engine's allocator keeps below KERNEL_LPORT_MIN (the program allocates above);
-    without, it has the whole range again."""
-    for f in forwarders:
-        f.lport_max = KERNEL_LPORT_MIN - 1 if kernel else LPORT_MAX
