@@ -204,11 +204,16 @@ struct {
 	__type(value, struct pylvs_ksched_laddrs);
 } pylvs_ksched_laddrs SEC(".maps");
 
-/* FULLNAT: per slot, the local (address, port) pairs handed out so far: pair c is address c % count,
- * port lport_min + (c / count) % lport_span. Never reset: any value is a valid place to go on from. */
+/* FULLNAT: per slot and real server (key slot << 16 | destination index), the local (address, port)
+ * pairs handed out so far: pair c is address c % count, port lport_min + (c / count) % lport_span.
+ * Per real server because its reply tuples (LIP:lport -> RIP:rport) must not come round within its
+ * TIME_WAIT: one cursor for the service took a pair back to the same real server after a third of the
+ * cycle with three of them (the real server refused the reused tuple). Never reset: any value is a
+ * valid place to go on from; an LRU entry evicted starts again at 0, where the claims skip the pairs
+ * still held. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 256);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, __u64);
 } pylvs_ksched_lcursors SEC(".maps");
@@ -366,15 +371,21 @@ static __always_inline __u32 ks_neg(__u32 sum)
  * connection the engine made can hold it; a taken one, the next pair, up to KSCHED_LPORT_PROBES. The
  * checksum deltas get the client's and the local address and port's part. 0: claimed, the request entry
  * filled in and *laddr, *lport set; -1: nothing claimed. */
-static __always_inline int ks_claim(struct pylvs_ksched_scratch *s, __u32 slot, __be32 *laddr, __be16 *lport)
+static __always_inline int ks_claim(struct pylvs_ksched_scratch *s, __u32 slot, __u32 dest, __be32 *laddr,
+				    __be16 *lport)
 {
 	struct pylvs_ksched_laddrs *la = bpf_map_lookup_elem(&pylvs_ksched_laddrs, &slot);
-	__u64 *cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &slot);
+	__u32 ckey = slot << 16 | (dest & 0xffff);
+	__u64 zero = 0, *cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &ckey);
 	struct pylvs_flow_value *in = &s->in, *out = &s->out;
 	__u32 client = ks_sum4(&s->key.saddr[12]), cport = bpf_ntohs(s->key.sport);
 	__u32 ip = out->csum_ip, l4 = out->csum_l4, partial = out->csum_l4_partial;
 	__u32 n, span;
 
+	if (!cursor) {
+		bpf_map_update_elem(&pylvs_ksched_lcursors, &ckey, &zero, BPF_NOEXIST);
+		cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &ckey);
+	}
 	if (!la || !cursor || !la->count || !la->lport_span)
 		return -1;
 	n = la->count < KSCHED_LADDRS ? la->count : KSCHED_LADDRS;
@@ -534,7 +545,7 @@ static __always_inline int ks_schedule(struct __sk_buff *skb, struct ethhdr *eth
 	ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 	if (!ev)
 		return ks_count(KS_PUNT_RING, KSCHED_PUNT);
-	if (fullnat && ks_claim(s, svc->slot, &laddr, &lport)) {
+	if (fullnat && ks_claim(s, svc->slot, d->index, &laddr, &lport)) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return ks_count(KS_PUNT_LPORT, KSCHED_PUNT);
 	}
