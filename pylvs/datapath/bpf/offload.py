@@ -380,8 +380,8 @@ class FlowOffload:
     def _claim(self, conn: Conn, out_key: bytes) -> bool:
         """FullNat.claim: the reply key `out_key` of `conn` (binding) is ours if no entry has it (the
         program's, or a connection's of ours); a PLACEHOLDER holds it until the reply recipe is written."""
-        if conn.proto != PROTO_TCP:
-            return True  # (the program makes TCP connections only)
+        if conn.proto != PROTO_TCP or len(out_key) != 12:
+            return True  # (the program makes IPv4 TCP connections only)
         key = pack_key(PROTO_TCP, out_key)
         try:
             if not self.flows.put_new(key, PLACEHOLDER):
