@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from scapy.layers.inet import TCP
 
+from pylvs.datapath.bpf.offload import FlowOffload
 from pylvs.engine import tcpstate
 from pylvs.engine.events import ConnEvent, ConnEventKind
 from pylvs.engine.flow import F_ENGINE_ONLY, F_TOA, VALUE, VALUE_FIELDS
 from pylvs.engine.forward.fullnat import ClientAddress
 from pylvs.engine.services import pack_ip
-from tests.unit.director import CLIENT, frame, from_client, parse
+from tests.unit.director import CLIENT, RIPS, frame, from_client, from_rs, parse
 from tests.unit.test_engine_fullnat import fullnat_engine
-from tests.unit.test_engine_fullnat_kernel import LIPS, adopt
+from tests.unit.test_engine_fullnat_kernel import LIPS, adopt, key
 from tests.unit.test_engine_ipv6 import handshake as handshake6
 from tests.unit.test_engine_ipv6 import make_fullnat6
+from tests.unit.test_fastpath_offload import FakeFlowMap
 
 ACK, SYN, RST = 0x10, 0x02, 0x04
 FLAGS = [name for name, _, _ in VALUE_FIELDS].index("flags")
@@ -97,3 +99,35 @@ def test_ipv6_toa_stays_engine_only_until_the_engine_sent_it():
     assert conn.in_flow.flags & F_ENGINE_ONLY and not conn.in_flow.flags & F_TOA
     engine.tcp_transition(conn.in_key, ACK, 0.2)  # (not reported by a kernel that never forwards it: no effect)
     assert conn.slow is not None
+
+
+def test_the_engine_sending_toa_itself_rewrites_the_recipe_the_kernel_holds_marked():
+    """A kernel-made connection whose first ACK the program punted (data, a full ring): the engine inserts
+    TOA, and its FLOWS event has the kernel's marked request recipe written again without the mark (else
+    the kernel would insert a second TOA into the next ACK)."""
+    e = fullnat_engine()
+    fake = FakeFlowMap()
+    marks: dict[bytes, int] = {}
+    put = fake.put
+
+    def put_marked(entry) -> None:
+        marks[entry.pack_key()] = entry.flags
+        put(entry)
+
+    fake.put = put_marked
+    offload = FlowOffload(e, fake)
+    svc = next(iter(e.table))
+    conn = e.adopt_kernel(svc, svc.dests[0], key(), 0.0, offload.events,  # as FlowOffload._adopt reports it
+                          local=(pack_ip(LIPS[0]), (50020).to_bytes(2, "big")))
+    for f in (conn.in_flow, conn.out_flow):
+        fake.put(f)  # what the program wrote from the template
+    offload.adopt(conn, [(f, f.pack_value()) for f in (conn.in_flow, conn.out_flow)])
+    assert marks[conn.in_flow.pack_key()] & F_TOA
+    lport = int.from_bytes(conn.lport, "big")
+    e.process(frame(from_rs(RIPS[0], TCP(sport=8080, dport=lport, flags="SA"), dst=LIPS[0])), 2, 0.1)
+    out = e.process(frame(from_client(TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001) / b"GET /")),
+                    1, 0.2)
+    assert toa_options(parse(out[0][1])) == [(40000).to_bytes(2, "big") + pack_ip(CLIENT)]
+    offload.drain(0.3, 1)
+    assert conn.state == tcpstate.ESTABLISHED and conn.slow is None
+    assert conn.in_flow.pack_key() in fake.entries and not marks[conn.in_flow.pack_key()] & F_TOA
