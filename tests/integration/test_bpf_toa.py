@@ -12,39 +12,30 @@ unchanged (punt_toa), the mark kept. Needs root (BPF).
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pylvs.datapath.bpf.events import FlowEvent
-from pylvs.datapath.bpf.loader import FastPath
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, F_TOA, VALUE, VALUE_FIELDS
 from pylvs.engine.services import pack_ip
 from tests.integration.bpf_flows import LIP, RIP, TC_ACT_OK, TC_ACT_REDIRECT, fullnat
+from tests.integration.test_bpf_prog import fast, run  # noqa: F401 - fast is a fixture
 from tests.unit.director import CLIENT, checksums_valid, from_client
 
 FIELD = {name: i for i, (name, _, _) in enumerate(VALUE_FIELDS)}
-SKB_GSO_SIZE = 176  # offsetof(struct __sk_buff, gso_size)
-SKB_CTX_SIZE = 192
 TOA = (40000).to_bytes(2, "big") + pack_ip(CLIENT)
 TS = ("Timestamp", (111, 222))
 
 
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=1024) as f:
-        yield f
-
-
 @pytest.fixture
-def fp(fast):
-    fast.events.read()
-    yield fast
-    fast.flows.clear()
-    fast.events.read()
+def fp(request):
+    prog = request.getfixturevalue("fast")  # the program loaded once for the module (test_bpf_prog's)
+    prog.events.read()
+    yield prog
+    prog.flows.clear()
+    prog.events.read()
 
 
 def marked(fp, state: int = tcpstate.SYN_RECV):
@@ -64,16 +55,6 @@ def stored(fp, f) -> tuple:
 def ack(options=(), payload: bytes = b"", flags: str = "A") -> bytes:
     return bytes(from_client(TCP(sport=40000, dport=80, flags=flags, seq=1001, ack=5001, options=list(options))
                              / payload))
-
-
-def run(fp, frame: bytes, gso_size: int = 0):
-    ctx = None
-    if gso_size:
-        ctx = bytearray(SKB_CTX_SIZE)
-        struct.pack_into("=I", ctx, SKB_GSO_SIZE, gso_size)
-        ctx = bytes(ctx)
-    verdict, out, _ = fp.test_run(frame, ctx)
-    return verdict, out
 
 
 @pytest.mark.parametrize("options", [[], [TS], [("NOP", None), ("NOP", None), TS],

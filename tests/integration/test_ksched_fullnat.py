@@ -57,7 +57,8 @@ def scheduled(lab) -> int:
     return int(m.group(1))
 
 
-def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
+def fullnat_service_in_kernel(lab) -> None:
+    """The rr FULLNAT service over every real server with both local addresses, scheduled in the kernel."""
     lab.lvsadm("-A", "-t", f"{VIP}:80", "-s", "rr")
     for lip in LIPS:
         lab.lvsadm("-P", "-t", f"{VIP}:80", "-z", lip)
@@ -67,6 +68,10 @@ def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
     for _ in range(3):
         assert lab.curl(URL).returncode == 0
     wait_for(lambda: all_in_kernel(lab), timeout=6, what="kernel scheduling of the FULLNAT service on")
+
+
+def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
+    fullnat_service_in_kernel(lab)
     before, logged0, held0 = status(lab), {n: len(lab.access_log(n)) for n in lab.rs_names}, laddr_conns(lab)
     conns0 = scheduled(lab)
     with Capture(lab.net, "lan", "br0", f"tcp dst port {lab.rport} and tcp[tcpflags] & tcp-syn != 0") as cap:
@@ -123,14 +128,7 @@ def test_with_toa_on_the_kernel_schedules_and_each_server_sees_one_toa_per_conne
     client's address and the port its SYN left from (a capture on the client)."""
     lab.stop_lvsd()
     lab.start_lvsd("--datapath", "bpf")  # --fullnat-toa 1: lvsd's default
-    lab.lvsadm("-A", "-t", f"{VIP}:80", "-s", "rr")
-    for lip in LIPS:
-        lab.lvsadm("-P", "-t", f"{VIP}:80", "-z", lip)
-    for addr in lab.rips:
-        lab.lvsadm("-a", "-t", f"{VIP}:80", "-r", f"{addr}:{lab.rport}", "--fullnat", "-w", "1")
-    for _ in range(3):
-        assert lab.curl(URL).returncode == 0
-    wait_for(lambda: all_in_kernel(lab), timeout=6, what="kernel scheduling of the FULLNAT service with TOA on")
+    fullnat_service_in_kernel(lab)
     before = status(lab)
     n = 12
     caps = [Capture(lab.net, name, "eth0", f"tcp dst port {lab.rport}", name="toa") for name in lab.rs_names]
