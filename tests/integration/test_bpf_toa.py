@@ -17,6 +17,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pylvs.datapath.bpf.events import FlowEvent
+from pylvs.datapath.bpf.loader import FastPath
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import DIR_IN, F_TOA, VALUE, VALUE_FIELDS
 from pylvs.engine.services import pack_ip
@@ -122,3 +123,24 @@ def test_syn_rst_and_segments_without_ack_do_not_take_it(fp, flags):
     if verdict == TC_ACT_REDIRECT:
         assert not [o for o in Ether(out)[TCP].options if o[0] == 254]
     assert fp.flows.lookup(f.pack_key()) is None or stored(fp, f)[FIELD["flags"]] & F_TOA
+
+
+def test_a_full_event_ring_sends_the_ack_to_the_engine_unchanged_and_marked():
+    """The insertion is reported: with no room on the ring the ACK goes to the engine as it came, the mark
+    and the state kept (the engine inserts TOA and makes the change)."""
+    with FastPath(pin_root=None, max_flows=64, event_bytes=4096) as prog:
+        frame = ack()
+        verdicts = []
+        for _ in range(80):  # 64 bytes a record: 4 KB hold 64
+            f = marked(prog)
+            verdict, out = run(prog, frame)
+            verdicts.append(verdict)
+            if verdict == TC_ACT_OK:
+                assert out == frame
+                value = stored(prog, f)
+                assert value[FIELD["flags"]] & F_TOA and value[FIELD["tcp_state"]] == tcpstate.SYN_RECV
+            else:
+                assert [o for o in Ether(out)[TCP].options if o[0] == 254] == [(254, TOA)]
+        counters = prog.counters.read()
+        assert counters["punt_ring_full"] == verdicts.count(TC_ACT_OK) > 0
+        assert counters["tcp_event"] == verdicts.count(TC_ACT_REDIRECT) == len(prog.events.read()) >= 40
