@@ -120,8 +120,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sloppy-sctp", action="store_true", help="as the IPVS sysctl (default 0)")
     p.add_argument("--fullnat-toa", type=int, choices=(0, 1), default=1,
                    help="FULLNAT TCP sends the client's address as TOA unless a service has --proxy-protocol "
-                        "(as Alibaba LVS's fullnat_toa_entry, default 1); with 0 the kernel fast path schedules "
-                        "FULLNAT SYNs itself")
+                        "(as Alibaba LVS's fullnat_toa_entry, default 1; over IPv4 the kernel fast path inserts it "
+                        "into the client's first ACK)")
     defence = p.add_argument_group("memory-pressure defence, as the IPVS sysctls (docs/design.md)")
     defence.add_argument("--amemthresh", type=int, default=1024, metavar="PAGES",
                          help="available memory below which the automatic modes act (default 1024)")

@@ -29,7 +29,7 @@ from pylvs.engine.events import ConnEvent, ConnEventKind, Event, Subscription
 from pylvs.engine.flow import F_ENGINE_ONLY
 from pylvs.engine.forward.base import Forwarder
 from pylvs.engine.forward.dr import DirectRouting
-from pylvs.engine.forward.fullnat import FullNat
+from pylvs.engine.forward.fullnat import FullNat, kernel_sent_toa
 from pylvs.engine.forward.nat import Nat
 from pylvs.engine.forward.tun import Tunnel
 from pylvs.engine.hops import Routes
@@ -534,6 +534,8 @@ class Engine:
             self._tcp_state(conn, tcpstate.INPUT if direction == DIR_IN else tcpstate.OUTPUT, tcp_flags, now)
         finally:
             self._origin = None
+        if direction == DIR_IN and conn.slow is not None:
+            kernel_sent_toa(conn, tcp_flags)  # FULLNAT: that segment carried the TOA the kernel inserted
         return conn, before
 
     def fullnat_forwarders(self) -> list[FullNat]:

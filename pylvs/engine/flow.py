@@ -41,6 +41,7 @@ DIR_OUT = 1  # real server -> client (NAT and FULLNAT replies)
 # Flags (FLOW_F_* in pylvs_flow.h)
 F_ENGINE_ONLY = 0x0001  # every packet of this direction goes to the engine
 F_ENCAP_CSUM = 0x0002   # the tunnel carries a checksum (GUE UDP checksum, GRE C bit)
+F_TOA = 0x0004          # FULLNAT IN: the kernel inserts TOA into the next client ACK (no SYN), then clears this
 
 # Encapsulations (FLOW_ENCAP_* in pylvs_flow.h)
 ENCAP_NONE, ENCAP_IPIP, ENCAP_GUE, ENCAP_GRE = 0, 1, 2, 3

@@ -1,12 +1,13 @@
 """Kernel scheduling of FULLNAT (pylvs_sched.bpf.h ks_claim, pylvs.datapath.bpf.ksched) on crafted SYNs
 (BPF_PROG_TEST_RUN).
 
-The engine of the unit tests, with TOA off (lvsd --fullnat-toa 0) and two local addresses, publishes an
-rr FULLNAT service. The program must send a SYN from a local address and a port of its part of the range
-to the real server (scapy decodes the rewrite and checks both checksums), make the reply entry that turns
-the real server's answer back into VIP -> client, skip a local port whose reply entry exists, and punt
-(counted) once every port it probes is taken. The engine adopts the connection at the local address and
-port the program took. Needs root (BPF), so it lives with the integration tests.
+The engine of the unit tests, with TOA off (lvsd --fullnat-toa 0; with TOA on: the last test) and two
+local addresses, publishes an rr FULLNAT service. The program must send a SYN from a local address and a
+port of its part of the range to the real server (scapy decodes the rewrite and checks both checksums),
+make the reply entry that turns the real server's answer back into VIP -> client, skip a local port whose
+reply entry exists, and punt (counted) once every port it probes is taken. The engine adopts the
+connection at the local address and port the program took. Needs root (BPF), so it lives with the
+integration tests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
-from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, VALUE, VALUE_FIELDS
+from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, F_TOA, VALUE, VALUE_FIELDS
 from pylvs.engine.forward.fullnat import LPORT_MAX, LPORT_MIN
 from pylvs.engine.services import Method, VirtualService, pack_ip
 from tests.integration.bpf_flows import TC_ACT_OK, TC_ACT_REDIRECT
@@ -222,9 +223,9 @@ def test_every_probe_taken_punts_the_syn(fast, published):
     assert local_of(forwarded(fast, syn(44002))) == pair(c + PROBES)
 
 
-@pytest.mark.parametrize("case", ["toa", "proxy_protocol", "no_ipv4_lip"])
-def test_client_address_delivery_or_no_local_address_stays_the_engines(fast, published, case):
-    engine, svc, ks = published(toa=case == "toa", lips=[] if case == "no_ipv4_lip" else LIPS)
+@pytest.mark.parametrize("case", ["proxy_protocol", "no_ipv4_lip"])
+def test_the_proxy_protocol_or_no_local_address_stays_the_engines(fast, published, case):
+    engine, svc, ks = published(toa=True, lips=[] if case == "no_ipv4_lip" else LIPS)
     if case == "proxy_protocol":
         engine.table.edit_service(VirtualService(6, svc.addr, 80, "rr", proxy_protocol="v2"))
         ks.publish()
@@ -236,4 +237,36 @@ def test_client_address_delivery_or_no_local_address_stays_the_engines(fast, pub
     # service: nothing is published, punt_off).
     assert after["punt_off"] + after["punt_service"] == before["punt_off"] + before["punt_service"] + 1
     assert after["created"] == before["created"]
+
+
+def test_with_toa_the_syn_is_scheduled_here_and_the_first_ack_takes_toa_once(fast, published):
+    """TOA on (lvsd's default): the SYN is the kernel's, the request entry it makes is marked F_TOA, the
+    client's first ACK leaves with TOA (the client's port and address), the engine adopts the connection
+    TOA-pending and learns from the report that it went out; the next segment has none."""
+    engine, svc, ks = published(rips=[RIPS[0]], toa=True)
+    offload = FlowOffload(engine, fast.flows)
+    offload.ksched = ks
+    created = ks.counters.read()["created"]
+    pkt = forwarded(fast, syn(46000))
+    lip, lport = local_of(pkt)
+    assert ks.counters.read()["created"] == created + 1 and LPORT_MIN <= lport <= LPORT_MAX
+    assert pkt[TCP].flags == "S" and not [o for o in pkt[TCP].options if o[0] == 254] and checksums_valid(pkt)
+    key = pack_ip(CLIENT) + pack_ip(VIP) + (46000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    stored = VALUE.unpack(fast.flows.lookup(pack_key(6, key)))
+    assert stored[VALUE_FIELD["flags"]] & F_TOA and not stored[VALUE_FIELD["flags"]] & F_ENGINE_ONLY
+    offload.apply(fast.events.read())
+    conn, _ = engine.conns.lookup(6, key)
+    assert offload.adopted == 1 and conn.slow is not None and conn.in_flow.flags & F_TOA
+    forwarded(fast, bytes(from_rs(RIPS[0], TCP(sport=8080, dport=lport, flags="SA", seq=5000, ack=1001), dst=lip)))
+    sent = Ether(bytes(from_client(TCP(sport=46000, dport=80, flags="A", seq=1001, ack=5001))))
+    out = forwarded(fast, bytes(sent))
+    assert (out[IP].src, out[TCP].sport, out[IP].dst, out[TCP].dport) == (lip, lport, RIPS[0], 8080)
+    assert [o for o in out[TCP].options if o[0] == 254] == [(254, (46000).to_bytes(2, "big") + pack_ip(CLIENT))]
+    assert out[IP].len == sent[IP].len + 8 and out[TCP].dataofs == sent[TCP].dataofs + 2 and checksums_valid(out)
+    offload.apply(fast.events.read())
+    assert conn.state == tcpstate.ESTABLISHED and conn.slow is None and not conn.in_flow.flags & F_TOA
+    assert offload.mismatches == 0
+    data = forwarded(fast, bytes(from_client(TCP(sport=46000, dport=80, flags="PA", seq=1001, ack=5001) / b"GET /")))
+    assert not [o for o in data[TCP].options if o[0] == 254] and bytes(data[TCP].payload) == b"GET /"
+    offload.close()
 

@@ -1,4 +1,5 @@
-"""Kernel scheduling of a FULLNAT rr service end to end, through `lvsd --datapath bpf --fullnat-toa 0`.
+"""Kernel scheduling of a FULLNAT rr service end to end, through `lvsd --datapath bpf --fullnat-toa 0`, then
+with TOA on (lvsd's default: the program inserts it, each real server sees one per connection).
 
 Two local addresses, three nginx without a route to the client: the tc program schedules each SYN,
 takes a local address and a port of its part of the range and makes both entries; the engine adopts
@@ -9,13 +10,14 @@ the real servers saw only the local addresses, the SYNs coming from the kernel's
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import pytest
 from scapy.layers.inet import IP, TCP
 
 from pylvs.lab.netns import Capture, wait_for
-from pylvs.lab.topology import VIP, NatLab
+from pylvs.lab.topology import CLIENT, VIP, NatLab
 from tests.integration.test_ksched import status
 from tests.integration.test_ksched_rr import all_in_kernel, in_rotation, kernel_sched_grown
 
@@ -54,7 +56,8 @@ def scheduled(lab) -> int:
     return int(m.group(1))
 
 
-def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
+def fullnat_service_in_kernel(lab) -> None:
+    """The rr FULLNAT service over every real server with both local addresses, scheduled in the kernel."""
     lab.lvsadm("-A", "-t", f"{VIP}:80", "-s", "rr")
     for lip in LIPS:
         lab.lvsadm("-P", "-t", f"{VIP}:80", "-z", lip)
@@ -64,6 +67,10 @@ def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
     for _ in range(3):
         assert lab.curl(URL).returncode == 0
     wait_for(lambda: all_in_kernel(lab), timeout=6, what="kernel scheduling of the FULLNAT service on")
+
+
+def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
+    fullnat_service_in_kernel(lab)
     before, logged0, held0 = status(lab), {n: len(lab.access_log(n)) for n in lab.rs_names}, laddr_conns(lab)
     conns0 = scheduled(lab)
     with Capture(lab.net, "lan", "br0", f"tcp dst port {lab.rport} and tcp[tcpflags] & tcp-syn != 0") as cap:
@@ -93,3 +100,59 @@ def test_fullnat_rr_syns_are_scheduled_in_the_kernel_and_adopted(lab):
     assert sum(held.values()) - sum(held0.values()) == 30, (held, held0)
     assert all(held[lip] > held0.get(lip, 0) for lip in LIPS), (held, held0)
     assert scheduled(lab) == conns0 + 30
+
+
+def toa_of(pkt) -> bytes | None:
+    """The value of the packet's TOA option (kind 254), or None; raw bytes, so that an option after the
+    end-of-list would be seen too."""
+    opts = bytes(pkt[TCP])[20:pkt[TCP].dataofs * 4]
+    found, i = [], 0
+    while i < len(opts):
+        if opts[i] in (0, 1):
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2:
+            break
+        if opts[i] == 254:
+            found.append(opts[i + 2:i + opts[i + 1]])
+        i += opts[i + 1]
+    assert len(found) <= 1, found  # never two in one segment
+    return found[0] if found else None
+
+
+def test_with_toa_on_the_kernel_schedules_and_each_server_sees_one_toa_per_connection(lab):
+    """lvsd's default (TOA on): SYNs still scheduled in the kernel, the program inserts TOA into each
+    client's first ACK; a capture on every real server sees exactly one TOA per connection, carrying the
+    client's address and the port its SYN left from (a capture on the client)."""
+    lab.stop_lvsd()
+    lab.start_lvsd("--datapath", "bpf")  # --fullnat-toa 1: lvsd's default
+    fullnat_service_in_kernel(lab)
+    before = status(lab)
+    n = 12
+    caps = [Capture(lab.net, name, "eth0", f"tcp dst port {lab.rport}", name="toa") for name in lab.rs_names]
+    client_cap = Capture(lab.net, "client", "eth0", "tcp dst port 80 and tcp[tcpflags] & tcp-syn != 0", name="toa")
+    with client_cap, caps[0], caps[1], caps[2]:
+        for _ in range(n):
+            r = lab.curl(URL)
+            assert r.returncode == 0, (r.stderr, lab.lvsd_log()[-1000:])
+    wait_for(lambda: kernel_sched_grown(lab, before)["adopted"] >= kernel_sched_grown(lab, before)["created"],
+             timeout=5, what="every connection adopted")
+    ks = kernel_sched_grown(lab, before)
+    assert ks["created"] + ks["punt_off"] == n and ks["punt_off"] <= 1 and ks["refused"] == 0, ks
+    client = ipaddress.ip_address(CLIENT).packed
+    client_ports = {p[TCP].sport for p in client_cap.packets() if TCP in p and p[TCP].flags == "S"}
+    assert len(client_ports) == n, client_ports
+    per_conn: dict[tuple[str, int], list[bytes]] = {}
+    for cap in caps:
+        for p in cap.packets():
+            if TCP in p and p[TCP].flags != "S":
+                value = toa_of(p)
+                per_conn.setdefault((p[IP].src, p[TCP].sport), [])
+                if value is not None:
+                    per_conn[(p[IP].src, p[TCP].sport)].append(value)
+    assert len(per_conn) == n and {src for src, _ in per_conn} <= set(LIPS), per_conn.keys()
+    assert all(len(v) == 1 for v in per_conn.values()), per_conn  # exactly one TOA per connection
+    assert all(v[0][2:] == client for v in per_conn.values()), per_conn
+    assert {int.from_bytes(v[0][:2], "big") for v in per_conn.values()} == client_ports
+    counters = {k: status(lab)["counters"][k] - before["counters"][k] for k in ("punt_toa", "tcp_event")}
+    assert counters["punt_toa"] == 0 and counters["tcp_event"] >= n, counters  # inserted in the kernel

@@ -1,6 +1,6 @@
 """The engine's side of FULLNAT connections the kernel fast path schedules (pylvs_sched.bpf.h ks_claim):
 adopted at the local address and port the program took, the port ranges of the two kept apart, and
-TOA switched off (lvsd --fullnat-toa 0) leaving the recipes to the kernel from the SYN on."""
+and the recipes the kernel's from the SYN on (with TOA, the request recipe marked F_TOA)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine, Settings
-from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY
+from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, F_TOA
 from pylvs.engine.forward.fullnat import LPORT_MIN
 from pylvs.engine.hops import StaticRoutes
 from pylvs.engine.services import Method, pack_ip
@@ -98,7 +98,7 @@ def test_without_toa_the_recipes_are_the_kernels_from_the_syn_on():
         conns.append(e.conns.lookup(6, key((42000).to_bytes(2, "big")))[0])
     plain, toa = conns
     assert plain.slow is None and not plain.in_flow.flags & F_ENGINE_ONLY
-    assert toa.slow is not None and toa.in_flow.flags & F_ENGINE_ONLY
+    assert toa.slow is not None and toa.in_flow.flags & F_TOA and not toa.in_flow.flags & F_ENGINE_ONLY
 
 
 def test_sync_skips_a_kernel_made_connection_as_an_engine_made_one():

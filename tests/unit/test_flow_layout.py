@@ -67,6 +67,7 @@ def test_flag_and_encap_values_match():
     defines = dict(re.findall(r"#define (FLOW_\w+) (0x[0-9a-f]+|\d+)", text))
     assert int(defines["FLOW_F_ENGINE_ONLY"], 0) == flow.F_ENGINE_ONLY
     assert int(defines["FLOW_F_ENCAP_CSUM"], 0) == flow.F_ENCAP_CSUM
+    assert int(defines["FLOW_F_TOA"], 0) == flow.F_TOA
     assert int(defines["FLOW_DIR_OUT"], 0) == flow.DIR_OUT
     for name, value in (("IPIP", flow.ENCAP_IPIP), ("GUE", flow.ENCAP_GUE), ("GRE", flow.ENCAP_GRE)):
         assert int(defines[f"FLOW_ENCAP_{name}"]) == value

@@ -32,7 +32,8 @@ change publishes a new one from where the Python scheduler is then. CREATED carr
 `follow` moves the Python scheduler past the kernel's choice (`advance_to`), so a SYN the engine
 schedules itself continues the sequence (docs/design.md, "Kernel scheduling of rr and wrr").
 
-FULLNAT (IPv4, without client-address delivery: lvsd --fullnat-toa 0 and no PROXY protocol): the templates
+FULLNAT (IPv4, without the PROXY protocol; with TOA, lvsd's default, the request template is marked F_TOA
+and the program inserts it into the client's first ACK): the templates
 are made with the unspecified local address and port 0; per slot the service's IPv4 local addresses and
 their whole port range are published (pylvs_ksched_laddrs). The program claims a pair by creating
 the reply entry with BPF_NOEXIST and reports it with CREATED; the engine binds the connection there
@@ -53,7 +54,7 @@ from pylvs.datapath.bpf.libbpf import BpfError
 from pylvs.datapath.bpf.maps import Counters
 from pylvs.engine.conntrack import Conn
 from pylvs.engine.events import ServicesChanged
-from pylvs.engine.flow import VALUE, addr16, family_of
+from pylvs.engine.flow import F_ENGINE_ONLY, VALUE, addr16, family_of
 from pylvs.engine.forward import fullnat
 from pylvs.engine.forward.fullnat import FullNat
 from pylvs.ipvs_uapi import PROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Method
@@ -332,11 +333,11 @@ class KernelScheduler:
                 and (dest.method != Method.TUNNEL or dest.tun_type == "ipip" or dest.tun_flags not in TUNNEL_CSUM)
                 and (dest.method != Method.FULLNAT or self._fullnat_here(svc)))
 
-    def _fullnat_here(self, svc: VirtualService) -> bool:
-        """FULLNAT the program can make: IPv4, with an IPv4 local address, no client address to deliver
-        (TOA, the PROXY protocol: the engine inserts them)."""
-        return (len(svc.addr) == 4 and any(len(la.addr) == 4 for la in svc.laddrs) and not svc.proxy_protocol
-                and not self.engine.settings.fullnat_toa)
+    @staticmethod
+    def _fullnat_here(svc: VirtualService) -> bool:
+        """FULLNAT the program can make: IPv4, with an IPv4 local address, without the PROXY protocol (the
+        engine inserts its header); TOA the program inserts itself (the request template is marked F_TOA)."""
+        return len(svc.addr) == 4 and any(len(la.addr) == 4 for la in svc.laddrs) and not svc.proxy_protocol
 
     def _templates(self, svc: VirtualService, dest: RealServer) -> bytes | None:
         """The recipes a connection to `dest` gets, for a client the program fills in; None while the next
@@ -350,7 +351,7 @@ class KernelScheduler:
         conn.svc, conn.dest, conn.forwarder = svc, dest, forwarder
         if isinstance(forwarder, FullNat):
             forwarder.template(conn)  # the local address and port: the program's (ks_claim)
-            if conn.slow is not None:
+            if conn.out_flow.flags & F_ENGINE_ONLY:  # (the PROXY protocol; TOA: F_TOA, the program's)
                 return None
         elif forwarder.bind(conn, engine.conns) is not None:
             return None

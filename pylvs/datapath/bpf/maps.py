@@ -17,7 +17,7 @@ from pylvs.engine.flow import KEY, VALUE, FlowEntry
 
 COUNTERS = ("hit", "miss", "pass_other", "punt_engine_only", "punt_tcp_flags", "punt_fragment",
             "punt_ip_options", "punt_ttl", "punt_mtu", "punt_bad_header", "punt_unsupported", "punt_no_room",
-            "drop_error", "tcp_event", "punt_ring_full", "punt_ext_header")
+            "drop_error", "tcp_event", "punt_ring_full", "punt_ext_header", "punt_toa")
 BPF_ANY, BPF_NOEXIST = 0, 1  # bpf_map_update_elem flags
 ENOTSUPP = 524  # the kernel's internal "operation not supported", which bpf() can return
 _COUNT_FIELDS = struct.Struct("=QQQ")  # packets, bytes, last_seen_ns: the value's last three fields

@@ -22,8 +22,10 @@ it may not:
   response and FIN must not wait for Python behind each other (issue 19);
 - UDP: from creation until expiry or removal, written OFFLOAD_DELAY after the event (or on the next
   tick, whichever comes first), so a single request and answer costs no map writes, reads or deletes;
-- a recipe marked engine-only (FULLNAT before TOA is sent) waits for its FLOWS event; one whose next
-  hop is still being resolved waits for the next refresh;
+- a recipe marked engine-only (the PROXY protocol before its header is sent, FULLNAT TOA over IPv6) waits
+  for its FLOWS event, which also rewrites one the kernel holds marked F_TOA (IPv4 FULLNAT: the program
+  inserts TOA itself) after the engine inserted it; one whose next hop is still being resolved waits for
+  the next refresh;
 - tunnel recipes too: the program keeps CHECKSUM_PARTIAL and GSO frames whole
   inside the tunnel. A kernel decapsulates them as such, and so does `lvs-rs`'s userspace
   decapsulator (it reads their offload state and hands it to its TUN device); a decapsulator that
@@ -210,6 +212,8 @@ class FlowOffload:
             if conn.proto == PROTO_UDP:
                 self._schedule(conn, now)
             elif conn.state == tcpstate.ESTABLISHED:
+                if any(f is conn.in_flow for f in self._offloaded.get(conn, ())):
+                    self._withdraw(conn)  # the kernel holds it marked F_TOA: the engine sent TOA, the mark goes
                 self._offload(conn, ifindex)
 
     def apply(self, events: list[FlowEvent | SchedEvent | RetiredEvent]) -> None:

@@ -43,6 +43,8 @@
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_ACK 0x10
+#define TOA_KIND 254
+#define TOA_LEN 8                  /* kind, length, client port, client IPv4 address */
 
 /* Per-CPU counters, fixed indices (pylvs/datapath/bpf/maps.py COUNTERS mirrors the names). */
 enum pylvs_counter {
@@ -64,6 +66,8 @@ enum pylvs_counter {
 	CNT_TCP_EVENT,        /* executed, and its TCP state change reported on the event ring */
 	CNT_PUNT_RING_FULL,   /* a state change the event ring had no room for: the engine makes it */
 	CNT_PUNT_EXT_HEADER,  /* IPv6: an extension header after the fixed one (fragments: CNT_PUNT_FRAGMENT) */
+	CNT_PUNT_TOA,         /* FULLNAT: TOA is due but this segment cannot take it here (GSO, data, no room
+			       * in the TCP header): the engine inserts it */
 	CNT_MAX,
 };
 
@@ -362,6 +366,54 @@ static __always_inline void retire_flow(struct pylvs_flow_key *key, const struct
 	bpf_ringbuf_submit(r, event_wakeup());
 }
 
+/* FULLNAT (FLOW_F_TOA): the client's address as TOA first among the TCP options (as the engine's
+ * clientaddr.insert_option: an option after an end-of-list padding would not be read) of a segment
+ * without payload (the handshake's ACK), after the recipe's rewrite. The frame grows at its tail
+ * (bpf_skb_change_tail, which also drops Ethernet padding) and the options move 8 bytes along, so the
+ * TCP header stays where it is: a CHECKSUM_PARTIAL frame's csum_start still points at it and the
+ * device's sum covers the option. Checksums: IP by the length, TCP by the pseudo-header length (what a
+ * partial field holds), the data offset word and the option's words (the moved words keep their sum).
+ * `key` holds the client as it sent the segment. -1: a helper failed after changes. */
+static __always_inline int insert_toa(struct __sk_buff *skb, const struct pylvs_flow_key *key, __u16 tot,
+				      __u8 doff_byte)
+{
+	__u32 opt_words = ((doff_byte >> 4) - 5) & 0xf, word;
+
+	__u32 csum_off = L4 + offsetof(struct tcphdr, check);
+	__u16 toa[TOA_LEN / 2] = {bpf_htons(TOA_KIND << 8 | TOA_LEN)};
+	__u16 old_word = doff_byte, new_word = doff_byte + (TOA_LEN / 4 << 4);
+	__be16 tcp_len = bpf_htons(tot - 20), new_tcp_len = bpf_htons(tot - 20 + TOA_LEN);
+	__be16 new_tot = bpf_htons(tot + TOA_LEN);
+	__u8 new_doff = new_word;
+	__u32 sum;
+
+	__builtin_memcpy(&toa[1], &key->sport, 2);
+	__builtin_memcpy(&toa[2], &key->saddr[12], 4);
+	sum = fold((__u32)toa[0] + toa[1] + toa[2] + toa[3]);
+	/* The data offset's 16-bit word (data offset, reserved bits, then the flags) as it lies in memory. */
+	old_word = bpf_htons(old_word << 8);
+	new_word = bpf_htons(new_word << 8);
+	if (bpf_skb_change_tail(skb, ETH_HLEN + tot + TOA_LEN, 0))
+		return -1;
+#pragma unroll
+	for (int i = 7; i >= 0; i--) { /* (at most 8 option words: the caller checked the room) */
+		if (i >= opt_words)
+			continue;
+		if (bpf_skb_load_bytes(skb, L4 + 20 + 4 * i, &word, 4) ||
+		    bpf_skb_store_bytes(skb, L4 + 20 + TOA_LEN + 4 * i, &word, 4, 0))
+			return -1;
+	}
+	if (bpf_skb_store_bytes(skb, L4 + 20, toa, TOA_LEN, 0) ||
+	    bpf_skb_store_bytes(skb, L4 + 12, &new_doff, 1, 0) ||
+	    bpf_skb_store_bytes(skb, L3 + offsetof(struct iphdr, tot_len), &new_tot, 2, 0) ||
+	    bpf_l3_csum_replace(skb, L3 + offsetof(struct iphdr, check), bpf_htons(tot), new_tot, 2) ||
+	    bpf_l4_csum_replace(skb, csum_off, tcp_len, new_tcp_len, BPF_F_PSEUDO_HDR | 2) ||
+	    bpf_l4_csum_replace(skb, csum_off, old_word, new_word, 2) ||
+	    bpf_l4_csum_replace(skb, csum_off, 0, sum, 0))
+		return -1;
+	return 0;
+}
+
 #include "pylvs_fastpath6.h"
 #include "pylvs_sched.bpf.h" /* SYNs of hash-scheduled services: scheduled here */
 
@@ -377,8 +429,8 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 seg, need = L4 + sizeof(struct tcphdr);
 	__u16 tot, frag_off;
-	__u8 ttl, tos, tcp_flags = 0;
-	int udp, extra, rc, state = -1;
+	__u8 ttl, tos, tcp_flags = 0, doff_byte = 0;
+	int udp, extra, rc, state = -1, toa = 0;
 
 	if (skb->vlan_present)
 		return count(CNT_PASS_OTHER, TC_ACT_OK);
@@ -427,6 +479,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
 		if (th->syn && pylvs_ksched_syn(skb, eth, ip, th) == KSCHED_PUNT)
 			return count(CNT_PUNT_TCP_FLAGS, TC_ACT_OK);
 		tcp_flags = ((__u8 *)th)[13];
+		doff_byte = ((__u8 *)th)[12];
 		ports = *(__be32 *)th;
 		seg = 20 + th->doff * 4;
 	}
@@ -451,6 +504,13 @@ int pylvs_fastpath(struct __sk_buff *skb)
 	extra = overhead_of(v);
 	if (extra < 0)
 		return count(CNT_PUNT_UNSUPPORTED, TC_ACT_OK);
+	if (v->flags & FLOW_F_TOA && !udp && (tcp_flags & (TH_SYN | TH_RST | TH_ACK)) == TH_ACK) {
+		/* TOA due: here only into a segment without payload whose header has room for it. */
+		if (skb->gso_size || tot != seg || seg + TOA_LEN > 20 + 60)
+			return count(CNT_PUNT_TOA, TC_ACT_OK);
+		toa = 1;
+		extra = TOA_LEN;
+	}
 	/* A GSO super-frame leaves as segments of headers + gso_size; anything else as it is. */
 	seg = skb->gso_size ? seg + skb->gso_size : tot;
 	if (seg + extra > v->mtu)
@@ -459,8 +519,9 @@ int pylvs_fastpath(struct __sk_buff *skb)
 		state = tcp_next_state(v->tcp_state, tcp_offset(v), tcp_flags);
 		if (state < 0)
 			return count(CNT_PUNT_UNSUPPORTED, TC_ACT_OK);
-		if (state != v->tcp_state) {
-			/* Reserved before anything changes: without room, the engine makes the change. */
+		if (state != v->tcp_state || toa) {
+			/* Reserved before anything changes: without room, the engine makes the change. A TOA
+			 * insertion is reported even without a change: the engine learns it is delivered. */
 			ev = bpf_ringbuf_reserve(&pylvs_events, sizeof(*ev), 0);
 			if (!ev)
 				return count(CNT_PUNT_RING_FULL, TC_ACT_OK);
@@ -501,6 +562,14 @@ int pylvs_fastpath(struct __sk_buff *skb)
 			if (ev)
 				bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 			return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+		}
+		if (toa) {
+			if (insert_toa(skb, &key, tot, doff_byte)) {
+				if (ev)
+					bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+				return count(CNT_DROP_ERROR, TC_ACT_SHOT);
+			}
+			v->flags &= ~FLOW_F_TOA; /* delivered: the next segments go as they are */
 		}
 	}
 	return flow_hit(v, &key, tot, tcp_flags, state, ev);

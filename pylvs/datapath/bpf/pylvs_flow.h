@@ -13,6 +13,7 @@
 
 #define FLOW_F_ENGINE_ONLY 0x0001 /* every packet of this direction goes to the engine */
 #define FLOW_F_ENCAP_CSUM 0x0002  /* tunnel checksum: GUE UDP checksum, GRE C bit */
+#define FLOW_F_TOA 0x0004         /* FULLNAT IN: insert TOA into the next client ACK (no SYN), then clear */
 
 #define FLOW_ENCAP_NONE 0
 #define FLOW_ENCAP_IPIP 1

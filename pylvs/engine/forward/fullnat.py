@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pylvs.engine.egress import Buffer, Output
-from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, FlowEntry
+from pylvs.engine.flow import DIR_IN, DIR_OUT, F_ENGINE_ONLY, F_TOA, FlowEntry
 from pylvs.engine.forward import clientaddr, translate
 from pylvs.engine.forward.nat import AddressRewrite
 from pylvs.engine.forward.rewrite import Deltas, finish_rebuilt, patch
 from pylvs.ipvs_uapi import Method
-from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_SYN
+from pylvs.packet.layout import IP, IP_SRC, IP_TTL, PROTO_TCP, TCP_ACK, TCP_CSUM, TCP_RST, TCP_SYN
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,9 +47,11 @@ LPORT_TRIES = 10000  # fullnat_lport_tries
 class ClientAddress:
     """The slow-path state of delivering the client's address (TOA or PROXY protocol) on one connection.
 
-    While a connection has one, its client -> server packets are engine-only (the recipe alone cannot
-    insert an option or a header); under the PROXY protocol its replies are too (acknowledgements and
-    SACK edges are shifted back).
+    Under the PROXY protocol its packets of both directions are engine-only (the recipe cannot insert a
+    header; acknowledgements and SACK edges are shifted back). TOA over IPv4 is the kernel's too: the
+    request recipe is marked F_TOA and the program inserts the option into the client's first ACK
+    (pylvs_fastpath.bpf.c insert_toa) and reports it (`kernel_sent_toa`); whichever path forwards that
+    ACK inserts it, once. TOA over IPv6 (and NAT64, NAT46) stays engine-only until delivered.
     """
 
     __slots__ = ("kind", "pp_header", "isn_next", "seq_delta", "toa_sent")
@@ -128,7 +130,10 @@ class FullNat(AddressRewrite):
         kind = conn.svc.proxy_protocol or ("toa" if getattr(conn.forwarder, "toa", True) else "")
         if conn.proto == PROTO_TCP and kind:
             conn.slow = ClientAddress(kind, conn)
-            conn.in_flow.flags |= F_ENGINE_ONLY
+            if kind == "toa" and len(conn.caddr) == 4 == len(conn.daddr):
+                conn.in_flow.flags |= F_TOA  # the kernel may insert it (IPv4 on both sides)
+            else:
+                conn.in_flow.flags |= F_ENGINE_ONLY
             if kind != "toa":
                 conn.out_flow.flags |= F_ENGINE_ONLY
 
@@ -170,7 +175,7 @@ class FullNat(AddressRewrite):
                 return None
             # Delivered with this ACK: from now on the recipe alone serves the connection.
             conn.slow = None
-            conn.in_flow.flags &= ~F_ENGINE_ONLY
+            conn.in_flow.flags &= ~(F_ENGINE_ONLY | F_TOA)
             self.egress.flows_changed(conn)
             return clientaddr.insert_option(buf, l4, end, clientaddr.toa(*self._client(buf, l4)))
         payload = end - l4 - (buf[l4 + 12] >> 4) * 4
@@ -257,3 +262,17 @@ class FullNat(AddressRewrite):
     def _shift(r: ClientAddress, ack: int) -> int:
         """The client's numbering of its stream -> the server's (what _unshift undoes)."""
         return (ack + r.seq_delta) & clientaddr.SEQ_MASK if clientaddr.seq_after_eq(ack, r.isn_next) else ack
+
+
+def kernel_sent_toa(conn: Conn, tcp_flags: int) -> bool:
+    """The kernel forwarded a client segment of `conn` by its request recipe (a reported state change,
+    Engine.tcp_transition): while that recipe is marked F_TOA, an ACK without SYN or RST went out with
+    the TOA the program inserted (it punts one it cannot insert into). Delivered: the engine inserts none
+    and the recipes it writes again carry no mark."""
+    f = conn.in_flow
+    if (f is None or not f.flags & F_TOA or not isinstance(conn.slow, ClientAddress)
+            or tcp_flags & (TCP_SYN | TCP_RST) or not tcp_flags & TCP_ACK):
+        return False
+    conn.slow = None
+    f.flags &= ~F_TOA
+    return True
