@@ -66,12 +66,11 @@ class FullnatMode(PylvsMode):
 
 
 class FullnatBpfMode(FullnatMode):
-    """FULLNAT with the kernel fast path and without TOA (--fullnat-toa 0: these nginx real servers have no
-    TOA module to read it), so the program schedules the SYNs and takes the local ports itself."""
+    """FULLNAT with the kernel fast path, TOA on (lvsd's default): the program schedules the SYNs, takes
+    the local ports and inserts TOA into the client's first ACK itself."""
 
     name = "fullnat-bpf"
     datapath = "bpf"
-    lvsd_options = ("--fullnat-toa", "0")
 
 
 # -- DR and TUN ------------------------------------------------------------------------------------
