@@ -142,15 +142,15 @@ def test_with_toa_on_the_kernel_schedules_and_each_server_sees_one_toa_per_conne
     client = ipaddress.ip_address(CLIENT).packed
     client_ports = {p[TCP].sport for p in client_cap.packets() if TCP in p and p[TCP].flags == "S"}
     assert len(client_ports) == n, client_ports
-    per_conn: dict[tuple[str, int], list[bytes]] = {}
-    for cap in caps:
+    per_conn: dict[tuple[str, str, int], list[bytes]] = {}  # by real server, local address and port
+    for name, cap in zip(lab.rs_names, caps, strict=True):
         for p in cap.packets():
             if TCP in p and p[TCP].flags != "S":
                 value = toa_of(p)
-                per_conn.setdefault((p[IP].src, p[TCP].sport), [])
+                conn = per_conn.setdefault((name, p[IP].src, p[TCP].sport), [])
                 if value is not None:
-                    per_conn[(p[IP].src, p[TCP].sport)].append(value)
-    assert len(per_conn) == n and {src for src, _ in per_conn} <= set(LIPS), per_conn.keys()
+                    conn.append(value)
+    assert len(per_conn) == n and {src for _, src, _ in per_conn} <= set(LIPS), per_conn.keys()
     assert all(len(v) == 1 for v in per_conn.values()), per_conn  # exactly one TOA per connection
     assert all(v[0][2:] == client for v in per_conn.values()), per_conn
     assert {int.from_bytes(v[0][:2], "big") for v in per_conn.values()} == client_ports

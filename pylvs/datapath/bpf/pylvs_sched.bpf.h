@@ -208,9 +208,8 @@ struct {
  * pairs handed out so far: pair c is address c % count, port lport_min + (c / count) % lport_span.
  * Per real server because its reply tuples (LIP:lport -> RIP:rport) must not come round within its
  * TIME_WAIT: one cursor for the service took a pair back to the same real server after a third of the
- * cycle with three of them (the real server refused the reused tuple). Never reset: any value is a
- * valid place to go on from; an LRU entry evicted starts again at 0, where the claims skip the pairs
- * still held. */
+ * cycle with three of them (the real server refused the reused tuple). Starts at a random value and
+ * is never reset: any value is a valid place to go on from (the claims skip the pairs still held). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -376,14 +375,15 @@ static __always_inline int ks_claim(struct pylvs_ksched_scratch *s, __u32 slot, 
 {
 	struct pylvs_ksched_laddrs *la = bpf_map_lookup_elem(&pylvs_ksched_laddrs, &slot);
 	__u32 ckey = slot << 16 | (dest & 0xffff);
-	__u64 zero = 0, *cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &ckey);
+	__u64 start, *cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &ckey);
 	struct pylvs_flow_value *in = &s->in, *out = &s->out;
 	__u32 client = ks_sum4(&s->key.saddr[12]), cport = bpf_ntohs(s->key.sport);
 	__u32 ip = out->csum_ip, l4 = out->csum_l4, partial = out->csum_l4_partial;
 	__u32 n, span;
 
-	if (!cursor) {
-		bpf_map_update_elem(&pylvs_ksched_lcursors, &ckey, &zero, BPF_NOEXIST);
+	if (!cursor) { /* a random start: not the low ports the engine's cursors (and a restart's) begin with */
+		start = bpf_get_prandom_u32();
+		bpf_map_update_elem(&pylvs_ksched_lcursors, &ckey, &start, BPF_NOEXIST);
 		cursor = bpf_map_lookup_elem(&pylvs_ksched_lcursors, &ckey);
 	}
 	if (!la || !cursor || !la->count || !la->lport_span)
