@@ -55,3 +55,13 @@ def nat_lab():
 @pytest.fixture
 def lab(nat_lab):
     yield from flushed(nat_lab)
+
+
+@pytest.fixture(scope="module")
+def fast():
+    """The fast path's program and maps loaded once for a module, nothing pinned (BPF_PROG_TEST_RUN tests;
+    a module may define its own)."""
+    from pylvs.datapath.bpf.loader import FastPath
+
+    with FastPath(pin_root=None, max_flows=8192) as f:
+        yield f

@@ -19,7 +19,6 @@ from scapy.layers.l2 import Ether
 from pylvs.datapath.bpf.adopt import gue_source_port
 from pylvs.datapath.bpf.events import SchedEvent
 from pylvs.datapath.bpf.ksched import STATE, STATE_MAP, KernelScheduler
-from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.flow import VALUE, VALUE_FIELDS
@@ -44,12 +43,6 @@ from tests.unit.director import (
 
 CLIENTS = 300  # random clients per scheduler and flag combination
 VALUE_FIELD = {name: i for i, (name, _, _) in enumerate(VALUE_FIELDS)}
-
-
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=8192) as f:
-        yield f
 
 
 @pytest.fixture

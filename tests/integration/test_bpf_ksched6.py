@@ -21,7 +21,6 @@ from scapy.layers.l2 import GRE, Ether
 
 from pylvs.datapath.bpf.events import SchedEvent
 from pylvs.datapath.bpf.ksched import KernelScheduler
-from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
@@ -55,12 +54,6 @@ def make_engine(method: Method = Method.MASQ, scheduler: str = "mh", flags: int 
     for dest in svc.dests:
         dest.tun_type = tun_type
     return engine
-
-
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=8192) as f:
-        yield f
 
 
 @pytest.fixture

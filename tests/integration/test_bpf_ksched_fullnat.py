@@ -18,7 +18,6 @@ from scapy.layers.l2 import Ether
 
 from pylvs.datapath.bpf.events import SchedEvent
 from pylvs.datapath.bpf.ksched import KernelScheduler
-from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload, pack_key
 from pylvs.engine import tcpstate
 from pylvs.engine.engine import Engine
@@ -44,12 +43,6 @@ from tests.unit.director import (
 LIPS = ["10.1.0.200", "10.1.0.201"]
 PROBES = 8  # KSCHED_LPORT_PROBES
 VALUE_FIELD = {name: i for i, (name, _, _) in enumerate(VALUE_FIELDS)}
-
-
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=8192) as f:
-        yield f
 
 
 @pytest.fixture

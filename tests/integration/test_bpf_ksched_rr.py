@@ -22,7 +22,6 @@ from scapy.layers.l2 import Ether
 
 from pylvs.datapath.bpf.events import SchedEvent
 from pylvs.datapath.bpf.ksched import STATE, STATE_MAP, KernelScheduler
-from pylvs.datapath.bpf.loader import FastPath
 from pylvs.datapath.bpf.offload import FlowOffload
 from pylvs.engine.engine import Engine
 from pylvs.engine.services import Method, RealServer, VirtualService, pack_ip
@@ -33,12 +32,6 @@ from tests.unit import test_engine_ipv6 as v6
 from tests.unit.director import DIP_MAC, VIP, checksums_valid, make_engine, rs_mac
 
 ANY_FLOW = Flow(6, pack_ip("198.51.100.1"), 1, pack_ip(VIP), 80)  # rr and wrr ignore the flow
-
-
-@pytest.fixture(scope="module")
-def fast():
-    with FastPath(pin_root=None, max_flows=8192) as f:
-        yield f
 
 
 @pytest.fixture
