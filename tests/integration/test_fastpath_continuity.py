@@ -111,7 +111,8 @@ def test_a_download_goes_on_across_a_stop_and_a_kill_of_lvsd(lab):
     assert lab.curl(f"http://{lab.vip}/").returncode == 0  # the director learns its neighbours
     proc = download(lab, "restart.bin")
     try:
-        wait_for(lambda: status(lab)["offloaded_conns"] == 1, timeout=5, what="the download in the kernel map")
+        wait_for(lambda: status(lab)["offloaded_conns"] == 1, timeout=5,
+                 what=f"the download in the kernel map ({status(lab)})")
         for n, sig in enumerate((signal.SIGTERM, signal.SIGKILL), 1):
             code = lab.stop_lvsd(sig)
             assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
@@ -166,7 +167,8 @@ def test_recipes_follow_a_real_server_whose_mac_changes(lab):
     assert lab.curl(f"http://{lab.vip}/").returncode == 0
     proc = download(lab, "mac.bin", 24 << 20)
     try:
-        wait_for(lambda: status(lab)["offloaded_conns"] == 1, timeout=5, what="the download in the kernel map")
+        wait_for(lambda: status(lab)["offloaded_conns"] == 1, timeout=5,
+                 what=f"the download in the kernel map ({status(lab)})")
         time.sleep(0.5)
         # The real server's interface gets another MAC (it announces it with a gratuitous ARP).
         lab.net.ip(lab.rs_names[0], "link", "set", "eth0", "address", "02:00:5e:10:00:99")

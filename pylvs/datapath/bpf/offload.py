@@ -282,9 +282,12 @@ class FlowOffload:
         resolve_hops(self.engine, conn)  # as the recipes the program copied: a MAC that moves rewrites them
         if conn.out_flow is not None:
             # The program sends NAT's replies back where the SYN came from; where the engine's routes
-            # say otherwise (or do not know yet), its recipes go and the engine decides alone.
+            # say otherwise, its recipes go and the engine decides alone. Where they do not know yet
+            # (a client whose MAC only the kernel has seen: every packet of its connections so far went
+            # through the kernel), the program's choice stands: withdrawn, the connection would stay
+            # in Python for good; the engine's hop follows when its lookup resolves.
             hop = conn.out_flow.hop  # (resolve_hops: the engine's route back to the client)
-            if hop is None or hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw:
+            if hop is not None and (hop.ifindex != ev.ifindex or hop.eth[:6] != ev.hw):
                 self.rerouted += 1
                 self._withdraw(conn)
         return True
