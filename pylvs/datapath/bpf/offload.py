@@ -267,10 +267,7 @@ class FlowOffload:
             k, n = ev.key, len(ev.raddr)
             to, to_port = local or (k[:n], k[2 * n:2 * n + 2])  # the reply entry's: the local or the client's
             for key in (k, ev.raddr + to + ev.rport + to_port):  # the SYN's entry, the reply entry (NAT, FULLNAT)
-                try:
-                    self.flows.delete_key(pack_key(PROTO_TCP, key))
-                except BpfError as exc:
-                    self._error("deleting", exc)
+                self._delete_key(pack_key(PROTO_TCP, key))
             return found is not None
         self.adopted += 1
         if conn.local is not None:

@@ -9,15 +9,15 @@
  * flow entries from the destination's recipe template (the client's address and port filled in;
  * NAT's reply entry leaves where the SYN came from) in the state the SYN makes (NONE -> SYN_RECV,
  * which CREATED stands for: one event per new connection, not two), reports a CREATED event
- * on the event ring and lets the fast path forward the SYN by the new entry. FULLNAT (IPv4, no client
- * address to deliver): the program also takes a local address and port of its part of the range and
- * claims it by creating the reply entry with BPF_NOEXIST (ks_claim); CREATED names them. The engine
+ * on the event ring and lets the fast path forward the SYN by the new entry. FULLNAT (IPv4, not under
+ * the PROXY protocol; TOA the fast path inserts itself): the program also takes a local address and
+ * port and claims it by creating the reply entry with BPF_NOEXIST (ks_claim); CREATED names them. The engine
  * adopts the connection from the event (Engine.adopt_kernel), so it stays the authority. IPv6 SYNs come from
  * pylvs_fastpath6 (no extension header) and go on into it: NAT66, DR, IPv6 in IPv6 and GRE over IPv6.
  * The keys and entries being built live in a per-CPU scratch map, not on the program's stack.
  *
  * Everything the engine must decide is punted unchanged (a counter per reason): services it did not
- * publish or marked engine-only (persistent, FULLNAT with TOA or the PROXY protocol, synproxy, defence
+ * publish or marked engine-only (persistent, FULLNAT under the PROXY protocol, synproxy, defence
  * strategies, thresholds, ...), a table that changed and is not republished yet (the generation in pylvs_ksched_state), a SYN whose
  * connection already has an entry (connection reuse), a destination the table names but that may not
  * take it (weight 0, unavailable) once the kernel's fallback probes run out, an rr/wrr sequence longer
